@@ -1,0 +1,37 @@
+# agriseries: the two commands of the README's quick start.
+#   make demo   create .venv, install agriseries, ingest the bundled sample products into
+#               build/demo-store (COG + STAC) and print what was made
+#   make test   create .venv, install agriseries with its test extras, run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STORE  ?= build/demo-store
+
+# Real sample products bundled under tests/data (see tests/data/README.md for their origin).
+DEMO_INPUTS = $(wildcard tests/data/safe/*.SAFE) \
+              $(wildcard tests/data/landsat/LC08_*_T?) \
+              $(wildcard tests/data/muscate/SENTINEL2*) \
+              $(wildcard tests/data/worldcereal/S2_L2A_10m_*.nc)
+
+.PHONY: demo test install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	rm -rf $(STORE)
+	$(BIN)/agriseries ingest $(DEMO_INPUTS) --store $(STORE)
+	$(BIN)/agriseries list --store $(STORE)
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

@@ -1,0 +1,132 @@
+"""Product levels and product ids.
+
+Every product in the store has an id that says what it is, readable by people and
+sortable by tile and date (FORCE-style file naming):
+
+* an acquisition: ``{level}_{sensor}_{tile}_{YYYYMMDDTHHMMSS}_{producer}``,
+  e.g. ``L2A_S2A_T29UNU_20221005T115411_SEN2COR``;
+* a period product: ``{level}_{sensors}_{tile}_{YYYYMMDD}-{YYYYMMDD}_{producer}``,
+  e.g. ``L3A_S2L8_T31UDS_20180701-20180731_AGS``.
+
+``producer`` says who made the level (``SEN2COR``, ``MAJA``, ``LASRC``, ``ESA`` for
+L1C, ``USGS`` for Landsat L1, ``AGS`` for agriseries itself), so that the same
+acquisition processed by two chains gets two ids. The product codes follow
+Sen2Agri (L2A surface reflectance, L3A composite, L3B biophysical, L4A crop mask,
+L4B crop type) so that its users recognise them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import re
+from dataclasses import dataclass
+
+from .errors import ConfigurationError
+
+
+class Level(str, enum.Enum):
+    """Product levels, with Sen2Agri's codes."""
+
+    L1C = "L1C"  #: top-of-atmosphere reflectance (input)
+    L2A = "L2A"  #: surface reflectance with cloud/shadow/snow/water mask
+    L3A = "L3A"  #: monthly cloud-free synthesis
+    L3B = "L3B"  #: LAI, FAPAR, FCOVER and other biophysical variables
+    L4A = "L4A"  #: crop mask
+    L4B = "L4B"  #: crop type map
+
+    @property
+    def description(self) -> str:
+        """One line saying what the level holds."""
+        return _DESCRIPTIONS[self]
+
+
+_DESCRIPTIONS = {
+    Level.L1C: "Top-of-atmosphere reflectance (Sentinel-2 L1C, Landsat C2 L1)",
+    Level.L2A: "Surface reflectance with cloud, shadow, snow and water mask",
+    Level.L3A: "Monthly cloud-free surface reflectance synthesis (weighted average)",
+    Level.L3B: "Biophysical variables: LAI, FAPAR, FCOVER, canopy chlorophyll and water",
+    Level.L4A: "Crop mask",
+    Level.L4B: "Crop type map",
+}
+
+_PRODUCER_RE = re.compile(r"^[A-Z0-9]{2,12}$")
+_ID_RE = re.compile(
+    r"^(?P<level>L1C|L2A|L3A|L3B|L4A|L4B)_(?P<sensor>[A-Z0-9]+)_(?P<tile>T\d{2}[A-Z]{3})_"
+    r"(?:(?P<stamp>\d{8}T\d{6})|(?P<start>\d{8})-(?P<end>\d{8}))_(?P<producer>[A-Z0-9]+)$"
+)
+
+
+@dataclass(frozen=True, order=True)
+class ProductId:
+    """The parts of a product id (see the module docstring).
+
+    Attributes
+    ----------
+    level
+        A :class:`Level`.
+    sensor
+        ``S2A``, ``L8``... or a combination for multi-sensor products (``S2L8``).
+    tile
+        Sentinel-2 tile id, ``T31UDS``.
+    start
+        Acquisition time (UTC), or the first day of the period.
+    producer
+        Who made the level.
+    end
+        Last day of the period for period products; ``None`` for acquisitions.
+    """
+
+    level: Level
+    sensor: str
+    tile: str
+    start: dt.datetime
+    producer: str
+    end: dt.datetime | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "level", Level(self.level))
+        if not _PRODUCER_RE.match(self.producer):
+            raise ConfigurationError(
+                f"producer {self.producer!r}: expected 2-12 upper-case letters or digits"
+            )
+        if not re.match(r"^T\d{2}[A-Z]{3}$", self.tile):
+            raise ConfigurationError(f"tile {self.tile!r}: expected e.g. 'T31UDS'")
+        if not re.match(r"^[A-Z0-9]+$", self.sensor):
+            raise ConfigurationError(f"sensor {self.sensor!r}: expected e.g. 'S2A' or 'L8'")
+
+    def __str__(self) -> str:
+        if self.end is None:
+            when = self.start.strftime("%Y%m%dT%H%M%S")
+        else:
+            when = f"{self.start:%Y%m%d}-{self.end:%Y%m%d}"
+        return f"{self.level.value}_{self.sensor}_{self.tile}_{when}_{self.producer}"
+
+    @classmethod
+    def parse(cls, text: str) -> "ProductId":
+        """Parse a product id written by :meth:`__str__`.
+
+        Raises
+        ------
+        ConfigurationError
+            If the text is not an agriseries product id.
+        """
+        m = _ID_RE.match(text)
+        if not m:
+            raise ConfigurationError(
+                f"{text!r} is not an agriseries product id: expected "
+                "LEVEL_SENSOR_TILE_YYYYMMDDTHHMMSS_PRODUCER or LEVEL_SENSOR_TILE_YYYYMMDD-YYYYMMDD_PRODUCER"
+            )
+        utc = dt.timezone.utc
+        if m["stamp"]:
+            start = dt.datetime.strptime(m["stamp"], "%Y%m%dT%H%M%S").replace(tzinfo=utc)
+            end = None
+        else:
+            start = dt.datetime.strptime(m["start"], "%Y%m%d").replace(tzinfo=utc)
+            end = dt.datetime.strptime(m["end"], "%Y%m%d").replace(tzinfo=utc)
+        return cls(Level(m["level"]), m["sensor"], m["tile"], start, m["producer"], end)
+
+    @property
+    def year(self) -> int:
+        """The year of the (start) date, used in the store's folder layout."""
+        return self.start.year

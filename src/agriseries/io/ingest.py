@@ -1,0 +1,255 @@
+"""Ingest: read provider products and write them into the product store.
+
+:func:`ingest` takes paths (product folders, archives, MTL files, NetCDF/Zarr
+series), finds the reader of each (:mod:`agriseries.io.detect`), and writes one
+store product per acquisition and tile:
+
+* Sentinel-2 products (SAFE, MUSCATE) stay on their own tile; each band is written
+  at its native resolution (10, 20, 60 m), the mask at the resolution of the
+  provider's quality layer (Sen2Cor SCL: 20 m);
+* products that are not on a Sentinel-2 grid (Landsat, old THEIA Lambert-93 N2A)
+  are warped onto every tile they overlap (or the ``tile`` asked for) at 30 m,
+  cropped to their footprint, on the tile's pixel lattice;
+* time series write one product per date, on the tile whose lattice they share.
+
+Bad input never stops the batch: each path gets a result (``ingested``,
+``skipped`` -- already in the store --, or ``failed`` with the error and traceback),
+and the caller decides the exit code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import xarray as xr
+from odc.geo.geom import Geometry
+
+from .. import __version__
+from ..core.errors import AgriseriesError, EmptyIntersectionError, InputProductError
+from ..core.grid import parse_tile, snap_to_tile, tile_footprint, tile_geobox, tiles_for_geometry
+from ..core.ids import Level, ProductId
+from .detect import find_reader
+from .product import SourceProduct, load
+from .store import Layer, ProductStore, dataset_layers
+
+#: Resolution (m) at which products that are not on a Sentinel-2 grid are stored.
+FOREIGN_GRID_RESOLUTION = 30
+
+
+@dataclass
+class IngestResult:
+    """What happened to one input path."""
+
+    path: str
+    status: str  # "ingested" | "skipped" | "failed"
+    reader: str | None = None
+    products: list[str] = field(default_factory=list)
+    error: str | None = None
+    error_type: str | None = None
+    traceback: str | None = None
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable dict."""
+        return dict(self.__dict__)
+
+
+def ingest(paths: list[str | Path], store: ProductStore, *, tile: str | None = None,
+           overwrite: bool = False, on_result: Callable[[IngestResult], None] | None = None
+           ) -> list[IngestResult]:
+    """Ingest every path into the store; return one result per path.
+
+    Parameters
+    ----------
+    paths
+        Products or series to ingest.
+    store
+        The product store.
+    tile
+        Only write products on this Sentinel-2 tile (others are refused with an
+        :class:`EmptyIntersectionError` if the product does not overlap it).
+    overwrite
+        Rewrite products that are already in the store (default: skip them).
+    on_result
+        Called after each path (progress reporting).
+    """
+    results = []
+    for path in paths:
+        res = IngestResult(str(path), "failed")
+        try:
+            reader = find_reader(path)
+            res.reader = reader.name
+            if reader.kind == "product":
+                product = reader.read(str(path))
+                written, skipped = ingest_product(product, store, tile=tile, overwrite=overwrite)
+            else:
+                series = reader.read(str(path))
+                written, skipped = ingest_series(series, store, tile=tile, overwrite=overwrite,
+                                                 source=str(path))
+            res.products = written + skipped
+            res.status = "ingested" if written else "skipped"
+        except Exception as exc:  # one bad product never stops the batch
+            res.status = "failed"
+            res.error = str(exc) if isinstance(exc, AgriseriesError) else f"{path}: {exc!r}"
+            res.error_type = type(exc).__name__
+            res.traceback = traceback.format_exc()
+        results.append(res)
+        if on_result:
+            on_result(res)
+    store.update_catalog()
+    return results
+
+
+def _target_tiles(product: SourceProduct, tile: str | None) -> list[str]:
+    if product.tile:
+        if tile and parse_tile(tile).name != parse_tile(product.tile).name:
+            fp = tile_footprint(tile)
+            if product.footprint is None or not fp.intersects(product.footprint.to_crs(fp.crs)):
+                raise EmptyIntersectionError(
+                    product.path, f"the product (tile {product.tile}) does not overlap tile {tile}")
+            raise InputProductError(
+                product.path, f"the product is on tile {product.tile}, not {tile}; Sentinel-2 "
+                "products are stored on their own tile")
+        return [parse_tile(product.tile).name]
+    if product.footprint is None:
+        raise InputProductError(product.path, "the product has no footprint to find its tiles")
+    if tile:
+        fp = tile_footprint(tile)
+        if not fp.intersects(product.footprint.to_crs(fp.crs)) or \
+                fp.intersection(product.footprint.to_crs(fp.crs)).area <= 0:
+            raise EmptyIntersectionError(
+                product.path, f"the product's footprint does not overlap tile {parse_tile(tile).name}")
+        return [parse_tile(tile).name]
+    tiles = [t.name for t in tiles_for_geometry(product.footprint)]
+    if not tiles:
+        raise EmptyIntersectionError(product.path, "the footprint overlaps no Sentinel-2 tile")
+    return tiles
+
+
+def _resolution_groups(product: SourceProduct) -> dict[int, list[str]]:
+    if not product.tile:
+        return {FOREIGN_GRID_RESOLUTION: list(product.bands)}
+    groups: dict[int, list[str]] = {}
+    for name, asset in product.bands.items():
+        res = int(round(asset.resolution or 10))
+        groups.setdefault(res, []).append(name)
+    return dict(sorted(groups.items()))
+
+
+def ingest_product(product: SourceProduct, store: ProductStore, *, tile: str | None = None,
+                   overwrite: bool = False) -> tuple[list[str], list[str]]:
+    """Write one acquisition into the store, on each tile it covers.
+
+    Returns
+    -------
+    (written, skipped)
+        Product ids written and product ids already present.
+    """
+    written, skipped = [], []
+    groups = _resolution_groups(product)
+    qres = [int(round(a.resolution or 0)) for a in product.quality.values() if a.resolution]
+    mask_res = min(groups, key=lambda r: abs(r - (min(qres) if qres else min(groups))))
+    for t in _target_tiles(product, tile):
+        pid = ProductId(Level(product.level), product.sensor, t, product.datetime, product.producer)
+        if store.exists(pid) and not overwrite:
+            skipped.append(str(pid))
+            continue
+        layers: list[Layer] = []
+        for res, names in groups.items():
+            ds = load(product, resolution=res, tile=t, bands=names, angles=None)
+            if res != mask_res:
+                ds = ds.drop_vars([v for v in ("mask", *product.aux) if v in ds])
+            layers += dataset_layers(ds, product.sensor)
+        grids = {}
+        if product.sun_angles is not None:
+            grids["sun"] = product.sun_angles
+        grids.update(product.view_angles)
+        fp = product.footprint.to_crs(tile_footprint(t).crs) if product.footprint is not None \
+            else tile_footprint(t)
+        fp = fp.intersection(tile_footprint(t))
+        store.write_product(
+            pid, layers, footprint=fp, sensors=[product.sensor], inputs=[product.product_id],
+            parameters={"reader_metadata": _jsonable(product.metadata)},
+            lineage=f"ingested from {product.producer} {product.level} product "
+                    f"{product.product_id} by agriseries {__version__}",
+            datetime=product.datetime, angle_grids=grids or None, overwrite=overwrite,
+            properties={"agriseries:source_path": str(Path(product.path).resolve())})
+        written.append(str(pid))
+    return written, skipped
+
+
+def ingest_series(ds: xr.Dataset, store: ProductStore, *, tile: str | None = None,
+                  overwrite: bool = False, source: str = "") -> tuple[list[str], list[str]]:
+    """Write every date of a time-series Dataset into the store (one product per date)."""
+    gb = ds.odc.geobox
+    footprint: Geometry = gb.extent
+    if tile:
+        tiles = [parse_tile(tile).name]
+    else:
+        tiles = [t.name for t in tiles_for_geometry(footprint)]
+    target = None
+    for t in tiles:
+        res = abs(gb.resolution.x)
+        tb = tile_geobox(t, int(res)) if 109800 % res == 0 else None
+        if tb is None or tb.crs != gb.crs:
+            continue
+        snapped = snap_to_tile(tb, footprint)
+        if snapped is not None:
+            target = (t, snapped)
+            if snapped.shape == gb.shape and snapped.affine.almost_equals(gb.affine):
+                break
+    if target is None:
+        raise EmptyIntersectionError(source, f"the series grid {gb} lies on no Sentinel-2 tile "
+                                     f"{'(asked: ' + tile + ')' if tile else ''}")
+    t, tgb = target
+    if not (tgb.shape == gb.shape and tgb.affine.almost_equals(gb.affine)):
+        ds = ds.odc.reproject(tgb, resampling="nearest")
+    written, skipped = [], []
+    for i in range(ds.sizes["time"]):
+        one = ds.isel(time=[i])
+        sensor = str(one["sensor"].values[0])
+        when = _to_datetime(one["time"].values[0])
+        level = str(one["level"].values[0]) if "level" in one.coords else "L2A"
+        producer = str(one["producer"].values[0]) if "producer" in one.coords else "UNKNOWN"
+        pid = ProductId(Level(level), sensor, t, when, producer)
+        if store.exists(pid) and not overwrite:
+            skipped.append(str(pid))
+            continue
+        mask = one["mask"].values[0] if "mask" in one else None
+        if mask is not None and bool(np.all(mask & 64)):
+            continue  # nothing was measured at this date over the series' area
+        source_id = str(one["source_id"].values[0]) if "source_id" in one.coords else source
+        store.write_product(
+            pid, dataset_layers(one, sensor), footprint=tgb.extent, sensors=[sensor],
+            inputs=[source_id], parameters={"source": Path(source).name},
+            lineage=f"ingested from the time series {Path(source).name} by agriseries {__version__}",
+            datetime=when, overwrite=overwrite,
+            properties={"agriseries:source_path": str(Path(source).resolve())})
+        written.append(str(pid))
+    return written, skipped
+
+
+def _to_datetime(value) -> dt.datetime:
+    ts = np.datetime64(value, "us").astype(dt.datetime)
+    return ts.replace(tzinfo=dt.timezone.utc)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, (np.integer, int)):
+        return int(obj)
+    if isinstance(obj, (str, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+__all__ = ["ingest", "ingest_product", "ingest_series", "IngestResult"]

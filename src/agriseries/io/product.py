@@ -1,0 +1,496 @@
+"""What a reader finds in a product, and the one loader that turns it into a Dataset.
+
+A reader parses a product's metadata into a :class:`SourceProduct`: where each band
+is, how its integers become reflectance (``value = DN * scale + offset``), its
+no-data value, the provider's quality layers with the function that decodes them
+into the common mask bits (:mod:`agriseries.core.masks`), auxiliary layers (AOT) and
+the sun/view angle grids. It reads no pixel.
+
+:func:`load` then reads any :class:`SourceProduct` onto a target grid (the product's
+own grid at a resolution, or a Sentinel-2 tile grid for Landsat), lazily with dask,
+chunk by chunk, each chunk warped by GDAL from only the source window it needs. It
+returns the agriseries Dataset (README, "The in-memory object"):
+
+* dims ``(time, y, x)`` with ``time`` of length 1, on an odc-geo GeoBox
+  (``ds.odc.geobox``);
+* one float32 variable per band, reflectance 0-1, NaN where no data;
+* ``mask``: uint8 common mask bits;
+* ``aot`` (when the product has it), float32, unitless;
+* ``sun_zenith``, ``sun_azimuth``, ``view_zenith``, ``view_azimuth``: float32
+  degrees, interpolated from the product's angle grids (band-mean view angles;
+  ``angles="per_band"`` adds ``view_zenith_<band>`` / ``view_azimuth_<band>``);
+* coordinates on ``time``: ``sensor``, ``source_id``, ``level``, ``producer``,
+  ``tile``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Mapping
+
+import dask.array as da
+import numpy as np
+import rasterio
+import xarray as xr
+from odc.geo import CRS
+from odc.geo.geobox import GeoBox
+from odc.geo.geom import Geometry
+from odc.geo.xr import xr_coords
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from ..core.errors import ConfigurationError, CorruptProductError, EmptyIntersectionError
+from ..core.grid import snap_to_tile, tile_geobox
+from ..core.masks import CF_ATTRS, MaskBit
+
+Kind = Literal["reflectance", "quality", "aux"]
+
+#: Default chunk edge in pixels: 2048 x 2048 float32 = 16 MiB per chunk and band.
+DEFAULT_CHUNK = 2048
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One raster layer inside a product.
+
+    Attributes
+    ----------
+    path
+        A path GDAL can open (plain file, ``/vsizip/...``, ``NETCDF:...``).
+    band_index
+        1-based band index within the file.
+    scale, offset
+        ``value = DN * scale + offset`` (reflectance 0-1 for reflectance bands).
+    nodata
+        The DN meaning "no measurement"; ``None`` when the file has none.
+    resolution
+        Native pixel size in metres (informative; the file's georeferencing rules).
+    kind
+        ``reflectance``, ``quality`` (decoded by the product's mask decoder) or ``aux``.
+    """
+
+    path: str
+    band_index: int = 1
+    scale: float = 1.0
+    offset: float = 0.0
+    nodata: float | None = None
+    resolution: float | None = None
+    kind: Kind = "reflectance"
+
+    @property
+    def resampling(self) -> Resampling:
+        """Nearest for quality layers, bilinear for continuous values."""
+        return Resampling.nearest if self.kind == "quality" else Resampling.bilinear
+
+
+@dataclass(frozen=True)
+class AngleGrid:
+    """A coarse grid of angles (degrees), given at points spaced ``step`` metres.
+
+    Value ``[i, j]`` is the angle at ``(x0 + j * step, y0 - i * step)`` in ``crs``
+    (the layout of the Sentinel-2 ``MTD_TL.xml`` grids: 23 x 23 nodes, 5 km apart,
+    from the tile's upper-left corner). A constant angle (Landsat scene centre) is a
+    1 x 1 grid.
+    """
+
+    zenith: np.ndarray
+    azimuth: np.ndarray
+    x0: float
+    y0: float
+    step: float
+    crs: str
+
+    def on(self, geobox: GeoBox) -> tuple[np.ndarray, np.ndarray]:
+        """Bilinear interpolation of (zenith, azimuth) at the pixel centres of ``geobox``.
+
+        NaN nodes (outside a detector) are first filled with the nearest valid node;
+        azimuths are interpolated through their sine and cosine so that 359 and 1
+        degrees average to 0, not 180.
+        """
+        return _interp_angles(self, geobox)
+
+
+def _fill_nearest(a: np.ndarray) -> np.ndarray:
+    from scipy.ndimage import distance_transform_edt
+
+    bad = ~np.isfinite(a)
+    if not bad.any():
+        return a
+    if bad.all():
+        return a
+    _, (ii, jj) = distance_transform_edt(bad, return_indices=True)
+    return a[ii, jj]
+
+
+def _interp_angles(grid: AngleGrid, geobox: GeoBox) -> tuple[np.ndarray, np.ndarray]:
+    from scipy.ndimage import map_coordinates
+
+    ny, nx = geobox.shape
+    if grid.zenith.size == 1:
+        z = np.full((ny, nx), float(grid.zenith.ravel()[0]), np.float32)
+        a = np.full((ny, nx), float(grid.azimuth.ravel()[0]), np.float32)
+        return z, a
+    gb = geobox if CRS(geobox.crs) == CRS(grid.crs) else None  # compare CRSs, not their texts
+    if gb is None:
+        raise ConfigurationError(
+            f"angle grid in {grid.crs} cannot be interpolated onto a grid in {geobox.crs}"
+        )
+    xs = geobox.coords["x"].values if "x" in geobox.coords else None
+    ys = geobox.coords["y"].values if "y" in geobox.coords else None
+    cols = (xs - grid.x0) / grid.step
+    rows = (grid.y0 - ys) / grid.step
+    rr, cc = np.meshgrid(rows, cols, indexing="ij")
+    coords = np.stack([rr.ravel(), cc.ravel()])
+
+    def _ip(arr):
+        return map_coordinates(_fill_nearest(arr.astype(np.float64)), coords, order=1,
+                               mode="nearest").reshape(ny, nx)
+
+    zen = _ip(grid.zenith)
+    rad = np.deg2rad(_fill_nearest(grid.azimuth.astype(np.float64)))
+    s, c = _ip(np.sin(rad)), _ip(np.cos(rad))
+    az = np.rad2deg(np.arctan2(s, c)) % 360.0
+    return zen.astype(np.float32), az.astype(np.float32)
+
+
+MaskDecoder = Callable[[Mapping[str, object]], object]
+
+
+@dataclass(frozen=True)
+class SourceProduct:
+    """Everything a reader learnt from a product's metadata, before any pixel is read.
+
+    Attributes
+    ----------
+    path
+        The product folder (or archive) as given.
+    product_id
+        The provider's product id (``S2A_MSIL2A_...``, ``LC08_L2SP_...``).
+    level
+        ``L1C`` (top of atmosphere) or ``L2A`` (surface reflectance).
+    sensor
+        ``S2A``, ``S2B``, ``S2C``, ``L8`` or ``L9``.
+    producer
+        Who made the level: ``ESA`` (L1C), ``SEN2COR``, ``MAJA``, ``MACCS``,
+        ``USGS`` (Landsat L1), ``LASRC`` (Landsat L2).
+    datetime
+        Acquisition time (UTC, timezone-aware).
+    crs
+        The CRS of the product's rasters.
+    footprint
+        The area with data (or the product's extent), in any CRS.
+    tile
+        Sentinel-2 MGRS tile id when the product is on a tile grid, else ``None``.
+    bands
+        Reflectance bands by name (``B04``; Landsat ``B4``).
+    quality
+        Provider quality layers by name (``SCL``, ``CLDPRB``, ``CLM``, ``QA_PIXEL``...).
+    mask_decoder
+        Pure function from ``{name: array}`` of the quality layers to the common bits.
+    aux
+        Other layers by variable name (``aot``).
+    sun_angles
+        Sun zenith/azimuth grid.
+    view_angles
+        Viewing zenith/azimuth grid per band name.
+    native_grids
+        The product's own grid per resolution (metres), when known from metadata.
+    metadata
+        Other facts worth keeping (processing baseline, offsets, cloud cover...).
+    """
+
+    path: str
+    product_id: str
+    level: str
+    sensor: str
+    producer: str
+    datetime: _dt.datetime
+    crs: str
+    footprint: Geometry | None
+    bands: dict[str, Asset]
+    quality: dict[str, Asset] = field(default_factory=dict)
+    mask_decoder: MaskDecoder | None = None
+    aux: dict[str, Asset] = field(default_factory=dict)
+    sun_angles: AngleGrid | None = None
+    view_angles: dict[str, AngleGrid] = field(default_factory=dict)
+    tile: str | None = None
+    native_grids: dict[int, GeoBox] = field(default_factory=dict)
+    metadata: dict[str, object] = field(default_factory=dict)
+
+    def grid(self, resolution: int) -> GeoBox:
+        """The product's own grid at ``resolution`` metres.
+
+        From the metadata when it gives one, else the Sentinel-2 tile grid, else the
+        grid of the first band file whose pixel size is ``resolution``.
+        """
+        if resolution in self.native_grids:
+            return self.native_grids[resolution]
+        if self.tile is not None:
+            return tile_geobox(self.tile, resolution)
+        for asset in list(self.bands.values()) + list(self.quality.values()):
+            gb = file_geobox(asset.path)
+            if abs(gb.resolution.x - resolution) < 1e-6:
+                return gb
+        raise ConfigurationError(
+            f"{self.path}: no grid at {resolution} m; resolutions available: "
+            f"{sorted({a.resolution for a in self.bands.values()})}"
+        )
+
+
+def file_geobox(path: str) -> GeoBox:
+    """The GeoBox of a raster file, with a clear error if it cannot be opened."""
+    try:
+        with rasterio.open(path) as src:
+            return GeoBox(src.shape, src.transform, src.crs)
+    except RasterioIOError as exc:
+        raise CorruptProductError(path, f"cannot open raster: {exc}") from exc
+
+
+def _read_block(asset: Asset, geobox: GeoBox, dtype, fill) -> np.ndarray:
+    """Read one asset onto ``geobox`` (one dask block).
+
+    When the file's pixels line up with the target (same CRS, pixel size and lattice)
+    the block is a plain windowed read; otherwise GDAL warps the source onto it.
+    """
+    ny, nx = geobox.shape
+    try:
+        with rasterio.open(asset.path) as src:
+            nodata = asset.nodata if asset.nodata is not None else src.nodata
+            win = _aligned_window(src, geobox)
+            if win is not None:
+                data = src.read(asset.band_index, window=win, boundless=True,
+                                fill_value=nodata if nodata is not None else 0)
+                valid = _inside_mask(src, win)
+            else:
+                # Without a no-data value, an alpha band tells the target pixels the source
+                # does not cover (else they would read as DN 0).
+                with WarpedVRT(src, crs=geobox.crs, transform=geobox.affine, width=nx, height=ny,
+                               resampling=asset.resampling, src_nodata=nodata,
+                               nodata=nodata, add_alpha=nodata is None) as vrt:
+                    data = vrt.read(asset.band_index)
+                    valid = vrt.read(vrt.count) > 0 if nodata is None else np.ones(data.shape, bool)
+            if nodata is not None:
+                valid &= ~np.isnan(data) if np.isnan(nodata) else data != nodata
+    except RasterioIOError as exc:
+        raise CorruptProductError(asset.path, f"cannot read raster data: {exc}") from exc
+    if asset.kind == "quality":
+        return np.where(valid, data, fill).astype(dtype)
+    out = data.astype(np.float32) * np.float32(asset.scale) + np.float32(asset.offset)
+    out[~valid] = np.nan
+    return out.astype(dtype)
+
+
+def _aligned_window(src, geobox: GeoBox) -> Window | None:
+    """A window of ``src`` that is exactly ``geobox`` (same CRS, pixel size and lattice)."""
+    if src.crs != geobox.crs:
+        return None
+    a, b = src.transform, geobox.affine
+    if not (abs(a.a - b.a) < 1e-9 and abs(a.e - b.e) < 1e-9 and a.b == 0 and a.d == 0 and b.b == 0):
+        return None
+    col = (b.c - a.c) / a.a
+    row = (b.f - a.f) / a.e
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        return None
+    return Window(int(round(col)), int(round(row)), geobox.shape.x, geobox.shape.y)
+
+
+def _inside_mask(src, window: Window) -> np.ndarray:
+    rows = np.arange(window.row_off, window.row_off + window.height)
+    cols = np.arange(window.col_off, window.col_off + window.width)
+    return ((rows >= 0) & (rows < src.height))[:, None] & ((cols >= 0) & (cols < src.width))[None, :]
+
+
+def _lazy(asset: Asset, geobox: GeoBox, chunks: int, dtype, fill) -> da.Array:
+    """A dask array of ``asset`` on ``geobox``, one task per chunk."""
+    ny, nx = geobox.shape
+    ychunks = tuple(min(chunks, ny - i) for i in range(0, ny, chunks))
+    xchunks = tuple(min(chunks, nx - j) for j in range(0, nx, chunks))
+    name = f"read-{abs(hash((asset, str(geobox), chunks))):x}"
+    dsk = {}
+    for bi, y0 in enumerate(range(0, ny, chunks)):
+        for bj, x0 in enumerate(range(0, nx, chunks)):
+            sub = geobox[y0:y0 + ychunks[bi], x0:x0 + xchunks[bj]]
+            dsk[(name, bi, bj)] = (_read_block, asset, sub, dtype, fill)
+    return da.Array(dsk, name, chunks=(ychunks, xchunks), dtype=dtype)
+
+
+def target_grid(product: SourceProduct, resolution: int | None = None,
+                geobox: GeoBox | None = None, tile: str | None = None) -> GeoBox:
+    """The grid a product is loaded onto.
+
+    ``geobox`` wins; else ``tile`` (the part of that tile the product covers, at
+    ``resolution``); else the product's own grid at ``resolution``.
+
+    Raises
+    ------
+    EmptyIntersectionError
+        If the product's footprint misses the requested tile or grid.
+    """
+    if geobox is not None:
+        gb = geobox
+    elif tile is not None:
+        res = resolution or 10
+        tb = tile_geobox(tile, res)
+        fp = product.footprint if product.footprint is not None else product.grid(
+            int(min(a.resolution or res for a in product.bands.values()))).extent
+        gb = snap_to_tile(tb, fp)
+        if gb is None:
+            raise EmptyIntersectionError(
+                product.path, f"the product's footprint does not overlap tile {tile}"
+            )
+        return gb
+    else:
+        if resolution is None:
+            resolution = int(min(a.resolution or 10 for a in product.bands.values()))
+        gb = product.grid(resolution)
+    if product.footprint is not None:
+        fp = product.footprint.to_crs(gb.crs)
+        if not gb.extent.intersects(fp) or gb.extent.intersection(fp).area <= 0:
+            raise EmptyIntersectionError(
+                product.path, f"the product's footprint does not overlap the requested grid {gb}"
+            )
+    return gb
+
+
+def load(product: SourceProduct, resolution: int | None = None, *, geobox: GeoBox | None = None,
+         tile: str | None = None, bands: list[str] | None = None,
+         angles: Literal["mean", "per_band", None] = "mean",
+         chunks: int = DEFAULT_CHUNK) -> xr.Dataset:
+    """Load a product as the agriseries Dataset (see the module docstring).
+
+    Parameters
+    ----------
+    product
+        What a reader returned.
+    resolution
+        Pixel size in metres on the product's own grid (or the tile's, with ``tile``).
+        Default: the finest band resolution.
+    geobox
+        An explicit target grid (overrides ``resolution`` and ``tile``).
+    tile
+        Load onto this Sentinel-2 tile grid, cropped to the product's footprint
+        (Landsat, MUSCATE Lambert-93 products).
+    bands
+        Band names to load (default: all reflectance bands).
+    angles
+        ``"mean"``: sun and band-mean view angles; ``"per_band"``: also one view
+        zenith/azimuth per band; ``None``: no angle variables.
+    chunks
+        Chunk edge in pixels (dask).
+
+    Raises
+    ------
+    MissingBandError
+        A requested band is not in the product.
+    EmptyIntersectionError
+        The product does not overlap the requested grid.
+    """
+    from ..core.errors import MissingBandError
+
+    gb = target_grid(product, resolution, geobox, tile)
+    names = list(product.bands) if bands is None else list(bands)
+    missing = [b for b in names if b not in product.bands]
+    if missing:
+        raise MissingBandError(
+            product.path, f"band(s) {', '.join(missing)} not in the product "
+            f"(it has {', '.join(product.bands)})"
+        )
+    coords = xr_coords(gb)
+    data_vars: dict[str, xr.DataArray] = {}
+    for name in names:
+        arr = _lazy(product.bands[name], gb, chunks, np.float32, np.nan)[None]
+        data_vars[name] = xr.DataArray(arr, dims=("time", "y", "x"),
+                                       attrs={"units": "1", "long_name": f"reflectance {name}"})
+    if product.quality and product.mask_decoder is not None:
+        layers = {k: _lazy(a, gb, chunks, np.uint16, 0) for k, a in product.quality.items()}
+        mask = product.mask_decoder(layers)
+        mask = da.asarray(mask).astype(np.uint8)
+        # Pixels outside every reflectance band's data are NODATA whatever the provider says.
+        if names:
+            first = data_vars[names[0]].data[0]
+            mask = mask | (da.isnan(first).astype(np.uint8) * np.uint8(MaskBit.NODATA))
+        data_vars["mask"] = xr.DataArray(mask[None], dims=("time", "y", "x"), attrs=dict(CF_ATTRS))
+    for name, asset in product.aux.items():
+        arr = _lazy(asset, gb, chunks, np.float32, np.nan)[None]
+        data_vars[name] = xr.DataArray(arr, dims=("time", "y", "x"))
+    if angles is not None:
+        data_vars.update(_angle_vars(product, gb, angles, names, chunks))
+    ts = np.datetime64(product.datetime.astimezone(_dt.timezone.utc).replace(tzinfo=None), "ns")
+    ds = xr.Dataset(
+        data_vars,
+        coords={
+            **coords,
+            "time": ("time", [ts]),
+            "sensor": ("time", [product.sensor]),
+            "source_id": ("time", [product.product_id]),
+            "level": ("time", [product.level]),
+            "producer": ("time", [product.producer]),
+            "tile": ("time", [product.tile or ""]),
+        },
+        attrs={"source_path": product.path},
+    )
+    return ds
+
+
+def _angle_vars(product: SourceProduct, gb: GeoBox, mode: str, names: list[str],
+                chunks: int) -> dict[str, xr.DataArray]:
+    out: dict[str, xr.DataArray] = {}
+
+    def _delayed_pair(grid: AngleGrid, stem: str):
+        ny, nx = gb.shape
+        ch = ((min(chunks, ny),) if ny <= chunks else tuple(
+            min(chunks, ny - i) for i in range(0, ny, chunks)),
+              tuple(min(chunks, nx - j) for j in range(0, nx, chunks)))
+        zen_name, az_name = f"angz-{stem}-{abs(hash((id(grid), str(gb)))):x}", \
+            f"anga-{stem}-{abs(hash((id(grid), str(gb)))):x}"
+        dz, daz = {}, {}
+        y0 = 0
+        for bi, hy in enumerate(ch[0]):
+            x0 = 0
+            for bj, wx in enumerate(ch[1]):
+                sub = gb[y0:y0 + hy, x0:x0 + wx]
+                dz[(zen_name, bi, bj)] = (lambda g, s: g.on(s)[0], grid, sub)
+                daz[(az_name, bi, bj)] = (lambda g, s: g.on(s)[1], grid, sub)
+                x0 += wx
+            y0 += hy
+        z = da.Array(dz, zen_name, chunks=ch, dtype=np.float32)
+        a = da.Array(daz, az_name, chunks=ch, dtype=np.float32)
+        return z, a
+
+    def _var(arr, long_name):
+        return xr.DataArray(arr[None], dims=("time", "y", "x"),
+                            attrs={"units": "degree", "long_name": long_name})
+
+    if product.sun_angles is not None:
+        z, a = _delayed_pair(product.sun_angles, "sun")
+        out["sun_zenith"] = _var(z, "sun zenith angle")
+        out["sun_azimuth"] = _var(a, "sun azimuth angle")
+    if product.view_angles:
+        mean = mean_view_grid(product.view_angles)
+        z, a = _delayed_pair(mean, "view")
+        out["view_zenith"] = _var(z, "viewing zenith angle, mean of the bands")
+        out["view_azimuth"] = _var(a, "viewing azimuth angle, mean of the bands")
+        if mode == "per_band":
+            for b in names:
+                if b in product.view_angles:
+                    z, a = _delayed_pair(product.view_angles[b], f"view{b}")
+                    out[f"view_zenith_{b}"] = _var(z, f"viewing zenith angle of {b}")
+                    out[f"view_azimuth_{b}"] = _var(a, f"viewing azimuth angle of {b}")
+    return out
+
+
+def mean_view_grid(grids: Mapping[str, AngleGrid]) -> AngleGrid:
+    """The band-mean of per-band viewing angle grids (azimuths averaged as unit vectors)."""
+    first = next(iter(grids.values()))
+    zs = np.stack([g.zenith for g in grids.values()])
+    az = np.deg2rad(np.stack([g.azimuth for g in grids.values()]))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN nodes stay NaN
+        zen = np.nanmean(zs, axis=0)
+        azm = np.rad2deg(np.arctan2(np.nanmean(np.sin(az), 0), np.nanmean(np.cos(az), 0))) % 360
+    return AngleGrid(zen, azm, first.x0, first.y0, first.step, first.crs)

@@ -1,0 +1,436 @@
+"""The product store: a folder of products, each a folder of COGs plus a STAC Item.
+
+Layout (DESIGN.md rule 2)::
+
+    STORE/
+      catalog.json                         root STAC catalog
+      L2A/collection.json                  one STAC collection per level
+      L2A/T29UNU/2022/<product id>/        one folder per product
+          <product id>_B02.tif ...         COGs, one per band / layer
+          <product id>_mask.tif
+          <product id>.json                the STAC Item
+
+Encoding of the COGs:
+
+* reflectance: ``int16``, value x 10000, no data -10000 (the THEIA convention;
+  ``raster:bands`` scale 1e-4 says so);
+* ``mask``: ``uint8`` common mask bits (:mod:`agriseries.core.masks`);
+* other layers (``aot``, per-pixel angles): ``float32``, NaN no data;
+* ``angles``: the provider's coarse angle grids (sun and per-band view zenith and
+  azimuth, degrees) as one small multi-band float32 COG.
+
+Writing is atomic: the whole product is written into ``STORE/.tmp/`` and renamed
+into place, so a product folder is either complete or absent, whatever crashes.
+A stage reads an earlier stage's output only through :meth:`ProductStore.open`,
+which turns a stored item back into a :class:`~agriseries.io.product.SourceProduct`
+for :func:`~agriseries.io.product.load`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pystac
+import xarray as xr
+from odc.geo.geobox import GeoBox
+from odc.geo.geom import Geometry
+
+from ..core.bands import Band, bands_of
+from ..core.errors import StoreError
+from ..core.ids import Level, ProductId
+from ..core.masks import MaskBit
+from ..core.stac import AssetSpec, build_item, validate_item
+from .cog import write_cog
+from .product import AngleGrid, Asset, SourceProduct
+
+REFLECTANCE_SCALE = 10000
+REFLECTANCE_NODATA = -10000
+_CLOUDY = int(MaskBit.CLOUD | MaskBit.CLOUD_SHADOW | MaskBit.CIRRUS)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One 2-D layer to store.
+
+    Attributes
+    ----------
+    key
+        Asset key and file suffix (``B04``, ``mask``, ``aot``).
+    data
+        2-D numpy or dask array on ``geobox``: reflectance float32 0-1 (NaN no data),
+        mask uint8, or any float32 layer.
+    geobox
+        Its grid.
+    kind
+        ``reflectance``, ``mask`` or ``aux``.
+    band
+        The spectral band of a reflectance layer.
+    unit
+        Unit of an ``aux`` layer.
+    """
+
+    key: str
+    data: Any
+    geobox: GeoBox
+    kind: str
+    band: Band | None = None
+    unit: str | None = None
+
+
+def _encode_reflectance(arr):
+    scaled = arr * REFLECTANCE_SCALE
+    if hasattr(arr, "dask"):
+        import dask.array as da
+
+        out = da.where(da.isnan(arr), REFLECTANCE_NODATA,
+                       da.clip(da.round(scaled), REFLECTANCE_NODATA + 1, 32767))
+    else:
+        out = np.where(np.isnan(arr), REFLECTANCE_NODATA,
+                       np.clip(np.round(scaled), REFLECTANCE_NODATA + 1, 32767))
+    return out.astype(np.int16)
+
+
+class ProductStore:
+    """A product store rooted at a local folder.
+
+    Parameters
+    ----------
+    root
+        The store folder (created when the first product is written).
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    # -- paths ---------------------------------------------------------------------
+    def product_dir(self, pid: ProductId | str) -> Path:
+        """The folder of a product (whether or not it exists)."""
+        p = ProductId.parse(pid) if isinstance(pid, str) else pid
+        return self.root / p.level.value / p.tile / f"{p.year:04d}" / str(p)
+
+    def item_path(self, pid: ProductId | str) -> Path:
+        """The STAC Item file of a product."""
+        d = self.product_dir(pid)
+        return d / f"{d.name}.json"
+
+    def exists(self, pid: ProductId | str) -> bool:
+        """True if the product is complete in the store."""
+        return self.item_path(pid).is_file()
+
+    # -- writing -------------------------------------------------------------------
+    def write_product(self, pid: ProductId, layers: list[Layer], *, footprint: Geometry,
+                      sensors: list[str], inputs: list[str], parameters: dict[str, Any],
+                      lineage: str, datetime: dt.datetime | None = None,
+                      angle_grids: dict[str, AngleGrid] | None = None,
+                      properties: dict[str, Any] | None = None,
+                      overwrite: bool = False) -> pystac.Item:
+        """Write a product atomically and return its STAC Item.
+
+        Parameters
+        ----------
+        pid
+            The product id.
+        layers
+            The layers to write (each becomes one COG).
+        footprint
+            Where the product has data (any CRS).
+        sensors, inputs, parameters, lineage, datetime, properties
+            See :func:`agriseries.core.stac.build_item`.
+        angle_grids
+            Coarse angle grids to keep: ``sun`` and one per band name (view angles).
+        overwrite
+            Replace an existing product (default: refuse with :class:`StoreError`).
+        """
+        final = self.product_dir(pid)
+        if self.exists(pid) and not overwrite:
+            raise StoreError(f"{final}: product {pid} is already in the store")
+        tmp_root = self.root / ".tmp"
+        tmp = tmp_root / f"{pid}.{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True, exist_ok=False)
+        try:
+            specs: list[AssetSpec] = []
+            stats: dict[str, float] = {}
+            for layer in layers:
+                specs.append(self._write_layer(tmp, str(pid), layer, stats))
+            sun = view = None
+            if angle_grids:
+                spec, sun, view = self._write_angles(tmp, str(pid), angle_grids)
+                if spec is not None:
+                    specs.append(spec)
+            item = build_item(
+                pid, geometry=footprint, assets=specs, sensors=sensors, inputs=inputs,
+                parameters=parameters, lineage=lineage, datetime=datetime,
+                cloud_cover=stats.get("cloud_cover"), snow_cover=stats.get("snow_cover"),
+                sun_angles=sun, view_angles=view, properties=properties)
+            validate_item(item)
+            item_file = tmp / f"{pid}.json"
+            item.set_self_href(None)
+            _atomic_write_json(item_file, item.to_dict(include_self_link=False))
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if final.exists():
+                trash = tmp_root / f"{pid}.old.{uuid.uuid4().hex[:8]}"
+                os.rename(final, trash)
+                os.rename(tmp, final)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        item.set_self_href(str(self.item_path(pid)))
+        return item
+
+    def _write_layer(self, folder: Path, stem: str, layer: Layer, stats: dict) -> AssetSpec:
+        fname = f"{stem}_{layer.key}.tif"
+        if layer.kind == "reflectance":
+            write_cog(folder / fname, _encode_reflectance(layer.data), layer.geobox,
+                      nodata=REFLECTANCE_NODATA, overview_resampling="average",
+                      description=layer.key)
+            return AssetSpec(layer.key, fname, layer.geobox, "int16",
+                             ("data", "reflectance"), f"Reflectance {layer.key}",
+                             nodata=REFLECTANCE_NODATA, scale=1.0 / REFLECTANCE_SCALE, offset=0.0,
+                             band=layer.band)
+        if layer.kind == "mask":
+            mask = np.asarray(layer.data.compute() if hasattr(layer.data, "dask") else layer.data,
+                              dtype=np.uint8)
+            write_cog(folder / fname, mask, layer.geobox, nodata=None,
+                      overview_resampling="nearest", description="agriseries mask bits")
+            valid = (mask & int(MaskBit.NODATA)) == 0
+            n = int(valid.sum())
+            if n:
+                stats["cloud_cover"] = 100.0 * float(((mask & _CLOUDY) != 0)[valid].sum()) / n
+                stats["snow_cover"] = 100.0 * float(((mask & int(MaskBit.SNOW)) != 0)[valid].sum()) / n
+            else:
+                stats["cloud_cover"] = 0.0
+            stats["valid_fraction"] = n / mask.size if mask.size else 0.0
+            bits = [{"name": b.name.lower(), "value": int(b)} for b in MaskBit]
+            return AssetSpec("mask", fname, layer.geobox, "uint8", ("cloud", "snow-ice", "water",
+                                                                    "data-mask"),
+                             "agriseries common mask bits", extra={"agriseries:mask_bits": bits})
+        data = layer.data.astype(np.float32)
+        write_cog(folder / fname, data, layer.geobox, nodata=float("nan"),
+                  overview_resampling="average", description=layer.key)
+        return AssetSpec(layer.key, fname, layer.geobox, "float32", ("data",), layer.key,
+                         nodata=float("nan"), unit=layer.unit)
+
+    def _write_angles(self, folder: Path, stem: str, grids: dict[str, AngleGrid]):
+        usable = {k: g for k, g in grids.items() if g.zenith.size > 1}
+        sun = grids.get("sun")
+        views = {k: g for k, g in grids.items() if k != "sun"}
+        sun_mean = (float(np.nanmean(sun.zenith)), _mean_azimuth(sun.azimuth)) if sun else None
+        view_mean = None
+        if views:
+            z = np.concatenate([g.zenith.ravel() for g in views.values()])
+            a = np.concatenate([g.azimuth.ravel() for g in views.values()])
+            if np.isfinite(z).any():
+                view_mean = (float(np.nanmean(z)), _mean_azimuth(a))
+        if not usable:
+            return None, sun_mean, view_mean
+        shapes = {g.zenith.shape for g in usable.values()}
+        first = next(iter(usable.values()))
+        if len(shapes) != 1:
+            raise StoreError(f"{stem}: angle grids of different shapes {shapes}")
+        from affine import Affine
+
+        ny, nx = first.zenith.shape
+        half = first.step / 2.0
+        gb = GeoBox((ny, nx), Affine(first.step, 0, first.x0 - half, 0, -first.step, first.y0 + half),
+                    first.crs)
+        arrays, names = [], []
+        for key, g in usable.items():
+            arrays += [g.zenith, g.azimuth]
+            prefix = "sun" if key == "sun" else f"view_{key}"
+            names += [f"{prefix}_zenith", f"{prefix}_azimuth"]
+        fname = f"{stem}_angles.tif"
+        write_cog(folder / fname, np.stack(arrays).astype(np.float32), gb, nodata=float("nan"),
+                  overview_resampling="nearest", description=names)
+        spec = AssetSpec("angles", fname, gb, "float32", ("metadata", "angles"),
+                         "Sun and viewing angle grids (degrees, values at pixel centres)",
+                         nodata=float("nan"), unit="degree", extra={"agriseries:bands": names})
+        return spec, sun_mean, view_mean
+
+    # -- reading -------------------------------------------------------------------
+    def item(self, pid: ProductId | str) -> pystac.Item:
+        """The STAC Item of a stored product."""
+        path = self.item_path(pid)
+        if not path.is_file():
+            raise StoreError(f"{path}: product {pid} is not in the store")
+        return pystac.Item.from_file(str(path))
+
+    def items(self, level: Level | str | None = None, tile: str | None = None,
+              start: dt.datetime | None = None, end: dt.datetime | None = None
+              ) -> Iterator[pystac.Item]:
+        """Iterate over stored items, filtered by level, tile and date range (inclusive)."""
+        lv = Level(level).value if level else "*"
+        pattern = f"{lv}/{tile or '*'}/*/*/*.json"
+        for path in sorted(self.root.glob(pattern)):
+            if path.stem != path.parent.name:
+                continue
+            pid = ProductId.parse(path.stem)
+            if start and (pid.end or pid.start) < _utc(start):
+                continue
+            if end and pid.start > _utc(end):
+                continue
+            yield pystac.Item.from_file(str(path))
+
+    def open(self, pid: ProductId | str | pystac.Item) -> SourceProduct:
+        """A stored product as a :class:`SourceProduct`, ready for :func:`load`."""
+        item = pid if isinstance(pid, pystac.Item) else self.item(pid)
+        folder = self.item_path(item.id).parent
+        props = item.properties
+        sensors = props.get("agriseries:sensors") or []
+        sensor = sensors[0] if len(sensors) == 1 else "+".join(sensors)
+        table = bands_of(sensors[0]) if len(sensors) == 1 else {}
+        bands, quality, aux = {}, {}, {}
+        view_grids: dict[str, AngleGrid] = {}
+        sun_grid = None
+        for key, a in item.assets.items():
+            path = str(folder / a.href)
+            rb = (a.extra_fields.get("raster:bands") or [{}])[0]
+            res = rb.get("spatial_resolution")
+            if "reflectance" in (a.roles or []):
+                bands[key] = Asset(path, 1, rb.get("scale", 1e-4), rb.get("offset", 0.0),
+                                   REFLECTANCE_NODATA, res, "reflectance")
+            elif key == "mask":
+                quality["mask"] = Asset(path, 1, nodata=None, resolution=res, kind="quality")
+            elif key == "angles":
+                sun_grid, view_grids = _read_angle_grids(path, a.extra_fields["agriseries:bands"])
+            else:
+                aux[key] = Asset(path, 1, nodata=float("nan"), resolution=res, kind="aux")
+        if sun_grid is None and "view:sun_elevation" in props:
+            sun_grid = _constant_grid(90.0 - props["view:sun_elevation"], props["view:sun_azimuth"],
+                                      props.get("proj:code", "EPSG:4326"))
+        if not view_grids and "view:incidence_angle" in props:
+            view_grids = {"mean": _constant_grid(props["view:incidence_angle"],
+                                                 props.get("view:azimuth", 0.0),
+                                                 props.get("proj:code", "EPSG:4326"))}
+        pid_obj = ProductId.parse(item.id)
+        when = item.datetime or pid_obj.start
+        from odc.geo.geom import Geometry as _G
+
+        return SourceProduct(
+            path=str(folder), product_id=item.id, level=pid_obj.level.value, sensor=sensor,
+            producer=pid_obj.producer, datetime=when, crs=props.get("proj:code", ""),
+            footprint=_G(item.geometry, "EPSG:4326"), bands=bands, quality=quality,
+            mask_decoder=(lambda layers: layers["mask"]) if quality else None, aux=aux,
+            sun_angles=sun_grid, view_angles=view_grids, tile=pid_obj.tile,
+            metadata={"stac_item": str(self.item_path(item.id)), "band_table": list(table)})
+
+    # -- catalogue -----------------------------------------------------------------
+    def update_catalog(self, title: str = "agriseries product store") -> Path:
+        """(Re)write ``catalog.json`` and one ``collection.json`` per level from the items on disk."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        levels = sorted(p.name for p in self.root.iterdir()
+                        if p.is_dir() and p.name in {lv.value for lv in Level})
+        cat = {"type": "Catalog", "stac_version": pystac.get_stac_version(), "id": "agriseries",
+               "description": title, "links": [{"rel": "root", "href": "./catalog.json",
+                                                "type": "application/json"}]}
+        for lv in levels:
+            items = list(self.items(level=lv))
+            if not items:
+                continue
+            self._write_collection(lv, items)
+            cat["links"].append({"rel": "child", "href": f"./{lv}/collection.json",
+                                 "type": "application/json", "title": Level(lv).description})
+        path = self.root / "catalog.json"
+        _atomic_write_json(path, cat)
+        return path
+
+    def _write_collection(self, level: str, items: list[pystac.Item]) -> None:
+        bboxes = np.array([it.bbox for it in items])
+        times = []
+        for it in items:
+            p = it.properties
+            times.append(pystac.utils.str_to_datetime(p.get("start_datetime") or p["datetime"]))
+            times.append(pystac.utils.str_to_datetime(p.get("end_datetime") or p["datetime"]))
+        col_dir = self.root / level
+        links = [{"rel": "root", "href": "../catalog.json", "type": "application/json"},
+                 {"rel": "parent", "href": "../catalog.json", "type": "application/json"}]
+        for it in items:
+            rel = self.item_path(it.id).relative_to(col_dir)
+            links.append({"rel": "item", "href": f"./{rel.as_posix()}",
+                          "type": "application/geo+json"})
+        col = {
+            "type": "Collection", "stac_version": pystac.get_stac_version(),
+            "id": f"agriseries-{level.lower()}", "title": f"agriseries {level}",
+            "description": Level(level).description, "license": "other",
+            "extent": {
+                "spatial": {"bbox": [[float(bboxes[:, 0].min()), float(bboxes[:, 1].min()),
+                                      float(bboxes[:, 2].max()), float(bboxes[:, 3].max())]]},
+                "temporal": {"interval": [[pystac.utils.datetime_to_str(min(times)),
+                                           pystac.utils.datetime_to_str(max(times))]]},
+            },
+            "links": links,
+        }
+        pystac.Collection.from_dict(col)  # structural check
+        _atomic_write_json(col_dir / "collection.json", col)
+
+
+def _mean_azimuth(az: np.ndarray) -> float:
+    r = np.deg2rad(az[np.isfinite(az)])
+    if r.size == 0:
+        return float("nan")
+    return float(np.rad2deg(np.arctan2(np.sin(r).mean(), np.cos(r).mean())) % 360.0)
+
+
+def _constant_grid(zenith: float, azimuth: float, crs: str) -> AngleGrid:
+    return AngleGrid(np.array([[zenith]], np.float32), np.array([[azimuth]], np.float32),
+                     0.0, 0.0, 1.0, crs)
+
+
+def _read_angle_grids(path: str, names: list[str]) -> tuple[AngleGrid | None, dict[str, AngleGrid]]:
+    import rasterio
+
+    with rasterio.open(path) as src:
+        data = src.read()
+        t = src.transform
+        crs = src.crs.to_string()
+    step = t.a
+    x0, y0 = t.c + step / 2.0, t.f - step / 2.0
+    sun, views = None, {}
+    for i in range(0, len(names), 2):
+        stem = names[i].rsplit("_", 1)[0]
+        grid = AngleGrid(data[i], data[i + 1], x0, y0, step, crs)
+        if stem == "sun":
+            sun = grid
+        else:
+            views[stem[len("view_"):]] = grid
+    return sun, views
+
+
+def _utc(d: dt.datetime) -> dt.datetime:
+    return d if d.tzinfo else d.replace(tzinfo=dt.timezone.utc)
+
+
+def _atomic_write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, allow_nan=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def dataset_layers(ds: xr.Dataset, sensor: str) -> list[Layer]:
+    """Split a single-date agriseries Dataset into store layers (time squeezed)."""
+    table = bands_of(sensor)
+    gb = ds.odc.geobox
+    layers = []
+    for name, var in ds.data_vars.items():
+        data = var.data[0] if "time" in var.dims else var.data
+        if name in table:
+            layers.append(Layer(name, data, gb, "reflectance", band=table[name]))
+        elif name == "mask":
+            layers.append(Layer(name, data, gb, "mask"))
+        else:
+            layers.append(Layer(name, data, gb, "aux", unit=var.attrs.get("units")))
+    return layers

@@ -1,0 +1,89 @@
+"""Atomic COG writing, STAC items and their validation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import dask.array as da
+import numpy as np
+import pytest
+import rasterio
+
+from agriseries.core.bands import bands_of
+from agriseries.core.errors import StoreError
+from agriseries.core.grid import tile_geobox
+from agriseries.core.ids import Level, ProductId
+from agriseries.core.stac import AssetSpec, build_item, parameter_hash, validate_item
+from agriseries.io.cog import validate_cog, write_cog
+
+
+@pytest.fixture
+def small_box():
+    return tile_geobox("T31UDS", 20)[100:1400, 200:1100]
+
+
+def test_numpy_and_dask_cogs_are_valid_and_equal(tmp_path, small_box):
+    rng = np.random.default_rng(0)
+    arr = rng.integers(-100, 5000, small_box.shape).astype(np.int16)
+    a = write_cog(tmp_path / "a.tif", arr, small_box, nodata=-10000)
+    b = write_cog(tmp_path / "b.tif", da.from_array(arr, chunks=300), small_box, nodata=-10000)
+    for p in (a, b):
+        ok, errors, _ = validate_cog(p)
+        assert ok, errors
+        with rasterio.open(p) as src:
+            assert np.array_equal(src.read(1), arr)
+            assert src.crs.to_epsg() == 32631 and src.transform == small_box.affine
+            assert src.overviews(1), "a COG of 1300 px must have overviews"
+            assert src.profile["blockxsize"] == 512
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["a.tif", "b.tif"]
+
+
+def test_failed_write_leaves_nothing(tmp_path, small_box):
+    def boom(block):
+        raise RuntimeError("disk on fire")
+
+    arr = da.zeros(tuple(small_box.shape), dtype=np.int16, chunks=400).map_blocks(boom, dtype=np.int16)
+    with pytest.raises(StoreError, match="writing the COG failed"):
+        write_cog(tmp_path / "c.tif", arr, small_box)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(StoreError, match="does not match its grid"):
+        write_cog(tmp_path / "d.tif", np.zeros((3, 3), np.uint8), small_box)
+
+
+def test_item_has_extensions_and_provenance():
+    gb = tile_geobox("T31UDS", 10)[:100, :100]
+    pid = ProductId(Level.L2A, "S2B", "T31UDS", dt.datetime(2018, 7, 3, 10, 50, 31,
+                                                             tzinfo=dt.timezone.utc), "SEN2COR")
+    b04 = bands_of("S2B")["B04"]
+    item = build_item(
+        pid, geometry=gb.extent, sensors=["S2B"], inputs=["S2B_MSIL2A_X"],
+        parameters={"a": 1}, lineage="test", datetime=pid.start, cloud_cover=12.5,
+        sun_angles=(40.0, 160.0), view_angles=(5.0, 100.0),
+        assets=[AssetSpec("B04", "x_B04.tif", gb, "int16", ("data", "reflectance"), "red",
+                          nodata=-10000, scale=1e-4, offset=0.0, band=b04),
+                AssetSpec("aot", "x_aot.tif", gb, "float32", ("data",), "aot",
+                          nodata=float("nan"))])
+    validate_item(item)
+    d = json.loads(json.dumps(item.to_dict(), allow_nan=False))
+    p = d["properties"]
+    assert p["proj:code"] == "EPSG:32631" and p["platform"] == "sentinel-2b"
+    assert p["view:sun_elevation"] == 50.0 and p["eo:cloud_cover"] == 12.5
+    assert p["agriseries:parameter_hash"] == parameter_hash({"a": 1})
+    assert d["assets"]["B04"]["raster:bands"][0]["scale"] == 1e-4
+    assert d["assets"]["B04"]["eo:bands"][0]["common_name"] == "red"
+    assert d["assets"]["aot"]["raster:bands"][0]["nodata"] == "nan"
+    assert d["assets"]["B04"]["proj:shape"] == [100, 100]
+    # a broken item is refused
+    d["assets"]["B04"].pop("proj:shape")
+    with pytest.raises(ValueError, match="proj:shape"):
+        validate_item(d)
+    d2 = item.to_dict()
+    d2["geometry"] = {"type": "Polygon", "coordinates": "nope"}
+    with pytest.raises(ValueError, match="not a valid STAC item"):
+        validate_item(d2)
+
+
+def test_parameter_hash_is_order_independent():
+    assert parameter_hash({"a": 1, "b": [1, 2]}) == parameter_hash({"b": [1, 2], "a": 1})
+    assert parameter_hash({"a": 1}) != parameter_hash({"a": 2})
