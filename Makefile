@@ -8,6 +8,8 @@ BIN    := $(VENV)/bin
 STORE  ?= build/demo-store
 
 # Real sample products bundled under tests/data (see tests/data/README.md for their origin).
+# They are trimmed copies (the sample SAFE keeps its 60 m bands only, so it has no B08):
+# --allow-missing-bands ingests the bands that are there.
 DEMO_INPUTS = $(wildcard tests/data/safe/*.SAFE) \
               $(wildcard tests/data/landsat/LC08_*_T?) \
               $(wildcard tests/data/muscate/SENTINEL2*) \
@@ -27,7 +29,7 @@ install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	rm -rf $(STORE)
-	$(BIN)/agriseries ingest $(DEMO_INPUTS) --store $(STORE)
+	$(BIN)/agriseries ingest $(DEMO_INPUTS) --store $(STORE) --allow-missing-bands
 	$(BIN)/agriseries list --store $(STORE)
 
 test: $(VENV)/.installed

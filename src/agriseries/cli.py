@@ -48,8 +48,11 @@ def main() -> None:
               help="Product store folder (created if absent).")
 @click.option("--tile", default=None, help="Only write products on this Sentinel-2 tile (e.g. T31UDS).")
 @click.option("--overwrite", is_flag=True, help="Rewrite products already in the store.")
+@click.option("--allow-missing-bands", is_flag=True,
+              help="Ingest the bands on disk when some are missing (partial downloads) instead "
+                   "of refusing the product; the STAC Item lists the bands left out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result of every path as JSON.")
-def ingest(paths, store_dir, tile, overwrite, as_json):
+def ingest(paths, store_dir, tile, overwrite, allow_missing_bands, as_json):
     """Read provider products (SAFE, MUSCATE, Landsat C2, NetCDF/Zarr series) into the store.
 
     Each PATH becomes one product per acquisition and tile (COGs + STAC Item). A bad
@@ -71,7 +74,8 @@ def ingest(paths, store_dir, tile, overwrite, as_json):
         def _tick(res):
             progress.update(task, advance=1, description=Path(res.path).name[:60])
 
-        results = run_ingest(list(paths), store, tile=tile, overwrite=overwrite, on_result=_tick)
+        results = run_ingest(list(paths), store, tile=tile, overwrite=overwrite,
+                             allow_missing_bands=allow_missing_bands, on_result=_tick)
     failed = [r for r in results if r.status == "failed"]
     if as_json:
         out.print_json(json.dumps({

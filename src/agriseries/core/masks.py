@@ -25,6 +25,7 @@ The decoders are pure functions of the provider's arrays (``numpy`` or ``dask``)
   sharpened with the cloud probability layer ``MSK_CLDPRB``.
 * :func:`from_muscate` -- THEIA MUSCATE CLM/MG2/EDG/SAT (ALGORITHMS.md 7.1).
 * :func:`from_qa_pixel` -- USGS Landsat Collection 2 ``QA_PIXEL`` and ``QA_RADSAT``.
+* :func:`from_pixel_qa_c1` -- USGS Landsat 8 Collection 1 surface reflectance ``pixel_qa``.
 """
 
 from __future__ import annotations
@@ -179,6 +180,32 @@ def from_qa_pixel(qa_pixel, qa_radsat=None):
         rs = qa_radsat.astype(np.uint16)
         out = out | ((rs & 0x07FF) != 0).astype(np.uint8) * np.uint8(MaskBit.SATURATED)
         out = out | _bit(rs, 11).astype(np.uint8) * np.uint8(MaskBit.TOPO_SHADOW)
+    return out.astype(np.uint8)
+
+
+def from_pixel_qa_c1(pixel_qa):
+    """Decode a USGS Landsat 8 Collection 1 surface reflectance ``pixel_qa`` to the common bits.
+
+    Collection 1 bits (LaSRC / CFMask, Landsat 8 SR product guide) differ from
+    Collection 2 ``QA_PIXEL`` (:func:`from_qa_pixel`): 0 fill, 1 clear, 2 water,
+    3 cloud shadow, 4 snow, 5 cloud, 6-7 cloud confidence, 8-9 cirrus confidence,
+    10 terrain occlusion (confidences: 0 none, 1 low, 2 medium, 3 high).
+
+    Mapping: fill -> NODATA, water -> WATER, cloud shadow -> CLOUD_SHADOW, snow -> SNOW,
+    cloud or high cloud confidence -> CLOUD, high cirrus confidence -> CIRRUS, terrain
+    occlusion -> TOPO_SHADOW. Low and medium confidences set nothing (the cloud bit
+    already carries CFMask's decision).
+    """
+    qa = pixel_qa.astype(np.uint16)
+    cloud_conf = (qa >> 6) & 3
+    cirrus_conf = (qa >> 8) & 3
+    out = (_bit(qa, 0).astype(np.uint8) * np.uint8(MaskBit.NODATA)
+           | _bit(qa, 2).astype(np.uint8) * np.uint8(MaskBit.WATER)
+           | _bit(qa, 3).astype(np.uint8) * np.uint8(MaskBit.CLOUD_SHADOW)
+           | _bit(qa, 4).astype(np.uint8) * np.uint8(MaskBit.SNOW)
+           | ((_bit(qa, 5) == 1) | (cloud_conf == 3)).astype(np.uint8) * np.uint8(MaskBit.CLOUD)
+           | (cirrus_conf == 3).astype(np.uint8) * np.uint8(MaskBit.CIRRUS)
+           | _bit(qa, 10).astype(np.uint8) * np.uint8(MaskBit.TOPO_SHADOW))
     return out.astype(np.uint8)
 
 

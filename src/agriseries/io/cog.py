@@ -24,7 +24,7 @@ from odc.geo.geobox import GeoBox
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from ..core.errors import StoreError
+from ..core.errors import AgriseriesError, StoreError
 
 BLOCKSIZE = 512
 
@@ -101,7 +101,7 @@ def write_cog(path: str | Path, data, geobox: GeoBox, *, nodata=None,
         for f in (tmp_cog,):
             if os.path.exists(f):
                 os.unlink(f)
-        if isinstance(exc, StoreError):
+        if isinstance(exc, AgriseriesError):  # e.g. a corrupt input found while computing
             raise
         raise StoreError(f"{path}: writing the COG failed: {exc}") from exc
     finally:

@@ -20,6 +20,7 @@ and the caller decides the exit code.
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,8 +60,8 @@ class IngestResult:
 
 
 def ingest(paths: list[str | Path], store: ProductStore, *, tile: str | None = None,
-           overwrite: bool = False, on_result: Callable[[IngestResult], None] | None = None
-           ) -> list[IngestResult]:
+           overwrite: bool = False, allow_missing_bands: bool = False,
+           on_result: Callable[[IngestResult], None] | None = None) -> list[IngestResult]:
     """Ingest every path into the store; return one result per path.
 
     Parameters
@@ -74,6 +75,10 @@ def ingest(paths: list[str | Path], store: ProductStore, *, tile: str | None = N
         :class:`EmptyIntersectionError` if the product does not overlap it).
     overwrite
         Rewrite products that are already in the store (default: skip them).
+    allow_missing_bands
+        Ingest the bands that are on disk when some are missing (partial downloads),
+        instead of refusing the product; the item lists the bands left out in
+        ``agriseries:missing_bands``. Readers without partial products ignore it.
     on_result
         Called after each path (progress reporting).
     """
@@ -84,7 +89,10 @@ def ingest(paths: list[str | Path], store: ProductStore, *, tile: str | None = N
             reader = find_reader(path)
             res.reader = reader.name
             if reader.kind == "product":
-                product = reader.read(str(path))
+                kwargs = {}
+                if "allow_missing_bands" in inspect.signature(reader.read).parameters:
+                    kwargs["allow_missing_bands"] = allow_missing_bands
+                product = reader.read(str(path), **kwargs)
                 written, skipped = ingest_product(product, store, tile=tile, overwrite=overwrite)
             else:
                 series = reader.read(str(path))
@@ -151,8 +159,9 @@ def ingest_product(product: SourceProduct, store: ProductStore, *, tile: str | N
     """
     written, skipped = [], []
     groups = _resolution_groups(product)
-    qres = [int(round(a.resolution or 0)) for a in product.quality.values() if a.resolution]
-    mask_res = min(groups, key=lambda r: abs(r - (min(qres) if qres else min(groups))))
+    qres = [int(round(a.resolution)) for a in product.quality.values() if a.resolution]
+    # the mask (and aot) keep the resolution of the provider's quality layer (Sen2Cor SCL: 20 m)
+    mask_res = (min(qres) if qres and product.tile else min(groups))
     for t in _target_tiles(product, tile):
         pid = ProductId(Level(product.level), product.sensor, t, product.datetime, product.producer)
         if store.exists(pid) and not overwrite:
@@ -160,10 +169,13 @@ def ingest_product(product: SourceProduct, store: ProductStore, *, tile: str | N
             continue
         layers: list[Layer] = []
         for res, names in groups.items():
-            ds = load(product, resolution=res, tile=t, bands=names, angles=None)
-            if res != mask_res:
-                ds = ds.drop_vars([v for v in ("mask", *product.aux) if v in ds])
+            ds = load(product, resolution=res, tile=t, bands=names, angles=None,
+                      with_mask=False, with_aux=False)
             layers += dataset_layers(ds, product.sensor)
+        # NODATA also comes from the finest band, so load one band with the mask, then drop it
+        ref = min(product.bands, key=lambda b: product.bands[b].resolution or 0)
+        ds = load(product, resolution=mask_res, tile=t, bands=[ref], angles=None)
+        layers += dataset_layers(ds.drop_vars(ref), product.sensor)
         grids = {}
         if product.sun_angles is not None:
             grids["sun"] = product.sun_angles
@@ -177,7 +189,8 @@ def ingest_product(product: SourceProduct, store: ProductStore, *, tile: str | N
             lineage=f"ingested from {product.producer} {product.level} product "
                     f"{product.product_id} by agriseries {__version__}",
             datetime=product.datetime, angle_grids=grids or None, overwrite=overwrite,
-            properties={"agriseries:source_path": str(Path(product.path).resolve())})
+            properties={"agriseries:source_path": str(Path(product.path).resolve()),
+                        "agriseries:missing_bands": list(product.metadata.get("missing_bands", []))})
         written.append(str(pid))
     return written, skipped
 

@@ -358,6 +358,7 @@ def target_grid(product: SourceProduct, resolution: int | None = None,
 def load(product: SourceProduct, resolution: int | None = None, *, geobox: GeoBox | None = None,
          tile: str | None = None, bands: list[str] | None = None,
          angles: Literal["mean", "per_band", None] = "mean",
+         with_mask: bool = True, with_aux: bool = True,
          chunks: int = DEFAULT_CHUNK) -> xr.Dataset:
     """Load a product as the agriseries Dataset (see the module docstring).
 
@@ -378,6 +379,8 @@ def load(product: SourceProduct, resolution: int | None = None, *, geobox: GeoBo
     angles
         ``"mean"``: sun and band-mean view angles; ``"per_band"``: also one view
         zenith/azimuth per band; ``None``: no angle variables.
+    with_mask, with_aux
+        Load the ``mask`` (decoded quality layers) and the auxiliary layers (``aot``).
     chunks
         Chunk edge in pixels (dask).
 
@@ -404,7 +407,7 @@ def load(product: SourceProduct, resolution: int | None = None, *, geobox: GeoBo
         arr = _lazy(product.bands[name], gb, chunks, np.float32, np.nan)[None]
         data_vars[name] = xr.DataArray(arr, dims=("time", "y", "x"),
                                        attrs={"units": "1", "long_name": f"reflectance {name}"})
-    if product.quality and product.mask_decoder is not None:
+    if with_mask and product.quality and product.mask_decoder is not None:
         layers = {k: _lazy(a, gb, chunks, np.uint16, 0) for k, a in product.quality.items()}
         mask = product.mask_decoder(layers)
         mask = da.asarray(mask).astype(np.uint8)
@@ -413,7 +416,7 @@ def load(product: SourceProduct, resolution: int | None = None, *, geobox: GeoBo
             first = data_vars[names[0]].data[0]
             mask = mask | (da.isnan(first).astype(np.uint8) * np.uint8(MaskBit.NODATA))
         data_vars["mask"] = xr.DataArray(mask[None], dims=("time", "y", "x"), attrs=dict(CF_ATTRS))
-    for name, asset in product.aux.items():
+    for name, asset in (product.aux.items() if with_aux else ()):
         arr = _lazy(asset, gb, chunks, np.float32, np.nan)[None]
         data_vars[name] = xr.DataArray(arr, dims=("time", "y", "x"))
     if angles is not None:

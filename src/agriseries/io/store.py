@@ -292,10 +292,18 @@ class ProductStore:
         bands, quality, aux = {}, {}, {}
         view_grids: dict[str, AngleGrid] = {}
         sun_grid = None
+        grids: dict[int, GeoBox] = {}
+        crs = props.get("proj:code") or props.get("proj:wkt2")
         for key, a in item.assets.items():
             path = str(folder / a.href)
             rb = (a.extra_fields.get("raster:bands") or [{}])[0]
             res = rb.get("spatial_resolution")
+            if key != "angles" and res and "proj:shape" in a.extra_fields:
+                from affine import Affine
+
+                grids.setdefault(int(round(res)), GeoBox(
+                    tuple(a.extra_fields["proj:shape"]),
+                    Affine(*a.extra_fields["proj:transform"][:6]), crs))
             if "reflectance" in (a.roles or []):
                 bands[key] = Asset(path, 1, rb.get("scale", 1e-4), rb.get("offset", 0.0),
                                    REFLECTANCE_NODATA, res, "reflectance")
@@ -321,7 +329,7 @@ class ProductStore:
             producer=pid_obj.producer, datetime=when, crs=props.get("proj:code", ""),
             footprint=_G(item.geometry, "EPSG:4326"), bands=bands, quality=quality,
             mask_decoder=(lambda layers: layers["mask"]) if quality else None, aux=aux,
-            sun_angles=sun_grid, view_angles=view_grids, tile=pid_obj.tile,
+            sun_angles=sun_grid, view_angles=view_grids, tile=pid_obj.tile, native_grids=grids,
             metadata={"stac_item": str(self.item_path(item.id)), "band_table": list(table)})
 
     # -- catalogue -----------------------------------------------------------------

@@ -1,0 +1,122 @@
+"""Benchmark: one full-tile 10 m band through the agriseries read -> encode -> COG path.
+
+A 10980 x 10980 uint16 GeoTIFF (tiled, DEFLATE) is synthesised on the T29UNU tile grid by
+repeating a real 60 m Sentinel-2 L2A chip (tests/data/safe, band B04) -- the values and their
+texture are real, the size is a full tile. Then, each in its own process (so that peak memory
+is measured separately):
+
+* baseline: GDAL's COG driver translates the file (``rasterio.shutil.copy``), the floor any
+  COG writer has;
+* agriseries: ``SourceProduct`` -> ``load`` (dask, 2048 px chunks, scale/offset to float32
+  reflectance) -> int16 x 10000 encoding -> ``write_cog``.
+
+It prints wall time and peak RSS of both, and their ratios. Run with:
+
+    .venv/bin/python benchmarks/bench_ingest.py [--size 10980]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+CHIP = next((HERE.parent / "tests/data/safe").glob("*.SAFE/GRANULE/*/IMG_DATA/R60m/*_B04_60m.jp2"))
+
+
+def make_input(path: Path, size: int) -> None:
+    import rasterio
+    from agriseries.core.grid import tile_geobox
+
+    with rasterio.open(CHIP) as src:
+        chip = src.read(1)
+    gb = tile_geobox("T29UNU", 10)
+    gb = gb[:size, :size]
+    reps = (int(np.ceil(size / chip.shape[0])), int(np.ceil(size / chip.shape[1])))
+    profile = dict(driver="GTiff", width=size, height=size, count=1, dtype="uint16",
+                   crs=gb.crs.to_wkt(), transform=gb.affine, nodata=0, tiled=True,
+                   blockxsize=512, blockysize=512, compress="deflate", BIGTIFF="IF_SAFER")
+    with rasterio.open(path, "w", **profile) as dst:
+        step = 2048
+        for r0 in range(0, size, step):
+            h = min(step, size - r0)
+            rows = np.tile(chip, (int(np.ceil(h / chip.shape[0])) + 1, reps[1]))
+            off = r0 % chip.shape[0]
+            dst.write(rows[off:off + h, :size], 1, window=((r0, r0 + h), (0, size)))
+
+
+def run_baseline(src_path: str, out: str) -> None:
+    import rasterio
+    import rasterio.shutil
+
+    with rasterio.open(src_path) as src:
+        rasterio.shutil.copy(src, out, driver="COG", compress="DEFLATE", predictor=2,
+                             blocksize=512, overview_resampling="average", BIGTIFF="IF_SAFER")
+
+
+def run_agriseries(src_path: str, out: str) -> None:
+    import dask
+
+    from agriseries.io.cog import write_cog
+    from agriseries.io.product import Asset, SourceProduct, file_geobox, load
+    from agriseries.io.store import _encode_reflectance
+
+    dask.config.set(scheduler="threads")
+    gb = file_geobox(src_path)
+    product = SourceProduct(
+        path=src_path, product_id="bench", level="L2A", sensor="S2A", producer="SEN2COR",
+        datetime=dt.datetime(2022, 10, 5, tzinfo=dt.timezone.utc), crs=str(gb.crs),
+        footprint=gb.extent, bands={"B04": Asset(src_path, 1, 1e-4, -0.1, 0, 10)},
+        native_grids={10: gb})
+    ds = load(product, resolution=10, angles=None)
+    write_cog(out, _encode_reflectance(ds["B04"].data[0]), gb, nodata=-10000)
+
+
+def child(which: str, src_path: str, out: str) -> None:
+    t0 = time.perf_counter()
+    {"baseline": run_baseline, "agriseries": run_agriseries}[which](src_path, out)
+    wall = time.perf_counter() - t0
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"wall_s": wall, "peak_mb": peak_kb / 1024}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=10980, help="edge of the square band in pixels")
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "input.tif"
+        t0 = time.perf_counter()
+        make_input(src, args.size)
+        print(f"input: {args.size} x {args.size} uint16 GeoTIFF, {src.stat().st_size / 2**20:.0f} MiB "
+              f"(made in {time.perf_counter() - t0:.1f} s)")
+        res = {}
+        for which in ("baseline", "agriseries"):
+            out = Path(tmp) / f"{which}.tif"
+            p = subprocess.run([sys.executable, __file__, "--child", which, str(src), str(out)],
+                               capture_output=True, text=True, check=True)
+            res[which] = json.loads(p.stdout.strip().splitlines()[-1])
+            print(f"{which:11s} wall {res[which]['wall_s']:7.1f} s   peak RSS {res[which]['peak_mb']:7.0f} MB")
+        from agriseries.io.cog import validate_cog
+
+        assert validate_cog(Path(tmp) / "agriseries.tif")[0]
+        print(f"ratio agriseries / baseline: time {res['agriseries']['wall_s'] / res['baseline']['wall_s']:.2f}, "
+              f"peak memory {res['agriseries']['peak_mb'] / res['baseline']['peak_mb']:.2f}")
+        print(f"full band in memory would be {args.size ** 2 * 4 / 2**20:.0f} MB as float32")
+
+
+if __name__ == "__main__":
+    main()
