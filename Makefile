@@ -12,8 +12,9 @@ STORE  ?= build/demo-store
 # --allow-missing-bands ingests the bands that are there.
 DEMO_INPUTS = $(wildcard tests/data/safe/*.SAFE) \
               $(wildcard tests/data/landsat/LC08_*_T?) \
-              $(wildcard tests/data/muscate/SENTINEL2*) \
-              $(wildcard tests/data/worldcereal/S2_L2A_10m_*.nc)
+              $(wildcard tests/data/muscate/L8_N2A/LANDSAT8_*) \
+              $(wildcard tests/data/worldcereal/S2_L2A_*m_*.nc) \
+              $(wildcard tests/data/worldcereal/L8_SR_*.nc)
 
 .PHONY: demo test install clean
 
@@ -30,7 +31,8 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	rm -rf $(STORE)
 	$(BIN)/agriseries ingest $(DEMO_INPUTS) --store $(STORE) --allow-missing-bands
-	$(BIN)/agriseries list --store $(STORE)
+	$(BIN)/agriseries list --store $(STORE) --level L2A --tile T29UNU
+	$(BIN)/agriseries list --store $(STORE) --level L2A --tile T31UDS --from 2018-07-01 --to 2018-07-31
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest

@@ -83,6 +83,7 @@ def ingest(paths: list[str | Path], store: ProductStore, *, tile: str | None = N
         Called after each path (progress reporting).
     """
     results = []
+    series: list[tuple[IngestResult, xr.Dataset]] = []
     for path in paths:
         res = IngestResult(str(path), "failed")
         try:
@@ -94,22 +95,50 @@ def ingest(paths: list[str | Path], store: ProductStore, *, tile: str | None = N
                     kwargs["allow_missing_bands"] = allow_missing_bands
                 product = reader.read(str(path), **kwargs)
                 written, skipped = ingest_product(product, store, tile=tile, overwrite=overwrite)
-            else:
-                series = reader.read(str(path))
-                written, skipped = ingest_series(series, store, tile=tile, overwrite=overwrite,
-                                                 source=str(path))
+            else:  # series are written below, grouped with the other files of their dates
+                series.append((res, reader.read(str(path))))
+                continue
             res.products = written + skipped
             res.status = "ingested" if written else "skipped"
         except Exception as exc:  # one bad product never stops the batch
-            res.status = "failed"
-            res.error = str(exc) if isinstance(exc, AgriseriesError) else f"{path}: {exc!r}"
-            res.error_type = type(exc).__name__
-            res.traceback = traceback.format_exc()
+            _record_failure(res, exc)
         results.append(res)
         if on_result:
             on_result(res)
+    for group in _group_series(series):
+        try:
+            written, skipped = ingest_series([(r.path, ds) for r, ds in group], store, tile=tile,
+                                             overwrite=overwrite)
+            for r, _ in group:
+                r.products = written + skipped
+                r.status = "ingested" if written else "skipped"
+        except Exception as exc:
+            for r, _ in group:
+                _record_failure(r, exc)
+        for r, _ in group:
+            results.append(r)
+            if on_result:
+                on_result(r)
     store.update_catalog()
-    return results
+    order = {str(p): i for i, p in enumerate(paths)}
+    return sorted(results, key=lambda r: order.get(r.path, len(order)))
+
+
+def _record_failure(res: IngestResult, exc: BaseException) -> None:
+    res.status = "failed"
+    res.error = str(exc) if isinstance(exc, AgriseriesError) else f"{res.path}: {exc!r}"
+    res.error_type = type(exc).__name__
+    res.traceback = "".join(traceback.format_exception(exc))
+
+
+def _group_series(series: list[tuple[IngestResult, xr.Dataset]]):
+    """Series files with the same sensors and dates (e.g. 10 m and 20 m files of one extraction)."""
+    groups: dict[tuple, list] = {}
+    for res, ds in series:
+        key = (tuple(ds["sensor"].values.tolist()), tuple(ds["time"].values.tolist()),
+               str(ds.odc.geobox.crs))
+        groups.setdefault(key, []).append((res, ds))
+    return list(groups.values())
 
 
 def _target_tiles(product: SourceProduct, tile: str | None) -> list[str]:
@@ -195,53 +224,81 @@ def ingest_product(product: SourceProduct, store: ProductStore, *, tile: str | N
     return written, skipped
 
 
-def ingest_series(ds: xr.Dataset, store: ProductStore, *, tile: str | None = None,
-                  overwrite: bool = False, source: str = "") -> tuple[list[str], list[str]]:
-    """Write every date of a time-series Dataset into the store (one product per date)."""
-    gb = ds.odc.geobox
-    footprint: Geometry = gb.extent
+def _series_tile(ds: xr.Dataset, tile: str | None, source: str) -> str:
     if tile:
-        tiles = [parse_tile(tile).name]
-    else:
-        tiles = [t.name for t in tiles_for_geometry(footprint)]
-    target = None
-    for t in tiles:
+        return parse_tile(tile).name
+    given = {str(v) for v in ds["tile"].values} - {""} if "tile" in ds.coords else set()
+    if len(given) == 1:
+        return parse_tile(given.pop()).name
+    gb = ds.odc.geobox
+    for t in tiles_for_geometry(gb.extent):
+        tb = tile_geobox(t, int(abs(gb.resolution.x)))
+        sub = snap_to_tile(tb, gb.extent)
+        if tb.crs == gb.crs and sub is not None and sub.shape == gb.shape \
+                and sub.affine.almost_equals(gb.affine):
+            return t.name
+    raise EmptyIntersectionError(source, f"the series grid {gb} lies on no Sentinel-2 tile lattice")
+
+
+def ingest_series(parts: list[tuple[str, xr.Dataset]], store: ProductStore, *,
+                  tile: str | None = None, overwrite: bool = False
+                  ) -> tuple[list[str], list[str]]:
+    """Write every date of a time series into the store (one product per date).
+
+    Parameters
+    ----------
+    parts
+        ``(source path, Dataset)`` pairs of one area and the same dates, e.g. the 10 m and
+        20 m files of an openEO extraction: each date becomes one product holding the
+        variables of every part, each at its own resolution.
+    store, tile, overwrite
+        As for :func:`ingest`.
+    """
+    first_source, first = parts[0]
+    t = _series_tile(first, tile, first_source)
+    placed = []
+    for source, ds in parts:
+        gb = ds.odc.geobox
         res = abs(gb.resolution.x)
-        tb = tile_geobox(t, int(res)) if 109800 % res == 0 else None
-        if tb is None or tb.crs != gb.crs:
-            continue
-        snapped = snap_to_tile(tb, footprint)
-        if snapped is not None:
-            target = (t, snapped)
-            if snapped.shape == gb.shape and snapped.affine.almost_equals(gb.affine):
-                break
-    if target is None:
-        raise EmptyIntersectionError(source, f"the series grid {gb} lies on no Sentinel-2 tile "
-                                     f"{'(asked: ' + tile + ')' if tile else ''}")
-    t, tgb = target
-    if not (tgb.shape == gb.shape and tgb.affine.almost_equals(gb.affine)):
-        ds = ds.odc.reproject(tgb, resampling="nearest")
+        if 109800 % res:
+            raise InputProductError(source, f"pixel size {res} m does not divide a Sentinel-2 tile")
+        tb = tile_geobox(t, int(res))
+        tgb = snap_to_tile(tb, gb.extent)
+        if tgb is None:
+            raise EmptyIntersectionError(source, f"the series does not overlap tile {t}")
+        if not (tgb.shape == gb.shape and tgb.affine.almost_equals(gb.affine) and tb.crs == gb.crs):
+            ds = ds.odc.reproject(tgb, resampling="nearest")
+        placed.append((source, ds, tgb))
+    times = sorted({v for _, ds, _ in placed for v in ds["time"].values})
     written, skipped = [], []
-    for i in range(ds.sizes["time"]):
-        one = ds.isel(time=[i])
-        sensor = str(one["sensor"].values[0])
-        when = _to_datetime(one["time"].values[0])
-        level = str(one["level"].values[0]) if "level" in one.coords else "L2A"
-        producer = str(one["producer"].values[0]) if "producer" in one.coords else "UNKNOWN"
+    for when64 in times:
+        ones = [(src, ds.sel(time=[when64]), tgb) for src, ds, tgb in placed
+                if when64 in ds["time"].values]
+        src0, one0, _ = ones[0]
+        sensor = str(one0["sensor"].values[0])
+        when = _to_datetime(when64)
+        level = str(one0["level"].values[0]) if "level" in one0.coords else "L2A"
+        producer = str(one0["producer"].values[0]) if "producer" in one0.coords else "UNKNOWN"
         pid = ProductId(Level(level), sensor, t, when, producer)
         if store.exists(pid) and not overwrite:
             skipped.append(str(pid))
             continue
-        mask = one["mask"].values[0] if "mask" in one else None
-        if mask is not None and bool(np.all(mask & 64)):
+        masks = [one["mask"].values[0] for _, one, _ in ones if "mask" in one]
+        if masks and all(bool(np.all(m & 64)) for m in masks):
             continue  # nothing was measured at this date over the series' area
-        source_id = str(one["source_id"].values[0]) if "source_id" in one.coords else source
+        layers = [layer for _, one, _ in ones for layer in dataset_layers(one, sensor)]
+        inputs = sorted({str(one["source_id"].values[0]) if "source_id" in one.coords else src
+                         for src, one, _ in ones})
+        names = [Path(src).name for src, _, _ in ones]
         store.write_product(
-            pid, dataset_layers(one, sensor), footprint=tgb.extent, sensors=[sensor],
-            inputs=[source_id], parameters={"source": Path(source).name},
-            lineage=f"ingested from the time series {Path(source).name} by agriseries {__version__}",
+            pid, layers, footprint=ones[0][2].extent, sensors=[sensor], inputs=inputs,
+            parameters={"sources": names},
+            lineage=f"ingested from the time series {', '.join(names)} by agriseries {__version__}",
             datetime=when, overwrite=overwrite,
-            properties={"agriseries:source_path": str(Path(source).resolve())})
+            properties={"agriseries:source_path": [str(Path(s).resolve()) for s, _, _ in ones],
+                        # the file did not say which Sentinel-2 unit: the sensor is an assumption
+                        "agriseries:sensor_assumed": any(bool(one.attrs.get("sensor_assumed"))
+                                                         for _, one, _ in ones)})
         written.append(str(pid))
     return written, skipped
 

@@ -1,0 +1,82 @@
+"""The agriseries command line, run as a user would (click's runner, real data)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from agriseries.cli import main
+
+DATA = Path(__file__).parent / "data"
+SAFE = next((DATA / "safe").glob("S2A_MSIL2A_*.SAFE"))
+WC = DATA / "worldcereal"
+
+
+def test_help_everywhere():
+    runner = CliRunner()
+    res = runner.invoke(main, ["--help"])
+    assert res.exit_code == 0
+    for cmd in ("ingest", "list", "info", "tile"):
+        assert cmd in res.output
+        sub = runner.invoke(main, [cmd, "--help"])
+        assert sub.exit_code == 0 and "Usage" in sub.output
+
+
+def test_ingest_json_then_list(tmp_path):
+    runner = CliRunner()
+    store = tmp_path / "store"
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    s2 = sorted(WC.glob("S2_L2A_*m_*.nc"))
+    res = runner.invoke(main, ["ingest", str(SAFE), str(bad), *map(str, s2), "--store", str(store),
+                               "--allow-missing-bands", "--json"])
+    assert res.exit_code == 1, res.output  # one input failed, the rest went in
+    doc = json.loads(res.stdout)
+    status = {Path(r["path"]).name: r["status"] for r in doc["results"]}
+    assert status[SAFE.name] == "ingested" and status["bad"] == "failed"
+    assert all(status[p.name] == "ingested" for p in s2)
+    failed = next(r for r in doc["results"] if r["status"] == "failed")
+    assert failed["error_type"] == "UnknownProductError" and str(bad) in failed["error"]
+    # the 10 m and 20 m files of one extraction became one product per date with all bands
+    listed = runner.invoke(main, ["list", "--store", str(store), "--tile", "T31UDS",
+                                  "--from", "2018-07-01", "--to", "2018-07-31", "--json"])
+    assert listed.exit_code == 0
+    rows = json.loads(listed.stdout)
+    assert rows and all(r["datetime"].startswith("2018-07") for r in rows)
+    assert {"B02", "B08", "B8A", "B11", "mask"} <= set(rows[0]["assets"])
+    # a rerun ingests nothing new and says so
+    again = runner.invoke(main, ["ingest", str(SAFE), "--store", str(store),
+                                 "--allow-missing-bands", "--json"])
+    assert again.exit_code == 0
+    assert json.loads(again.stdout)["results"][0]["status"] == "skipped"
+
+
+def test_info_and_tile(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(main, ["info", str(SAFE), "--json"])
+    assert res.exit_code == 1 and "B08" in res.output  # the sample has no B08: a clear error
+    lsat = next((DATA / "landsat").glob("LC08_*_T1"))
+    res = runner.invoke(main, ["info", str(lsat), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["reader"] == "landsat" and doc["sensor"] == "L8" and doc["level"] == "L2A"
+    assert doc["bands"]["B4"]["scale"] == 2.75e-05 and doc["bands"]["B4"]["offset"] == -0.2
+    res = runner.invoke(main, ["tile", "29UNU", "--resolution", "20", "--json"])
+    doc = json.loads(res.stdout)
+    assert doc["shape"] == [5490, 5490] and doc["ulx"] == 499980 and doc["uly"] == 5900040
+    res = runner.invoke(main, ["tile", "T99XXX"])
+    assert res.exit_code == 1 and "not a Sentinel-2 tile id" in res.output
+
+
+def test_wrong_arguments_exit_2(tmp_path):
+    runner = CliRunner()
+    assert runner.invoke(main, ["ingest", str(SAFE)]).exit_code == 2  # no --store
+    assert runner.invoke(main, ["list", "--store", str(tmp_path / "nope")]).exit_code == 2
+    copy = tmp_path / SAFE.name
+    shutil.copytree(SAFE, copy)
+    res = runner.invoke(main, ["ingest", str(copy), "--store", str(tmp_path / "s"),
+                               "--tile", "banana"])
+    assert res.exit_code == 1 and "banana" in res.output
