@@ -28,7 +28,6 @@ from typing import Callable
 
 import numpy as np
 import xarray as xr
-from odc.geo.geom import Geometry
 
 from .. import __version__
 from ..core.errors import AgriseriesError, EmptyIntersectionError, InputProductError

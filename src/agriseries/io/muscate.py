@@ -79,7 +79,7 @@ from ..core.errors import (
 )
 from ..core.grid import parse_tile
 from ..core.masks import from_muscate
-from .product import AngleGrid, Asset, SourceProduct
+from .product import AngleGrid, Asset, SourceProduct, nanmean_angles
 
 __all__ = ["is_muscate", "read_muscate", "decode_muscate_masks", "decode_n2a_masks"]
 
@@ -325,25 +325,6 @@ def _values_grid(node) -> np.ndarray | None:
     return np.array([[float(v) for v in r] for r in rows], dtype=np.float64)
 
 
-def _merge_detectors(grids: list[np.ndarray]) -> np.ndarray:
-    """One grid from per-detector grids: the mean of the detectors defined at each node."""
-    stack = np.stack(grids)
-    ok = np.isfinite(stack)
-    n = ok.sum(axis=0)
-    s = np.where(ok, stack, 0.0).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, s / np.maximum(n, 1), np.nan)
-
-
-def _merge_detector_azimuths(grids: list[np.ndarray]) -> np.ndarray:
-    rad = np.deg2rad(np.stack(grids))
-    ok = np.isfinite(rad)
-    n = ok.sum(axis=0)
-    s = np.where(ok, np.sin(rad), 0.0).sum(axis=0)
-    c = np.where(ok, np.cos(rad), 0.0).sum(axis=0)
-    return np.where(n > 0, np.rad2deg(np.arctan2(s, c)) % 360.0, np.nan)
-
-
 # --------------------------------------------------------------------------------------
 # MUSCATE MTD
 
@@ -456,7 +437,7 @@ def _angles(mtd: _Mtd, sensor: str, origin: tuple[float, float] | None, crs: str
                     azs.append(a)
                     step = step or _float(det, "Zenith/COL_STEP")
             if zs and step and len({z.shape for z in zs}) == 1:
-                views[name] = AngleGrid(_merge_detectors(zs), _merge_detector_azimuths(azs),
+                views[name] = AngleGrid(nanmean_angles(np.stack(zs)), nanmean_angles(np.stack(azs), circular=True),
                                         origin[0], origin[1], step, crs)
     if sun is None and mean_sun is not None:
         sun = AngleGrid(np.array([[mean_sun[0]]]), np.array([[mean_sun[1]]]), 0.0, 0.0, 1.0, crs)

@@ -113,6 +113,26 @@ class AngleGrid:
         return _interp_angles(self, geobox)
 
 
+def nanmean_angles(deg: np.ndarray, axis: int | None = 0, circular: bool = False) -> np.ndarray:
+    """Mean of angle values in degrees ignoring NaN (nodes outside a detector).
+
+    ``circular=True`` averages azimuths as unit vectors (359 and 1 give 0, not 180),
+    result in [0, 360). Where every value is NaN the result is NaN, without a warning.
+    """
+    arr = np.asarray(deg, dtype=np.float64)
+    ok = np.isfinite(arr)
+    n = ok.sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if circular:
+            rad = np.deg2rad(np.where(ok, arr, 0.0))
+            s = np.where(ok, np.sin(rad), 0.0).sum(axis=axis)
+            c = np.where(ok, np.cos(rad), 0.0).sum(axis=axis)
+            out = np.rad2deg(np.arctan2(s, c)) % 360.0
+        else:
+            out = np.where(ok, arr, 0.0).sum(axis=axis) / np.maximum(n, 1)
+    return np.where(n > 0, out, np.nan)
+
+
 def _fill_nearest(a: np.ndarray) -> np.ndarray:
     from scipy.ndimage import distance_transform_edt
 
@@ -488,12 +508,6 @@ def _angle_vars(product: SourceProduct, gb: GeoBox, mode: str, names: list[str],
 def mean_view_grid(grids: Mapping[str, AngleGrid]) -> AngleGrid:
     """The band-mean of per-band viewing angle grids (azimuths averaged as unit vectors)."""
     first = next(iter(grids.values()))
-    zs = np.stack([g.zenith for g in grids.values()])
-    az = np.deg2rad(np.stack([g.azimuth for g in grids.values()]))
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN nodes stay NaN
-        zen = np.nanmean(zs, axis=0)
-        azm = np.rad2deg(np.arctan2(np.nanmean(np.sin(az), 0), np.nanmean(np.cos(az), 0))) % 360
+    zen = nanmean_angles(np.stack([g.zenith for g in grids.values()]))
+    azm = nanmean_angles(np.stack([g.azimuth for g in grids.values()]), circular=True)
     return AngleGrid(zen, azm, first.x0, first.y0, first.step, first.crs)

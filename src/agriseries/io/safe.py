@@ -59,7 +59,6 @@ import datetime as _dt
 import functools
 import os
 import re
-import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,7 +80,7 @@ from ..core.errors import (
 )
 from ..core.grid import parse_tile
 from ..core.masks import MaskBit, from_scl
-from .product import AngleGrid, Asset, SourceProduct, file_geobox
+from .product import AngleGrid, Asset, SourceProduct, file_geobox, nanmean_angles
 
 #: Band names in ESA's ``bandId`` order (0-12), used when a product has no ``Spectral_Information``.
 ESA_BAND_ORDER: tuple[str, ...] = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A",
@@ -586,14 +585,6 @@ def _footprint(txt: str, where: str) -> Geometry:
     return polygon(pts, "EPSG:4326")
 
 
-def _circular_nanmean(deg: np.ndarray, axis: int = 0) -> np.ndarray:
-    rad = np.deg2rad(deg)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # nodes outside every detector stay NaN
-        s, c = np.nanmean(np.sin(rad), axis=axis), np.nanmean(np.cos(rad), axis=axis)
-    return np.rad2deg(np.arctan2(s, c)) % 360.0
-
-
 def _angle_grid(elements: list[etree._Element], x0: float, y0: float, crs: str, where: str) -> AngleGrid:
     """One AngleGrid from one sun grid, or from the per-detector grids of one band (merged)."""
     zs, azs, step = [], [], None
@@ -617,10 +608,8 @@ def _angle_grid(elements: list[etree._Element], x0: float, y0: float, crs: str, 
     if len(zs) == 1:
         zen, azi = zs[0], azs[0]
     else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            zen = np.nanmean(np.stack(zs), axis=0)
-        azi = _circular_nanmean(np.stack(azs), axis=0)
+        zen = nanmean_angles(np.stack(zs))
+        azi = nanmean_angles(np.stack(azs), circular=True)
     return AngleGrid(zen, azi, float(x0), float(y0), float(step), crs)
 
 

@@ -49,7 +49,7 @@ from ..core.ids import Level, ProductId
 from ..core.masks import MaskBit
 from ..core.stac import AssetSpec, build_item, validate_item
 from .cog import write_cog
-from .product import AngleGrid, Asset, SourceProduct
+from .product import AngleGrid, Asset, SourceProduct, nanmean_angles
 
 REFLECTANCE_SCALE = 10000
 REFLECTANCE_NODATA = -10000
@@ -225,13 +225,15 @@ class ProductStore:
         usable = {k: g for k, g in grids.items() if g.zenith.size > 1}
         sun = grids.get("sun")
         views = {k: g for k, g in grids.items() if k != "sun"}
-        sun_mean = (float(np.nanmean(sun.zenith)), _mean_azimuth(sun.azimuth)) if sun else None
+        sun_mean = (float(nanmean_angles(sun.zenith, None)),
+                    float(nanmean_angles(sun.azimuth, None, circular=True))) if sun else None
         view_mean = None
         if views:
             z = np.concatenate([g.zenith.ravel() for g in views.values()])
             a = np.concatenate([g.azimuth.ravel() for g in views.values()])
             if np.isfinite(z).any():
-                view_mean = (float(np.nanmean(z)), _mean_azimuth(a))
+                view_mean = (float(nanmean_angles(z, None)),
+                             float(nanmean_angles(a, None, circular=True)))
         if not usable:
             return None, sun_mean, view_mean
         shapes = {g.zenith.shape for g in usable.values()}
@@ -380,13 +382,6 @@ class ProductStore:
         }
         pystac.Collection.from_dict(col)  # structural check
         _atomic_write_json(col_dir / "collection.json", col)
-
-
-def _mean_azimuth(az: np.ndarray) -> float:
-    r = np.deg2rad(az[np.isfinite(az)])
-    if r.size == 0:
-        return float("nan")
-    return float(np.rad2deg(np.arctan2(np.sin(r).mean(), np.cos(r).mean())) % 360.0)
 
 
 def _constant_grid(zenith: float, azimuth: float, crs: str) -> AngleGrid:
