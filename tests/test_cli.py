@@ -58,6 +58,10 @@ def test_info_and_tile(tmp_path):
     runner = CliRunner()
     res = runner.invoke(main, ["info", str(SAFE), "--json"])
     assert res.exit_code == 1 and "B08" in res.output  # the sample has no B08: a clear error
+    res = runner.invoke(main, ["info", str(SAFE), "--allow-missing-bands", "--json"])
+    doc = json.loads(res.stdout)
+    assert doc["missing_bands"] == ["B08"] and doc["tile"] == "T29UNU"
+    assert doc["bands"]["B04"]["offset"] == -0.1 and doc["bands"]["B04"]["resolution"] == 60
     lsat = next((DATA / "landsat").glob("LC08_*_T1"))
     res = runner.invoke(main, ["info", str(lsat), "--json"])
     assert res.exit_code == 0, res.output

@@ -100,13 +100,20 @@ def ingest(paths, store_dir, tile, overwrite, allow_missing_bands, as_json):
 
 @main.command()
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--allow-missing-bands", is_flag=True,
+              help="Describe the bands on disk when some are missing instead of refusing.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def info(path, as_json):
+def info(path, allow_missing_bands, as_json):
     """Describe a product or series: reader, id, sensor, date, tile, bands, grids."""
+    import inspect
+
     from .io.detect import find_reader
 
     reader = find_reader(path)
-    obj = reader.read(str(path))
+    kwargs = {}
+    if allow_missing_bands and "allow_missing_bands" in inspect.signature(reader.read).parameters:
+        kwargs["allow_missing_bands"] = True
+    obj = reader.read(str(path), **kwargs)
     if reader.kind == "product":
         doc = {
             "reader": reader.name, "product_id": obj.product_id, "level": obj.level,
@@ -116,6 +123,7 @@ def info(path, as_json):
                           "nodata": a.nodata} for k, a in obj.bands.items()},
             "quality": list(obj.quality), "aux": list(obj.aux),
             "angles": {"sun": obj.sun_angles is not None, "view_bands": list(obj.view_angles)},
+            "missing_bands": obj.metadata.get("missing_bands", []),
         }
     else:
         doc = {
