@@ -12,7 +12,7 @@ STORE  ?= build/demo-store
 # --allow-missing-bands ingests the bands that are there.
 DEMO_INPUTS = $(wildcard tests/data/safe/*.SAFE) \
               $(wildcard tests/data/landsat/LC08_*_T?) \
-              $(wildcard tests/data/muscate/L8_N2A/LANDSAT8_*) \
+              $(wildcard tests/data/muscate/L8_N2A/LANDSAT8_*D0005H0002) \
               $(wildcard tests/data/worldcereal/S2_L2A_*m_*.nc) \
               $(wildcard tests/data/worldcereal/L8_SR_*.nc)
 

@@ -143,3 +143,15 @@ def test_tile_without_overlap_is_refused(tmp_path):
     assert "T31TDH" in results[0].error and SAFE.name in results[0].error
     assert not store.exists(SAFE_ID)
     assert issubclass(EmptyIntersectionError, ValueError)
+
+
+def test_second_piece_of_one_acquisition_is_not_silently_skipped(tmp_path):
+    # two real THEIA N2A extracts of the same Landsat 8 pass land on the same tile and date
+    pieces = sorted((DATA / "muscate" / "L8_N2A").glob("LANDSAT8_*"))
+    store = ProductStore(tmp_path / "store")
+    results = ingest(pieces, store)
+    assert [r.status for r in results] == ["ingested", "failed"]
+    assert results[0].products == ["L2A_L8_T31TCJ_20160330T000000_MACCS"]
+    assert "mosaicking" in results[1].error and pieces[0].name in results[1].error
+    again = ingest(pieces[:1], store)
+    assert again[0].status == "skipped"

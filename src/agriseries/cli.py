@@ -92,7 +92,7 @@ def ingest(paths, store_dir, tile, overwrite, allow_missing_bands, as_json):
             table.add_row(Path(r.path).name, r.reader or "-", f"[{colour}]{r.status}[/{colour}]",
                           detail)
         out.print(table)
-        n_products = sum(len(r.products) for r in results)
+        n_products = len({p for r in results for p in r.products})
         out.print(f"{n_products} product(s) in {len(results) - len(failed)} input(s) OK, "
                   f"{len(failed)} failed; catalogue: {Path(store_dir) / 'catalog.json'}")
     sys.exit(1 if failed else 0)

@@ -193,6 +193,13 @@ def ingest_product(product: SourceProduct, store: ProductStore, *, tile: str | N
     for t in _target_tiles(product, tile):
         pid = ProductId(Level(product.level), product.sensor, t, product.datetime, product.producer)
         if store.exists(pid) and not overwrite:
+            inputs = store.item(pid).properties.get("agriseries:inputs", [])
+            if product.product_id not in inputs:
+                # another piece of the same acquisition (e.g. two THEIA extracts of one Landsat
+                # pass): refuse loudly rather than skip it as if it were already in
+                raise InputProductError(
+                    product.path, f"the store already holds {pid} made from {', '.join(inputs)}; "
+                    "mosaicking several pieces of one acquisition on a tile is not supported yet")
             skipped.append(str(pid))
             continue
         layers: list[Layer] = []
