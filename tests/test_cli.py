@@ -84,3 +84,23 @@ def test_wrong_arguments_exit_2(tmp_path):
     res = runner.invoke(main, ["ingest", str(copy), "--store", str(tmp_path / "s"),
                                "--tile", "banana"])
     assert res.exit_code == 1 and "banana" in res.output
+
+
+def test_biophysical_commands(tmp_path):
+    runner = CliRunner()
+    store = tmp_path / "store"
+    s2 = sorted(WC.glob("S2_L2A_*m_*.nc"))
+    assert runner.invoke(main, ["ingest", *map(str, s2), "--store", str(store)]).exit_code == 0
+    res = runner.invoke(main, ["biophysical", "--store", str(store), "--tile", "T31UDS",
+                               "--from", "2018-07-01", "--to", "2018-07-31", "--variables", "LAI",
+                               "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)
+    assert len(rows) >= 5 and all(r["status"] == "made" for r in rows)
+    res = runner.invoke(main, ["biophysical-series", "--store", str(store), "--tile", "T31UDS",
+                               "--from", "2018-07-01", "--to", "2018-07-31", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["product"] == "L3B_S2_T31UDS_20180701-20180731_AGS"
+    bad = runner.invoke(main, ["biophysical", "--store", str(store), "--tile", "T31UDS",
+                               "--variables", "NDVI"])
+    assert bad.exit_code == 1 and "unknown biophysical variable" in bad.output

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from . import __version__
@@ -193,6 +199,119 @@ def tile(tile, resolution, as_json):
     else:
         for k, v in doc.items():
             out.print(f"{k:12s} {v}")
+
+
+@main.command()
+@click.option("--store", "store_dir", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Product store folder.")
+@click.option("--tile", required=True, help="Sentinel-2 tile id (e.g. T31UDS).")
+@click.option("--from", "start", default=None, type=click.DateTime(), help="First date (inclusive).")
+@click.option("--to", "end", default=None, type=click.DateTime(), help="Last date (inclusive).")
+@click.option("--variables", default="LAI,FAPAR,FCOVER,LAI_Cab,LAI_Cw", show_default=True,
+              help="Comma-separated variables.")
+@click.option("--resolution", default="20", type=click.Choice(["10", "20"]), show_default=True,
+              help="Sentinel-2: 20 m eight-band networks or 10 m three-band networks "
+                   "(LAI, FAPAR, FCOVER). Landsat is processed at 30 m.")
+@click.option("--networks", "networks_root", default=None, type=click.Path(exists=True),
+              help="A folder of network versions to use instead of the shipped ones.")
+@click.option("--overwrite", is_flag=True, help="Remake products already in the store.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result of every product as JSON.")
+def biophysical(store_dir, tile, start, end, variables, resolution, networks_root, overwrite,
+                as_json):
+    """L3B: LAI, FAPAR, FCOVER, canopy chlorophyll and water content of every L2A product of a tile.
+
+    One L3B product per L2A product (S2 Toolbox neural networks, SNAP flags plus the L2A
+    mask); a failing product is reported and the others are still made.
+    """
+    from .biophysical.processor import BiophysicalParams, run_biophysical
+    from .core.grid import parse_tile
+    from .io.store import ProductStore
+
+    params = BiophysicalParams(variables=tuple(v.strip() for v in variables.split(",") if v.strip()),
+                               resolution=int(resolution), networks_root=networks_root)
+    store = ProductStore(store_dir)
+    tile = parse_tile(tile).name
+    n = sum(1 for _ in store.items(level="L2A", tile=tile, start=start, end=end))
+    with Progress(TextColumn("[bold]L3B[/bold] {task.description}"), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                  transient=as_json) as progress:
+        task = progress.add_task("", total=n)
+        results = run_biophysical(store, tile, start, end, params, overwrite=overwrite,
+                                  on_result=lambda r: progress.update(task, advance=1,
+                                                                      description=r.input[:48]))
+    failed = [r for r in results if r.status == "failed"]
+    if as_json:
+        out.print_json(json.dumps([r.__dict__ for r in results]))
+    else:
+        table = Table(title=f"L3B on {tile}: {len(results)} L2A product(s)")
+        for col in ("L2A input", "status", "L3B product / error"):
+            table.add_column(col, overflow="fold")
+        for r in results:
+            colour = {"made": "green", "skipped": "yellow", "failed": "red"}[r.status]
+            table.add_row(r.input, f"[{colour}]{r.status}[/{colour}]",
+                          r.product if r.status != "failed" else f"[red]{r.error}[/red]")
+        out.print(table)
+    sys.exit(1 if failed else 0)
+
+
+@main.command(name="biophysical-series")
+@click.option("--store", "store_dir", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Product store folder.")
+@click.option("--tile", required=True, help="Sentinel-2 tile id.")
+@click.option("--from", "start", required=True, type=click.DateTime(), help="Season start.")
+@click.option("--to", "end", required=True, type=click.DateTime(), help="Season end.")
+@click.option("--variable", default="LAI", show_default=True, help="The L3B variable to smooth.")
+@click.option("--step", "step_days", default=10, show_default=True, help="Output grid step (days).")
+@click.option("--lambda", "lam", default=2000.0, show_default=True,
+              help="Whittaker smoothing parameter on a daily support.")
+@click.option("--overwrite", is_flag=True, help="Remake the product if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the product id as JSON.")
+def biophysical_series_cmd(store_dir, tile, start, end, variable, step_days, lam, overwrite,
+                           as_json):
+    """Smoothed, gap-filled profile of an L3B variable on a regular grid of dates (one product)."""
+    from .biophysical.processor import biophysical_series
+    from .core.grid import parse_tile
+    from .io.store import ProductStore
+
+    pid = biophysical_series(ProductStore(store_dir), parse_tile(tile).name, start, end,
+                             variable=variable, step_days=step_days, lam=lam, overwrite=overwrite)
+    if as_json:
+        out.print_json(json.dumps({"product": pid}))
+    else:
+        out.print(f"{pid}")
+
+
+@main.command(name="biophysical-verify")
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--atol", default=1e-4, show_default=True, type=float,
+              help="Absolute tolerance, added to the effect of the rounding of the printed inputs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def biophysical_verify(model_dir, atol, as_json):
+    """Replay the SNAP biophysical TestCases files found under MODEL_DIR.
+
+    Every <VAR>/<VAR>_TestCases file is evaluated with the network beside it or, when
+    it stands alone, the shipped model whose name ends its path (3_0/S2A/LAI/...). A row
+    passes within ATOL plus the first-order effect of the rounding of its printed
+    digits; a row expected NaN must be flagged. Exit code 1 if any row fails.
+    """
+    from .biophysical.networks import verify
+
+    report = verify(model_dir, atol=atol)
+    if as_json:
+        out.print_json(json.dumps(report.to_dict()))
+    else:
+        table = Table(title=f"biophysical TestCases under {model_dir} (atol {atol:g} + rounding)")
+        for col in ("model", "variable", "rows", "NaN exp.", "max |err|", f"> {atol:g}",
+                    "out of tol.", "NaN unflagged", "status"):
+            table.add_column(col, overflow="fold", no_wrap=col in ("status", "rows"))
+        for f in report.files:
+            status = "[green]ok[/green]" if f.ok else "[red]FAILED[/red]"
+            table.add_row(f.model, f.variable, str(f.rows), str(f.nan_expected),
+                          f"{f.max_abs_error:.3g}", str(f.rows_above_atol),
+                          str(f.rows_out_of_tolerance), str(f.nan_not_flagged), status)
+        out.print(table)
+        out.print(f"{sum(f.ok for f in report.files)} of {len(report.files)} file(s) pass")
+    sys.exit(0 if report.ok else 1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -85,6 +85,8 @@ class AssetSpec:
         The spectral band, for reflectance assets.
     extra
         Other asset fields (e.g. the mask's bit meanings).
+    count
+        Number of bands in the file (one per date for a series).
     """
 
     key: str
@@ -99,6 +101,7 @@ class AssetSpec:
     unit: str | None = None
     band: Band | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    count: int = 1
 
 
 def build_item(pid: ProductId, *, geometry: Geometry, assets: list[AssetSpec],
@@ -222,7 +225,7 @@ def _add_asset(item: pystac.Item, spec: AssetSpec) -> None:
     rb = RasterBand.create(
         data_type=DataType(spec.dtype), nodata=nodata, scale=spec.scale, offset=spec.offset,
         unit=spec.unit, spatial_resolution=abs(float(spec.geobox.resolution.x)))
-    RasterExtension.ext(asset, add_if_missing=True).apply(bands=[rb])
+    RasterExtension.ext(asset, add_if_missing=True).apply(bands=[rb] * spec.count)
 
 
 def validate_item(item: pystac.Item | dict, online: bool = False) -> None:
@@ -255,7 +258,7 @@ def validate_item(item: pystac.Item | dict, online: bool = False) -> None:
         if len(a.get("proj:shape", [])) != 2 or len(a.get("proj:transform", [])) not in (6, 9):
             problems.append(f"asset {key}: proj:shape/proj:transform missing")
         rb = a.get("raster:bands") or []
-        if len(rb) != 1 or "data_type" not in rb[0]:
+        if not rb or any("data_type" not in b for b in rb):
             problems.append(f"asset {key}: raster:bands data_type missing")
         for b in a.get("eo:bands", []):
             if not isinstance(b.get("center_wavelength"), (int, float)):

@@ -43,8 +43,8 @@ def write_cog(path: str | Path, data, geobox: GeoBox, *, nodata=None,
     path
         Final file name (``.tif``).
     data
-        2-D numpy or dask array with the shape of ``geobox``, or a 3-D numpy array
-        ``(band, y, x)`` for a small multi-band file (angle grids).
+        2-D numpy or dask array with the shape of ``geobox``, or a 3-D ``(band, y, x)``
+        array for a multi-band file (angle grids, one band per date of a series).
     geobox
         The grid of the data.
     nodata
@@ -111,18 +111,29 @@ def write_cog(path: str | Path, data, geobox: GeoBox, *, nodata=None,
 
 
 def _write_dask(dst, data) -> None:
-    """Compute a dask array block by block into an open dataset (never the whole array)."""
+    """Compute a dask array block by block into an open dataset (never the whole array).
+
+    2-D arrays go to band 1; 3-D ``(band, y, x)`` arrays must have one chunk along bands.
+    """
     import dask
 
-    rows = np.cumsum((0,) + data.chunks[0])
-    cols = np.cumsum((0,) + data.chunks[1])
+    if data.ndim == 3:
+        data = data.rechunk({0: -1})
+    ychunks, xchunks = data.chunks[-2], data.chunks[-1]
+    rows = np.cumsum((0,) + ychunks)
+    cols = np.cumsum((0,) + xchunks)
     blocks = data.to_delayed()
-    for i in range(len(data.chunks[0])):
+    if data.ndim == 3:
+        blocks = blocks[0]
+    for i in range(len(ychunks)):
         # one row of blocks at a time keeps memory to a strip while letting dask parallelise it
-        row = dask.compute(*[blocks[i, j] for j in range(len(data.chunks[1]))])
+        row = dask.compute(*[blocks[i, j] for j in range(len(xchunks))])
         for j, block in enumerate(row):
-            win = Window(int(cols[j]), int(rows[i]), block.shape[1], block.shape[0])
-            dst.write(block, 1, window=win)
+            win = Window(int(cols[j]), int(rows[i]), block.shape[-1], block.shape[-2])
+            if block.ndim == 2:
+                dst.write(block, 1, window=win)
+            else:
+                dst.write(block, window=win)
 
 
 def validate_cog(path: str | Path) -> tuple[bool, list[str], list[str]]:

@@ -31,7 +31,13 @@ import xarray as xr
 
 from .. import __version__
 from ..core.errors import AgriseriesError, EmptyIntersectionError, InputProductError
-from ..core.grid import parse_tile, snap_to_tile, tile_footprint, tile_geobox, tiles_for_geometry
+from ..core.grid import (
+    parse_tile,
+    snap_to_tile,
+    tile_footprint,
+    tile_geobox,
+    tiles_for_geometry,
+)
 from ..core.ids import Level, ProductId
 from .detect import find_reader
 from .product import SourceProduct, load

@@ -42,7 +42,11 @@ from rasterio.errors import RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from ..core.errors import ConfigurationError, CorruptProductError, EmptyIntersectionError
+from ..core.errors import (
+    ConfigurationError,
+    CorruptProductError,
+    EmptyIntersectionError,
+)
 from ..core.grid import snap_to_tile, tile_geobox
 from ..core.masks import CF_ATTRS, MaskBit
 
@@ -82,7 +86,8 @@ class Asset:
 
     @property
     def resampling(self) -> Resampling:
-        """Nearest for quality layers, bilinear for continuous values."""
+        """Nearest for quality layers, bilinear for continuous values (average when the
+        target grid is coarser than the file, e.g. 10 m bands read at 20 m)."""
         return Resampling.nearest if self.kind == "quality" else Resampling.bilinear
 
 
@@ -287,8 +292,12 @@ def _read_block(asset: Asset, geobox: GeoBox, dtype, fill) -> np.ndarray:
             else:
                 # Without a no-data value, an alpha band tells the target pixels the source
                 # does not cover (else they would read as DN 0).
+                resampling = asset.resampling
+                if resampling == Resampling.bilinear and src.crs == geobox.crs \
+                        and abs(geobox.resolution.x) > abs(src.res[0]) * 1.5:
+                    resampling = Resampling.average  # reading a coarser grid: aggregate pixels
                 with WarpedVRT(src, crs=geobox.crs, transform=geobox.affine, width=nx, height=ny,
-                               resampling=asset.resampling, src_nodata=nodata,
+                               resampling=resampling, src_nodata=nodata,
                                nodata=nodata, add_alpha=nodata is None) as vrt:
                     data = vrt.read(asset.band_index)
                     valid = vrt.read(vrt.count) > 0 if nodata is None else np.ones(data.shape, bool)

@@ -65,8 +65,8 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 import numpy as np
-from affine import Affine
 import shapely
+from affine import Affine
 from lxml import etree
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry, polygon

@@ -70,7 +70,10 @@ class Layer:
     geobox
         Its grid.
     kind
-        ``reflectance``, ``mask`` or ``aux``.
+        ``reflectance``, ``mask`` (common mask bits), ``flags`` (other uint8 bit flags,
+        described by ``unit``), ``aux`` (float32) or ``series`` (a 3-D ``(date, y, x)``
+        float32 array written as one multi-band COG; ``unit`` holds the comma-separated
+        band names).
     band
         The spectral band of a reflectance layer.
     unit
@@ -215,6 +218,18 @@ class ProductStore:
             return AssetSpec("mask", fname, layer.geobox, "uint8", ("cloud", "snow-ice", "water",
                                                                     "data-mask"),
                              "agriseries common mask bits", extra={"agriseries:mask_bits": bits})
+        if layer.kind == "series":
+            names = (layer.unit or "").split(",")
+            write_cog(folder / fname, layer.data.astype(np.float32), layer.geobox,
+                      nodata=float("nan"), overview_resampling="average", description=names)
+            return AssetSpec(layer.key, fname, layer.geobox, "float32", ("data",), layer.key,
+                             nodata=float("nan"), extra={"agriseries:bands": names},
+                             count=len(names))
+        if layer.kind == "flags":
+            write_cog(folder / fname, layer.data.astype(np.uint8), layer.geobox, nodata=None,
+                      overview_resampling="nearest", description=layer.key)
+            return AssetSpec(layer.key, fname, layer.geobox, "uint8", ("data", "quality"),
+                             layer.key, extra={"agriseries:flag_bits": layer.unit or ""})
         data = layer.data.astype(np.float32)
         write_cog(folder / fname, data, layer.geobox, nodata=float("nan"),
                   overview_resampling="average", description=layer.key)
@@ -270,8 +285,11 @@ class ProductStore:
     def items(self, level: Level | str | None = None, tile: str | None = None,
               start: dt.datetime | None = None, end: dt.datetime | None = None
               ) -> Iterator[pystac.Item]:
-        """Iterate over stored items, filtered by level, tile and date range (inclusive)."""
+        """Iterate over stored items, filtered by level, tile and date range (inclusive; an
+        ``end`` at midnight means the whole of that day)."""
         lv = Level(level).value if level else "*"
+        if end is not None and end.time() == dt.time(0):
+            end = end + dt.timedelta(days=1) - dt.timedelta(microseconds=1)  # a date: the whole day
         pattern = f"{lv}/{tile or '*'}/*/*/*.json"
         for path in sorted(self.root.glob(pattern)):
             if path.stem != path.parent.name:
@@ -311,6 +329,8 @@ class ProductStore:
                                    REFLECTANCE_NODATA, res, "reflectance")
             elif key == "mask":
                 quality["mask"] = Asset(path, 1, nodata=None, resolution=res, kind="quality")
+            elif "quality" in (a.roles or []):
+                aux[key] = Asset(path, 1, nodata=None, resolution=res, kind="quality")
             elif key == "angles":
                 sun_grid, view_grids = _read_angle_grids(path, a.extra_fields["agriseries:bands"])
             else:

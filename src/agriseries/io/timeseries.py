@@ -56,10 +56,10 @@ from typing import Mapping
 import dask.array as da
 import numpy as np
 import xarray as xr
+from affine import Affine
 from odc.geo import CRS
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
-from affine import Affine
 
 from ..core.bands import bands_of, is_sentinel2, sensor_name
 from ..core.errors import (

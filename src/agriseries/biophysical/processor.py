@@ -1,0 +1,298 @@
+"""The L3B processor: biophysical variables of every L2A product of a tile, and their season profile.
+
+:func:`biophysical_product` turns one stored L2A product into one L3B product:
+
+* the sensor picks the networks (:func:`~agriseries.biophysical.networks.model_for`):
+  Sentinel-2A/B at 20 m with the eight-band networks (B03, B04, B05, B06, B07, B8A, B11,
+  B12) or at 10 m with the three-band ones (B03, B04, B08: LAI, FAPAR, FCOVER only),
+  Sentinel-2C with the S2B networks, Landsat 8/9 with the LANDSAT8 networks on their 30 m
+  grid;
+* the angles are the product's own (per-pixel sun and band-mean view angles interpolated
+  from the provider's grids, or constant scene angles for Landsat);
+* every variable is evaluated in one numba pass over the pixels, chunk by chunk (dask);
+* pixels flagged by the L2A mask (cloud, cloud shadow, cirrus, snow, water, saturated,
+  no data) are set to NaN and get the flag bit ``MASKED_BY_L2A`` (32), next to SNAP's five
+  bits (1 input out of range, 2 thresholded to min, 4 thresholded to max, 8 too low,
+  16 too high).
+
+Output (one L3B product per L2A product, id ``L3B_<sensor>_<tile>_<time>_AGS``): each
+variable as a float32 COG (NaN no data; LAI in m2/m2, FAPAR and FCOVER 0-1, LAI_Cab in
+ug/cm2, LAI_Cw in g/cm2) with its ``<var>_flags`` uint8 COG; the STAC Item names the
+network model and version.
+
+:func:`biophysical_series` smooths and gap-fills one variable over a season with the
+weighted Whittaker smoother (:mod:`agriseries.biophysical.timeseries`) onto a regular
+grid of dates and writes one multi-date L3B product (one COG band per date).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pystac
+import xarray as xr
+
+from .. import __version__
+from ..core.errors import ConfigurationError, InputProductError
+from ..core.ids import Level, ProductId
+from ..core.masks import MaskBit
+from ..io.product import load
+from ..io.store import Layer, ProductStore
+from . import networks as nn
+from .timeseries import (
+    DEFAULT_LAMBDA,
+    BiophysicalFlag,
+    regular_dates,
+    weights_from_flags,
+    whittaker_dataarray,
+)
+
+#: agriseries' flag bit beside SNAP's five: the L2A mask excluded the pixel.
+MASKED_BY_L2A = 32
+#: L2A mask bits that exclude a pixel from the biophysical estimation.
+EXCLUDED_BITS = int(MaskBit.CLOUD | MaskBit.CLOUD_SHADOW | MaskBit.CIRRUS | MaskBit.SNOW
+                    | MaskBit.WATER | MaskBit.SATURATED | MaskBit.NODATA)
+UNITS = {"LAI": "m2/m2", "FAPAR": "1", "FCOVER": "1", "LAI_Cab": "ug/cm2", "LAI_Cw": "g/cm2"}
+FLAG_BITS = ("1 input out of range, 2 output thresholded to min, 4 output thresholded to max, "
+             "8 output too low, 16 output too high (SNAP BiophysicalFlag), "
+             "32 masked by the L2A mask (agriseries)")
+
+
+@dataclass(frozen=True)
+class BiophysicalParams:
+    """Parameters of the L3B processor.
+
+    Attributes
+    ----------
+    variables
+        Variables to estimate (``LAI``, ``FAPAR``, ``FCOVER``, ``LAI_Cab``, ``LAI_Cw``); the
+        10 m networks have only the first three, which are then kept.
+    resolution
+        Sentinel-2 pixel size: 20 (eight-band networks, the reference) or 10 (three-band
+        networks). Landsat products are processed on their own 30 m grid.
+    networks_root
+        A folder of network versions to use instead of the shipped ones.
+    excluded_bits
+        L2A mask bits that set a pixel to NaN.
+    chunks
+        Chunk edge in pixels.
+    """
+
+    variables: tuple[str, ...] = nn.VARIABLES
+    resolution: int = 20
+    networks_root: str | None = None
+    excluded_bits: int = EXCLUDED_BITS
+    chunks: int = 2048
+
+    def __post_init__(self) -> None:
+        unknown = [v for v in self.variables if v not in nn.VARIABLES]
+        if unknown:
+            raise ConfigurationError(f"unknown biophysical variable(s) {unknown}: expected some of "
+                                     f"{', '.join(nn.VARIABLES)}")
+        if self.resolution not in (10, 20):
+            raise ConfigurationError(f"resolution {self.resolution}: expected 10 or 20 (m)")
+
+
+def _evaluate_block(block: np.ndarray, nets: tuple[nn.Network, ...]) -> np.ndarray:
+    values, flags = nn.evaluate_model(nets, block)
+    return np.concatenate([values, flags.astype(np.float32)], axis=0)
+
+
+def compute_variables(ds: xr.Dataset, nets: dict[str, nn.Network],
+                      excluded_bits: int = EXCLUDED_BITS) -> xr.Dataset:
+    """Evaluate networks on a single-date agriseries Dataset (lazy, chunk by chunk).
+
+    ``ds`` holds the network's bands, ``sun_zenith``, ``sun_azimuth``, ``view_zenith``,
+    ``view_azimuth`` and, optionally, ``mask``. Returns a Dataset with one float32
+    variable and one ``<var>_flags`` uint8 variable per network, dims ``(y, x)``.
+    """
+    first = next(iter(nets.values()))
+    bands = [n for n in first.input_names if n not in nn.COSINE_INPUTS]
+    missing = [v for v in bands + ["sun_zenith", "sun_azimuth", "view_zenith", "view_azimuth"]
+               if v not in ds]
+    if missing:
+        raise InputProductError(ds.attrs.get("source_path", "?"),
+                                f"{', '.join(missing)} needed by the {first.model} networks "
+                                "are not in the product")
+    arr = lambda v: ds[v].data[0] if "time" in ds[v].dims else ds[v].data  # noqa: E731
+    rad = np.float32(np.pi / 180.0)
+    cos_vz = da.cos(arr("view_zenith") * rad)
+    cos_sz = da.cos(arr("sun_zenith") * rad)
+    cos_raa = da.cos((arr("sun_azimuth") - arr("view_azimuth")) * rad)
+    stack = da.stack([arr(b).astype(np.float32) for b in bands]
+                     + [cos_vz.astype(np.float32), cos_sz.astype(np.float32),
+                        cos_raa.astype(np.float32)]).rechunk({0: -1})
+    order = tuple(nets.values())
+    n = len(order)
+    out = stack.map_blocks(_evaluate_block, order, dtype=np.float32,
+                           chunks=((2 * n,),) + stack.chunks[1:])
+    excluded = None
+    if "mask" in ds:
+        excluded = (arr("mask") & np.uint8(excluded_bits)) != 0
+    result = {}
+    for i, name in enumerate(nets):
+        values = out[i]
+        flags = out[n + i].astype(np.uint8)
+        if excluded is not None:
+            values = da.where(excluded, np.float32(np.nan), values)
+            flags = flags | (excluded.astype(np.uint8) * np.uint8(MASKED_BY_L2A))
+        result[name] = (("y", "x"), values, {"units": UNITS[name]})
+        result[f"{name}_flags"] = (("y", "x"), flags, {"flag_bits": FLAG_BITS})
+    return xr.Dataset(result, coords={"y": ds["y"], "x": ds["x"]})
+
+
+def _networks_for(sensor: str, params: BiophysicalParams) -> tuple[str, dict[str, nn.Network]]:
+    root = Path(params.networks_root) if params.networks_root else None
+    s2 = sensor.startswith("S2")
+    model = nn.model_for(sensor, params.resolution if s2 else 30, root=root)
+    have = nn.model_variables(nn.available_models(root)[model])
+    wanted = [v for v in params.variables if v in have]
+    if not wanted:
+        raise ConfigurationError(f"model {model} has none of the variables {params.variables} "
+                                 f"(it has {', '.join(have)})")
+    return model, nn.load_model(model, wanted, root=root)
+
+
+def biophysical_product(store: ProductStore, item: pystac.Item,
+                        params: BiophysicalParams = BiophysicalParams(), *,
+                        overwrite: bool = False) -> str | None:
+    """Make the L3B product of one stored L2A product; return its id (None if already there)."""
+    src_id = ProductId.parse(item.id)
+    if src_id.level is not Level.L2A:
+        raise ConfigurationError(f"{item.id}: the L3B processor takes L2A products")
+    product = store.open(item)
+    sensor = product.sensor
+    model, nets = _networks_for(sensor, params)
+    pid = ProductId(Level.L3B, src_id.sensor, src_id.tile, src_id.start, "AGS")
+    if store.exists(pid) and not overwrite:
+        return None
+    first = next(iter(nets.values()))
+    bands = [n for n in first.input_names if n not in nn.COSINE_INPUTS]
+    res = params.resolution if sensor.startswith("S2") else min(product.native_grids or {30: 0})
+    ds = load(product, resolution=res, bands=bands, angles="mean", chunks=params.chunks)
+    out = compute_variables(ds, nets, params.excluded_bits)
+    gb = ds.odc.geobox
+    layers = []
+    for name in nets:
+        layers.append(Layer(name, out[name].data, gb, "aux", unit=UNITS[name]))
+        layers.append(Layer(f"{name}_flags", out[f"{name}_flags"].data, gb, "flags", unit=FLAG_BITS))
+    version = model.split("/")[0]
+    return str(pid) if store.write_product(
+        pid, layers, footprint=pystac_geometry(item), sensors=[sensor], inputs=[item.id],
+        parameters={**asdict(params), "model": model},
+        lineage=f"S2 Toolbox biophysical networks {model} applied by agriseries {__version__} "
+                f"to {item.id}",
+        datetime=item.datetime or src_id.start, overwrite=overwrite,
+        properties={"agriseries:network": {"model": model, "version": version,
+                                           "variables": list(nets)}}) else None
+
+
+def pystac_geometry(item: pystac.Item):
+    """The footprint of an item as an odc-geo Geometry."""
+    from odc.geo.geom import Geometry
+
+    return Geometry(item.geometry, "EPSG:4326")
+
+
+@dataclass
+class L3BResult:
+    """What happened to one input product."""
+
+    input: str
+    status: str  # "made" | "skipped" | "failed"
+    product: str | None = None
+    error: str | None = None
+    error_type: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def run_biophysical(store: ProductStore, tile: str, start: dt.datetime | None = None,
+                    end: dt.datetime | None = None,
+                    params: BiophysicalParams = BiophysicalParams(), *, overwrite: bool = False,
+                    on_result=None) -> list[L3BResult]:
+    """Make the L3B product of every L2A product of a tile in a date range (bad ones are reported)."""
+    results = []
+    for item in store.items(level=Level.L2A, tile=tile, start=start, end=end):
+        r = L3BResult(item.id, "failed")
+        try:
+            made = biophysical_product(store, item, params, overwrite=overwrite)
+            r.status, r.product = ("made", made) if made else (
+                "skipped", str(ProductId(Level.L3B, *str(item.id).split("_")[1:3],
+                                         ProductId.parse(item.id).start, "AGS")))
+        except Exception as exc:  # one bad product never stops the tile
+            r.error, r.error_type = str(exc), type(exc).__name__
+        results.append(r)
+        if on_result:
+            on_result(r)
+    store.update_catalog()
+    return results
+
+
+def biophysical_series(store: ProductStore, tile: str, start: dt.datetime, end: dt.datetime, *,
+                       variable: str = "LAI", step_days: int = 10, lam: float = DEFAULT_LAMBDA,
+                       resolution: int | None = None, overwrite: bool = False) -> str:
+    """Smooth and gap-fill one variable over a season onto a regular grid of dates.
+
+    Every L3B per-date product of the tile between ``start`` and ``end`` is read onto one
+    grid (the tile's, cropped to the union of the products), weighted by its flags
+    (:func:`~agriseries.biophysical.timeseries.weights_from_flags`), smoothed with the
+    Whittaker smoother (``lam`` on a daily support) and written as one L3B product whose
+    COG has one band per output date (``L3B_<sensors>_<tile>_<start>-<end>_AGS``), plus
+    a band-per-date COG of the distance (days) to the nearest valid observation.
+    """
+    from ..core.grid import tile_geobox
+
+    items = [it for it in store.items(level=Level.L3B, tile=tile, start=start, end=end)
+             if ProductId.parse(it.id).end is None and variable in it.assets]
+    if len(items) < 3:
+        raise ConfigurationError(f"{len(items)} L3B product(s) with {variable} on {tile} between "
+                                 f"{start:%Y-%m-%d} and {end:%Y-%m-%d}: need at least 3")
+    res = resolution or int(min(it.assets[variable].extra_fields["raster:bands"][0]
+                                ["spatial_resolution"] for it in items))
+    from odc.geo.geom import unary_union
+
+    tb = tile_geobox(tile, res)
+    union = unary_union([pystac_geometry(it).to_crs(tb.crs) for it in items])
+    from ..core.grid import snap_to_tile
+
+    gb = snap_to_tile(tb, union)
+    values, weights, times, sensors = [], [], [], set()
+    for it in sorted(items, key=lambda i: i.datetime):
+        sp = store.open(it)
+        ds = load(sp, geobox=gb, bands=[], angles=None, with_mask=False)
+        v = ds[variable].data[0]
+        f = ds[f"{variable}_flags"].data[0]
+        f = da.where(da.isnan(f), np.float32(BiophysicalFlag.INPUT_OUT_OF_RANGE), f).astype(np.uint8)
+        values.append(v)
+        weights.append(weights_from_flags(f, values=v))
+        times.append(np.datetime64(it.datetime.replace(tzinfo=None), "ns"))
+        sensors.add(sp.sensor)
+    coords = {"time": times, "y": ds["y"], "x": ds["x"]}
+    vda = xr.DataArray(da.stack(values), dims=("time", "y", "x"), coords=coords)
+    wda = xr.DataArray(da.stack(weights), dims=("time", "y", "x"), coords=coords)
+    out_dates = regular_dates(np.datetime64(start.date()), np.datetime64(end.date()), step_days)
+    smooth = whittaker_dataarray(vda.chunk({"time": -1}), wda.chunk({"time": -1}), out_dates,
+                                 lam=lam)
+    sensor_code = "".join(sorted({"S2" if s.startswith("S2") else s for s in sensors}))
+    pid = ProductId(Level.L3B, sensor_code, tile,
+                    dt.datetime.combine(start.date(), dt.time(), dt.timezone.utc), "AGS",
+                    dt.datetime.combine(end.date(), dt.time(), dt.timezone.utc))
+    if store.exists(pid) and not overwrite:
+        return str(pid)
+    names = [f"{variable}_{np.datetime_as_string(d, 'D').replace('-', '')}" for d in out_dates]
+    layers = [Layer(f"{variable}_smoothed", smooth.data, gb, "series", unit=",".join(names)),
+              Layer(f"{variable}_obs_distance", smooth["obs_distance"].data.astype(np.float32), gb,
+                    "series", unit=",".join(n.replace(variable, "days") for n in names))]
+    store.write_product(
+        pid, layers, footprint=gb.extent, sensors=sorted(sensors), inputs=[it.id for it in items],
+        parameters={"variable": variable, "step_days": step_days, "lambda": lam, "order": 2,
+                    "method": "weighted Whittaker smoother on a daily support"},
+        lineage=f"{variable} of {len(items)} L3B products smoothed and gap-filled onto a "
+                f"{step_days}-day grid by agriseries {__version__}",
+        properties={"agriseries:dates": [str(d) for d in out_dates]}, overwrite=overwrite)
+    store.update_catalog()
+    return str(pid)
