@@ -104,11 +104,12 @@ def test_values_equal_the_reference_network_on_the_raw_files(l3b_store):
 
 
 def test_maize_lai_rises_to_a_summer_peak_and_falls_at_harvest(l3b_store):
-    pid = biophysical_series(l3b_store, "T31UDS", *SEASON, variable="LAI")
+    pid = biophysical_series(l3b_store, "T31UDS", *SEASON, variables=("LAI", "FCOVER"))
     item = l3b_store.item(pid)
     validate_item(item)
     names = item.assets["LAI_smoothed"].extra_fields["agriseries:bands"]
     assert names[0] == "LAI_20180301" and len(names) == 25
+    assert {"LAI_smoothed", "LAI_obs_distance", "FCOVER_smoothed"} <= set(item.assets)
     with rasterio.open(l3b_store.product_dir(pid) / item.assets["LAI_smoothed"].href) as src:
         lai = src.read()
         assert src.count == 25 and src.descriptions[0] == "LAI_20180301"

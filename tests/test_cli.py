@@ -98,7 +98,8 @@ def test_biophysical_commands(tmp_path):
     rows = json.loads(res.stdout)
     assert len(rows) >= 5 and all(r["status"] == "made" for r in rows)
     res = runner.invoke(main, ["biophysical-series", "--store", str(store), "--tile", "T31UDS",
-                               "--from", "2018-07-01", "--to", "2018-07-31", "--json"])
+                               "--from", "2018-07-01", "--to", "2018-07-31", "--variables", "LAI",
+                               "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["product"] == "L3B_S2_T31UDS_20180701-20180731_AGS"
     bad = runner.invoke(main, ["biophysical", "--store", str(store), "--tile", "T31UDS",

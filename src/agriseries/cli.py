@@ -260,13 +260,14 @@ def biophysical(store_dir, tile, start, end, variables, resolution, networks_roo
 @click.option("--tile", required=True, help="Sentinel-2 tile id.")
 @click.option("--from", "start", required=True, type=click.DateTime(), help="Season start.")
 @click.option("--to", "end", required=True, type=click.DateTime(), help="Season end.")
-@click.option("--variable", default="LAI", show_default=True, help="The L3B variable to smooth.")
+@click.option("--variables", default="LAI,FAPAR,FCOVER", show_default=True,
+              help="Comma-separated L3B variables to smooth.")
 @click.option("--step", "step_days", default=10, show_default=True, help="Output grid step (days).")
 @click.option("--lambda", "lam", default=2000.0, show_default=True,
               help="Whittaker smoothing parameter on a daily support.")
 @click.option("--overwrite", is_flag=True, help="Remake the product if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the product id as JSON.")
-def biophysical_series_cmd(store_dir, tile, start, end, variable, step_days, lam, overwrite,
+def biophysical_series_cmd(store_dir, tile, start, end, variables, step_days, lam, overwrite,
                            as_json):
     """Smoothed, gap-filled profile of an L3B variable on a regular grid of dates (one product)."""
     from .biophysical.processor import biophysical_series
@@ -274,7 +275,8 @@ def biophysical_series_cmd(store_dir, tile, start, end, variable, step_days, lam
     from .io.store import ProductStore
 
     pid = biophysical_series(ProductStore(store_dir), parse_tile(tile).name, start, end,
-                             variable=variable, step_days=step_days, lam=lam, overwrite=overwrite)
+                             variables=tuple(v.strip() for v in variables.split(",") if v.strip()),
+                             step_days=step_days, lam=lam, overwrite=overwrite)
     if as_json:
         out.print_json(json.dumps({"product": pid}))
     else:

@@ -233,65 +233,71 @@ def run_biophysical(store: ProductStore, tile: str, start: dt.datetime | None = 
 
 
 def biophysical_series(store: ProductStore, tile: str, start: dt.datetime, end: dt.datetime, *,
-                       variable: str = "LAI", step_days: int = 10, lam: float = DEFAULT_LAMBDA,
-                       resolution: int | None = None, overwrite: bool = False) -> str:
-    """Smooth and gap-fill one variable over a season onto a regular grid of dates.
+                       variables: tuple[str, ...] = ("LAI",), step_days: int = 10,
+                       lam: float = DEFAULT_LAMBDA, resolution: int | None = None,
+                       overwrite: bool = False) -> str:
+    """Smooth and gap-fill L3B variables over a season onto a regular grid of dates.
 
-    Every L3B per-date product of the tile between ``start`` and ``end`` is read onto one
+    Every per-date L3B product of the tile between ``start`` and ``end`` is read onto one
     grid (the tile's, cropped to the union of the products), weighted by its flags
     (:func:`~agriseries.biophysical.timeseries.weights_from_flags`), smoothed with the
-    Whittaker smoother (``lam`` on a daily support) and written as one L3B product whose
-    COG has one band per output date (``L3B_<sensors>_<tile>_<start>-<end>_AGS``), plus
-    a band-per-date COG of the distance (days) to the nearest valid observation.
+    Whittaker smoother (``lam`` on a daily support) and written as one L3B product
+    (``L3B_<sensors>_<tile>_<start>-<end>_AGS``) holding, per variable, a COG with one band
+    per output date (``<var>_smoothed``) and one of the distance in days to the nearest
+    valid observation (``<var>_obs_distance``).
     """
-    from ..core.grid import tile_geobox
-
-    items = [it for it in store.items(level=Level.L3B, tile=tile, start=start, end=end)
-             if ProductId.parse(it.id).end is None and variable in it.assets]
-    if len(items) < 3:
-        raise ConfigurationError(f"{len(items)} L3B product(s) with {variable} on {tile} between "
-                                 f"{start:%Y-%m-%d} and {end:%Y-%m-%d}: need at least 3")
-    res = resolution or int(min(it.assets[variable].extra_fields["raster:bands"][0]
-                                ["spatial_resolution"] for it in items))
     from odc.geo.geom import unary_union
 
-    tb = tile_geobox(tile, res)
-    union = unary_union([pystac_geometry(it).to_crs(tb.crs) for it in items])
-    from ..core.grid import snap_to_tile
+    from ..core.grid import snap_to_tile, tile_geobox
 
-    gb = snap_to_tile(tb, union)
-    values, weights, times, sensors = [], [], [], set()
-    for it in sorted(items, key=lambda i: i.datetime):
-        sp = store.open(it)
-        ds = load(sp, geobox=gb, bands=[], angles=None, with_mask=False)
-        v = ds[variable].data[0]
-        f = ds[f"{variable}_flags"].data[0]
-        f = da.where(da.isnan(f), np.float32(BiophysicalFlag.INPUT_OUT_OF_RANGE), f).astype(np.uint8)
-        values.append(v)
-        weights.append(weights_from_flags(f, values=v))
-        times.append(np.datetime64(it.datetime.replace(tzinfo=None), "ns"))
-        sensors.add(sp.sensor)
-    coords = {"time": times, "y": ds["y"], "x": ds["x"]}
-    vda = xr.DataArray(da.stack(values), dims=("time", "y", "x"), coords=coords)
-    wda = xr.DataArray(da.stack(weights), dims=("time", "y", "x"), coords=coords)
-    out_dates = regular_dates(np.datetime64(start.date()), np.datetime64(end.date()), step_days)
-    smooth = whittaker_dataarray(vda.chunk({"time": -1}), wda.chunk({"time": -1}), out_dates,
-                                 lam=lam)
+    unknown = [v for v in variables if v not in nn.VARIABLES]
+    if unknown or not variables:
+        raise ConfigurationError(f"unknown biophysical variable(s) {unknown or variables}: expected "
+                                 f"some of {', '.join(nn.VARIABLES)}")
+    items = [it for it in store.items(level=Level.L3B, tile=tile, start=start, end=end)
+             if ProductId.parse(it.id).end is None and all(v in it.assets for v in variables)]
+    if len(items) < 3:
+        raise ConfigurationError(f"{len(items)} L3B product(s) with {', '.join(variables)} on {tile} "
+                                 f"between {start:%Y-%m-%d} and {end:%Y-%m-%d}: need at least 3")
+    items.sort(key=lambda i: i.datetime)
+    sensors = sorted({store.open(it).sensor for it in items})
     sensor_code = "".join(sorted({"S2" if s.startswith("S2") else s for s in sensors}))
     pid = ProductId(Level.L3B, sensor_code, tile,
                     dt.datetime.combine(start.date(), dt.time(), dt.timezone.utc), "AGS",
                     dt.datetime.combine(end.date(), dt.time(), dt.timezone.utc))
     if store.exists(pid) and not overwrite:
         return str(pid)
-    names = [f"{variable}_{np.datetime_as_string(d, 'D').replace('-', '')}" for d in out_dates]
-    layers = [Layer(f"{variable}_smoothed", smooth.data, gb, "series", unit=",".join(names)),
-              Layer(f"{variable}_obs_distance", smooth["obs_distance"].data.astype(np.float32), gb,
-                    "series", unit=",".join(n.replace(variable, "days") for n in names))]
+    res = resolution or int(min(it.assets[variables[0]].extra_fields["raster:bands"][0]
+                                ["spatial_resolution"] for it in items))
+    tb = tile_geobox(tile, res)
+    gb = snap_to_tile(tb, unary_union([pystac_geometry(it).to_crs(tb.crs) for it in items]))
+    loaded = [load(store.open(it), geobox=gb, bands=[], angles=None, with_mask=False)
+              for it in items]
+    times = [np.datetime64(it.datetime.replace(tzinfo=None), "ns") for it in items]
+    coords = {"time": times, "y": loaded[0]["y"], "x": loaded[0]["x"]}
+    out_dates = regular_dates(np.datetime64(start.date()), np.datetime64(end.date()), step_days)
+    layers = []
+    for var in variables:
+        values, weights = [], []
+        for ds in loaded:
+            v = ds[var].data[0]
+            f = ds[f"{var}_flags"].data[0]
+            f = da.where(da.isnan(f), np.float32(BiophysicalFlag.INPUT_OUT_OF_RANGE), f)
+            values.append(v)
+            weights.append(weights_from_flags(f.astype(np.uint8), values=v))
+        vda = xr.DataArray(da.stack(values), dims=("time", "y", "x"), coords=coords)
+        wda = xr.DataArray(da.stack(weights), dims=("time", "y", "x"), coords=coords)
+        smooth = whittaker_dataarray(vda.chunk({"time": -1}), wda.chunk({"time": -1}), out_dates,
+                                     lam=lam)
+        names = [f"{var}_{np.datetime_as_string(d, 'D').replace('-', '')}" for d in out_dates]
+        layers += [Layer(f"{var}_smoothed", smooth.data, gb, "series", unit=",".join(names)),
+                   Layer(f"{var}_obs_distance", smooth["obs_distance"].data.astype(np.float32), gb,
+                         "series", unit=",".join(n.replace(var, "days") for n in names))]
     store.write_product(
-        pid, layers, footprint=gb.extent, sensors=sorted(sensors), inputs=[it.id for it in items],
-        parameters={"variable": variable, "step_days": step_days, "lambda": lam, "order": 2,
-                    "method": "weighted Whittaker smoother on a daily support"},
-        lineage=f"{variable} of {len(items)} L3B products smoothed and gap-filled onto a "
+        pid, layers, footprint=gb.extent, sensors=sensors, inputs=[it.id for it in items],
+        parameters={"variables": list(variables), "step_days": step_days, "lambda": lam,
+                    "order": 2, "method": "weighted Whittaker smoother on a daily support"},
+        lineage=f"{', '.join(variables)} of {len(items)} L3B products smoothed and gap-filled onto a "
                 f"{step_days}-day grid by agriseries {__version__}",
         properties={"agriseries:dates": [str(d) for d in out_dates]}, overwrite=overwrite)
     store.update_catalog()
