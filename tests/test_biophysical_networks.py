@@ -485,10 +485,10 @@ def test_angle_cosines():
 # ----------------------------------------------------------------------------- CLI
 
 def test_cli_biophysical_verify_passes():
-    res = CliRunner().invoke(main, ["biophysical-verify", str(DATA / "3_0")])
+    res = CliRunner().invoke(main, ["biophysical", "verify", str(DATA / "3_0")])
     assert res.exit_code == 0, res.output
     assert "41472" in res.output and "1 of 1 file(s) pass" in res.output
-    res = CliRunner().invoke(main, ["biophysical-verify", str(DATA), "--json"])
+    res = CliRunner().invoke(main, ["biophysical", "verify", str(DATA), "--json"])
     assert res.exit_code == 1  # 2_1/LAI_Cab: NaN rows that the shipped limits do not flag
     doc = json.loads(res.stdout)
     bad = [f for f in doc["files"] if not f["ok"]]
@@ -500,7 +500,7 @@ def test_cli_biophysical_verify_user_model_dir(tmp_path):
     """A MODEL_DIR with the networks beside the TestCases."""
     shutil.copytree(N.NETWORKS_ROOT / "2_1/FAPAR", tmp_path / "mine/FAPAR")
     shutil.copy(CASES["2_1/FAPAR"], tmp_path / "mine/FAPAR")
-    res = CliRunner().invoke(main, ["biophysical-verify", str(tmp_path / "mine"), "--json"])
+    res = CliRunner().invoke(main, ["biophysical", "verify", str(tmp_path / "mine"), "--json"])
     assert res.exit_code == 0, res.output
     (f,) = json.loads(res.stdout)["files"]
     assert f["model"] == str((tmp_path / "mine").resolve()) and f["rows"] == 100
@@ -513,16 +513,16 @@ def test_cli_biophysical_verify_detects_a_wrong_expected_value(tmp_path):
     head, last = lines[1000].rsplit(",", 1)
     lines[1000] = f"{head},{float(last) + 0.01:.7g}"
     dst.write_text("\n".join(lines) + "\n")
-    res = CliRunner().invoke(main, ["biophysical-verify", str(tmp_path), "--json"])
+    res = CliRunner().invoke(main, ["biophysical", "verify", str(tmp_path), "--json"])
     assert res.exit_code == 1
     (f,) = json.loads(res.stdout)["files"]
     assert f["rows_out_of_tolerance"] == 1 and f["nan_not_flagged"] == 0 and not f["ok"]
     assert 0.0099 < f["max_abs_error"] < 0.0102
-    res = CliRunner().invoke(main, ["biophysical-verify", str(tmp_path)])
+    res = CliRunner().invoke(main, ["biophysical", "verify", str(tmp_path)])
     assert res.exit_code == 1 and "FAILED" in res.output and "0 of 1 file(s) pass" in res.output
 
 
 def test_cli_biophysical_verify_empty_folder(tmp_path):
-    res = CliRunner().invoke(main, ["biophysical-verify", str(tmp_path)])
+    res = CliRunner().invoke(main, ["biophysical", "verify", str(tmp_path)])
     assert res.exit_code == 1
     assert "no <VAR>/<VAR>_TestCases file found" in " ".join(res.output.split())

@@ -201,10 +201,11 @@ def tile(tile, resolution, as_json):
             out.print(f"{k:12s} {v}")
 
 
-@main.command()
-@click.option("--store", "store_dir", required=True, type=click.Path(exists=True, path_type=Path),
-              help="Product store folder.")
-@click.option("--tile", required=True, help="Sentinel-2 tile id (e.g. T31UDS).")
+@main.group(invoke_without_command=True)
+@click.option("--store", "store_dir", default=None, type=click.Path(exists=True, path_type=Path),
+              help="Product store folder (required unless a subcommand is given).")
+@click.option("--tile", default=None, help="Sentinel-2 tile id, e.g. T31UDS (required unless a "
+                                           "subcommand is given).")
 @click.option("--from", "start", default=None, type=click.DateTime(), help="First date (inclusive).")
 @click.option("--to", "end", default=None, type=click.DateTime(), help="Last date (inclusive).")
 @click.option("--variables", default="LAI,FAPAR,FCOVER,LAI_Cab,LAI_Cw", show_default=True,
@@ -216,13 +217,19 @@ def tile(tile, resolution, as_json):
               help="A folder of network versions to use instead of the shipped ones.")
 @click.option("--overwrite", is_flag=True, help="Remake products already in the store.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result of every product as JSON.")
-def biophysical(store_dir, tile, start, end, variables, resolution, networks_root, overwrite,
+@click.pass_context
+def biophysical(ctx, store_dir, tile, start, end, variables, resolution, networks_root, overwrite,
                 as_json):
     """L3B: LAI, FAPAR, FCOVER, canopy chlorophyll and water content of every L2A product of a tile.
 
     One L3B product per L2A product (S2 Toolbox neural networks, SNAP flags plus the L2A
     mask); a failing product is reported and the others are still made.
+    `agriseries biophysical verify MODEL_DIR` replays the networks' TestCases files.
     """
+    if ctx.invoked_subcommand is not None:
+        return
+    if store_dir is None or tile is None:
+        raise click.UsageError("--store and --tile are required (or a subcommand: verify)")
     from .biophysical.processor import BiophysicalParams, run_biophysical
     from .core.grid import parse_tile
     from .io.store import ProductStore
@@ -283,7 +290,7 @@ def biophysical_series_cmd(store_dir, tile, start, end, variables, step_days, la
         out.print(f"{pid}")
 
 
-@main.command(name="biophysical-verify")
+@biophysical.command(name="verify")
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--atol", default=1e-4, show_default=True, type=float,
               help="Absolute tolerance, added to the effect of the rounding of the printed inputs.")
