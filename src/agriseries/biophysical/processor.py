@@ -157,19 +157,30 @@ def _networks_for(sensor: str, params: BiophysicalParams) -> tuple[str, dict[str
     return model, nn.load_model(model, wanted, root=root)
 
 
+def l3b_id(l2a: ProductId | str) -> ProductId:
+    """The id of the L3B product made from an L2A product (same sensor, tile and time)."""
+    src = ProductId.parse(l2a) if isinstance(l2a, str) else l2a
+    if src.level is not Level.L2A:
+        raise ConfigurationError(f"{src}: the L3B processor takes L2A products")
+    return ProductId(Level.L3B, src.sensor, src.tile, src.start, "AGS")
+
+
 def biophysical_product(store: ProductStore, item: pystac.Item,
                         params: BiophysicalParams = BiophysicalParams(), *,
-                        overwrite: bool = False) -> str | None:
-    """Make the L3B product of one stored L2A product; return its id (None if already there)."""
-    src_id = ProductId.parse(item.id)
-    if src_id.level is not Level.L2A:
-        raise ConfigurationError(f"{item.id}: the L3B processor takes L2A products")
+                        overwrite: bool = False) -> tuple[str, bool]:
+    """Make the L3B product of one stored L2A product.
+
+    Returns
+    -------
+    (product id, made)
+        ``made`` is False when the product was already in the store.
+    """
+    pid = l3b_id(item.id)
+    if store.exists(pid) and not overwrite:
+        return str(pid), False
     product = store.open(item)
     sensor = product.sensor
     model, nets = _networks_for(sensor, params)
-    pid = ProductId(Level.L3B, src_id.sensor, src_id.tile, src_id.start, "AGS")
-    if store.exists(pid) and not overwrite:
-        return None
     first = next(iter(nets.values()))
     bands = [n for n in first.input_names if n not in nn.COSINE_INPUTS]
     res = params.resolution if sensor.startswith("S2") else min(product.native_grids or {30: 0})
@@ -180,15 +191,15 @@ def biophysical_product(store: ProductStore, item: pystac.Item,
     for name in nets:
         layers.append(Layer(name, out[name].data, gb, "aux", unit=UNITS[name]))
         layers.append(Layer(f"{name}_flags", out[f"{name}_flags"].data, gb, "flags", unit=FLAG_BITS))
-    version = model.split("/")[0]
-    return str(pid) if store.write_product(
+    store.write_product(
         pid, layers, footprint=pystac_geometry(item), sensors=[sensor], inputs=[item.id],
         parameters={**asdict(params), "model": model},
         lineage=f"S2 Toolbox biophysical networks {model} applied by agriseries {__version__} "
                 f"to {item.id}",
-        datetime=item.datetime or src_id.start, overwrite=overwrite,
-        properties={"agriseries:network": {"model": model, "version": version,
-                                           "variables": list(nets)}}) else None
+        datetime=item.datetime or pid.start, overwrite=overwrite,
+        properties={"agriseries:network": {"model": model, "version": model.split("/")[0],
+                                           "variables": list(nets)}})
+    return str(pid), True
 
 
 def pystac_geometry(item: pystac.Item):
@@ -219,10 +230,8 @@ def run_biophysical(store: ProductStore, tile: str, start: dt.datetime | None = 
     for item in store.items(level=Level.L2A, tile=tile, start=start, end=end):
         r = L3BResult(item.id, "failed")
         try:
-            made = biophysical_product(store, item, params, overwrite=overwrite)
-            r.status, r.product = ("made", made) if made else (
-                "skipped", str(ProductId(Level.L3B, *str(item.id).split("_")[1:3],
-                                         ProductId.parse(item.id).start, "AGS")))
+            r.product, made = biophysical_product(store, item, params, overwrite=overwrite)
+            r.status = "made" if made else "skipped"
         except Exception as exc:  # one bad product never stops the tile
             r.error, r.error_type = str(exc), type(exc).__name__
         results.append(r)
@@ -260,7 +269,8 @@ def biophysical_series(store: ProductStore, tile: str, start: dt.datetime, end: 
         raise ConfigurationError(f"{len(items)} L3B product(s) with {', '.join(variables)} on {tile} "
                                  f"between {start:%Y-%m-%d} and {end:%Y-%m-%d}: need at least 3")
     items.sort(key=lambda i: i.datetime)
-    sensors = sorted({store.open(it).sensor for it in items})
+    opened = [store.open(it) for it in items]
+    sensors = sorted({sp.sensor for sp in opened})
     sensor_code = "".join(sorted({"S2" if s.startswith("S2") else s for s in sensors}))
     pid = ProductId(Level.L3B, sensor_code, tile,
                     dt.datetime.combine(start.date(), dt.time(), dt.timezone.utc), "AGS",
@@ -271,8 +281,7 @@ def biophysical_series(store: ProductStore, tile: str, start: dt.datetime, end: 
                                 ["spatial_resolution"] for it in items))
     tb = tile_geobox(tile, res)
     gb = snap_to_tile(tb, unary_union([pystac_geometry(it).to_crs(tb.crs) for it in items]))
-    loaded = [load(store.open(it), geobox=gb, bands=[], angles=None, with_mask=False)
-              for it in items]
+    loaded = [load(sp, geobox=gb, bands=[], angles=None, with_mask=False) for sp in opened]
     times = [np.datetime64(it.datetime.replace(tzinfo=None), "ns") for it in items]
     coords = {"time": times, "y": loaded[0]["y"], "x": loaded[0]["x"]}
     out_dates = regular_dates(np.datetime64(start.date()), np.datetime64(end.date()), step_days)

@@ -210,13 +210,18 @@ def ingest_product(product: SourceProduct, store: ProductStore, *, tile: str | N
             continue
         layers: list[Layer] = []
         for res, names in groups.items():
+            # the mask (and aot) come with the band group of their resolution; the loader also
+            # marks NODATA where that group's first band has no data
+            with_mask = res == mask_res
             ds = load(product, resolution=res, tile=t, bands=names, angles=None,
-                      with_mask=False, with_aux=False)
+                      with_mask=with_mask, with_aux=with_mask)
             layers += dataset_layers(ds, product.sensor)
-        # NODATA also comes from the finest band, so load one band with the mask, then drop it
-        ref = min(product.bands, key=lambda b: product.bands[b].resolution or 0)
-        ds = load(product, resolution=mask_res, tile=t, bands=[ref], angles=None)
-        layers += dataset_layers(ds.drop_vars(ref), product.sensor)
+        if mask_res not in groups:
+            # no band at the mask's resolution (a partial product): read the finest band there
+            # for the NODATA bit, and keep only the mask and auxiliary layers
+            ref = min(product.bands, key=lambda b: product.bands[b].resolution or 0)
+            ds = load(product, resolution=mask_res, tile=t, bands=[ref], angles=None)
+            layers += dataset_layers(ds.drop_vars(ref), product.sensor)
         grids = {}
         if product.sun_angles is not None:
             grids["sun"] = product.sun_angles
