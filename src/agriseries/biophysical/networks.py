@@ -74,6 +74,7 @@ import numpy as np
 
 from ..core.bands import sensor_name
 from ..core.errors import ConfigurationError, CorruptProductError
+from ..core.jit import compiled
 from .timeseries import BiophysicalFlag
 
 __all__ = [
@@ -852,17 +853,7 @@ def _search(keys, k0, k1, key):  # pragma: no cover - compiled
     return base < k1 and keys[base] == key
 
 
-def _compiled(**options):
-    """``numba.njit`` with an on-disk cache when a cache folder can be written, else without."""
-    def decorate(fn):
-        try:
-            return numba.njit(cache=True, **options)(fn)
-        except RuntimeError:  # no writable cache folder (read-only install): compile per process
-            return numba.njit(**options)(fn)
-    return decorate
-
-
-@_compiled(nogil=True, error_model="numpy")
+@compiled(nogil=True, error_model="numpy")
 def _kernel(x, w1, b1, w2, b2, ext, dom_of, dmin, dmax, dnb, keys, koff, mask_oor,
             values, flags):  # pragma: no cover - compiled (tested through evaluate_model)
     """All networks of a model over ``x`` (n_inputs, n_pixels), block by block, in place."""

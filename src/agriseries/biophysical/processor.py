@@ -38,7 +38,7 @@ import xarray as xr
 
 from .. import __version__
 from ..core.errors import ConfigurationError, InputProductError
-from ..core.ids import Level, ProductId
+from ..core.ids import Level, ProductId, sensor_code
 from ..core.masks import MaskBit
 from ..io.product import load
 from ..io.store import Layer, ProductStore
@@ -271,8 +271,7 @@ def biophysical_series(store: ProductStore, tile: str, start: dt.datetime, end: 
     items.sort(key=lambda i: i.datetime)
     opened = [store.open(it) for it in items]
     sensors = sorted({sp.sensor for sp in opened})
-    sensor_code = "".join(sorted({"S2" if s.startswith("S2") else s for s in sensors}))
-    pid = ProductId(Level.L3B, sensor_code, tile,
+    pid = ProductId(Level.L3B, sensor_code(sensors), tile,
                     dt.datetime.combine(start.date(), dt.time(), dt.timezone.utc), "AGS",
                     dt.datetime.combine(end.date(), dt.time(), dt.timezone.utc))
     if store.exists(pid) and not overwrite:

@@ -130,3 +130,10 @@ class ProductId:
     def year(self) -> int:
         """The year of the (start) date, used in the store's folder layout."""
         return self.start.year
+
+
+def sensor_code(sensors) -> str:
+    """The sensor part of a multi-sensor product id: ``S2`` for any Sentinel-2, then the
+    Landsat missions (``S2``, ``S2L8``, ``L8L9``...)."""
+    fams = {"S2" if s.startswith("S2") else s for s in sensors}
+    return "".join(sorted(fams, key=lambda f: (not f.startswith("S2"), f)))

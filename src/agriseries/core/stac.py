@@ -87,6 +87,8 @@ class AssetSpec:
         Other asset fields (e.g. the mask's bit meanings).
     count
         Number of bands in the file (one per date for a series).
+    media_type
+        The file's media type (COG by default; ``image/png`` for a quicklook).
     """
 
     key: str
@@ -102,6 +104,7 @@ class AssetSpec:
     band: Band | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     count: int = 1
+    media_type: str = pystac.MediaType.COG
 
 
 def build_item(pid: ProductId, *, geometry: Geometry, assets: list[AssetSpec],
@@ -209,7 +212,7 @@ def build_item(pid: ProductId, *, geometry: Geometry, assets: list[AssetSpec],
 
 
 def _add_asset(item: pystac.Item, spec: AssetSpec) -> None:
-    asset = pystac.Asset(spec.href, title=spec.title, media_type=pystac.MediaType.COG,
+    asset = pystac.Asset(spec.href, title=spec.title, media_type=spec.media_type,
                          roles=list(spec.roles), extra_fields=dict(spec.extra))
     item.add_asset(spec.key, asset)
     aproj = ProjectionExtension.ext(asset)
@@ -255,6 +258,8 @@ def validate_item(item: pystac.Item | dict, online: bool = False) -> None:
     if "proj:code" not in props and "proj:wkt2" not in props:
         problems.append("no proj:code")
     for key, a in d["assets"].items():
+        if not str(a.get("type") or "image/tiff").startswith("image/tiff"):
+            continue  # a non-raster file of the product (model, report): no raster fields
         if len(a.get("proj:shape", [])) != 2 or len(a.get("proj:transform", [])) not in (6, 9):
             problems.append(f"asset {key}: proj:shape/proj:transform missing")
         rb = a.get("raster:bands") or []

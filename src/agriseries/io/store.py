@@ -35,7 +35,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pystac
@@ -48,7 +48,7 @@ from ..core.errors import StoreError
 from ..core.ids import Level, ProductId
 from ..core.masks import MaskBit
 from ..core.stac import AssetSpec, build_item, validate_item
-from .cog import write_cog
+from .cog import CogJob, write_cog, write_cogs
 from .product import AngleGrid, Asset, SourceProduct, nanmean_angles
 
 REFLECTANCE_SCALE = 10000
@@ -71,13 +71,21 @@ class Layer:
         Its grid.
     kind
         ``reflectance``, ``mask`` (common mask bits), ``flags`` (other uint8 bit flags,
-        described by ``unit``), ``aux`` (float32) or ``series`` (a 3-D ``(date, y, x)``
-        float32 array written as one multi-band COG; ``unit`` holds the comma-separated
-        band names).
+        described by ``unit``), ``classes`` (integer class codes, see ``nodata``), ``aux`` (float32), ``scaled`` (float values stored as
+        ``int16 = round(value / scale)``, -10000 no data: a composite's weight x 1000) or
+        ``series`` (a 3-D ``(date, y, x)`` float32 array written as one multi-band COG;
+        ``unit`` holds the comma-separated band names).
     band
         The spectral band of a reflectance layer.
     unit
-        Unit of an ``aux`` layer.
+        Unit of an ``aux`` or ``scaled`` layer.
+    scale
+        The quantisation step of a ``scaled`` layer.
+    nodata
+        No-data value of a ``classes`` layer (a map of integer class codes, ``uint8`` or
+        ``uint16``, written with nearest-neighbour overviews: the L4A / L4B maps).
+    extra
+        Further asset fields of a ``classes`` layer (e.g. ``classification:classes``).
     """
 
     key: str
@@ -86,19 +94,45 @@ class Layer:
     kind: str
     band: Band | None = None
     unit: str | None = None
+    scale: float | None = None
+    nodata: float | None = None
+    extra: dict | None = None
 
 
-def _encode_reflectance(arr):
-    scaled = arr * REFLECTANCE_SCALE
+@dataclass(frozen=True)
+class ProductFile:
+    """A non-raster file stored inside a product (a trained model, a validation report).
+
+    :meth:`ProductStore.write_product` copies it into the product folder as
+    ``<product id>_<key><suffix of path>`` and lists it as an asset of the item with this
+    media type and roles, without raster fields; :meth:`ProductStore.open` skips it.
+    """
+
+    key: str
+    path: str | Path
+    media_type: str
+    roles: tuple[str, ...] = ("metadata",)
+    title: str | None = None
+
+
+def _xp(arr):
+    """The array module of ``arr``: ``dask.array`` for a dask array, else numpy."""
     if hasattr(arr, "dask"):
         import dask.array as da
 
-        out = da.where(da.isnan(arr), REFLECTANCE_NODATA,
-                       da.clip(da.round(scaled), REFLECTANCE_NODATA + 1, 32767))
-    else:
-        out = np.where(np.isnan(arr), REFLECTANCE_NODATA,
-                       np.clip(np.round(scaled), REFLECTANCE_NODATA + 1, 32767))
-    return out.astype(np.int16)
+        return da
+    return np
+
+
+def _encode_scaled(arr, scale: float):
+    """``round(arr / scale)`` as int16, -10000 where NaN (reflectance x 10000, weight x 1000)."""
+    xp = _xp(arr)
+    q = xp.clip(xp.round(arr / scale), REFLECTANCE_NODATA + 1, 32767)
+    return xp.where(xp.isnan(arr), REFLECTANCE_NODATA, q).astype(np.int16)
+
+
+def _encode_reflectance(arr):
+    return _encode_scaled(arr, 1.0 / REFLECTANCE_SCALE)
 
 
 class ProductStore:
@@ -134,6 +168,8 @@ class ProductStore:
                       lineage: str, datetime: dt.datetime | None = None,
                       angle_grids: dict[str, AngleGrid] | None = None,
                       properties: dict[str, Any] | None = None,
+                      extras: Callable[[Path, str], list[AssetSpec]] | None = None,
+                      files: list[ProductFile] | None = None,
                       overwrite: bool = False) -> pystac.Item:
         """Write a product atomically and return its STAC Item.
 
@@ -149,6 +185,12 @@ class ProductStore:
             See :func:`agriseries.core.stac.build_item`.
         angle_grids
             Coarse angle grids to keep: ``sun`` and one per band name (view angles).
+        extras
+            Called as ``extras(folder, stem)`` once the layers are written in the
+            temporary product folder; writes further files there (a quicklook) and
+            returns their asset specs.
+        files
+            Non-raster files (:class:`ProductFile`) to copy into the product.
         overwrite
             Replace an existing product (default: refuse with :class:`StoreError`).
         """
@@ -159,10 +201,19 @@ class ProductStore:
         tmp = tmp_root / f"{pid}.{uuid.uuid4().hex[:8]}"
         tmp.mkdir(parents=True, exist_ok=False)
         try:
-            specs: list[AssetSpec] = []
+            counts: dict[str, int] = {}
+            jobs, specs = zip(*[self._layer_job(tmp, str(pid), layer, counts)
+                                for layer in layers]) if layers else ((), ())
+            write_cogs(list(jobs))
+            specs = list(specs)
             stats: dict[str, float] = {}
-            for layer in layers:
-                specs.append(self._write_layer(tmp, str(pid), layer, stats))
+            if "size" in counts:
+                n = counts["valid"]
+                stats["cloud_cover"] = 100.0 * counts["cloud"] / n if n else 0.0
+                if n:
+                    stats["snow_cover"] = 100.0 * counts["snow"] / n
+            if extras is not None:
+                specs += extras(tmp, str(pid))
             sun = view = None
             if angle_grids:
                 spec, sun, view = self._write_angles(tmp, str(pid), angle_grids)
@@ -173,6 +224,16 @@ class ProductStore:
                 parameters=parameters, lineage=lineage, datetime=datetime,
                 cloud_cover=stats.get("cloud_cover"), snow_cover=stats.get("snow_cover"),
                 sun_angles=sun, view_angles=view, properties=properties)
+            for f in files or ():
+                src = Path(f.path)
+                if not src.is_file():
+                    raise StoreError(f"{src}: file to store in {pid} does not exist")
+                if f.key in item.assets:
+                    raise StoreError(f"{pid}: asset key {f.key!r} used twice")
+                name = f"{pid}_{f.key}{src.suffix}"
+                shutil.copyfile(src, tmp / name)
+                item.add_asset(f.key, pystac.Asset(name, title=f.title or f.key,
+                                                   media_type=f.media_type, roles=list(f.roles)))
             validate_item(item)
             item_file = tmp / f"{pid}.json"
             item.set_self_href(None)
@@ -191,50 +252,67 @@ class ProductStore:
         item.set_self_href(str(self.item_path(pid)))
         return item
 
-    def _write_layer(self, folder: Path, stem: str, layer: Layer, stats: dict) -> AssetSpec:
+    def _layer_job(self, folder: Path, stem: str, layer: Layer,
+                   counts: dict) -> tuple[CogJob, AssetSpec]:
+        """The COG to write for a layer and what the item says about it."""
         fname = f"{stem}_{layer.key}.tif"
+        path = folder / fname
         if layer.kind == "reflectance":
-            write_cog(folder / fname, _encode_reflectance(layer.data), layer.geobox,
-                      nodata=REFLECTANCE_NODATA, overview_resampling="average",
-                      description=layer.key)
-            return AssetSpec(layer.key, fname, layer.geobox, "int16",
-                             ("data", "reflectance"), f"Reflectance {layer.key}",
-                             nodata=REFLECTANCE_NODATA, scale=1.0 / REFLECTANCE_SCALE, offset=0.0,
-                             band=layer.band)
+            return (CogJob(path, _encode_reflectance(layer.data), layer.geobox,
+                           REFLECTANCE_NODATA, "average", description=layer.key),
+                    AssetSpec(layer.key, fname, layer.geobox, "int16", ("data", "reflectance"),
+                              f"Reflectance {layer.key}", nodata=REFLECTANCE_NODATA,
+                              scale=1.0 / REFLECTANCE_SCALE, offset=0.0, band=layer.band))
+        if layer.kind == "scaled":
+            scale = layer.scale or 1.0
+            return (CogJob(path, _encode_scaled(layer.data, scale), layer.geobox,
+                           REFLECTANCE_NODATA, "average", description=layer.key),
+                    AssetSpec(layer.key, fname, layer.geobox, "int16", ("data",), layer.key,
+                              nodata=REFLECTANCE_NODATA, scale=scale, offset=0.0,
+                              unit=layer.unit))
         if layer.kind == "mask":
-            mask = np.asarray(layer.data.compute() if hasattr(layer.data, "dask") else layer.data,
-                              dtype=np.uint8)
-            write_cog(folder / fname, mask, layer.geobox, nodata=None,
-                      overview_resampling="nearest", description="agriseries mask bits")
-            valid = (mask & int(MaskBit.NODATA)) == 0
-            n = int(valid.sum())
-            if n:
-                stats["cloud_cover"] = 100.0 * float(((mask & _CLOUDY) != 0)[valid].sum()) / n
-                stats["snow_cover"] = 100.0 * float(((mask & int(MaskBit.SNOW)) != 0)[valid].sum()) / n
-            else:
-                stats["cloud_cover"] = 0.0
-            stats["valid_fraction"] = n / mask.size if mask.size else 0.0
+            def count(block: np.ndarray) -> None:
+                valid = (block & int(MaskBit.NODATA)) == 0
+                counts["valid"] = counts.get("valid", 0) + int(valid.sum())
+                counts["size"] = counts.get("size", 0) + block.size
+                counts["cloud"] = counts.get("cloud", 0) + int(((block & _CLOUDY) != 0)[valid].sum())
+                counts["snow"] = counts.get("snow", 0) + int(
+                    ((block & int(MaskBit.SNOW)) != 0)[valid].sum())
+
             bits = [{"name": b.name.lower(), "value": int(b)} for b in MaskBit]
-            return AssetSpec("mask", fname, layer.geobox, "uint8", ("cloud", "snow-ice", "water",
-                                                                    "data-mask"),
-                             "agriseries common mask bits", extra={"agriseries:mask_bits": bits})
+            return (CogJob(path, layer.data.astype(np.uint8), layer.geobox, None, "nearest",
+                           description="agriseries mask bits", on_block=count),
+                    AssetSpec("mask", fname, layer.geobox, "uint8",
+                              ("cloud", "snow-ice", "water", "data-mask"),
+                              "agriseries common mask bits",
+                              extra={"agriseries:mask_bits": bits}))
         if layer.kind == "series":
             names = (layer.unit or "").split(",")
-            write_cog(folder / fname, layer.data.astype(np.float32), layer.geobox,
-                      nodata=float("nan"), overview_resampling="average", description=names)
-            return AssetSpec(layer.key, fname, layer.geobox, "float32", ("data",), layer.key,
-                             nodata=float("nan"), extra={"agriseries:bands": names},
-                             count=len(names))
+            return (CogJob(path, layer.data.astype(np.float32), layer.geobox, float("nan"),
+                           "average", description=names),
+                    AssetSpec(layer.key, fname, layer.geobox, "float32", ("data",), layer.key,
+                              nodata=float("nan"), extra={"agriseries:bands": names},
+                              count=len(names)))
+        if layer.kind == "classes":
+            dtype = np.dtype(layer.data.dtype)
+            if dtype not in (np.dtype(np.uint8), np.dtype(np.uint16)):
+                raise StoreError(f"{folder}: classes layer {layer.key} must be uint8 or uint16, "
+                                 f"not {dtype}")
+            return (CogJob(path, layer.data, layer.geobox, layer.nodata, "nearest",
+                           description=layer.key),
+                    AssetSpec(layer.key, fname, layer.geobox, dtype.name, ("data", "classification"),
+                              layer.key, nodata=layer.nodata, extra=dict(layer.extra or {})))
         if layer.kind == "flags":
-            write_cog(folder / fname, layer.data.astype(np.uint8), layer.geobox, nodata=None,
-                      overview_resampling="nearest", description=layer.key)
-            return AssetSpec(layer.key, fname, layer.geobox, "uint8", ("data", "quality"),
-                             layer.key, extra={"agriseries:flag_bits": layer.unit or ""})
-        data = layer.data.astype(np.float32)
-        write_cog(folder / fname, data, layer.geobox, nodata=float("nan"),
-                  overview_resampling="average", description=layer.key)
-        return AssetSpec(layer.key, fname, layer.geobox, "float32", ("data",), layer.key,
-                         nodata=float("nan"), unit=layer.unit)
+            return (CogJob(path, layer.data.astype(np.uint8), layer.geobox, None, "nearest",
+                           description=layer.key),
+                    AssetSpec(layer.key, fname, layer.geobox, "uint8", ("data", "quality"),
+                              layer.key, extra={"agriseries:flag_bits": layer.unit or ""}))
+        if layer.kind != "aux":
+            raise StoreError(f"{folder}: layer {layer.key} has an unknown kind {layer.kind!r}")
+        return (CogJob(path, layer.data.astype(np.float32), layer.geobox, float("nan"), "average",
+                       description=layer.key),
+                AssetSpec(layer.key, fname, layer.geobox, "float32", ("data",), layer.key,
+                          nodata=float("nan"), unit=layer.unit))
 
     def _write_angles(self, folder: Path, stem: str, grids: dict[str, AngleGrid]):
         usable = {k: g for k, g in grids.items() if g.zenith.size > 1}
@@ -315,6 +393,8 @@ class ProductStore:
         grids: dict[int, GeoBox] = {}
         crs = props.get("proj:code") or props.get("proj:wkt2")
         for key, a in item.assets.items():
+            if a.media_type and not a.media_type.startswith("image/tiff"):
+                continue  # a ProductFile (model, report): not a raster layer
             path = str(folder / a.href)
             rb = (a.extra_fields.get("raster:bands") or [{}])[0]
             res = rb.get("spatial_resolution")
@@ -324,6 +404,8 @@ class ProductStore:
                 grids.setdefault(int(round(res)), GeoBox(
                     tuple(a.extra_fields["proj:shape"]),
                     Affine(*a.extra_fields["proj:transform"][:6]), crs))
+            if {"overview", "thumbnail"} & set(a.roles or []):
+                continue  # quicklooks are for people
             if "reflectance" in (a.roles or []):
                 bands[key] = Asset(path, 1, rb.get("scale", 1e-4), rb.get("offset", 0.0),
                                    REFLECTANCE_NODATA, res, "reflectance")
