@@ -323,5 +323,15 @@ def biophysical_verify(model_dir, atol, as_json):
     sys.exit(0 if report.ok else 1)
 
 
+def _register() -> None:
+    """Commands that live with their package."""
+    from .validation.cli import validate
+
+    main.add_command(validate)
+
+
+_register()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
