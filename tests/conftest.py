@@ -1,7 +1,19 @@
-"""Shared test fixtures. Test data lives in tests/data (see its README for origins)."""
+"""Shared test fixtures. Test data lives in tests/data (see its README for origins).
+
+Also a real PostgreSQL server for the job-store tests (``postgres_server``, ``postgres_url``).
+"""
 
 from __future__ import annotations
 
+import glob
+import itertools
+import os
+import pwd
+import random
+import shlex
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,3 +25,141 @@ DATA = Path(__file__).parent / "data"
 def data_dir() -> Path:
     """The folder of real test data."""
     return DATA
+
+
+# ------------------------------------------------------------------ PostgreSQL, for real
+#
+# The job-store tests run against a real PostgreSQL server that the test session starts
+# itself: initdb into a temporary folder, postgres listening on 127.0.0.1 (a free port) and
+# on a UNIX socket in that folder, a fresh database per test, stopped and deleted at the
+# end. The tests connect over the UNIX socket (``?host=<folder>`` in the URL): pytest runs
+# with --disable-socket --allow-unix-socket, and a private socket folder cannot collide
+# with another server. The server binaries come from Debian's postgresql package, which
+# .ci/run installs when absent; without them the PostgreSQL tests FAIL (they do not skip).
+# postgres refuses to run as root: as root, the server runs as the `postgres` system user
+# (or `nobody`) through runuser (or su).
+
+def _postgres_bindir() -> Path | None:
+    """The folder holding initdb and pg_ctl: PATH first, then Debian's /usr/lib/postgresql/N/bin."""
+    found = shutil.which("initdb")
+    if found and shutil.which("pg_ctl"):
+        return Path(found).resolve().parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+                        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+    for initdb in reversed(candidates):
+        bindir = Path(initdb).parent
+        if (bindir / "pg_ctl").exists():
+            return bindir
+    return None
+
+
+class PostgresServer:
+    """A throw-away PostgreSQL server in a temporary folder (see the comment above)."""
+
+    user = "agriseries"
+
+    def __init__(self) -> None:
+        bindir = _postgres_bindir()
+        if bindir is None:
+            pytest.fail(
+                "PostgreSQL server binaries (initdb, pg_ctl) not found on PATH nor in "
+                "/usr/lib/postgresql/*/bin: install Debian's 'postgresql' package "
+                "(.ci/run does: apt-get install -y postgresql). The job-store tests need a real "
+                "PostgreSQL server.", pytrace=False)
+        self.bindir = bindir
+        self.run_as = None
+        if os.geteuid() == 0:
+            for name in ("postgres", "nobody"):
+                try:
+                    pwd.getpwnam(name)
+                except KeyError:
+                    continue
+                self.run_as = name
+                break
+            else:
+                pytest.fail("running as root and no 'postgres' or 'nobody' user to run the "
+                            "PostgreSQL server as (postgres refuses to run as root)", pytrace=False)
+        # /tmp, not pytest's tmp_path (0700 folders the server's user could not enter)
+        self.root = Path(tempfile.mkdtemp(prefix="agriseries-pg-", dir="/tmp" if self.run_as else None))
+        if self.run_as:
+            pw = pwd.getpwnam(self.run_as)
+            os.chown(self.root, pw.pw_uid, pw.pw_gid)
+        self.data = self.root / "data"
+        self.log = self.root / "server.log"
+        self.port: int | None = None
+        self._dbs = itertools.count()
+
+    def _cmd(self, *args: str) -> list[str]:
+        if self.run_as is None:
+            return list(args)
+        if shutil.which("runuser"):
+            return ["runuser", "-u", self.run_as, "--", *args]
+        return ["su", "-s", "/bin/sh", self.run_as, "-c", shlex.join(args)]
+
+    def _run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
+        return subprocess.run(self._cmd(*args), capture_output=True, text=True, timeout=timeout,
+                              env=env, cwd=self.root, check=False)
+
+    def start(self) -> None:
+        res = self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", self.user,
+                        "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync")
+        if res.returncode != 0:
+            pytest.fail(f"initdb failed ({self.bindir}): {res.stdout}\n{res.stderr}", pytrace=False)
+        last = ""
+        for _ in range(8):  # a random free port; another server may hold the one we picked
+            port = random.randint(20000, 60000)
+            opts = (f"-p {port} -c listen_addresses=127.0.0.1 "
+                    f"-c unix_socket_directories='{self.root}' -c fsync=off "
+                    "-c synchronous_commit=off -c full_page_writes=off -c max_connections=60 "
+                    "-c shared_buffers=16MB")
+            res = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
+                            "-w", "-t", "60", "-o", opts, "start", timeout=90)
+            if res.returncode == 0:
+                self.port = port
+                return
+            last = self.log.read_text() if self.log.exists() else res.stderr
+            if "could not bind" not in last and "already in use" not in last:
+                break
+        pytest.fail(f"the PostgreSQL server did not start ({self.bindir}/pg_ctl):\n{res.stderr}\n"
+                    f"{last[-2000:]}", pytrace=False)
+
+    def url(self, dbname: str) -> str:
+        """SQLAlchemy URL of a database, over the UNIX socket."""
+        return f"postgresql+psycopg://{self.user}@/{dbname}?host={self.root}&port={self.port}"
+
+    def create_database(self) -> str:
+        """A new empty database; its URL."""
+        import psycopg
+
+        name = f"test_{next(self._dbs)}"
+        with psycopg.connect(host=str(self.root), port=self.port, user=self.user,
+                             dbname="postgres", autocommit=True, connect_timeout=10) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def stop(self) -> None:
+        if self.port is not None:
+            res = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast",
+                            "-w", "-t", "30", "stop", timeout=60)
+            if res.returncode != 0:
+                self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
+                          "-w", "-t", "30", "stop", timeout=60)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for the whole session (fails if the binaries are absent)."""
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def postgres_url(postgres_server) -> str:
+    """URL of a fresh, empty PostgreSQL database (SQLAlchemy, psycopg 3, UNIX socket)."""
+    return postgres_server.create_database()

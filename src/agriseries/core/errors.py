@@ -56,6 +56,25 @@ class StoreError(AgriseriesError, OSError):
     """The product store cannot be read or written."""
 
 
+class JobStoreTimeout(StoreError, TimeoutError):
+    """A job-store database call did not finish within its time limit.
+
+    Raised instead of waiting forever when another connection or process holds a lock
+    (SQLite ``busy_timeout``, PostgreSQL ``lock_timeout``) or a statement runs too long
+    (PostgreSQL ``statement_timeout``, an interrupt on SQLite). The message names the
+    database and the operation. The database is left unchanged by the failed call, so the
+    caller can retry it later or stop cleanly.
+    """
+
+
+class LeaseLost(AgriseriesError, RuntimeError):
+    """A runner reported on a job whose lease it no longer holds.
+
+    Its lease expired and another runner claimed the job (or it was quarantined); the
+    runner must drop its work on that job without recording outputs.
+    """
+
+
 class DownloadError(AgriseriesError, OSError):
     """A download from a provider failed."""
 
