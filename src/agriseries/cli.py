@@ -261,6 +261,82 @@ def biophysical(ctx, store_dir, tile, start, end, variables, resolution, network
     sys.exit(1 if failed else 0)
 
 
+@main.command()
+@click.option("--store", "store_dir", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Product store folder (inputs are its L2A products; the L3A is written there).")
+@click.option("--tile", required=True, help="Sentinel-2 tile id, e.g. T31UDS.")
+@click.option("--period", required=True,
+              help="YYYY-MM (a month) or YYYY-MM-DD/YYYY-MM-DD: names the product; its middle "
+                   "day is the synthesis centre unless --centre is given.")
+@click.option("--centre", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="Synthesis centre date t_c (default: the middle of the period).")
+@click.option("--half-period", default=23, show_default=True,
+              help="H: dates within t_c +- H days are used.")
+@click.option("--sensors", default=None,
+              help="Comma-separated sensor families to use, e.g. S2 or S2,L8 (default: all).")
+@click.option("--s2-weight", default=1.0, show_default=True, help="Sensor weight of Sentinel-2.")
+@click.option("--landsat-weight", default=0.33, show_default=True,
+              help="Sensor weight of Landsat 8/9 (low, so that it fills what S2 left cloudy).")
+@click.option("--coarse-resolution", default=240.0, show_default=True,
+              help="Pixel size (m) of the cloud-distance weight grid.")
+@click.option("--sigma-small", default=2.0, show_default=True,
+              help="Small-cloud Gaussian sigma (coarse pixels).")
+@click.option("--sigma-large", default=10.0, show_default=True,
+              help="Large-cloud Gaussian sigma (coarse pixels).")
+@click.option("--aot-weight-min", default=0.33, show_default=True, help="AOT weight at high AOT.")
+@click.option("--aot-weight-max", default=1.0, show_default=True, help="AOT weight at AOT 0.")
+@click.option("--aot-max", default=0.8, show_default=True,
+              help="AOT from which the AOT weight is at its minimum.")
+@click.option("--legacy-date-weight", is_flag=True,
+              help="WASP's integer-division date weight (1 below H days, 0.5 from H) instead "
+                   "of the linear one.")
+@click.option("--no-directional", is_flag=True, help="Skip the correction to nadir view.")
+@click.option("--chunks", default=1024, show_default=True, help="Block edge (10 m pixels).")
+@click.option("--overwrite", is_flag=True, help="Remake the product if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def composite(store_dir, tile, period, centre, half_period, sensors, s2_weight, landsat_weight,
+              coarse_resolution, sigma_small, sigma_large, aot_weight_min, aot_weight_max,
+              aot_max, legacy_date_weight, no_directional, chunks, overwrite, as_json):
+    """L3A: cloud-free synthesis of a tile by weighted average (WASP), Sentinel-2 + Landsat 8/9.
+
+    Reads the tile's L2A products within t_c +- H days and writes one L3A product:
+    reflectance at 10 and 20 m, weight, weighted date and flag per resolution, a mask,
+    a quicklook and a STAC Item listing the inputs and their weights.
+    """
+    from .composite import WaspParams
+    from .composite import composite as make
+    from .core.grid import parse_tile
+    from .io.store import ProductStore
+
+    params = WaspParams(
+        half_period=half_period,
+        sensor_weights={"S2": s2_weight, "L8": landsat_weight, "L9": landsat_weight},
+        coarse_resolution=coarse_resolution, sigma_small=sigma_small, sigma_large=sigma_large,
+        aot_weight_min=aot_weight_min, aot_weight_max=aot_weight_max, aot_max=aot_max,
+        legacy_date_weight=legacy_date_weight, directional_correction=not no_directional,
+        chunks=chunks)
+    fams = tuple(s.strip().upper() for s in sensors.split(",") if s.strip()) if sensors else None
+    with console.status(f"L3A {tile} {period}"):
+        r = make(ProductStore(store_dir), parse_tile(tile).name, period,
+                 centre=centre.date() if centre else None, sensors=fams, params=params,
+                 overwrite=overwrite)
+    if as_json:
+        out.print_json(json.dumps(r.__dict__))
+        return
+    if not r.made:
+        out.print(f"{r.product} is already in the store (--overwrite to remake it)")
+        return
+    table = Table(title=f"{r.product}: {len(r.inputs)} input(s)")
+    for col in ("input", "sensor", "date weight", "sensor weight", "AOT"):
+        table.add_column(col, overflow="fold")
+    for i in r.inputs:
+        table.add_row(i["id"], i["sensor"], f"{i['date_weight']:.3f}", f"{i['sensor_weight']:g}",
+                      i["aot"])
+    for s in r.skipped:
+        table.add_row(s["id"], "", "", "", f"[red]skipped: {s['error']}[/red]")
+    out.print(table)
+
+
 @main.command(name="biophysical-series")
 @click.option("--store", "store_dir", required=True, type=click.Path(exists=True, path_type=Path),
               help="Product store folder.")

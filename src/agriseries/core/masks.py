@@ -209,6 +209,26 @@ def from_pixel_qa_c1(pixel_qa):
     return out.astype(np.uint8)
 
 
+#: CFMask / Fmask class values (USGS Landsat 4-7 surface reflectance "cfmask" band) -> bits.
+FMASK_CLASSES = {0: 0, 1: int(MaskBit.WATER), 2: int(MaskBit.CLOUD_SHADOW), 3: int(MaskBit.SNOW),
+                 4: int(MaskBit.CLOUD), 255: int(MaskBit.NODATA)}
+
+
+def from_fmask(fmask):
+    """Decode an Fmask / CFMask class layer to the common bits.
+
+    Classes: 0 clear land, 1 water, 2 cloud shadow, 3 snow, 4 cloud, 255 fill (the
+    coding of USGS's Landsat 4-7 ``cfmask`` band and of Fmask's output). Any other value
+    is treated as no data.
+    """
+    lut = np.full(256, np.uint8(MaskBit.NODATA), np.uint8)
+    for value, bits in FMASK_CLASSES.items():
+        lut[value] = bits
+    if hasattr(fmask, "dask"):
+        return fmask.astype(np.uint8).map_blocks(lambda b: lut[b], dtype=np.uint8)
+    return lut[np.asarray(fmask).astype(np.uint8)]
+
+
 def describe(value: int) -> list[str]:
     """The names of the bits set in a mask value, e.g. ``describe(3) == ['cloud', 'cloud_shadow']``."""
     return [b.name.lower() for b in MaskBit if value & b]

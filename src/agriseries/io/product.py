@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal, Mapping
 
 import dask.array as da
+from dask.base import tokenize
 import numpy as np
 import rasterio
 import xarray as xr
@@ -337,7 +338,7 @@ def _lazy(asset: Asset, geobox: GeoBox, chunks: int, dtype, fill) -> da.Array:
     ny, nx = geobox.shape
     ychunks = tuple(min(chunks, ny - i) for i in range(0, ny, chunks))
     xchunks = tuple(min(chunks, nx - j) for j in range(0, nx, chunks))
-    name = f"read-{abs(hash((asset, str(geobox), chunks))):x}"
+    name = f"read-{tokenize(asset, str(geobox), chunks, np.dtype(dtype).str, fill)}"
     dsk = {}
     for bi, y0 in enumerate(range(0, ny, chunks)):
         for bj, x0 in enumerate(range(0, nx, chunks)):
@@ -476,8 +477,10 @@ def _angle_vars(product: SourceProduct, gb: GeoBox, mode: str, names: list[str],
         ch = ((min(chunks, ny),) if ny <= chunks else tuple(
             min(chunks, ny - i) for i in range(0, ny, chunks)),
               tuple(min(chunks, nx - j) for j in range(0, nx, chunks)))
-        zen_name, az_name = f"angz-{stem}-{abs(hash((id(grid), str(gb)))):x}", \
-            f"anga-{stem}-{abs(hash((id(grid), str(gb)))):x}"
+        # named by content: two products' grids must never share a task name
+        token = tokenize(grid.zenith, grid.azimuth, grid.x0, grid.y0, grid.step, str(grid.crs),
+                         str(gb), chunks)
+        zen_name, az_name = f"angz-{stem}-{token}", f"anga-{stem}-{token}"
         dz, daz = {}, {}
         y0 = 0
         for bi, hy in enumerate(ch[0]):

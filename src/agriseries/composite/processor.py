@@ -1,0 +1,573 @@
+"""The L3A processor: the monthly WASP synthesis of a tile from the L2A products in the store.
+
+:func:`composite` takes a tile and a period (a month ``2018-07`` or ``2018-07-01/2018-07-31``):
+
+1. the synthesis centre ``t_c`` is the middle day of the period (or ``centre``); every
+   L2A product of the tile acquired within ``t_c +- H`` days (``H`` = 23, WASP's
+   default) is used, Sentinel-2 and Landsat 8/9 together or the sensors chosen;
+2. the processing grids are the tile's 10 m and 20 m grids cropped to the inputs'
+   footprints, and a 240 m coarse grid with the same origin for the cloud weights;
+3. every product is read lazily onto those grids (Landsat bands renamed to their
+   Sentinel-2 equivalents and resampled; the red edge stays Sentinel-2 only), its
+   cloud share and sun/view angles on the coarse grid are computed first (small), then
+   the numba update (:mod:`agriseries.composite.wasp`) runs block by block with dask;
+4. the L3A product ``L3A_<sensors>_<tile>_<period>_AGS`` is written to the store:
+   reflectance bands int16 x 10000 at 10 m (B02, B03, B04, B08) and 20 m (B05, B06,
+   B07, B8A, B11, B12), per resolution the weight (int16 x 1000), the weighted date
+   (float32 days since 1970-01-01) and the flag (0 no data, 1 cloud, 2 snow, 3 water,
+   4 land), the common ``mask`` from the 20 m flags (so that the composite loads like
+   any L2A product), a quicklook PNG, and a STAC Item listing every input with its
+   date, sensor, date x sensor weight and whether it had an AOT layer.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import pystac
+import xarray as xr
+from affine import Affine
+from odc.geo.geobox import GeoBox
+
+from .. import __version__
+from ..core.bands import S2_TO_LANDSAT, bands_of, is_sentinel2
+from ..core.errors import ConfigurationError, InputProductError
+from ..core.grid import snap_to_tile, tile_geobox
+from ..core.ids import Level, ProductId, sensor_code
+from ..core.masks import MaskBit
+from ..core.stac import AssetSpec
+from ..io.product import SourceProduct, load, nanmean_angles
+from ..io.store import Layer, ProductStore
+from .wasp import (
+    FLAG_MEANING,
+    BlockSetup,
+    WaspParams,
+    coarse_cloud_share,
+    coarse_fields,
+    composite_dask,
+    date_weight,
+    days_since_epoch,
+)
+
+#: Output bands per resolution (ALGORITHMS.md 1.1: R1 and R2).
+R1_BANDS = ("B02", "B03", "B04", "B08")
+R2_BANDS = ("B05", "B06", "B07", "B8A", "B11", "B12")
+#: The 20 m update also reads the blue band, for the minimum-blue rule.
+R2_HELPERS = ("B02",)
+ANGLE_NAMES = ("sun_zenith", "sun_azimuth", "view_zenith", "view_azimuth")
+DATE_UNIT = "days since 1970-01-01"
+
+
+def parse_period(text: str) -> tuple[dt.date, dt.date]:
+    """``YYYY-MM`` (a month) or ``YYYY-MM-DD/YYYY-MM-DD`` (inclusive) -> first and last day."""
+    m = re.fullmatch(r"(\d{4})-(\d{2})", text.strip())
+    try:
+        if m:
+            year, month = int(m[1]), int(m[2])
+            return dt.date(year, month, 1), dt.date(year, month, calendar.monthrange(year, month)[1])
+        first, _, last = text.strip().partition("/")
+        start, end = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
+    except ValueError:
+        start = end = None
+    if start is None or end is None or end < start:
+        raise ConfigurationError(f"period {text!r}: expected YYYY-MM or YYYY-MM-DD/YYYY-MM-DD "
+                                 "(start not after end)")
+    return start, end
+
+
+@dataclass
+class Acquisition:
+    """One input date, read lazily onto the processing grids.
+
+    Attributes
+    ----------
+    id
+        The input product id.
+    sensor
+        ``S2A`` ... ``L9``.
+    datetime
+        Acquisition time (UTC).
+    layers
+        Per resolution (m): a Dataset of 2-D ``(y, x)`` variables -- the bands under
+        their Sentinel-2 names (those the product has), ``mask`` and, when the product
+        has it, ``aot``.
+    angles
+        Sun and view angles (degrees) on the coarse grid, or ``None``.
+    """
+
+    id: str
+    sensor: str
+    datetime: dt.datetime
+    layers: dict[int, xr.Dataset]
+    angles: dict[str, np.ndarray] | None = None
+
+    @property
+    def has_aot(self) -> bool:
+        return any("aot" in ds for ds in self.layers.values())
+
+
+@dataclass
+class CompositeGrids:
+    """The grids of one synthesis: fine grids per resolution and the coarse grid."""
+
+    fine: dict[int, GeoBox]
+    coarse: GeoBox
+
+    @classmethod
+    def for_tile(cls, tile: str, footprints, resolutions=(10, 20),
+                 coarse_resolution: float = 240.0) -> "CompositeGrids":
+        """The tile's grids cropped to the union of ``footprints`` (aligned on the
+        coarsest resolution so that every grid covers the same ground)."""
+        from odc.geo.geom import unary_union
+
+        top = max(resolutions)
+        tb = tile_geobox(tile, top)
+        area = unary_union([fp.to_crs(tb.crs) for fp in footprints])
+        base = snap_to_tile(tb, area)
+        if base is None:
+            raise ConfigurationError(f"the input products do not overlap tile {tile}")
+        return cls.from_grid(base, resolutions, coarse_resolution)
+
+    @classmethod
+    def from_grid(cls, base: GeoBox, resolutions, coarse_resolution: float = 240.0
+                  ) -> "CompositeGrids":
+        """Grids at ``resolutions`` covering exactly ``base`` (whose pixel is the largest)."""
+        a = base.affine
+        top = abs(a.a)
+        fine = {}
+        for r in resolutions:
+            k = top / r
+            if abs(k - round(k)) > 1e-9:
+                raise ConfigurationError(f"resolution {r} m does not divide {top} m")
+            k = int(round(k))
+            fine[r] = GeoBox((base.shape.y * k, base.shape.x * k),
+                             Affine(r, 0, a.c, 0, -r, a.f), base.crs)
+        ny, nx = base.shape.y * top, base.shape.x * top  # extent in metres
+        coarse = GeoBox((max(1, math.ceil(ny / coarse_resolution)),
+                         max(1, math.ceil(nx / coarse_resolution))),
+                        Affine(coarse_resolution, 0, a.c, 0, -coarse_resolution, a.f), base.crs)
+        return cls(fine, coarse)
+
+
+def _s2_bands(product: SourceProduct, wanted: tuple[str, ...]) -> dict[str, str]:
+    """Sentinel-2 band name -> the product's band name, for the bands it has."""
+    if is_sentinel2(product.sensor):
+        return {b: b for b in wanted if b in product.bands}
+    out = {}
+    for b in wanted:
+        lb = S2_TO_LANDSAT.get(b)
+        if lb is not None and lb in product.bands:
+            out[b] = lb
+    return out
+
+
+def acquisition_from_product(product: SourceProduct, grids: CompositeGrids,
+                             bands: dict[int, tuple[str, ...]], chunks: dict[int, int]
+                             ) -> Acquisition:
+    """Read one L2A product lazily onto the composite grids.
+
+    Raises
+    ------
+    InputProductError
+        The product has no mask (an L2A product must say where clouds are) or none of
+        the bands.
+    """
+    if not product.quality or product.mask_decoder is None:
+        raise InputProductError(product.path, "no cloud mask: an L2A product with a mask "
+                                              "is needed for the composite")
+    layers = {}
+    for res, names in bands.items():
+        mapping = _s2_bands(product, names)
+        ds = load(product, geobox=grids.fine[res], bands=sorted(set(mapping.values())),
+                  angles=None, with_mask=True, with_aux=True, chunks=chunks[res])
+        vars_ = {s2: ds[src].isel(time=0, drop=True) for s2, src in mapping.items()}
+        vars_["mask"] = ds["mask"].isel(time=0, drop=True)
+        if "aot" in ds:
+            vars_["aot"] = ds["aot"].isel(time=0, drop=True)
+        layers[res] = xr.Dataset(vars_)
+    if not any(set(ds.data_vars) - {"mask", "aot"} for ds in layers.values()):
+        raise InputProductError(product.path, f"none of the bands {sorted(set(sum(map(list, bands.values()), [])))} "
+                                              "(or their Landsat equivalents) is in the product")
+    angles = None
+    ang = load(product, geobox=grids.coarse, bands=[], angles="mean", with_mask=False,
+               with_aux=True, chunks=4096)
+    if all(n in ang for n in ANGLE_NAMES):
+        angles = {n: ang[n].data[0] for n in ANGLE_NAMES}
+    return Acquisition(product.product_id, product.sensor, product.datetime, layers, angles)
+
+
+def acquisitions_from_dataset(ds: xr.Dataset) -> list[Acquisition]:
+    """The dates of a multi-date agriseries Dataset (``time, y, x``), for :func:`synthesize`.
+
+    The Dataset is on one grid (its resolution is the composite's); bands carry their
+    Sentinel-2 names (see :func:`agriseries.core.bands.landsat_as_s2`); ``mask`` is
+    required, ``aot`` and the four angle variables are used when present (the angles
+    are averaged onto the coarse grid by :func:`synthesize`'s caller through
+    :func:`coarsen_angles`). A band that is all NaN on a date counts as measured.
+    """
+    if "mask" not in ds:
+        raise ConfigurationError("the dataset has no mask: the composite needs one per date")
+    res = int(round(abs(ds.odc.geobox.resolution.x)))
+    names = [v for v in ds.data_vars if v in bands_of("S2A")]
+    out = []
+    for k in range(ds.sizes["time"]):
+        one = ds.isel(time=k)
+        keep = {b: one[b] for b in names}
+        keep["mask"] = one["mask"]
+        if "aot" in one:
+            keep["aot"] = one["aot"]
+        when = dt.datetime.fromtimestamp(one["time"].values.astype("datetime64[s]").astype(int),
+                                         dt.timezone.utc)
+        sensor = str(one["sensor"].values) if "sensor" in one.coords else "S2A"
+        source = str(one["source_id"].values) if "source_id" in one.coords else f"date{k}"
+        angles = ({n: one[n] for n in ANGLE_NAMES} if all(n in one for n in ANGLE_NAMES)
+                  else None)
+        out.append(Acquisition(source, sensor, when, {res: xr.Dataset(keep)}, angles))
+    return out
+
+
+def coarsen_angles(acqs: list[Acquisition], grids: CompositeGrids) -> None:
+    """Average per-pixel angle variables of :func:`acquisitions_from_dataset` onto the
+    coarse grid, in place (azimuths through their sines and cosines)."""
+    res = _share_resolution(grids)
+    k = int(round(abs(grids.coarse.affine.a) / res))
+    cy, cx = grids.coarse.shape
+    for a in acqs:
+        if a.angles is None:
+            continue
+        out = {}
+        for name, var in a.angles.items():
+            arr = np.asarray(var, np.float64)
+            pad = ((0, cy * k - arr.shape[0]), (0, cx * k - arr.shape[1]))
+            arr = np.pad(arr, pad, constant_values=np.nan).reshape(cy, k, cx, k)
+            out[name] = nanmean_angles(arr, axis=(1, 3), circular=name.endswith("azimuth"))
+        a.angles = out
+
+
+#: Acquisitions of one sensor closer in time than this are pieces of one overpass.
+SAME_PASS_SECONDS = 300
+
+
+def merge_passes(acqs: list[Acquisition]) -> tuple[list[Acquisition], list[dict]]:
+    """Merge the pieces of one overpass (adjacent Landsat rows, two provider extracts) into
+    one date, so that an overpass is weighted once: at each pixel the first piece with
+    data wins. Returns the merged list (time order) and what was merged into what."""
+    acqs = sorted(acqs, key=lambda a: a.datetime)
+    out: list[Acquisition] = []
+    merged = []
+    for a in acqs:
+        prev = out[-1] if out else None
+        if (prev is not None and prev.sensor == a.sensor
+                and (a.datetime - prev.datetime).total_seconds() <= SAME_PASS_SECONDS):
+            out[-1] = _merge_two(prev, a)
+            merged.append({"id": a.id, "merged_into": prev.id})
+        else:
+            out.append(a)
+    return out, merged
+
+
+def _merge_two(a: Acquisition, b: Acquisition) -> Acquisition:
+    nodata = np.uint8(MaskBit.NODATA)
+    layers = {}
+    for res, da_ in a.layers.items():
+        db = b.layers.get(res)
+        if db is None:
+            layers[res] = da_
+            continue
+        first_empty = (da_["mask"] & nodata) != 0
+        vars_ = {}
+        for name in set(da_.data_vars) | set(db.data_vars):
+            if name not in db:
+                vars_[name] = da_[name]
+            elif name not in da_:
+                vars_[name] = db[name]
+            elif name == "mask":
+                vars_[name] = xr.where(first_empty, db["mask"], da_["mask"])
+            else:
+                vars_[name] = xr.where(first_empty | np.isnan(da_[name]), db[name], da_[name])
+        layers[res] = xr.Dataset(vars_)
+    return Acquisition(a.id, a.sensor, a.datetime, layers, a.angles)
+
+
+def _share_resolution(grids: CompositeGrids) -> int:
+    """The fine resolution the cloud share is counted at (the coarsest that divides 240 m)."""
+    coarse = abs(grids.coarse.affine.a)
+    fits = [r for r in grids.fine if abs(coarse / r - round(coarse / r)) < 1e-9]
+    if not fits:
+        raise ConfigurationError(f"no resolution of {sorted(grids.fine)} divides the coarse "
+                                 f"resolution {coarse} m")
+    return max(fits)
+
+
+def compute_coarse_fields(acqs: list[Acquisition], grids: CompositeGrids,
+                          params: WaspParams) -> list[np.ndarray]:
+    """The coarse fields of every date, computed together (reads each mask once)."""
+    res = _share_resolution(grids)
+    factor = int(round(abs(grids.coarse.affine.a) / res))
+    shares, angle_arrays = [], []
+    for a in acqs:
+        mask = a.layers[res]["mask"].data
+        cloud = (mask & np.uint8(params.cloud_bits)) != 0
+        valid = (mask & np.uint8(params.invalid_bits)) == 0
+        shares.append(dask.delayed(coarse_cloud_share)(cloud, valid, factor))
+        angle_arrays += [a.angles[n] for n in ANGLE_NAMES] if a.angles is not None else []
+    # one flat compute (dask does not repack nested mixes of delayed and arrays reliably)
+    computed = dask.compute(*shares, *angle_arrays)
+    shares, flat_angles = computed[:len(acqs)], list(computed[len(acqs):])
+    out = []
+    cy, cx = grids.coarse.shape
+    for a, share in zip(acqs, shares):
+        angles = None
+        if a.angles is not None:
+            angles = {n: np.asarray(flat_angles.pop(0), np.float64)[:cy, :cx] for n in ANGLE_NAMES}
+        out.append(coarse_fields(share[:cy, :cx], angles, params))
+    return out
+
+
+def synthesize(acqs: list[Acquisition], centre: dt.date, grids: CompositeGrids,
+               bands: dict[int, tuple[str, ...]], helpers: dict[int, tuple[str, ...]],
+               params: WaspParams = WaspParams()) -> tuple[dict[int, xr.Dataset], list[dict]]:
+    """The composite of ``acqs`` (lazy), per resolution, and a summary of each input.
+
+    Returns
+    -------
+    (datasets, inputs)
+        ``datasets[res]`` holds the output bands (those at least one input has) and
+        ``weight``, ``date``, ``flag``; ``inputs`` one dict per date (id, sensor,
+        datetime, ``date_weight``, ``sensor_weight``, ``aot``).
+    """
+    if not acqs:
+        raise ConfigurationError("no input date to composite")
+    acqs = sorted(acqs, key=lambda a: a.datetime)
+    coarse = compute_coarse_fields(acqs, grids, params)
+    days = np.array([days_since_epoch(a.datetime) for a in acqs])
+    deltas = np.array([abs((a.datetime.date() - centre).days) for a in acqs])
+    wdate = date_weight(deltas, params.half_period, params.date_weight_min,
+                        params.legacy_date_weight)
+    wsens = np.array([params.sensor_weight(a.sensor) for a in acqs])
+    inputs = [{"id": a.id, "sensor": a.sensor, "datetime": a.datetime.isoformat(),
+               "date_weight": round(float(wd), 4), "sensor_weight": float(ws),
+               "aot": "product AOT" if a.has_aot else "none (weight 1)"}
+              for a, wd, ws in zip(acqs, np.atleast_1d(wdate), wsens)]
+    out = {}
+    for res in sorted(bands):
+        present = [b for b in bands[res] if any(b in a.layers[res] for a in acqs)]
+        if not present:
+            continue
+        stack = tuple(present) + tuple(h for h in helpers.get(res, ()) if h not in present)
+        avail = np.array([[b in a.layers[res] for b in stack] for a in acqs], bool)
+        setup = BlockSetup(stack, len(present), avail, days, np.atleast_1d(wdate) * wsens,
+                           res / abs(grids.coarse.affine.a), params)
+        def lazy(a, name):
+            if name not in a.layers[res]:
+                return None
+            arr = a.layers[res][name].data
+            return arr if hasattr(arr, "dask") else da.from_array(arr, chunks=params.chunks)
+
+        arr = composite_dask([[lazy(a, b) for b in stack] for a in acqs],
+                             [lazy(a, "mask") for a in acqs], [lazy(a, "aot") for a in acqs],
+                             coarse, setup)
+        gb = grids.fine[res]
+        coords = {"y": gb.coords["y"].values, "x": gb.coords["x"].values}
+        vars_ = {"weight": (("y", "x"), arr[0]), "date": (("y", "x"), arr[1]),
+                 "flag": (("y", "x"), arr[2].astype(np.uint8))}
+        for k, b in enumerate(present):
+            vars_[b] = (("y", "x"), arr[3 + k])
+        ds = xr.Dataset(vars_, coords=coords)
+        ds["date"].attrs["units"] = DATE_UNIT
+        ds["flag"].attrs["flag_meanings"] = FLAG_MEANING
+        out[res] = ds.odc.assign_crs(gb.crs)
+    return out, inputs
+
+
+def mask_from_flags(flag):
+    """The common mask bits of a composite flag layer (0 -> NODATA, 1 -> CLOUD, 2 -> SNOW,
+    3 -> WATER, 4 -> clear)."""
+    lut = np.array([MaskBit.NODATA, MaskBit.CLOUD, MaskBit.SNOW, MaskBit.WATER, 0, 0, 0, 0],
+                   np.uint8)
+    if hasattr(flag, "dask"):
+        return flag.map_blocks(lambda f: lut[np.minimum(f, 7)], dtype=np.uint8)
+    return lut[np.minimum(np.asarray(flag), 7)]
+
+
+def quicklook_rgb(red: np.ndarray, green: np.ndarray, blue: np.ndarray,
+                  vmax: float = 0.2) -> np.ndarray:
+    """An 8-bit ``(3, y, x)`` true-colour picture: reflectance 0..``vmax`` -> 0..255,
+    gamma 1/1.6 (no data black)."""
+    rgb = np.stack([red, green, blue]).astype(np.float32)
+    scaled = np.clip(np.nan_to_num(rgb, nan=0.0) / vmax, 0, 1) ** (1 / 1.6)
+    return (scaled * 255 + 0.5).astype(np.uint8)
+
+
+def _write_quicklook(folder: Path, stem: str, max_size: int = 1024) -> list[AssetSpec]:
+    """Read the written 10 m RGB COGs at a decimated size (their overviews) and save a PNG."""
+    import rasterio
+    from rasterio.enums import Resampling
+
+    files = [folder / f"{stem}_{b}.tif" for b in ("B04", "B03", "B02")]
+    if not all(f.is_file() for f in files):
+        return []
+    bands = []
+    for f in files:
+        with rasterio.open(f) as src:
+            k = max(1, math.ceil(max(src.width, src.height) / max_size))
+            shape = (max(1, src.height // k), max(1, src.width // k))
+            arr = src.read(1, out_shape=shape, resampling=Resampling.average, masked=True)
+            bands.append(np.where(arr.mask, np.nan, arr.filled(0) * 1e-4))
+            transform = src.transform * Affine.scale(src.width / shape[1], src.height / shape[0])
+            crs = src.crs
+    rgb = quicklook_rgb(*bands)
+    name = f"{stem}_quicklook.png"
+    with rasterio.open(folder / name, "w", driver="PNG", width=rgb.shape[2], height=rgb.shape[1],
+                       count=3, dtype="uint8", crs=crs, transform=transform) as dst:
+        dst.write(rgb)
+    aux = folder / f"{name}.aux.xml"
+    if aux.exists():
+        aux.unlink()
+    gb = GeoBox(rgb.shape[1:], transform, crs.to_wkt())
+    return [AssetSpec("quicklook", name, gb, "uint8", ("overview",),
+                      "True-colour quicklook (B04, B03, B02; reflectance 0-0.2)",
+                      count=3, media_type="image/png")]
+
+
+@dataclass
+class CompositeResult:
+    """What :func:`composite` did."""
+
+    product: str
+    made: bool
+    inputs: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+
+
+def l3a_id(tile: str, start: dt.date, end: dt.date, sensors) -> ProductId:
+    """The id of the L3A product of a tile and period."""
+    def utc(d: dt.date) -> dt.datetime:
+        return dt.datetime.combine(d, dt.time(), dt.timezone.utc)
+
+    return ProductId(Level.L3A, sensor_code(sensors), tile, utc(start), "AGS", utc(end))
+
+
+def composite(store: ProductStore, tile: str, period: str, *, centre: dt.date | None = None,
+              sensors: tuple[str, ...] | None = None, params: WaspParams = WaspParams(),
+              overwrite: bool = False) -> CompositeResult:
+    """Make the L3A synthesis of a tile and period from the L2A products in the store.
+
+    Parameters
+    ----------
+    store
+        The product store (inputs are read from it, the product written to it).
+    tile
+        Sentinel-2 tile id (``T31UDS``).
+    period
+        ``YYYY-MM`` or ``YYYY-MM-DD/YYYY-MM-DD``: names the product and gives the default
+        synthesis centre (its middle day).
+    centre
+        Synthesis centre date ``t_c`` (default: the middle of the period).
+    sensors
+        Sensor families to use (``("S2",)``, ``("L8", "L9")``; default all).
+    params
+        The method's parameters (:class:`~agriseries.composite.wasp.WaspParams`).
+    overwrite
+        Remake the product if it exists.
+
+    Raises
+    ------
+    ConfigurationError
+        No L2A product of the tile in the synthesis window.
+    """
+    from odc.geo.geom import Geometry
+
+    start, end = parse_period(period)
+    centre = centre or start + (end - start) // 2
+    half = dt.timedelta(days=params.half_period)
+    utc = dt.timezone.utc
+    w0 = dt.datetime.combine(centre - half, dt.time(), utc)
+    w1 = dt.datetime.combine(centre + half, dt.time(23, 59, 59), utc)
+    items = [it for it in store.items(level=Level.L2A, tile=tile, start=w0, end=w1)
+             if _wanted(it, sensors)]
+    if not items:
+        raise ConfigurationError(
+            f"no L2A product of {tile} between {w0:%Y-%m-%d} and {w1:%Y-%m-%d}"
+            + (f" from {', '.join(sensors)}" if sensors else "") + f" in {store.root}")
+    item_sensors = sorted({s for it in items for s in it.properties["agriseries:sensors"]})
+    pid = l3a_id(tile, start, end, item_sensors)
+    if store.exists(pid) and not overwrite:
+        return CompositeResult(str(pid), False)
+    products, skipped = [], []
+    for it in items:
+        try:
+            products.append((it, store.open(it)))
+        except Exception as exc:  # a broken input item: said in the product, not fatal
+            skipped.append({"id": it.id, "error": f"{type(exc).__name__}: {exc}"})
+    if not products:
+        raise ConfigurationError(f"none of the {len(items)} L2A products of {tile} could be "
+                                 f"opened: {skipped}")
+    grids = CompositeGrids.for_tile(tile, [Geometry(it.geometry, "EPSG:4326")
+                                           for it, _ in products],
+                                    coarse_resolution=params.coarse_resolution)
+    chunks = {10: params.chunks, 20: max(64, params.chunks // 2)}
+    bands = {10: R1_BANDS, 20: R2_BANDS}
+    acqs = []
+    for it, sp in products:
+        try:
+            acqs.append(acquisition_from_product(sp, grids, {10: R1_BANDS, 20: R2_BANDS + R2_HELPERS},
+                                                 chunks))
+        except InputProductError as exc:
+            skipped.append({"id": it.id, "error": str(exc)})
+    if not acqs:
+        raise ConfigurationError(f"no usable L2A product of {tile} for {period}: {skipped}")
+    acqs, merged = merge_passes(acqs)
+    out, inputs = synthesize(acqs, centre, grids, bands, {20: R2_HELPERS}, params)
+    layers = []
+    for res, ds in out.items():
+        gb = grids.fine[res]
+        table = bands_of("S2A")
+        for b in bands[res]:
+            if b in ds:
+                layers.append(Layer(b, ds[b].data, gb, "reflectance", band=table[b]))
+        layers += [Layer(f"weight_{res}m", ds["weight"].data, gb, "scaled", unit="1", scale=1e-3),
+                   Layer(f"date_{res}m", ds["date"].data, gb, "aux", unit=DATE_UNIT),
+                   Layer(f"flag_{res}m", ds["flag"].data, gb, "flags", unit=FLAG_MEANING)]
+    mres = 20 if 20 in out else min(out)
+    layers.append(Layer("mask", mask_from_flags(out[mres]["flag"].data), grids.fine[mres], "mask"))
+    used = sorted({a.sensor for a in acqs})
+    weights_summary = {"dates": len(acqs), "sentinel2": sum(is_sentinel2(a.sensor) for a in acqs),
+                       "landsat": sum(not is_sentinel2(a.sensor) for a in acqs)}
+    store.write_product(
+        pid, layers, footprint=grids.fine[mres].extent, sensors=used,
+        inputs=[a.id for a in acqs] + [m["id"] for m in merged],
+        parameters={**params.to_dict(), "centre": centre.isoformat(),
+                    "sensors": list(sensors) if sensors else None},
+        lineage=f"WASP weighted-average synthesis of {len(acqs)} L2A products "
+                f"({', '.join(used)}) centred on {centre.isoformat()} +- {params.half_period} "
+                f"days, by agriseries {__version__}",
+        datetime=None,
+        properties={"agriseries:synthesis": {
+            "centre": centre.isoformat(), "half_period_days": params.half_period,
+            "window": [w0.date().isoformat(), w1.date().isoformat()],
+            "inputs": inputs, "merged": merged, "summary": weights_summary,
+            "skipped": skipped}},
+        extras=_write_quicklook, overwrite=overwrite)
+    store.update_catalog()
+    return CompositeResult(str(pid), True, inputs, skipped)
+
+
+def _wanted(item: pystac.Item, sensors: tuple[str, ...] | None) -> bool:
+    if not sensors:
+        return True
+    have = item.properties.get("agriseries:sensors") or []
+    return any(s == w or s.startswith(w) for s in have for w in sensors)
+
+
+__all__ = ["composite", "synthesize", "parse_period", "CompositeGrids", "Acquisition",
+           "acquisition_from_product", "compute_coarse_fields", "mask_from_flags",
+           "quicklook_rgb", "l3a_id", "CompositeResult", "R1_BANDS", "R2_BANDS"]

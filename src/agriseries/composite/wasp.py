@@ -1,0 +1,660 @@
+"""The WASP weighted-average synthesis: per-date weights and the recursive update.
+
+This module is the method of ALGORITHMS.md section 1 without any I/O: numpy/dask arrays
+in, arrays out. :mod:`agriseries.composite.processor` feeds it the L2A products of a
+tile from the store.
+
+Per-date weight (section 1.2), for the clear land pixels of a date::
+
+    W = W_cld * W_aot * W_date * W_sensor
+
+* ``W_cld`` -- distance to clouds: the binary cloud + shadow mask is undersampled to a
+  coarse grid (240 m: the share of cloudy pixels in each coarse cell, re-binarised at
+  0.5), blurred by two Gaussians of sigma 2 and 10 coarse pixels (local cloud fractions
+  ``A`` and ``B``), interpolated back bilinearly at each pixel, and
+  ``W_cld = (1 - A)(1 - B)`` (0 where ``A`` or ``B`` reaches 1). The coarse grid covers
+  the whole processed area, so the blur has no chunk-edge effects; the Gaussian
+  replicates the edge values (ITK's zero-flux boundary) and is truncated at 4 sigma (a
+  kernel of at most ``kernel_width`` = 801 coarse pixels).
+* ``W_aot`` -- ``W_min + (W_max - W_min)(1 - aot/aot_max)`` below ``aot_max``, ``W_min``
+  above, 0 for a negative AOT; 1 where the product has no AOT.
+* ``W_date`` -- ``1 - (|d - t_c| / H)(1 - 0.5)`` (linear, the method as described), or
+  WASP's integer-division implementation with ``legacy_date_weight``.
+* ``W_sensor`` -- 1 for Sentinel-2, 0.33 for Landsat 8/9.
+
+Directional correction (section 1.6): before the update, the reflectance of each clear
+land pixel is normalised to nadir view with the date's sun zenith,
+``rho * M(ts, 0, 0) / M(ts, tv, phi)``, ``M = 1 + kV FV + kR FR`` with WASP's volume and
+roughness kernels and per-band coefficients (``kV = V0 + V1 NDVI``, ``kR = R0 + R1
+NDVI``). The kernels depend on the angles only, so they are evaluated on the coarse grid
+and interpolated like the cloud fractions.
+
+Recursive update (section 1.3), per pixel, for the dates in time order; state ``W``
+(weight), ``D`` (weighted date, days since 1970-01-01), ``F`` (flag: 0 no data,
+1 cloud, 2 snow, 3 water, 4 land), ``R`` (one reflectance per band):
+
+* land: weighted mean with the previous clear values (the first clear observation
+  replaces anything that is not clear land); a land observation always counts, with a
+  weight of at least ``1e-6`` (WASP divides by zero when both weights are 0);
+* snow or water (not cloud): ignored where the pixel already has a clear-land value;
+  otherwise the most recent snow/water observation is kept, with weight 0;
+* cloud (and shadow, cirrus): kept only where nothing better exists, choosing the
+  observation with the darkest blue (the least cloudy) -- WASP's minimum-blue rule;
+* a date with no valid band at a pixel changes nothing there.
+
+Where this differs from WASP, on purpose, so that the result does not depend on the
+order in which the dates are read and a band never mixes clear and cloudy values:
+
+* each band is averaged with its own weight sum, over the clear observations that
+  measured it: Landsat has no red edge, so its weight does not dilute the Sentinel-2
+  red-edge average (WASP shares one weight per resolution); the ``weight`` layer is
+  the sum over all clear observations, as in WASP;
+* a kept observation (the first clear one, the darkest cloud, the latest snow/water)
+  brings all its bands, and the bands it did not measure become no data, instead of
+  keeping values of an observation of another kind (WASP also fills a clear pixel's
+  empty bands from cloudy or snowy dates);
+* ties in the blue rule and competing snow/water observations go to the later date.
+
+The update runs in a numba kernel (:func:`update_block`) over a block of pixels and all
+dates at once; :func:`composite_dask` builds the dask graph for a whole grid, one task
+per block, each task getting only its window of the coarse fields.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+import dask.array as da
+import numpy as np
+from odc.geo.geobox import GeoBox
+
+from ..core.errors import ConfigurationError
+from ..core.jit import compiled
+from ..core.masks import MaskBit
+
+#: Composite flag values (ALGORITHMS.md 1.4).
+FLAG_NODATA, FLAG_CLOUD, FLAG_SNOW, FLAG_WATER, FLAG_LAND = 0, 1, 2, 3, 4
+FLAG_MEANING = "0 no data, 1 cloud, 2 snow, 3 water, 4 land"
+#: The least weight a clear land observation gets (WASP's weights can be exactly 0).
+MIN_LAND_WEIGHT = 1e-6
+#: Dates are counted in days since this day.
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+#: WASP's directional model coefficients (V0, V1, R0, R1) per band
+#: (CompositePreprocessing/scattering_coeffs_{10m,20m}.txt, ALGORITHMS.md 1.6).
+WASP_BRDF_COEFFICIENTS: dict[str, tuple[float, float, float, float]] = {
+    "B02": (0.481, 0.0, 0.102, 0.0), "B03": (0.440, 0.0, 0.136, 0.0),
+    "B04": (0.340, 0.0, 0.134, 0.0), "B08": (0.496, 0.0, 0.107, 0.0),
+    "B05": (0.340, 0.0, 0.134, 0.0), "B06": (0.418, 0.0, 0.121, 0.0),
+    "B07": (0.496, 0.0, 0.107, 0.0), "B8A": (0.496, 0.0, 0.107, 0.0),
+    "B11": (0.336, 0.0, 0.132, 0.0), "B12": (0.240, 0.0, 0.145, 0.0),
+}
+
+#: Coarse fields per date, in this order: cloud fractions A (small sigma) and B (large
+#: sigma), volume and roughness kernels at the date's geometry and at nadir view.
+COARSE_FIELDS = ("cloud_small", "cloud_large", "fv", "fr", "fv_nadir", "fr_nadir")
+
+_HOTSPOT = math.radians(1.5)
+
+
+@dataclass(frozen=True)
+class WaspParams:
+    """Parameters of the L3A synthesis, with WASP's defaults (ALGORITHMS.md 1.2, 1.6).
+
+    Attributes
+    ----------
+    half_period
+        Half synthesis period ``H`` in days: dates within ``centre +- H`` are used (23).
+    sensor_weights
+        ``W_sensor`` per sensor (``S2A``) or family (``S2``, ``L8``); unknown sensors
+        get 0.33 like WASP.
+    coarse_resolution
+        Pixel size (m) of the grid of the cloud-distance weight (240).
+    sigma_small, sigma_large
+        Gaussian sigmas in coarse pixels (2 and 10).
+    kernel_width
+        Largest Gaussian kernel, in coarse pixels (801).
+    coarse_threshold
+        Cloud share above which a coarse cell is cloudy (0.5).
+    aot_weight_min, aot_weight_max, aot_max
+        The AOT weight bounds and the AOT at which the weight reaches its minimum
+        (0.33, 1.0, 0.8).
+    date_weight_min
+        Date weight at ``H`` days from the centre (0.5).
+    legacy_date_weight
+        Reproduce WASP's integer division (weight 1 below ``H`` days, 0.5 from ``H``).
+    directional_correction
+        Normalise each date to nadir view before averaging.
+    brdf_coefficients
+        ``(V0, V1, R0, R1)`` per band.
+    cloud_bits
+        Mask bits that make an observation cloudy (cloud, cloud shadow, cirrus).
+    invalid_bits
+        Mask bits that make an observation unusable (no data, saturated).
+    chunks
+        Block edge in pixels at 10 m (20 m blocks cover the same ground).
+    """
+
+    half_period: int = 23
+    sensor_weights: Mapping[str, float] = field(
+        default_factory=lambda: {"S2": 1.0, "L8": 0.33, "L9": 0.33})
+    coarse_resolution: float = 240.0
+    sigma_small: float = 2.0
+    sigma_large: float = 10.0
+    kernel_width: int = 801
+    coarse_threshold: float = 0.5
+    aot_weight_min: float = 0.33
+    aot_weight_max: float = 1.0
+    aot_max: float = 0.8
+    date_weight_min: float = 0.5
+    legacy_date_weight: bool = False
+    directional_correction: bool = True
+    brdf_coefficients: Mapping[str, tuple[float, float, float, float]] = field(
+        default_factory=lambda: dict(WASP_BRDF_COEFFICIENTS))
+    cloud_bits: int = int(MaskBit.CLOUD | MaskBit.CLOUD_SHADOW | MaskBit.CIRRUS)
+    invalid_bits: int = int(MaskBit.NODATA | MaskBit.SATURATED)
+    chunks: int = 1024
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.half_period >= 1, f"half_period {self.half_period}: expected >= 1 day"),
+            (self.coarse_resolution > 0, "coarse_resolution must be > 0"),
+            (self.sigma_small > 0 and self.sigma_large > 0, "Gaussian sigmas must be > 0"),
+            (0 <= self.aot_weight_min <= self.aot_weight_max,
+             "expected 0 <= aot_weight_min <= aot_weight_max"),
+            (self.aot_max > 0, "aot_max must be > 0"),
+            (0 <= self.date_weight_min <= 1, "date_weight_min must be in [0, 1]"),
+            (all(w >= 0 for w in self.sensor_weights.values()), "sensor weights must be >= 0"),
+            (self.chunks >= 64, f"chunks {self.chunks}: expected >= 64 pixels"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigurationError(f"WASP parameters: {message}")
+        bad = [b for b, c in self.brdf_coefficients.items() if len(tuple(c)) != 4]
+        if bad:
+            raise ConfigurationError(f"WASP parameters: BRDF coefficients of {bad} must be "
+                                     "(V0, V1, R0, R1)")
+
+    def sensor_weight(self, sensor: str) -> float:
+        """``W_sensor`` of a sensor (``S2A`` finds ``S2A``, then ``S2``; unknown: 0.33)."""
+        for key in (sensor, sensor[:2]):
+            if key in self.sensor_weights:
+                return float(self.sensor_weights[key])
+        return 0.33
+
+    def to_dict(self) -> dict:
+        """The parameters as a JSON-safe mapping (recorded in the product's item)."""
+        out = asdict(self)
+        out["sensor_weights"] = dict(self.sensor_weights)
+        out["brdf_coefficients"] = {k: list(v) for k, v in self.brdf_coefficients.items()}
+        return out
+
+
+# -- per-date weights ---------------------------------------------------------------
+
+def date_weight(delta_days, half_period: int, minimum: float = 0.5, legacy: bool = False):
+    """``W_date`` for ``delta_days`` = whole days between a date and the synthesis centre.
+
+    Linear: ``1 - (delta / H)(1 - minimum)``, not below ``minimum``. Legacy (WASP's
+    integer division): 1 for ``delta < H``, then ``1 - (delta // H)(1 - minimum)``, not
+    below ``minimum``.
+    """
+    d = np.abs(np.asarray(delta_days, dtype=np.float64))
+    ratio = np.floor(d / half_period) if legacy else d / half_period
+    out = np.maximum(1.0 - ratio * (1.0 - minimum), minimum)
+    return out if out.ndim else float(out)
+
+
+@compiled(nogil=True)
+def _aot_weight(aot, wmin, wmax, amax):  # pragma: no cover - compiled
+    if aot != aot:  # no AOT for this pixel or product
+        return 1.0
+    if aot < 0.0:
+        return 0.0
+    if aot < amax:
+        return wmin + (wmax - wmin) * (1.0 - aot / amax)
+    return wmin
+
+
+@compiled(nogil=True)
+def _aot_weight_array(aot, wmin, wmax, amax):  # pragma: no cover - compiled
+    out = np.empty(aot.shape, np.float32)
+    flat, res = aot.ravel(), out.ravel()
+    for k in range(flat.size):
+        res[k] = _aot_weight(flat[k], wmin, wmax, amax)
+    return out
+
+
+def aot_weight(aot, params: WaspParams = WaspParams()) -> np.ndarray:
+    """``W_aot`` of an array of aerosol optical thickness (NaN, i.e. no AOT, gives 1)."""
+    arr = np.ascontiguousarray(np.asarray(aot, dtype=np.float32))
+    return _aot_weight_array(arr, params.aot_weight_min, params.aot_weight_max, params.aot_max)
+
+
+def coarse_cloud_share(cloud, valid, factor: int):
+    """Share of cloudy pixels among the valid ones in each ``factor x factor`` cell.
+
+    ``cloud`` and ``valid`` are 2-D boolean numpy or dask arrays; the last cells of a
+    grid whose size is not a multiple of ``factor`` hold fewer pixels. A cell with no
+    valid pixel counts as clear. Returns a float32 numpy array of
+    ``ceil(ny / factor) x ceil(nx / factor)`` cells (dask input is computed).
+    """
+    ny, nx = cloud.shape
+    cy, cx = -(-ny // factor), -(-nx // factor)
+    pad = ((0, cy * factor - ny), (0, cx * factor - nx))
+    if hasattr(cloud, "dask"):
+        c = da.pad((cloud & valid).astype(np.float32), pad)
+        v = da.pad(valid.astype(np.float32), pad)
+        c = c.rechunk(_multiple_chunks(c.chunks, factor))
+        v = v.rechunk(c.chunks)
+        cs = da.coarsen(np.sum, c, {0: factor, 1: factor})
+        vs = da.coarsen(np.sum, v, {0: factor, 1: factor})
+        cs, vs = da.compute(cs, vs)
+    else:
+        c = np.pad((cloud & valid).astype(np.float32), pad)
+        v = np.pad(valid.astype(np.float32), pad)
+        cs = c.reshape(cy, factor, cx, factor).sum(axis=(1, 3))
+        vs = v.reshape(cy, factor, cx, factor).sum(axis=(1, 3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(vs > 0, cs / np.maximum(vs, 1), 0.0).astype(np.float32)
+
+
+def _multiple_chunks(chunks, factor):
+    out = []
+    for axis in chunks:
+        n = sum(axis)
+        step = max(factor, (max(axis) // factor) * factor)
+        out.append(tuple(min(step, n - i) for i in range(0, n, step)))
+    return tuple(out)
+
+
+def cloud_fractions(share: np.ndarray, params: WaspParams = WaspParams()
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The local cloud fractions ``A`` and ``B`` on the coarse grid (ALGORITHMS.md 1.2.1).
+
+    ``share`` is the cloudy share of each coarse cell (:func:`coarse_cloud_share`); it is
+    re-binarised at ``coarse_threshold`` and blurred with the two Gaussians.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    binary = (np.asarray(share, np.float64) > params.coarse_threshold + 1e-4).astype(np.float64)
+    radius = (params.kernel_width - 1) // 2
+    out = []
+    for sigma in (params.sigma_small, params.sigma_large):
+        truncate = min(4.0, radius / sigma)
+        out.append(gaussian_filter(binary, sigma, mode="nearest", truncate=truncate)
+                   .astype(np.float32))
+    return out[0], out[1]
+
+
+def cloud_weight(a, b):
+    """``W_cld = (1 - |A|)(1 - |B|)``, 0 where ``|A|`` or ``|B|`` reaches 1."""
+    a, b = np.abs(np.asarray(a, np.float32)), np.abs(np.asarray(b, np.float32))
+    return np.where((a >= 1) | (b >= 1), np.float32(0), (1 - a) * (1 - b))
+
+
+# -- directional correction ---------------------------------------------------------
+
+def directional_kernels(sun_zenith, sun_azimuth, view_zenith, view_azimuth):
+    """WASP's volume and roughness kernels ``(FV, FR)`` (ALGORITHMS.md 1.6), angles in degrees.
+
+    ``phi`` is the relative azimuth ``sun_azimuth - view_azimuth``. NaN angles give NaN.
+    """
+    ts = np.radians(np.asarray(sun_zenith, np.float64))
+    tv = np.radians(np.asarray(view_zenith, np.float64))
+    phi = np.radians(np.asarray(sun_azimuth, np.float64) - np.asarray(view_azimuth, np.float64))
+    tan_s, tan_v = np.tan(ts), np.tan(tv)
+    cos_s, cos_v = np.cos(ts), np.cos(tv)
+    delta = np.sqrt(np.maximum(tan_s ** 2 + tan_v ** 2 - 2 * tan_s * tan_v * np.cos(phi), 0.0))
+    mass = 1.0 / cos_s + 1.0 / cos_v
+    cos_xi = np.clip(cos_s * cos_v + np.sin(ts) * np.sin(tv) * np.cos(phi), -1.0, 1.0)
+    xi = np.arccos(cos_xi)
+    cos_t = np.clip(np.sqrt(delta ** 2 + (tan_s * tan_v * np.sin(phi)) ** 2) / mass, -1.0, 1.0)
+    t = np.arccos(cos_t)
+    fv = (mass / np.pi) * (t - np.sin(t) * cos_t - np.pi) + (1.0 + cos_xi) / (2.0 * cos_s * cos_v)
+    fr = (4.0 / (3.0 * np.pi)) / (cos_s + cos_v) * ((np.pi / 2 - xi) * cos_xi + np.sin(xi)) \
+        * (1.0 + 1.0 / (1.0 + xi / _HOTSPOT)) - 1.0 / 3.0
+    return fv, fr
+
+
+def directional_factor(band: str, ndvi, sun_zenith, sun_azimuth, view_zenith, view_azimuth,
+                       params: WaspParams = WaspParams()):
+    """The factor ``M(ts, 0, 0) / M(ts, tv, phi)`` that brings a reflectance to nadir view."""
+    v0, v1, r0, r1 = params.brdf_coefficients[band]
+    fv, fr = directional_kernels(sun_zenith, sun_azimuth, view_zenith, view_azimuth)
+    fv0, fr0 = directional_kernels(sun_zenith, sun_azimuth, 0.0, view_azimuth)
+    kv, kr = v0 + v1 * np.asarray(ndvi), r0 + r1 * np.asarray(ndvi)
+    return (1 + kv * fv0 + kr * fr0) / (1 + kv * fv + kr * fr)
+
+
+def coarse_fields(share: np.ndarray, angles: Mapping[str, np.ndarray] | None,
+                  params: WaspParams = WaspParams()) -> np.ndarray:
+    """The six coarse fields of one date (:data:`COARSE_FIELDS`), float32 ``(6, cy, cx)``.
+
+    ``angles`` holds ``sun_zenith``, ``sun_azimuth``, ``view_zenith``, ``view_azimuth``
+    (degrees) on the coarse grid; without them (or with directional correction off) the
+    kernel fields are NaN and no correction is applied.
+    """
+    a, b = cloud_fractions(share, params)
+    out = np.full((len(COARSE_FIELDS),) + a.shape, np.nan, np.float32)
+    out[0], out[1] = a, b
+    if params.directional_correction and angles is not None:
+        sz, sa = angles["sun_zenith"], angles["sun_azimuth"]
+        vz, va = angles["view_zenith"], angles["view_azimuth"]
+        with np.errstate(invalid="ignore"):
+            out[2], out[3] = directional_kernels(sz, sa, vz, va)
+            out[4], out[5] = directional_kernels(sz, sa, np.zeros_like(vz), va)
+    return out
+
+
+# -- the per-pixel update -------------------------------------------------------------
+
+@compiled(nogil=True, error_model="numpy")
+def _update(refl, avail, mask, aot, coarse, iy0, iy1, fy, ix0, ix1, fx, dates, wds, coefs,
+            blue, red, nir, brdf, cloud_bits, invalid_bits, water_bit, snow_bit,
+            aot_min, aot_maxw, aot_max, state_w, state_d, state_f, state_r, state_wb
+            ):  # pragma: no cover - compiled (tested through update_block)
+    nt, nb, h, w = refl.shape
+    nf = coarse.shape[1]
+    cw = coarse.shape[3]
+    nan = np.float32(np.nan)
+    row = np.empty((nf, cw), np.float32)
+    cur = np.empty(nb, np.float32)
+    for t in range(nt):
+        d = dates[t]
+        for i in range(h):
+            a0, a1, f = iy0[i], iy1[i], fy[i]
+            for k in range(nf):
+                for c in range(cw):
+                    row[k, c] = coarse[t, k, a0, c] * (1.0 - f) + coarse[t, k, a1, c] * f
+            for j in range(w):
+                m = mask[t, i, j]
+                if m & invalid_bits:
+                    continue
+                anyv = False
+                for b in range(nb):
+                    v = refl[t, b, i, j] if avail[t, b] else nan
+                    cur[b] = v
+                    if v == v:
+                        anyv = True
+                if not anyv:
+                    continue
+                fprev = state_f[i, j]
+                wprev = state_w[i, j]
+                replace = False
+                if m & cloud_bits:
+                    # cloud or shadow: kept only where nothing better exists; darkest blue wins
+                    if fprev == 0:
+                        replace = True
+                    elif fprev == 1:
+                        bc, bp = cur[blue], state_r[blue, i, j]
+                        if bc == bc and (bp != bp or bc < bp or (bc == bp and d > state_d[i, j])):
+                            replace = True
+                    if replace:
+                        state_f[i, j] = 1
+                elif m & (water_bit | snow_bit):
+                    # snow or water: only where no clear land was seen; the latest one wins
+                    if wprev <= 0.0 and not ((fprev == 2 or fprev == 3) and d < state_d[i, j]):
+                        replace = True
+                        state_f[i, j] = 3 if m & water_bit else 2
+                if replace:
+                    for b in range(nb):
+                        state_r[b, i, j] = cur[b]
+                        state_wb[b, i, j] = 0.0
+                    state_d[i, j] = d
+                    state_w[i, j] = 0.0
+                if m & (cloud_bits | water_bit | snow_bit):
+                    continue
+                # clear land: weight, directional correction, weighted mean
+                c0, c1, g = ix0[j], ix1[j], fx[j]
+                ca = abs(row[0, c0] * (1.0 - g) + row[0, c1] * g)
+                cb = abs(row[1, c0] * (1.0 - g) + row[1, c1] * g)
+                wcld = 0.0 if (ca >= 1.0 or cb >= 1.0) else (1.0 - ca) * (1.0 - cb)
+                wcur = wcld * _aot_weight(aot[t, i, j], aot_min, aot_maxw, aot_max) * wds[t]
+                if wcur < 1e-6:
+                    wcur = 1e-6
+                if brdf:
+                    fv = row[2, c0] * (1.0 - g) + row[2, c1] * g
+                    fr = row[3, c0] * (1.0 - g) + row[3, c1] * g
+                    fv0 = row[4, c0] * (1.0 - g) + row[4, c1] * g
+                    fr0 = row[5, c0] * (1.0 - g) + row[5, c1] * g
+                    if fv == fv and fr == fr and fv0 == fv0 and fr0 == fr0:
+                        ndvi = 0.0
+                        if red >= 0 and nir >= 0:
+                            rr, nn = cur[red], cur[nir]
+                            if rr == rr and nn == nn and abs(nn + rr) > 1e-6:
+                                ndvi = (nn - rr) / (nn + rr)
+                        for b in range(nb):
+                            if cur[b] == cur[b]:
+                                kv = coefs[b, 0] + coefs[b, 1] * ndvi
+                                kr = coefs[b, 2] + coefs[b, 3] * ndvi
+                                den = 1.0 + kv * fv + kr * fr
+                                if den != 0.0:
+                                    corr = cur[b] * (1.0 + kv * fv0 + kr * fr0) / den
+                                    if corr >= 0.0:
+                                        cur[b] = corr
+                if wprev > 0.0:
+                    # each band is averaged over the clear observations that measured it
+                    for b in range(nb):
+                        if cur[b] == cur[b]:
+                            wb = state_wb[b, i, j]
+                            if wb > 0.0:
+                                state_r[b, i, j] = (wb * state_r[b, i, j] + wcur * cur[b]) / (wb + wcur)
+                            else:
+                                state_r[b, i, j] = cur[b]
+                            state_wb[b, i, j] = wb + wcur
+                    ws = wprev + wcur
+                    state_d[i, j] = (wprev * state_d[i, j] + wcur * d) / ws
+                    state_w[i, j] = ws
+                else:
+                    # the first clear observation replaces whatever was kept
+                    for b in range(nb):
+                        state_r[b, i, j] = cur[b]
+                        state_wb[b, i, j] = wcur if cur[b] == cur[b] else 0.0
+                    state_d[i, j] = d
+                    state_w[i, j] = wcur
+                state_f[i, j] = 4
+
+
+@dataclass(frozen=True)
+class BlockSetup:
+    """What every block of one grid shares: the dates, their weights and the band roles.
+
+    Attributes
+    ----------
+    bands
+        Band names of the stack: the output bands first, then helper bands (the blue of
+        the 20 m update).
+    n_out
+        Number of output bands.
+    avail
+        ``(dates, bands)``: whether each date's sensor has each band.
+    days
+        Dates in days since 1970-01-01 (float).
+    date_sensor_weight
+        ``W_date * W_sensor`` of each date.
+    ratio
+        Pixel size / coarse pixel size.
+    """
+
+    bands: tuple[str, ...]
+    n_out: int
+    avail: np.ndarray
+    days: np.ndarray
+    date_sensor_weight: np.ndarray
+    ratio: float
+    params: WaspParams
+
+    def roles(self) -> tuple[int, int, int]:
+        """Stack indices of blue (or the shortest band), red and NIR (-1: absent)."""
+        names = list(self.bands)
+        blue = names.index("B02") if "B02" in names else _shortest(names)
+        red = names.index("B04") if "B04" in names else -1
+        nir = names.index("B08") if "B08" in names else (
+            names.index("B8A") if "B8A" in names else -1)
+        return blue, red, nir
+
+    def coefficients(self) -> np.ndarray:
+        coefs = np.zeros((len(self.bands), 4), np.float32)
+        for k, b in enumerate(self.bands):
+            coefs[k] = self.params.brdf_coefficients.get(b, (0.0, 0.0, 0.0, 0.0))
+        return coefs
+
+
+def _shortest(names: Sequence[str]) -> int:
+    from ..core.bands import SENSORS
+
+    table = SENSORS["S2A"]
+    waves = [table[n].center_wavelength if n in table else 1e9 for n in names]
+    return int(np.argmin(waves))
+
+
+def _interp_index(start: int, n: int, ratio: float, c0: int, nc: int):
+    pos = (start + np.arange(n) + 0.5) * ratio - 0.5 - c0
+    f0 = np.floor(pos)
+    i0 = np.clip(f0, 0, nc - 1).astype(np.int64)
+    i1 = np.clip(f0 + 1, 0, nc - 1).astype(np.int64)
+    return i0, i1, (pos - f0).astype(np.float32)
+
+
+def coarse_window(start: int, n: int, ratio: float, total: int) -> tuple[int, int]:
+    """Coarse rows (or columns) ``[c0, c1)`` that pixels ``start .. start + n - 1`` interpolate from."""
+    lo = math.floor((start + 0.5) * ratio - 0.5)
+    hi = math.floor((start + n - 0.5) * ratio - 0.5) + 1
+    return max(0, min(lo, total - 1)), max(1, min(hi + 1, total))
+
+
+def update_block(refl: np.ndarray, mask: np.ndarray, aot: np.ndarray, coarse: np.ndarray,
+                 setup: BlockSetup, row0: int = 0, col0: int = 0, cy0: int = 0,
+                 cx0: int = 0) -> np.ndarray:
+    """Run the recursive update over a block of pixels and all dates.
+
+    Parameters
+    ----------
+    refl
+        ``(dates, bands, h, w)`` float32 reflectance, NaN no data, bands as in ``setup``
+        (values of a band a date's sensor does not have are ignored).
+    mask
+        ``(dates, h, w)`` uint8 common mask bits.
+    aot
+        ``(dates, h, w)`` float32 AOT, NaN where unknown.
+    coarse
+        ``(dates, 6, cy, cx)`` coarse fields (:func:`coarse_fields`), the window
+        starting at coarse cell ``(cy0, cx0)``.
+    setup
+        The dates, weights and bands (:class:`BlockSetup`).
+    row0, col0
+        Position of the block's first pixel in the grid.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(3 + n_out, h, w)`` float32: weight, weighted date (days since 1970-01-01,
+        NaN no data), flag, then the ``n_out`` output bands (NaN no data).
+    """
+    nt, nb, h, w = refl.shape
+    p = setup.params
+    iy0, iy1, fy = _interp_index(row0, h, setup.ratio, cy0, coarse.shape[2])
+    ix0, ix1, fx = _interp_index(col0, w, setup.ratio, cx0, coarse.shape[3])
+    sw = np.zeros((h, w), np.float32)
+    sd = np.full((h, w), np.nan, np.float64)
+    sf = np.zeros((h, w), np.uint8)
+    sr = np.full((nb, h, w), np.nan, np.float32)
+    swb = np.zeros((nb, h, w), np.float32)
+    blue, red, nir = setup.roles()
+    _update(np.ascontiguousarray(refl, np.float32), np.ascontiguousarray(setup.avail, np.bool_),
+            np.ascontiguousarray(mask, np.uint8), np.ascontiguousarray(aot, np.float32),
+            np.ascontiguousarray(coarse, np.float32), iy0, iy1, fy, ix0, ix1, fx,
+            np.asarray(setup.days, np.float64), np.asarray(setup.date_sensor_weight, np.float64),
+            setup.coefficients(), blue, red, nir, bool(p.directional_correction), p.cloud_bits,
+            p.invalid_bits, int(MaskBit.WATER), int(MaskBit.SNOW), p.aot_weight_min,
+            p.aot_weight_max, p.aot_max, sw, sd, sf, sr, swb)
+    out = np.empty((3 + setup.n_out, h, w), np.float32)
+    out[0] = sw
+    out[1] = sd
+    out[2] = sf
+    out[3:] = sr[:setup.n_out]
+    return out
+
+
+def _block_task(band_blocks, mask_blocks, aot_blocks, coarse, setup, row0, col0, cy0, cx0):
+    first = mask_blocks[0]
+    h, w = first.shape
+    nt, nb = len(mask_blocks), len(setup.bands)
+    refl = np.full((nt, nb, h, w), np.nan, np.float32)
+    aot = np.full((nt, h, w), np.nan, np.float32)
+    for t in range(nt):
+        for b, blk in enumerate(band_blocks[t]):
+            if blk is not None:
+                refl[t, b] = blk
+        if aot_blocks[t] is not None:
+            aot[t] = aot_blocks[t]
+    mask = np.stack(mask_blocks).astype(np.uint8)
+    return update_block(refl, mask, aot, coarse, setup, row0, col0, cy0, cx0)
+
+
+def composite_dask(bands: Sequence[Sequence[da.Array | None]], masks: Sequence[da.Array],
+                   aots: Sequence[da.Array | None], coarse: Sequence[np.ndarray],
+                   setup: BlockSetup) -> da.Array:
+    """The composite of one grid as a lazy ``(3 + n_out, y, x)`` float32 dask array.
+
+    ``bands[t][b]`` is the 2-D reflectance of date ``t`` and band ``setup.bands[b]``
+    (``None`` when the sensor lacks it), ``masks[t]`` its mask, ``aots[t]`` its AOT or
+    ``None``; every array has the same shape and chunks. ``coarse[t]`` are the date's
+    coarse fields on the whole grid's coarse grid. One task per block; each task gets
+    only the window of the coarse fields it interpolates from, so the graph stays small
+    and can be shipped to a distributed cluster.
+    """
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    if not masks:
+        raise ConfigurationError("no date to composite")
+    ref = masks[0]
+    for arr in [a for row in bands for a in row if a is not None] + list(masks) + \
+            [a for a in aots if a is not None]:
+        if arr.shape != ref.shape or arr.chunks != ref.chunks:
+            raise ConfigurationError(f"composite inputs differ in shape or chunks: {arr.shape} "
+                                     f"{arr.chunks} vs {ref.shape} {ref.chunks}")
+    stack = np.stack([np.asarray(c, np.float32) for c in coarse])
+    cy, cx = stack.shape[2:]
+    deps = [a for row in bands for a in row if a is not None] + list(masks) + \
+        [a for a in aots if a is not None]
+    name = "wasp-composite-" + tokenize([a.name for a in deps], stack, setup.days,
+                                        setup.date_sensor_weight, setup.bands, setup.params)
+    rows = np.cumsum((0,) + ref.chunks[0])
+    cols = np.cumsum((0,) + ref.chunks[1])
+    dsk = {}
+    for bi in range(len(ref.chunks[0])):
+        r0, nr = int(rows[bi]), int(ref.chunks[0][bi])
+        y0, y1 = coarse_window(r0, nr, setup.ratio, cy)
+        for bj in range(len(ref.chunks[1])):
+            c0, nc = int(cols[bj]), int(ref.chunks[1][bj])
+            x0, x1 = coarse_window(c0, nc, setup.ratio, cx)
+            band_keys = [[(a.name, bi, bj) if a is not None else None for a in row]
+                         for row in bands]
+            mask_keys = [(m.name, bi, bj) for m in masks]
+            aot_keys = [(a.name, bi, bj) if a is not None else None for a in aots]
+            window = np.ascontiguousarray(stack[:, :, y0:y1, x0:x1])
+            dsk[(name, 0, bi, bj)] = (_block_task, band_keys, mask_keys, aot_keys, window, setup,
+                                      r0, c0, y0, x0)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=deps)
+    return da.Array(graph, name, chunks=((3 + setup.n_out,),) + ref.chunks, dtype=np.float32)
+
+
+def days_since_epoch(when: dt.datetime) -> float:
+    """Days (with fraction) from 1970-01-01 UTC to ``when``."""
+    when = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+    return (when - EPOCH).total_seconds() / 86400.0
+
+
+__all__ = [
+    "FLAG_NODATA", "FLAG_CLOUD", "FLAG_SNOW", "FLAG_WATER", "FLAG_LAND", "FLAG_MEANING",
+    "WASP_BRDF_COEFFICIENTS", "COARSE_FIELDS", "WaspParams", "BlockSetup", "date_weight",
+    "aot_weight", "coarse_cloud_share", "cloud_fractions", "cloud_weight",
+    "directional_kernels", "directional_factor", "coarse_fields", "update_block",
+    "composite_dask", "coarse_window", "days_since_epoch",
+]
