@@ -1,6 +1,7 @@
 # agriseries: the two commands of the README's quick start.
 #   make demo   create .venv, install agriseries, ingest the bundled sample products into
-#               build/demo-store (COG + STAC) and print what was made
+#               build/demo-store (COG + STAC), make the July 2018 L3A synthesis of T31UDS
+#               and print what was made
 #   make test   create .venv, install agriseries with its test extras, run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -33,6 +34,7 @@ demo: $(VENV)/.installed
 	$(BIN)/agriseries ingest $(DEMO_INPUTS) --store $(STORE) --allow-missing-bands
 	$(BIN)/agriseries list --store $(STORE) --level L2A --tile T29UNU
 	$(BIN)/agriseries list --store $(STORE) --level L2A --tile T31UDS --from 2018-07-01 --to 2018-07-31
+	$(BIN)/agriseries composite --store $(STORE) --tile T31UDS --period 2018-07
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest

@@ -185,7 +185,7 @@ def _write_dask(jobs) -> None:
     plans = []
     for job, dst in jobs:
         data = job.data.rechunk({0: -1}) if job.data.ndim == 3 else job.data
-        blocks = data.to_delayed()
+        blocks = data.to_delayed(optimize_graph=False)  # optimised once, together, at compute
         if data.ndim == 3:
             blocks = blocks[0]
         rows = np.cumsum((0,) + data.chunks[-2])

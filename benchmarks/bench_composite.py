@@ -1,0 +1,240 @@
+"""L3A benchmark: a full-tile month through the WASP compositor, against the floor and a baseline.
+
+A store is filled with ``--dates`` Sentinel-2 L2A products of the full tile T31UDS
+(10980 x 10980 px at 10 m), synthesised from the real WorldCereal Flanders chips
+(tests/data/worldcereal: the 64 x 64 px 10 m bands and 32 x 32 px 20 m bands + SCL mask of
+real dates, tiled over the tile, one real date per synthetic date), written as COGs like
+any ingested product. Three timings, each in its own process (peak RSS of that process):
+
+* ``read``      -- read every input band and mask once, chunk by chunk (what any
+                   compositor must at least do: the floor);
+* ``composite`` -- :func:`agriseries.composite.composite`, the L3A product written to the
+                   store (default parameters, directional correction on);
+* ``plain``     -- :func:`plain_weighted_mean`: the same weights and weighted mean of
+                   clear pixels written the obvious way with xarray (no flags, no
+                   minimum-blue rule, no directional correction), computed to numpy.
+
+It prints the wall time and peak memory of each and the ratios composite/read and
+composite/plain. Usage::
+
+    .venv/bin/python benchmarks/bench_composite.py [--dates 8] [--size 10980] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import multiprocessing as mp
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+ROOT = Path(__file__).resolve().parents[1]
+TILE = "T31UDS"
+
+
+def plain_weighted_mean(ds: xr.Dataset, centre: dt.date, params, factor: int) -> xr.Dataset:
+    """The WASP land weighted mean written plainly with xarray (the benchmark's baseline).
+
+    ``ds``: a multi-date agriseries Dataset on one grid (bands, ``mask``); ``factor``: the
+    coarse-to-fine pixel ratio. Same weights as the kernel for clear land pixels: cloud
+    distance from the coarse cloud share, date weight, sensor weight (all Sentinel-2 here).
+    """
+    from agriseries.composite.wasp import (
+        cloud_fractions,
+        cloud_weight,
+        coarse_cloud_share,
+        date_weight,
+    )
+    from agriseries.core.masks import MaskBit
+
+    bands = [v for v in ds.data_vars if v != "mask" and ds[v].dims == ("time", "y", "x")]
+    ny, nx = ds.sizes["y"], ds.sizes["x"]
+    bad = params.cloud_bits | params.invalid_bits | int(MaskBit.SNOW) | int(MaskBit.WATER)
+    weights = []
+    for k in range(ds.sizes["time"]):
+        m = ds["mask"].isel(time=k).values
+        share = coarse_cloud_share((m & params.cloud_bits) != 0, (m & params.invalid_bits) == 0,
+                                   factor)
+        a, b = cloud_fractions(share, params)
+        cy, cx = a.shape
+        coarse = xr.DataArray(cloud_weight_fields(a, b), dims=("f", "cy", "cx"),
+                              coords={"cy": np.arange(cy), "cx": np.arange(cx)})
+        yy = np.clip((np.arange(ny) + 0.5) / factor - 0.5, 0, cy - 1)
+        xx = np.clip((np.arange(nx) + 0.5) / factor - 0.5, 0, cx - 1)
+        fine = coarse.interp(cy=yy, cx=xx) if (cy > 1 and cx > 1) else coarse.isel(
+            cy=np.zeros(ny, int), cx=np.zeros(nx, int))
+        w = cloud_weight(fine.values[0], fine.values[1])
+        when = ds["time"].values[k].astype("datetime64[D]").astype(dt.date)
+        w = np.maximum(w * date_weight(abs((when - centre).days), params.half_period), 1e-6)
+        weights.append(np.where((m & bad) == 0, w, 0.0).astype(np.float32))
+    wts = xr.DataArray(np.stack(weights), dims=("time", "y", "x"))
+    out = {}
+    for b in bands:
+        valid = ds[b].notnull() & (wts > 0)
+        w = wts.where(valid, 0.0)
+        out[b] = (w * ds[b].fillna(0)).sum("time") / w.sum("time")
+    return xr.Dataset(out)
+
+
+def cloud_weight_fields(a, b):
+    return np.stack([a, b])
+
+
+# -- synthetic full-tile inputs from real chips ------------------------------------------
+
+def _tiled(block, chip, block_info=None):
+    """The block of an endless tiling of ``chip`` at the block's position."""
+    (r0, r1), (c0, c1) = block_info[0]["array-location"]
+    ny, nx = chip.shape
+    rows = np.arange(r0, r1) % ny
+    cols = np.arange(c0, c1) % nx
+    return chip[np.ix_(rows, cols)]
+
+
+def make_store(store_dir: Path, n_dates: int, size: int) -> list[str]:
+    """Write ``n_dates`` full-tile L2A products tiled from real WorldCereal dates."""
+    import dask.array as da
+    from odc.geo.geobox import GeoBox
+
+    from agriseries.core.bands import bands_of
+    from agriseries.core.grid import tile_geobox
+    from agriseries.core.ids import Level, ProductId
+    from agriseries.io.store import Layer, ProductStore
+    from agriseries.io.timeseries import read_timeseries
+
+    wc = ROOT / "tests" / "data" / "worldcereal"
+    s10 = read_timeseries(next(wc.glob("S2_L2A_10m_*.nc")))
+    s20 = read_timeseries(next(wc.glob("S2_L2A_20m_*.nc")))
+    # real July-August dates, some cloudy, some clear
+    pick = s10.time.sel(time=slice("2018-06-20", "2018-08-20")).values[:n_dates]
+    store = ProductStore(store_dir)
+    table = bands_of("S2A")
+    ids = []
+    for t in pick:
+        when = dt.datetime.fromtimestamp(t.astype("datetime64[s]").astype(int), dt.timezone.utc)
+        layers = []
+        for res, src, names in ((10, s10, ["B02", "B03", "B04", "B08"]),
+                                (20, s20, ["B05", "B06", "B07", "B8A", "B11", "B12", "mask"])):
+            full = tile_geobox(TILE, res)
+            n = size * 10 // res
+            gb = GeoBox((n, n), full.affine, full.crs)
+            one = src.sel(time=t)
+            for name in names:
+                chip = one[name].values
+                arr = da.zeros((n, n), dtype=chip.dtype, chunks=1024).map_blocks(
+                    _tiled, chip, dtype=chip.dtype)
+                kind = "mask" if name == "mask" else "reflectance"
+                layers.append(Layer(name, arr, gb, kind, band=table.get(name)))
+        pid = ProductId(Level.L2A, "S2A", TILE, when, "SEN2COR")
+        store.write_product(pid, layers, footprint=tile_geobox(TILE, 20)[:size // 2, :size // 2]
+                            .extent, sensors=["S2A"], inputs=[str(pid)], parameters={},
+                            lineage="benchmark input tiled from a real WorldCereal date",
+                            datetime=when)
+        ids.append(str(pid))
+    store.update_catalog()
+    return ids
+
+
+# -- the three measurements, each in its own process -----------------------------------
+
+def _period(store_dir: Path) -> tuple[str, dt.date]:
+    from agriseries.io.store import ProductStore
+
+    dates = sorted(it.datetime.date() for it in ProductStore(store_dir).items(level="L2A"))
+    centre = dates[0] + (dates[-1] - dates[0]) / 2
+    return f"{centre}/{centre}", centre
+
+
+def _read_only(store_dir: str) -> None:
+    import dask
+
+    from agriseries.io.product import load
+    from agriseries.io.store import ProductStore
+
+    store = ProductStore(store_dir)
+    sums = []
+    for it in store.items(level="L2A"):
+        sp = store.open(it)
+        for res, names in ((10, ["B02", "B03", "B04", "B08"]),
+                           (20, ["B05", "B06", "B07", "B8A", "B11", "B12"])):
+            ds = load(sp, resolution=res, bands=names, angles=None, with_aux=False,
+                      with_mask=res == 20, chunks=1024 if res == 10 else 512)
+            sums += [ds[v].data.sum() if v != "mask" else ds[v].data.astype("u4").sum()
+                     for v in ds.data_vars]
+    dask.compute(*sums)
+
+
+def _composite(store_dir: str) -> None:
+    from agriseries.composite import composite
+    from agriseries.io.store import ProductStore
+
+    period, centre = _period(Path(store_dir))
+    composite(ProductStore(store_dir), TILE, period, centre=centre, overwrite=True)
+
+
+def _plain(store_dir: str) -> None:
+    from agriseries.composite import WaspParams
+    from agriseries.io.product import load
+    from agriseries.io.store import ProductStore
+
+    store = ProductStore(store_dir)
+    _, centre = _period(Path(store_dir))
+    params = WaspParams()
+    dss = [load(store.open(it), resolution=10, bands=["B02", "B03", "B04", "B08"], angles=None,
+                with_aux=False, chunks=1024) for it in store.items(level="L2A")]
+    ds = xr.concat(dss, "time", coords="minimal", compat="override")
+    plain_weighted_mean(ds, centre, params, factor=24).compute()
+
+
+def _child(fn, store_dir, queue) -> None:
+    t0 = time.perf_counter()
+    fn(store_dir)
+    queue.put((time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+
+
+def measure(fn, store_dir: Path) -> tuple[float, float]:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child, args=(fn, str(store_dir), q))
+    p.start()
+    p.join()
+    if p.exitcode != 0:
+        raise SystemExit(f"{fn.__name__} failed (exit code {p.exitcode})")
+    return q.get()
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dates", type=int, default=8)
+    ap.add_argument("--size", type=int, default=10980, help="tile edge in 10 m pixels")
+    ap.add_argument("--keep", type=Path, default=None, help="reuse / keep the input store here")
+    args = ap.parse_args(argv)
+    work = args.keep or Path(tempfile.mkdtemp(prefix="bench-l3a-"))
+    try:
+        if not any(work.glob("L2A/*/*/*/*.json")):
+            t0 = time.perf_counter()
+            make_store(work, args.dates, args.size)
+            print(f"inputs: {args.dates} dates of {args.size} x {args.size} px written in "
+                  f"{time.perf_counter() - t0:.0f} s to {work}", flush=True)
+        rows = {}
+        for name, fn in (("read", _read_only), ("composite", _composite), ("plain", _plain)):
+            rows[name] = measure(fn, work)
+            print(f"{name:10s} {rows[name][0]:8.1f} s   peak {rows[name][1]:8.0f} MB", flush=True)
+        r, c, p = rows["read"], rows["composite"], rows["plain"]
+        print(f"composite / read-only time: {c[0] / r[0]:.2f}  (target <= 1.5)")
+        print(f"composite peak memory: {c[1] / 1024:.2f} GB  (target < 6)")
+        print(f"composite / plain xarray time: {c[0] / p[0]:.2f}   memory: {c[1] / p[1]:.2f}")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
