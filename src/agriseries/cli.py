@@ -401,9 +401,12 @@ def biophysical_verify(model_dir, atol, as_json):
 
 def _register() -> None:
     """Commands that live with their package."""
+    from .crop.cli import cropmask_cmd, croptype_cmd
     from .validation.cli import validate
 
     main.add_command(validate)
+    main.add_command(cropmask_cmd)
+    main.add_command(croptype_cmd)
 
 
 _register()

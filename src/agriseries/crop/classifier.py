@@ -1,0 +1,482 @@
+"""Pixel classifiers of the crop products and their chunked application to a tile.
+
+Random forest (the reference, ALGORITHMS.md 5.3 / 5.4): Sen2Agri trains OpenCV random
+trees with **100 trees, maximum depth 25, at least 25 samples to split a node**, random
+seed 0 (``processor.l4a.classifier.rf.*``, ``CropTypeFused.py``). Here that is
+``sklearn.ensemble.RandomForestClassifier(n_estimators=100, max_depth=25,
+min_samples_split=25, random_state=0)`` with the default ``sqrt(n_features)`` features
+tried per split (OpenCV's default active variable count).
+
+Prediction is Sen2Agri's: each tree casts **one vote** (the majority class of the leaf the
+pixel falls in), the map takes the class with the most votes (ties: the smallest class
+code), and the confidence is the **vote share of the winning class** (votes / trees).
+scikit-learn's own ``predict`` averages the leaves' class fractions instead (soft voting),
+which can pick another class when leaves are impure (``min_samples_split = 25`` leaves
+them impure), so the votes are counted by :func:`forest_votes`, a numba traversal of the
+fitted trees (the trees, thresholds and the ``<=`` rule are scikit-learn's; the test
+suite checks the votes against each fitted tree's own ``predict``).
+
+LightGBM (``method="lightgbm"``) is the alternative with the same interface: gradient
+boosted trees, ``n_trees`` boosting rounds (per class), ``max_depth``, ``min_samples``
+as ``min_child_samples``; its confidence is the predicted probability of the winning class
+(boosting has no votes).
+
+:func:`predict_map` classifies every pixel of a multi-date Dataset block by block (dask):
+each block's features are computed (:mod:`agriseries.crop.features`), classified and
+dropped, so a full tile never holds its features in memory. :func:`extract_samples`
+computes the features of the training pixels only, block by block as well.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numba
+import numpy as np
+import xarray as xr
+
+from ..core.errors import ConfigurationError, InputProductError, OptionalDependencyError
+from .features import stack_series
+
+__all__ = [
+    "ClassifierParams",
+    "CropClassifier",
+    "class_dtype",
+    "extract_samples",
+    "forest_votes",
+    "load_classifier",
+    "predict_map",
+    "train_classifier",
+]
+
+METHODS = ("rf", "lightgbm")
+
+
+@dataclass(frozen=True)
+class ClassifierParams:
+    """Classifier settings (defaults: Sen2Agri's random forest, ALGORITHMS.md 5.3-5.4).
+
+    Attributes
+    ----------
+    method
+        ``rf`` (random forest, the reference) or ``lightgbm``.
+    n_trees
+        Number of trees (random forest) or boosting rounds (LightGBM).
+    max_depth
+        Maximum tree depth.
+    min_samples
+        Fewest samples in a node to split it (random forest ``min_samples_split``;
+        LightGBM ``min_child_samples``).
+    seed
+        Random seed.
+    n_jobs
+        Threads for training (-1: all cores).
+    learning_rate
+        LightGBM only: shrinkage.
+    num_leaves
+        LightGBM only: most leaves per tree.
+    """
+
+    method: str = "rf"
+    n_trees: int = 100
+    max_depth: int = 25
+    min_samples: int = 25
+    seed: int = 0
+    n_jobs: int = -1
+    learning_rate: float = 0.1
+    num_leaves: int = 31
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigurationError(f"classifier {self.method!r}: expected one of {', '.join(METHODS)}")
+        for name in ("n_trees", "max_depth", "min_samples"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigurationError(f"{name} {getattr(self, name)!r}: expected at least 1")
+        if self.min_samples < 2 and self.method == "rf":
+            raise ConfigurationError("min_samples: a random forest needs at least 2 to split")
+
+
+def class_dtype(classes) -> tuple[np.dtype, int]:
+    """The smallest unsigned type holding the class codes, and its no-data value (its maximum).
+
+    Raises
+    ------
+    ConfigurationError
+        A code is negative or above 65534.
+    """
+    c = np.asarray(classes)
+    if c.size and (c.min() < 0 or c.max() > 65534):
+        raise ConfigurationError(f"class codes {c.min()}..{c.max()}: expected 0 to 65534")
+    if not c.size or c.max() < 255:
+        return np.dtype(np.uint8), 255
+    return np.dtype(np.uint16), 65535
+
+
+# --------------------------------------------------------------------------------------
+# random forest votes
+
+
+@numba.njit(nogil=True, cache=True)
+def _votes_kernel(X, nodes, thr, roots, ncls, out_cls, out_conf):  # pragma: no cover
+    n, nf = X.shape
+    ntree = roots.shape[0]
+    votes = np.zeros(ncls, np.int64)
+    for i in range(n):
+        ok = True
+        for f in range(nf):
+            if not np.isfinite(X[i, f]):
+                ok = False
+                break
+        if not ok:
+            out_cls[i] = -1
+            out_conf[i] = np.nan
+            continue
+        for c in range(ncls):
+            votes[c] = 0
+        for k in range(ntree):
+            node = roots[k]
+            while True:
+                left = nodes[node, 1]
+                if left < 0:
+                    break
+                if X[i, nodes[node, 0]] <= thr[node]:
+                    node = left
+                else:
+                    node = nodes[node, 2]
+            votes[nodes[node, 3]] += 1
+        best = 0
+        for c in range(1, ncls):
+            if votes[c] > votes[best]:
+                best = c
+        out_cls[i] = best
+        out_conf[i] = votes[best] / ntree
+
+
+def _flatten_forest(estimators) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fitted trees as one node table: ``nodes (n, 4)`` int32 rows ``[feature, left,
+    right, leaf class]`` (left = -1 at a leaf; one row per node, the trees one after the
+    other, so that a node is one cache line), float64 thresholds, and the root of each tree."""
+    rows, thrs, roots = [], [], []
+    offset = 0
+    for est in estimators:
+        t = est.tree_
+        left = t.children_left.astype(np.int64)
+        right = t.children_right.astype(np.int64)
+        leaf = left < 0
+        rows.append(np.stack([np.where(leaf, 0, t.feature), np.where(leaf, -1, left + offset),
+                              np.where(leaf, -1, right + offset),
+                              np.argmax(t.value[:, 0, :], axis=1)], axis=1))
+        thrs.append(t.threshold.astype(np.float64))
+        roots.append(offset)
+        offset += t.node_count
+    if offset >= 2**31:
+        raise ConfigurationError(f"the forest has {offset} nodes: too many for the vote kernel")
+    return (np.ascontiguousarray(np.concatenate(rows), dtype=np.int32), np.concatenate(thrs),
+            np.asarray(roots, np.int64))
+
+
+def forest_votes(forest, X: np.ndarray, flat=None) -> tuple[np.ndarray, np.ndarray]:
+    """Hard votes of a fitted scikit-learn random forest.
+
+    Parameters
+    ----------
+    forest
+        A fitted ``RandomForestClassifier`` (single output).
+    X
+        ``(n, n_features)`` features.
+    flat
+        The forest flattened by a previous call (internal cache), or None.
+
+    Returns
+    -------
+    (index, share)
+        int64 index into ``forest.classes_`` of the class with the most votes (-1 where a
+        feature is NaN) and float32 vote share of that class (NaN there).
+    """
+    if flat is None:
+        flat = _flatten_forest(forest.estimators_)
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    n = X.shape[0]
+    out_cls = np.empty(n, np.int64)
+    out_conf = np.empty(n, np.float32)
+    if n:
+        _votes_kernel(X, *flat, len(forest.classes_), out_cls, out_conf)
+    return out_cls, out_conf
+
+
+# --------------------------------------------------------------------------------------
+# the trained classifier
+
+
+@dataclass
+class CropClassifier:
+    """A trained crop classifier (random forest or LightGBM) with what it was trained on.
+
+    Attributes
+    ----------
+    params
+        The settings it was trained with.
+    classes
+        The class codes (int64), in the estimator's order.
+    feature_names
+        The features, in column order.
+    estimator
+        The fitted scikit-learn / LightGBM estimator.
+    n_samples
+        Training samples per class code.
+    """
+
+    params: ClassifierParams
+    classes: np.ndarray
+    feature_names: list[str]
+    estimator: object
+    n_samples: dict[int, int] = field(default_factory=dict)
+    _flat: tuple | None = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_flat"] = None  # rebuilt on first use
+        return state
+
+    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Classify rows of features.
+
+        Returns
+        -------
+        (index, confidence)
+            int64 index into :attr:`classes` (-1 for a row with a NaN feature) and float32
+            confidence (vote share of the winning class for the random forest, probability
+            for LightGBM; NaN for such a row).
+        """
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 2 or X.shape[1] != len(self.feature_names):
+            raise ConfigurationError(f"features shape {X.shape}: expected (n, {len(self.feature_names)})")
+        if self.params.method == "rf":
+            if self._flat is None:
+                self._flat = _flatten_forest(self.estimator.estimators_)
+            return forest_votes(self.estimator, X, self._flat)
+        ok = np.isfinite(X).all(axis=1)
+        idx = np.full(X.shape[0], -1, np.int64)
+        conf = np.full(X.shape[0], np.nan, np.float32)
+        if ok.any():
+            proba = self.estimator.predict_proba(X[ok], num_threads=1)
+            idx[ok] = np.argmax(proba, axis=1)
+            conf[ok] = proba[np.arange(proba.shape[0]), idx[ok]]
+        return idx, conf
+
+    def predict_codes(self, X: np.ndarray, nodata: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict` as class codes (``nodata`` for rows with a NaN feature)."""
+        idx, conf = self.predict(X)
+        codes = np.where(idx >= 0, self.classes[np.maximum(idx, 0)], nodata)
+        return codes, conf
+
+    def save(self, path: str | Path) -> Path:
+        """Write the classifier with joblib (compressed)."""
+        import joblib
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        joblib.dump(self, path, compress=3)
+        return path
+
+    def describe(self) -> dict:
+        """JSON-serialisable facts about the model."""
+        return {"method": self.params.method, "params": asdict(self.params),
+                "classes": [int(c) for c in self.classes], "n_features": len(self.feature_names),
+                "n_samples": {str(k): int(v) for k, v in self.n_samples.items()}}
+
+
+def load_classifier(path: str | Path) -> CropClassifier:
+    """Read a classifier written by :meth:`CropClassifier.save`.
+
+    Raises
+    ------
+    InputProductError
+        The file is missing, unreadable or holds something else.
+    """
+    import joblib
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputProductError(p, "no such model file")
+    try:
+        obj = joblib.load(p)
+    except Exception as exc:
+        raise InputProductError(p, f"cannot read the model (expected a joblib file written by "
+                                   f"agriseries): {exc}") from exc
+    if not isinstance(obj, CropClassifier):
+        raise InputProductError(p, f"holds a {type(obj).__name__}, not an agriseries CropClassifier")
+    return obj
+
+
+def train_classifier(X: np.ndarray, y: np.ndarray, params: ClassifierParams = ClassifierParams(),
+                     feature_names: list[str] | None = None) -> CropClassifier:
+    """Train the classifier on samples.
+
+    Parameters
+    ----------
+    X
+        ``(n, n_features)`` float32 features (rows with a NaN are dropped).
+    y
+        ``(n,)`` integer class codes.
+    params
+        The settings.
+    feature_names
+        Names of the columns (default ``f0``, ``f1``...).
+
+    Raises
+    ------
+    ConfigurationError
+        Fewer than two classes, or no sample left.
+    """
+    X = np.asarray(X, dtype=np.float32)
+    y = np.asarray(y)
+    if X.ndim != 2 or y.shape != (X.shape[0],):
+        raise ConfigurationError(f"X {X.shape} and y {y.shape}: expected (n, f) and (n,)")
+    ok = np.isfinite(X).all(axis=1)
+    X, y = X[ok], y[ok].astype(np.int64)
+    classes, counts = np.unique(y, return_counts=True)
+    if classes.size < 2:
+        raise ConfigurationError(f"{classes.size} class(es) in the training samples: need at least 2")
+    names = list(feature_names) if feature_names is not None else [f"f{i}" for i in range(X.shape[1])]
+    if len(names) != X.shape[1]:
+        raise ConfigurationError(f"{len(names)} feature names for {X.shape[1]} columns")
+    if params.method == "rf":
+        from sklearn.ensemble import RandomForestClassifier
+
+        est = RandomForestClassifier(n_estimators=params.n_trees, max_depth=params.max_depth,
+                                     min_samples_split=params.min_samples,
+                                     random_state=params.seed, n_jobs=params.n_jobs)
+        est.fit(X, y)
+    else:
+        try:
+            from lightgbm import LGBMClassifier
+        except ImportError:  # pragma: no cover - lightgbm is a dependency
+            raise OptionalDependencyError("lightgbm", "lightgbm") from None
+        est = LGBMClassifier(n_estimators=params.n_trees, max_depth=params.max_depth,
+                             min_child_samples=params.min_samples, learning_rate=params.learning_rate,
+                             num_leaves=params.num_leaves, random_state=params.seed,
+                             n_jobs=max(0, params.n_jobs), verbose=-1)
+        est.fit(X, y)
+    if not np.array_equal(np.asarray(est.classes_), classes):
+        raise ConfigurationError("the estimator's classes differ from the training classes")
+    return CropClassifier(params=params, classes=classes, feature_names=names, estimator=est,
+                          n_samples={int(c): int(n) for c, n in zip(classes, counts)})
+
+
+# --------------------------------------------------------------------------------------
+# tile-level application
+
+
+def _feature_rows(extractor, values, mask, obs_days) -> np.ndarray:
+    """``(n_pixels, n_features)`` C-contiguous features of a block."""
+    if hasattr(extractor, "rows"):
+        return extractor.rows(values, mask, obs_days)
+    feats = extractor.block(values, mask, obs_days)
+    return np.ascontiguousarray(feats.reshape(feats.shape[0], -1).T)
+
+
+def _predict_block(values, mask, extractor, obs_days, model, nodata, extra, batch):
+    shape = values.shape[2:]
+    rows = _feature_rows(extractor, values, mask, obs_days)
+    npix = rows.shape[0]
+    nextra = 0 if extra is None else extra.n_outputs
+    out = np.empty((2 + nextra, npix), np.float32)
+    for s in range(0, npix, batch):
+        codes, conf = model.predict_codes(rows[s:s + batch], nodata)
+        out[0, s:s + batch] = codes
+        out[1, s:s + batch] = conf
+    if extra is not None:
+        out[2:] = extra.block(values, mask, obs_days, rows, extractor.names).reshape(nextra, -1)
+    return out.reshape((2 + nextra,) + shape)
+
+
+def predict_map(ds: xr.Dataset, extractor, model: CropClassifier, *, extra=None,
+                batch: int = 65536) -> tuple[da.Array, da.Array, da.Array | None]:
+    """Classify every pixel of a multi-date Dataset, lazily, block by block.
+
+    Parameters
+    ----------
+    ds
+        Dims ``(time, y, x)``: the extractor's bands and ``mask``.
+    extractor
+        A feature extractor (:class:`~agriseries.crop.features.SeriesFeatures` or
+        :class:`~agriseries.crop.nolabels.KeyDateFeatures`) whose ``names`` are the model's
+        features.
+    model
+        The trained classifier.
+    extra
+        Optional object with ``n_outputs = k`` and ``block(values, mask, obs_days, rows,
+        names) -> (k, ...)`` evaluated on the same blocks (``rows``: the block's
+        ``(n_pixels, n_features)`` features) (e.g.
+        :class:`agriseries.crop.postprocess.NDVIPCA`, the components the segmentation uses),
+        or None.
+    batch
+        Pixels classified at once inside a block.
+
+    Returns
+    -------
+    (classes, confidence, extra)
+        Dask arrays ``(y, x)``: class codes (:func:`class_dtype`, its no-data value where a
+        pixel has no usable observation), float32 confidence (NaN there) and ``(k, y, x)``
+        float32 extra outputs (or None). Compute them together (``dask.compute`` /
+        ``da.store``) so that the features are computed once.
+    """
+    if list(extractor.names) != list(model.feature_names):
+        raise ConfigurationError(f"the model was trained on {len(model.feature_names)} features "
+                                 f"({model.feature_names[:2]}...) and the extractor makes "
+                                 f"{len(extractor.names)} ({extractor.names[:2]}...): the dates or "
+                                 "bands differ")
+    dtype, nodata = class_dtype(model.classes)
+    chunk = getattr(getattr(extractor, "params", None), "chunk", 512)
+    values, mask, obs_days = stack_series(ds, extractor.bands, chunk)
+    nextra = 0 if extra is None else extra.n_outputs
+    out = da.map_blocks(_predict_block, values, mask, extractor, obs_days, model, nodata, extra,
+                        batch, dtype=np.float32, drop_axis=1,
+                        chunks=((2 + nextra,),) + values.chunks[2:],
+                        name=f"agriseries-crop-predict-{uuid.uuid4().hex}")
+    classes = out[0].astype(dtype)
+    conf = out[1]
+    ex = out[2:] if nextra else None
+    return classes, conf, ex
+
+
+def _features_at(values, mask, extractor, obs_days, rows, cols):
+    feats = _feature_rows(extractor, values, mask, obs_days)
+    return feats[rows * values.shape[3] + cols]
+
+
+def extract_samples(ds: xr.Dataset, extractor, rows: np.ndarray, cols: np.ndarray
+                    ) -> np.ndarray:
+    """Features of the pixels at ``(rows, cols)`` of a multi-date Dataset: ``(n, n_features)``.
+
+    Only the blocks that hold a sample are computed; the rows come back in the order given.
+    """
+    rows = np.asarray(rows, np.int64)
+    cols = np.asarray(cols, np.int64)
+    chunk = getattr(getattr(extractor, "params", None), "chunk", 512)
+    values, mask, obs_days = stack_series(ds, extractor.bands, chunk)
+    ny, nx = values.shape[2:]
+    if rows.size and (rows.min() < 0 or cols.min() < 0 or rows.max() >= ny or cols.max() >= nx):
+        raise ConfigurationError("sample pixels outside the grid")
+    ybounds = np.cumsum((0,) + values.chunks[2])
+    xbounds = np.cumsum((0,) + values.chunks[3])
+    bi = np.searchsorted(ybounds, rows, side="right") - 1
+    bj = np.searchsorted(xbounds, cols, side="right") - 1
+    vblocks = values.to_delayed()
+    mblocks = mask.to_delayed()
+    tasks, where = [], []
+    fn = dask.delayed(_features_at, pure=True)
+    for (i, j) in sorted(set(zip(bi.tolist(), bj.tolist()))):
+        sel = np.flatnonzero((bi == i) & (bj == j))
+        tasks.append(fn(vblocks[0, 0, i, j], mblocks[0, i, j], extractor, obs_days,
+                        rows[sel] - ybounds[i], cols[sel] - xbounds[j]))
+        where.append(sel)
+    out = np.empty((rows.size, len(extractor.names)), np.float32)
+    for sel, block in zip(where, dask.compute(*tasks)):
+        out[sel] = block
+    return out
