@@ -1,0 +1,663 @@
+"""Site files: what a site is, which products it wants and how they are made.
+
+A site is an area (Sentinel-2 tile ids, or a GeoJSON polygon turned into the tiles it
+overlaps with :func:`agriseries.core.grid.tiles_for_geometry`), a season (first and last
+day), the products wanted with their schedule, where the inputs arrive (an inbox folder),
+where the products go (a product store), the production database and the compute engine.
+Users write it as a YAML file; :func:`load_site` validates it with the pydantic models below
+(DESIGN.md rule 5: pydantic at the boundary) and every error names the file and the field.
+``agriseries site template`` prints :data:`TEMPLATE`, a commented example of every field.
+
+Schedules (Sen2Agri's, ALGORITHMS.md 1 and 2 for the methods):
+
+* ``L3A``: one synthesis per calendar month of the season, centred on the middle of the month
+  with the WASP half period (23 days), made once the synthesis window has ended (or,
+  ``provisional: true``, as soon as it has an input, remade as new inputs arrive);
+* ``L3B``: one product per L2A acquisition of the season;
+* ``L4A`` (crop mask) and ``L4B`` (crop type) are accepted in the file, but their processors
+  are not part of the production yet: :meth:`Site.notices` says so and no job is scheduled.
+
+Paths in the file are relative to the file's folder, so a site file and its data can be
+moved together.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from ..core.errors import ConfigurationError
+
+__all__ = [
+    "AVAILABLE_LEVELS",
+    "DEFAULT_DATABASE_FILE",
+    "PENDING_LEVELS",
+    "TEMPLATE",
+    "Site",
+    "load_site",
+    "site_from_dict",
+]
+
+#: Product levels the production can make now.
+AVAILABLE_LEVELS = ("L3A", "L3B")
+#: Levels a site may ask for whose processors are not part of the production yet.
+PENDING_LEVELS = {
+    "L4A": "the crop mask (L4A) processor is not available in the production yet (issue 7)",
+    "L4B": "the crop type (L4B) processor is not available in the production yet (issue 7)",
+}
+#: The job database file, inside the product store, when the site gives no URL.
+DEFAULT_DATABASE_FILE = "jobs.sqlite"
+_SENSOR_FAMILIES = ("S2", "L8", "L9")
+_BIOPHYSICAL_VARIABLES = ("LAI", "FAPAR", "FCOVER", "LAI_Cab", "LAI_Cw")
+
+
+def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
+    """A path relative to the site file's folder (given in the validation context)."""
+    if value is None:
+        return None
+    value = Path(value).expanduser()
+    base = (info.context or {}).get("base_dir")
+    if not value.is_absolute() and base is not None:
+        value = Path(base) / value
+    return Path(os.path.abspath(value))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ------------------------------------------------------------------------------ parts
+
+
+class Area(_Model):
+    """Where to produce: Sentinel-2 tile ids, or a GeoJSON geometry."""
+
+    tiles: list[str] | None = None
+    """Sentinel-2 tile ids (``T31UDS`` or ``31UDS``)."""
+    geometry: dict[str, Any] | Path | None = None
+    """A GeoJSON geometry, Feature or FeatureCollection (lon/lat), or a .geojson file."""
+
+    @field_validator("tiles")
+    @classmethod
+    def _tiles(cls, tiles: list[str] | None) -> list[str] | None:
+        if tiles is None:
+            return None
+        from ..core.grid import parse_tile
+
+        if not tiles:
+            raise ValueError("expected at least one Sentinel-2 tile id")
+        out = []
+        for t in tiles:
+            try:
+                name = parse_tile(str(t)).name
+            except ConfigurationError as e:
+                raise ValueError(str(e)) from None
+            if name not in out:
+                out.append(name)
+        return out
+
+    @field_validator("geometry", mode="before")
+    @classmethod
+    def _geometry_file(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str):
+            path = _resolve(Path(value), info)
+            if not path.is_file():
+                raise ValueError(f"GeoJSON file {path} does not exist")
+            try:
+                return json.loads(path.read_text())
+            except (OSError, ValueError) as e:
+                raise ValueError(f"GeoJSON file {path} cannot be read: {e}") from None
+        return value
+
+    _tile_ids: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Area:
+        if (self.tiles is None) == (self.geometry is None):
+            raise ValueError("give either 'tiles' (Sentinel-2 tile ids) or 'geometry' "
+                             "(a GeoJSON polygon or file), not both nor neither")
+        self._tile_ids = self._resolve_tiles()
+        return self
+
+    @property
+    def tile_ids(self) -> list[str]:
+        """The tile ids of the area (given, or those the geometry overlaps, sorted)."""
+        return list(self._tile_ids)
+
+    def _resolve_tiles(self) -> list[str]:
+        if self.tiles is not None:
+            return list(self.tiles)
+        from odc.geo.geom import Geometry, unary_union
+
+        from ..core.grid import tiles_for_geometry
+
+        g = self.geometry
+        assert isinstance(g, dict)
+        if g.get("type") == "FeatureCollection":
+            geoms = [f.get("geometry") for f in g.get("features") or []]
+        elif g.get("type") == "Feature":
+            geoms = [g.get("geometry")]
+        else:
+            geoms = [g]
+        try:
+            shapes = [Geometry(x, "EPSG:4326") for x in geoms if x]
+            if not shapes:
+                raise ValueError("no geometry")
+            bad = [s.geom.geom_type for s in shapes if s.geom.geom_type not in
+                   ("Polygon", "MultiPolygon")]
+            if bad:
+                raise ValueError(f"{bad[0]} geometry: expected Polygon or MultiPolygon")
+            if not all(s.geom.is_valid for s in shapes):
+                raise ValueError("the polygon is not valid (self-intersecting?)")
+            shape = unary_union(shapes)
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise ValueError(f"not a usable GeoJSON polygon: {e}") from None
+        tiles = [t.name for t in tiles_for_geometry(shape)]
+        if not tiles:
+            raise ValueError("the geometry overlaps no Sentinel-2 tile")
+        return tiles
+
+
+class Season(_Model):
+    """The agricultural season: first and last day of production."""
+
+    start: dt.date
+    """First day (YYYY-MM-DD)."""
+    end: dt.date
+    """Last day (YYYY-MM-DD), included."""
+
+    @model_validator(mode="after")
+    def _order(self) -> Season:
+        if self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+        if (self.end - self.start).days > 731:
+            raise ValueError("a season lasts at most two years")
+        return self
+
+    def months(self) -> list[tuple[dt.date, dt.date]]:
+        """First and last day of every calendar month the season overlaps."""
+        out = []
+        y, m = self.start.year, self.start.month
+        while (y, m) <= (self.end.year, self.end.month):
+            out.append((dt.date(y, m, 1), dt.date(y, m, calendar.monthrange(y, m)[1])))
+            y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+        return out
+
+
+def _check_sensors(value: list[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    bad = [s for s in value if s not in _SENSOR_FAMILIES]
+    if bad or not value:
+        raise ValueError(f"sensors {value}: expected some of {', '.join(_SENSOR_FAMILIES)}")
+    return sorted(set(value), key=_SENSOR_FAMILIES.index)
+
+
+class L3ASchedule(_Model):
+    """The monthly synthesis (L3A)."""
+
+    enabled: bool = True
+    """Make it."""
+    schedule: Literal["monthly"] = "monthly"
+    """One synthesis per calendar month of the season."""
+    half_period: int = Field(23, ge=1, le=60)
+    """WASP half synthesis period H (days): inputs within the month's middle +- H."""
+    sensors: list[str] | None = None
+    """Sensor families to use (S2, L8, L9); default all."""
+    provisional: bool = False
+    """Make a month before its window has ended (remade as inputs arrive)."""
+
+    @field_validator("sensors")
+    @classmethod
+    def _sensors(cls, value: list[str] | None) -> list[str] | None:
+        return _check_sensors(value)
+
+
+class L3BSchedule(_Model):
+    """The biophysical variables (L3B)."""
+
+    enabled: bool = True
+    """Make them."""
+    schedule: Literal["every_date"] = "every_date"
+    """One product per new L2A acquisition."""
+    sensors: list[str] | None = None
+    """Sensor families to process (S2, L8, L9); default all."""
+    variables: list[str] = Field(default_factory=lambda: list(_BIOPHYSICAL_VARIABLES))
+    """Variables (LAI, FAPAR, FCOVER, LAI_Cab, LAI_Cw)."""
+    resolution: Literal[10, 20] = 20
+    """Sentinel-2 pixel size of the networks (20: eight bands, 10: three bands)."""
+
+    @field_validator("sensors")
+    @classmethod
+    def _sensors(cls, value: list[str] | None) -> list[str] | None:
+        return _check_sensors(value)
+
+    @field_validator("variables")
+    @classmethod
+    def _variables(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if v not in _BIOPHYSICAL_VARIABLES]
+        if bad or not value:
+            raise ValueError(f"variables {value}: expected some of "
+                             f"{', '.join(_BIOPHYSICAL_VARIABLES)}")
+        return list(dict.fromkeys(value))
+
+
+class L4ASchedule(_Model):
+    """The crop mask (L4A): accepted, not produced yet."""
+
+    enabled: bool = False
+    """Make it (its processor is not available in the production yet)."""
+    schedule: Literal["monthly_from_mid_season"] = "monthly_from_mid_season"
+    """Monthly, from ``start`` (default: the middle of the season)."""
+    start: dt.date | None = None
+    """First crop mask date."""
+
+
+class L4BSchedule(_Model):
+    """The crop type map (L4B): accepted, not produced yet."""
+
+    enabled: bool = False
+    """Make it (its processor is not available in the production yet)."""
+    dates: list[dt.date] = Field(default_factory=list)
+    """Dates at which to make a crop type map."""
+
+
+class Products(_Model):
+    """The products wanted and their schedules."""
+
+    L3A: L3ASchedule = Field(default_factory=L3ASchedule)
+    L3B: L3BSchedule = Field(default_factory=L3BSchedule)
+    L4A: L4ASchedule = Field(default_factory=L4ASchedule)
+    L4B: L4BSchedule = Field(default_factory=L4BSchedule)
+
+
+class L2ASource(_Model):
+    """Where the L2A products come from."""
+
+    source: Literal["provider", "agriseries"] = "provider"
+    """``provider``: the providers' L2A (Sen2Cor, MAJA, LaSRC) found in the inbox."""
+
+    @field_validator("source")
+    @classmethod
+    def _available(cls, value: str) -> str:
+        if value == "agriseries":
+            raise ValueError(
+                "L2A made by agriseries from L1C products is not available yet (issue 5): use "
+                "'source: provider' (the L2A products of ESA Sen2Cor, THEIA MAJA or USGS LaSRC "
+                "put in the inbox)")
+        return value
+
+
+class Inbox(_Model):
+    """The folder where input products arrive."""
+
+    path: Path
+    """The inbox folder."""
+    include: list[str] = Field(default_factory=lambda: ["*"])
+    """Glob patterns of the entries to ingest (file or folder names)."""
+    exclude: list[str] = Field(default_factory=lambda: [".*", "*.part", "*.partial", "*.tmp",
+                                                        "*.crdownload", "*.lock"])
+    """Glob patterns of entries to leave alone (partial downloads...)."""
+    settle_s: float = Field(60.0, ge=0)
+    """An entry modified less than this many seconds ago is still arriving: wait."""
+    allow_missing_bands: bool = False
+    """Ingest products with missing bands (partial downloads) instead of refusing them."""
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve(value, info)
+
+
+class Database(_Model):
+    """The production database (jobs and product catalogue)."""
+
+    url: str | None = None
+    """SQLAlchemy URL; default an SQLite file in the store."""
+    statement_timeout_s: float = Field(30.0, gt=0)
+    """Time limit of every database call (a lock held elsewhere, a hung server)."""
+    lease_s: float = Field(300.0, gt=0)
+    """A running job whose runner sent no heartbeat for this long is taken over."""
+    retry_s: float = Field(120.0, ge=0)
+    """How long the runner retries a failing database call before it stops cleanly."""
+
+
+class Engine(_Model):
+    """Where the jobs run: a Dask cluster."""
+
+    scheduler: str | None = None
+    """Address of an existing Dask scheduler (tcp://host:8786); default a LocalCluster."""
+    scheduler_file: Path | None = None
+    """Or the scheduler file an existing cluster wrote (dask-jobqueue, dask-mpi)."""
+    n_workers: int = Field(2, ge=1, le=1024)
+    """LocalCluster: worker processes."""
+    threads_per_worker: int = Field(1, ge=1, le=256)
+    """LocalCluster: threads per worker."""
+    memory_limit: str = "4GiB"
+    """LocalCluster: memory per worker (4GiB, 'auto')."""
+    chunks: Literal["worker", "cluster"] = "worker"
+    """Where a job's chunks run: on the job's worker, or spread over the cluster."""
+    poll_s: float = Field(300.0, gt=0)
+    """--watch: seconds between two looks at the inbox."""
+
+    @field_validator("scheduler_file")
+    @classmethod
+    def _file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve(value, info)
+
+    @field_validator("scheduler")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(tcp|tls|ucx|ws|wss|inproc)://\S+$", value):
+            raise ValueError(f"{value!r}: expected a Dask scheduler address, tcp://host:port")
+        return value
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        if str(value).lower() == "auto":
+            return "auto"
+        from dask.utils import parse_bytes
+
+        try:
+            parse_bytes(str(value))
+        except (ValueError, TypeError):
+            raise ValueError(f"{value!r}: expected a size such as 4GiB or 'auto'") from None
+        return str(value)
+
+    @model_validator(mode="after")
+    def _one_cluster(self) -> Engine:
+        if self.scheduler and self.scheduler_file:
+            raise ValueError("give 'scheduler' or 'scheduler_file', not both")
+        return self
+
+
+class Retries(_Model):
+    """What happens when a job fails."""
+
+    max_attempts: int = Field(3, ge=1, le=100)
+    """Attempts before a job is quarantined (kept with its error for an operator)."""
+    backoff_s: float = Field(60.0, gt=0)
+    """Wait before the second attempt; it doubles at each attempt."""
+    backoff_max_s: float = Field(6 * 3600.0, gt=0)
+    """Longest wait between two attempts."""
+
+
+# ------------------------------------------------------------------------------- site
+
+
+class Site(_Model):
+    """A site file, validated (see :data:`TEMPLATE` for every field).
+
+    Build it with :func:`load_site` (paths relative to the file) or :func:`site_from_dict`.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    """Short identifier (letters, digits, ``-``, ``_``, ``.``)."""
+    area: Area
+    season: Season
+    products: Products = Field(default_factory=Products)
+    l2a: L2ASource = Field(default_factory=L2ASource)
+    inbox: Inbox
+    in_situ: Path | None = None
+    """In-situ field data (for the crop mask and crop type, later)."""
+    store: Path
+    """The product store folder."""
+    database: Database = Field(default_factory=Database)
+    engine: Engine = Field(default_factory=Engine)
+    retries: Retries = Field(default_factory=Retries)
+
+    _source: Path | None = PrivateAttr(default=None)
+
+    @field_validator("store", "in_situ")
+    @classmethod
+    def _paths(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve(value, info)
+
+    @field_validator("inbox", mode="before")
+    @classmethod
+    def _inbox_shorthand(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, (str, Path)) else value
+
+    @property
+    def tiles(self) -> list[str]:
+        """The Sentinel-2 tiles of the site."""
+        return self.area.tile_ids
+
+    @property
+    def source(self) -> Path | None:
+        """The site file, when loaded from one."""
+        return self._source
+
+    @property
+    def database_url(self) -> str:
+        """The job database URL (default: ``sqlite:///<store>/jobs.sqlite``)."""
+        return self.database.url or f"sqlite:///{self.store / DEFAULT_DATABASE_FILE}"
+
+    def where(self, field: str) -> str:
+        """``site file X, field F`` for error messages."""
+        return f"site file {self.source or self.name}, field '{field}'"
+
+    def months(self) -> list[tuple[dt.date, dt.date]]:
+        """The calendar months of the season (first and last day)."""
+        return self.season.months()
+
+    def notices(self) -> list[str]:
+        """What the site asks for that the production cannot do yet."""
+        out = []
+        for level, why in PENDING_LEVELS.items():
+            if getattr(self.products, level).enabled:
+                out.append(f"{level} is enabled in {self.source or self.name}: {why}; no "
+                           f"{level} job is scheduled")
+        return out
+
+    def job_store(self):
+        """The site's :class:`~agriseries.production.jobstore.JobStore` (opened)."""
+        from .jobstore import JobStore
+
+        return JobStore(self.database_url, statement_timeout_s=self.database.statement_timeout_s,
+                        lease_s=self.database.lease_s, max_attempts=self.retries.max_attempts,
+                        backoff_s=self.retries.backoff_s,
+                        backoff_max_s=self.retries.backoff_max_s)
+
+    def product_store(self):
+        """The site's :class:`~agriseries.io.store.ProductStore`."""
+        from ..io.store import ProductStore
+
+        return ProductStore(self.store)
+
+
+def _format_errors(source: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors(include_url=False):
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        msg = msg.removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (see 'agriseries site template' for the fields)"
+        lines.append(f"field '{loc}': {msg}")
+    return f"{source}: invalid site: " + "; ".join(lines)
+
+
+def site_from_dict(data: Any, base_dir: str | Path | None = None,
+                   source: str | Path | None = None) -> Site:
+    """Validate a site given as a dict (the parsed YAML).
+
+    Parameters
+    ----------
+    data
+        The site fields.
+    base_dir
+        Folder relative paths are relative to (default: the current folder).
+    source
+        Name of the file, for error messages.
+
+    Raises
+    ------
+    ConfigurationError
+        Naming the source and every field at fault.
+    """
+    where = f"site file {source}" if source else "site"
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{where}: expected a mapping of fields (name, area, season, "
+                                 f"...), got {type(data).__name__}")
+    try:
+        site = Site.model_validate(data, context={"base_dir": os.path.abspath(base_dir or ".")})
+    except ValidationError as e:
+        raise ConfigurationError(_format_errors(where, e)) from None
+    site._source = Path(os.path.abspath(source)) if source else None
+    return site
+
+
+def load_site(path: str | Path) -> Site:
+    """Read and validate a site YAML file; relative paths are relative to its folder.
+
+    Raises
+    ------
+    ConfigurationError
+        The file is missing or not YAML (with the line), or a field is wrong (named).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigurationError(f"site file {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigurationError(f"site file {path}: cannot be read: {e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigurationError(f"site file {path}:{at}: not valid YAML: {problem}") from None
+    return site_from_dict(data, base_dir=os.path.dirname(os.path.abspath(path)), source=path)
+
+
+#: The commented site template printed by ``agriseries site template``.
+TEMPLATE = """\
+# agriseries site file. One site = one area, one season, the products to make along it.
+# Paths are relative to this file's folder.
+#   agriseries site check SITE.yaml    validate it and show its tiles and months
+#   agriseries run SITE.yaml           ingest the inbox, make what is due, record it, exit
+#   agriseries run SITE.yaml --watch   keep running, pick up new inputs as they arrive
+#   agriseries status SITE.yaml        jobs by state (with errors) and products made
+
+# name: short identifier of the site (letters, digits, '-', '_', '.'); it names the runner
+# in the job database.
+name: my-site
+
+# area: where to produce. EITHER tiles: Sentinel-2 tile ids ...
+area:
+  tiles: [T31UDS]
+  # ... OR geometry: a GeoJSON Polygon / MultiPolygon (or a Feature / FeatureCollection of
+  # them) in longitude / latitude, inline or as the path of a .geojson file; the site then
+  # covers every Sentinel-2 tile the geometry overlaps.
+  # geometry: {type: Polygon, coordinates: [[[2.9, 50.9], [3.1, 50.9], [3.1, 51.0], [2.9, 50.9]]]}
+  # geometry: fields.geojson
+
+# season: first and last day of the agricultural season (YYYY-MM-DD, both included).
+season:
+  start: 2018-03-01
+  end: 2018-10-31
+
+# products: what to make and when. A level left out keeps its default.
+products:
+  # L3A: monthly cloud-free synthesis (WASP weighted average).
+  L3A:
+    enabled: true          # make it
+    schedule: monthly      # one synthesis per calendar month of the season (the only choice)
+    half_period: 23        # WASP half period H, days: inputs within the month's middle +- H
+    sensors: null          # sensor families to use, e.g. [S2] or [S2, L8]; null: all
+    provisional: false     # true: make a month as soon as it has an input and remake it as
+                           # new inputs arrive; false: make it once its window has ended
+                           # (late inputs still trigger a remake)
+  # L3B: biophysical variables (S2 Toolbox neural networks), one product per L2A date.
+  L3B:
+    enabled: true          # make them
+    schedule: every_date   # one product per new L2A acquisition (the only choice)
+    sensors: null          # sensor families to process, e.g. [S2]; null: all
+    variables: [LAI, FAPAR, FCOVER, LAI_Cab, LAI_Cw]   # variables to estimate
+    resolution: 20         # Sentinel-2 networks: 20 (eight bands) or 10 (three bands) m
+  # L4A: crop mask -- accepted, but its processor is not in the production yet (issue 7).
+  L4A:
+    enabled: false         # make it (reported as "not available yet" when true)
+    schedule: monthly_from_mid_season   # monthly from 'start'
+    start: null            # first crop mask date; null: the middle of the season
+  # L4B: crop type map -- accepted, but its processor is not in the production yet (issue 7).
+  L4B:
+    enabled: false         # make it (reported as "not available yet" when true)
+    dates: []              # dates at which to make a crop type map
+
+# l2a: where the L2A (surface reflectance) products come from.
+l2a:
+  # provider: the providers' L2A put in the inbox (ESA Sen2Cor SAFE, THEIA MAJA MUSCATE,
+  # USGS Landsat C2 L2, NetCDF/Zarr series). 'agriseries' (L2A made here from L1C) is not
+  # available yet (issue 5).
+  source: provider
+
+# inbox: the folder where input products arrive (SAFE folders or zips, MUSCATE, Landsat
+# scene folders, NetCDF series). Each entry is ingested once; a changed entry again.
+inbox:
+  path: inbox
+  include: ["*"]           # glob patterns of the entries to ingest
+  exclude: [".*", "*.part", "*.partial", "*.tmp", "*.crdownload", "*.lock"]  # left alone
+  settle_s: 60             # an entry modified less than this many seconds ago is still
+                           # arriving: it waits for the next run
+  allow_missing_bands: false   # ingest products with missing bands instead of refusing them
+
+# in_situ: in-situ field data (GeoPackage / shapefile) for the crop mask and crop type;
+# null: none.
+in_situ: null
+
+# store: the product store folder (COG + STAC), created if absent.
+store: store
+
+# database: the production database (jobs and product catalogue).
+database:
+  url: null                # SQLAlchemy URL, e.g. postgresql+psycopg://user@host/agriseries;
+                           # null: an SQLite file jobs.sqlite in the store
+  statement_timeout_s: 30  # time limit of every database call: past it the call fails with a
+                           # clear error instead of waiting (a lock held elsewhere, a hung server)
+  lease_s: 300             # a running job whose runner sent no heartbeat for this long is
+                           # taken over by another runner (the runner died)
+  retry_s: 120             # how long the runner retries a failing database call before it
+                           # stops cleanly
+
+# engine: where the jobs run (Dask distributed). Default: a LocalCluster on this machine.
+engine:
+  scheduler: null          # address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786
+                           # (dask-kubernetes, dask-jobqueue, dask-scheduler); null: LocalCluster
+  scheduler_file: null     # or the scheduler file an existing cluster wrote
+  n_workers: 2             # LocalCluster: worker processes
+  threads_per_worker: 1    # LocalCluster: threads per worker
+  memory_limit: 4GiB       # LocalCluster: memory per worker ('auto': share the machine's)
+  chunks: worker           # where a job's chunks run: on its own worker's threads ('worker':
+                           # many jobs at once) or spread over the whole cluster ('cluster':
+                           # a few very large jobs)
+  poll_s: 300              # --watch: seconds between two looks at the inbox
+
+# retries: what happens when a job fails.
+retries:
+  max_attempts: 3          # attempts before a job is quarantined (kept with its error and
+                           # traceback until an operator retries it)
+  backoff_s: 60            # wait before the second attempt; it doubles at each attempt
+  backoff_max_s: 21600     # longest wait between two attempts
+"""
