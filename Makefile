@@ -35,6 +35,10 @@ demo: $(VENV)/.installed
 	$(BIN)/agriseries list --store $(STORE) --level L2A --tile T29UNU
 	$(BIN)/agriseries list --store $(STORE) --level L2A --tile T31UDS --from 2018-07-01 --to 2018-07-31
 	$(BIN)/agriseries composite --store $(STORE) --tile T31UDS --period 2018-07
+	rm -rf build/demo-production
+	$(BIN)/agriseries run sites/demo.yaml
+	$(BIN)/agriseries run sites/demo.yaml
+	$(BIN)/agriseries status sites/demo.yaml
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest

@@ -329,29 +329,34 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5, help="random fold draws / reference seeds")
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data",
-                    help="the shared data folder (for the 2019 WorldCereal patch)")
+                    help="the shared data folder (for the 2019 WorldCereal patch and the table)")
+    ap.add_argument("--skip-patches", action="store_true",
+                    help="leave out the (slow) cross-validations of the two patches")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     t0 = time.time()
-    rows = []
     ds18, lc18, ct18, season18 = worldcereal_2018()
-    rows += site_rows("Flanders 2018 (31UDS)", ds18, lc18, ct18, season18, args.repeats,
-                      "S2, 71 dates")
-    site19 = worldcereal_2019(args.shared)
-    if site19 is not None:
-        ds19, lc19, ct19, season19 = site19
-        rows += site_rows("Flanders 2019 (31UES)", ds19, lc19, ct19, season19, args.repeats,
-                          f"L8, {ds19.sizes['time']} dates")
-    print("### WorldCereal patches (64 x 64 px, Flanders LPIS labels)\n")
-    print(f"Parcel {PARCEL_FOLDS}-fold: every parcel in one fold, folds drawn class by class; "
-          "pooled confusion matrix of each cross-validation; mean ± sd over "
-          f"{args.repeats} draws (pixel-random split: same).\n")
-    print("| site | data | product | validation | parcels | OA | kappa | F1 per class |")
+
+    print("### Crop mask without in-situ data: degraded reference, Flanders 2018\n")
+    print("Reference = 80 m majority cells of the labels with a share of the cells flipped; "
+          "OA of the map against the true labels on all 4096 px; purity = share of the "
+          f"training samples whose reference label is right (mean ± sd, {args.repeats} seeds).\n")
+    print("| cells flipped | reference OA | RF on reference as is | eroded | eroded + trimmed "
+          "(Sen2Agri) | purity as is | purity trimmed | samples kept |")
     print("|---|---|---|---|---|---|---|---|")
-    for site, sensor, prod, how, s, ng in rows:
-        print(f"| {site} | {sensor} | {prod} | {how} | {ng} | {fmt(s['oa'])} | {fmt(s['kappa'])} "
-              f"| {f1_text(s)} |")
+    for flip, r in nolabels_rows(ds18, lc18, season18, args.repeats):
+        print(f"| {flip:.0%} | {fmt(r['reference'])} | {fmt(r['as is'])} | {fmt(r['eroded'])} | "
+              f"{fmt(r['eroded + trimmed'])} | {fmt(r['purity as is'])} | "
+              f"{fmt(r['purity trimmed'])} | {r['kept'][0]:.0%} |")
+
+    print("\n### Formosat-2, 13 classes (TempCNN example; disjoint train / test polygons)\n")
+    print("| classifier | OA | kappa | macro F1 | F1 per class |")
+    print("|---|---|---|---|---|")
+    for label, rep in formosat_rows():
+        per = ", ".join(f"{n} {v:.2f}" for n, v in zip(rep.class_names, rep.f1))
+        print(f"| {label} | {rep.oa:.3f} | {rep.kappa:.3f} | {rep.macro_f1:.3f} | {per} |")
+
     table = worldcereal_table_rows(args.shared, args.repeats)
     if table is not None:
         print("\n### WorldCereal training table (1000 pixels, 74 locations, Flanders 2018)\n")
@@ -363,23 +368,24 @@ def main() -> None:
         for prod, label, s, nloc, n in table:
             print(f"| {prod} | {label} | {nloc} | {n} | {fmt(s['oa'])} | {fmt(s['kappa'])} | "
                   f"{f1_text(s)} |")
-    print("\n### Formosat-2, 13 classes (TempCNN example; disjoint train / test polygons)\n")
-    print("| classifier | OA | kappa | macro F1 | F1 per class |")
-    print("|---|---|---|---|---|")
-    for label, rep in formosat_rows():
-        per = ", ".join(f"{n} {v:.2f}" for n, v in zip(rep.class_names, rep.f1))
-        print(f"| {label} | {rep.oa:.3f} | {rep.kappa:.3f} | {rep.macro_f1:.3f} | {per} |")
-    print("\n### Crop mask without in-situ data: degraded reference, Flanders 2018\n")
-    print("Reference = 80 m majority cells of the labels with a share of the cells flipped; "
-          "OA of the map against the true labels on all 4096 px; purity = share of the "
-          f"training samples whose reference label is right (mean ± sd, {args.repeats} seeds).\n")
-    print("| cells flipped | reference OA | RF on reference as is | eroded | eroded + trimmed "
-          "(Sen2Agri) | purity as is | purity trimmed | samples kept |")
-    print("|---|---|---|---|---|---|---|---|")
-    for flip, r in nolabels_rows(ds18, lc18, season18, args.repeats):
-        print(f"| {flip:.0%} | {fmt(r['reference'])} | {fmt(r['as is'])} | {fmt(r['eroded'])} | "
-              f"{fmt(r['eroded + trimmed'])} | {fmt(r['purity as is'])} | "
-              f"{fmt(r['purity trimmed'])} | {r['kept'][0]:.0%} |")
+
+    if not args.skip_patches:
+        print("\n### WorldCereal patches (64 x 64 px, Flanders LPIS labels)\n")
+        print(f"Parcel {PARCEL_FOLDS}-fold: every parcel in one fold, folds drawn class by class; "
+              "pooled confusion matrix of each cross-validation; mean ± sd over "
+              f"{args.repeats} draws (pixel-random split: same).\n")
+        print("| site | data | product | validation | parcels | OA | kappa | F1 per class |")
+        print("|---|---|---|---|---|---|---|---|")
+        sites = [("Flanders 2018 (31UDS)", (ds18, lc18, ct18, season18), "S2, 71 dates")]
+        site19 = worldcereal_2019(args.shared)
+        if site19 is not None:
+            sites.append(("Flanders 2019 (31UES)", site19,
+                          f"L8, {site19[0].sizes['time']} dates"))
+        for name, (ds, lc, ct, season), sensor in sites:
+            for site, sens, prod, how, s, ng in site_rows(name, ds, lc, ct, season, args.repeats,
+                                                          sensor):
+                print(f"| {site} | {sens} | {prod} | {how} | {ng} | {fmt(s['oa'])} | "
+                      f"{fmt(s['kappa'])} | {f1_text(s)} |")
     print(f"\n(run time {time.time() - t0:.0f} s)")
 
 

@@ -402,7 +402,12 @@ def biophysical_verify(model_dir, atol, as_json):
 def _register() -> None:
     """Commands that live with their package."""
     from .crop.cli import cropmask_cmd, croptype_cmd
+    from .production.cli import run, site, status
     from .validation.cli import validate
+
+    main.add_command(site)
+    main.add_command(run)
+    main.add_command(status)
 
     main.add_command(validate)
     main.add_command(cropmask_cmd)

@@ -31,6 +31,10 @@ class InputProductError(AgriseriesError, ValueError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):
+        # picklable, so that the error crosses from a Dask worker process intact
+        return (type(self), (self.path, self.problem))
+
 
 class UnknownProductError(InputProductError):
     """The path is not a product layout any reader knows."""

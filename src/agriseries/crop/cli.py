@@ -99,11 +99,13 @@ def _fail(exc: AgriseriesError) -> None:
               default=None, help="Reference land-cover raster, for the case without in-situ "
                                  "data (e.g. ESA-CCI LC with --crop-values 10,11,12,20,30).")
 @click.option("--ignore-values", default="", help="Reference map codes to treat as no data.")
+@click.option("--trim-alpha", default=0.01, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Significance level of the Mahalanobis trimming of the reference (0: none).")
 @click.option("--segmentation", is_flag=True,
               help="Post-process: segmentation of the NDVI principal components + majority vote.")
 def cropmask_cmd(store_dir, tile, season, until, classifier, trees, max_depth, min_samples, seed,
                  step_days, red_edge, overwrite, as_json, insitu, class_field, crop_values,
-                 reference_map, ignore_values, segmentation):
+                 reference_map, ignore_values, trim_alpha, segmentation):
     """L4A crop mask of a tile for a season, with in-situ polygons or a reference map."""
     from ..core.grid import parse_tile
     from ..io.store import ProductStore
@@ -120,7 +122,7 @@ def cropmask_cmd(store_dir, tile, season, until, classifier, trees, max_depth, m
                               segmentation=segmentation,
                               no_insitu=NoInsituParams(crop_values=values,
                                                        ignore_values=_codes(ignore_values),
-                                                       seed=seed))
+                                                       alpha=trim_alpha, seed=seed))
         params = _params(base, classifier, trees, max_depth, min_samples, seed, step_days, red_edge)
         results = [cropmask(ProductStore(store_dir), parse_tile(tile).name, season[0], season[1],
                             insitu=insitu, reference_map=reference_map, until=u, params=params,

@@ -1,0 +1,562 @@
+"""The production runner with real components and real faults.
+
+Real data: three weeks of the WorldCereal Flanders 2018 patch (tests/data/production/inbox,
+made by make_small.py there: 8 Sentinel-2 L2A dates as 10 m + 20 m NetCDF series, 1 Landsat 8
+date), which ingest onto tile T31UDS and give two monthly syntheses (June, July) and one L3B
+product per Sentinel-2 date.
+
+Real engine: a dask.distributed LocalCluster with 2 worker processes (one per module, and one
+started by ``run`` itself in the end-to-end test); the runner also runs as a separate process
+(``python -m agriseries.production.cli run``) for the kill -9, lock and --watch tests.
+
+Sockets: pytest runs with ``--disable-socket --allow-unix-socket``; Dask talks TCP on the
+loopback, so this module is marked ``allow_hosts(["127.0.0.1"])`` (pytest-socket): sockets may
+connect to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import xarray as xr
+import yaml
+from click.testing import CliRunner
+
+from agriseries.biophysical.processor import l3b_id
+from agriseries.composite.processor import l3a_id
+from agriseries.core.ids import Level, ProductId
+from agriseries.production.cli import cli
+from agriseries.production.jobstore import JobState, JobStore
+from agriseries.production.runner import run, status
+from agriseries.production.site import TEMPLATE, load_site, site_from_dict
+
+pytestmark = pytest.mark.allow_hosts(["127.0.0.1"])
+
+REPO = Path(__file__).parent.parent
+INBOX = Path(__file__).parent / "data" / "production" / "inbox"
+S2_FILES = sorted(INBOX.glob("S2_L2A_*m_*.nc"))
+L8_FILE = next(INBOX.glob("L8_SR_*.nc"))
+
+
+def _dates(path: Path) -> list[dt.datetime]:
+    with xr.open_dataset(path) as ds:
+        return [dt.datetime.fromisoformat(str(t)[:19]) for t in ds["timestamp"].values]
+
+
+S2_DATES = _dates(S2_FILES[0])
+L8_DATES = sorted(set(_dates(L8_FILE)))
+JUNE = (dt.date(2018, 6, 1), dt.date(2018, 6, 30))
+JULY = (dt.date(2018, 7, 1), dt.date(2018, 7, 31))
+
+
+def site_dict(tmp: Path, **over) -> dict:
+    d = {"name": "flanders-test", "area": {"tiles": ["T31UDS"]},
+         "season": {"start": "2018-06-01", "end": "2018-07-31"},
+         "products": {"L3B": {"sensors": ["S2"], "variables": ["LAI"]}},
+         "inbox": {"path": str(tmp / "inbox"), "settle_s": 0},
+         "store": str(tmp / "store"),
+         "database": {"statement_timeout_s": 5, "lease_s": 60, "retry_s": 30},
+         "engine": {"n_workers": 2, "memory_limit": "2GiB"},
+         "retries": {"backoff_s": 3600}}
+    for k, v in over.items():
+        d[k] = {**d[k], **v} if isinstance(v, dict) and isinstance(d.get(k), dict) else v
+    return d
+
+
+def make_inbox(tmp: Path, files=(*S2_FILES, L8_FILE), broken: bool = False) -> Path:
+    inbox = tmp / "inbox"
+    inbox.mkdir(exist_ok=True)
+    for f in files:
+        shutil.copy2(f, inbox / f.name)
+    if broken:  # a download cut short: the first 60 kB of a real file
+        (inbox / "S2_L2A_10m_broken.nc").write_bytes(S2_FILES[0].read_bytes()[:60_000])
+    return inbox
+
+
+def write_site(tmp: Path, d: dict) -> Path:
+    path = tmp / "site.yaml"
+    path.write_text(yaml.safe_dump(d))
+    return path
+
+
+def expected_products() -> set[str]:
+    out = {f"L2A_S2A_T31UDS_{t:%Y%m%dT%H%M%S}_SEN2COR" for t in S2_DATES}
+    out |= {f"L2A_L8_T31UDS_{t:%Y%m%dT%H%M%S}_LASRC" for t in L8_DATES}
+    out |= {str(l3b_id(p)) for p in out if "_S2A_" in p}
+    out |= {str(l3a_id("T31UDS", *m, ["S2A", "L8"])) for m in (JUNE, JULY)}
+    return out
+
+
+def product_folders(store: Path) -> dict[str, Path]:
+    """Every folder of the final product tree (complete or not)."""
+    return {p.name: p for lv in Level for p in store.glob(f"{lv.value}/T*/*/*") if p.is_dir()}
+
+
+def assert_store_whole(site) -> dict[str, float]:
+    """Every product folder complete (its STAC item written last), catalogue == disk;
+    returns the item modification times."""
+    folders = product_folders(site.store)
+    for pid, folder in folders.items():
+        assert (folder / f"{pid}.json").is_file(), f"half-written product {folder}"
+    js = site.job_store()
+    try:
+        assert {r.product_id for r in js.products()} == set(folders)
+    finally:
+        js.close()
+    return {pid: (f / f"{pid}.json").stat().st_mtime_ns for pid, f in folders.items()}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A LocalCluster with 2 worker processes, shared by the tests of this module."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      host="127.0.0.1", memory_limit="2GiB") as lc, Client(lc) as client:
+        yield client
+
+
+def _run_cli(*args, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "agriseries.production.cli", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **kw)
+
+
+def _reap(proc: subprocess.Popen) -> None:
+    """Kill what is left of a runner's process group (its workers), whatever happened."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.communicate(timeout=10)
+    except (subprocess.TimeoutExpired, ValueError):
+        pass
+
+
+def _wait(cond, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        got = cond()
+        if got:
+            return got
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"the runner exited ({proc.returncode}) while waiting for {what}:\n"
+                        f"{out}\n{err[-3000:]}")
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+# ------------------------------------------------------------------------- end to end
+
+
+def test_demo_site_end_to_end_twice_with_a_corrupt_input(tmp_path):
+    make_inbox(tmp_path, broken=True)
+    site = site_from_dict(site_dict(tmp_path))
+    first = run(site)  # its own LocalCluster of 2 worker processes
+    # the truncated file failed with a clear error naming it; everything else was made
+    assert first.exit_code == 1 and len(first.failed) == 1, first.failed
+    bad = first.failed[0]
+    assert bad["processor"] == "ingest" and bad["state"] == "failed"
+    assert "S2_L2A_10m_broken.nc" in bad["error"] and "truncated or corrupt" in bad["error"]
+    assert first.error is None and first.stopped is None
+    want = expected_products()
+    mtimes = assert_store_whole(site)
+    assert set(mtimes) == want
+    assert sorted(first.made) == sorted(want)  # each product made once
+    # the July synthesis was made from every L2A date of its window (Jun 23 .. Aug 8)
+    july = str(l3a_id("T31UDS", *JULY, ["S2A", "L8"]))
+    item = site.product_store().item(july)
+    used = set(item.properties["agriseries:inputs"]) | {
+        s["id"] for s in item.properties["agriseries:synthesis"]["skipped"]}
+    assert used == {p for p in want if p.startswith("L2A_")
+                    and ProductId.parse(p).start >= dt.datetime(2018, 6, 23, tzinfo=dt.UTC)}
+    # jobs ran in parallel on both workers
+    assert len({d["worker"] for d in first.done}) == 2
+    # run again: nothing new, nothing recomputed
+    second = run(site)
+    assert (second.submitted, second.done, second.made, second.failed) == (0, [], [], [])
+    assert second.exit_code == 0
+    assert assert_store_whole(site) == mtimes
+    st = status(site)
+    assert st.counts["ingest"]["done"] == 2 and st.counts["ingest"]["failed"] == 1
+    assert st.counts["L3A"]["done"] == 2 and st.counts["L3B"]["done"] == len(S2_DATES)
+    assert st.products == {"L2A": len(S2_DATES) + len(L8_DATES), "L3A": 2,
+                           "L3B": len(S2_DATES)}
+    assert st.due == 0 and st.running == []
+    assert len(st.problems) == 1 and "S2_L2A_10m_broken.nc" in st.problems[0]["error"]
+
+
+# ------------------------------------------------------------------------------ faults
+
+
+def test_a_worker_killed_mid_job_is_retried_on_another(tmp_path, cluster):
+    make_inbox(tmp_path)
+    off = {"enabled": False}
+    run(site_from_dict(site_dict(tmp_path, products={"L3A": off, "L3B": off})), client=cluster)
+    # chunks spread over the cluster: the job's task and its chunk tasks on both workers
+    site = site_from_dict(site_dict(tmp_path, products={"L3B": off},
+                                    engine={"chunks": "cluster"}))
+    out = []
+    t = threading.Thread(target=lambda: out.append(run(site, client=cluster)))
+    t.start()
+    try:
+        def l3a_processing(dask_scheduler):
+            return {str(k): ts.processing_on.address for k, ts in dask_scheduler.tasks.items()
+                    if str(k).startswith("agriseries-L3A") and ts.state == "processing"}
+
+        running = _wait(lambda: cluster.run_on_scheduler(l3a_processing), 60, "an L3A task")
+        key, address = min(running.items())
+        pid = cluster.run(os.getpid, workers=[address])[address]
+        time.sleep(0.3)  # in the middle of the synthesis (it takes seconds)
+        os.kill(pid, signal.SIGKILL)
+    finally:
+        t.join(240)
+    assert not t.is_alive()
+    report = out[0]
+    assert report.failed == [] and report.exit_code == 0
+    job_prefix = key.split("-")[2]
+    killed = [d for d in report.done if d["key"].startswith(job_prefix)]
+    assert len(killed) == 1 and killed[0]["processor"] == "L3A"
+    assert int(killed[0]["worker"].rsplit(":", 1)[1]) != pid  # finished by another process
+    js = site.job_store()
+    try:
+        job = js.get(killed[0]["key"])
+        assert job.state is JobState.DONE and job.attempts == 1  # Dask retried, not the runner
+    finally:
+        js.close()
+    assert {p for p in assert_store_whole(site) if p.startswith("L3A")} == {
+        str(l3a_id("T31UDS", *m, ["S2A", "L8"])) for m in (JUNE, JULY)}
+    _wait(lambda: len(cluster.nthreads()) == 2, 60, "the nanny to restart the worker")
+
+
+def test_runner_killed_with_sigkill_mid_job_then_rerun(tmp_path, cluster):
+    make_inbox(tmp_path)
+    site_file = write_site(tmp_path, site_dict(tmp_path))
+    site = load_site(site_file)
+    proc = _run_cli("run", site_file)
+    try:
+        db = site.store / "jobs.sqlite"
+        _wait(db.exists, 60, "the job database", proc)
+        js = JobStore(db, statement_timeout_s=5)
+
+        def mid_job():
+            jobs = js.jobs()
+            done = [j for j in jobs if j.state is JobState.DONE and j.processor == "L3B"]
+            running = [j for j in jobs if j.state is JobState.RUNNING]
+            return bool(done and running)
+
+        _wait(mid_job, 120, "a job running after an L3B was done", proc)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        # its worker processes notice their parent is gone and exit
+        gone = False
+        for _ in range(100):
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                gone = True
+                break
+            time.sleep(0.1)
+        assert gone, "worker processes outlived the killed runner"
+    finally:
+        _reap(proc)
+    before = {j.key: (j.attempts, j.finished_at) for j in js.jobs(JobState.DONE)}
+    interrupted = {j.key for j in js.jobs(JobState.RUNNING)}
+    assert interrupted
+    js.close()
+    # whatever was being written is not in the product tree: whole products only
+    folders = product_folders(site.store)
+    for pid, folder in folders.items():
+        assert (folder / f"{pid}.json").is_file(), f"half-written product {folder}"
+    made_before = {pid: (f / f"{pid}.json").stat().st_mtime_ns for pid, f in folders.items()}
+    assert made_before
+
+    report = run(site, client=cluster)  # the same machine: the dead runner's jobs are taken
+    assert report.failed == [] and report.exit_code == 0
+    assert sum("is gone; job taken over" in n for n in report.notes) == len(interrupted)
+    after = assert_store_whole(site)
+    assert set(after) == expected_products()  # every product, once
+    for pid, mtime in made_before.items():  # nothing that was complete was made again
+        assert after[pid] == mtime, f"{pid} was rewritten"
+    assert not set(report.made) & set(made_before)
+    js = site.job_store()
+    try:
+        for j in js.jobs():
+            assert j.state is JobState.DONE, j
+            assert j.attempts == 1  # the interrupted attempt was released, not counted
+            if j.key in before:
+                assert (j.attempts, j.finished_at) == before[j.key]
+    finally:
+        js.close()
+    # leftovers of the interrupted write (outside the product tree) go once they are old
+    leftovers = list((site.store / ".tmp").iterdir()) if (site.store / ".tmp").is_dir() else []
+    old = time.time() - 2 * 86400
+    for p in leftovers:
+        for q in [p, *p.rglob("*")]:
+            os.utime(q, (old, old))
+    third = run(site, client=cluster)
+    assert third.made == [] and third.done == []
+    assert not (site.store / ".tmp").is_dir() or not any((site.store / ".tmp").iterdir())
+    assert (sum(f"removed {len(leftovers)} leftover" in n for n in third.notes)
+            == (1 if leftovers else 0))
+
+
+def test_a_failing_job_is_retried_after_its_backoff_then_quarantined(tmp_path, cluster):
+    """The Landsat series carries no view angles: its L3B fails every time, with a clear
+    error; retried after the backoff, then quarantined with its traceback, then left alone."""
+    make_inbox(tmp_path, files=[L8_FILE])
+    site = site_from_dict(site_dict(tmp_path, products={"L3A": {"enabled": False},
+                                                        "L3B": {"sensors": ["L8"]}},
+                                    retries={"max_attempts": 2, "backoff_s": 1}))
+    first = run(site, client=cluster)
+    assert first.exit_code == 1 and [f["state"] for f in first.failed] == ["failed"]
+    err = first.failed[0]["error"]
+    assert err.startswith("InputProductError: ") and "L2A_L8_T31UDS_20180701" in err
+    assert "view_zenith" in err and "not in the product" in err
+    time.sleep(1.5)  # the backoff
+    second = run(site, client=cluster)
+    assert [(f["state"], f["attempts"]) for f in second.failed] == [("quarantined", 2)]
+    third = run(site, client=cluster)
+    assert (third.submitted, third.done, third.failed, third.exit_code) == (0, [], [], 0)
+    js = site.job_store()
+    try:
+        (job,) = js.jobs(JobState.QUARANTINED)
+        assert job.processor == "L3B" and "compute_variables" in job.traceback
+    finally:
+        js.close()
+    assert [p["state"] for p in status(site).problems] == ["quarantined"]
+
+
+_LOCKER = """
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+c.execute("BEGIN IMMEDIATE")  # the write lock, as a runner of another site tool would hold it
+c.execute("UPDATE jobs SET priority = priority")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+c.execute("COMMIT")
+"""
+
+
+def hold_lock(db: Path, seconds: float) -> subprocess.Popen:
+    """Another process holding the SQLite write lock for ``seconds``."""
+    proc = subprocess.Popen([sys.executable, "-c", _LOCKER, str(db), str(seconds)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def end_lock(proc: subprocess.Popen, kill: bool = True) -> None:
+    if kill:
+        proc.kill()
+    proc.wait(60)
+    proc.stdout.close()
+
+
+def test_a_database_lock_held_by_another_process_stops_the_run_cleanly(tmp_path):
+    make_inbox(tmp_path, files=[L8_FILE])
+    d = site_dict(tmp_path, database={"statement_timeout_s": 1, "retry_s": 2})
+    site_file = write_site(tmp_path, d)
+    db = load_site(site_file).store / "jobs.sqlite"
+    JobStore(db).close()  # the database exists (WAL); now someone holds its write lock
+    locker = hold_lock(db, 120)
+    try:
+        t0 = time.monotonic()
+        res = subprocess.run([sys.executable, "-m", "agriseries.production.cli", "run",
+                              str(site_file)], capture_output=True, text=True, timeout=120,
+                             check=False)
+        elapsed = time.monotonic() - t0
+    finally:
+        end_lock(locker)
+    assert res.returncode == 1, res.stderr
+    err = " ".join(res.stderr.split())
+    assert "timed out" in err and "lock held by another connection or process" in err, err
+    assert str(db) in err
+    assert elapsed < 60  # bounded: statement timeout and retry_s, never a hang
+    js = JobStore(db)
+    try:
+        assert js.jobs(JobState.RUNNING) == []  # nothing left leased
+    finally:
+        js.close()
+
+
+def test_a_lock_held_for_a_while_mid_run_is_waited_out(tmp_path, cluster):
+    make_inbox(tmp_path, files=[L8_FILE])
+    off = {"enabled": False}
+    site = site_from_dict(site_dict(tmp_path, products={"L3A": off, "L3B": off},
+                                    database={"statement_timeout_s": 1, "retry_s": 60}))
+    lockers = []
+
+    def on_event(ev):
+        if ev.kind == "done" and not lockers:
+            lockers.append(hold_lock(site.store / "jobs.sqlite", 3))
+
+    try:
+        report = run(site, client=cluster, on_event=on_event)
+    finally:
+        for p in lockers:
+            end_lock(p, kill=False)
+    assert lockers and report.exit_code == 0 and report.stopped is None
+    assert len(report.done) == 1
+    # the next write (a claim) timed out while the lock was held, and was retried
+    assert any(n.startswith("job store unavailable") and "timed out" in n for n in report.notes)
+    assert any(n.startswith("job store back") for n in report.notes)
+    assert set(assert_store_whole(site)) == {f"L2A_L8_T31UDS_{t:%Y%m%dT%H%M%S}_LASRC"
+                                             for t in L8_DATES}
+
+
+def test_a_lock_that_stays_stops_the_run_cleanly_mid_run(tmp_path, cluster):
+    make_inbox(tmp_path)
+    site = site_from_dict(site_dict(tmp_path, database={"statement_timeout_s": 1,
+                                                        "retry_s": 2, "lease_s": 5}))
+    db = site.store / "jobs.sqlite"
+    lockers = []
+
+    def on_event(ev):
+        if ev.kind == "done" and not lockers:
+            lockers.append(hold_lock(db, 120))
+
+    t0 = time.monotonic()
+    try:
+        report = run(site, client=cluster, on_event=on_event)
+        elapsed = time.monotonic() - t0
+    finally:
+        for p in lockers:
+            end_lock(p)
+    assert report.stopped == "database" and report.exit_code == 1
+    assert "lock held by another connection or process" in report.error
+    assert "gave up" in report.error and "database.retry_s" in report.error
+    assert elapsed < 90
+    # whole products only (a cancelled task may still have finished writing its products
+    # after the stop: the disk can be ahead of the catalogue, which the next run rescans)
+    for pid, folder in product_folders(site.store).items():
+        assert (folder / f"{pid}.json").is_file(), f"half-written product {folder}"
+    # the lock gone, the next run takes over (the leases expired) and finishes the work
+    time.sleep(5)
+    again = run(site, client=cluster)
+    assert again.exit_code == 0, again.failed
+    assert set(assert_store_whole(site)) == expected_products()
+
+
+_PG_LOCKER = """
+import sys, time
+import sqlalchemy as sa
+engine = sa.create_engine(sys.argv[1])
+with engine.connect() as conn:
+    conn.exec_driver_sql("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+    conn.rollback()
+"""
+
+
+def test_postgresql_job_store_and_a_held_table_lock(tmp_path, cluster, postgres_url):
+    """The same runner on PostgreSQL (one URL setting); a table lock held by another
+    process makes every call time out (lock_timeout): the run stops cleanly, bounded."""
+    make_inbox(tmp_path, files=[L8_FILE])
+    off = {"enabled": False}
+    site = site_from_dict(site_dict(tmp_path, products={"L3A": off, "L3B": off},
+                                    database={"url": postgres_url, "statement_timeout_s": 1,
+                                              "retry_s": 2}))
+    JobStore(postgres_url).close()  # the tables exist
+    locker = subprocess.Popen([sys.executable, "-c", _PG_LOCKER, postgres_url, "120"],
+                              stdout=subprocess.PIPE, text=True)
+    assert locker.stdout.readline().strip() == "locked"
+    t0 = time.monotonic()
+    try:
+        report = run(site, client=cluster)
+        elapsed = time.monotonic() - t0
+    finally:
+        end_lock(locker)
+    assert report.stopped == "database" and report.exit_code == 1
+    assert "PostgreSQL" in report.error and "lock" in report.error, report.error
+    assert elapsed < 60
+    again = run(site, client=cluster)
+    assert again.exit_code == 0 and len(again.done) == 1
+    assert set(assert_store_whole(site)) == {f"L2A_L8_T31UDS_{t:%Y%m%dT%H%M%S}_LASRC"
+                                             for t in L8_DATES}
+
+
+def test_watch_picks_up_new_inputs_and_stops_on_sigterm(tmp_path, cluster):
+    inbox = make_inbox(tmp_path, files=[L8_FILE])
+    site_file = write_site(tmp_path, site_dict(tmp_path, products={"L3A": {"enabled": False}}))
+    site = load_site(site_file)
+    proc = _run_cli("run", site_file, "--watch", "--poll", "1", "--scheduler",
+                    cluster.scheduler.address)
+    try:
+        db = site.store / "jobs.sqlite"
+        _wait(db.exists, 60, "the job database", proc)
+        js = JobStore(db, statement_timeout_s=5)
+        _wait(lambda: len(js.products(level="L2A")) == 1, 120, "the Landsat date", proc)
+        for f in S2_FILES:  # arrive as a download would: a hidden name, then renamed
+            shutil.copy2(f, inbox / f".{f.name}.part")
+            os.rename(inbox / f".{f.name}.part", inbox / f.name)
+        _wait(lambda: len(js.products(level="L3B")) == len(S2_DATES), 120,
+              "the L3B products of the new dates", proc)
+        js.close()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        _reap(proc)
+    assert proc.returncode == 0, err
+    assert "stopped by a signal" in out
+    js = site.job_store()
+    try:
+        assert js.jobs(JobState.RUNNING) == [] and js.counts()["done"] == 2 + len(S2_DATES)
+    finally:
+        js.close()
+
+
+# ----------------------------------------------------------------------------------- CLI
+
+
+def test_cli_template_check_run_status(tmp_path, cluster):
+    runner = CliRunner()
+    res = runner.invoke(cli, ["site", "template"])
+    assert res.exit_code == 0 and res.output == TEMPLATE
+    make_inbox(tmp_path, files=[L8_FILE])
+    off = {"enabled": False}
+    site_file = write_site(tmp_path, site_dict(tmp_path, products={"L3A": off, "L3B": off,
+                                                                   "L4B": {"enabled": True}}))
+    res = runner.invoke(cli, ["site", "check", str(site_file)])
+    assert res.exit_code == 0 and "T31UDS" in res.output and "2018-06, 2018-07" in res.output
+    address = cluster.scheduler.address
+    res = runner.invoke(cli, ["run", str(site_file), "--scheduler", address, "--json"])
+    assert res.exit_code == 0, res.output
+    assert '"exit_code": 0' in res.stdout and "L2A_L8_T31UDS_20180701" in res.stdout
+    assert "not available in the production yet" in res.stderr  # L4B asked for
+    res = runner.invoke(cli, ["status", str(site_file)])
+    assert res.exit_code == 0 and "ingest" in res.output and "L2A" in res.output
+    # a wrong site file: exit 1, the file and field named
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**site_dict(tmp_path), "season": {"start": "2018-06-01"}}))
+    res = runner.invoke(cli, ["run", str(bad)])
+    assert res.exit_code == 1 and "bad.yaml" in res.stderr and "field 'season.end'" in res.stderr
+    # no inbox: exit 1 with the field named
+    gone = write_site(tmp_path, site_dict(tmp_path, inbox={"path": str(tmp_path / "nope")}))
+    res = runner.invoke(cli, ["run", str(gone), "--scheduler", address])
+    assert res.exit_code == 1 and "field 'inbox.path'" in res.stderr and "nope" in res.stderr
+
+
+def test_commands_plug_into_the_main_cli_and_the_demo_site_is_valid():
+    from agriseries.cli import main
+    from agriseries.production import cli as production_cli
+
+    for cmd in (production_cli.site, production_cli.run, production_cli.status):
+        main.add_command(cmd)
+    res = CliRunner().invoke(main, ["site", "template"])
+    assert res.exit_code == 0 and res.output == TEMPLATE
+    demo = load_site(REPO / "sites" / "demo.yaml")
+    assert demo.tiles == ["T31UDS"] and demo.inbox.path == INBOX.absolute()
+    assert demo.store == (REPO / "build" / "demo-production").absolute()
