@@ -64,7 +64,7 @@ def plain_weighted_mean(ds: xr.Dataset, centre: dt.date, params, factor: int) ->
                                    factor)
         a, b = cloud_fractions(share, params)
         cy, cx = a.shape
-        coarse = xr.DataArray(cloud_weight_fields(a, b), dims=("f", "cy", "cx"),
+        coarse = xr.DataArray(np.stack([a, b]), dims=("f", "cy", "cx"),
                               coords={"cy": np.arange(cy), "cx": np.arange(cx)})
         yy = np.clip((np.arange(ny) + 0.5) / factor - 0.5, 0, cy - 1)
         xx = np.clip((np.arange(nx) + 0.5) / factor - 0.5, 0, cx - 1)
@@ -81,10 +81,6 @@ def plain_weighted_mean(ds: xr.Dataset, centre: dt.date, params, factor: int) ->
         w = wts.where(valid, 0.0)
         out[b] = (w * ds[b].fillna(0)).sum("time") / w.sum("time")
     return xr.Dataset(out)
-
-
-def cloud_weight_fields(a, b):
-    return np.stack([a, b])
 
 
 # -- synthetic full-tile inputs from real chips ------------------------------------------

@@ -309,7 +309,11 @@ def _share_resolution(grids: CompositeGrids) -> int:
 
 def compute_coarse_fields(acqs: list[Acquisition], grids: CompositeGrids,
                           params: WaspParams) -> list[np.ndarray]:
-    """The coarse fields of every date, computed together (reads each mask once)."""
+    """The coarse fields of every date, computed in one pass before the main one.
+
+    This reads each date's 20 m mask (and its angles on the coarse grid) once; the main
+    pass reads the mask again, block by block (a uint8 layer: small beside the bands).
+    """
     res = _share_resolution(grids)
     factor = int(round(abs(grids.coarse.affine.a) / res))
     shares, angle_arrays = [], []
@@ -366,15 +370,16 @@ def synthesize(acqs: list[Acquisition], centre: dt.date, grids: CompositeGrids,
         avail = np.array([[b in a.layers[res] for b in stack] for a in acqs], bool)
         setup = BlockSetup(stack, len(present), avail, days, np.atleast_1d(wdate) * wsens,
                            res / abs(grids.coarse.affine.a), params)
-        def lazy(a, name):
-            if name not in a.layers[res]:
+        def lazy(layer: xr.Dataset, name: str):
+            if name not in layer:
                 return None
-            arr = a.layers[res][name].data
+            arr = layer[name].data
             return arr if hasattr(arr, "dask") else da.from_array(arr, chunks=params.chunks)
 
-        arr = composite_dask([[lazy(a, b) for b in stack] for a in acqs],
-                             [lazy(a, "mask") for a in acqs], [lazy(a, "aot") for a in acqs],
-                             coarse, setup)
+        layers = [a.layers[res] for a in acqs]
+        arr = composite_dask([[lazy(lay, b) for b in stack] for lay in layers],
+                             [lazy(lay, "mask") for lay in layers],
+                             [lazy(lay, "aot") for lay in layers], coarse, setup)
         gb = grids.fine[res]
         coords = {"y": gb.coords["y"].values, "x": gb.coords["x"].values}
         vars_ = {"weight": (("y", "x"), arr[0]), "date": (("y", "x"), arr[1]),
@@ -516,17 +521,18 @@ def composite(store: ProductStore, tile: str, period: str, *, centre: dt.date | 
                                     coarse_resolution=params.coarse_resolution)
     chunks = {10: params.chunks, 20: max(64, params.chunks // 2)}
     bands = {10: R1_BANDS, 20: R2_BANDS}
+    helpers = {20: R2_HELPERS}
+    to_read = {res: names + helpers.get(res, ()) for res, names in bands.items()}
     acqs = []
     for it, sp in products:
         try:
-            acqs.append(acquisition_from_product(sp, grids, {10: R1_BANDS, 20: R2_BANDS + R2_HELPERS},
-                                                 chunks))
+            acqs.append(acquisition_from_product(sp, grids, to_read, chunks))
         except InputProductError as exc:
             skipped.append({"id": it.id, "error": str(exc)})
     if not acqs:
         raise ConfigurationError(f"no usable L2A product of {tile} for {period}: {skipped}")
     acqs, merged = merge_passes(acqs)
-    out, inputs = synthesize(acqs, centre, grids, bands, {20: R2_HELPERS}, params)
+    out, inputs = synthesize(acqs, centre, grids, bands, helpers, params)
     layers = []
     for res, ds in out.items():
         gb = grids.fine[res]

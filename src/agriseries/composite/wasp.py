@@ -69,7 +69,6 @@ from dataclasses import asdict, dataclass, field
 
 import dask.array as da
 import numpy as np
-from odc.geo.geobox import GeoBox
 
 from ..core.errors import ConfigurationError
 from ..core.jit import compiled
@@ -555,7 +554,7 @@ def update_block(refl: np.ndarray, mask: np.ndarray, aot: np.ndarray, coarse: np
         ``(3 + n_out, h, w)`` float32: weight, weighted date (days since 1970-01-01,
         NaN no data), flag, then the ``n_out`` output bands (NaN no data).
     """
-    nt, nb, h, w = refl.shape
+    _, nb, h, w = refl.shape
     p = setup.params
     iy0, iy1, fy = _interp_index(row0, h, setup.ratio, cy0, coarse.shape[2])
     ix0, ix1, fx = _interp_index(col0, w, setup.ratio, cx0, coarse.shape[3])

@@ -160,15 +160,15 @@ def date_tags(dates) -> list[str]:
 # kernels
 
 
-@numba.njit(nogil=True, cache=True)
-def _gapfill_kernel(values, mask, t_obs, t_out, excluded, fallback, out):  # pragma: no cover
-    nb, nt, npix = values.shape
-    nout = t_out.shape[0]
-    idx = np.empty(nt, np.int64)
-    for p in range(npix):
+@numba.njit(inline="always")
+def _valid_obs(values, mask, p, excluded, fallback, idx):  # pragma: no cover - compiled
+    """Fill ``idx`` with the dates of pixel ``p`` whose mask has none of ``excluded`` and
+    whose bands are all finite (else, if none, none of ``fallback``); return their count."""
+    nb, nt, _ = values.shape
+    for bits in (excluded, fallback):
         nv = 0
         for t in range(nt):
-            if (mask[t, p] & excluded) == 0:
+            if (mask[t, p] & bits) == 0:
                 ok = True
                 for b in range(nb):
                     if not np.isfinite(values[b, t, p]):
@@ -177,17 +177,42 @@ def _gapfill_kernel(values, mask, t_obs, t_out, excluded, fallback, out):  # pra
                 if ok:
                     idx[nv] = t
                     nv += 1
-        if nv == 0:
-            for t in range(nt):
-                if (mask[t, p] & fallback) == 0:
-                    ok = True
-                    for b in range(nb):
-                        if not np.isfinite(values[b, t, p]):
-                            ok = False
-                            break
-                    if ok:
-                        idx[nv] = t
-                        nv += 1
+        if nv > 0:
+            return nv
+    return 0
+
+
+@numba.njit(inline="always")
+def _interp_at(values, t_obs, idx, nv, j, to, p, cur):  # pragma: no cover - compiled
+    """Advance ``j`` past the valid dates <= ``to`` and put the linear interpolation at ``to``
+    (nearest valid value beyond the ends) in ``cur``; return the new ``j``."""
+    nb = values.shape[0]
+    while j < nv and t_obs[idx[j]] <= to:
+        j += 1
+    # idx[j - 1] is the last valid observation at or before `to`, idx[j] the first after
+    if j == 0:
+        for b in range(nb):
+            cur[b] = values[b, idx[0], p]
+    elif j == nv:
+        for b in range(nb):
+            cur[b] = values[b, idx[nv - 1], p]
+    else:
+        tp = t_obs[idx[j - 1]]
+        w = (to - tp) / (t_obs[idx[j]] - tp)
+        for b in range(nb):
+            vp = values[b, idx[j - 1], p]
+            cur[b] = vp + w * (values[b, idx[j], p] - vp)
+    return j
+
+
+@numba.njit(nogil=True, cache=True)
+def _gapfill_kernel(values, mask, t_obs, t_out, excluded, fallback, out):  # pragma: no cover
+    nb, nt, npix = values.shape
+    nout = t_out.shape[0]
+    idx = np.empty(nt, np.int64)
+    cur = np.empty(nb, np.float32)
+    for p in range(npix):
+        nv = _valid_obs(values, mask, p, excluded, fallback, idx)
         if nv == 0:
             for b in range(nb):
                 for o in range(nout):
@@ -195,23 +220,9 @@ def _gapfill_kernel(values, mask, t_obs, t_out, excluded, fallback, out):  # pra
             continue
         j = 0
         for o in range(nout):
-            to = t_out[o]
-            while j < nv and t_obs[idx[j]] <= to:
-                j += 1
-            # idx[j - 1] is the last valid observation at or before `to`, idx[j] the first after
-            if j == 0:
-                for b in range(nb):
-                    out[b, o, p] = values[b, idx[0], p]
-            elif j == nv:
-                for b in range(nb):
-                    out[b, o, p] = values[b, idx[nv - 1], p]
-            else:
-                tp = t_obs[idx[j - 1]]
-                tn = t_obs[idx[j]]
-                w = (to - tp) / (tn - tp)
-                for b in range(nb):
-                    vp = values[b, idx[j - 1], p]
-                    out[b, o, p] = vp + w * (values[b, idx[j], p] - vp)
+            j = _interp_at(values, t_obs, idx, nv, j, t_out[o], p, cur)
+            for b in range(nb):
+                out[b, o, p] = cur[b]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -226,49 +237,14 @@ def _features_kernel(values, mask, t_obs, t_out, excluded, fallback, out):  # pr
     idx = np.empty(nt, np.int64)
     cur = np.empty(nb, np.float32)
     for p in range(npix):
-        nv = 0
-        for t in range(nt):
-            if (mask[t, p] & excluded) == 0:
-                ok = True
-                for b in range(nb):
-                    if not np.isfinite(values[b, t, p]):
-                        ok = False
-                        break
-                if ok:
-                    idx[nv] = t
-                    nv += 1
-        if nv == 0:
-            for t in range(nt):
-                if (mask[t, p] & fallback) == 0:
-                    ok = True
-                    for b in range(nb):
-                        if not np.isfinite(values[b, t, p]):
-                            ok = False
-                            break
-                    if ok:
-                        idx[nv] = t
-                        nv += 1
+        nv = _valid_obs(values, mask, p, excluded, fallback, idx)
         if nv == 0:
             for k in range(nout * per):
                 out[p, k] = np.nan
             continue
         j = 0
         for o in range(nout):
-            to = t_out[o]
-            while j < nv and t_obs[idx[j]] <= to:
-                j += 1
-            if j == 0:
-                for b in range(nb):
-                    cur[b] = values[b, idx[0], p]
-            elif j == nv:
-                for b in range(nb):
-                    cur[b] = values[b, idx[nv - 1], p]
-            else:
-                tp = t_obs[idx[j - 1]]
-                w = (to - tp) / (t_obs[idx[j]] - tp)
-                for b in range(nb):
-                    vp = values[b, idx[j - 1], p]
-                    cur[b] = vp + w * (values[b, idx[j], p] - vp)
+            j = _interp_at(values, t_obs, idx, nv, j, t_out[o], p, cur)
             base = o * per
             for b in range(nb):
                 out[p, base + b] = cur[b]
