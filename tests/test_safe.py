@@ -426,6 +426,23 @@ def test_truncated_jp2_fails_at_load_naming_the_file(tmp_path):
     assert isinstance(err.value, InputProductError)
 
 
+def test_atmosphere_from_the_ecmwf_and_cams_grib_files(l2a, tmp_path):
+    atm = l2a.metadata["atmosphere"]
+    # scene means of the 9 x 9 GRIB grids, converted: TCWV 14.10 kg/m2, MSL 100606 Pa,
+    # ozone 0.006894 kg/m2 = 321.9 Dobson units, CAMS total AOD at 550 nm (table 210, #207)
+    assert atm["water_vapour"] == pytest.approx(1.4105, abs=1e-3)
+    assert atm["pressure_msl"] == pytest.approx(1006.06, abs=0.01)
+    assert atm["ozone"] == pytest.approx(0.3219, abs=1e-3)
+    assert atm["aot550"] == pytest.approx(0.1217, abs=1e-3)
+    assert atm["source"] == "AUX_ECMWFT, AUX_CAMSFO"
+    copy = _copy_l2a(tmp_path)
+    cams = next(copy.rglob("AUX_CAMSFO"))
+    cams.write_bytes(cams.read_bytes()[:100])  # truncated: reported, the product still reads
+    atm2 = read_safe(copy, bands=["B04"]).metadata["atmosphere"]
+    assert "aot550" not in atm2 and atm2["water_vapour"] == atm["water_vapour"]
+    assert "AUX_CAMSFO" in atm2["errors"][0]
+
+
 def test_band_missing_from_the_mtd(tmp_path):
     copy = _copy_l2a(tmp_path)
     mtd = copy / "MTD_MSIL2A.xml"

@@ -58,6 +58,7 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import os
+import posixpath
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 import numpy as np
+import rasterio
+from rasterio.errors import RasterioIOError
 import shapely
 from affine import Affine
 from lxml import etree
@@ -764,6 +767,9 @@ def read_safe(path: str | os.PathLike, cloud_probability_threshold: int = 65, *,
     }
     if md.aot_quantification_value is not None:
         metadata["aot_quantification_value"] = md.aot_quantification_value
+    atmosphere = read_atmosphere(c, md)
+    if atmosphere:
+        metadata["atmosphere"] = atmosphere
     return SourceProduct(
         path=c.given, product_id=md.product_id, level=md.level, sensor=md.sensor,
         producer=md.producer, datetime=md.datetime, crs=md.crs, footprint=footprint,
@@ -772,6 +778,64 @@ def read_safe(path: str | os.PathLike, cloud_probability_threshold: int = 65, *,
         view_angles={b: g for b, g in md.view_angles.items() if b in assets},
         tile=md.tile, native_grids=dict(md.native_grids), metadata=metadata,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# auxiliary atmosphere (ECMWF / CAMS GRIB files of the granule)
+
+#: GRIB element -> (key, factor): ECMWF ``AUX_ECMWFT`` total column water vapour in kg/m2
+#: (/10 -> g/cm2), mean sea-level pressure in Pa (/100 -> hPa), total column ozone in kg/m2
+#: (1 Dobson unit = 2.1415e-5 kg/m2 and 1000 DU = 1 cm-atm); CAMS ``AUX_CAMSFO`` parameter
+#: 207 of ECMWF's local table 210 is the total aerosol optical depth at 550 nm.
+_AUX_FIELDS = {
+    "PWC": ("water_vapour", 0.1),
+    "TCWV": ("water_vapour", 0.1),
+    "MSL": ("pressure_msl", 0.01),
+    "TCO3": ("ozone", 1.0 / 2.1415e-5 / 1000.0),
+    "var207 of table 210 of center ECMWF": ("aot550", 1.0),
+    "AOD550": ("aot550", 1.0),
+}
+
+
+def read_atmosphere(c: _Container, md: SafeMetadata) -> dict[str, object]:
+    """Scene-mean atmosphere from the granule's ``AUX_DATA`` GRIB files, when present.
+
+    ESA puts the ECMWF forecast (``AUX_ECMWFT``: water vapour, sea-level pressure,
+    ozone) in every L1C / L2A granule, and the CAMS aerosol forecast (``AUX_CAMSFO``)
+    since 2019, as small GRIB grids over the tile. The values used for the
+    atmospheric correction (:mod:`agriseries.l2a`) are their means over the grid
+    (the grid is about 9 x 9 points over the 110 km tile): ``aot550`` (unitless),
+    ``water_vapour`` (g/cm2), ``ozone`` (cm-atm), ``pressure_msl`` (hPa), with
+    ``source`` naming the files. A file that GDAL cannot read is reported in
+    ``errors`` and left out (the correction then uses its defaults): auxiliary
+    data never makes the product unreadable.
+    """
+    granule = posixpath.dirname(md.tile_mtd)
+    out: dict[str, object] = {}
+    sources, errors = [], []
+    for name in ("AUX_ECMWFT", "AUX_CAMSFO"):
+        rel = posixpath.join(granule, "AUX_DATA", name)
+        if c.find(rel) is None:
+            continue
+        path = c.gdal_path(rel)
+        try:
+            with rasterio.open(path) as src:
+                for i in range(1, src.count + 1):
+                    element = src.tags(i).get("GRIB_ELEMENT", "")
+                    if element in _AUX_FIELDS:
+                        key, factor = _AUX_FIELDS[element]
+                        values = src.read(i).astype(np.float64)
+                        values = values[np.isfinite(values)]
+                        if values.size:
+                            out[key] = round(float(values.mean()) * factor, 6)
+            sources.append(name)
+        except (RasterioIOError, OSError, ValueError) as exc:
+            errors.append(f"{path}: {exc}")
+    if sources:
+        out["source"] = ", ".join(sources)
+    if errors:
+        out["errors"] = errors
+    return out
 
 
 def _on_disk(c: _Container, rel: str) -> str | None:

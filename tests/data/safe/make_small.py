@@ -98,6 +98,10 @@ def make_l2a() -> dict:
     if dst.exists():
         shutil.rmtree(dst)
     copy_xml(L2A_SRC, dst)
+    for aux in L2A_SRC.glob("GRANULE/*/AUX_DATA/AUX_*"):  # ECMWF / CAMS GRIB, 3 KB each
+        out = dst / aux.relative_to(L2A_SRC)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(aux, out)
     facts: dict = {"window_60m": {"row": L2A_WIN60[0], "col": L2A_WIN60[1], "size": L2A_WIN60[2]}}
     w60, w20 = window_at(L2A_WIN60, 60), window_at(L2A_WIN60, 20)
     for band in L2A_60M + ["SCL", "AOT"]:
