@@ -402,6 +402,7 @@ def biophysical_verify(model_dir, atol, as_json):
 def _register() -> None:
     """Commands that live with their package."""
     from .crop.cli import cropmask_cmd, croptype_cmd
+    from .l2a.cli import l2a_cmd
     from .production.cli import run, site, status
     from .validation.cli import validate
 
@@ -409,6 +410,7 @@ def _register() -> None:
     main.add_command(run)
     main.add_command(status)
 
+    main.add_command(l2a_cmd)
     main.add_command(validate)
     main.add_command(cropmask_cmd)
     main.add_command(croptype_cmd)

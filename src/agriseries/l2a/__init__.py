@@ -1,0 +1,1 @@
+"""Level-2A processing: cloud masks and atmospheric correction."""

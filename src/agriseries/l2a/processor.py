@@ -1,0 +1,655 @@
+"""The L2A processor: surface reflectance and masks from the L1C products of a tile.
+
+:func:`l2a` processes every L1C product of a tile (Sentinel-2 ESA L1C, Landsat 8/9
+Collection 2 L1) in date order, the way MACCS / MAJA did for Sen2Agri (ALGORITHMS.md
+sections 2 and 3):
+
+1. **Coarse scene.** The bands the cloud tests use (coastal, blue, green, red, NIR,
+   SWIR 1.6 and 2.2 um, cirrus) are averaged onto the tile's coarse grid (240 m by
+   default, ``resolution``), with the sun and viewing angles. They are corrected for
+   Rayleigh scattering and gaseous absorption with SMAC at AOT 0 (MAJA's "TOCR"; the
+   cirrus band stays at the top of the atmosphere, where its threshold is defined).
+2. **Masks** (:mod:`agriseries.l2a.cloudmask`): the mono-temporal tests, and, where the
+   tile's state has history, the multi-temporal test against the composite of the
+   latest clear reflectance, the correlation test, snow, water, cirrus, shadows,
+   dilation. The coarse mask is repeated onto the output mask grid (20 m for
+   Sentinel-2, 30 m for Landsat), where pixels without a measurement are NODATA.
+3. **Surface reflectance** (:mod:`agriseries.l2a.smac`): SMAC's inverse model per band
+   with that band's coefficients, the band's own viewing angles and the sun angles,
+   the pressure from the altitude (a DEM or one altitude) and the sea-level pressure,
+   and the ozone, water vapour and AOT at 550 nm of the product's auxiliary data (the
+   ECMWF / CAMS files of a SAFE granule) or the defaults of :class:`L2AParams`. The
+   atmospheric terms are computed on the coarse grid and interpolated bilinearly to
+   each band's pixels, so the per-pixel work is three multiply-adds.
+4. **Product** ``L2A_<sensor>_<tile>_<datetime>_AGS``: every reflective band (not the
+   cirrus band, not the Landsat panchromatic band) as int16 x 10000 at its native
+   resolution, the common ``mask``, the ``aot`` used (coarse grid), the angle grids
+   of the L1C, a copy of the tile state after this date, and an Item saying which
+   mode the masks were made in and where each atmospheric input came from.
+5. **State** (``STORE/state/l2a/<tile>/state.npz``): updated with the date's clear
+   pixels and saved atomically *after* the product is in the store. A product that
+   fails (missing band, no angle grid, unreadable file) is reported and skipped; the
+   state is left as it was, and the next date processes.
+
+**Initialisation.** While the state has no history, the masks use the mono-temporal
+tests only (mode ``init``). Once the state holds ``backward_dates`` dates, every
+product made in ``init`` mode is made again against the state built from the other
+dates (mode ``backward``: MAJA's backward initialisation, which processes the first
+dates again once a composite exists; the composite pixels and stack images of the
+date itself are left out so that a date is never compared with itself).
+
+A product dated before the last date of the state (a late arrival) is processed
+against the state but does not update it (the composite only moves forward in time).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import pystac
+from affine import Affine
+from odc.geo.geobox import GeoBox
+
+from .. import __version__
+from ..core.bands import bands_of, is_sentinel2
+from ..core.errors import AgriseriesError, ConfigurationError, InputProductError, MissingBandError
+from ..core.grid import tile_footprint
+from ..core.ids import Level, ProductId
+from ..core.masks import MaskBit
+from ..io.product import AngleGrid, SourceProduct, load, mean_view_grid
+from ..io.store import Layer, ProductFile, ProductStore
+from . import smac
+from .cloudmask import (
+    CloudParams,
+    CoarseScene,
+    MaskResult,
+    TileState,
+    day_number,
+    detect,
+    update_state,
+)
+
+log = logging.getLogger(__name__)
+
+#: Common name in the cloud tests -> band, per sensor family.
+SCENE_BANDS = {
+    "S2": {"coastal": "B01", "blue": "B02", "green": "B03", "red": "B04", "nir": "B08",
+           "swir16": "B11", "swir22": "B12", "cirrus": "B10"},
+    "L": {"coastal": "B1", "blue": "B2", "green": "B3", "red": "B4", "nir": "B5",
+          "swir16": "B6", "swir22": "B7", "cirrus": "B9"},
+}
+#: Bands the cloud tests cannot do without.
+REQUIRED_SCENE_BANDS = ("blue", "green", "red", "nir", "swir16")
+#: Output (surface reflectance) bands per sensor family.
+OUTPUT_BANDS = {
+    "S2": ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"),
+    "L": ("B1", "B2", "B3", "B4", "B5", "B6", "B7"),
+}
+
+DEFAULT_AOT550 = 0.1
+DEFAULT_OZONE = 0.3
+DEFAULT_WATER_VAPOUR = 1.42
+DEFAULT_PRESSURE_MSL = 1013.25
+
+
+def _family(sensor: str) -> str:
+    return "S2" if is_sentinel2(sensor) else "L"
+
+
+@dataclass(frozen=True)
+class L2AParams:
+    """Settings of the L2A processor.
+
+    Attributes
+    ----------
+    resolution
+        Coarse grid of the cloud tests and of the state, metres (MAJA: 240, or 120).
+    mask_resolution
+        Pixel size of the output mask; default 20 m for Sentinel-2 (Sen2Cor's SCL) and
+        30 m for Landsat.
+    cloud
+        The cloud / shadow / snow / water test settings (:class:`CloudParams`).
+    aot550, ozone, water_vapour, pressure_msl
+        Atmosphere for SMAC: ``None`` takes the product's auxiliary value (ECMWF /
+        CAMS files of a SAFE granule), else the default: AOT at 550 nm 0.1 (a rural
+        background aerosol load), ozone 0.3 cm-atm (300 Dobson units), water vapour
+        1.42 g/cm2 (US standard atmosphere 1976), sea-level pressure 1013.25 hPa.
+        A number given here overrides the product's value.
+    altitude
+        Ground altitude in metres when there is no DEM (default 0).
+    dem
+        A DEM raster (any CRS; metres), averaged onto the coarse grid; it gives the
+        surface pressure per coarse pixel and the altitude to the cloud tests.
+    backward_dates
+        Number of dates in the state from which the products made without history are
+        made again (MAJA's backward initialisation); 0 turns it off.
+    state_copy
+        Put a copy of the tile state in every product (the products then carry what
+        is needed to resume; about 5 bytes x 20 per coarse pixel, compressed).
+    """
+
+    resolution: float = 240.0
+    mask_resolution: int | None = None
+    cloud: CloudParams = field(default_factory=CloudParams)
+    aot550: float | None = None
+    ozone: float | None = None
+    water_vapour: float | None = None
+    pressure_msl: float | None = None
+    altitude: float = 0.0
+    dem: str | None = None
+    backward_dates: int = 3
+    state_copy: bool = True
+
+    def __post_init__(self) -> None:
+        if not (10 <= self.resolution <= 1000):
+            raise ConfigurationError(f"resolution={self.resolution!r} m: expected 10-1000 m "
+                                     "(MAJA uses 240 or 120)")
+        if self.mask_resolution is not None and self.mask_resolution not in (10, 20, 30, 60):
+            raise ConfigurationError(f"mask_resolution={self.mask_resolution!r}: expected 10, 20, "
+                                     "30 or 60 m")
+        for name, lo, hi in (("aot550", 0.0, 3.0), ("ozone", 0.0, 1.0),
+                             ("water_vapour", 0.0, 10.0), ("pressure_msl", 800.0, 1100.0)):
+            v = getattr(self, name)
+            if v is not None and not lo <= v <= hi:
+                raise ConfigurationError(f"{name}={v!r}: expected {lo}-{hi}")
+        if not -500 <= self.altitude <= 9000:
+            raise ConfigurationError(f"altitude={self.altitude!r} m: expected -500-9000")
+        if self.backward_dates < 0:
+            raise ConfigurationError(f"backward_dates={self.backward_dates!r}: expected >= 0")
+
+
+@dataclass
+class L2AResult:
+    """What :func:`l2a` did.
+
+    Attributes
+    ----------
+    written
+        Product ids written (in processing order; a product made again in backward
+        mode appears twice).
+    skipped
+        Product ids already in the store.
+    failed
+        L1C product id -> the error message (the product was not made).
+    state_path
+        The tile state file.
+    """
+
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    state_path: Path | None = None
+
+
+# ------------------------------------------------------------------------------------
+# grids
+
+
+def coarse_grid(tile: str, footprint, resolution: float) -> GeoBox:
+    """The tile's coarse grid (origin at the tile's corner) cropped to ``footprint``."""
+    t_fp = tile_footprint(tile)
+    ulx, uly = t_fp.boundingbox.left, t_fp.boundingbox.top
+    fp = footprint.to_crs(t_fp.crs).intersection(t_fp)
+    if fp.is_empty:
+        raise ConfigurationError(f"the products do not overlap tile {tile}")
+    minx, miny, maxx, maxy = fp.boundingbox
+    c0 = int(math.floor((minx - ulx) / resolution + 1e-9))
+    c1 = int(math.ceil((maxx - ulx) / resolution - 1e-9))
+    r0 = int(math.floor((uly - maxy) / resolution + 1e-9))
+    r1 = int(math.ceil((uly - miny) / resolution - 1e-9))
+    return GeoBox((max(1, r1 - r0), max(1, c1 - c0)),
+                  Affine(resolution, 0, ulx + c0 * resolution, 0, -resolution, uly - r0 * resolution),
+                  t_fp.crs)
+
+
+def grid_id(gb: GeoBox) -> str:
+    """The identity of a grid, kept in the state file."""
+    a = gb.affine
+    return f"{gb.crs}|{a.c:.3f},{a.f:.3f},{a.a:.3f}|{gb.shape.y}x{gb.shape.x}"
+
+
+def _fine_grid(coarse: GeoBox, res: int) -> GeoBox:
+    """The grid at ``res`` covering the coarse grid (same corner)."""
+    a = coarse.affine
+    k = a.a / res
+    return GeoBox((int(round(coarse.shape.y * k)), int(round(coarse.shape.x * k))),
+                  Affine(res, 0, a.c, 0, -res, a.f), coarse.crs)
+
+
+# ------------------------------------------------------------------------------------
+# interpolation of coarse fields
+
+
+def _axis_weights(n_fine: int, off_fine: int, res_fine: float, res_coarse: float, n_coarse: int):
+    """Index of the left coarse neighbour and the weight of the right one, per fine pixel."""
+    centres = (off_fine + np.arange(n_fine) + 0.5) * res_fine / res_coarse - 0.5
+    if n_coarse == 1:
+        return np.zeros(n_fine, np.int64), np.zeros(n_fine)
+    i0 = np.clip(np.floor(centres).astype(np.int64), 0, n_coarse - 2)
+    w = np.clip(centres - i0, 0.0, 1.0)
+    return i0, w
+
+
+def bilinear(coarse: np.ndarray, shape: tuple[int, int], offset: tuple[int, int], ratio: float
+             ) -> np.ndarray:
+    """A coarse field interpolated bilinearly at the centres of a block of fine pixels.
+
+    ``offset`` is the block's first (row, column) on the fine grid, which shares its
+    corner with the coarse grid; ``ratio`` = coarse / fine pixel size. Beyond the outer
+    coarse pixel centres the value is held; NaN coarse values are filled first by the
+    field's mean so that a no-data coarse pixel does not blank its neighbours.
+    """
+    c = np.asarray(coarse, dtype=np.float64)
+    if np.isnan(c).any():
+        c = np.where(np.isnan(c), np.nanmean(c) if np.isfinite(c).any() else 0.0, c)
+    iy, wy = _axis_weights(shape[0], offset[0], 1.0, ratio, c.shape[0])
+    ix, wx = _axis_weights(shape[1], offset[1], 1.0, ratio, c.shape[1])
+    iy1 = np.minimum(iy + 1, c.shape[0] - 1)
+    ix1 = np.minimum(ix + 1, c.shape[1] - 1)
+    top = c[iy][:, ix] * (1 - wx) + c[iy][:, ix1] * wx
+    bottom = c[iy1][:, ix] * (1 - wx) + c[iy1][:, ix1] * wx
+    return top * (1 - wy)[:, None] + bottom * wy[:, None]
+
+
+def _smac_block(toa: np.ndarray, atm: np.ndarray, trans: np.ndarray, s: np.ndarray,
+                ratio: float, block_info=None) -> np.ndarray:
+    (r0, _), (c0, _) = block_info[0]["array-location"]
+    shape = toa.shape
+    terms = smac.SmacTerms(atm=bilinear(atm, shape, (r0, c0), ratio),
+                           trans=bilinear(trans, shape, (r0, c0), ratio),
+                           s=bilinear(s, shape, (r0, c0), ratio))
+    return smac.apply_inverse(toa, terms).astype(np.float32)
+
+
+def _repeat_block(coarse_bits: np.ndarray, toa_nan: np.ndarray, ratio: int, block_info=None):
+    (r0, r1), (c0, c1) = block_info[1]["array-location"]
+    rows = np.minimum(np.arange(r0, r1) // ratio, coarse_bits.shape[0] - 1)
+    cols = np.minimum(np.arange(c0, c1) // ratio, coarse_bits.shape[1] - 1)
+    out = coarse_bits[rows][:, cols].copy()
+    nodata = np.uint8(MaskBit.NODATA)
+    out[toa_nan] = nodata
+    # a measured pixel in a coarse pixel that had none keeps no other bit
+    out[~toa_nan & (out == nodata)] = 0
+    return out
+
+
+# ------------------------------------------------------------------------------------
+# one product
+
+
+@dataclass
+class _Atmosphere:
+    aot550: float
+    ozone: float
+    water_vapour: float
+    pressure_msl: float
+    sources: dict[str, str]
+
+
+def _atmosphere(product: SourceProduct, params: L2AParams) -> _Atmosphere:
+    aux = product.metadata.get("atmosphere") or {}
+    values, sources = {}, {}
+    for key, default in (("aot550", DEFAULT_AOT550), ("ozone", DEFAULT_OZONE),
+                         ("water_vapour", DEFAULT_WATER_VAPOUR),
+                         ("pressure_msl", DEFAULT_PRESSURE_MSL)):
+        given = getattr(params, key)
+        if given is not None:
+            values[key], sources[key] = float(given), "parameter"
+        elif key in aux:
+            values[key], sources[key] = float(aux[key]), f"product ({aux.get('source', 'aux')})"
+        else:
+            values[key], sources[key] = default, "default"
+    return _Atmosphere(**values, sources=sources)
+
+
+def _altitude(params: L2AParams, grid: GeoBox) -> np.ndarray:
+    if params.dem is None:
+        return np.full(grid.shape, float(params.altitude), np.float64)
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.errors import RasterioIOError
+    from rasterio.vrt import WarpedVRT
+
+    try:
+        with rasterio.open(params.dem) as src, WarpedVRT(
+                src, crs=str(grid.crs), transform=grid.affine, width=grid.shape.x,
+                height=grid.shape.y, resampling=Resampling.average, src_nodata=src.nodata,
+                nodata=np.nan, dtype="float32") as vrt:
+            z = vrt.read(1).astype(np.float64)
+    except (RasterioIOError, OSError) as exc:
+        raise ConfigurationError(f"{params.dem}: cannot read the DEM: {exc}") from exc
+    if not np.isfinite(z).any():
+        raise ConfigurationError(f"{params.dem}: the DEM does not cover the tile's products")
+    return np.where(np.isfinite(z), z, np.nanmean(z))
+
+
+def _view_grid(product: SourceProduct, band: str) -> AngleGrid:
+    if band in product.view_angles:
+        return product.view_angles[band]
+    return mean_view_grid(product.view_angles)
+
+
+def check_inputs(product: SourceProduct, pid: str) -> dict[str, str]:
+    """The scene bands of a product; InputProductError if it cannot make an L2A."""
+    fam = _family(product.sensor)
+    scene = {k: b for k, b in SCENE_BANDS[fam].items() if b in product.bands}
+    missing = [SCENE_BANDS[fam][k] for k in REQUIRED_SCENE_BANDS if k not in scene]
+    if missing:
+        raise MissingBandError(product.path, f"{pid}: band(s) {', '.join(missing)} missing; the "
+                               f"cloud tests need {', '.join(SCENE_BANDS[fam][k] for k in REQUIRED_SCENE_BANDS)}"
+                               f" (the product has {', '.join(product.bands) or 'no band'})")
+    if product.sun_angles is None or not product.view_angles:
+        what = "sun" if product.sun_angles is None else "viewing"
+        raise InputProductError(product.path, f"{pid}: no {what} angle grid; the atmospheric "
+                                "correction and the shadow projection need the sun and viewing angles")
+    return scene
+
+
+def read_scene(product: SourceProduct, scene_bands: dict[str, str], grid: GeoBox,
+               altitude: np.ndarray, atm: _Atmosphere) -> tuple[CoarseScene, dict]:
+    """The coarse scene of a product: TOA averaged on ``grid``, Rayleigh / gas corrected."""
+    ds = load(product, geobox=grid, bands=list(scene_bands.values()), angles="mean",
+              with_mask=False, with_aux=False)
+    names = list(scene_bands.values()) + ["sun_zenith", "sun_azimuth", "view_zenith", "view_azimuth"]
+    (arrays,) = dask.compute({n: ds[n].data[0] for n in names})
+    pressure = smac.pressure_from_altitude(altitude) * (atm.pressure_msl / DEFAULT_PRESSURE_MSL)
+    bands: dict[str, np.ndarray] = {}
+    for common, b in scene_bands.items():
+        toa = arrays[b]
+        if common == "cirrus":
+            bands[common] = toa.astype(np.float32)
+            continue
+        vz, va = _view_grid(product, b).on(grid)
+        coefs = smac.coefficients_for(product.sensor, b)
+        tocr = smac.smac_inverse(toa, coefs, arrays["sun_zenith"], arrays["sun_azimuth"], vz, va,
+                                 pressure=pressure, aot550=0.0, uo3=atm.ozone, uh2o=atm.water_vapour)
+        bands[common] = np.where(np.isfinite(toa), tocr, np.nan).astype(np.float32)
+    when = product.datetime
+    scene = CoarseScene(
+        date=when.date(), bands=bands,
+        sun_zenith=arrays["sun_zenith"], sun_azimuth=arrays["sun_azimuth"],
+        view_zenith=arrays["view_zenith"], view_azimuth=arrays["view_azimuth"],
+        pixel_size=float(grid.affine.a), altitude=altitude)
+    return scene, {"pressure": pressure, **arrays}
+
+
+def _state_without(state: TileState, day: dt.date) -> TileState:
+    """The state with what came from ``day`` itself left out (backward mode and a date made
+    again): its composite pixels become "never seen clear" and its stack image goes, so that
+    a date is never compared with itself."""
+    out = state.copy()
+    own = out.comp_date == day_number(day)
+    for arr in out.composite.values():
+        arr[own] = np.nan
+    out.comp_date[own] = -1
+    out.stack = [s for s in out.stack if s.date != day]
+    out.dates = [d for d in out.dates if d != day]
+    return out
+
+
+def _mask_layer(bits: np.ndarray, product: SourceProduct, coarse: GeoBox, res: int,
+                ref_band: str, tile: str) -> Layer:
+    fine = _fine_grid(coarse, res)
+    ds = load(product, geobox=fine, bands=[ref_band], angles=None, with_mask=False, with_aux=False)
+    toa = ds[ref_band].data[0]
+    ratio = int(round(coarse.affine.a / res))
+    mask = da.map_blocks(_repeat_block, bits, da.isnan(toa), ratio, dtype=np.uint8,
+                         chunks=toa.chunks)
+    return Layer("mask", mask, fine, "mask")
+
+
+def _mask_resolution(params: L2AParams, sensor: str) -> int:
+    if params.mask_resolution is not None:
+        return params.mask_resolution
+    return 20 if is_sentinel2(sensor) else 30
+
+
+def make_product(store: ProductStore, item: pystac.Item, state: TileState | None,
+                 grid: GeoBox, params: L2AParams, altitude: np.ndarray, *,
+                 mode: str, write: bool = True, overwrite: bool = False
+                 ) -> tuple[MaskResult, TileState | None, pystac.Item | None]:
+    """Masks and surface reflectance of one L1C product (see the module docstring)."""
+    product = store.open(item)
+    pid_in = item.id
+    scene_bands = check_inputs(product, pid_in)
+    atm = _atmosphere(product, params)
+    scene, arrays = read_scene(product, scene_bands, grid, altitude, atm)
+    if not any(np.isfinite(v).any() for v in scene.bands.values()):
+        raise InputProductError(product.path, f"{pid_in}: no measured pixel on the tile's grid")
+    result = detect(scene, state, params.cloud)
+    # the state after this date (a late date or a date made again does not move it)
+    new_state = (update_state(state, scene, result, params.cloud, grid=grid_id(grid))
+                 if mode in ("init", "nominal", "catch-up") else None)
+    if not write:
+        return result, new_state, None
+
+    fam = _family(product.sensor)
+    pid = ProductId(Level.L2A, product.sensor, ProductId.parse(pid_in).tile, product.datetime, "AGS")
+    bits = result.to_bits()
+    aot = np.where(np.isfinite(scene.bands["blue"]), atm.aot550, np.nan).astype(np.float32)
+    pressure = arrays["pressure"]
+    layers: list[Layer] = []
+    band_table = bands_of(product.sensor)
+    for b in OUTPUT_BANDS[fam]:
+        if b not in product.bands:
+            continue
+        res = int(band_table[b].resolution)
+        fine = _fine_grid(grid, res)
+        toa = load(product, geobox=fine, bands=[b], angles=None, with_mask=False,
+                   with_aux=False)[b].data[0]
+        vz, va = _view_grid(product, b).on(grid)
+        terms = smac.smac_terms(smac.coefficients_for(product.sensor, b), arrays["sun_zenith"],
+                                arrays["sun_azimuth"], vz, va, pressure=pressure,
+                                aot550=atm.aot550, uo3=atm.ozone, uh2o=atm.water_vapour)
+        ratio = grid.affine.a / res
+        surf = da.map_blocks(_smac_block, toa, np.asarray(terms.atm), np.asarray(terms.trans),
+                             np.asarray(terms.s), ratio, dtype=np.float32)
+        layers.append(Layer(b, surf, fine, "reflectance", band=band_table[b]))
+    mres = _mask_resolution(params, product.sensor)
+    ref = next((b for b in OUTPUT_BANDS[fam] if b in product.bands
+                and int(band_table[b].resolution) == mres), scene_bands["red"])
+    layers.append(_mask_layer(bits, product, grid, mres, ref, pid.tile))
+    layers.append(Layer("aot", aot, grid, "aux", unit="1"))
+
+    files = []
+    with tempfile.TemporaryDirectory(dir=store.root) as tmpdir:
+        copy = new_state if new_state is not None else state
+        if params.state_copy and copy is not None:
+            path = Path(tmpdir) / "state.npz"
+            copy.save(path)
+            files.append(ProductFile("state", path, "application/octet-stream",
+                                     ("metadata", "state"),
+                                     "Tile state after this date (composite, dates, stack)"))
+        grids = {"sun": product.sun_angles, **product.view_angles}
+        counts = {k: int(getattr(result, k).sum()) for k in
+                  ("valid", "cloud", "cloud_mono", "cloud_multi", "cirrus", "shadow", "snow", "water")}
+        parameters = {
+            "mode": mode,
+            "coarse_resolution": grid.affine.a,
+            "coarse_grid": grid_id(grid),
+            "atmosphere": {"aot550": atm.aot550, "ozone": atm.ozone,
+                           "water_vapour": atm.water_vapour, "pressure_msl": atm.pressure_msl,
+                           "sources": atm.sources,
+                           "altitude": "dem" if params.dem else params.altitude},
+            "cloud": dataclasses.asdict(params.cloud),
+            "state_dates": [d.isoformat() for d in (state.dates if state is not None else [])],
+            "coarse_counts": counts,
+        }
+        written = store.write_product(
+            pid, layers, footprint=product.footprint if product.footprint is not None
+            else tile_footprint(pid.tile),
+            sensors=[product.sensor], inputs=[pid_in], parameters=parameters,
+            lineage=f"L2A by agriseries {__version__}: SMAC surface reflectance and MAJA-like "
+                    f"masks ({mode} mode) from {pid_in}",
+            datetime=product.datetime, angle_grids=grids, files=files, overwrite=overwrite,
+            properties={"agriseries:l2a_mode": mode})
+    return result, new_state, written
+
+
+# ------------------------------------------------------------------------------------
+# the tile
+
+
+def state_path(store: ProductStore, tile: str) -> Path:
+    """Where the state of a tile is kept."""
+    return store.root / "state" / "l2a" / tile / "state.npz"
+
+
+def _footprint_union(store: ProductStore, items: list[pystac.Item]):
+    from odc.geo.geom import Geometry
+
+    geoms = [Geometry(it.geometry, "EPSG:4326") for it in items if it.geometry]
+    if not geoms:
+        return None
+    u = geoms[0]
+    for g in geoms[1:]:
+        u = u.union(g)
+    return u
+
+
+def l2a(store: ProductStore | str | Path, tile: str, start: dt.datetime | None = None,
+        end: dt.datetime | None = None, *, params: L2AParams = L2AParams(),
+        overwrite: bool = False) -> L2AResult:
+    """Make the L2A products of every L1C product of a tile, in date order.
+
+    Parameters
+    ----------
+    store
+        The product store (holds the L1C products; receives the L2A).
+    tile
+        Sentinel-2 tile name (``T31UDS``).
+    start, end
+        Only the L1C products acquired in this range (inclusive; default all).
+    params
+        :class:`L2AParams`.
+    overwrite
+        Make again the L2A products that already exist (the state is not rewound:
+        start from an empty state by deleting the state file for a clean rerun).
+
+    Returns
+    -------
+    L2AResult
+    """
+    store = store if isinstance(store, ProductStore) else ProductStore(store)
+    items = sorted(store.items(Level.L1C, tile, start, end), key=lambda it: it.datetime)
+    result = L2AResult(state_path=state_path(store, tile))
+    if not items:
+        return result
+    spath = result.state_path
+    state: TileState | None = None
+    if spath.exists():
+        state = TileState.load(spath)  # CorruptProductError naming the file if damaged
+        grid = _grid_from_id(state.grid)
+    else:
+        union = _footprint_union(store, items)
+        grid = coarse_grid(tile, union if union is not None else tile_footprint(tile),
+                           params.resolution)
+    if abs(grid.affine.a - params.resolution) > 1e-6:
+        raise ConfigurationError(f"{spath}: the tile state is on a {grid.affine.a:g} m grid, not "
+                                 f"{params.resolution:g} m; delete it to change the resolution")
+    altitude = _altitude(params, grid)
+
+    for item in items:
+        pid_in = item.id
+        pid = ProductId(Level.L2A, ProductId.parse(pid_in).sensor, tile,
+                        ProductId.parse(pid_in).start, "AGS")
+        day = item.datetime.date()
+        in_state = state is not None and day in state.dates
+        if store.exists(pid) and not overwrite:
+            result.skipped.append(str(pid))
+            if state is not None and not in_state and day > max(state.dates, default=day):
+                # written but the state was not saved (a crash in between): catch up
+                state = _catch_up(store, item, state, grid, params, altitude, spath, result)
+            elif state is None:
+                state = _catch_up(store, item, state, grid, params, altitude, spath, result)
+            continue
+        late = state is not None and state.dates and day <= max(state.dates) and not in_state
+        if in_state:
+            mode = "nominal"
+            use_state = _state_without(state, day)
+        elif late:
+            mode = "late"
+            use_state = state
+        else:
+            mode = "init" if _no_history(state) else "nominal"
+            use_state = state
+        try:
+            _, new_state, written = make_product(store, item, use_state, grid, params, altitude,
+                                                 mode=mode, overwrite=overwrite)
+        except AgriseriesError as exc:
+            log.error("L2A of %s failed: %s", pid_in, exc)
+            result.failed[pid_in] = str(exc)
+            continue
+        result.written.append(written.id)
+        if new_state is not None and not in_state:
+            spath.parent.mkdir(parents=True, exist_ok=True)
+            new_state.save(spath)  # atomic; after the product is in the store
+            state = new_state
+
+    if params.backward_dates and state is not None and len(state.dates) >= params.backward_dates:
+        _backward(store, tile, state, grid, params, altitude, result)
+    return result
+
+
+def _no_history(state: TileState | None) -> bool:
+    return state is None or not state.dates
+
+
+def _catch_up(store, item, state, grid, params, altitude, spath, result):
+    try:
+        _, new, _ = make_product(store, item, state, grid, params, altitude,
+                                 mode="catch-up", write=False)
+    except AgriseriesError as exc:
+        result.failed[item.id] = f"state not updated: {exc}"
+        return state
+    spath.parent.mkdir(parents=True, exist_ok=True)
+    new.save(spath)
+    return new
+
+
+def _backward(store: ProductStore, tile: str, state: TileState, grid: GeoBox,
+              params: L2AParams, altitude: np.ndarray, result: L2AResult) -> None:
+    """Make again the products made in ``init`` mode, against the state of the other dates."""
+    for it in sorted(store.items(Level.L2A, tile), key=lambda i: i.datetime):
+        if it.properties.get("agriseries:l2a_mode") != "init":
+            continue
+        inputs = it.properties.get("agriseries:inputs") or []
+        if not inputs:
+            continue
+        src = ProductId.parse(inputs[0])
+        try:
+            l1c = store.item(src)
+        except (OSError, AgriseriesError) as exc:
+            result.failed[inputs[0]] = f"backward initialisation: {exc}"
+            continue
+        day = l1c.datetime.date()
+        others = _state_without(state, day)
+        if _no_history(others):
+            continue
+        try:
+            _, _, written = make_product(store, l1c, others, grid, params, altitude,
+                                         mode="backward", overwrite=True)
+        except AgriseriesError as exc:
+            log.error("backward L2A of %s failed: %s", l1c.id, exc)
+            result.failed[l1c.id] = f"backward initialisation: {exc}"
+            continue
+        result.written.append(written.id)
+
+
+def _grid_from_id(ident: str) -> GeoBox:
+    try:
+        crs, origin, shape = ident.split("|")
+        x0, y0, res = (float(v) for v in origin.split(","))
+        ny, nx = (int(v) for v in shape.split("x"))
+    except ValueError as exc:
+        raise ConfigurationError(f"unreadable grid identity {ident!r} in a tile state") from exc
+    return GeoBox((ny, nx), Affine(res, 0, x0, 0, -res, y0), crs)
