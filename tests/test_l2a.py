@@ -261,3 +261,29 @@ def test_params_and_cli(tmp_path):
     r = CliRunner().invoke(main, ["l2a", "--store", str(store.root), "--tile", "T33TVL",
                                   "--resolution", "60"])
     assert r.exit_code == 1 and "20 m grid" in r.output
+
+
+def test_landsat8_l1_makes_a_landsat_l2a(tmp_path):
+    """Landsat 8 TOA (rio-cloudmask scene, 120 m): OLI coefficients, B9 cirrus, 30 m mask."""
+    store = ProductStore(tmp_path / "store")
+    # 2015-10-22; path 13 crosses 41 N at about 15:35 UTC (the scene has no metadata file)
+    when = dt.datetime(2015, 10, 22, 15, 35, tzinfo=dt.timezone.utc)
+    bands = {}
+    for b in ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9"):
+        dn, gb = _read(DATA / f"landsat8_LC80130312015295_{b}.tif")
+        bands[b] = (np.where(dn > 0, dn / 10000.0, np.nan).astype(np.float32), gb)
+    write_l1c(store, "T18TYL", when, bands, sensor="L8")
+    res = l2a(store, "T18TYL", params=L2AParams(resolution=240))
+    assert res.failed == {} and res.written == ["L2A_L8_T18TYL_20151022T153500_AGS"]
+    item = store.item(res.written[0])
+    prod = store.open(item)
+    assert set(prod.bands) == {"B1", "B2", "B3", "B4", "B5", "B6", "B7"}
+    assert item.assets["mask"].extra_fields["proj:shape"] and \
+        abs(item.assets["mask"].extra_fields["proj:transform"][0]) == 30
+    counts = item.properties["agriseries:parameters"]["coarse_counts"]
+    # the crop has bright clouds (blue TOA > 0.25 on about 5 % of it) and clear land
+    assert 0 < counts["cloud"] < 0.5 * counts["valid"]
+    ds = load(prod, 30, bands=["B2", "B5"], angles=None)
+    clear = (ds["mask"].values[0] & (MaskBit.CLOUD | MaskBit.CLOUD_SHADOW | MaskBit.NODATA)) == 0
+    # Rayleigh removed in the blue, NIR of vegetation kept: surface blue < TOA blue on clear land
+    assert np.nanmedian(ds["B2"].values[0][clear]) < np.nanmedian(bands["B2"][0]) - 0.02

