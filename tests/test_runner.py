@@ -560,3 +560,25 @@ def test_commands_plug_into_the_main_cli_and_the_demo_site_is_valid():
     demo = load_site(REPO / "sites" / "demo.yaml")
     assert demo.tiles == ["T31UDS"] and demo.inbox.path == INBOX.absolute()
     assert demo.store == (REPO / "build" / "demo-production").absolute()
+
+
+def test_a_site_that_makes_its_own_l2a_from_l1c(tmp_path, cluster):
+    """``l2a: {source: agriseries}``: the L1C products of the store are made into L2A (one
+    job per tile, date order, backward initialisation), then L3B runs on them."""
+    from test_l2a import SLOVENIA, slovenia_store
+
+    slovenia_store(tmp_path / "store")  # 5 real L1C dates, as ingest leaves them
+    (tmp_path / "inbox").mkdir()
+    site = site_from_dict(site_dict(
+        tmp_path, area={"tiles": ["T33TVL"]}, season={"start": "2015-07-01", "end": "2015-09-30"},
+        products={"L3A": {"enabled": False}}, l2a={"source": "agriseries", "resolution": 20}))
+    first = run(site, client=cluster)
+    assert first.exit_code == 0, first.failed
+    l2a_ids = {f"L2A_S2A_T33TVL_{s.replace('-', '').replace(':', '')}_AGS" for s in SLOVENIA}
+    assert l2a_ids | {str(l3b_id(p)) for p in l2a_ids} == set(first.made)
+    st = status(site)
+    assert st.counts["L2A"]["done"] == 1 and st.counts["L3B"]["done"] == 5
+    item = site.product_store().item(min(l2a_ids))
+    assert item.properties["agriseries:l2a_mode"] == "backward"
+    second = run(site, client=cluster)
+    assert (second.submitted, second.made, second.failed) == (0, [], [])

@@ -12,6 +12,7 @@ from agriseries.composite.processor import l3a_id
 from agriseries.core.ids import Level, ProductId
 from agriseries.production.jobstore import ProductRecord, job_key
 from agriseries.production.scheduler import (
+    PRIORITY,
     Catalogue,
     InboxEntry,
     ingest_jobs,
@@ -224,3 +225,27 @@ def test_ingest_jobs_one_per_product_and_tile_one_per_series():
     ])
     assert all(j.processor == "ingest" and j.priority > 20 for j in jobs)
     assert len({j.key for j in jobs}) == len(jobs)
+
+
+def test_l2a_one_job_per_tile_for_the_l1c_without_l2a_only_when_agriseries_makes_them():
+    def l1c(tile, when, sensor="S2A"):
+        pid = ProductId(Level.L1C, sensor, tile, when, "ESA")
+        return ProductRecord.from_id(pid, f"/store/{pid}")
+
+    recs = [l1c("T31UDS", d(2018, 6, 2, 10)), l1c("T31UDS", d(2018, 6, 12, 10)),
+            l1c("T31UDS", d(2018, 8, 2, 10)),  # after the season
+            l1c("T31UES", d(2018, 6, 5, 10), "L8"),
+            l2a("T31UDS", d(2018, 6, 2, 10), producer="AGS")]  # already made
+    off = {"enabled": False}
+    provider = make_site(L3A=off, L3B=off)
+    assert schedule(provider, Catalogue(recs), dt.date(2018, 12, 1)).jobs == []
+    site = site_from_dict({**BASE, "products": {"L3A": off, "L3B": off},
+                           "l2a": {"source": "agriseries", "resolution": 120}})
+    jobs = schedule(site, Catalogue(recs), dt.date(2018, 12, 1)).jobs
+    assert [(j.processor, j.tile, j.inputs, j.outputs) for j in jobs] == [
+        ("L2A", "T31UDS", (recs[1].product_id,), ("L2A_S2A_T31UDS_20180612T100000_AGS",)),
+        ("L2A", "T31UES", (recs[3].product_id,), ("L2A_L8_T31UES_20180605T100000_AGS",))]
+    assert jobs[0].params["resolution"] == 120 and jobs[0].priority > PRIORITY["L3B"]
+    # date order: it waits while L1C products are being ingested
+    s = schedule(site, Catalogue(recs), dt.date(2018, 12, 1), ingest_pending=True)
+    assert s.jobs == [] and any(w.level == "L2A" for w in s.waiting)

@@ -263,9 +263,28 @@ def _run_l3b(store, spec: TaskSpec) -> TaskResult:
     return TaskResult(products=[_product_entry(store, pid, made)])
 
 
+def _run_l2a(store, spec: TaskSpec) -> TaskResult:
+    """The L2A of a tile's pending L1C products, in date order
+    (:func:`agriseries.l2a.processor.l2a`). An L1C that cannot be made is a note, not a job
+    failure: the others are made and recorded."""
+    from ..l2a.processor import L2AParams, l2a
+
+    p = spec.params
+    dates = [ProductId.parse(i).start for i in spec.inputs]
+    params = L2AParams(resolution=float(p["resolution"]), altitude=float(p["altitude"]),
+                       dem=p.get("dem"), backward_dates=int(p["backward_dates"]))
+    res = l2a(store, spec.tile, min(dates), max(dates), params=params)
+    out = TaskResult()
+    for pid in dict.fromkeys(res.written + res.skipped):
+        out.products.append(_product_entry(store, pid, pid in res.written))
+    out.notes += [f"{pid}: no L2A: {msg}" for pid, msg in res.failed.items()]
+    return out
+
+
 #: The processors a job can name: ``(ProductStore, TaskSpec) -> TaskResult``.
 PROCESSORS: dict[str, Callable[[Any, TaskSpec], TaskResult]] = {
     "ingest": _run_ingest,
+    "L2A": _run_l2a,
     "L3A": _run_l3a,
     "L3B": _run_l3b,
 }
@@ -519,12 +538,15 @@ def rescan(job_store: JobStore, product_store, *, full: bool = False) -> tuple[i
 
 
 def load_catalogue(job_store: JobStore, site: Site) -> Catalogue:
-    """The catalogue the scheduler needs: L2A and L3B records of the site's tiles, and
-    L3A records with their STAC items (the inputs they were made from)."""
+    """The catalogue the scheduler needs: L2A and L3B records of the site's tiles (and L1C
+    when the site makes its own L2A), and L3A records with their STAC items (the inputs
+    they were made from)."""
     recs: list[ProductRecord] = []
     tiles = site.tiles
+    levels = (Level.L1C, Level.L2A, Level.L3B) if site.l2a.source == "agriseries" \
+        else (Level.L2A, Level.L3B)
     for tile in tiles if len(tiles) <= 20 else [None]:
-        for lv in (Level.L2A, Level.L3B):
+        for lv in levels:
             recs += job_store.products(level=lv, tile=tile)
         recs += job_store.products(level=Level.L3A, tile=tile, with_items=True)
     if len(tiles) > 20:

@@ -28,6 +28,12 @@ class hierarchy):
 ``L3B`` -- :func:`l3b_rule`
     For every L2A acquisition of a site tile within the season (of the sensors chosen)
     without its L3B product (:func:`agriseries.biophysical.processor.l3b_id`): one job.
+``L2A`` -- :func:`l2a_rule` (only with ``l2a: {source: agriseries}``)
+    For every tile with L1C products of the season that have no agriseries L2A yet: one job
+    for all of them, since the tile's cloud-detection state makes them in date order
+    (:func:`agriseries.l2a.processor.l2a`). An L1C that cannot be made (a missing band)
+    stays pending and comes back with the next new L1C of the tile, in a job with a new
+    key; the job of the same inputs is not submitted twice.
 
 ``ingest`` jobs are planned by :func:`ingest_jobs` from the inbox entries the runner found
 (inspected, not yet ingested): one job per product and target tile (a Landsat scene is
@@ -66,13 +72,14 @@ __all__ = [
     "ingest_jobs",
     "l3a_rule",
     "l3a_window",
+    "l2a_rule",
     "l3b_rule",
     "schedule",
 ]
 
 UTC = dt.UTC
 #: Claim order: ingest first (it feeds everything), then per-date products, then syntheses.
-PRIORITY = {"ingest": 30, "L3B": 20, "L3A": 10}
+PRIORITY = {"ingest": 30, "L2A": 25, "L3B": 20, "L3A": 10}
 
 
 @dataclass(frozen=True)
@@ -308,16 +315,46 @@ def l3b_rule(site: Site, catalogue: Catalogue, today: dt.date
     return jobs, []
 
 
+def l2a_rule(site: Site, catalogue: Catalogue, today: dt.date
+             ) -> tuple[list[JobSpec], list[Waiting]]:
+    """L2A jobs due: per tile, one job for the L1C products of the season without their
+    agriseries L2A (made in date order by one processor call)."""
+    cfg = site.l2a
+    params = {"resolution": cfg.resolution, "altitude": cfg.altitude,
+              "dem": str(cfg.dem) if cfg.dem else None, "backward_dates": cfg.backward_dates}
+    jobs = []
+    last = min(site.season.end, today)
+    for tile in site.tiles:
+        pending, outputs = [], []
+        for r in catalogue.find(Level.L1C, tile, _day_start(site.season.start), _day_end(last)):
+            pid = ProductId.parse(r.product_id)
+            out = str(ProductId(Level.L2A, pid.sensor, tile, pid.start, "AGS"))
+            if out not in catalogue:
+                pending.append(r.product_id)
+                outputs.append(out)
+        if pending:
+            jobs.append(JobSpec("L2A", tile, tuple(sorted(pending)), params, tuple(outputs),
+                                PRIORITY["L2A"], f"{len(pending)} L1C product(s) without L2A"))
+    return jobs, []
+
+
+def _enabled(site: Site, level: str) -> bool:
+    if level == "L2A":
+        return site.l2a.source == "agriseries"
+    return getattr(site.products, level).enabled
+
+
 Rule = Callable[[Site, Catalogue, dt.date], tuple[list[JobSpec], list[Waiting]]]
 
 #: One rule per product level the production makes.
-RULES: dict[str, Rule] = {"L3A": l3a_rule, "L3B": l3b_rule}
+RULES: dict[str, Rule] = {"L2A": l2a_rule, "L3A": l3a_rule, "L3B": l3b_rule}
 assert set(RULES) == set(AVAILABLE_LEVELS)
 
 
 #: Rules that wait while inputs are still being ingested: a synthesis made from half of a
-#: window's inputs would be made again minutes later.
-WAIT_FOR_INGEST = frozenset({"L3A"})
+#: window's inputs would be made again minutes later, and the L2A of a tile goes in date
+#: order (an L1C ingested a minute later but older would be a late date).
+WAIT_FOR_INGEST = frozenset({"L2A", "L3A"})
 
 
 def schedule(site: Site, catalogue: Catalogue, today: dt.date, *,
@@ -337,7 +374,7 @@ def schedule(site: Site, catalogue: Catalogue, today: dt.date, *,
     """
     out = Schedule(notices=site.notices())
     for level, rule in RULES.items():
-        if not getattr(site.products, level).enabled:
+        if not _enabled(site, level):
             continue
         if ingest_pending and level in WAIT_FOR_INGEST:
             out.waiting.append(Waiting(level, None, "all", "inputs are being ingested"))

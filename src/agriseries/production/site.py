@@ -13,6 +13,8 @@ Schedules (Sen2Agri's, ALGORITHMS.md 1 and 2 for the methods):
 * ``L3A``: one synthesis per calendar month of the season, centred on the middle of the month
   with the WASP half period (23 days), made once the synthesis window has ended (or,
   ``provisional: true``, as soon as it has an input, remade as new inputs arrive);
+* ``L2A`` (with ``l2a: {source: agriseries}``): the L1C products of each tile made into L2A
+  in date order, as they arrive (:func:`agriseries.l2a.processor.l2a`);
 * ``L3B``: one product per L2A acquisition of the season;
 * ``L4A`` (crop mask) and ``L4B`` (crop type) are accepted in the file, but their processors
   are not part of the production yet: :meth:`Site.notices` says so and no job is scheduled.
@@ -55,8 +57,8 @@ __all__ = [
     "site_from_dict",
 ]
 
-#: Product levels the production can make now.
-AVAILABLE_LEVELS = ("L3A", "L3B")
+#: Product levels the production can make now (L2A: when ``l2a.source`` is ``agriseries``).
+AVAILABLE_LEVELS = ("L2A", "L3A", "L3B")
 #: Levels a site may ask for whose processors are not part of the production yet.
 PENDING_LEVELS = {
     "L4A": "the crop mask (L4A) processor is not available in the production yet (issue 7)",
@@ -289,20 +291,24 @@ class Products(_Model):
 
 
 class L2ASource(_Model):
-    """Where the L2A products come from."""
+    """Where the L2A products come from, and how agriseries makes them from L1C."""
 
     source: Literal["provider", "agriseries"] = "provider"
-    """``provider``: the providers' L2A (Sen2Cor, MAJA, LaSRC) found in the inbox."""
+    """``provider``: the providers' L2A (Sen2Cor, MAJA, LaSRC) found in the inbox;
+    ``agriseries``: made here from the L1C products of the inbox (``agriseries l2a``)."""
+    resolution: float = Field(240.0, ge=10, le=1000)
+    """Coarse grid of the cloud tests and of the tile state (m; MAJA: 240)."""
+    altitude: float = Field(0.0, ge=-500, le=9000)
+    """Ground altitude (m) for the surface pressure, when there is no DEM."""
+    dem: Path | None = None
+    """A DEM raster (m) for the surface pressure."""
+    backward_dates: int = Field(3, ge=0)
+    """Dates after which the first products of a tile are made again with history."""
 
-    @field_validator("source")
+    @field_validator("dem")
     @classmethod
-    def _available(cls, value: str) -> str:
-        if value == "agriseries":
-            raise ValueError(
-                "L2A made by agriseries from L1C products is not available yet (issue 5): use "
-                "'source: provider' (the L2A products of ESA Sen2Cor, THEIA MAJA or USGS LaSRC "
-                "put in the inbox)")
-        return value
+    def _dem(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve(value, info)
 
 
 class Inbox(_Model):
@@ -609,9 +615,13 @@ products:
 # l2a: where the L2A (surface reflectance) products come from.
 l2a:
   # provider: the providers' L2A put in the inbox (ESA Sen2Cor SAFE, THEIA MAJA MUSCATE,
-  # USGS Landsat C2 L2, NetCDF/Zarr series). 'agriseries' (L2A made here from L1C) is not
-  # available yet (issue 5).
+  # USGS Landsat C2 L2, NetCDF/Zarr series). agriseries: L2A made here from the L1C products
+  # put in the inbox (ESA L1C SAFE, USGS Landsat C2 L1), tile by tile in date order.
   source: provider
+  resolution: 240          # agriseries: coarse grid of the cloud tests and tile state (m)
+  altitude: 0              # agriseries: ground altitude (m) for the pressure, without a DEM
+  dem: null                # agriseries: DEM raster (m) for the surface pressure
+  backward_dates: 3        # agriseries: remake the first dates once this many are done
 
 # inbox: the folder where input products arrive (SAFE folders or zips, MUSCATE, Landsat
 # scene folders, NetCDF series). Each entry is ingested once; a changed entry again.
