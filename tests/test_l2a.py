@@ -287,3 +287,42 @@ def test_landsat8_l1_makes_a_landsat_l2a(tmp_path):
     clear = (ds["mask"].values[0] & (MaskBit.CLOUD | MaskBit.CLOUD_SHADOW | MaskBit.NODATA)) == 0
     # Rayleigh removed in the blue, NIR of vegetation kept: surface blue < TOA blue on clear land
     assert np.nanmedian(ds["B2"].values[0][clear]) < np.nanmedian(bands["B2"][0]) - 0.02
+
+
+def test_atmosphere_from_the_ingested_safe_and_the_dem(tmp_path):
+    """The ECMWF / CAMS values a SAFE carries reach the correction; parameters override them;
+    a DEM lowers the pressure (less Rayleigh scattering removed)."""
+    from agriseries.io.ingest import ingest
+    from agriseries.l2a.processor import _atmosphere
+
+    store = ProductStore(tmp_path / "safe")
+    safe = Path(__file__).parent / "data" / "safe" / \
+        "S2A_MSIL2A_20221005T115411_N0400_R023_T29UNU_20221005T164454.SAFE"
+    (ing,) = ingest([safe], store, allow_missing_bands=True)
+    prod = store.open(store.item(ing.products[0]))
+    atm = _atmosphere(prod, L2AParams())
+    assert (atm.aot550, atm.ozone) == pytest.approx((0.1217, 0.3219), abs=1e-3)
+    assert atm.water_vapour == pytest.approx(1.4105, abs=1e-3)
+    assert atm.sources["aot550"] == "product (AUX_ECMWFT, AUX_CAMSFO)"
+    over = _atmosphere(prod, L2AParams(aot550=0.3))
+    assert over.aot550 == 0.3 and over.sources["aot550"] == "parameter"
+    assert over.ozone == atm.ozone
+
+    first = dt.datetime.fromisoformat(SLOVENIA[0])
+    medians = {}
+    for name, params in (("sea", L2AParams(resolution=20, backward_dates=0)),
+                         ("dem", L2AParams(resolution=20, backward_dates=0,
+                                           dem=str(DATA / "slovenia_DEM.tif")))):
+        st = slovenia_store(tmp_path / name)
+        (pid,) = l2a(st, "T33TVL", end=first, params=params).written
+        item = st.item(pid)
+        ds = load(st.open(item), 10, bands=["B02"], angles=None, with_mask=False)
+        medians[name] = float(np.nanmedian(ds["B02"].values))
+        alt = item.properties["agriseries:parameters"]["atmosphere"]["altitude"]
+        assert alt == ("dem" if name == "dem" else 0.0)
+    with rasterio.open(DATA / "slovenia_DEM.tif") as src:
+        assert src.read(1).mean() > 250  # metres: a few percent less air than at sea level
+    assert medians["dem"] > medians["sea"] + 0.001
+    with pytest.raises(ConfigurationError, match="nowhere.tif"):
+        l2a(slovenia_store(tmp_path / "bad"), "T33TVL",
+            params=L2AParams(resolution=20, dem=str(tmp_path / "nowhere.tif")))

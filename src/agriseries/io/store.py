@@ -434,7 +434,7 @@ class ProductStore:
             footprint=_G(item.geometry, "EPSG:4326"), bands=bands, quality=quality,
             mask_decoder=(lambda layers: layers["mask"]) if quality else None, aux=aux,
             sun_angles=sun_grid, view_angles=view_grids, tile=pid_obj.tile, native_grids=grids,
-            metadata={"stac_item": str(self.item_path(item.id)), "band_table": list(table)})
+            metadata=_opened_metadata(self.item_path(item.id), list(table), props))
 
     # -- catalogue -----------------------------------------------------------------
     def update_catalog(self, title: str = "agriseries product store") -> Path:
@@ -484,6 +484,16 @@ class ProductStore:
         }
         pystac.Collection.from_dict(col)  # structural check
         _atomic_write_json(col_dir / "collection.json", col)
+
+
+def _opened_metadata(item_path: Path, table: list, props: dict) -> dict[str, Any]:
+    """What :meth:`ProductStore.open` tells about a stored product: its item, its bands and,
+    for an ingested product, the atmosphere its reader found (the L2A processor uses it)."""
+    out: dict[str, Any] = {"stac_item": str(item_path), "band_table": table}
+    reader = (props.get("agriseries:parameters") or {}).get("reader_metadata") or {}
+    if isinstance(reader, dict) and isinstance(reader.get("atmosphere"), dict):
+        out["atmosphere"] = reader["atmosphere"]
+    return out
 
 
 def _constant_grid(zenith: float, azimuth: float, crs: str) -> AngleGrid:
