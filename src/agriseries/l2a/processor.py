@@ -61,7 +61,12 @@ from odc.geo.geobox import GeoBox
 
 from .. import __version__
 from ..core.bands import bands_of, is_sentinel2
-from ..core.errors import AgriseriesError, ConfigurationError, InputProductError, MissingBandError
+from ..core.errors import (
+    AgriseriesError,
+    ConfigurationError,
+    InputProductError,
+    MissingBandError,
+)
 from ..core.grid import tile_footprint
 from ..core.ids import Level, ProductId
 from ..core.masks import MaskBit
@@ -202,10 +207,10 @@ def coarse_grid(tile: str, footprint, resolution: float) -> GeoBox:
     if fp.is_empty:
         raise ConfigurationError(f"the products do not overlap tile {tile}")
     minx, miny, maxx, maxy = fp.boundingbox
-    c0 = int(math.floor((minx - ulx) / resolution + 1e-9))
-    c1 = int(math.ceil((maxx - ulx) / resolution - 1e-9))
-    r0 = int(math.floor((uly - maxy) / resolution + 1e-9))
-    r1 = int(math.ceil((uly - miny) / resolution - 1e-9))
+    c0 = math.floor((minx - ulx) / resolution + 1e-9)
+    c1 = math.ceil((maxx - ulx) / resolution - 1e-9)
+    r0 = math.floor((uly - maxy) / resolution + 1e-9)
+    r1 = math.ceil((uly - miny) / resolution - 1e-9)
     return GeoBox((max(1, r1 - r0), max(1, c1 - c0)),
                   Affine(resolution, 0, ulx + c0 * resolution, 0, -resolution, uly - r0 * resolution),
                   t_fp.crs)
@@ -221,7 +226,7 @@ def _fine_grid(coarse: GeoBox, res: int) -> GeoBox:
     """The grid at ``res`` covering the coarse grid (same corner)."""
     a = coarse.affine
     k = a.a / res
-    return GeoBox((int(round(coarse.shape.y * k)), int(round(coarse.shape.x * k))),
+    return GeoBox((round(coarse.shape.y * k), round(coarse.shape.x * k)),
                   Affine(res, 0, a.c, 0, -res, a.f), coarse.crs)
 
 
@@ -397,11 +402,11 @@ def _state_without(state: TileState, day: dt.date) -> TileState:
 
 
 def _mask_layer(bits: np.ndarray, product: SourceProduct, coarse: GeoBox, res: int,
-                ref_band: str, tile: str) -> Layer:
+                ref_band: str) -> Layer:
     fine = _fine_grid(coarse, res)
     ds = load(product, geobox=fine, bands=[ref_band], angles=None, with_mask=False, with_aux=False)
     toa = ds[ref_band].data[0]
-    ratio = int(round(coarse.affine.a / res))
+    ratio = round(coarse.affine.a / res)
     mask = da.map_blocks(_repeat_block, bits, da.isnan(toa), ratio, dtype=np.uint8,
                          chunks=toa.chunks)
     return Layer("mask", mask, fine, "mask")
@@ -457,7 +462,7 @@ def make_product(store: ProductStore, item: pystac.Item, state: TileState | None
     mres = _mask_resolution(params, product.sensor)
     ref = next((b for b in OUTPUT_BANDS[fam] if b in product.bands
                 and int(band_table[b].resolution) == mres), scene_bands["red"])
-    layers.append(_mask_layer(bits, product, grid, mres, ref, pid.tile))
+    layers.append(_mask_layer(bits, product, grid, mres, ref))
     layers.append(Layer("aot", aot, grid, "aux", unit="1"))
 
     files = []
@@ -504,7 +509,7 @@ def state_path(store: ProductStore, tile: str) -> Path:
     return store.root / "state" / "l2a" / tile / "state.npz"
 
 
-def _footprint_union(store: ProductStore, items: list[pystac.Item]):
+def _footprint_union(items: list[pystac.Item]):
     from odc.geo.geom import Geometry
 
     geoms = [Geometry(it.geometry, "EPSG:4326") for it in items if it.geometry]
@@ -550,7 +555,7 @@ def l2a(store: ProductStore | str | Path, tile: str, start: dt.datetime | None =
         state = TileState.load(spath)  # CorruptProductError naming the file if damaged
         grid = _grid_from_id(state.grid)
     else:
-        union = _footprint_union(store, items)
+        union = _footprint_union(items)
         grid = coarse_grid(tile, union if union is not None else tile_footprint(tile),
                            params.resolution)
     if abs(grid.affine.a - params.resolution) > 1e-6:
