@@ -521,21 +521,27 @@ def test_watch_picks_up_new_inputs_and_stops_on_sigterm(tmp_path, cluster):
 # ----------------------------------------------------------------------------------- CLI
 
 
-def test_cli_template_check_run_status(tmp_path, cluster):
+def test_cli_template_check_run_status(tmp_path, cluster, monkeypatch):
+    from agriseries.production.site import PENDING_LEVELS
+
+    # no level is pending today (L4A / L4B are made): a made-up reason shows the notices
+    monkeypatch.setitem(PENDING_LEVELS, "L4B", "the crop type is away (test)")
     runner = CliRunner()
     res = runner.invoke(cli, ["site", "template"])
     assert res.exit_code == 0 and res.output == TEMPLATE
     make_inbox(tmp_path, files=[L8_FILE])
     off = {"enabled": False}
-    site_file = write_site(tmp_path, site_dict(tmp_path, products={"L3A": off, "L3B": off,
-                                                                   "L4B": {"enabled": True}}))
+    parcels = Path(__file__).parent / "data" / "crop" / "worldcereal_parcels.gpkg"
+    site_file = write_site(tmp_path, site_dict(
+        tmp_path, in_situ=str(parcels),
+        products={"L3A": off, "L3B": off, "L4B": {"enabled": True, "class_field": "CT"}}))
     res = runner.invoke(cli, ["site", "check", str(site_file)])
     assert res.exit_code == 0 and "T31UDS" in res.output and "2018-06, 2018-07" in res.output
     address = cluster.scheduler.address
     res = runner.invoke(cli, ["run", str(site_file), "--scheduler", address, "--json"])
     assert res.exit_code == 0, res.output
     assert '"exit_code": 0' in res.stdout and "L2A_L8_T31UDS_20180701" in res.stdout
-    assert "not available in the production yet" in res.stderr  # L4B asked for
+    assert "the crop type is away (test)" in res.stderr  # L4B asked for, pending
     res = runner.invoke(cli, ["status", str(site_file)])
     assert res.exit_code == 0 and "ingest" in res.output and "L2A" in res.output
     # a wrong site file: exit 1, the file and field named
@@ -582,3 +588,68 @@ def test_a_site_that_makes_its_own_l2a_from_l1c(tmp_path, cluster):
     assert item.properties["agriseries:l2a_mode"] == "backward"
     second = run(site, client=cluster)
     assert (second.submitted, second.made, second.failed) == (0, [], [])
+
+
+# ------------------------------------------------------------------- crop maps (L4A/L4B)
+
+
+def test_crop_mask_and_crop_type_in_the_production(tmp_path, cluster):
+    """L4A / L4B in ``run``: the in-season crop mask of each date that has come (the WorldCereal
+    parcels of tests/data/crop as in-situ data), made once; the crop type masked with the
+    latest crop mask, after it."""
+    parcels = Path(__file__).parent / "data" / "crop" / "worldcereal_parcels.gpkg"
+    make_inbox(tmp_path)
+    off = {"enabled": False}
+    site = site_from_dict(site_dict(
+        tmp_path, in_situ=str(parcels),
+        products={"L3A": off, "L3B": off, "L4A": {"enabled": True, "start": "2018-06-30"},
+                  "L4B": {"enabled": True, "class_field": "CT", "exclude_codes": [0],
+                          "crop_mask": True}}))
+    june = "L4A_S2_T31UDS_20180601-20180630_AGS"  # the crop processor's ids
+    july = "L4A_S2_T31UDS_20180601-20180731_AGS"
+    l4b = "L4B_S2_T31UDS_20180601-20180731_AGS"
+    s2 = sorted(f"L2A_S2A_T31UDS_{t:%Y%m%dT%H%M%S}_SEN2COR" for t in S2_DATES)
+    # on Jul 15: the crop mask of Jun 30 only (5 Sentinel-2 dates); July's waits for its day
+    first = run(site, client=cluster, today=dt.date(2018, 7, 15))
+    assert first.exit_code == 0, first.failed
+    assert {p for p in first.made if p.startswith("L4")} == {june}
+    assert any(w.level == "L4A" and w.what == "2018-07-31" for w in first.waiting)
+    store = site.product_store()
+    item = store.item(june)
+    assert item.properties["agriseries:until"] == "2018-06-30"
+    assert sorted(item.properties["agriseries:inputs"]) == [p for p in s2 if p[15:23] <= "20180630"]
+    assert {"crop_mask", "confidence", "model", "validation_json"} <= set(item.assets)
+    # a job for July's crop mask planned when only 5 dates were in (as if the others had
+    # come in later): the scheduler now plans it from 8 dates (another job key), but a crop
+    # map is made once, so the runner does not submit a second job for it
+    from agriseries.production.jobstore import ProductRecord
+    from agriseries.production.scheduler import Catalogue, l4a_rule
+
+    early = Catalogue([ProductRecord.from_id(p, "/") for p in s2[:5]])
+    (old,) = [j for j in l4a_rule(site, early, dt.date(2018, 8, 1))[0] if j.outputs == (july,)]
+    js = site.job_store()
+    try:
+        js.submit(old.processor, old.inputs, dict(old.params), tile=old.tile,
+                  priority=old.priority)
+    finally:
+        js.close()
+    # on Aug 1: July's crop mask (by that job, from all 8 dates: it reads the store when it
+    # runs), then the crop type masked with it
+    second = run(site, client=cluster, today=dt.date(2018, 8, 1))
+    assert second.exit_code == 0, second.failed
+    assert sorted(second.made) == sorted([july, l4b])
+    assert [d["key"] for d in second.done if d["processor"] == "L4A"] == [old.key]
+    assert sorted(store.item(july).properties["agriseries:inputs"]) == s2
+    typ = store.item(l4b)
+    assert typ.properties["agriseries:parameters"]["source"]["crop_mask"] == july
+    assert typ.properties["agriseries:parameters"]["class_field"] == "CT"
+    order = {d["outputs"][0]: i for i, d in enumerate(second.done)}
+    assert order[july] < order[l4b]
+    assert any(n.startswith(f"{july}: OA ") for n in second.notes), second.notes
+    # again: nothing due, nothing remade; the catalogue holds the crop maps
+    third = run(site, client=cluster, today=dt.date(2018, 9, 1))
+    assert (third.submitted, third.made, third.failed) == (0, [], [])
+    st = status(site, today=dt.date(2018, 9, 1))
+    assert st.products["L4A"] == 2 and st.products["L4B"] == 1 and st.due == 0
+    assert st.counts["L4A"]["done"] == 2 and st.counts["L4B"]["done"] == 1
+    assert_store_whole(site)

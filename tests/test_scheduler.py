@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,19 +13,29 @@ from agriseries.composite.processor import l3a_id
 from agriseries.core.ids import Level, ProductId
 from agriseries.production.jobstore import ProductRecord, job_key
 from agriseries.production.scheduler import (
+    CROP_MIN_INPUTS,
+    MADE_ONCE,
     PRIORITY,
+    RULES,
+    WAIT_FOR_INGEST,
     Catalogue,
     InboxEntry,
+    crop_product_id,
     ingest_jobs,
     l3a_window,
+    l4a_rule,
+    l4b_rule,
     schedule,
 )
-from agriseries.production.site import site_from_dict
+from agriseries.production.site import PENDING_LEVELS, site_from_dict
 
 UTC = dt.UTC
 BASE = {"name": "t", "area": {"tiles": ["T31UDS", "T31UES"]},
         "season": {"start": "2018-06-01", "end": "2018-07-31"},
         "inbox": "/nowhere/inbox", "store": "/nowhere/store"}
+
+
+PARCELS = Path(__file__).parent / "data" / "crop" / "worldcereal_parcels.gpkg"
 
 
 def make_site(**products):
@@ -151,17 +162,28 @@ def test_l3b_one_job_per_new_acquisition_of_the_season():
         recs[1].product_id,)
 
 
-def test_schedule_waits_for_ingest_and_reports_pending_levels():
-    site = make_site(L4A={"enabled": True})
+def test_schedule_waits_for_ingest_and_reports_pending_levels(monkeypatch):
+    site = make_site()
     cat = Catalogue([l2a("T31UDS", d(2018, 6, 10, 11))])
     s = schedule(site, cat, dt.date(2018, 9, 1), ingest_pending=True)
     assert {j.processor for j in s.jobs} == {"L3B"}  # per-date products go on
     assert any(w.level == "L3A" and "being ingested" in w.reason for w in s.waiting)
-    assert len(s.notices) == 1 and "L4A" in s.notices[0] and "not available" in s.notices[0]
     s = schedule(site, cat, dt.date(2018, 9, 1))
-    assert {j.processor for j in s.jobs} == {"L3A", "L3B"}
+    assert {j.processor for j in s.jobs} == {"L3A", "L3B"} and s.notices == []
     assert schedule(make_site(L3A={"enabled": False}, L3B={"enabled": False}), cat,
                     dt.date(2018, 9, 1)).jobs == []
+    # no level is pending today; the mechanism stays for new ones: a pending level is
+    # reported and gets no job
+    crop = site_from_dict({**BASE, "in_situ": str(PARCELS), "products": {
+        "L3A": {"enabled": False}, "L3B": {"enabled": False},
+        "L4B": {"enabled": True, "class_field": "CT"}}})
+    three = Catalogue([l2a("T31UDS", d(2018, 6, day, 11)) for day in (5, 10, 15)])
+    assert [j.processor for j in schedule(crop, three, dt.date(2018, 9, 1)).jobs] == ["L4B"]
+    monkeypatch.setitem(PENDING_LEVELS, "L4B", "the L4B processor is away (test)")
+    s = schedule(crop, three, dt.date(2018, 9, 1))
+    assert s.jobs == [] and len(s.notices) == 1
+    assert "L4B" in s.notices[0] and "away (test)" in s.notices[0]
+    assert "no L4B job is scheduled" in s.notices[0]
 
 
 def test_keys_do_not_depend_on_catalogue_order():
@@ -249,3 +271,218 @@ def test_l2a_one_job_per_tile_for_the_l1c_without_l2a_only_when_agriseries_makes
     # date order: it waits while L1C products are being ingested
     s = schedule(site, Catalogue(recs), dt.date(2018, 12, 1), ingest_pending=True)
     assert s.jobs == [] and any(w.level == "L2A" for w in s.waiting)
+
+
+# ----------------------------------------------------------------------- L4A / L4B
+
+
+def crop_site(tmp_path=None, season=("2018-03-01", "2018-10-15"), tiles=("T31UDS", "T31UES"),
+              **products):
+    off = {"enabled": False}
+    return site_from_dict({**BASE, "area": {"tiles": list(tiles)},
+                           "season": {"start": season[0], "end": season[1]},
+                           "in_situ": str(PARCELS),
+                           "products": {"L3A": off, "L3B": off, **products}})
+
+
+def s2_every(tile: str, first: dt.date, last: dt.date, days: int = 5, hour: int = 11):
+    out, day = [], first
+    while day <= last:
+        out.append(l2a(tile, d(day.year, day.month, day.day, hour),
+                       sensor="S2A" if len(out) % 2 == 0 else "S2B"))
+        day += dt.timedelta(days=days)
+    return out
+
+
+def test_l4a_dates_are_the_month_ends_from_mid_season_and_the_season_end():
+    # 2018-03-01 .. 2018-10-15: the middle is Jun 23; month ends from there, then the end
+    site = crop_site()
+    assert site.l4a_dates() == [dt.date(2018, 6, 30), dt.date(2018, 7, 31),
+                                dt.date(2018, 8, 31), dt.date(2018, 9, 30),
+                                dt.date(2018, 10, 15)]
+    # a given start: the first map at the end of its month (a month end is its own)
+    assert crop_site(L4A={"start": "2018-08-01"}).l4a_dates() == [
+        dt.date(2018, 8, 31), dt.date(2018, 9, 30), dt.date(2018, 10, 15)]
+    assert crop_site(L4A={"start": "2018-07-31"}).l4a_dates()[0] == dt.date(2018, 7, 31)
+    # a season ending on a month end: no second map that day
+    assert crop_site(season=("2018-03-01", "2018-10-31")).l4a_dates()[-1:] == [
+        dt.date(2018, 10, 31)]
+    assert len(crop_site(season=("2018-03-01", "2018-10-31")).l4a_dates()) == 4
+    # L4B: the dates given, sorted, else the season end
+    assert crop_site(L4B={"dates": ["2018-09-30", "2018-07-15", "2018-09-30"]}).l4b_dates() == [
+        dt.date(2018, 7, 15), dt.date(2018, 9, 30)]
+    assert crop_site().l4b_dates() == [dt.date(2018, 10, 15)]
+
+
+def test_l4a_one_job_per_tile_and_month_end_that_has_come():
+    site = crop_site(L4A={"enabled": True, "class_field": "CROP", "crop_values": [1, 3]})
+    uds = s2_every("T31UDS", dt.date(2018, 3, 2), dt.date(2018, 8, 30))  # 2018-06-30 is in
+    assert any(ProductId.parse(r.product_id).start.date() == dt.date(2018, 6, 30) for r in uds)
+    l8 = l2a("T31UDS", d(2018, 5, 2, 10), sensor="L8", producer="LASRC")  # not read: not S2
+    before = l2a("T31UDS", d(2018, 2, 27, 11))  # before the season
+    ues = s2_every("T31UES", dt.date(2018, 7, 20), dt.date(2018, 7, 30))  # 3 dates: Jul 20..30
+    cat = Catalogue(uds + ues + [l8, before])
+    s = schedule(site, cat, dt.date(2018, 8, 31))
+    jobs = {(j.tile, j.params["until"]): j for j in s.jobs}
+    assert set(jobs) == {("T31UDS", "2018-06-30"), ("T31UDS", "2018-07-31"),
+                         ("T31UDS", "2018-08-31"), ("T31UES", "2018-07-31"),
+                         ("T31UES", "2018-08-31")}
+    june = jobs[("T31UDS", "2018-06-30")]
+    want = sorted(r.product_id for r in uds
+                  if ProductId.parse(r.product_id).start.date() <= dt.date(2018, 6, 30))
+    assert june.processor == "L4A" and june.inputs == tuple(want)
+    assert june.outputs == ("L4A_S2_T31UDS_20180301-20180630_AGS",)
+    assert june.outputs[0] == crop_product_id("L4A", "T31UDS", site, dt.date(2018, 6, 30))
+    assert june.params == {"season": ["2018-03-01", "2018-10-15"], "until": "2018-06-30",
+                           "product": june.outputs[0], "class_field": "CROP",
+                           "crop_values": [1, 3], "insitu": str(PARCELS),
+                           "reference_map": None, "ignore_values": []}
+    assert PRIORITY["L3A"] > june.priority > PRIORITY["L4B"]
+    assert jobs[("T31UDS", "2018-08-31")].inputs == tuple(sorted(r.product_id for r in uds))
+    # T31UES: nothing up to Jun 30; its July map has its three dates
+    assert jobs[("T31UES", "2018-07-31")].inputs == tuple(sorted(r.product_id for r in ues))
+    why = {(w.tile, w.what): w.reason for w in s.waiting}
+    assert why[("T31UES", "2018-06-30")] == (
+        "no Sentinel-2 L2A product(s) between 2018-03-01 and 2018-06-30 yet; a crop mask "
+        f"needs at least {CROP_MIN_INPUTS}")
+    # the dates to come wait for their day
+    assert why[("T31UDS", "2018-09-30")] == "the crop mask of 2018-09-30 is made on that day"
+    assert {w.what for w in s.waiting if w.tile == "T31UDS"} == {"2018-09-30", "2018-10-15"}
+    # today is cut: on Jul 30 only June is due; on Jul 31 July too
+    assert [j.params["until"] for j in l4a_rule(site, cat, dt.date(2018, 7, 30))[0]
+            if j.tile == "T31UDS"] == ["2018-06-30"]
+    assert [j.params["until"] for j in l4a_rule(site, cat, dt.date(2018, 7, 31))[0]
+            if j.tile == "T31UDS"] == ["2018-06-30", "2018-07-31"]
+
+
+def test_l4a_waits_for_enough_sentinel2_inputs():
+    site = crop_site(tiles=("T31UDS",), L4A={"enabled": True})
+    two = [l2a("T31UDS", d(2018, 6, 5, 11)), l2a("T31UDS", d(2018, 6, 10, 11)),
+           l2a("T31UDS", d(2018, 6, 12, 10), sensor="L8", producer="LASRC")]
+    jobs, waiting = l4a_rule(site, Catalogue(two), dt.date(2018, 7, 1))
+    assert jobs == [] and [w.what for w in waiting] == [
+        "2018-06-30", "2018-07-31", "2018-08-31", "2018-09-30", "2018-10-15"]
+    assert waiting[0].reason.startswith("2 Sentinel-2 L2A product(s) between 2018-03-01 and "
+                                        "2018-06-30 yet")
+    third = l2a("T31UDS", d(2018, 6, 30, 10, 56))  # on the map date: in (the whole day)
+    jobs, _ = l4a_rule(site, Catalogue([*two, third]), dt.date(2018, 7, 1))
+    assert [len(j.inputs) for j in jobs] == [3]
+
+
+def test_a_crop_mask_made_is_not_due_again_and_late_inputs_do_not_remake_it():
+    site = crop_site(tiles=("T31UDS",), L4A={"enabled": True})
+    recs = s2_every("T31UDS", dt.date(2018, 4, 1), dt.date(2018, 7, 20))
+    today = dt.date(2018, 7, 31)
+    first = {j.params["until"]: j for j in l4a_rule(site, Catalogue(recs), today)[0]}
+    assert set(first) == {"2018-06-30", "2018-07-31"}
+    made = ProductRecord.from_id(first["2018-06-30"].outputs[0], "/store/x")
+    late = l2a("T31UDS", d(2018, 6, 16, 11), sensor="S2B")  # a late date of June
+    jobs, _ = l4a_rule(site, Catalogue([*recs, made, late]), today)
+    assert [j.params["until"] for j in jobs] == ["2018-07-31"]  # June kept, not remade
+    assert late.product_id in jobs[0].inputs  # the late date goes into the next map
+    # the same job (same key) as long as the inputs are the same; a new input a new key,
+    # for the same product (the runner submits it only when no job makes it: MADE_ONCE)
+    again = l4a_rule(site, Catalogue([*recs, made]), today)[0][0]
+    assert again.key == first["2018-07-31"].key
+    assert jobs[0].key != again.key and jobs[0].params["product"] == again.params["product"]
+    assert MADE_ONCE == {"L4A", "L4B"}
+    # a map of a previous season (another start) does not count
+    other = ProductRecord.from_id("L4A_S2_T31UDS_20170301-20180630_AGS", "/store/y")
+    assert {j.params["until"] for j in l4a_rule(site, Catalogue([*recs, other]), today)[0]} \
+        == {"2018-06-30", "2018-07-31"}
+
+
+def test_l4a_from_a_reference_map_without_in_situ(tmp_path):
+    ref = tmp_path / "esa_cci_lc.tif"
+    ref.write_bytes(b"")  # the rule passes the path on; the processor reads it
+    site = site_from_dict({**BASE, "area": {"tiles": ["T31UDS"]},
+                           "products": {"L3A": {"enabled": False}, "L3B": {"enabled": False},
+                                        "L4A": {"enabled": True, "reference_map": str(ref),
+                                                "crop_values": [10, 11, 12, 20, 30],
+                                                "ignore_values": [210]}}})
+    recs = s2_every("T31UDS", dt.date(2018, 6, 1), dt.date(2018, 7, 31))
+    # season Jun 1 .. Jul 31: the middle is Jul 1, so one map, on Jul 31
+    (job,) = l4a_rule(site, Catalogue(recs), dt.date(2018, 8, 1))[0]
+    assert job.params["until"] == "2018-07-31"
+    assert job.params["reference_map"] == str(ref) and job.params["insitu"] is None
+    assert job.params["crop_values"] == [10, 11, 12, 20, 30]
+    assert job.params["ignore_values"] == [210]
+    # with in-situ data too, the reference map chosen for L4A wins (in_situ serves L4B)
+    both = site_from_dict({**BASE, "area": {"tiles": ["T31UDS"]}, "in_situ": str(PARCELS),
+                           "products": {"L4A": {"enabled": True, "reference_map": str(ref)}}})
+    jobs = l4a_rule(both, Catalogue(recs), dt.date(2018, 8, 1))[0]
+    assert jobs and all(j.params["insitu"] is None for j in jobs)
+
+
+def test_l4b_one_job_per_date_and_the_latest_crop_mask():
+    l4b = {"enabled": True, "class_field": "CT", "exclude_codes": [0],
+           "dates": ["2018-07-15", "2018-09-30"]}
+    site = crop_site(tiles=("T31UDS",), L4B=l4b)
+    recs = s2_every("T31UDS", dt.date(2018, 3, 5), dt.date(2018, 9, 30))
+    today = dt.date(2018, 10, 1)
+    jobs = {j.params["until"]: j for j in l4b_rule(site, Catalogue(recs), today)[0]}
+    assert set(jobs) == {"2018-07-15", "2018-09-30"}
+    j = jobs["2018-07-15"]
+    assert j.processor == "L4B" and j.outputs == ("L4B_S2_T31UDS_20180301-20180715_AGS",)
+    assert j.outputs[0] == crop_product_id("L4B", "T31UDS", site, dt.date(2018, 7, 15))
+    assert j.inputs == tuple(sorted(r.product_id for r in recs
+                                    if r.start.date() <= dt.date(2018, 7, 15)))
+    assert j.params == {"season": ["2018-03-01", "2018-10-15"], "until": "2018-07-15",
+                        "product": j.outputs[0], "class_field": "CT", "exclude_codes": [0],
+                        "insitu": str(PARCELS)}
+    assert j.priority < PRIORITY["L4A"]
+    # a date to come waits; a map made is not due again
+    made = ProductRecord.from_id(j.outputs[0], "/store/x")
+    jobs, waiting = l4b_rule(site, Catalogue([*recs, made]), dt.date(2018, 9, 29))
+    assert jobs == [] and [(w.what, w.reason) for w in waiting] == [
+        ("2018-09-30", "the crop type map of 2018-09-30 is made on that day")]
+
+    # crop_mask: true with the crop mask made here: wait for the masks due first
+    masked = crop_site(tiles=("T31UDS",), L4A={"enabled": True}, L4B={**l4b, "crop_mask": True})
+    jobs, waiting = l4b_rule(masked, Catalogue(recs), today)
+    assert jobs == [] and len(waiting) == 2
+    assert waiting[0].reason.startswith(
+        "waits for its crop mask L4A_S2_T31UDS_20180301-20180630_AGS (due first")
+    masks = {d_: ProductRecord.from_id(crop_product_id("L4A", "T31UDS", masked, d_), "/m")
+             for d_ in masked.l4a_dates()}
+    june, july, aug, sep, _ = masked.l4a_dates()
+    jobs, waiting = l4b_rule(masked, Catalogue([*recs, masks[june]]), today)
+    (j,) = jobs  # Jul 15: June's mask; Sep 30 waits for July's
+    assert j.params["until"] == "2018-07-15" and j.params["crop_mask"] == masks[june].product_id
+    assert j.inputs == tuple(sorted([masks[june].product_id, *(
+        r.product_id for r in recs if r.start.date() <= dt.date(2018, 7, 15))]))
+    assert len(waiting) == 1 and waiting[0].reason.startswith(
+        f"waits for its crop mask {masks[july].product_id} (due first")
+    jobs = l4b_rule(masked, Catalogue([*recs, *masks.values()]), today)[0]
+    assert {j.params["until"]: j.params["crop_mask"] for j in jobs} == {
+        "2018-07-15": masks[june].product_id, "2018-09-30": masks[sep].product_id}
+    # a crop mask that cannot be made (too few inputs: June's) is not waited for
+    few = s2_every("T31UDS", dt.date(2018, 7, 1), dt.date(2018, 7, 12))  # 3 dates in July
+    jobs, waiting = l4b_rule(masked, Catalogue(few), today)
+    assert jobs == [] and [(w.what, w.reason[:40]) for w in waiting] == [
+        ("2018-07-15", "no crop mask (L4A) of T31UDS made on or "),
+        ("2018-09-30", "waits for its crop mask L4A_S2_T31UDS_20")]
+    assert "20180301-20180731" in waiting[1].reason
+    # without the L4A in the production: the latest crop mask made (by hand) is used, and
+    # none at all is a wait
+    by_hand = crop_site(tiles=("T31UDS",), L4B={**l4b, "crop_mask": True})
+    jobs, waiting = l4b_rule(by_hand, Catalogue(recs), today)
+    assert jobs == [] and "no crop mask (L4A) of T31UDS made on or before 2018-07-15" in \
+        waiting[0].reason
+    jobs = l4b_rule(by_hand, Catalogue([*recs, masks[aug]]), today)[0]
+    assert [(j.params["until"], j.params["crop_mask"]) for j in jobs] == [
+        ("2018-09-30", masks[aug].product_id)]
+
+
+def test_crop_levels_are_in_the_rule_table_and_wait_for_ingest():
+    assert {"L4A", "L4B"} <= set(RULES) and {"L4A", "L4B"} <= WAIT_FOR_INGEST
+    site = crop_site(L4A={"enabled": True}, L4B={"enabled": True, "class_field": "CT"})
+    recs = s2_every("T31UDS", dt.date(2018, 3, 5), dt.date(2018, 10, 15))
+    s = schedule(site, Catalogue(recs), dt.date(2018, 12, 1), ingest_pending=True)
+    assert s.jobs == [] and {w.level for w in s.waiting} == {"L4A", "L4B"}
+    s = schedule(site, Catalogue(recs), dt.date(2018, 12, 1))
+    assert sorted((j.processor, j.params["until"]) for j in s.jobs) == [
+        ("L4A", "2018-06-30"), ("L4A", "2018-07-31"), ("L4A", "2018-08-31"),
+        ("L4A", "2018-09-30"), ("L4A", "2018-10-15"), ("L4B", "2018-10-15")]
+    assert len({j.key for j in s.jobs}) == len(s.jobs)
+    assert not schedule(crop_site(), Catalogue(recs), dt.date(2018, 12, 1)).jobs  # disabled

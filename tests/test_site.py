@@ -3,6 +3,7 @@ a polygon, paths relative to the file."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -12,7 +13,13 @@ from pydantic import BaseModel
 
 from agriseries.core.errors import ConfigurationError
 from agriseries.core.grid import tile_geobox
-from agriseries.production.site import TEMPLATE, Site, load_site, site_from_dict
+from agriseries.production.site import (
+    PENDING_LEVELS,
+    TEMPLATE,
+    Site,
+    load_site,
+    site_from_dict,
+)
 
 MINIMAL = {"name": "flanders", "area": {"tiles": ["31UDS"]},
            "season": {"start": "2018-03-01", "end": "2018-10-31"},
@@ -138,13 +145,75 @@ def test_a_polygon_becomes_the_tiles_it_overlaps(tmp_path):
         load_site(path)
 
 
-def test_months_of_the_season_and_pending_products():
+def test_months_of_the_season_and_no_pending_products():
+    parcels = Path(__file__).parent / "data" / "crop" / "worldcereal_parcels.gpkg"
     site = site_from_dict({**MINIMAL, "season": {"start": "2018-11-15", "end": "2019-02-01"},
-                           "products": {"L4A": {"enabled": True}, "L4B": {"enabled": True,
-                                                                         "dates": ["2019-01-10"]}}})
+                           "in_situ": str(parcels),
+                           "products": {"L4A": {"enabled": True},
+                                        "L4B": {"enabled": True, "class_field": "CT",
+                                                "dates": ["2019-01-10"]}}})
     assert [f"{a:%Y-%m}:{b:%d}" for a, b in site.months()] == [
         "2018-11:30", "2018-12:31", "2019-01:31", "2019-02:28"]
-    notes = site.notices()
-    assert len(notes) == 2 and all("not available in the production yet" in n for n in notes)
-    assert "L4A" in notes[0] and "crop mask" in notes[0] and "L4B" in notes[1]
+    # the crop mask and crop type are made by the production now: nothing to report
+    assert site.notices() == [] and PENDING_LEVELS == {}
+    assert site.l4a_dates() == [dt.date(2018, 12, 31), dt.date(2019, 1, 31),
+                                dt.date(2019, 2, 1)]
+    assert site.products.L4A.class_field == "CROP" and site.products.L4A.crop_values == [1]
     assert site_from_dict(MINIMAL).notices() == []
+
+
+PARCELS = Path(__file__).parent / "data" / "crop" / "worldcereal_parcels.gpkg"
+
+
+@pytest.mark.parametrize("change, field, words", [
+    ({"products": {"L4A": {"enabled": True}}}, "products.L4A",
+     "give the site's 'in_situ' polygons (class field 'CROP') or 'products.L4A.reference_map'"),
+    ({"products": {"L4A": {"enabled": True, "reference_map": "esa_cci.tif"}}},
+     "products.L4A.reference_map", "esa_cci.tif does not exist"),
+    ({"products": {"L4A": {"enabled": True}}, "in_situ": "fields.gpkg"}, "in_situ",
+     "in-situ file {tmp}/fields.gpkg does not exist"),
+    ({"products": {"L4A": {"crop_values": []}}}, "products.L4A.crop_values",
+     "at least one value meaning cropland"),
+    ({"products": {"L4A": {"class_field": ""}}}, "products.L4A.class_field", "at least 1"),
+    ({"products": {"L4A": {"start": "2018-11-01"}}}, "products.L4A.start",
+     "2018-11-01 is outside the season 2018-03-01..2018-10-31"),
+    ({"products": {"L4A": {"schedule": "weekly"}}}, "products.L4A.schedule",
+     "monthly_from_mid_season"),
+    ({"products": {"L4B": {"enabled": True, "class_field": "CODE"}}}, "in_situ",
+     "the crop type (products.L4B) is enabled: give the in-situ polygons"),
+    ({"products": {"L4B": {"enabled": True}}, "in_situ": str(PARCELS)},
+     "products.L4B.class_field", "required when the crop type is enabled"),
+    ({"products": {"L4B": {"dates": ["2018-03-01", "2018-07-15", "2018-12-31"]}}},
+     "products.L4B.dates", "2018-03-01, 2018-12-31: outside the season"),
+    ({"products": {"L4B": {"crop_mask": "yes please"}}}, "products.L4B.crop_mask",
+     "valid boolean"),
+])
+def test_crop_product_errors_name_the_file_and_the_field(tmp_path, change, field, words):
+    data = {**json.loads(json.dumps(MINIMAL)), **change}
+    path = tmp_path / "crop.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigurationError) as e:
+        load_site(path)
+    msg = str(e.value)
+    assert msg.startswith(f"site file {path}: invalid site: "), msg
+    assert f"field '{field}'" in msg and words.format(tmp=tmp_path) in msg, msg
+
+
+def test_crop_products_with_in_situ_or_a_reference_map(tmp_path):
+    (tmp_path / "data").mkdir()
+    ref = tmp_path / "data" / "lc.tif"
+    ref.write_bytes(b"")  # only its existence is checked here
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({**MINIMAL, "products": {
+        "L4A": {"enabled": True, "reference_map": "data/lc.tif", "crop_values": [10, 11, 10]}}}))
+    site = load_site(path)  # no in_situ needed without the crop type
+    assert site.products.L4A.reference_map == ref and site.products.L4A.crop_values == [10, 11]
+    # both problems of an L4B at once, in one message
+    path.write_text(yaml.safe_dump({**MINIMAL, "products": {"L4B": {"enabled": True}}}))
+    with pytest.raises(ConfigurationError, match=r"field 'in_situ'.*; field "
+                                                 r"'products.L4B.class_field'"):
+        load_site(path)
+    # a disabled crop product needs nothing
+    path.write_text(yaml.safe_dump({**MINIMAL, "products": {"L4A": {"enabled": False},
+                                                            "L4B": {"class_field": None}}}))
+    assert not load_site(path).products.L4A.enabled

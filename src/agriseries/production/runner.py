@@ -22,8 +22,8 @@ the engine and the job store (:mod:`agriseries.production.jobstore`) as the memo
    the failure (retried with an exponential backoff, quarantined after
    ``max_attempts``); a job still leased to the runner that it no longer tracks (a task
    the cluster lost) is released and run again;
-5. after jobs completed, back to 3 (an ingested date makes its L3B due) until nothing is
-   due; ``--watch`` then waits ``poll_s`` and starts again at 1, until SIGINT / SIGTERM.
+5. after jobs completed, back to 3 (an ingested date makes its L3B due, a crop mask made
+   the crop type masked with it) until nothing is due; ``--watch`` then waits ``poll_s`` and starts again at 1, until SIGINT / SIGTERM.
 
 Crash safety (DESIGN.md reliability rules): a product is written into ``STORE/.tmp`` and
 renamed into place (:meth:`~agriseries.io.store.ProductStore.write_product`), then
@@ -66,7 +66,15 @@ from ..core.errors import (
 )
 from ..core.ids import Level, ProductId
 from .jobstore import Job, JobState, JobStore, ProductRecord
-from .scheduler import Catalogue, InboxEntry, JobSpec, Waiting, ingest_jobs, schedule
+from .scheduler import (
+    MADE_ONCE,
+    Catalogue,
+    InboxEntry,
+    JobSpec,
+    Waiting,
+    ingest_jobs,
+    schedule,
+)
 from .site import Site
 
 __all__ = [
@@ -281,12 +289,62 @@ def _run_l2a(store, spec: TaskSpec) -> TaskResult:
     return out
 
 
+def _crop_result(store, spec: TaskSpec, res) -> TaskResult:
+    """The task result of a crop map, checked against the id the scheduler expected."""
+    want = spec.params.get("product")
+    if want and res.product != want:
+        raise JobError(f"the crop processor made {res.product}, the scheduler expected {want} "
+                       "(season or date changed?)")
+    out = TaskResult(products=[_product_entry(store, res.product, res.made)])
+    if res.made:
+        out.notes.append(f"{res.product}: OA {res.oa:.3f}, kappa {res.kappa:.3f}, macro F1 "
+                         f"{res.macro_f1:.3f} on {res.n_validation} validation pixels, data up "
+                         f"to {res.last_date_used}")
+    else:
+        out.notes.append(f"{res.product} already in the store: kept (made once)")
+    return out
+
+
+def _run_l4a(store, spec: TaskSpec) -> TaskResult:
+    """A crop mask up to the job's date (:func:`agriseries.crop.processor.cropmask`), with
+    the in-situ polygons or the reference map; an existing product is kept as is."""
+    from ..crop.nolabels import NoInsituParams
+    from ..crop.processor import CropMaskParams, cropmask
+
+    p = spec.params
+    values = tuple(int(v) for v in p["crop_values"])
+    params = CropMaskParams(class_field=str(p["class_field"]), crop_values=values,
+                            no_insitu=NoInsituParams(
+                                crop_values=values,
+                                ignore_values=tuple(int(v) for v in p.get("ignore_values") or ())))
+    season0, season1 = p["season"]
+    res = cropmask(store, spec.tile, season0, season1, insitu=p.get("insitu"),
+                   reference_map=p.get("reference_map"), until=p["until"], params=params)
+    return _crop_result(store, spec, res)
+
+
+def _run_l4b(store, spec: TaskSpec) -> TaskResult:
+    """A crop type map up to the job's date (:func:`agriseries.crop.processor.croptype`),
+    masked with the job's crop mask when it names one; an existing product is kept."""
+    from ..crop.processor import CropTypeParams, croptype
+
+    p = spec.params
+    params = CropTypeParams(class_field=str(p["class_field"]),
+                            exclude_codes=tuple(int(v) for v in p.get("exclude_codes") or ()))
+    season0, season1 = p["season"]
+    res = croptype(store, spec.tile, season0, season1, insitu=p["insitu"],
+                   crop_mask=p.get("crop_mask"), until=p["until"], params=params)
+    return _crop_result(store, spec, res)
+
+
 #: The processors a job can name: ``(ProductStore, TaskSpec) -> TaskResult``.
 PROCESSORS: dict[str, Callable[[Any, TaskSpec], TaskResult]] = {
     "ingest": _run_ingest,
     "L2A": _run_l2a,
     "L3A": _run_l3a,
     "L3B": _run_l3b,
+    "L4A": _run_l4a,
+    "L4B": _run_l4b,
 }
 
 
@@ -539,12 +597,18 @@ def rescan(job_store: JobStore, product_store, *, full: bool = False) -> tuple[i
 
 def load_catalogue(job_store: JobStore, site: Site) -> Catalogue:
     """The catalogue the scheduler needs: L2A and L3B records of the site's tiles (and L1C
-    when the site makes its own L2A), and L3A records with their STAC items (the inputs
-    they were made from)."""
+    when the site makes its own L2A; L4A and L4B when the site makes crop maps, so that a
+    map made is not due again), and L3A records with their STAC items (the inputs they
+    were made from)."""
     recs: list[ProductRecord] = []
     tiles = site.tiles
     levels = (Level.L1C, Level.L2A, Level.L3B) if site.l2a.source == "agriseries" \
         else (Level.L2A, Level.L3B)
+    crop = site.products
+    if crop.L4A.enabled or (crop.L4B.enabled and crop.L4B.crop_mask):
+        levels += (Level.L4A,)
+    if crop.L4B.enabled:
+        levels += (Level.L4B,)
     for tile in tiles if len(tiles) <= 20 else [None]:
         for lv in levels:
             recs += job_store.products(level=lv, tile=tile)
@@ -805,10 +869,17 @@ class _Runner:
         self.report.waiting = sched.waiting
         self.report.notices = sched.notices
         specs += sched.jobs
+        # a crop map is made once: a job of the same product queued, running or waiting to
+        # retry (it reads the store when it runs, so it uses the late inputs too) is enough
+        making = {(j.processor, j.params.get("product")) for j in active.values()
+                  if j.processor in MADE_ONCE and j.state is not JobState.QUARANTINED}
         n_new = 0
         for spec in specs:
             if spec.key in active:
                 continue
+            if spec.processor in MADE_ONCE and (spec.processor,
+                                                spec.params.get("product")) in making:
+                continue  # another job (made from fewer inputs) is making this product
             job = self.db(f"submit {spec.processor}", self.js.submit, spec.processor,
                           spec.inputs, dict(spec.params), tile=spec.tile,
                           priority=spec.priority)

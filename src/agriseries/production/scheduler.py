@@ -35,16 +35,38 @@ class hierarchy):
     stays pending and comes back with the next new L1C of the tile, in a job with a new
     key; the job of the same inputs is not submitted twice.
 
+``L4A`` -- :func:`l4a_rule` (crop mask, ALGORITHMS.md 5.2-5.3)
+    For every tile and every crop mask date of the site
+    (:meth:`~agriseries.production.site.Site.l4a_dates`: the month ends from
+    ``products.L4A.start``, default the middle of the season, to the season end, and the
+    season end) that has come (date <= today) and has no L4A product yet: one job, whose
+    inputs are the tile's Sentinel-2 L2A acquisitions from the season start to that date
+    (what :func:`agriseries.crop.processor.cropmask` reads with ``until`` = the date) and
+    whose output id is the crop processor's own (``L4A_S2_<tile>_<season start>-<date>_AGS``,
+    :func:`crop_product_id`). A date whose span holds fewer than :data:`CROP_MIN_INPUTS`
+    such products waits (the processor needs that many).
+``L4B`` -- :func:`l4b_rule` (crop type, ALGORITHMS.md 5.4)
+    The same for every date of ``products.L4B.dates`` (default the season end). With
+    ``crop_mask: true`` the map is masked with the tile's latest crop mask made on or before
+    its date: it waits while a crop mask of such a date is still due (an L4A date with
+    enough inputs and no product yet), and when the tile has no crop mask at all.
+
+**An in-season map is made once** (as Sen2Agri does): the product id depends on the tile,
+the season start and the map date only, and a date whose product exists is never due
+again. An L2A acquisition of an already mapped span that arrives late does not remake the
+map; it is used by the next map date, if any. (A map is due on its date: an acquisition of that
+very day ingested after the map was made is not in it.) Because the job key holds the
+inputs, a late input could give a second job for a product whose first job is still
+queued, running or waiting to retry; the runner does not submit it (:data:`MADE_ONCE`:
+``params["product"]`` names the product), since the processor reads the store when it runs
+and so uses the late input anyway. Only when that first job is quarantined does a new
+input give a new job.
+
 ``ingest`` jobs are planned by :func:`ingest_jobs` from the inbox entries the runner found
 (inspected, not yet ingested): one job per product and target tile (a Landsat scene is
 warped onto each site tile it overlaps, in parallel), one per group of series files that
 hold the same dates (the 10 m and 20 m files of one extraction are written together), one
 per entry that could not be read (it fails with the reader's error).
-
-The crop mask (L4A) and crop type (L4B) have no rule yet (their processors are not in the
-production, issue 7); adding one is a function ``(site, catalogue, today) -> (jobs,
-waiting)`` over the L3A/L3B/L2A records, an entry in :data:`RULES` and a processor entry in
-:data:`agriseries.production.runner.PROCESSORS`.
 """
 
 from __future__ import annotations
@@ -57,9 +79,11 @@ from typing import Any
 
 from ..core.ids import Level, ProductId
 from .jobstore import ProductRecord, job_key
-from .site import AVAILABLE_LEVELS, Site
+from .site import AVAILABLE_LEVELS, PENDING_LEVELS, Site
 
 __all__ = [
+    "CROP_MIN_INPUTS",
+    "MADE_ONCE",
     "PRIORITY",
     "RULES",
     "WAIT_FOR_INGEST",
@@ -69,17 +93,21 @@ __all__ = [
     "Schedule",
     "Waiting",
     "considered_inputs",
+    "crop_product_id",
     "ingest_jobs",
+    "l2a_rule",
     "l3a_rule",
     "l3a_window",
-    "l2a_rule",
     "l3b_rule",
+    "l4a_rule",
+    "l4b_rule",
     "schedule",
 ]
 
 UTC = dt.UTC
-#: Claim order: ingest first (it feeds everything), then per-date products, then syntheses.
-PRIORITY = {"ingest": 30, "L2A": 25, "L3B": 20, "L3A": 10}
+#: Claim order: ingest first (it feeds everything), then per-date products, then syntheses,
+#: then the crop mask, then the crop type (which may use the crop mask).
+PRIORITY = {"ingest": 30, "L2A": 25, "L3B": 20, "L3A": 10, "L4A": 6, "L4B": 4}
 
 
 @dataclass(frozen=True)
@@ -89,7 +117,7 @@ class JobSpec:
     Attributes
     ----------
     processor
-        Name of the processor (``ingest``, ``L3A``, ``L3B``).
+        Name of the processor (``ingest``, ``L2A``, ``L3A``, ``L3B``, ``L4A``, ``L4B``).
     tile
         The tile it works on, or ``None``.
     inputs
@@ -338,6 +366,155 @@ def l2a_rule(site: Site, catalogue: Catalogue, today: dt.date
     return jobs, []
 
 
+#: Fewest Sentinel-2 L2A products a crop map needs
+#: (:func:`agriseries.crop.processor.load_season` refuses fewer).
+CROP_MIN_INPUTS = 3
+
+#: Processors whose product is made once and kept (the in-season crop maps): a job whose
+#: product (``params["product"]``) another job is making (queued, running or waiting to
+#: retry; not quarantined) is not submitted.
+MADE_ONCE = frozenset({"L4A", "L4B"})
+
+
+def crop_product_id(level: Level | str, tile: str, site: Site, until: dt.date) -> str:
+    """The id of the crop mask / crop type product of a tile for the site's season up to
+    ``until``, as :func:`agriseries.crop.processor.cropmask` / ``croptype`` name it."""
+    from ..crop.processor import _pid, _season
+
+    start, _, last = _season(site.season.start, site.season.end, until)
+    return str(_pid(Level(level), tile, start, last))
+
+
+def _crop_inputs(site: Site, catalogue: Catalogue, tile: str, day: dt.date) -> list[str]:
+    """The Sentinel-2 L2A acquisitions of a tile from the season start to ``day``, sorted:
+    what the crop processors read for a map of that date."""
+    from ..crop.processor import S2_SENSORS
+
+    return sorted(r.product_id for r in
+                  catalogue.find(Level.L2A, tile, _day_start(site.season.start), _day_end(day))
+                  if r.end == r.start and ProductId.parse(r.product_id).sensor in S2_SENSORS)
+
+
+def _crop_rule(level: str, site: Site, catalogue: Catalogue, today: dt.date,
+               dates: Sequence[dt.date], base: Mapping[str, Any],
+               mask_for: Callable[[str, dt.date], tuple[str | None, str | None]] | None = None
+               ) -> tuple[list[JobSpec], list[Waiting]]:
+    """The jobs of one crop level: one per tile and map date that has come, has no product,
+    has enough inputs (and, with ``mask_for``, its crop mask)."""
+    what = {"L4A": "crop mask", "L4B": "crop type map"}[level]
+    season0 = f"{site.season.start}"
+    jobs: list[JobSpec] = []
+    waiting: list[Waiting] = []
+    for tile in site.tiles:
+        for day in dates:
+            if day > today:
+                waiting.append(Waiting(level, tile, f"{day}", f"the {what} of {day} is made "
+                                                             f"on that day"))
+                continue
+            pid = crop_product_id(level, tile, site, day)
+            if pid in catalogue:
+                continue  # made once, never remade (module docstring)
+            inputs = _crop_inputs(site, catalogue, tile, day)
+            if len(inputs) < CROP_MIN_INPUTS:
+                waiting.append(Waiting(level, tile, f"{day}", (
+                    f"{len(inputs) or 'no'} Sentinel-2 L2A product(s) between {season0} and "
+                    f"{day} yet; a {what} needs at least {CROP_MIN_INPUTS}")))
+                continue
+            params = {**base, "until": f"{day}", "product": pid}
+            if mask_for is not None:
+                mask, why = mask_for(tile, day)
+                if mask is None:
+                    waiting.append(Waiting(level, tile, f"{day}", why or ""))
+                    continue
+                params["crop_mask"] = mask
+                inputs = sorted([*inputs, mask])
+            jobs.append(JobSpec(level, tile, tuple(inputs), params, (pid,), PRIORITY[level],
+                                f"{what} of {day}: {len(inputs)} input(s) from {season0}"))
+    return jobs, waiting
+
+
+def _l4a_params(site: Site) -> dict[str, Any]:
+    cfg = site.products.L4A
+    ref = cfg.reference_map
+    return {"season": [f"{site.season.start}", f"{site.season.end}"],
+            "class_field": cfg.class_field, "crop_values": list(cfg.crop_values),
+            "insitu": None if ref is not None or site.in_situ is None else str(site.in_situ),
+            "reference_map": None if ref is None else str(ref),
+            "ignore_values": list(cfg.ignore_values)}
+
+
+def l4a_rule(site: Site, catalogue: Catalogue, today: dt.date
+             ) -> tuple[list[JobSpec], list[Waiting]]:
+    """L4A (crop mask) jobs due: one per tile and crop mask date (see the module docstring).
+
+    Parameters
+    ----------
+    site
+        The site (tiles, season, ``in_situ``, ``products.L4A``).
+    catalogue
+        The products that exist (L2A; L4A records).
+    today
+        The current date (UTC): a map date is due from that day on.
+
+    Returns
+    -------
+    jobs, waiting
+        The jobs (params: ``season``, ``until``, ``product``, ``class_field``,
+        ``crop_values``, ``insitu`` or ``reference_map``, ``ignore_values``) and the map
+        dates that wait (not come yet, too few inputs).
+    """
+    return _crop_rule("L4A", site, catalogue, today, site.l4a_dates(), _l4a_params(site))
+
+
+def l4b_rule(site: Site, catalogue: Catalogue, today: dt.date
+             ) -> tuple[list[JobSpec], list[Waiting]]:
+    """L4B (crop type) jobs due: one per tile and date of ``products.L4B.dates`` (see the
+    module docstring).
+
+    Parameters
+    ----------
+    site
+        The site (tiles, season, ``in_situ``, ``products.L4B``, and ``products.L4A`` for the
+        crop mask dates).
+    catalogue
+        The products that exist (L2A; L4B records; L4A records with ``crop_mask: true``).
+    today
+        The current date (UTC).
+
+    Returns
+    -------
+    jobs, waiting
+        The jobs (params: ``season``, ``until``, ``product``, ``class_field``,
+        ``exclude_codes``, ``insitu``, and ``crop_mask``: the L4A id, also an input) and the
+        map dates that wait.
+    """
+    cfg = site.products.L4B
+    base = {"season": [f"{site.season.start}", f"{site.season.end}"],
+            "class_field": cfg.class_field, "exclude_codes": list(cfg.exclude_codes),
+            "insitu": None if site.in_situ is None else str(site.in_situ)}
+
+    def latest_mask(tile: str, day: dt.date) -> tuple[str | None, str | None]:
+        """The crop mask of a map: (L4A id, None), or (None, why it waits)."""
+        if site.products.L4A.enabled:  # a crop mask still to be made on or before day
+            for d in site.l4a_dates():
+                if d > day:
+                    break
+                pid = crop_product_id(Level.L4A, tile, site, d)
+                if pid not in catalogue and len(
+                        _crop_inputs(site, catalogue, tile, d)) >= CROP_MIN_INPUTS:
+                    return None, (f"waits for its crop mask {pid} (due first; "
+                                  "'agriseries status' shows its job if it failed)")
+        made = [r for r in catalogue.find(Level.L4A, tile)
+                if r.start.date() == site.season.start and r.end.date() <= day]
+        if not made:
+            return None, (f"no crop mask (L4A) of {tile} made on or before {day} to mask "
+                          "the crop type with (crop_mask: true)")
+        return max(made, key=lambda r: (r.end, r.product_id)).product_id, None
+
+    return _crop_rule("L4B", site, catalogue, today, site.l4b_dates(), base,
+                      latest_mask if cfg.crop_mask else None)
+
+
 def _enabled(site: Site, level: str) -> bool:
     if level == "L2A":
         return site.l2a.source == "agriseries"
@@ -347,19 +524,22 @@ def _enabled(site: Site, level: str) -> bool:
 Rule = Callable[[Site, Catalogue, dt.date], tuple[list[JobSpec], list[Waiting]]]
 
 #: One rule per product level the production makes.
-RULES: dict[str, Rule] = {"L2A": l2a_rule, "L3A": l3a_rule, "L3B": l3b_rule}
+RULES: dict[str, Rule] = {"L2A": l2a_rule, "L3A": l3a_rule, "L3B": l3b_rule,
+                          "L4A": l4a_rule, "L4B": l4b_rule}
 assert set(RULES) == set(AVAILABLE_LEVELS)
 
 
 #: Rules that wait while inputs are still being ingested: a synthesis made from half of a
-#: window's inputs would be made again minutes later, and the L2A of a tile goes in date
-#: order (an L1C ingested a minute later but older would be a late date).
-WAIT_FOR_INGEST = frozenset({"L2A", "L3A"})
+#: window's inputs would be made again minutes later, the L2A of a tile goes in date
+#: order (an L1C ingested a minute later but older would be a late date), and a crop map
+#: is made once (an input ingested a minute later would never be in it).
+WAIT_FOR_INGEST = frozenset({"L2A", "L3A", "L4A", "L4B"})
 
 
 def schedule(site: Site, catalogue: Catalogue, today: dt.date, *,
              ingest_pending: bool = False) -> Schedule:
-    """Every job due for the site's enabled products, what waits, and notices.
+    """Every job due for the site's enabled products, what waits, and notices (levels of
+    :data:`~agriseries.production.site.PENDING_LEVELS` get none).
 
     Parameters
     ----------
@@ -374,7 +554,7 @@ def schedule(site: Site, catalogue: Catalogue, today: dt.date, *,
     """
     out = Schedule(notices=site.notices())
     for level, rule in RULES.items():
-        if not _enabled(site, level):
+        if not _enabled(site, level) or level in PENDING_LEVELS:
             continue
         if ingest_pending and level in WAIT_FOR_INGEST:
             out.waiting.append(Waiting(level, None, "all", "inputs are being ingested"))

@@ -16,8 +16,20 @@ Schedules (Sen2Agri's, ALGORITHMS.md 1 and 2 for the methods):
 * ``L2A`` (with ``l2a: {source: agriseries}``): the L1C products of each tile made into L2A
   in date order, as they arrive (:func:`agriseries.l2a.processor.l2a`);
 * ``L3B``: one product per L2A acquisition of the season;
-* ``L4A`` (crop mask) and ``L4B`` (crop type) are accepted in the file, but their processors
-  are not part of the production yet: :meth:`Site.notices` says so and no job is scheduled.
+* ``L4A`` (crop mask, ALGORITHMS.md 5.2-5.3): one in-season map at the end of every month
+  from ``start`` (default the middle of the season) to the season end, and one at the season
+  end (:meth:`Site.l4a_dates`), trained on the site's ``in_situ`` polygons (field
+  ``class_field``, cropland codes ``crop_values``) or, without them, on a reference
+  land-cover map (``reference_map``, Matton et al.);
+* ``L4B`` (crop type, ALGORITHMS.md 5.4): one map at each of ``dates`` (default the season
+  end; :meth:`Site.l4b_dates`), trained on the ``in_situ`` polygons (field ``class_field``,
+  required), optionally masked with the tile's latest crop mask (``crop_mask: true``).
+
+Levels a site may name whose processors are not in the production are listed in
+:data:`PENDING_LEVELS` (empty today): :meth:`Site.notices` reports them and no job is
+scheduled. Checks that tie several fields together (an enabled L4A needs in-situ data or a
+reference map, the map dates lie in the season...) are made after the field validation, by
+:func:`site_from_dict`, with the same ``site file X: invalid site: field 'F': ...`` messages.
 
 Paths in the file are relative to the file's folder, so a site file and its data can be
 moved together.
@@ -58,12 +70,10 @@ __all__ = [
 ]
 
 #: Product levels the production can make now (L2A: when ``l2a.source`` is ``agriseries``).
-AVAILABLE_LEVELS = ("L2A", "L3A", "L3B")
-#: Levels a site may ask for whose processors are not part of the production yet.
-PENDING_LEVELS = {
-    "L4A": "the crop mask (L4A) processor is not available in the production yet (issue 7)",
-    "L4B": "the crop type (L4B) processor is not available in the production yet (issue 7)",
-}
+AVAILABLE_LEVELS = ("L2A", "L3A", "L3B", "L4A", "L4B")
+#: Levels a site may ask for whose processors are not part of the production yet, with the
+#: reason :meth:`Site.notices` gives (none today; the mechanism stays for new levels).
+PENDING_LEVELS: dict[str, str] = {}
 #: The job database file, inside the product store, when the site gives no URL.
 DEFAULT_DATABASE_FILE = "jobs.sqlite"
 _SENSOR_FAMILIES = ("S2", "L8", "L9")
@@ -261,24 +271,73 @@ class L3BSchedule(_Model):
         return list(dict.fromkeys(value))
 
 
+def _codes(value: list[int], what: str, allow_empty: bool = False) -> list[int]:
+    if not value and not allow_empty:
+        raise ValueError(f"give at least one {what}")
+    return list(dict.fromkeys(int(v) for v in value))
+
+
 class L4ASchedule(_Model):
-    """The crop mask (L4A): accepted, not produced yet."""
+    """The crop mask (L4A), ALGORITHMS.md 5.2-5.3."""
 
     enabled: bool = False
-    """Make it (its processor is not available in the production yet)."""
+    """Make it (needs the site's ``in_situ`` polygons or ``reference_map``)."""
     schedule: Literal["monthly_from_mid_season"] = "monthly_from_mid_season"
-    """Monthly, from ``start`` (default: the middle of the season)."""
+    """A map at every month end from ``start`` to the season end, and at the season end."""
     start: dt.date | None = None
-    """First crop mask date."""
+    """First crop mask date: the first map is at the end of its month (default: the middle
+    of the season)."""
+    class_field: str = Field("CROP", min_length=1)
+    """Field of the in-situ polygons with the class (Sen2Agri ``CROP``)."""
+    crop_values: list[int] = Field(default_factory=lambda: [1])
+    """Values of ``class_field`` (or codes of the reference map) that mean cropland."""
+    reference_map: Path | None = None
+    """A reference land-cover raster: the method without in-situ data (Matton et al.); when
+    given it is used instead of the site's ``in_situ`` polygons."""
+    ignore_values: list[int] = Field(default_factory=list)
+    """Codes of the reference map to treat as no data."""
+
+    @field_validator("crop_values")
+    @classmethod
+    def _crop_values(cls, value: list[int]) -> list[int]:
+        return _codes(value, "value meaning cropland")
+
+    @field_validator("ignore_values")
+    @classmethod
+    def _ignore_values(cls, value: list[int]) -> list[int]:
+        return _codes(value, "code", allow_empty=True)
+
+    @field_validator("reference_map")
+    @classmethod
+    def _reference(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve(value, info)
 
 
 class L4BSchedule(_Model):
-    """The crop type map (L4B): accepted, not produced yet."""
+    """The crop type map (L4B), ALGORITHMS.md 5.4."""
 
     enabled: bool = False
-    """Make it (its processor is not available in the production yet)."""
+    """Make it (needs the site's ``in_situ`` polygons and ``class_field``)."""
     dates: list[dt.date] = Field(default_factory=list)
-    """Dates at which to make a crop type map."""
+    """Dates at which to make a crop type map (data up to that day); default the season end."""
+    class_field: str | None = Field(None, min_length=1)
+    """Field of the in-situ polygons with the crop code (Sen2Agri ``CODE``); required when
+    enabled."""
+    exclude_codes: list[int] = Field(default_factory=list)
+    """Crop codes of polygons to leave out of the training and validation."""
+    crop_mask: bool = False
+    """Set the pixels that the tile's latest crop mask (L4A, made on or before the map date)
+    calls non-cropland to code 0."""
+
+    @field_validator("dates")
+    @classmethod
+    def _dates(cls, value: list[dt.date]) -> list[dt.date]:
+        return sorted(set(value))
+
+    @field_validator("exclude_codes")
+    @classmethod
+    def _exclude(cls, value: list[int]) -> list[int]:
+        return _codes(value, "code", allow_empty=True)
 
 
 class Products(_Model):
@@ -423,7 +482,7 @@ class Site(_Model):
     l2a: L2ASource = Field(default_factory=L2ASource)
     inbox: Inbox
     in_situ: Path | None = None
-    """In-situ field data (for the crop mask and crop type, later)."""
+    """In-situ field polygons (a vector file) for the crop mask and the crop type."""
     store: Path
     """The product store folder."""
     database: Database = Field(default_factory=Database)
@@ -464,6 +523,21 @@ class Site(_Model):
     def months(self) -> list[tuple[dt.date, dt.date]]:
         """The calendar months of the season (first and last day)."""
         return self.season.months()
+
+    def l4a_dates(self) -> list[dt.date]:
+        """The crop mask dates: every month end from ``products.L4A.start`` (default the
+        middle of the season) to the season end, and the season end itself; dates on the
+        season's first day are left out (a map needs data)."""
+        first = self.products.L4A.start or (
+            self.season.start + (self.season.end - self.season.start) // 2)
+        out = [m1 for _, m1 in self.months() if first <= m1 <= self.season.end]
+        if not out or out[-1] != self.season.end:
+            out.append(self.season.end)
+        return [d for d in out if d > self.season.start]
+
+    def l4b_dates(self) -> list[dt.date]:
+        """The crop type dates: ``products.L4B.dates``, or the season end when none given."""
+        return list(self.products.L4B.dates) or [self.season.end]
 
     def notices(self) -> list[str]:
         """What the site asks for that the production cannot do yet."""
@@ -528,8 +602,53 @@ def site_from_dict(data: Any, base_dir: str | Path | None = None,
         site = Site.model_validate(data, context={"base_dir": os.path.abspath(base_dir or ".")})
     except ValidationError as e:
         raise ConfigurationError(_format_errors(where, e)) from None
+    problems = _crop_problems(site)
+    if problems:
+        raise ConfigurationError(f"{where}: invalid site: "
+                                 + "; ".join(f"field '{f}': {m}" for f, m in problems))
     site._source = Path(os.path.abspath(source)) if source else None
     return site
+
+
+def _crop_problems(site: Site) -> list[tuple[str, str]]:
+    """What is wrong with the L4A / L4B settings given the rest of the site: (field,
+    problem) pairs, empty when all is well."""
+    out: list[tuple[str, str]] = []
+    season = site.season
+    a, b = site.products.L4A, site.products.L4B
+    if a.start is not None and not season.start <= a.start <= season.end:
+        why = f"{a.start} is outside the season {season.start}..{season.end}"
+        out.append(("products.L4A.start", why))
+    bad = [str(d) for d in b.dates if not season.start < d <= season.end]
+    if bad:
+        why = (f"{', '.join(bad)}: outside the season (a map date is after its start "
+               f"{season.start} and on or before its end {season.end})")
+        out.append(("products.L4B.dates", why))
+
+    def missing(field: str, path: Path, what: str) -> None:
+        if not path.is_file():
+            out.append((field, f"{what} {path} does not exist"))
+
+    if a.enabled:
+        if a.reference_map is not None:
+            missing("products.L4A.reference_map", a.reference_map, "reference map")
+        elif site.in_situ is None:
+            why = ("the crop mask is enabled without training data: give the site's "
+                   f"'in_situ' polygons (class field '{a.class_field}') or "
+                   "'products.L4A.reference_map' (a reference land-cover raster)")
+            out.append(("products.L4A", why))
+    if b.enabled:
+        if site.in_situ is None:
+            why = ("the crop type (products.L4B) is enabled: give the in-situ polygons with "
+                   "the crop code")
+            out.append(("in_situ", why))
+        if b.class_field is None:
+            why = ("required when the crop type is enabled: the in-situ field with the crop "
+                   "code (Sen2Agri's CODE)")
+            out.append(("products.L4B.class_field", why))
+    if site.in_situ is not None and (b.enabled or (a.enabled and a.reference_map is None)):
+        missing("in_situ", site.in_situ, "in-situ file")
+    return out
 
 
 def load_site(path: str | Path) -> Site:
@@ -602,15 +721,30 @@ products:
     sensors: null          # sensor families to process, e.g. [S2]; null: all
     variables: [LAI, FAPAR, FCOVER, LAI_Cab, LAI_Cw]   # variables to estimate
     resolution: 20         # Sentinel-2 networks: 20 (eight bands) or 10 (three bands) m
-  # L4A: crop mask -- accepted, but its processor is not in the production yet (issue 7).
+  # L4A: crop mask (random forest), several times a season. Each map uses the Sentinel-2
+  # L2A products from the season start to its date, and is made once, on that date.
   L4A:
-    enabled: false         # make it (reported as "not available yet" when true)
-    schedule: monthly_from_mid_season   # monthly from 'start'
-    start: null            # first crop mask date; null: the middle of the season
-  # L4B: crop type map -- accepted, but its processor is not in the production yet (issue 7).
+    enabled: false         # make it; needs 'in_situ' (below) or 'reference_map'
+    schedule: monthly_from_mid_season   # a map at every month end from 'start' to the
+                           # season end, and one at the season end (the only choice)
+    start: null            # first crop mask date (the first map is at the end of its
+                           # month); null: the middle of the season
+    class_field: CROP      # field of the in-situ polygons with the class
+    crop_values: [1]       # values of class_field (or reference map codes) meaning cropland
+    reference_map: null    # a reference land-cover raster (e.g. ESA-CCI LC, with
+                           # crop_values [10, 11, 12, 20, 30]): the method without in-situ
+                           # data, used instead of 'in_situ' when given
+    ignore_values: []      # reference map codes to treat as no data
+  # L4B: crop type map (random forest on the in-situ crop codes).
   L4B:
-    enabled: false         # make it (reported as "not available yet" when true)
-    dates: []              # dates at which to make a crop type map
+    enabled: false         # make it; needs 'in_situ' and class_field
+    dates: []              # dates of the crop type maps (data up to that day), each made
+                           # once on that day; []: the season end
+    class_field: null      # field of the in-situ polygons with the crop code, e.g. CODE
+                           # (integers); required when enabled
+    exclude_codes: []      # crop codes of polygons to leave out (e.g. [0] for "no crop")
+    crop_mask: false       # true: code 0 where the tile's latest crop mask (L4A, made on or
+                           # before the map date) says non-cropland
 
 # l2a: where the L2A (surface reflectance) products come from.
 l2a:
@@ -633,7 +767,8 @@ inbox:
                            # arriving: it waits for the next run
   allow_missing_bands: false   # ingest products with missing bands instead of refusing them
 
-# in_situ: in-situ field data (GeoPackage / shapefile) for the crop mask and crop type;
+# in_situ: in-situ field polygons (GeoPackage, shapefile... any CRS, integer class fields)
+# for the crop mask (products.L4A.class_field) and the crop type (products.L4B.class_field);
 # null: none.
 in_situ: null
 
