@@ -26,9 +26,18 @@ machine's cores):
 * peak memory: the process's resident set size sampled every 0.1 s (``/proc/self/statm``),
   per phase, and ``getrusage`` for the whole run.
 
+``--votes-only`` measures the forest's votes alone: the same forest as the full run (the
+same 40000 training pixels of the ``--size`` tile; the features of a paved pixel are
+those of its patch pixel, so no tile is computed), the rows of one 512 x 512 block,
+:func:`agriseries.crop.classifier.forest_votes` against the previous kernel (each pixel
+through the 100 trees one after the other, a branch per node, kept here as the reference),
+``--workers`` threads each classifying its share of the block, the two kernels alternated
+``--repeats`` times (best time of each), and their results compared.
+
 Run with::
 
     .venv/bin/python benchmarks/bench_crop.py [--size 10980] [--io-size 1024] [--json]
+    .venv/bin/python benchmarks/bench_crop.py --votes-only [--repeats 5] [--workers 2]
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ from pathlib import Path
 
 import dask
 import dask.array as da
+import numba
 import numpy as np
 import xarray as xr
 
@@ -290,6 +300,141 @@ def io_bench(values, mask, times, lc, size: int, chunk: int, ex, tmp: Path) -> d
             "io_store_peak_gb": m_store.peak / 1e9}
 
 
+@numba.njit(nogil=True, cache=True)
+def _pixel_major_votes(X, nodes, thr, roots, ncls, out_cls, out_conf):
+    """The previous vote kernel of agriseries (the reference): each pixel through the trees
+    one after the other, a branch per node; ``nodes`` rows ``[feature, left, right, leaf
+    class]`` (int32, left = -1 at a leaf), float64 thresholds."""
+    n, nf = X.shape
+    ntree = roots.shape[0]
+    votes = np.zeros(ncls, np.int64)
+    for i in range(n):
+        ok = True
+        for f in range(nf):
+            if not np.isfinite(X[i, f]):
+                ok = False
+                break
+        if not ok:
+            out_cls[i] = -1
+            out_conf[i] = np.nan
+            continue
+        for c in range(ncls):
+            votes[c] = 0
+        for k in range(ntree):
+            node = roots[k]
+            while nodes[node, 1] >= 0:
+                if X[i, nodes[node, 0]] <= thr[node]:
+                    node = nodes[node, 1]
+                else:
+                    node = nodes[node, 2]
+            votes[nodes[node, 3]] += 1
+        best = 0
+        for c in range(1, ncls):
+            if votes[c] > votes[best]:
+                best = c
+        out_cls[i] = best
+        out_conf[i] = votes[best] / ntree
+
+
+def _pixel_major_tables(forest):
+    """The node table of :func:`_pixel_major_votes`: the trees end to end."""
+    rows, thr, roots, offset = [], [], [], 0
+    for est in forest.estimators_:
+        t = est.tree_
+        leaf = t.children_left < 0
+        rows.append(np.stack([np.where(leaf, 0, t.feature), np.where(leaf, -1, t.children_left + offset),
+                              np.where(leaf, -1, t.children_right + offset),
+                              np.argmax(t.value[:, 0, :], axis=1)], axis=1))
+        thr.append(t.threshold)
+        roots.append(offset)
+        offset += t.node_count
+    return (np.ascontiguousarray(np.concatenate(rows), dtype=np.int32),
+            np.concatenate(thr).astype(np.float64), np.asarray(roots, np.int64))
+
+
+def votes_bench(size: int, trees: int, samples: int, workers: int, repeats: int) -> dict:
+    """The forest's votes on one 512 x 512 block: new kernel vs the previous one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from agriseries.crop.classifier import (
+        ClassifierParams,
+        _flatten_forest,
+        forest_votes,
+        train_classifier,
+    )
+    from agriseries.crop.features import (
+        SeriesFeatures,
+        SeriesParams,
+        feature_map,
+        season_dates,
+    )
+    from agriseries.crop.samples import sample_pixels
+
+    values, mask, times, lc = real_patch()
+    ex = SeriesFeatures(season_dates("2018-03-01", "2018-10-31"), SeriesParams(chunk=CELL))
+    patch = synthetic_tile(values, mask, times, CELL, CELL)  # cell (0, 0): the patch turned
+    k0 = int(_cell_turns(10980, 10980, 0)[0, 0])
+    where = _turn(np.arange(CELL * CELL).reshape(CELL, CELL), k0)  # patch pixel at each place
+    feats = feature_map(patch, ex).values.reshape(len(ex.names), -1).T
+    rows_of = np.empty_like(feats)
+    rows_of[where.ravel()] = feats  # features of each patch pixel, in patch order
+    # the training pixels of bench(): the same draw, their features looked up in the patch
+    turns = _cell_turns(10980, 10980, 0)
+    index = _paved(np.arange(CELL * CELL, dtype=np.int16).reshape(CELL, CELL), turns, 0, size, 0, size)
+    labels = _paved(lc, turns, 0, size, 0, size)
+    rng = np.random.default_rng(1)
+    pool = rng.choice(size * size, min(size * size, 20 * samples), replace=False)
+    ry, rx = pool // size, pool % size
+    y = (labels[ry, rx] == 11).astype(np.int64)
+    pick = sample_pixels(y, samples, seed=0)
+    t0 = time.perf_counter()
+    model = train_classifier(rows_of[index[ry[pick], rx[pick]].astype(np.int64)], y[pick],
+                             ClassifierParams(n_trees=trees), ex.names)
+    fit_s = time.perf_counter() - t0
+    forest = model.estimator
+    y0, x0 = min(1536, size - 512), min(3584, size - 512)
+    X = np.ascontiguousarray(rows_of[index[y0:y0 + 512, x0:x0 + 512].ravel().astype(np.int64)])
+    del index, labels
+    t0 = time.perf_counter()
+    flat = _flatten_forest(forest.estimators_)
+    flatten_s = time.perf_counter() - t0
+    tables = _pixel_major_tables(forest)
+    ncls = len(forest.classes_)
+    parts = np.array_split(np.arange(X.shape[0]), workers)
+
+    def new(part):
+        return forest_votes(forest, X[part], flat)
+
+    def old(part):
+        oc, of = np.empty(part.size, np.int64), np.empty(part.size, np.float32)
+        _pixel_major_votes(X[part], *tables, ncls, oc, of)
+        return oc, of
+
+    times_s: dict[str, list[float]] = {"old": [], "new": []}
+    results = {}
+    with ThreadPoolExecutor(workers) as ex_pool:
+        for f in (old, new):  # compile / warm up
+            list(ex_pool.map(f, [p[:64] for p in parts]))
+        for _ in range(repeats):
+            for name, f in (("old", old), ("new", new)):
+                t0 = time.perf_counter()
+                out = list(ex_pool.map(f, parts))
+                times_s[name].append(time.perf_counter() - t0)
+                results[name] = tuple(np.concatenate(o) for o in zip(*out))
+    same = all(np.array_equal(a, b, equal_nan=True) for a, b in zip(results["old"], results["new"]))
+    if not same:
+        raise AssertionError("the new vote kernel disagrees with the previous one")
+    per = X.shape[0] * trees / workers  # pixel-tree visits per thread
+    best_old, best_new = min(times_s["old"]), min(times_s["new"])
+    return {"votes_rows": int(X.shape[0]), "trees": trees, "workers": workers, "repeats": repeats,
+            "fit_s": fit_s, "flatten_s": flatten_s,
+            "mean_tree_nodes": float(np.mean([e.tree_.node_count for e in forest.estimators_])),
+            "old_s": best_old, "new_s": best_new, "old_all_s": times_s["old"],
+            "new_all_s": times_s["new"], "old_ns_per_pixel_tree": best_old / per * 1e9,
+            "new_ns_per_pixel_tree": best_new / per * 1e9, "speedup": best_old / best_new,
+            "identical": same, "load_average_end": os.getloadavg()[0]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=10980, help="tile side, pixels")
@@ -299,9 +444,26 @@ def main() -> None:
     ap.add_argument("--io-size", type=int, default=1024, help="side of the store sub-tile (0: skip)")
     ap.add_argument("--workers", type=int, default=2, help="dask threads")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument("--votes-only", action="store_true",
+                    help="only the forest's votes on one block: new vs previous kernel")
+    ap.add_argument("--repeats", type=int, default=5, help="--votes-only: alternated runs")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    if args.votes_only:
+        res = votes_bench(args.size, args.trees, args.samples, args.workers, args.repeats)
+        if args.json:
+            print(json.dumps(res, indent=1))
+            return
+        print(f"forest votes, {res['votes_rows']} px (one 512 x 512 block), {res['trees']} trees of "
+              f"{res['mean_tree_nodes']:.0f} nodes, {res['workers']} threads, best of {res['repeats']}:")
+        print(f"  previous kernel (pixel by pixel)  {res['old_s'] * 1e3:7.0f} ms   "
+              f"{res['old_ns_per_pixel_tree']:5.1f} ns per pixel and tree")
+        print(f"  forest_votes (batches, no branch) {res['new_s'] * 1e3:7.0f} ms   "
+              f"{res['new_ns_per_pixel_tree']:5.1f} ns per pixel and tree")
+        print(f"  speed-up x{res['speedup']:.2f}, identical votes and shares: {res['identical']} "
+              f"(load average {res['load_average_end']:.1f})")
+        return
     with dask.config.set(scheduler="threads", num_workers=args.workers):
         res = bench(args.size, args.chunk, args.trees, args.samples, args.io_size, args.workers)
     if args.json:

@@ -32,7 +32,7 @@ def sun_angles(when: dt.datetime, lon, lat) -> tuple[np.ndarray, np.ndarray]:
         float64 arrays of the broadcast shape.
     """
     if when.tzinfo is not None:
-        when = when.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        when = when.astimezone(dt.UTC).replace(tzinfo=None)
     start = dt.datetime(when.year, 1, 1)
     days_in_year = 366 if (when.year % 4 == 0 and (when.year % 100 != 0 or when.year % 400 == 0)) else 365
     hours = when.hour + when.minute / 60.0 + (when.second + when.microsecond * 1e-6) / 3600.0

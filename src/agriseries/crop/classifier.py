@@ -14,7 +14,12 @@ scikit-learn's own ``predict`` averages the leaves' class fractions instead (sof
 which can pick another class when leaves are impure (``min_samples_split = 25`` leaves
 them impure), so the votes are counted by :func:`forest_votes`, a numba traversal of the
 fitted trees (the trees, thresholds and the ``<=`` rule are scikit-learn's; the test
-suite checks the votes against each fitted tree's own ``predict``).
+suite checks the votes against each fitted tree's own ``predict``). The traversal walks
+one tree at a time with a batch of 256 pixels, without data-dependent branches, on a
+compact copy of the trees (children side by side, float32 thresholds rounded down so
+that every float32 feature is compared exactly as with scikit-learn's float64 ones):
+4 to 6 times faster than following each pixel through the 100 trees one after the other
+(``benchmarks/bench_crop.py --votes-only``), with the same votes.
 
 LightGBM (``method="lightgbm"``) is the alternative with the same interface: gradient
 boosted trees, ``n_trees`` boosting rounds (per class), ``max_depth``, ``min_samples``
@@ -118,65 +123,132 @@ def class_dtype(classes) -> tuple[np.dtype, int]:
 
 # --------------------------------------------------------------------------------------
 # random forest votes
+#
+# The traversal is tree-major over batches of pixels and free of data-dependent branches:
+# for one tree, every pixel of a batch still inside the tree takes one step down, then the
+# pixels that reached a leaf leave the list of active pixels. A step is
+# ``node = child[node] + (x[feature[node]] > threshold[node])``: the two children of a
+# node are stored next to each other (left, right), so the comparison's result is the
+# offset to the next node and the processor has no branch to mispredict; the tree (a few
+# kB) stays in the L1 cache while the batch's pixels walk it. A leaf points to itself.
+
+_BATCH = 256  # pixels walking one tree at a time (measured best of 64 .. 4096)
+_LOW32 = np.uint64(0xFFFFFFFF)
+_SHIFT32 = np.uint64(32)
 
 
 @numba.njit(nogil=True, cache=True)
-def _votes_kernel(X, nodes, thr, roots, ncls, out_cls, out_conf):  # pragma: no cover
+def _votes_kernel(X, nodes, thr, leaf_cls, roots, ncls, out_cls, out_conf):  # pragma: no cover
     n, nf = X.shape
     ntree = roots.shape[0]
-    votes = np.zeros(ncls, np.int64)
-    for i in range(n):
-        ok = True
-        for f in range(nf):
-            if not np.isfinite(X[i, f]):
-                ok = False
-                break
-        if not ok:
-            out_cls[i] = -1
-            out_conf[i] = np.nan
-            continue
-        for c in range(ncls):
-            votes[c] = 0
-        for k in range(ntree):
-            node = roots[k]
-            while True:
-                left = nodes[node, 1]
-                if left < 0:
+    xf = X.reshape(-1)
+    votes = np.zeros((_BATCH, ncls), np.int32)
+    rows = np.empty(_BATCH, np.int64)
+    base = np.empty(_BATCH, np.uint64)  # offset of each batch pixel's row in xf
+    node = np.empty(_BATCH, np.uint32)  # where each batch pixel is in the current tree
+    active = np.empty(_BATCH, np.uint32)  # batch pixels not yet at a leaf
+    i = 0
+    while i < n:
+        # the next batch: up to _BATCH rows without a NaN / infinite feature
+        nb = 0
+        while i < n and nb < _BATCH:
+            ok = True
+            for f in range(nf):
+                if not np.isfinite(X[i, f]):
+                    ok = False
                     break
-                if X[i, nodes[node, 0]] <= thr[node]:
-                    node = left
-                else:
-                    node = nodes[node, 2]
-            votes[nodes[node, 3]] += 1
-        best = 0
-        for c in range(1, ncls):
-            if votes[c] > votes[best]:
-                best = c
-        out_cls[i] = best
-        out_conf[i] = votes[best] / ntree
+            if ok:
+                rows[nb] = i
+                base[nb] = np.uint64(i * nf)
+                nb += 1
+            else:
+                out_cls[i] = -1
+                out_conf[i] = np.nan
+            i += 1
+        votes[:nb] = 0
+        for k in range(ntree):
+            for j in range(nb):
+                node[j] = roots[k]
+                active[j] = j
+            na = np.uint64(nb)
+            while na > 0:
+                q = np.uint64(0)
+                for a in range(na):
+                    j = active[a]
+                    cur = np.uint64(node[j])
+                    word = nodes[cur]
+                    nxt = (word & _LOW32) + np.uint64(xf[base[j] + (word >> _SHIFT32)] > thr[cur])
+                    node[j] = nxt
+                    active[q] = j  # kept (q advances) only if nxt is not a leaf
+                    q += np.uint64((nodes[nxt] & _LOW32) != nxt)
+                na = q
+            for j in range(nb):
+                votes[j, leaf_cls[node[j]]] += 1
+        for j in range(nb):
+            best = 0
+            for c in range(1, ncls):
+                if votes[j, c] > votes[j, best]:
+                    best = c
+            out_cls[rows[j]] = best
+            out_conf[rows[j]] = votes[j, best] / ntree
 
 
-def _flatten_forest(estimators) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The fitted trees as one node table: ``nodes (n, 4)`` int32 rows ``[feature, left,
-    right, leaf class]`` (left = -1 at a leaf; one row per node, the trees one after the
-    other, so that a node is one cache line), float64 thresholds, and the root of each tree."""
-    rows, thrs, roots = [], [], []
+def _thresholds_float32(thr: np.ndarray) -> np.ndarray:
+    """The largest float32 at or below each float64 threshold.
+
+    For a float32 ``x`` and a float64 ``t``, ``x <= t`` exactly when ``x <= t32`` with ``t32``
+    the largest float32 ``<= t``: if ``x <= t`` then ``x`` is one of the float32 values
+    ``<= t``, so ``x <= t32``; conversely ``x <= t32 <= t``. (scikit-learn compares the
+    float32 features with float64 thresholds.) Rounding to the nearest float32 lands at most
+    one float32 step away from ``t``, so one step down fixes the values rounded up.
+    """
+    thr = np.asarray(thr, np.float64)
+    with np.errstate(over="ignore"):  # beyond the float32 range: +-inf (then fixed), or
+        t32 = thr.astype(np.float32)  # a step down from -max to -inf
+        up = t32.astype(np.float64) > thr
+        t32[up] = np.nextafter(t32[up], np.float32(-np.inf))
+    return t32
+
+
+def _flatten_forest(estimators) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The fitted trees as one node table for :func:`_votes_kernel`.
+
+    Each tree is renumbered breadth first, its nodes after the previous tree's, so that the
+    children of a node are consecutive (left, then right). Returns ``nodes`` uint64 words
+    ``child | feature << 32`` (``child``: the left child; a leaf's own index), float32
+    thresholds (:func:`_thresholds_float32`; +inf at a leaf, where any finite value goes
+    "left" to the leaf itself), the int32 leaf class (index of the majority class of the
+    node's training samples, the tree's own prediction there) and the uint32 roots.
+    """
+    words, thrs, classes, roots = [], [], [], []
     offset = 0
     for est in estimators:
         t = est.tree_
-        left = t.children_left.astype(np.int64)
-        right = t.children_right.astype(np.int64)
-        leaf = left < 0
-        rows.append(np.stack([np.where(leaf, 0, t.feature), np.where(leaf, -1, left + offset),
-                              np.where(leaf, -1, right + offset),
-                              np.argmax(t.value[:, 0, :], axis=1)], axis=1))
-        thrs.append(t.threshold.astype(np.float64))
+        left = np.asarray(t.children_left, np.int64)
+        right = np.asarray(t.children_right, np.int64)
+        # breadth-first order: each level lists the children of the previous level's
+        # internal nodes as (left, right) pairs
+        level = np.zeros(1, np.int64)
+        parts = []
+        while level.size:
+            parts.append(level)
+            inner = level[left[level] >= 0]
+            level = np.stack([left[inner], right[inner]], axis=1).ravel()
+        order = np.concatenate(parts)
+        new = np.empty(t.node_count, np.int64)
+        new[order] = np.arange(order.size)
+        leaf = left[order] < 0
+        child = np.where(leaf, np.arange(order.size), new[np.maximum(left[order], 0)]) + offset
+        feature = np.where(leaf, 0, t.feature[order]).astype(np.uint64)
+        words.append(child.astype(np.uint64) | (feature << _SHIFT32))
+        thrs.append(np.where(leaf, np.inf, t.threshold[order]))
+        classes.append(np.argmax(t.value[order, 0, :], axis=1))
         roots.append(offset)
         offset += t.node_count
-    if offset >= 2**31:
+    if offset >= 2**32:
         raise ConfigurationError(f"the forest has {offset} nodes: too many for the vote kernel")
-    return (np.ascontiguousarray(np.concatenate(rows), dtype=np.int32), np.concatenate(thrs),
-            np.asarray(roots, np.int64))
+    return (np.concatenate(words), _thresholds_float32(np.concatenate(thrs)),
+            np.concatenate(classes).astype(np.int32), np.asarray(roots, np.uint32))
 
 
 def forest_votes(forest, X: np.ndarray, flat=None) -> tuple[np.ndarray, np.ndarray]:

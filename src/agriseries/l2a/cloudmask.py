@@ -73,13 +73,29 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from agriseries.core.errors import (ConfigurationError, CorruptProductError, InputProductError,
-                                    MissingBandError, StoreError)
+from agriseries.core.errors import (
+    ConfigurationError,
+    CorruptProductError,
+    InputProductError,
+    MissingBandError,
+    StoreError,
+)
 from agriseries.core.masks import MaskBit
 
-__all__ = ["CloudParams", "CoarseScene", "TileState", "StackImage", "MaskResult", "detect",
-           "update_state", "correlation", "multitemporal_threshold", "day_number",
-           "REQUIRED_BANDS", "STATE_FORMAT"]
+__all__ = [
+    "REQUIRED_BANDS",
+    "STATE_FORMAT",
+    "CloudParams",
+    "CoarseScene",
+    "MaskResult",
+    "StackImage",
+    "TileState",
+    "correlation",
+    "day_number",
+    "detect",
+    "multitemporal_threshold",
+    "update_state",
+]
 
 #: Bands every scene must have (STAC common names). ``coastal`` too when ``blue_band="coastal"``.
 REQUIRED_BANDS = ("blue", "green", "red", "nir", "swir16")
