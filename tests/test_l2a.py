@@ -31,7 +31,7 @@ from agriseries.io.product import AngleGrid, load
 from agriseries.io.store import Layer, ProductStore
 from agriseries.l2a import smac
 from agriseries.l2a.cloudmask import TileState
-from agriseries.l2a.processor import L2AParams, bilinear, l2a, state_path
+from agriseries.l2a.processor import L2AParams, l2a, state_path
 
 DATA = Path(__file__).parent / "data" / "l2a"
 ORDER = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
@@ -116,17 +116,6 @@ def s2cloudless(stamp: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------
-
-
-def test_bilinear_interpolates_between_coarse_centres():
-    coarse = np.array([[0.0, 6.0], [12.0, 18.0]])
-    out = bilinear(coarse, (12, 12), (0, 0), 6.0)  # 6 fine pixels per coarse pixel
-    # fine pixel centres 0.5 .. 11.5 -> coarse coordinates -0.42 .. 1.42: held outside the
-    # outer coarse centres, linear between them
-    assert out[0, 0] == 0.0 and out[-1, -1] == 18.0
-    assert out[5, 5] == pytest.approx(0.0 + 6 * (5.5 / 6 - 0.5) + 12 * (5.5 / 6 - 0.5))
-    row = bilinear(coarse, (1, 12), (3, 0), 6.0)
-    assert np.all(np.diff(row[0]) >= 0)
 
 
 def test_single_date_reflectance_is_smac_of_each_pixel(tmp_path):

@@ -20,7 +20,7 @@ sections 2 and 3):
    and the ozone, water vapour and AOT at 550 nm of the product's auxiliary data (the
    ECMWF / CAMS files of a SAFE granule) or the defaults of :class:`L2AParams`. The
    atmospheric terms are computed on the coarse grid and interpolated bilinearly to
-   each band's pixels, so the per-pixel work is three multiply-adds.
+   each band's pixels inside one compiled pass (:func:`agriseries.l2a.smac.apply_inverse_on_grid`).
 4. **Product** ``L2A_<sensor>_<tile>_<datetime>_AGS``: every reflective band (not the
    cirrus band, not the Landsat panchromatic band) as int16 x 10000 at its native
    resolution, the common ``mask``, the ``aot`` used (coarse grid), the angle grids
@@ -231,48 +231,17 @@ def _fine_grid(coarse: GeoBox, res: int) -> GeoBox:
 
 
 # ------------------------------------------------------------------------------------
-# interpolation of coarse fields
-
-
-def _axis_weights(n_fine: int, off_fine: int, res_fine: float, res_coarse: float, n_coarse: int):
-    """Index of the left coarse neighbour and the weight of the right one, per fine pixel."""
-    centres = (off_fine + np.arange(n_fine) + 0.5) * res_fine / res_coarse - 0.5
-    if n_coarse == 1:
-        return np.zeros(n_fine, np.int64), np.zeros(n_fine)
-    i0 = np.clip(np.floor(centres).astype(np.int64), 0, n_coarse - 2)
-    w = np.clip(centres - i0, 0.0, 1.0)
-    return i0, w
-
-
-def bilinear(coarse: np.ndarray, shape: tuple[int, int], offset: tuple[int, int], ratio: float
-             ) -> np.ndarray:
-    """A coarse field interpolated bilinearly at the centres of a block of fine pixels.
-
-    ``offset`` is the block's first (row, column) on the fine grid, which shares its
-    corner with the coarse grid; ``ratio`` = coarse / fine pixel size. Beyond the outer
-    coarse pixel centres the value is held; NaN coarse values are filled first by the
-    field's mean so that a no-data coarse pixel does not blank its neighbours.
-    """
-    c = np.asarray(coarse, dtype=np.float64)
-    if np.isnan(c).any():
-        c = np.where(np.isnan(c), np.nanmean(c) if np.isfinite(c).any() else 0.0, c)
-    iy, wy = _axis_weights(shape[0], offset[0], 1.0, ratio, c.shape[0])
-    ix, wx = _axis_weights(shape[1], offset[1], 1.0, ratio, c.shape[1])
-    iy1 = np.minimum(iy + 1, c.shape[0] - 1)
-    ix1 = np.minimum(ix + 1, c.shape[1] - 1)
-    top = c[iy][:, ix] * (1 - wx) + c[iy][:, ix1] * wx
-    bottom = c[iy1][:, ix] * (1 - wx) + c[iy1][:, ix1] * wx
-    return top * (1 - wy)[:, None] + bottom * wy[:, None]
+# per-pixel work
 
 
 def _smac_block(toa: np.ndarray, atm: np.ndarray, trans: np.ndarray, s: np.ndarray,
-                ratio: float, block_info=None) -> np.ndarray:
+                res_fine: float, res_coarse: float, block_info=None) -> np.ndarray:
+    """SMAC of one chunk, the terms interpolated bilinearly from the coarse grid, whose
+    values stand at the coarse pixel centres (hence the half-pixel shift)."""
     (r0, _), (c0, _) = block_info[0]["array-location"]
-    shape = toa.shape
-    terms = smac.SmacTerms(atm=bilinear(atm, shape, (r0, c0), ratio),
-                           trans=bilinear(trans, shape, (r0, c0), ratio),
-                           s=bilinear(s, shape, (r0, c0), ratio))
-    return smac.apply_inverse(toa, terms).astype(np.float32)
+    rows = smac.grid_coordinates(toa.shape[0], res_fine, res_coarse, first_pixel=r0) - 0.5
+    cols = smac.grid_coordinates(toa.shape[1], res_fine, res_coarse, first_pixel=c0) - 0.5
+    return smac.apply_inverse_on_grid(toa, smac.SmacTerms(atm, trans, s), rows, cols)
 
 
 def _repeat_block(coarse_bits: np.ndarray, toa_nan: np.ndarray, ratio: int, block_info=None):
@@ -455,9 +424,10 @@ def make_product(store: ProductStore, item: pystac.Item, state: TileState | None
         terms = smac.smac_terms(smac.coefficients_for(product.sensor, b), arrays["sun_zenith"],
                                 arrays["sun_azimuth"], vz, va, pressure=pressure,
                                 aot550=atm.aot550, uo3=atm.ozone, uh2o=atm.water_vapour)
-        ratio = grid.affine.a / res
-        surf = da.map_blocks(_smac_block, toa, np.asarray(terms.atm), np.asarray(terms.trans),
-                             np.asarray(terms.s), ratio, dtype=np.float32)
+        atm_, trans_, s_ = (np.broadcast_to(np.asarray(t, np.float64), grid.shape).copy()
+                            for t in (terms.atm, terms.trans, terms.s))
+        surf = da.map_blocks(_smac_block, toa, atm_, trans_, s_, float(res),
+                             float(grid.affine.a), dtype=np.float32)
         layers.append(Layer(b, surf, fine, "reflectance", band=band_table[b]))
     mres = _mask_resolution(params, product.sensor)
     ref = next((b for b in OUTPUT_BANDS[fam] if b in product.bands
