@@ -27,6 +27,41 @@ def data_dir() -> Path:
     return DATA
 
 
+WC_TAIL = "00002806639B424A_32631_2017-08-01_2018-11-30.nc"
+
+
+@pytest.fixture(scope="session")
+def wc_patch():
+    """The WorldCereal Flanders patch, read once: its S2 L2A series (10 m and 20 m files
+    merged, in memory), land cover ``LC`` and crop type ``CT`` labels (LPIS)."""
+    import xarray as xr
+
+    from agriseries.crop.features import merge_resolutions
+    from agriseries.io.timeseries import read_timeseries
+
+    wc = DATA / "worldcereal"
+    ds = merge_resolutions(read_timeseries(wc / f"S2_L2A_10m_{WC_TAIL}"),
+                           read_timeseries(wc / f"S2_L2A_20m_{WC_TAIL}")).compute()
+    with xr.open_dataset(wc / f"OUTPUT_POLY-110_10m_{WC_TAIL}") as lab:
+        lc, ct = lab["LC"].values, lab["CT"].values
+    return ds, lc, ct
+
+
+@pytest.fixture(scope="session")
+def wc_season_features(wc_patch):
+    """The crop features (ALGORITHMS.md 5.1) of the patch over the 2018 season: the
+    extractor and the ``(feature, y, x)`` array."""
+    from agriseries.crop.features import (
+        SeriesFeatures,
+        SeriesParams,
+        feature_map,
+        season_dates,
+    )
+
+    ex = SeriesFeatures(season_dates("2018-03-01", "2018-10-31"), SeriesParams(chunk=32))
+    return ex, feature_map(wc_patch[0], ex).values
+
+
 # ------------------------------------------------------------------ PostgreSQL, for real
 #
 # The job-store tests run against a real PostgreSQL server that the test session starts

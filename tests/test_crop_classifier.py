@@ -11,7 +11,6 @@ from pathlib import Path
 import dask
 import numpy as np
 import pytest
-import xarray as xr
 
 from agriseries.core.errors import ConfigurationError, InputProductError
 from agriseries.crop.classifier import (
@@ -25,29 +24,19 @@ from agriseries.crop.classifier import (
 )
 from agriseries.crop.features import (
     SeriesFeatures,
-    SeriesParams,
-    feature_map,
     index_features,
-    merge_resolutions,
     season_dates,
 )
-from agriseries.io.timeseries import read_timeseries
 
 DATA = Path(__file__).parent / "data"
-WC = DATA / "worldcereal"
-TAIL = "00002806639B424A_32631_2017-08-01_2018-11-30.nc"
 F2 = DATA / "crop" / "formosat2"
 FAST = ClassifierParams(n_trees=20)  # tests that are not about the defaults
 
 
 @pytest.fixture(scope="module")
-def patch():
-    ds = merge_resolutions(read_timeseries(WC / f"S2_L2A_10m_{TAIL}"),
-                           read_timeseries(WC / f"S2_L2A_20m_{TAIL}")).compute()
-    with xr.open_dataset(WC / f"OUTPUT_POLY-110_10m_{TAIL}") as lab:
-        lc = lab["LC"].values
-    ex = SeriesFeatures(season_dates("2018-03-01", "2018-10-31"), SeriesParams(chunk=32))
-    feats = feature_map(ds, ex).values
+def patch(wc_patch, wc_season_features):
+    ds, lc, _ = wc_patch
+    ex, feats = wc_season_features
     return ds, ex, feats, (lc == 11).astype(np.int64)
 
 

@@ -5,17 +5,14 @@ Real data: the WorldCereal Flanders 2018 patch and its LPIS labels (tests/data/w
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import rasterio
-import xarray as xr
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
 from agriseries.core.errors import ConfigurationError, InputProductError
-from agriseries.crop.features import feature_map, merge_resolutions, season_dates
+from agriseries.crop.features import feature_map, season_dates
 from agriseries.crop.nolabels import (
     KEYS,
     KeyDateFeatures,
@@ -25,18 +22,11 @@ from agriseries.crop.nolabels import (
     mahalanobis_trim,
     reference_on_grid,
 )
-from agriseries.io.timeseries import read_timeseries
-
-WC = Path(__file__).parent / "data" / "worldcereal"
-TAIL = "00002806639B424A_32631_2017-08-01_2018-11-30.nc"
 
 
 @pytest.fixture(scope="module")
-def patch():
-    ds = merge_resolutions(read_timeseries(WC / f"S2_L2A_10m_{TAIL}"),
-                           read_timeseries(WC / f"S2_L2A_20m_{TAIL}")).compute()
-    with xr.open_dataset(WC / f"OUTPUT_POLY-110_10m_{TAIL}") as lab:
-        lc, ct = lab["LC"].values, lab["CT"].values
+def patch(wc_patch):
+    ds, lc, ct = wc_patch
     kd = KeyDateFeatures(season_dates("2018-03-01", "2018-10-31"))
     feats = feature_map(ds, kd).values
     return ds, lc, ct, kd, feats

@@ -5,20 +5,11 @@ Real data: the WorldCereal Flanders 2018 patch (tests/data/worldcereal) and its 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-import xarray as xr
 
 from agriseries.core.errors import ConfigurationError
 from agriseries.crop.classifier import ClassifierParams, train_classifier
-from agriseries.crop.features import (
-    SeriesFeatures,
-    feature_map,
-    merge_resolutions,
-    season_dates,
-)
 from agriseries.crop.postprocess import (
     NDVIPCA,
     SegmentationParams,
@@ -27,20 +18,12 @@ from agriseries.crop.postprocess import (
     segment,
 )
 from agriseries.crop.samples import parcel_groups
-from agriseries.io.timeseries import read_timeseries
-
-WC = Path(__file__).parent / "data" / "worldcereal"
-TAIL = "00002806639B424A_32631_2017-08-01_2018-11-30.nc"
 
 
 @pytest.fixture(scope="module")
-def patch():
-    ds = merge_resolutions(read_timeseries(WC / f"S2_L2A_10m_{TAIL}"),
-                           read_timeseries(WC / f"S2_L2A_20m_{TAIL}")).compute()
-    with xr.open_dataset(WC / f"OUTPUT_POLY-110_10m_{TAIL}") as lab:
-        lc, ct = lab["LC"].values, lab["CT"].values
-    sf = SeriesFeatures(season_dates("2018-03-01", "2018-10-31"))
-    feats = feature_map(ds, sf).values
+def patch(wc_patch, wc_season_features):
+    _, lc, ct = wc_patch
+    sf, feats = wc_season_features
     return sf, feats, lc, ct
 
 

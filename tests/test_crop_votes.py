@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import xarray as xr
 from sklearn.ensemble import RandomForestClassifier
 
 from agriseries.crop.classifier import (
@@ -24,18 +23,10 @@ from agriseries.crop.classifier import (
     train_classifier,
 )
 from agriseries.crop.features import (
-    SeriesFeatures,
-    SeriesParams,
-    feature_map,
     index_features,
-    merge_resolutions,
-    season_dates,
 )
-from agriseries.io.timeseries import read_timeseries
 
 DATA = Path(__file__).parent / "data"
-WC = DATA / "worldcereal"
-TAIL = "00002806639B424A_32631_2017-08-01_2018-11-30.nc"
 F2 = DATA / "crop" / "formosat2"
 
 
@@ -55,13 +46,9 @@ def _assert_votes_equal(forest, X, flat=None):
 
 
 @pytest.fixture(scope="module")
-def wc_features():
-    ds = merge_resolutions(read_timeseries(WC / f"S2_L2A_10m_{TAIL}"),
-                           read_timeseries(WC / f"S2_L2A_20m_{TAIL}")).compute()
-    with xr.open_dataset(WC / f"OUTPUT_POLY-110_10m_{TAIL}") as lab:
-        crop = (lab["LC"].values == 11).astype(np.int64).ravel()
-    ex = SeriesFeatures(season_dates("2018-03-01", "2018-10-31"), SeriesParams(chunk=32))
-    feats = feature_map(ds, ex).values
+def wc_features(wc_patch, wc_season_features):
+    crop = (wc_patch[1] == 11).astype(np.int64).ravel()
+    ex, feats = wc_season_features
     return np.ascontiguousarray(feats.reshape(feats.shape[0], -1).T), crop, ex.names
 
 
