@@ -67,7 +67,7 @@ from ..core.errors import (
     InputProductError,
     MissingBandError,
 )
-from ..core.grid import tile_footprint
+from ..core.grid import snap_to_tile, tile_footprint, tile_geobox
 from ..core.ids import Level, ProductId
 from ..core.masks import MaskBit
 from ..io.product import AngleGrid, SourceProduct, load, mean_view_grid
@@ -202,20 +202,16 @@ class L2AResult:
 
 
 def coarse_grid(tile: str, footprint, resolution: float) -> GeoBox:
-    """The tile's coarse grid (origin at the tile's corner) cropped to ``footprint``."""
-    t_fp = tile_footprint(tile)
-    ulx, uly = t_fp.boundingbox.left, t_fp.boundingbox.top
-    fp = footprint.to_crs(t_fp.crs).intersection(t_fp)
-    if fp.is_empty:
+    """The tile's coarse grid (origin at the tile's corner, the last row and column
+    reaching past its edge when ``resolution`` does not divide 109800 m) cropped to
+    ``footprint`` on whole pixels."""
+    t = tile_geobox(tile, 60)
+    n = math.ceil(t.shape.x * 60 / resolution)
+    whole = GeoBox((n, n), Affine(resolution, 0, t.affine.c, 0, -resolution, t.affine.f), t.crs)
+    sub = snap_to_tile(whole, footprint)
+    if sub is None:
         raise ConfigurationError(f"the products do not overlap tile {tile}")
-    minx, miny, maxx, maxy = fp.boundingbox
-    c0 = math.floor((minx - ulx) / resolution + 1e-9)
-    c1 = math.ceil((maxx - ulx) / resolution - 1e-9)
-    r0 = math.floor((uly - maxy) / resolution + 1e-9)
-    r1 = math.ceil((uly - miny) / resolution - 1e-9)
-    return GeoBox((max(1, r1 - r0), max(1, c1 - c0)),
-                  Affine(resolution, 0, ulx + c0 * resolution, 0, -resolution, uly - r0 * resolution),
-                  t_fp.crs)
+    return sub
 
 
 def grid_id(gb: GeoBox) -> str:
@@ -372,12 +368,10 @@ def _state_without(state: TileState, day: dt.date) -> TileState:
     return out
 
 
-def _mask_layer(bits: np.ndarray, product: SourceProduct, coarse: GeoBox, res: int,
-                ref_band: str) -> Layer:
-    fine = _fine_grid(coarse, res)
-    ds = load(product, geobox=fine, bands=[ref_band], angles=None, with_mask=False, with_aux=False)
-    toa = ds[ref_band].data[0]
-    ratio = round(coarse.affine.a / res)
+def _mask_layer(bits: np.ndarray, toa: da.Array, coarse: GeoBox, fine: GeoBox) -> Layer:
+    """The coarse mask bits repeated onto ``fine``, NODATA where ``toa`` (a band on that
+    grid) has no measurement."""
+    ratio = round(coarse.affine.a / fine.affine.a)
     mask = da.map_blocks(_repeat_block, bits, da.isnan(toa), ratio, dtype=np.uint8,
                          chunks=toa.chunks)
     return Layer("mask", mask, fine, "mask")
@@ -385,20 +379,13 @@ def _mask_layer(bits: np.ndarray, product: SourceProduct, coarse: GeoBox, res: i
 
 def _product_cells(product: SourceProduct, grid: GeoBox) -> tuple[GeoBox, tuple[slice, slice]]:
     """The part of the state grid a product covers (whole coarse cells) and its slices."""
-    if product.footprint is None:
+    sub = snap_to_tile(grid, product.footprint) if product.footprint is not None else None
+    if sub is None:
         return grid, (slice(None), slice(None))
-    fp = product.footprint.to_crs(grid.crs).intersection(grid.extent)
-    if fp.is_empty:
-        return grid, (slice(None), slice(None))
-    a, res = grid.affine, grid.affine.a
-    minx, miny, maxx, maxy = fp.boundingbox
-    c0 = max(math.floor((minx - a.c) / res + 1e-9), 0)
-    c1 = min(math.ceil((maxx - a.c) / res - 1e-9), grid.shape.x)
-    r0 = max(math.floor((a.f - maxy) / res + 1e-9), 0)
-    r1 = min(math.ceil((a.f - miny) / res - 1e-9), grid.shape.y)
-    if c1 <= c0 or r1 <= r0:
-        return grid, (slice(None), slice(None))
-    return grid[r0:r1, c0:c1], (slice(r0, r1), slice(c0, c1))
+    res = grid.affine.a
+    r0 = round((grid.affine.f - sub.affine.f) / res)
+    c0 = round((sub.affine.c - grid.affine.c) / res)
+    return sub, (slice(r0, r0 + sub.shape.y), slice(c0, c0 + sub.shape.x))
 
 
 def _mask_resolution(params: L2AParams, sensor: str) -> int:
@@ -444,13 +431,19 @@ def make_product(store: ProductStore, item: pystac.Item, state: TileState | None
     pressure = arrays["pressure"]
     layers: list[Layer] = []
     band_table = bands_of(product.sensor)
+
+    def toa_on(b: str, res: int) -> tuple[da.Array, GeoBox]:
+        fine = _fine_grid(sub, res)
+        return load(product, geobox=fine, bands=[b], angles=None, with_mask=False,
+                    with_aux=False)[b].data[0], fine
+
+    read: dict[int, tuple[da.Array, GeoBox]] = {}  # a band read at each resolution
     for b in OUTPUT_BANDS[fam]:
         if b not in product.bands:
             continue
         res = int(band_table[b].resolution)
-        fine = _fine_grid(sub, res)
-        toa = load(product, geobox=fine, bands=[b], angles=None, with_mask=False,
-                   with_aux=False)[b].data[0]
+        toa, fine = toa_on(b, res)
+        read.setdefault(res, (toa, fine))
         vz, va = _view_grid(product, b).on(grid)
         terms = smac.smac_terms(smac.coefficients_for(product.sensor, b), arrays["sun_zenith"],
                                 arrays["sun_azimuth"], vz, va, pressure=pressure,
@@ -461,9 +454,8 @@ def make_product(store: ProductStore, item: pystac.Item, state: TileState | None
                              float(grid.affine.a), dtype=np.float32)
         layers.append(Layer(b, surf, fine, "reflectance", band=band_table[b]))
     mres = _mask_resolution(params, product.sensor)
-    ref = next((b for b in OUTPUT_BANDS[fam] if b in product.bands
-                and int(band_table[b].resolution) == mres), scene_bands["red"])
-    layers.append(_mask_layer(bits, product, sub, mres, ref))
+    toa, fine = read[mres] if mres in read else toa_on(scene_bands["red"], mres)
+    layers.append(_mask_layer(bits, toa, sub, fine))
     layers.append(Layer("aot", aot, sub, "aux", unit="1"))
 
     files = []
