@@ -17,9 +17,9 @@ Usage::
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
-import netCDF4
 import numpy as np
 
 SRC = Path("/work/shared/data/worldcereal/patches/00002806639B424A")
@@ -33,31 +33,13 @@ SERIES = [
 
 
 def subset(src: Path, dst: Path) -> list[str]:
-    """Copy ``src`` to ``dst`` keeping the timestamps in :data:`KEEP`; return their dates."""
-    with netCDF4.Dataset(src) as a, netCDF4.Dataset(dst, "w", format="NETCDF4") as b:
-        t = a["timestamp"]
-        times = netCDF4.num2date(t[:], t.units, t.calendar, only_use_cftime_datetimes=False)
-        times = np.array([np.datetime64(x.isoformat()) for x in times])
-        keep = np.flatnonzero((times >= KEEP[0]) & (times < KEEP[1]))
-        b.setncatts({k: a.getncattr(k) for k in a.ncattrs()})
-        for name, dim in a.dimensions.items():
-            b.createDimension(name, len(keep) if name == "timestamp" else len(dim))
-        for name, var in a.variables.items():
-            attrs = {k: var.getncattr(k) for k in var.ncattrs() if k != "_FillValue"}
-            fill = var.getncattr("_FillValue") if "_FillValue" in var.ncattrs() else None
-            big = var.ndim == 3
-            chunks = [1 if d == "timestamp" else len(a.dimensions[d]) for d in var.dimensions]
-            out = b.createVariable(name, var.dtype, var.dimensions, fill_value=fill,
-                                   zlib=big, complevel=4, shuffle=big,
-                                   chunksizes=chunks if big else None)
-            out.setncatts(attrs)
-            var.set_auto_maskandscale(False)
-            out.set_auto_maskandscale(False)
-            data = var[...]
-            if "timestamp" in var.dimensions:
-                data = np.take(data, keep, axis=var.dimensions.index("timestamp"))
-            out[...] = data
-    return [str(d)[:10] for d in times[keep]]
+    """Copy ``src`` to ``dst`` keeping the timestamps in :data:`KEEP` (the copier of
+    tests/data/worldcereal/make_small.py); return their dates."""
+    spec = importlib.util.spec_from_file_location(
+        "worldcereal_make_small", Path(__file__).parent.parent / "worldcereal" / "make_small.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.subset(src, dst, KEEP)
 
 
 def main() -> None:

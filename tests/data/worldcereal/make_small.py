@@ -33,13 +33,14 @@ SERIES = [
 LABELS = "OUTPUT_POLY-110_10m_00002806639B424A_32631_2017-08-01_2018-11-30.nc"
 
 
-def subset(src: Path, dst: Path) -> int:
-    """Copy ``src`` to ``dst`` keeping the timestamps inside :data:`SEASON`; return their number."""
+def subset(src: Path, dst: Path, span: tuple = SEASON) -> list[str]:
+    """Copy ``src`` to ``dst`` keeping the timestamps in ``span`` (first day, day after the
+    last; default :data:`SEASON`); return their dates. tests/data/production uses it too."""
     with netCDF4.Dataset(src) as a, netCDF4.Dataset(dst, "w", format="NETCDF4") as b:
         t = a["timestamp"]
         times = netCDF4.num2date(t[:], t.units, t.calendar, only_use_cftime_datetimes=False)
         times = np.array([np.datetime64(x.isoformat()) for x in times])
-        keep = np.flatnonzero((times >= SEASON[0]) & (times < SEASON[1]))
+        keep = np.flatnonzero((times >= span[0]) & (times < span[1]))
         b.setncatts({k: a.getncattr(k) for k in a.ncattrs()})
         for name, dim in a.dimensions.items():
             b.createDimension(name, len(keep) if name == "timestamp" else len(dim))
@@ -58,13 +59,13 @@ def subset(src: Path, dst: Path) -> int:
             if "timestamp" in var.dimensions:
                 data = np.take(data, keep, axis=var.dimensions.index("timestamp"))
             out[...] = data
-    return len(keep)
+    return [str(d)[:10] for d in times[keep]]
 
 
 def main() -> None:
     DST.mkdir(parents=True, exist_ok=True)
     for name in SERIES:
-        n = subset(SRC / name, DST / name)
+        n = len(subset(SRC / name, DST / name))
         print(f"{name}: {n} dates, {(DST / name).stat().st_size / 1e6:.2f} MB")
     shutil.copyfile(SRC / LABELS, DST / LABELS)
 
