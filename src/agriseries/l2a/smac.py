@@ -829,48 +829,47 @@ def _locate(x, n):  # pragma: no cover - compiled
 
 
 @compiled(nogil=True, error_model="numpy")
-def _bilinear_kernel(grid, rows, cols, out):  # pragma: no cover - compiled
-    n_rows, n_cols = grid.shape
-    line = np.empty(n_cols)
+def _interp_row(grid, i0, i1, wr, c0, c1, wc, line, out):  # pragma: no cover - compiled
+    """One output row of a bilinear interpolation: blend grid rows ``i0``/``i1`` into
+    ``line``, then gather and blend along the columns into ``out``."""
+    for k in range(grid.shape[1]):
+        line[k] = grid[i0, k] * (1.0 - wr) + grid[i1, k] * wr
+    for j in range(out.size):
+        out[j] = line[c0[j]] * (1.0 - wc[j]) + line[c1[j]] * wc[j]
+
+
+@compiled(nogil=True, error_model="numpy")
+def _column_weights(cols, n_cols):  # pragma: no cover - compiled
     c0 = np.empty(cols.size, dtype=np.intp)
     c1 = np.empty(cols.size, dtype=np.intp)
     wc = np.empty(cols.size)
     for j in range(cols.size):
         c0[j], c1[j], wc[j] = _locate(cols[j], n_cols)
+    return c0, c1, wc
+
+
+@compiled(nogil=True, error_model="numpy")
+def _bilinear_kernel(grid, rows, cols, out):  # pragma: no cover - compiled
+    line = np.empty(grid.shape[1])
+    c0, c1, wc = _column_weights(cols, grid.shape[1])
     for i in range(rows.size):
-        i0, i1, wr = _locate(rows[i], n_rows)
-        for k in range(n_cols):
-            line[k] = grid[i0, k] * (1.0 - wr) + grid[i1, k] * wr
-        for j in range(cols.size):
-            out[i, j] = line[c0[j]] * (1.0 - wc[j]) + line[c1[j]] * wc[j]
+        i0, i1, wr = _locate(rows[i], grid.shape[0])
+        _interp_row(grid, i0, i1, wr, c0, c1, wc, line, out[i])
 
 
 @compiled(nogil=True, error_model="numpy")
 def _inverse_grid_kernel(r, atm, trans, s, rows, cols, out):  # pragma: no cover - compiled
-    n_rows, n_cols = atm.shape
-    la = np.empty(n_cols)
-    lt = np.empty(n_cols)
-    ls = np.empty(n_cols)
+    line = np.empty(atm.shape[1])
     pa = np.empty(cols.size)
     pt = np.empty(cols.size)
     ps = np.empty(cols.size)
-    c0 = np.empty(cols.size, dtype=np.intp)
-    c1 = np.empty(cols.size, dtype=np.intp)
-    wc = np.empty(cols.size)
-    for j in range(cols.size):
-        c0[j], c1[j], wc[j] = _locate(cols[j], n_cols)
+    c0, c1, wc = _column_weights(cols, atm.shape[1])
     for i in range(rows.size):
-        # the terms of this row: interpolate the grid rows, then gather along the columns
-        i0, i1, wr = _locate(rows[i], n_rows)
-        for k in range(n_cols):
-            la[k] = atm[i0, k] * (1.0 - wr) + atm[i1, k] * wr
-            lt[k] = trans[i0, k] * (1.0 - wr) + trans[i1, k] * wr
-            ls[k] = s[i0, k] * (1.0 - wr) + s[i1, k] * wr
-        for j in range(cols.size):
-            a, b, w = c0[j], c1[j], wc[j]
-            pa[j] = la[a] * (1.0 - w) + la[b] * w
-            pt[j] = lt[a] * (1.0 - w) + lt[b] * w
-            ps[j] = ls[a] * (1.0 - w) + ls[b] * w
+        # the terms of this row, interpolated from the grid
+        i0, i1, wr = _locate(rows[i], atm.shape[0])
+        _interp_row(atm, i0, i1, wr, c0, c1, wc, line, pa)
+        _interp_row(trans, i0, i1, wr, c0, c1, wc, line, pt)
+        _interp_row(s, i0, i1, wr, c0, c1, wc, line, ps)
         # the correction itself (a loop the compiler vectorises)
         for j in range(cols.size):
             y = r[i, j] - pa[j]
