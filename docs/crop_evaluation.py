@@ -1,6 +1,6 @@
 """Accuracy of the crop mask (L4A) and crop type (L4B) methods on real labelled data.
 
-Run ``python docs/crop_evaluation.py [--repeats 5] [--shared ../shared/data]``; it prints
+Run ``python docs/crop_evaluation.py [--repeats 5] [--raw-data DIR]``; it prints
 Markdown tables (the README's crop section quotes them). It uses the same code as the
 processors (:mod:`agriseries.crop`), on arrays rather than on a product store, so that the
 splits can be repeated:
@@ -8,8 +8,8 @@ splits can be repeated:
 1. **WorldCereal Flanders 2018** (``tests/data/worldcereal``, patch 00002806639B424A, tile
    31UDS, 64 x 64 px, 71 Sentinel-2 L2A dates 2018-03-05..10-31 with the Sen2Cor SCL mask;
    labels from the Flanders LPIS): crop mask (land cover 11 annual cropland vs the rest)
-   and crop type (the five WorldCereal crop codes of the patch), features of ALGORITHMS.md
-   5.1 on the 10-day grid 2018-03-01..10-27, random forest 100 / 25 / 25 (and LightGBM).
+   and crop type (the five WorldCereal crop codes of the patch), features of docs/crop.md
+   "Features" on the 10-day grid 2018-03-01..10-27, random forest 100 / 25 / 25 (and LightGBM).
    **Validation by parcel**: the parcels are the connected regions of equal label
    (23 in the patch); 4-fold cross-validation where every parcel is in exactly one fold,
    drawn class by class, so each pixel is predicted by a model that never saw its parcel;
@@ -17,14 +17,14 @@ splits can be repeated:
    repeated with ``--repeats`` random fold draws (mean +- sd). The pixel-random split
    (neighbouring pixels of one field in training and validation) is shown as the
    optimistic figure it is. In-season: the crop mask with data up to 30 June and 31 August.
-2. **WorldCereal Flanders 2019** (``../shared/data/worldcereal/patches/000028085BF08E7E``,
+2. **WorldCereal Flanders 2019** (``$AGRISERIES_RAW_DATA/worldcereal/patches/000028085BF08E7E``,
    tile 31UES; its 10 m Sentinel-2 file is missing upstream, so the Landsat 8 surface
    reflectance series is used: B3, B4, B5, B6 as green, red, NIR, SWIR, 11 dates
    2019-03-30..10-24 with the CFMask ``pixel_qa`` mask): the same two experiments.
 3. **Formosat-2** (``tests/data/crop/formosat2``, TempCNN example, SW France 2006): 13
    classes, 20 training and 20 test pixels per class from disjoint polygons, 149 gap-filled
    dates of NIR, red, green; features = the three bands, NDVI and brightness per date.
-4. **Crop mask without in-situ data** (Matton et al. 2015, ALGORITHMS.md 5.2) on the 2018
+4. **Crop mask without in-situ data** (Matton et al. 2015, docs/crop.md) on the 2018
    patch: the reference is a coarse cropland map made from the labels (majority of 8 x 8 px
    cells, i.e. 80 m), partly wrong (a share of the cells flipped at random); the map made
    from it is compared with the true labels on every pixel. Variants: the random forest on
@@ -35,6 +35,7 @@ splits can be repeated:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -66,7 +67,7 @@ WC = ROOT / "tests" / "data" / "worldcereal"
 PARCEL_FOLDS = 8
 TAIL18 = "00002806639B424A_32631_2017-08-01_2018-11-30.nc"
 F2 = ROOT / "tests" / "data" / "crop" / "formosat2"
-#: WorldCereal v1 crop codes (legend/wc2eurocrops_map_v1codes.csv of the shared data)
+#: WorldCereal v1 crop codes (legend/wc2eurocrops_map_v1codes.csv of the WorldCereal test resources)
 CT_NAMES = {1110: "winter wheat", 1200: "maize", 1510: "winter barley", 1910: "winter cereal",
             2130: "cabbages", 5100: "potatoes", 7900: "other leguminous", 8100: "sugar beet",
             9120: "grassland", 9900: "other crops", 0: "other", 1: "cropland"}
@@ -84,8 +85,8 @@ def worldcereal_2018():
     return ds, lc, ct, ("2018-03-01", "2018-10-31")
 
 
-def worldcereal_2019(shared: Path):
-    folder = shared / "worldcereal" / "patches" / "000028085BF08E7E"
+def worldcereal_2019(raw: Path):
+    folder = raw / "worldcereal" / "patches" / "000028085BF08E7E"
     l8 = next(folder.glob("L8_SR_10m_*.nc"), None)
     lab = next(folder.glob("OUTPUT_POLY-110_10m_*.nc"), None)
     if l8 is None or lab is None:
@@ -221,11 +222,11 @@ def site_rows(name, ds, lc, ct, season, repeats, sensor):
     return rows
 
 
-def worldcereal_table_rows(shared: Path, repeats: int):
+def worldcereal_table_rows(raw: Path, repeats: int):
     """WorldCereal's own training table: 1000 labelled pixels of 74 Flanders 2018 locations
     with 152 WorldCereal features (optical / SAR / meteo / DEM statistics); the classifier
     alone, 4-fold cross-validation by location."""
-    path = shared / "worldcereal" / "patches" / "training_df_LC.parquet"
+    path = raw / "worldcereal" / "patches" / "training_df_LC.parquet"
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -328,8 +329,10 @@ def main() -> None:
     sys.stdout.reconfigure(line_buffering=True)  # progressive output when redirected
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5, help="random fold draws / reference seeds")
-    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data",
-                    help="the shared data folder (for the 2019 WorldCereal patch and the table)")
+    ap.add_argument("--raw-data", type=Path,
+                    default=Path(os.environ.get("AGRISERIES_RAW_DATA", "raw_data")),
+                    help="folder of the upstream copies (for the 2019 WorldCereal patch and the table;"
+                         " see tests/data/README.md)")
     ap.add_argument("--skip-patches", action="store_true",
                     help="leave out the (slow) cross-validations of the two patches")
     args = ap.parse_args()
@@ -357,7 +360,7 @@ def main() -> None:
         per = ", ".join(f"{n} {v:.2f}" for n, v in zip(rep.class_names, rep.f1))
         print(f"| {label} | {rep.oa:.3f} | {rep.kappa:.3f} | {rep.macro_f1:.3f} | {per} |")
 
-    table = worldcereal_table_rows(args.shared, args.repeats)
+    table = worldcereal_table_rows(args.raw_data, args.repeats)
     if table is not None:
         print("\n### WorldCereal training table (1000 pixels, 74 locations, Flanders 2018)\n")
         print("WorldCereal's own 152 features; 4-fold cross-validation by location "
@@ -377,7 +380,7 @@ def main() -> None:
         print("| site | data | product | validation | parcels | OA | kappa | F1 per class |")
         print("|---|---|---|---|---|---|---|---|")
         sites = [("Flanders 2018 (31UDS)", (ds18, lc18, ct18, season18), "S2, 71 dates")]
-        site19 = worldcereal_2019(args.shared)
+        site19 = worldcereal_2019(args.raw_data)
         if site19 is not None:
             sites.append(("Flanders 2019 (31UES)", site19,
                           f"L8, {site19[0].sizes['time']} dates"))

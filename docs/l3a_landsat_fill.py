@@ -1,6 +1,6 @@
 """Figure and figures for the README: what Landsat 8 adds to a Sentinel-2 synthesis.
 
-Ingests the whole WorldCereal Flanders series (../shared/data/worldcereal, Aug 2017 - Nov
+Ingests the whole WorldCereal Flanders series ($AGRISERIES_RAW_DATA/worldcereal, Aug 2017 - Nov
 2018: 118 Sentinel-2 dates with SCL, 26 Landsat 8 dates) into a temporary store, scans
 17-day syntheses (H = 8 days, centre every 5 days) and monthly ones (H = 23), and for each
 window compares Sentinel-2 alone with Sentinel-2 + Landsat 8: pixels left without a clear
@@ -14,6 +14,7 @@ window where Landsat fills most) and prints a Markdown table.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import tempfile
 from pathlib import Path
 
@@ -24,7 +25,8 @@ from agriseries.composite import WaspParams, composite
 from agriseries.io.ingest import ingest
 from agriseries.io.store import ProductStore
 
-SRC = Path("/work/shared/data/worldcereal/patches/00002806639B424A")
+#: Upstream copies, in the folder named by AGRISERIES_RAW_DATA (see tests/data/README.md).
+SRC = Path(os.environ.get("AGRISERIES_RAW_DATA", "raw_data")) / "worldcereal/patches/00002806639B424A"
 OUT = Path(__file__).parent / "img" / "l3a_landsat_fill.png"
 
 

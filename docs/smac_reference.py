@@ -1,6 +1,6 @@
 """agriseries' SMAC against openEO's SMAC on openEO's Sentinel-2 test rasters.
 
-The rasters (/work/shared/data/smac_reference, see its SOURCE.txt; GitHub
+The rasters ($AGRISERIES_RAW_DATA/smac_reference, see its SOURCE.txt; GitHub
 Open-EO/openeo-geotrellis-extensions, Apache-2.0) are a 512 x 1024 px, 10 m piece of a
 Sentinel-2A image over Belgium (2019-04-11): TOA reflectance x 1e4 of B02, B03, B04 and
 B08, the sun and view angles, and openEO's SMAC surface reflectance. openEO ran SMAC with
@@ -15,7 +15,7 @@ did, prints a Markdown table of the difference (DN = reflectance x 1e4) per band
 docs/img/smac_reference.png (histograms of the differences).
 
 The second block of the table explains the B03/B04/B08 offset: the same run with the
-Sentinel-2A coefficients as O. Hagolle first distributed them (ALGORITHMS.md section 3.5,
+Sentinel-2A coefficients as O. Hagolle first distributed them (docs/l2a.md "Sentinel-2A coefficients",
 from rfernand387/SL2PD, whose aerosol phase coefficients are rounded to 3 digits; the
 full-precision phase coefficients of the packaged files are put back) reproduces openEO's
 B03/B04/B08 to 0-1 DN. openEO's reference rasters were made with that earlier coefficient
@@ -27,6 +27,7 @@ set; the files openEO ships today (and agriseries with them) are a later fit.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +35,12 @@ import rasterio
 
 from agriseries.l2a.smac import coefficients_for, smac_inverse
 
-SRC = Path("/work/shared/data/smac_reference")
+#: Upstream copies, in the folder named by AGRISERIES_RAW_DATA (see tests/data/README.md).
+SRC = Path(os.environ.get("AGRISERIES_RAW_DATA", "raw_data")) / "smac_reference"
 OUT = Path(__file__).parent / "img" / "smac_reference.png"
 BANDS = ("B02", "B03", "B04", "B08")
 
-#: S2A continental coefficients of ALGORITHMS.md section 3.5 (from SL2PD), file order.
+#: S2A continental coefficients as first distributed (from rfernand387/SL2PD), file order.
 EARLY_S2A = {
     "B03": "-0.000757 0.901893 -0.098738 0.998703 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 "
            "0.044563 0.202436 -0.078108 0.034958 1.10863 -0.209645 -0.082273 -0.222335 "

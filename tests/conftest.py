@@ -49,7 +49,7 @@ def wc_patch():
 
 @pytest.fixture(scope="session")
 def wc_season_features(wc_patch):
-    """The crop features (ALGORITHMS.md 5.1) of the patch over the 2018 season: the
+    """The crop features (docs/crop.md, "Features") of the patch over the 2018 season: the
     extractor and the ``(feature, y, x)`` array."""
     from agriseries.crop.features import (
         SeriesFeatures,

@@ -72,7 +72,7 @@ def test_catalogue_of_shipped_models():
 
 
 def test_read_network_numbers_of_the_spec():
-    """ALGORITHMS.md 4.1 prints the 3_0/S2A and 2_1 LAI numbers; the files give them back."""
+    """The 3_0/S2A and 2_1 LAI numbers read by hand in SNAP's s2tbx auxdata files come back."""
     net = N.load_model("3_0/S2A", ["LAI"])["LAI"]
     assert net.model == "3_0/S2A" and net.variable == "LAI"
     assert (net.n_inputs, net.n_hidden, net.n_bands) == (11, 5, 8)

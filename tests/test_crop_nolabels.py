@@ -1,4 +1,4 @@
-"""Crop mask without in-situ data (agriseries.crop.nolabels; ALGORITHMS.md 5.2, Matton et al. 2015).
+"""Crop mask without in-situ data (agriseries.crop.nolabels; docs/crop.md, Matton et al. 2015).
 
 Real data: the WorldCereal Flanders 2018 patch and its LPIS labels (tests/data/worldcereal).
 """

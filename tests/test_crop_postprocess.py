@@ -1,4 +1,4 @@
-"""Segmentation and majority vote of the crop mask (agriseries.crop.postprocess; ALGORITHMS.md 5.2 step 6).
+"""Segmentation and majority vote of the crop mask (agriseries.crop.postprocess; docs/crop.md).
 
 Real data: the WorldCereal Flanders 2018 patch (tests/data/worldcereal) and its parcels.
 """

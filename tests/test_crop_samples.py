@@ -1,4 +1,4 @@
-"""In-situ polygons, splits and sampling (agriseries.crop.samples; ALGORITHMS.md 5.3, 5.4, 6).
+"""In-situ polygons, splits and sampling (agriseries.crop.samples; docs/crop.md, docs/validation.md).
 
 Real data: the WorldCereal parcels (tests/data/crop/worldcereal_parcels.gpkg, polygons of the
 Flanders LPIS labels of tests/data/worldcereal) and eobox's 30 reference polygons.

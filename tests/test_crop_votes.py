@@ -1,4 +1,4 @@
-"""The random forest's hard votes (agriseries.crop.classifier.forest_votes, ALGORITHMS.md 5.4).
+"""The random forest's hard votes (agriseries.crop.classifier.forest_votes, docs/crop.md "Crop type").
 
 The votes are counted against scikit-learn itself: every fitted tree's own ``predict``,
 stacked, gives each pixel's votes; the class is the one with the most votes (ties: the

@@ -77,7 +77,7 @@ def test_band_catalogue_and_mapping():
     s2 = bands_of("S2B")
     assert [b for b, v in s2.items() if v.resolution == 10] == ["B02", "B03", "B04", "B08"]
     assert s2["B8A"].common_name == "nir08" and abs(s2["B12"].center_wavelength - 2.1857) < 1e-6
-    # ALGORITHMS.md 1.2.6: B8 and B8A both from L8 B5; no red edge from Landsat
+    # Sen2Agri's bands_mapping_s2_L8.txt (docs/l3a.md): B8 and B8A both from L8 B5; no red edge from Landsat
     assert LANDSAT_TO_S2["B5"] == ("B08", "B8A") and LANDSAT_TO_S2["B7"] == ("B12",)
     assert S2_TO_LANDSAT["B05"] is None and S2_TO_LANDSAT["B11"] == "B6"
     assert sensor_name("Sentinel-2A") == "S2A" and sensor_name("LANDSAT_9") == "L9"

@@ -238,7 +238,7 @@ def per_band(tmp_path) -> tuple[Path, dict[str, np.ndarray]]:
 
 
 def expected_bits(clm, mg2, edg, sat) -> np.ndarray:
-    """The common mask bits by direct (v >> bit) & 1 arithmetic (ALGORITHMS.md 7.1)."""
+    """The common mask bits by direct (v >> bit) & 1 arithmetic (docs/inputs.md, "MUSCATE masks")."""
     def b(v, n):
         return (v.astype(np.int64) >> n) & 1
 

@@ -59,7 +59,7 @@ FACTS = json.loads((SAFE_DIR / "window.json").read_text())
 #: The 60 m bands present in the test copy (no 10/20 m reflectance, no B08 upstream).
 BANDS_60M = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B8A", "B09", "B11", "B12"]
 
-#: Sen2Cor SCL class -> common bits, written out here from Sen2Cor's class list (ALGORITHMS.md 7.4).
+#: Sen2Cor SCL class -> common bits, written out here from Sen2Cor's class list (docs/inputs.md).
 SCL_BITS = {0: MaskBit.NODATA, 1: MaskBit.SATURATED, 2: MaskBit.TOPO_SHADOW, 3: MaskBit.CLOUD_SHADOW,
             4: 0, 5: 0, 6: MaskBit.WATER, 7: 0, 8: MaskBit.CLOUD, 9: MaskBit.CLOUD,
             10: MaskBit.CIRRUS, 11: MaskBit.SNOW}

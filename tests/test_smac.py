@@ -1,4 +1,4 @@
-"""Tests of agriseries.l2a.smac: SMAC atmospheric correction (ALGORITHMS.md section 3).
+"""Tests of agriseries.l2a.smac: SMAC atmospheric correction (docs/l2a.md).
 
 Reference values: the point case of openEO's SMAC test (computed with O. Hagolle's smac.py)
 and openEO's SMAC surface reflectance rasters (tests/data/smac, see its SOURCE.txt).

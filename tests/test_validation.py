@@ -1,4 +1,4 @@
-"""Validation metrics and reports (ALGORITHMS.md section 6; agriseries.validation).
+"""Validation metrics and reports (docs/validation.md; agriseries.validation).
 
 Expected values are literal numbers computed by hand (the arithmetic is written out
 next to each), the published numbers of Olofsson et al. (2014), or counts that follow

@@ -1,7 +1,7 @@
 """L3B: biophysical variables (LAI, FAPAR, FCOVER, canopy chlorophyll and water content).
 
 The estimates come from the S2 Toolbox (SNAP) neural networks of Weiss & Baret
-(ALGORITHMS.md section 4.1), applied per date to L2A surface reflectance, then
+(docs/l3b.md), applied per date to L2A surface reflectance, then
 smoothed and gap-filled along time.
 
 Modules

@@ -1,6 +1,6 @@
 """The S2 Toolbox (SNAP) biophysical neural networks: files, catalogue, kernel, verification.
 
-What lives here (ALGORITHMS.md section 4.1, Weiss & Baret's ATBD):
+What lives here (docs/l3b.md, "Networks"; Weiss & Baret's ATBD):
 
 * reading a network from its text files at run time -- :func:`read_network` returns a
   frozen :class:`Network`; bad files raise :class:`~agriseries.core.errors.CorruptProductError`

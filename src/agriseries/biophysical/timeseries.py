@@ -50,7 +50,7 @@ On a support of step ``h`` the penalty damps a sinusoid of angular frequency
 ``rho`` being the weight per support point; with ``d = 2`` the half-power period is
 about ``2 pi h (lam / rho)^(1/4)``. Sen2Agri smooths its 10-day resampled series
 (every grid point filled by linear interpolation, weight 1) with ``lam = 2``
-(``-lmbd``, ALGORITHMS.md 5.3), i.e. a half-power period of ``2 pi 10 2^(1/4) = 75``
+(``-lmbd``, docs/crop.md), i.e. a half-power period of ``2 pi 10 2^(1/4) = 75``
 days. The same response on a daily support, with a clear observation every 10 days
 on average (``rho = 1/10``), needs ``lam = 2 x 10^3``:
 :data:`DEFAULT_LAMBDA` = 2000. Denser clear observations make the smoothing
@@ -132,7 +132,7 @@ BATCH_PIXELS = 8192
 
 
 class BiophysicalFlag(enum.IntFlag):
-    """Bits of the L3B ``<var>_flags`` band (SNAP BiophysicalFlag.java, ALGORITHMS.md 4.1)."""
+    """Bits of the L3B ``<var>_flags`` band (SNAP BiophysicalFlag.java; docs/l3b.md, "Flags")."""
 
     INPUT_OUT_OF_RANGE = 1
     OUTPUT_THRESHOLDED_TO_MIN = 2

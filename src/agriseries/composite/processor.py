@@ -57,7 +57,7 @@ from .wasp import (
     days_since_epoch,
 )
 
-#: Output bands per resolution (ALGORITHMS.md 1.1: R1 and R2).
+#: Output bands per resolution (WASP's R1 and R2; docs/l3a.md).
 R1_BANDS = ("B02", "B03", "B04", "B08")
 R2_BANDS = ("B05", "B06", "B07", "B8A", "B11", "B12")
 #: The 20 m update also reads the blue band, for the minimum-blue rule.

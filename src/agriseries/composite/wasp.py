@@ -1,6 +1,6 @@
 """The WASP weighted-average synthesis: per-date weights and the recursive update.
 
-This module is the method of ALGORITHMS.md section 1 without any I/O: numpy/dask arrays
+This module is the method of docs/l3a.md without any I/O: numpy/dask arrays
 in, arrays out. :mod:`agriseries.composite.processor` feeds it the L2A products of a
 tile from the store.
 
@@ -74,7 +74,7 @@ from ..core.errors import ConfigurationError
 from ..core.jit import compiled
 from ..core.masks import MaskBit
 
-#: Composite flag values (ALGORITHMS.md 1.4).
+#: Composite flag values (docs/l3a.md, "Flags").
 FLAG_NODATA, FLAG_CLOUD, FLAG_SNOW, FLAG_WATER, FLAG_LAND = 0, 1, 2, 3, 4
 FLAG_MEANING = "0 no data, 1 cloud, 2 snow, 3 water, 4 land"
 #: The least weight a clear land observation gets (WASP's weights can be exactly 0).
@@ -83,7 +83,7 @@ MIN_LAND_WEIGHT = 1e-6
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 #: WASP's directional model coefficients (V0, V1, R0, R1) per band
-#: (CompositePreprocessing/scattering_coeffs_{10m,20m}.txt, ALGORITHMS.md 1.6).
+#: (CompositePreprocessing/scattering_coeffs_{10m,20m}.txt; docs/l3a.md "Directional correction").
 WASP_BRDF_COEFFICIENTS: dict[str, tuple[float, float, float, float]] = {
     "B02": (0.481, 0.0, 0.102, 0.0), "B03": (0.440, 0.0, 0.136, 0.0),
     "B04": (0.340, 0.0, 0.134, 0.0), "B08": (0.496, 0.0, 0.107, 0.0),
@@ -101,7 +101,7 @@ _HOTSPOT = math.radians(1.5)
 
 @dataclass(frozen=True)
 class WaspParams:
-    """Parameters of the L3A synthesis, with WASP's defaults (ALGORITHMS.md 1.2, 1.6).
+    """Parameters of the L3A synthesis, with WASP's defaults (docs/l3a.md).
 
     Attributes
     ----------
@@ -272,7 +272,7 @@ def _multiple_chunks(chunks, factor):
 
 def cloud_fractions(share: np.ndarray, params: WaspParams = WaspParams()
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """The local cloud fractions ``A`` and ``B`` on the coarse grid (ALGORITHMS.md 1.2.1).
+    """The local cloud fractions ``A`` and ``B`` on the coarse grid (docs/l3a.md, "Cloud weight").
 
     ``share`` is the cloudy share of each coarse cell (:func:`coarse_cloud_share`); it is
     re-binarised at ``coarse_threshold`` and blurred with the two Gaussians.
@@ -298,7 +298,7 @@ def cloud_weight(a, b):
 # -- directional correction ---------------------------------------------------------
 
 def directional_kernels(sun_zenith, sun_azimuth, view_zenith, view_azimuth):
-    """WASP's volume and roughness kernels ``(FV, FR)`` (ALGORITHMS.md 1.6), angles in degrees.
+    """WASP's volume and roughness kernels ``(FV, FR)`` (docs/l3a.md "Directional correction"), angles in degrees.
 
     ``phi`` is the relative azimuth ``sun_azimuth - view_azimuth``. NaN angles give NaN.
     """

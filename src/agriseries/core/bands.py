@@ -2,7 +2,7 @@
 
 Sentinel-2 bands keep ESA's names (``B01`` ... ``B12``, ``B8A``); Landsat bands keep
 USGS's numbers (``B1`` ... ``B11``). :data:`LANDSAT_TO_S2` maps a Landsat OLI band to
-the Sentinel-2 band(s) it stands in for (ALGORITHMS.md section 1.2.6, Sen2Agri's
+the Sentinel-2 band(s) it stands in for (docs/l3a.md "Landsat bands"; Sen2Agri's
 ``bands_mapping_s2_L8.txt``: B2->B02, B3->B03, B4->B04, B5->B08 and B8A, B6->B11,
 B7->B12; the red-edge bands B05-B07 have no Landsat equivalent). The coastal and
 cirrus bands (B1->B01, B9->B10) are added for the cloud tests, which need them.

@@ -21,9 +21,9 @@ saturated cloud). :data:`INVALID` is the usual "do not use for land" set.
 
 The decoders are pure functions of the provider's arrays (``numpy`` or ``dask``):
 
-* :func:`from_scl` -- Sen2Cor scene classification (ALGORITHMS.md 7.4), optionally
+* :func:`from_scl` -- Sen2Cor scene classification (docs/inputs.md), optionally
   sharpened with the cloud probability layer ``MSK_CLDPRB``.
-* :func:`from_muscate` -- THEIA MUSCATE CLM/MG2/EDG/SAT (ALGORITHMS.md 7.1).
+* :func:`from_muscate` -- THEIA MUSCATE CLM/MG2/EDG/SAT (docs/inputs.md).
 * :func:`from_qa_pixel` -- USGS Landsat Collection 2 ``QA_PIXEL`` and ``QA_RADSAT``.
 * :func:`from_pixel_qa_c1` -- USGS Landsat 8 Collection 1 surface reflectance ``pixel_qa``.
 """
@@ -67,7 +67,7 @@ def _lut(mapping: dict[int, int], size: int = 256) -> np.ndarray:
     return lut
 
 
-#: Sen2Cor SCL class -> mask bits (ALGORITHMS.md 7.4). Class 7 "unclassified" is not
+#: Sen2Cor SCL class -> mask bits (docs/inputs.md, "Sen2Cor SCL classes"). Class 7 "unclassified" is not
 #: flagged (Sen2Cor's own doc calls it low cloud probability; most users keep it).
 SCL_TO_BITS = {
     0: MaskBit.NODATA,
@@ -117,7 +117,7 @@ def _bit(arr, n: int):
 
 
 def from_muscate(clm=None, mg2=None, edg=None, sat=None):
-    """Decode THEIA MUSCATE masks (ALGORITHMS.md 7.1) to the common bits.
+    """Decode THEIA MUSCATE masks (docs/inputs.md, "MUSCATE masks") to the common bits.
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """STAC Items for agriseries products.
 
-Every product in the store has one STAC Item (DESIGN.md rule 2). It carries:
+Every product in the store has one STAC Item (docs/formats.md). It carries:
 
 * the footprint (GeoJSON, EPSG:4326) and bbox, the acquisition datetime or the
   ``start_datetime``/``end_datetime`` of a period product;

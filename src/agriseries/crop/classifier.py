@@ -1,6 +1,6 @@
 """Pixel classifiers of the crop products and their chunked application to a tile.
 
-Random forest (the reference, ALGORITHMS.md 5.3 / 5.4): Sen2Agri trains OpenCV random
+Random forest (the reference, docs/crop.md "Classifier"): Sen2Agri trains OpenCV random
 trees with **100 trees, maximum depth 25, at least 25 samples to split a node**, random
 seed 0 (``processor.l4a.classifier.rf.*``, ``CropTypeFused.py``). Here that is
 ``sklearn.ensemble.RandomForestClassifier(n_estimators=100, max_depth=25,
@@ -63,7 +63,7 @@ METHODS = ("rf", "lightgbm")
 
 @dataclass(frozen=True)
 class ClassifierParams:
-    """Classifier settings (defaults: Sen2Agri's random forest, ALGORITHMS.md 5.3-5.4).
+    """Classifier settings (defaults: Sen2Agri's random forest, docs/crop.md).
 
     Attributes
     ----------

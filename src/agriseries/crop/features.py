@@ -1,6 +1,6 @@
 """Time-series preparation shared by the crop mask (L4A) and crop type (L4B) products.
 
-ALGORITHMS.md section 5.1 (Sen2Agri ``CropTypeFused.py`` / ``CropMaskFused.py``,
+docs/crop.md, "Features" (Sen2Agri ``CropTypeFused.py`` / ``CropMaskFused.py``,
 ``-trm resample``):
 
 1. **Bands** -- green, red, NIR, SWIR (Sentinel-2 ``B03``, ``B04``, ``B08``, ``B11``),
@@ -18,7 +18,7 @@ ALGORITHMS.md section 5.1 (Sen2Agri ``CropTypeFused.py`` / ``CropMaskFused.py``,
    pixel and band (:func:`gapfill_linear`, a numba kernel).
 4. **Optional smoothing** -- the resampled series can be smoothed with the Whittaker
    smoother (the crop mask without in-situ data uses lambda = 2 on the resampled grid,
-   ALGORITHMS.md 5.2). The smoother is :func:`agriseries.biophysical.timeseries.whittaker`
+   docs/crop.md, "Crop mask without in-situ data"). The smoother is :func:`agriseries.biophysical.timeseries.whittaker`
    (daily support): a lambda ``lam`` on a grid of step ``h`` days is passed to it as
    ``lam * h**3``, the value with the same frequency response (its docstring derives
    ``2 x 10**3`` for Sen2Agri's ``lam = 2`` on a 10-day grid).
@@ -71,7 +71,7 @@ __all__ = [
     "stack_series",
 ]
 
-#: The four bands of ALGORITHMS.md 5.1: green, red, NIR, SWIR.
+#: The four bands of the Sen2Agri features (docs/crop.md): green, red, NIR, SWIR.
 BANDS = ("B03", "B04", "B08", "B11")
 #: The optional red-edge bands (Sen2Agri ``-red-edge``).
 RED_EDGE_BANDS = ("B05", "B06", "B07", "B8A")
@@ -89,7 +89,7 @@ INDICES = ("NDVI", "NDWI", "BRIGHTNESS")
 
 @dataclass(frozen=True)
 class SeriesParams:
-    """Parameters of the time-series preparation (ALGORITHMS.md 5.1).
+    """Parameters of the time-series preparation (docs/crop.md, "Features").
 
     Attributes
     ----------
@@ -227,7 +227,7 @@ def _gapfill_kernel(values, mask, t_obs, t_out, excluded, fallback, out):  # pra
 
 @numba.njit(nogil=True, cache=True)
 def _features_kernel(values, mask, t_obs, t_out, excluded, fallback, out):  # pragma: no cover
-    """Gap filling + per-date features of ALGORITHMS.md 5.1, one row per pixel.
+    """Gap filling + per-date features (docs/crop.md, "Features"), one row per pixel.
 
     ``values`` ``(band, time, pixel)`` with bands G, R, NIR, SWIR first; ``out`` ``(pixel,
     date * (band + 3))``: per date the bands, NDVI, NDWI, brightness."""
@@ -259,7 +259,7 @@ def _features_kernel(values, mask, t_obs, t_out, excluded, fallback, out):  # pr
 def gapfill_linear(values: np.ndarray, mask: np.ndarray, obs_dates, out_dates, *,
                    excluded_bits: int = EXCLUDED_BITS,
                    fallback_bits: int = FALLBACK_BITS) -> np.ndarray:
-    """Resample per-pixel series onto output dates with linear gap filling (ALGORITHMS.md 5.1).
+    """Resample per-pixel series onto output dates with linear gap filling (docs/crop.md).
 
     Parameters
     ----------
@@ -333,7 +333,7 @@ def smooth_series(series: np.ndarray, out_dates, lam: float) -> np.ndarray:
 
 
 def index_features(bands: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """NDVI, NDWI and brightness (ALGORITHMS.md 5.1) from ``B03``, ``B04``, ``B08`` and ``B11``.
+    """NDVI, NDWI and brightness (docs/crop.md, "Features") from ``B03``, ``B04``, ``B08`` and ``B11``.
 
     NDVI and NDWI are 0 where their denominator is 0; NaN inputs give NaN.
     ``B11`` may be absent (a sensor without SWIR): NDWI is then left out and the brightness
@@ -381,7 +381,7 @@ def series_block(values: np.ndarray, mask: np.ndarray, obs_days: np.ndarray,
 
 @dataclass(frozen=True)
 class SeriesFeatures:
-    """The per-date features of ALGORITHMS.md 5.1 on a regular grid of dates.
+    """The per-date features (docs/crop.md, "Features") on a regular grid of dates.
 
     Attributes
     ----------

@@ -1,4 +1,6 @@
-"""Crop mask without in-situ data: a trimmed reference map (Matton et al. 2015; ALGORITHMS.md 5.2).
+"""Crop mask without in-situ data: a trimmed reference map (Matton et al. 2015, doi:10.3390/rs71013208).
+
+Method: docs/crop.md, "Crop mask without in-situ data".
 
 When no field data exist, the training labels come from a prior land-cover map (Sen2Agri:
 ESA-CCI LC 300 m) that is coarse and partly wrong. Sen2Agri's ``CropMaskFused.py`` chain,
@@ -74,7 +76,7 @@ CROP, NONCROP, NODATA = 1, 0, 255
 
 @dataclass(frozen=True)
 class NoInsituParams:
-    """Parameters of the crop mask without in-situ data (defaults: ALGORITHMS.md 5.2).
+    """Parameters of the crop mask without in-situ data (defaults: Sen2Agri's ``processor.l4a.*``, docs/crop.md).
 
     Attributes
     ----------

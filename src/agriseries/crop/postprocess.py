@@ -1,4 +1,4 @@
-"""Optional post-processing of a crop mask: segmentation and majority vote (ALGORITHMS.md 5.2 step 6).
+"""Optional post-processing of a crop mask: segmentation and majority vote (docs/crop.md).
 
 Sen2Agri smooths the pixel classification with objects: the NDVI series is reduced to
 **6 principal components**, segmented with mean-shift (spatial radius 10, range radius

@@ -1,4 +1,4 @@
-"""The L4A crop mask and L4B crop type processors on a product store (ALGORITHMS.md 5).
+"""The L4A crop mask and L4B crop type processors on a product store (docs/crop.md).
 
 :func:`cropmask` and :func:`croptype` read every Sentinel-2 L2A product of a tile in a
 season from the store (``ProductStore.items`` / ``open`` / ``load``), onto the tile's
@@ -99,7 +99,7 @@ S2_SENSORS = ("S2A", "S2B", "S2C")
 
 @dataclass(frozen=True)
 class CropMaskParams:
-    """Parameters of the L4A crop mask (defaults: ALGORITHMS.md 5.2-5.3).
+    """Parameters of the L4A crop mask (defaults: Sen2Agri's, docs/crop.md "Crop mask with in-situ data").
 
     Attributes
     ----------
@@ -139,7 +139,7 @@ class CropMaskParams:
 
 @dataclass(frozen=True)
 class CropTypeParams:
-    """Parameters of the L4B crop type map (defaults: ALGORITHMS.md 5.4).
+    """Parameters of the L4B crop type map (defaults: Sen2Agri's, docs/crop.md "Crop type").
 
     Attributes
     ----------

@@ -6,8 +6,8 @@
 * :func:`rasterize_polygons` burns them onto the product grid: each pixel gets the index
   of the polygon covering its centre (GDAL's rule), -1 elsewhere;
 * :func:`split_polygons` splits the polygons 75 / 25 into training and validation **by
-  polygon, never by pixel** (Sen2Agri ``sample-ratio 0.75``, ALGORITHMS.md 5.3, 5.4 and
-  section 6), class by class so that every class with two polygons or more is on both
+  polygon, never by pixel** (Sen2Agri ``sample-ratio 0.75``; docs/validation.md,
+  "Splits by polygon"), class by class so that every class with two polygons or more is on both
   sides, with a seeded random generator;
 * :func:`parcel_groups` makes the groups for raster labels (such as WorldCereal's per-pixel
   labels): the connected regions of equal label (8-connectivity: two diagonal neighbours of

@@ -7,7 +7,11 @@
 ``safe``, ``muscate``, ``landsat``, ``timeseries``
     one reader per provider format.
 ``detect``
-    :func:`open_product`: which reader a path needs.
+    :data:`READERS` and :func:`find_reader`: which reader a path needs.
+``ingest``
+    provider products and series into the store, one product per tile and date.
 ``cog``, ``store``
     atomic COG writing and the folder-of-COGs-plus-STAC product store.
+
+Formats read and what is checked: docs/inputs.md; the store's layout: docs/formats.md.
 """

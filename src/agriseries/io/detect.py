@@ -1,6 +1,6 @@
 """Which reader a path needs: the reader table.
 
-Readers are registered in :data:`READERS`, one row each (DESIGN.md rule 4): a name,
+Readers are registered in :data:`READERS`, one row each (a table, not a class hierarchy): a name,
 a cheap ``detect(path) -> bool`` that looks only at names and metadata files, and
 the reader. Adding a format is one module and one row.
 

@@ -1,6 +1,6 @@
 """Reader for THEIA MUSCATE Level-2A products (MAJA / MACCS), Sentinel-2 and Landsat 8.
 
-Three layouts are recognised (ALGORITHMS.md 7.1):
+Three layouts are recognised (docs/inputs.md, "THEIA MUSCATE"):
 
 ``per_band``
     The standard MUSCATE product, a folder or a ``.zip`` holding one

@@ -1,6 +1,6 @@
 """The product store: a folder of products, each a folder of COGs plus a STAC Item.
 
-Layout (DESIGN.md rule 2)::
+Layout (docs/formats.md)::
 
     STORE/
       catalog.json                         root STAC catalog

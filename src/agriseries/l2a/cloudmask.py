@@ -1,8 +1,8 @@
 """Multi-temporal cloud, cloud shadow, snow and water masks on the coarse grid ("mini-MAJA").
 
 The method is the MAJA / MACCS multi-temporal cloud detection (Hagolle et al. 2010, RSE
-114(8):1747-1755) as specified in ALGORITHMS.md section 2.1, in the simplified form of
-section 2.2. It works per tile on reflectances resampled to a coarse grid (240 m by default,
+114(8):1747-1755, doi:10.1016/j.rse.2010.03.002), in a simplified form described in
+docs/l2a.md, "Masks". It works per tile on reflectances resampled to a coarse grid (240 m by default,
 a full Sentinel-2 tile is then 458 x 458 px) and keeps, between dates, a small per-tile
 memory (:class:`TileState`):
 
@@ -12,31 +12,31 @@ memory (:class:`TileState`):
   set to NaN, used by the correlation test;
 * the list of dates already processed.
 
-For one date, :func:`detect` runs (section numbers of ALGORITHMS.md):
+For one date, :func:`detect` runs:
 
-1. **Water** (2.2 step 2): ``NDWI = (green - nir) / (green + nir) > water_ndwi_threshold`` and
+1. **Water**: ``NDWI = (green - nir) / (green + nir) > water_ndwi_threshold`` and
    ``nir < water_nir_threshold``, on the current date or on the composite (a pixel that was
    water when last seen clear keeps the water cloud test when covered).
-2. **Mono-temporal clouds** (2.1 step 1): land ``blue > 0.24``; water ``swir16 > 0.04``
+2. **Mono-temporal clouds**: land ``blue > 0.24``; water ``swir16 > 0.04``
    (``0.16`` inside the sun-glint cone). **Cirrus**: ``cirrus (TOA 1.38 um) > 0.012``
    (optionally plus a gain per km of altitude), when the scene has a cirrus band.
-3. **Multi-temporal clouds** (2.1 step 2), where the pixel has a clear composite value and is
+3. **Multi-temporal clouds**, where the pixel has a clear composite value and is
    neither water nor snow: with ``lag = |date - PXD|`` days,
    ``thr = min(max_var, min_var * (1 + lag / forgetting))``, the pixel is cloudy if
    ``rNIR < K_nir_blue * rB``, ``dRed < K_red_blue * dBlue`` and ``dHOT > thr`` (``HOT =
    blue - red / 2``, ``rX = (X - X_comp) / (X + X_comp)``, ``dX = X - X_comp``). Pixels passing
    the two ratio tests and ``dHOT > thr - delta`` form the cloud *extension*; the parts of it
    connected to multi-temporal clouds are added to them.
-4. **Correlation test** (2.1 step 3, 2.2 step 4): for every cloud candidate, the Pearson
+4. **Correlation test**: for every cloud candidate, the Pearson
    correlation of the correlation band between the current image and the composite over a
    ``(2 n + 1)^2`` window (local moments from :func:`scipy.ndimage.uniform_filter`, no-data
    excluded, at least ``correl_min_pixels`` pixels), then against each stack image; a
    candidate whose correlation exceeds ``correl_threshold`` with any of them is un-flagged
    (the surface texture is visible through it: it is a surface change, not a cloud).
-5. **Snow** (2.1 step 4): cloud candidates with ``NDSI > 0.4``, ``red > 0.12`` and
+5. **Snow**: cloud candidates with ``NDSI > 0.4``, ``red > 0.12`` and
    ``swir16 < 0.16`` are snow, not cloud (``NDSI = (green - swir16) / (green + swir16)``);
    so are clear pixels passing the same test.
-6. **Cloud shadows** (2.1 step 5, 2.2 step 6): the clouds are labelled into objects
+6. **Cloud shadows**: the clouds are labelled into objects
    (8-connectivity); each object is projected on the ground for every cloud height from
    ``shadow_height_min`` to ``shadow_height_max`` (sun direction, corrected for the view
    parallax); the height kept per object is the one whose projected zone (cloud pixels
@@ -46,10 +46,10 @@ For one date, :func:`detect` runs (section numbers of ALGORITHMS.md):
    Shadows of clouds outside the image (MAJA CLM bit 6) are pixels darkened in green, red,
    NIR and SWIR1 alike (ratio to the composite below ``outside_shadow_darkening`` in all four,
    composite at most ``outside_shadow_max_lag`` days old).
-7. **Dilation** (2.1 step 6, 2.2 step 7) of clouds and shadows by a disk of
+7. **Dilation** of clouds and shadows by a disk of
    ``cloud_dilation`` / ``shadow_dilation`` coarse pixels.
 
-:func:`update_state` then applies the composite update rule of 2.1 step 7: every valid pixel
+:func:`update_state` then applies MAJA's composite update rule: every valid pixel
 that is not cloud, cirrus or shadow (snow and water per parameter) takes the current
 reflectance and date; the image enters the stack if it is clear enough. In "init" mode
 (no state, or no pixel ever seen clear) only the mono-temporal tests run; the processor is
@@ -120,11 +120,11 @@ def _from_day(day: int) -> dt.date:
 
 @dataclass(frozen=True)
 class CloudParams:
-    """Every threshold of the cloud / shadow / snow / water detection (ALGORITHMS.md 2.1, 2.2).
+    """Every threshold of the cloud / shadow / snow / water detection (docs/l2a.md, "Thresholds").
 
-    The MAJA GIPP tag (``GIP_L2COMM``) each field stands for is given in brackets; "[2.1]"
-    values are those of Hagolle's MAJA parameter notes quoted in ALGORITHMS.md 2.1 (recent
-    version), "[2.2]" those of the simplified version, "[assumed]" values were not found in
+    The MAJA GIPP tag (``GIP_L2COMM``) each field stands for is given in brackets; "[MAJA]"
+    values are those of O. Hagolle's notes on the MAJA parameters (MAJA_Parameters README,
+    recent version), "[simplified]" those of the simplified method of docs/l2a.md, "[assumed]" values were not found in
     MAJA's documentation and were set here (checked on the WorldCereal / Slovenia series of
     the tests). Lengths in coarse pixels refer to the grid the scenes are given on.
 
@@ -132,30 +132,30 @@ class CloudParams:
     ----------
     blue_band : str
         Band of the blue tests and of HOT [Blue_Band_Code]. MAJA uses B1 (``"coastal"``) for
-        Sentinel-2; ``"blue"`` (B2) is the default here because every sensor has it [2.1].
+        Sentinel-2; ``"blue"`` (B2) is the default here because every sensor has it [MAJA].
     blue_threshold : float
         Mono-temporal cloud threshold on the blue reflectance over land, 0.24
-        [Cloud_Blue_Reflectance_Threshold, 2.1; 0.22 in the older note].
+        [Cloud_Blue_Reflectance_Threshold, MAJA; 0.22 in the older note].
     water_swir_threshold : float
-        Cloud threshold on SWIR1 over water, 0.04 [Water_Reflectance_Threshold, 2.1].
+        Cloud threshold on SWIR1 over water, 0.04 [Water_Reflectance_Threshold, MAJA].
     water_sunglint_threshold : float
-        The same inside the sun-glint cone, 0.16 [Water_Sunglint_Reflectance_Threshold, 2.1].
+        The same inside the sun-glint cone, 0.16 [Water_Sunglint_Reflectance_Threshold, MAJA].
     sunglint_angle : float
         Half-angle (degrees) of the sun-glint cone (angle between the view direction and the
         specular direction), 30 [assumed].
     water_ndwi_threshold, water_nir_threshold : float
         Water test: ``(green - nir) / (green + nir) > 0.1`` and ``nir < 0.12`` on the current
-        date or on the composite [assumed; 2.2 leaves the water mask to an NDWI test].
+        date or on the composite [assumed; the simplified method leaves the water mask to an NDWI test].
     min_var_blue, max_var_blue : float
         Multi-temporal threshold on the HOT increase at lag 0 and its ceiling, 0.016 and 0.06
-        [Min_Threshold_Var_Blue, Max_Threshold_Var_Blue, 2.1; 0.018 advised at 120 m].
+        [Min_Threshold_Var_Blue, Max_Threshold_Var_Blue, MAJA; 0.018 advised at 120 m].
     forgetting_days : float
-        Lag (days) over which the threshold doubles, 45 [Cloud_Forgetting_Duration, 2.1].
+        Lag (days) over which the threshold doubles, 45 [Cloud_Forgetting_Duration, MAJA].
     k_red_blue, k_nir_blue : float
         ``dRed < k_red_blue * dBlue`` and ``rNIR < k_nir_blue * rBlue``, 1.5 each
-        [K_Red_Blue, K_NIR_Blue; 1.5 from Hagolle 2010, 2.2].
+        [K_Red_Blue, K_NIR_Blue; 1.5 from Hagolle 2010, simplified].
     delta_threshold : float
-        The extension mask uses ``thr - 0.01`` [Delta_Threshold, 2.2 assumed].
+        The extension mask uses ``thr - 0.01`` [Delta_Threshold, simplified, assumed].
     use_extension : bool
         Add the extension pixels connected to multi-temporal clouds (True).
     min_blue_increase : float
@@ -169,31 +169,31 @@ class CloudParams:
     correlation_test : bool
         Run the correlation test (True); False only for diagnostics.
     correl_threshold : float
-        Correlation above which a candidate is un-flagged, 0.80 [Correl_Threshold 80 %, 2.1].
+        Correlation above which a candidate is un-flagged, 0.80 [Correl_Threshold 80 %, MAJA].
     correl_half_window : int
-        Half-size ``n`` of the ``(2 n + 1)^2`` correlation window, 3 (7 x 7) [N_Correl, 2.1].
+        Half-size ``n`` of the ``(2 n + 1)^2`` correlation window, 3 (7 x 7) [N_Correl, MAJA].
     correl_min_pixels : int
-        Minimum number of valid pixels in the window, 25 [Min_Pixel_Correl, 2.2].
+        Minimum number of valid pixels in the window, 25 [Min_Pixel_Correl, simplified].
     correlate_mono : bool
-        Apply the correlation test to mono-temporal clouds too (True, as 2.1 step 3 says);
+        Apply the correlation test to mono-temporal clouds too (True, as MAJA does);
         multi-temporal candidates always are.
     ndsi_threshold, snow_red_threshold, snow_swir_threshold : float
         Snow: ``NDSI > 0.4``, ``red > 0.12``, ``swir16 < 0.16`` [NDSI_Threshold,
-        Red_Reflectance_Threshold, SWIR1_Reflectance_Threshold, 2.1].
+        Red_Reflectance_Threshold, SWIR1_Reflectance_Threshold, MAJA].
     snow_dilation : int
         Dilation of the snow mask (coarse pixels), 0 [SE_Snow_Radius, assumed].
     cirrus_threshold : float
-        Cirrus: TOA reflectance of S2 B10 / L8 B9 above 0.012 [2.2 plain threshold].
+        Cirrus: TOA reflectance of S2 B10 / L8 B9 above 0.012 [simplified: plain threshold].
     cirrus_gain_per_km : float
-        Added to ``cirrus_threshold`` per km of altitude (the scene's ``altitude``), 0 [2.2;
+        Added to ``cirrus_threshold`` per km of altitude (the scene's ``altitude``), 0 [simplified;
         the older MAJA note used 0.015 + 0.00002 x altitude in m, i.e. 0.02 per km].
     shadow_height_min, shadow_height_max, shadow_height_step : float
         Cloud heights (m above the ground) tried for the shadow projection, 500 .. 10000 by
-        250 [Delta_H_Min, Delta_H_Max, Delta_H_Step; values of 2.2]. At 240 m a 250 m height
+        250 [Delta_H_Min, Delta_H_Max, Delta_H_Step; simplified values]. At 240 m a 250 m height
         step moves the shadow by 0.6 to 2 px for sun zeniths 30 to 65 degrees.
     shadow_darkening : float
         Shadow where ``nir / nir_comp < 0.8`` inside the projected zone
-        [Proj_Shad_Darkening_Max, 2.2 assumed].
+        [Proj_Shad_Darkening_Max, simplified, assumed].
     shadow_init_darkening : float
         The same without composite, against the scene's median clear-land NIR, 0.5 [assumed].
     shadow_min_visible_fraction : float
@@ -209,14 +209,14 @@ class CloudParams:
         then accepted as the new surface after this lag) [assumed].
     cloud_dilation, shadow_dilation : int
         Dilation radii (coarse pixels) of the final cloud and shadow masks, 1 each
-        [SE_Cloud_Radius; 1 coarse pixel in 2.2].
+        [SE_Cloud_Radius; 1 coarse pixel in the simplified method].
     stack_size : int
-        Number of images in the stack, 3 [Number_Of_Stack_Images, 2.2].
+        Number of images in the stack, 3 [Number_Of_Stack_Images, simplified].
     stack_min_clear_fraction : float
         An image enters the stack if at least 10 % of the grid is valid and clear [assumed].
     max_cloud_percentage : float
         A date whose cloud (+ cirrus) cover exceeds 90 % of its valid pixels is declared
-        unusable by :attr:`MaskResult.usable` [Max_Cloud_Percentage, 2.1].
+        unusable by :attr:`MaskResult.usable` [Max_Cloud_Percentage, MAJA].
     composite_snow, composite_water : bool
         Whether snow / water pixels update the composite like clear land (True, as MAJA).
     """
@@ -439,7 +439,7 @@ class StackImage:
 
 @dataclass
 class TileState:
-    """The per-tile memory of the multi-temporal detection (ALGORITHMS.md 2.1 step 7).
+    """The per-tile memory of the multi-temporal detection (docs/l2a.md, "Tile state").
 
     Attributes
     ----------
@@ -722,7 +722,7 @@ class MaskResult:
 # ---------------------------------------------------------------------------------- tests
 
 def multitemporal_threshold(lag_days, params: CloudParams = CloudParams()) -> np.ndarray:
-    """Threshold on the HOT increase for a lag since the last clear date (ALGORITHMS.md 2.1).
+    """Threshold on the HOT increase for a lag since the last clear date (docs/l2a.md, "Multi-temporal test").
 
     ``thr = min(max_var, min_var + (min_var / forgetting) * lag)``.
 
@@ -855,7 +855,7 @@ def _project(ys, xs, dy, dx, heights, shape):
 
 
 def _geometric_shadows(scene, cloud, valid, ratio, dark_thr, params):
-    """Shadows of the cloud objects by projection over the height range (2.1 step 5)."""
+    """Shadows of the cloud objects by projection over the height range (docs/l2a.md, "Masks")."""
     shape = cloud.shape
     structure = np.ones((3, 3), bool)
     objects, nobj = ndimage.label(cloud, structure=structure)
@@ -919,7 +919,7 @@ def _check_state(state: TileState, scene: CoarseScene, params: CloudParams) -> N
 
 def detect(scene: CoarseScene, state: TileState | None,
            params: CloudParams = CloudParams()) -> MaskResult:
-    """Cloud, cirrus, shadow, snow and water masks of one date (ALGORITHMS.md 2.1, 2.2).
+    """Cloud, cirrus, shadow, snow and water masks of one date (docs/l2a.md, "Masks").
 
     Parameters
     ----------
@@ -1055,7 +1055,7 @@ def detect(scene: CoarseScene, state: TileState | None,
 
 def update_state(state: TileState | None, scene: CoarseScene, result: MaskResult,
                  params: CloudParams = CloudParams(), grid: str = "") -> TileState:
-    """The tile state after ``scene`` (composite update rule, ALGORITHMS.md 2.1 step 7).
+    """The tile state after ``scene`` (composite update rule, docs/l2a.md "Tile state").
 
     Valid pixels that are not cloud, cirrus or shadow (nor snow / water unless
     ``params.composite_snow`` / ``composite_water``) take the current reflectance and date;

@@ -1,8 +1,8 @@
 """The L2A processor: surface reflectance and masks from the L1C products of a tile.
 
 :func:`l2a` processes every L1C product of a tile (Sentinel-2 ESA L1C, Landsat 8/9
-Collection 2 L1) in date order, the way MACCS / MAJA did for Sen2Agri (ALGORITHMS.md
-sections 2 and 3):
+Collection 2 L1) in date order, the way MACCS / MAJA did for Sen2Agri (method:
+docs/l2a.md):
 
 1. **Coarse scene.** The bands the cloud tests use (coastal, blue, green, red, NIR,
    SWIR 1.6 and 2.2 um, cirrus) are averaged onto the tile's coarse grid (240 m by

@@ -1,4 +1,6 @@
-"""SMAC atmospheric correction (Rahman & Dedieu 1994), ALGORITHMS.md section 3.
+"""SMAC atmospheric correction (Rahman & Dedieu 1994, IJRS 15(1):123-143).
+
+Method and equations: docs/l2a.md, "Atmospheric correction (SMAC)".
 
 SMAC (Simplified Method for the Atmospheric Correction of satellite measurements in the
 solar spectrum) writes the top-of-atmosphere reflectance of a Lambertian surface as
@@ -121,7 +123,7 @@ _COEF_DIR = "smac_coefs"
 
 @dataclass(frozen=True)
 class SmacCoefficients:
-    """The 49 SMAC coefficients of one band (ALGORITHMS.md section 3.2), in file order.
+    """The 49 SMAC coefficients of one band (docs/l2a.md "Coefficient files"), in file order.
 
     Attributes
     ----------
@@ -245,7 +247,7 @@ def _parse(text: str, source: str | Path) -> SmacCoefficients:
 
 
 def read_coefficients(path: str | Path) -> SmacCoefficients:
-    """Read a SMAC coefficient file (19 lines, ALGORITHMS.md section 3.2).
+    """Read a SMAC coefficient file (19 lines, docs/l2a.md "Coefficient files").
 
     The reader checks the layout: line 1 holds 2 values (``ah2o nh2o``), line 3 three
     (``ao2 no2 po2``), line 8 four, and so on (:data:`COEFFICIENT_LAYOUT`); blank lines are
@@ -442,7 +444,7 @@ class SmacTerms:
 
 def smac_terms(coefs: SmacCoefficients, sun_zenith, sun_azimuth, view_zenith, view_azimuth,
                pressure=1013.25, aot550=0.1, uo3=0.3, uh2o=0.3) -> SmacTerms:
-    """Evaluate the SMAC atmospheric terms (ALGORITHMS.md section 3.3).
+    """Evaluate the SMAC atmospheric terms (docs/l2a.md, "Equations").
 
     Parameters
     ----------
@@ -577,7 +579,7 @@ def _work_dtype(r) -> np.dtype:
 def apply_inverse(r_toa, terms: SmacTerms) -> np.ndarray:
     """Surface reflectance from TOA reflectance and precomputed terms.
 
-    ``y = r_toa - atm ; r_surf = y / (trans + y * s)`` (ALGORITHMS.md section 3.3).
+    ``y = r_toa - atm ; r_surf = y / (trans + y * s)`` (docs/l2a.md, "Equations").
 
     Parameters
     ----------
@@ -607,7 +609,7 @@ def apply_inverse(r_toa, terms: SmacTerms) -> np.ndarray:
 def apply_direct(r_surf, terms: SmacTerms) -> np.ndarray:
     """TOA reflectance from surface reflectance and precomputed terms.
 
-    ``r_toa = r_surf * trans / (1 - r_surf * s) + atm`` (ALGORITHMS.md section 3.3).
+    ``r_toa = r_surf * trans / (1 - r_surf * s) + atm`` (docs/l2a.md, "Equations").
 
     Parameters
     ----------

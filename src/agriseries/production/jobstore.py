@@ -21,7 +21,7 @@ Backends (through SQLAlchemy 2 Core, the same code for both):
   noticed), ``pool_pre_ping`` (a restarted server is reconnected), and claims with
   ``SELECT ... FOR UPDATE SKIP LOCKED`` so that runners never wait for each other.
 
-Reliability rules (DESIGN.md): every database call is bounded in time and raises
+Reliability (docs/jobstore.md): every database call is bounded in time and raises
 :class:`~agriseries.core.errors.JobStoreTimeout` (naming the database and the operation)
 instead of hanging, the MUSCATE centre having stalled for days on one hung request; other
 database failures raise :class:`~agriseries.core.errors.StoreError`. A failed call changes

@@ -10,12 +10,12 @@ runner submits the jobs to the job store, whose keys make submitting twice harml
 (:func:`~agriseries.production.jobstore.job_key`: processor, tile, sorted inputs,
 parameters).
 
-One rule per product level, registered in :data:`RULES` (DESIGN.md rule 4: a table, not a
+One rule per product level, registered in :data:`RULES` (a table, not a
 class hierarchy):
 
 ``L3A`` -- :func:`l3a_rule`
     For every tile and every calendar month of the season: the synthesis window is the
-    middle day of the month +- the WASP half period H (ALGORITHMS.md 1.2; the same window
+    middle day of the month +- the WASP half period H (docs/l3a.md "Window"; the same window
     :func:`agriseries.composite.composite` reads). The month is due when the window holds
     at least one L2A product (of the sensors chosen) and its window has ended (or at once
     with ``provisional: true``), unless an L3A product of that tile and month exists that
@@ -35,7 +35,7 @@ class hierarchy):
     stays pending and comes back with the next new L1C of the tile, in a job with a new
     key; the job of the same inputs is not submitted twice.
 
-``L4A`` -- :func:`l4a_rule` (crop mask, ALGORITHMS.md 5.2-5.3)
+``L4A`` -- :func:`l4a_rule` (crop mask, docs/crop.md)
     For every tile and every crop mask date of the site
     (:meth:`~agriseries.production.site.Site.l4a_dates`: the month ends from
     ``products.L4A.start``, default the middle of the season, to the season end, and the
@@ -45,7 +45,7 @@ class hierarchy):
     whose output id is the crop processor's own (``L4A_S2_<tile>_<season start>-<date>_AGS``,
     :func:`crop_product_id`). A date whose span holds fewer than :data:`CROP_MIN_INPUTS`
     such products waits (the processor needs that many).
-``L4B`` -- :func:`l4b_rule` (crop type, ALGORITHMS.md 5.4)
+``L4B`` -- :func:`l4b_rule` (crop type, docs/crop.md)
     The same for every date of ``products.L4B.dates`` (default the season end). With
     ``crop_mask: true`` the map is masked with the tile's latest crop mask made on or before
     its date: it waits while a crop mask of such a date is still due (an L4A date with
@@ -249,7 +249,7 @@ def l3a_window(month_start: dt.date, month_end: dt.date, half_period: int
 
     The centre is the middle day of the month, as
     :func:`agriseries.composite.composite` takes it by default; the window is the centre
-    +- ``half_period`` days (ALGORITHMS.md 1.2).
+    +- ``half_period`` days (docs/l3a.md, "Window").
     """
     centre = month_start + (month_end - month_start) // 2
     half = dt.timedelta(days=half_period)

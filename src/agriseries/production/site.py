@@ -5,10 +5,10 @@ overlaps with :func:`agriseries.core.grid.tiles_for_geometry`), a season (first 
 day), the products wanted with their schedule, where the inputs arrive (an inbox folder),
 where the products go (a product store), the production database and the compute engine.
 Users write it as a YAML file; :func:`load_site` validates it with the pydantic models below
-(DESIGN.md rule 5: pydantic at the boundary) and every error names the file and the field.
+(pydantic at the boundary) and every error names the file and the field.
 ``agriseries site template`` prints :data:`TEMPLATE`, a commented example of every field.
 
-Schedules (Sen2Agri's, ALGORITHMS.md 1 and 2 for the methods):
+Schedules (Sen2Agri's; docs/production.md, the methods in docs/l3a.md ... docs/crop.md):
 
 * ``L3A``: one synthesis per calendar month of the season, centred on the middle of the month
   with the WASP half period (23 days), made once the synthesis window has ended (or,
@@ -16,12 +16,12 @@ Schedules (Sen2Agri's, ALGORITHMS.md 1 and 2 for the methods):
 * ``L2A`` (with ``l2a: {source: agriseries}``): the L1C products of each tile made into L2A
   in date order, as they arrive (:func:`agriseries.l2a.processor.l2a`);
 * ``L3B``: one product per L2A acquisition of the season;
-* ``L4A`` (crop mask, ALGORITHMS.md 5.2-5.3): one in-season map at the end of every month
+* ``L4A`` (crop mask, docs/crop.md): one in-season map at the end of every month
   from ``start`` (default the middle of the season) to the season end, and one at the season
   end (:meth:`Site.l4a_dates`), trained on the site's ``in_situ`` polygons (field
   ``class_field``, cropland codes ``crop_values``) or, without them, on a reference
   land-cover map (``reference_map``, Matton et al.);
-* ``L4B`` (crop type, ALGORITHMS.md 5.4): one map at each of ``dates`` (default the season
+* ``L4B`` (crop type, docs/crop.md): one map at each of ``dates`` (default the season
   end; :meth:`Site.l4b_dates`), trained on the ``in_situ`` polygons (field ``class_field``,
   required), optionally masked with the tile's latest crop mask (``crop_mask: true``).
 
@@ -278,7 +278,7 @@ def _codes(value: list[int], what: str, allow_empty: bool = False) -> list[int]:
 
 
 class L4ASchedule(_Model):
-    """The crop mask (L4A), ALGORITHMS.md 5.2-5.3."""
+    """The crop mask (L4A), docs/crop.md."""
 
     enabled: bool = False
     """Make it (needs the site's ``in_situ`` polygons or ``reference_map``)."""
@@ -314,7 +314,7 @@ class L4ASchedule(_Model):
 
 
 class L4BSchedule(_Model):
-    """The crop type map (L4B), ALGORITHMS.md 5.4."""
+    """The crop type map (L4B), docs/crop.md."""
 
     enabled: bool = False
     """Make it (needs the site's ``in_situ`` polygons and ``class_field``)."""

@@ -1,6 +1,6 @@
 """Validation of classified maps: accuracy metrics, area-adjusted estimates, reports.
 
-ALGORITHMS.md section 6. The modules:
+Method and formulas: docs/validation.md. The modules:
 
 ``metrics``
     confusion matrix (rows = map, columns = reference), OA, Cohen's kappa, per-class

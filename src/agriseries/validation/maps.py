@@ -2,7 +2,7 @@
 
 :func:`validate_map` compares a class map (GeoTIFF/COG, band 1) with reference labels
 and returns an :class:`~agriseries.validation.metrics.AccuracyReport`
-(ALGORITHMS.md section 6):
+(docs/validation.md):
 
 * a **raster** reference on the same grid is read as is; on another grid it is
   reprojected onto the map grid with nearest-neighbour resampling (a GDAL warped

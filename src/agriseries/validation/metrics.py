@@ -1,8 +1,8 @@
 """Accuracy metrics of a classified map: confusion matrix, OA, kappa, UA/PA/F1 and the
 area-adjusted (stratified) estimators of Olofsson et al. (2014).
 
-Conventions (ALGORITHMS.md section 6)
--------------------------------------
+Conventions (docs/validation.md)
+--------------------------------
 The confusion matrix ``n_ij`` counts the samples of **map** class ``i`` (row) and
 **reference** class ``j`` (column); ``n = sum n_ij``, ``n_i. = sum_j n_ij`` (map totals),
 ``n_.j = sum_i n_ij`` (reference totals).
@@ -15,8 +15,8 @@ The confusion matrix ``n_ij`` counts the samples of **map** class ``i`` (row) an
 * Cohen's kappa ``(p_o - p_e) / (1 - p_e)`` with ``p_e = sum_i (n_i./n)(n_.i/n)``, kept
   for comparison with the Sen2Agri papers; Olofsson et al. (2014) advise against it.
 
-Area-adjusted estimates (Olofsson et al. 2014, RSE 148:42-57; ALGORITHMS.md section 6)
-------------------------------------------------------------------------------------
+Area-adjusted estimates (Olofsson et al. 2014, RSE 148:42-57)
+-------------------------------------------------------------
 For a stratified random sample whose strata are the map classes, with mapped area
 ``A_i`` of each class and weight ``W_i = A_i / A_tot``:
 
@@ -25,7 +25,8 @@ For a stratified random sample whose strata are the map classes, with mapped are
 * estimated area of class ``j``: ``A_tot p_.j``, standard error
   ``SE(p_.j) = sqrt(sum_i W_i^2 (n_ij/n_i.)(1 - n_ij/n_i.) / (n_i. - 1))``;
 * ``V(OA) = sum_i W_i^2 UA_i (1 - UA_i) / (n_i. - 1)``, ``V(UA_i) = UA_i (1 - UA_i) / (n_i. - 1)``,
-  ``V(PA_j)`` by the formula of section 6 (ALGORITHMS.md);
+  ``V(PA_j)`` by the formula of Olofsson et al. (2014), written out in
+  docs/validation.md "Area-adjusted estimates";
 * 95 % confidence interval ``+/- 1.96 SE`` (the half-width is reported).
 
 Edge cases are explicit rather than silent: a class never mapped has ``UA = NaN``, a
@@ -178,7 +179,7 @@ def confusion_matrix(y_map, y_ref, labels=None) -> np.ndarray:
     -------
     numpy.ndarray
         ``(q, q)`` int64 counts ``n_ij``: map class ``labels[i]``, reference class
-        ``labels[j]`` (ALGORITHMS.md section 6).
+        ``labels[j]`` (docs/validation.md).
     """
     y_map, y_ref, lab, _ = _prepare(y_map, y_ref, labels)
     return _matrix(y_map, y_ref, lab)
@@ -257,7 +258,7 @@ class AreaAdjusted:
 
 @dataclass
 class AccuracyReport:
-    """All accuracy figures of one map against one reference (ALGORITHMS.md section 6).
+    """All accuracy figures of one map against one reference (docs/validation.md).
 
     Per-class arrays follow ``labels``. ``area_adjusted`` is present when mapped areas
     were given (Olofsson et al. 2014).
@@ -328,7 +329,7 @@ def area_adjusted_from_matrix(matrix, mapped_areas, *, class_names: Sequence[str
                               area_unit: str | None = None) -> AreaAdjusted:
     """Stratified estimates of accuracy and class areas from a count matrix.
 
-    Olofsson et al. (2014) (ALGORITHMS.md section 6): the map classes are
+    Olofsson et al. (2014) (docs/validation.md): the map classes are
     the strata, ``W_i = A_i / A_tot``, ``p_ij = W_i n_ij / n_i.``.
 
     Parameters

@@ -5,7 +5,7 @@
 ``crop_type_2018.json``
     :meth:`AccuracyReport.to_dict` (NaN written as ``null``);
 ``crop_type_2018_confusion.png``
-    the confusion matrix (rows = map, columns = reference, ALGORITHMS.md section 6):
+    the confusion matrix (rows = map, columns = reference, docs/validation.md):
     the counts written in the cells, colours from the row-normalised matrix (the share
     of each map class going to each reference class; the diagonal is the user's
     accuracy), class names on both axes; matplotlib with the Agg backend (no display);

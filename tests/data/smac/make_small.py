@@ -1,19 +1,21 @@
 """Cut the SMAC test windows from the openEO atmospheric-correction test rasters.
 
 Run from anywhere: ``python tests/data/smac/make_small.py``. Reads
-/work/shared/data/smac_reference (see SOURCE.txt) and writes, for each window below, a
+$AGRISERIES_RAW_DATA/smac_reference (see SOURCE.txt) and writes, for each window below, a
 folder ``<window>/`` holding the same file names, cut to 128 rows x 64 columns, with their
 georeferencing, data type and nodata value unchanged (GeoTIFF, deflate).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import rasterio
 from rasterio.windows import Window
 
-SHARED = Path("/work/shared/data/smac_reference")
+#: Upstream copies, in the folder named by AGRISERIES_RAW_DATA (see tests/data/README.md).
+RAW = Path(os.environ.get("AGRISERIES_RAW_DATA", "raw_data")) / "smac_reference"
 HERE = Path(__file__).resolve().parent
 
 #: window name -> (row_off, col_off); 128 rows x 64 columns each.
@@ -44,7 +46,7 @@ def main() -> None:
         out_dir.mkdir(exist_ok=True)
         win = Window(col, row, COLS, ROWS)
         for fname in FILES:
-            with rasterio.open(SHARED / fname) as src:
+            with rasterio.open(RAW / fname) as src:
                 data = src.read(1, window=win)
                 profile = {
                     "driver": "GTiff", "width": COLS, "height": ROWS, "count": 1,

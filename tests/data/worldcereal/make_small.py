@@ -1,4 +1,4 @@
-"""Make the small WorldCereal test copies from /work/shared/data/worldcereal (run once, by hand).
+"""Make the small WorldCereal test copies from $AGRISERIES_RAW_DATA/worldcereal (run once, by hand).
 
 The patch 00002806639B424A (Flanders, tile 31UDS, 640 m x 640 m) has 118 Sentinel-2 dates
 (2017-08-04 .. 2018-11-27) and 26 Landsat 8 dates: 7.2 MB in all. The copies keep the
@@ -16,13 +16,15 @@ Usage::
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import netCDF4
 import numpy as np
 
-SRC = Path("/work/shared/data/worldcereal/patches/00002806639B424A")
+#: Upstream copies, in the folder named by AGRISERIES_RAW_DATA (see tests/data/README.md).
+SRC = Path(os.environ.get("AGRISERIES_RAW_DATA", "raw_data")) / "worldcereal/patches/00002806639B424A"
 DST = Path(__file__).parent
 SEASON = (np.datetime64("2018-03-01"), np.datetime64("2018-11-01"))
 SERIES = [
