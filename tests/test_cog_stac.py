@@ -87,3 +87,39 @@ def test_item_has_extensions_and_provenance():
 def test_parameter_hash_is_order_independent():
     assert parameter_hash({"a": 1, "b": [1, 2]}) == parameter_hash({"b": [1, 2], "a": 1})
     assert parameter_hash({"a": 1}) != parameter_hash({"a": 2})
+
+
+def test_cog_carries_scale_units_colours_and_is_world_readable(tmp_path, small_box):
+    """GDAL sees what the item says (scale, offset, unit, colour table, class names), and
+    the file gets the usual 0666 & ~umask permissions, not mkstemp's 0600."""
+    import os
+    import xml.etree.ElementTree as ET
+
+    from agriseries.io.cog import CogJob, write_cogs
+
+    old = os.umask(0o022)
+    try:
+        cls = (np.arange(small_box.shape[0] * small_box.shape[1]).reshape(small_box.shape) % 3)
+        refl = np.full(small_box.shape, 962, np.int16)
+        write_cogs([CogJob(tmp_path / "r.tif", refl, small_box, -10000, scale=1e-4, offset=0.0,
+                           units="1"),
+                    CogJob(tmp_path / "c.tif", cls.astype(np.uint8), small_box, 0, "nearest",
+                           colormap={0: (0, 0, 0, 0), 1: (255, 0, 0, 255), 2: (0, 255, 0, 255)},
+                           categories={0: "no data", 1: "wheat", 2: "maize"})])
+    finally:
+        os.umask(old)
+    for name in ("r.tif", "c.tif", "c.tif.aux.xml"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.tif", "c.tif.aux.xml", "r.tif"]
+    with rasterio.open(tmp_path / "r.tif") as src:
+        assert src.scales == (1e-4,) and src.offsets == (0.0,) and src.units == ("1",)
+        assert src.nodata == -10000 and src.overviews(1)
+    with rasterio.open(tmp_path / "c.tif") as src:
+        assert src.colormap(1)[1] == (255, 0, 0, 255) and src.colormap(1)[2] == (0, 255, 0, 255)
+    pam = ET.parse(tmp_path / "c.tif.aux.xml").getroot()
+    assert [c.text for c in pam.iter("Category")] == ["no data", "wheat", "maize"]
+    rows = [[f.text for f in r.iter("F")] for r in pam.iter("Row")]
+    assert rows[1][:2] == ["1", "wheat"] and rows[2][2:5] == ["0", "255", "0"]
+    for name in ("r.tif", "c.tif"):
+        ok, errors, _ = validate_cog(tmp_path / name)
+        assert ok, errors

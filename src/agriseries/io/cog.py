@@ -18,7 +18,7 @@ tasks instead of recomputing them once per file.
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -45,6 +45,14 @@ class CogJob:
 
     ``on_block`` is called with every block of the data (numpy) as it is written, e.g.
     to count classes without reading the file again.
+
+    ``scale``/``offset``/``units`` (one value for every band, or one per band) are
+    written as GDAL band metadata, so that GDAL, QGIS and ``rioxarray``'s
+    ``mask_and_scale`` see the physical value ``stored * scale + offset`` that the STAC
+    item's ``raster:bands`` says. ``colormap`` (value -> RGBA) is the colour table of a
+    class map; ``categories`` (value -> name) its class names, written as GDAL category
+    names and a thematic raster attribute table in the ``.aux.xml`` sidecar GDAL reads
+    with the file (GeoTIFF has no tag for them).
     """
 
     path: Path
@@ -55,11 +63,18 @@ class CogJob:
     tags: dict | None = None
     description: str | list[str] | None = None
     on_block: Callable[[np.ndarray], None] | None = None
+    scale: float | list[float] | None = None
+    offset: float | list[float] | None = None
+    units: str | list[str] | None = None
+    colormap: dict[int, tuple[int, int, int, int]] | None = None
+    categories: dict[int, str] | None = None
 
 
 def write_cog(path: str | Path, data, geobox: GeoBox, *, nodata=None,
               overview_resampling: str = "average", tags: dict | None = None,
-              description: str | list[str] | None = None) -> Path:
+              description: str | list[str] | None = None,
+              scale: float | list[float] | None = None, offset: float | list[float] | None = None,
+              units: str | list[str] | None = None) -> Path:
     """Write a 2-D array as a COG, atomically.
 
     Parameters
@@ -80,6 +95,8 @@ def write_cog(path: str | Path, data, geobox: GeoBox, *, nodata=None,
         GDAL metadata items (e.g. scale/offset documentation).
     description
         Band description (a list: one per band).
+    scale, offset, units
+        GDAL band scale, offset and unit (see :class:`CogJob`).
 
     Returns
     -------
@@ -87,7 +104,7 @@ def write_cog(path: str | Path, data, geobox: GeoBox, *, nodata=None,
         The final path.
     """
     return write_cogs([CogJob(Path(path), data, geobox, nodata, overview_resampling, tags,
-                              description)])[0]
+                              description, scale=scale, offset=offset, units=units)])[0]
 
 
 def write_cogs(jobs: list[CogJob]) -> list[Path]:
@@ -135,8 +152,7 @@ def _open_full(job: CogJob):
         raise StoreError(f"{path}: data shape {data.shape} does not match its grid {geobox.shape}")
     path.parent.mkdir(parents=True, exist_ok=True)
     dtype = np.dtype(data.dtype)
-    fd, tmp_full = tempfile.mkstemp(suffix=".full.tif", dir=path.parent)
-    os.close(fd)
+    tmp_full = _tmp_name(path, ".full.tif")
     profile = dict(driver="GTiff", width=geobox.shape.x, height=geobox.shape.y, count=count,
                    dtype=dtype.name, crs=geobox.crs.to_wkt(), transform=geobox.affine,
                    nodata=job.nodata, tiled=True, blockxsize=BLOCKSIZE, blockysize=BLOCKSIZE,
@@ -144,7 +160,8 @@ def _open_full(job: CogJob):
     try:
         dst = rasterio.open(tmp_full, "w", **profile)
     except Exception:
-        os.unlink(tmp_full)
+        if os.path.exists(tmp_full):
+            os.unlink(tmp_full)
         raise
     if isinstance(job.description, str):
         dst.set_band_description(1, job.description)
@@ -153,20 +170,75 @@ def _open_full(job: CogJob):
             dst.set_band_description(i, d)
     if job.tags:
         dst.update_tags(**{k: str(v) for k, v in job.tags.items()})
+    if job.scale is not None or job.offset is not None:
+        dst.scales = _per_band(1.0 if job.scale is None else job.scale, count)
+        dst.offsets = _per_band(0.0 if job.offset is None else job.offset, count)
+    if job.units:
+        dst.units = _per_band(job.units, count)
+    if job.colormap:
+        dst.write_colormap(1, job.colormap)
     return dst, tmp_full
+
+
+def _per_band(value, count: int) -> tuple:
+    values = tuple(value) if isinstance(value, (list, tuple)) else (value,) * count
+    if len(values) != count:
+        raise StoreError(f"{len(values)} band values given for a file of {count} bands")
+    return values
+
+
+def _tmp_name(path: Path, suffix: str) -> str:
+    """A fresh temporary name next to ``path``; the file is created by GDAL with the usual
+    ``0666 & ~umask`` permissions (``mkstemp`` would make it 0600, unreadable by a web
+    server or another user once renamed into place)."""
+    return str(path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}{suffix}")
+
+
+def _write_categories(path: Path, categories: dict[int, str],
+                      colormap: dict[int, tuple[int, int, int, int]] | None) -> None:
+    """Class names of band 1 in the GDAL PAM sidecar ``<path>.aux.xml``: category names
+    (value -> name, for codes up to 1023) and a thematic raster attribute table (value,
+    name, colour) that GDAL, QGIS (>= 3.30) and ArcGIS read for any code."""
+    from xml.sax.saxutils import escape
+
+    codes = sorted(int(c) for c in categories)
+    lines = ["<PAMDataset>", '  <PAMRasterBand band="1">']
+    if codes and codes[-1] <= 1023:
+        lines.append("    <CategoryNames>")
+        lines += [f"      <Category>{escape(str(categories.get(v, '')))}</Category>"
+                  for v in range(codes[-1] + 1)]
+        lines.append("    </CategoryNames>")
+    cols = [("Value", 0, 5), ("Name", 2, 2), ("Red", 0, 6), ("Green", 0, 7), ("Blue", 0, 8),
+            ("Alpha", 0, 9)]
+    lines.append('    <GDALRasterAttributeTable tableType="thematic">')
+    for i, (name, typ, usage) in enumerate(cols):
+        lines.append(f'      <FieldDefn index="{i}"><Name>{name}</Name><Type>{typ}</Type>'
+                     f"<Usage>{usage}</Usage></FieldDefn>")
+    for row, v in enumerate(codes):
+        r, g, b, a = (colormap or {}).get(v, (0, 0, 0, 255))
+        fields = [str(v), escape(str(categories[v])), str(r), str(g), str(b), str(a)]
+        lines.append(f'      <Row index="{row}">' + "".join(f"<F>{f}</F>" for f in fields)
+                     + "</Row>")
+    lines += ["    </GDALRasterAttributeTable>", "  </PAMRasterBand>", "</PAMDataset>", ""]
+    target = path.with_name(path.name + ".aux.xml")
+    tmp = _tmp_name(target, ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))
+    os.replace(tmp, target)
 
 
 def _to_cog(job: CogJob, tmp_full: str) -> Path:
     path = Path(job.path)
     dtype = np.dtype(job.data.dtype)
-    fd, tmp_cog = tempfile.mkstemp(suffix=".cog.tmp", dir=path.parent)
-    os.close(fd)
+    tmp_cog = _tmp_name(path, ".cog.tmp")
     try:
         with rasterio.open(tmp_full) as src:
             rasterio.shutil.copy(src, tmp_cog, driver="COG", compress="DEFLATE",
                                  predictor=_predictor(dtype), blocksize=BLOCKSIZE,
                                  overview_resampling=job.overview_resampling, BIGTIFF="IF_SAFER")
         os.replace(tmp_cog, path)
+        if job.categories:
+            _write_categories(path, job.categories, job.colormap)
     finally:
         if os.path.exists(tmp_cog):
             os.unlink(tmp_cog)
@@ -214,9 +286,49 @@ def validate_cog(path: str | Path) -> tuple[bool, list[str], list[str]]:
     return cog_validate(str(path), quiet=True)
 
 
+#: A qualitative palette (RGB) for class maps without colours of their own (cycled).
+PALETTE = ("1f77b4", "ff7f0e", "2ca02c", "d62728", "9467bd", "8c564b", "e377c2", "7f7f7f",
+           "bcbd22", "17becf", "aec7e8", "ffbb78", "98df8a", "ff9896", "c5b0d5", "c49c94",
+           "f7b6d2", "c7c7c7", "dbdb8d", "9edae5")
+
+
+def hex_rgba(color: str, alpha: int = 255) -> tuple[int, int, int, int]:
+    """``"RRGGBB"`` -> ``(r, g, b, alpha)``."""
+    c = color.lstrip("#")
+    return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16), alpha
+
+
+def class_colormap(classes: list[dict], nodata: int | None = None) -> dict[int, tuple]:
+    """The colour table of a class map from its ``classification:classes`` entries (each
+    ``{"value", "name"[, "color_hint"]}``): the entry's ``color_hint``, else the palette;
+    ``nodata`` transparent."""
+    cmap = {int(c["value"]): hex_rgba(c.get("color_hint") or PALETTE[i % len(PALETTE)])
+            for i, c in enumerate(classes)}
+    if nodata is not None:
+        cmap[int(nodata)] = (0, 0, 0, 0)
+    return cmap
+
+
+def bit_categories(bits: list[tuple[int, str, str]]) -> tuple[dict[int, str], dict[int, tuple]]:
+    """Category names and colours of every uint8 value of a bit-flag layer.
+
+    ``bits`` lists ``(value, name, "RRGGBB")`` from the most to the least important bit:
+    a value is named by its set bits joined with ``+`` (``clear`` for 0) and coloured
+    as its most important bit."""
+    names, cmap = {}, {}
+    for v in range(256):
+        on = [(n, c) for b, n, c in bits if v & b]
+        names[v] = "+".join(n for n, _ in on) if on else "clear"
+        if v and not on:
+            names[v] = f"unused {v}"
+        cmap[v] = hex_rgba(on[0][1]) if on else (0, 0, 0, 0)
+    return names, cmap
+
+
 def overview_resampling_for(kind: str) -> str:
     """``average`` for continuous data, ``nearest`` for masks and classes."""
     return "nearest" if kind in ("mask", "quality", "class") else "average"
 
 
-__all__ = ["CogJob", "write_cog", "write_cogs", "validate_cog", "overview_resampling_for", "Resampling"]
+__all__ = ["CogJob", "write_cog", "write_cogs", "validate_cog", "overview_resampling_for", "Resampling",
+           "class_colormap", "bit_categories", "hex_rgba", "PALETTE"]

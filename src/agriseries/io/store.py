@@ -48,12 +48,44 @@ from ..core.errors import StoreError
 from ..core.ids import Level, ProductId
 from ..core.masks import MaskBit
 from ..core.stac import AssetSpec, build_item, validate_item
-from .cog import CogJob, write_cog, write_cogs
+from .cog import CogJob, bit_categories, class_colormap, write_cog, write_cogs
 from .product import AngleGrid, Asset, SourceProduct, nanmean_angles
 
 REFLECTANCE_SCALE = 10000
 REFLECTANCE_NODATA = -10000
 _CLOUDY = int(MaskBit.CLOUD | MaskBit.CLOUD_SHADOW | MaskBit.CIRRUS)
+#: Mask bits from the most to the least important, with the colour of their pixels.
+_MASK_COLOURS = [(MaskBit.NODATA, "000000"), (MaskBit.CLOUD, "ffffff"),
+                 (MaskBit.CLOUD_SHADOW, "404040"), (MaskBit.CIRRUS, "c0e0ff"),
+                 (MaskBit.SATURATED, "ff00ff"), (MaskBit.SNOW, "00ffff"),
+                 (MaskBit.WATER, "0000ff"), (MaskBit.TOPO_SHADOW, "806040")]
+#: Colours of the flag values/bits of a ``flags`` layer, in the order its text lists them.
+_FLAG_COLOURS = ("000000", "ffffff", "00ffff", "0000ff", "00a000", "ff00ff", "ff8000", "808080")
+
+
+def _mask_categories() -> tuple[dict[int, str], dict[int, tuple]]:
+    names, cmap = bit_categories([(int(b), b.name.lower(), c) for b, c in _MASK_COLOURS])
+    cmap[int(MaskBit.NODATA)] = (0, 0, 0, 0)
+    return names, cmap
+
+
+def _flag_categories(text: str) -> tuple[dict[int, str], dict[int, tuple]] | tuple[None, None]:
+    """Category names and colours of a ``flags`` layer from its description: ``"0 no data,
+    1 cloud, ..."`` lists values (a class layer) and ``"1 input out of range, 2 ..."``, whose
+    values are all powers of two without 0, lists bits."""
+    import re
+
+    from .cog import hex_rgba
+
+    pairs = [(int(v), n.strip()) for v, n in re.findall(r"(?:^|,)\s*(\d+)\s+([^,]+)", text)]
+    if not pairs:
+        return None, None
+    values = [v for v, _ in pairs]
+    if all(v > 0 and v & (v - 1) == 0 for v in values):
+        return bit_categories([(v, n, _FLAG_COLOURS[1 + i % (len(_FLAG_COLOURS) - 1)])
+                               for i, (v, n) in enumerate(sorted(pairs, reverse=True))])
+    cmap = {v: hex_rgba(_FLAG_COLOURS[i % len(_FLAG_COLOURS)]) for i, v in enumerate(values)}
+    return dict(pairs), cmap
 
 
 @dataclass(frozen=True)
@@ -259,14 +291,16 @@ class ProductStore:
         path = folder / fname
         if layer.kind == "reflectance":
             return (CogJob(path, _encode_reflectance(layer.data), layer.geobox,
-                           REFLECTANCE_NODATA, "average", description=layer.key),
+                           REFLECTANCE_NODATA, "average", description=layer.key,
+                           scale=1.0 / REFLECTANCE_SCALE, offset=0.0),
                     AssetSpec(layer.key, fname, layer.geobox, "int16", ("data", "reflectance"),
                               f"Reflectance {layer.key}", nodata=REFLECTANCE_NODATA,
                               scale=1.0 / REFLECTANCE_SCALE, offset=0.0, band=layer.band))
         if layer.kind == "scaled":
             scale = layer.scale or 1.0
             return (CogJob(path, _encode_scaled(layer.data, scale), layer.geobox,
-                           REFLECTANCE_NODATA, "average", description=layer.key),
+                           REFLECTANCE_NODATA, "average", description=layer.key,
+                           scale=scale, offset=0.0, units=layer.unit),
                     AssetSpec(layer.key, fname, layer.geobox, "int16", ("data",), layer.key,
                               nodata=REFLECTANCE_NODATA, scale=scale, offset=0.0,
                               unit=layer.unit))
@@ -280,8 +314,10 @@ class ProductStore:
                     ((block & int(MaskBit.SNOW)) != 0)[valid].sum())
 
             bits = [{"name": b.name.lower(), "value": int(b)} for b in MaskBit]
+            names, cmap = _mask_categories()
             return (CogJob(path, layer.data.astype(np.uint8), layer.geobox, None, "nearest",
-                           description="agriseries mask bits", on_block=count),
+                           description="agriseries mask bits", on_block=count,
+                           colormap=cmap, categories=names),
                     AssetSpec("mask", fname, layer.geobox, "uint8",
                               ("cloud", "snow-ice", "water", "data-mask"),
                               "agriseries common mask bits",
@@ -298,19 +334,28 @@ class ProductStore:
             if dtype not in (np.dtype(np.uint8), np.dtype(np.uint16)):
                 raise StoreError(f"{folder}: classes layer {layer.key} must be uint8 or uint16, "
                                  f"not {dtype}")
+            classes = (layer.extra or {}).get("classification:classes") or []
+            nodata = None if layer.nodata is None else int(layer.nodata)
+            cats = {int(c["value"]): str(c.get("description") or c.get("name") or c["value"])
+                    for c in classes}
+            if cats and nodata is not None:
+                cats.setdefault(nodata, "no data")
             return (CogJob(path, layer.data, layer.geobox, layer.nodata, "nearest",
-                           description=layer.key),
+                           description=layer.key,
+                           colormap=class_colormap(classes, nodata) if classes else None,
+                           categories=cats or None),
                     AssetSpec(layer.key, fname, layer.geobox, dtype.name, ("data", "classification"),
                               layer.key, nodata=layer.nodata, extra=dict(layer.extra or {})))
         if layer.kind == "flags":
+            names, cmap = _flag_categories(layer.unit or "")
             return (CogJob(path, layer.data.astype(np.uint8), layer.geobox, None, "nearest",
-                           description=layer.key),
+                           description=layer.key, colormap=cmap, categories=names),
                     AssetSpec(layer.key, fname, layer.geobox, "uint8", ("data", "quality"),
                               layer.key, extra={"agriseries:flag_bits": layer.unit or ""}))
         if layer.kind != "aux":
             raise StoreError(f"{folder}: layer {layer.key} has an unknown kind {layer.kind!r}")
         return (CogJob(path, layer.data.astype(np.float32), layer.geobox, float("nan"), "average",
-                       description=layer.key),
+                       description=layer.key, units=layer.unit),
                 AssetSpec(layer.key, fname, layer.geobox, "float32", ("data",), layer.key,
                           nodata=float("nan"), unit=layer.unit))
 
@@ -346,7 +391,7 @@ class ProductStore:
             names += [f"{prefix}_zenith", f"{prefix}_azimuth"]
         fname = f"{stem}_angles.tif"
         write_cog(folder / fname, np.stack(arrays).astype(np.float32), gb, nodata=float("nan"),
-                  overview_resampling="nearest", description=names)
+                  overview_resampling="nearest", description=names, units="degree")
         spec = AssetSpec("angles", fname, gb, "float32", ("metadata", "angles"),
                          "Sun and viewing angle grids (degrees, values at pixel centres)",
                          nodata=float("nan"), unit="degree", extra={"agriseries:bands": names})
