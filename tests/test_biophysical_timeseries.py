@@ -437,3 +437,38 @@ def test_real_maize_ndvi_profile():
     assert zja.min() > 0.6  # 0.77, 0.79, 0.78, 0.75, 0.71, 0.63 (senescence from late August)
     # confidence layer: a valid observation within 6 days of most output dates
     assert np.median(q.distance[:, maize]) <= 4
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    {"order": 3, "lam": 50.0},
+    {"lam": "cv", "lam_grid": (10.0, 100.0, 1000.0, 10000.0)},
+    {"lam": "vcurve", "lam_grid": (10.0, 100.0, 1000.0, 10000.0)},
+    {"envelope_iterations": 2, "max_distance": 12.0, "min_obs": 5},
+])
+def test_compiled_kernel_matches_numpy_reference(options):
+    """The compiled per-pixel pass gives the numpy reference's values, flags and layers."""
+    rng = np.random.default_rng(7)
+    days = np.sort(rng.choice(np.arange(60, 300), size=25, replace=False))
+    dates = D0 + days
+    days = np.concatenate([days, days[:3]])  # repeated days are combined
+    dates = np.concatenate([dates, dates[:3]])
+    y = (bump(days)[:, None, None] + rng.normal(0, 0.3, (days.size, 6, 7))).astype(np.float32)
+    w = rng.choice([0.0, 0.5, 1.0], size=y.shape, p=[0.4, 0.2, 0.4]).astype(np.float32)
+    y[rng.random(y.shape) < 0.1] = np.nan
+    w[:, 0, 0] = 0.0  # no valid observation
+    w[:, 0, 1] = 0.0
+    w[5, 0, 1] = 1.0  # too few
+    out = regular_dates("2018-02-01", "2018-11-30", 7)
+    kw = dict(options)
+    lam, order = kw.pop("lam", DEFAULT_LAMBDA), kw.pop("order", 2)
+    z, q = whittaker(y, w, dates, out, lam, order, **kw)
+    full = {"min_obs": 3, "max_distance": None, "lam_grid": None, "envelope_iterations": 0,
+            "envelope_factor": 0.1, "clip": None, **kw}
+    zr, qr = ts._whittaker(y, w, dates, out, lam, order, kernel=ts._smooth_numpy, **full)
+    np.testing.assert_allclose(z, zr, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(q.flags, qr.flags)
+    np.testing.assert_array_equal(q.distance, qr.distance)
+    np.testing.assert_array_equal(q.n_valid, qr.n_valid)
+    np.testing.assert_allclose(q.lam, qr.lam, rtol=1e-6)
+    assert np.isnan(z[:, 0, :2]).all() and np.isfinite(z[:, 1:]).any()

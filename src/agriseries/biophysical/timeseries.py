@@ -103,6 +103,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.errors import ConfigurationError
+from ..core.jit import compiled
 from ..core.masks import INVALID, MaskBit
 
 __all__ = [
@@ -395,6 +396,273 @@ def _roughness(z: np.ndarray, order: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------
+# the compiled kernel: one pass per group of pixels (accumulate, factorise, solve, read out)
+
+_HOW_FIXED, _HOW_CV, _HOW_VCURVE = 0, 1, 2
+
+#: Pixels solved side by side by the compiled kernel. The recursions over days carry a
+#: dependency from one day to the next (a division each); a group of pixels side by side
+#: keeps the floating-point units busy and vectorises, and its work arrays (about
+#: ``(order + 8) * days * 8`` bytes per pixel) stay in the processor's cache.
+GROUP_PIXELS = 32
+
+
+@compiled(nogil=True)
+def _ldl_group(W, lam, pen, L, D, tmp, G):  # pragma: no cover - compiled
+    """``W + lam P = L diag(D) L'`` for the first ``G`` pixels (columns) of a group.
+
+    The arithmetic of :func:`_ldl`, in the same order; ``W``, ``D`` are ``(m, GP)``,
+    ``lam``, ``tmp`` ``(GP,)``, ``L`` ``(p, m, GP)``.
+    """
+    p = pen.shape[0] - 1
+    m = W.shape[0]
+    for i in range(m):
+        for k in range(min(p, i), 0, -1):  # j = i - k, ascending
+            j = i - k
+            pk = pen[k, i]
+            for g in range(G):
+                tmp[g] = lam[g] * pk
+            for q in range(max(0, i - p), j):
+                a, b = i - q - 1, j - q - 1
+                for g in range(G):
+                    tmp[g] = tmp[g] - L[a, i, g] * L[b, j, g] * D[q, g]
+            for g in range(G):
+                L[k - 1, i, g] = tmp[g] / D[j, g]
+        p0 = pen[0, i]
+        for g in range(G):
+            tmp[g] = W[i, g] + lam[g] * p0
+        for q in range(max(0, i - p), i):
+            a = i - q - 1
+            for g in range(G):
+                tmp[g] = tmp[g] - L[a, i, g] ** 2 * D[q, g]
+        for g in range(G):
+            D[i, g] = tmp[g]
+
+
+@compiled(nogil=True)
+def _solve_group(L, D, b, z, G):  # pragma: no cover - compiled
+    """``L diag(D) L' z = b`` for the first ``G`` pixels of a group (the arithmetic of :func:`_solve`)."""
+    p, m = L.shape[0], D.shape[0]
+    for i in range(m):
+        for g in range(G):
+            z[i, g] = b[i, g]
+    for i in range(1, m):
+        for k in range(1, min(p, i) + 1):
+            for g in range(G):
+                z[i, g] -= L[k - 1, i, g] * z[i - k, g]
+    for i in range(m):
+        for g in range(G):
+            z[i, g] /= D[i, g]
+    for i in range(m - 2, -1, -1):
+        for k in range(1, min(p, m - 1 - i) + 1):
+            for g in range(G):
+                z[i, g] -= L[k - 1, i + k, g] * z[i + k, g]
+
+
+@compiled(nogil=True)
+def _inverse_diagonal_group(L, D, S, tmp, G):  # pragma: no cover - compiled
+    """Diagonal of ``A^-1`` into ``S[0]`` for the first ``G`` pixels of a group (the
+    arithmetic of :func:`_inverse_diagonal`; ``S`` is ``(p + 1, m, GP)``)."""
+    p, m = L.shape[0], D.shape[0]
+    S[:] = 0.0
+    for i in range(m - 1, -1, -1):
+        kmax = min(p, m - 1 - i)
+        for d in range(kmax, 0, -1):
+            for g in range(G):
+                tmp[g] = 0.0
+            for k in range(1, kmax + 1):
+                a, c = i + k, i + d
+                r, s0 = abs(c - a), min(a, c)
+                for g in range(G):
+                    tmp[g] = tmp[g] - L[k - 1, i + k, g] * S[r, s0, g]
+            for g in range(G):
+                S[d, i, g] = tmp[g]
+        for g in range(G):
+            tmp[g] = 1.0 / D[i, g]
+        for k in range(1, kmax + 1):
+            for g in range(G):
+                tmp[g] = tmp[g] - L[k - 1, i + k, g] * S[k, i, g]
+        for g in range(G):
+            S[0, i, g] = tmp[g]
+
+
+@compiled(nogil=True)
+def _smooth_pixels(y, w, obs_idx, out_idx, m, pen, lam, how, grid, min_obs, max_distance,
+                   envelope_iterations, envelope_factor, res, dist, flags, nvalid,
+                   lam_used):  # pragma: no cover - compiled
+    """:func:`_smooth_batch` for every pixel (column) of ``y`` / ``w`` in one compiled pass.
+
+    ``y``, ``w`` are ``(time, n)`` (float32 or float64; an observation counts where its
+    weight is positive and its value finite); ``how`` is ``_HOW_FIXED`` (``lam`` for every
+    pixel), ``_HOW_CV`` or ``_HOW_VCURVE`` (per pixel over ``grid``); ``max_distance < 0``
+    means none. The outputs ``res``, ``dist`` (``(n_out, n)`` float32), ``flags`` (uint8),
+    ``nvalid`` (int32), ``lam_used`` (float32) are filled in place.
+    """
+    nt, n = y.shape
+    p = pen.shape[0] - 1
+    nout = out_idx.shape[0]
+    ng = grid.shape[0]
+    GP = GROUP_PIXELS
+    W = np.empty((m, GP))
+    WY = np.empty((m, GP))
+    Wit = np.empty((m, GP))
+    b = np.empty((m, GP))
+    ybar = np.empty((m, GP))
+    z = np.empty((m, GP))
+    L = np.zeros((p, m, GP))
+    D = np.empty((m, GP))
+    S = np.zeros((p + 1, m, GP)) if how == _HOW_CV else np.zeros((1, 1, 1))
+    last = np.empty((m, GP))
+    nxt = np.empty((m, GP))
+    dz = np.empty(m)
+    tmp = np.empty(GP)
+    lam_px = np.empty(GP)
+    lam_g = np.empty(GP)
+    best = np.zeros(GP, np.int64)
+    best_score = np.empty(GP)
+    sw = np.empty(GP)
+    fval = np.empty((max(ng, 1), GP))
+    rval = np.empty((max(ng, 1), GP))
+    nv = np.zeros(GP, np.int64)
+    ok = np.zeros(GP, np.bool_)
+    cur = np.empty(GP)
+    big = np.float64(4 * m + 10)
+    nan32 = np.float32(np.nan)
+    for g0 in range(0, n, GP):
+        G = min(GP, n - g0)
+        W[:] = 0.0
+        WY[:] = 0.0
+        for t in range(nt):
+            j = obs_idx[t]
+            for g in range(G):
+                wt = np.float64(w[t, g0 + g])
+                yt = np.float64(y[t, g0 + g])
+                if wt > 0 and np.isfinite(yt):  # weight 0 or no value: no observation
+                    W[j, g] += wt
+                    WY[j, g] += wt * yt
+        # valid days, distance to the nearest one (forward / backward fill of day numbers)
+        for g in range(G):
+            nv[g] = 0
+            cur[g] = -big
+        for i in range(m):
+            for g in range(G):
+                if W[i, g] > 0:
+                    nv[g] += 1
+                    cur[g] = i
+                last[i, g] = cur[g]
+        for g in range(G):
+            cur[g] = big
+        for i in range(m - 1, -1, -1):
+            for g in range(G):
+                if W[i, g] > 0:
+                    cur[g] = i
+                nxt[i, g] = cur[g]
+        for g in range(G):
+            nvalid[g0 + g] = nv[g]
+            ok[g] = nv[g] >= min_obs
+        for k in range(nout):
+            o = out_idx[k]
+            for g in range(G):
+                fl = 0
+                if nv[g] > 0:
+                    dk = min(o - last[o, g], nxt[o, g] - o)
+                    dist[k, g0 + g] = np.float32(dk)
+                    if last[o, g] < 0 or nxt[o, g] >= m:
+                        fl |= 2  # SmoothingFlag.EXTRAPOLATED
+                    if max_distance >= 0 and dk > max_distance:
+                        fl |= 4  # SmoothingFlag.TOO_FAR
+                if not ok[g]:
+                    fl |= 1  # SmoothingFlag.TOO_FEW_OBSERVATIONS
+                flags[k, g0 + g] = fl
+        # pixels that cannot be smoothed get a harmless system (weight 1 everywhere), then NaN
+        for i in range(m):
+            for g in range(G):
+                if not ok[g]:
+                    W[i, g] = 1.0
+                    WY[i, g] = 0.0
+        if how == _HOW_FIXED:
+            for g in range(G):
+                lam_px[g] = lam
+        else:
+            for g in range(G):
+                sw[g] = 0.0
+                best[g] = 0
+                best_score[g] = np.inf
+            for i in range(m):
+                for g in range(G):
+                    sw[g] += W[i, g]
+                    ybar[i, g] = WY[i, g] / W[i, g] if W[i, g] > 0 else 0.0
+            for gi in range(ng):
+                for g in range(G):
+                    lam_g[g] = grid[gi]
+                _ldl_group(W, lam_g, pen, L, D, tmp, G)
+                _solve_group(L, D, WY, z, G)
+                if how == _HOW_CV:
+                    _inverse_diagonal_group(L, D, S, tmp, G)
+                    for g in range(G):
+                        tmp[g] = 0.0
+                    for i in range(m):
+                        for g in range(G):
+                            r2 = W[i, g] * (ybar[i, g] - z[i, g]) ** 2
+                            h = min(max(W[i, g] * S[0, i, g], 0.0), 1.0 - 1e-9)
+                            tmp[g] += r2 / (1.0 - h) ** 2
+                    for g in range(G):
+                        score = tmp[g] / sw[g]
+                        if score < best_score[g]:  # the first of equal scores, as numpy's argmin
+                            best_score[g] = score
+                            best[g] = gi
+                else:
+                    for g in range(G):
+                        fid = 0.0
+                        for i in range(m):
+                            fid += W[i, g] * (ybar[i, g] - z[i, g]) ** 2
+                        for i in range(m):
+                            dz[i] = z[i, g]
+                        mm = m
+                        for _ in range(p):  # np.diff(z, n=order): repeated first differences
+                            for i in range(mm - 1):
+                                dz[i] = dz[i + 1] - dz[i]
+                            mm -= 1
+                        rough = 0.0
+                        for i in range(mm):
+                            rough += dz[i] ** 2
+                        fval[gi, g] = np.log10(max(fid, 1e-300))
+                        rval[gi, g] = np.log10(max(rough, 1e-300))
+            for g in range(G):
+                if how == _HOW_CV:
+                    lam_px[g] = grid[best[g]]
+                else:
+                    for gi in range(ng - 1):
+                        v = np.hypot(fval[gi + 1, g] - fval[gi, g], rval[gi + 1, g] - rval[gi, g])
+                        if v < best_score[g]:
+                            best_score[g] = v
+                            best[g] = gi
+                    lam_px[g] = np.sqrt(grid[best[g]] * grid[best[g] + 1])
+        _ldl_group(W, lam_px, pen, L, D, tmp, G)
+        _solve_group(L, D, WY, z, G)
+        if envelope_iterations > 0:
+            for i in range(m):
+                for g in range(G):
+                    ybar[i, g] = WY[i, g] / (W[i, g] if W[i, g] > 0 else 1.0)
+            for _ in range(envelope_iterations):
+                for i in range(m):
+                    for g in range(G):
+                        Wit[i, g] = W[i, g] * envelope_factor if ybar[i, g] < z[i, g] else W[i, g]
+                        b[i, g] = Wit[i, g] * ybar[i, g]
+                _ldl_group(Wit, lam_px, pen, L, D, tmp, G)
+                _solve_group(L, D, b, z, G)
+        for k in range(nout):
+            o = out_idx[k]
+            for g in range(G):
+                if not ok[g] or (max_distance >= 0 and dist[k, g0 + g] > max_distance):
+                    res[k, g0 + g] = nan32
+                else:
+                    res[k, g0 + g] = np.float32(z[o, g])
+        for g in range(G):
+            lam_used[g0 + g] = np.float32(lam_px[g]) if ok[g] else nan32
+
+
+# --------------------------------------------------------------------------------------
 # the kernel
 
 
@@ -476,6 +744,16 @@ def whittaker(values, weights, dates, out_dates, lam=DEFAULT_LAMBDA, order: int 
     quality : SmoothingQuality
         Distance to the nearest valid observation, flags, valid-day count, lambda.
     """
+    return _whittaker(values, weights, dates, out_dates, lam, order, min_obs=min_obs,
+                      max_distance=max_distance, lam_grid=lam_grid,
+                      envelope_iterations=envelope_iterations, envelope_factor=envelope_factor,
+                      clip=clip, kernel=_smooth_pixels)
+
+
+def _whittaker(values, weights, dates, out_dates, lam, order, *, min_obs, max_distance, lam_grid,
+               envelope_iterations, envelope_factor, clip, kernel):
+    """:func:`whittaker` with the per-pixel ``kernel`` given: :func:`_smooth_pixels` (compiled)
+    or :func:`_smooth_numpy` (the vectorised numpy reference the benchmark compares against)."""
     lam, grid = _check_lam(lam, lam_grid)
     if int(order) != order or order < 1:
         raise ConfigurationError(f"order {order!r}: expected a positive whole number")
@@ -491,7 +769,9 @@ def whittaker(values, weights, dates, out_dates, lam=DEFAULT_LAMBDA, order: int 
         raise ConfigurationError(f"envelope_factor {envelope_factor!r}: expected 0 to 1")
     if clip is not None and (len(clip) != 2 or not clip[0] <= clip[1]):
         raise ConfigurationError(f"clip {clip!r}: expected (low, high) with low <= high")
-    y = np.asarray(values, dtype=np.float64)
+    y = np.asarray(values)
+    if not np.issubdtype(y.dtype, np.floating):
+        y = y.astype(np.float64)
     if y.ndim < 1:
         raise ConfigurationError("values: expected an array shaped (time, ...)")
     days = _days(dates, "dates")
@@ -499,18 +779,19 @@ def whittaker(values, weights, dates, out_dates, lam=DEFAULT_LAMBDA, order: int 
     if days.size != y.shape[0]:
         raise ConfigurationError(f"dates: {days.size} dates for {y.shape[0]} time steps in values")
     if weights is None:
-        w = np.ones_like(y)
+        w = np.ones((1, 1), dtype=y.dtype)
     else:
-        w = np.asarray(weights, dtype=np.float64)
+        w = np.asarray(weights)
+        if not np.issubdtype(w.dtype, np.floating):
+            w = w.astype(np.float64)
         if w.shape != y.shape:
             raise ConfigurationError(f"weights shape {w.shape} differs from values shape {y.shape}")
         if np.isnan(w).any() or (w < 0).any():
             raise ConfigurationError("weights: expected finite values >= 0")
     pix_shape = y.shape[1:]
     npix = int(np.prod(pix_shape, dtype=np.int64))
-    y2, w2 = y.reshape(y.shape[0], npix), w.reshape(y.shape[0], npix)
-    w2 = np.where(np.isfinite(y2), w2, 0.0)
-    y2 = np.where(w2 > 0, y2, 0.0)
+    y2 = y.reshape(y.shape[0], npix)
+    w2 = np.broadcast_to(w, y2.shape) if weights is None else w.reshape(y.shape[0], npix)
 
     nout = out.size
     res = np.full((nout, npix), np.nan, dtype=np.float32)
@@ -522,14 +803,15 @@ def whittaker(values, weights, dates, out_dates, lam=DEFAULT_LAMBDA, order: int 
         start = min(days.min() if days.size else out.min(), out.min() if nout else days.min())
         stop = max(days.max() if days.size else out.max(), out.max() if nout else days.max())
         m = int((stop - start).astype(int)) + 1
-        obs_idx = (days - start).astype(int)
-        out_idx = (out - start).astype(int)
+        obs_idx = (days - start).astype(np.int64)
+        out_idx = (out - start).astype(np.int64)
         pen = _penalty_bands(m, order)
-        for b0 in range(0, npix, BATCH_PIXELS):
-            sl = slice(b0, min(npix, b0 + BATCH_PIXELS))
-            r = _smooth_batch(y2[:, sl], w2[:, sl], obs_idx, out_idx, m, pen, order, lam, grid,
-                              min_obs, max_distance, int(envelope_iterations), envelope_factor)
-            res[:, sl], dist[:, sl], flags[:, sl], nvalid[sl], lam_used[sl] = r
+        how = _HOW_FIXED if grid is None else _HOW_CV if lam == "cv" else _HOW_VCURVE
+        kernel(y2, w2, obs_idx, out_idx, m, pen, 0.0 if grid is not None else float(lam),
+                       how, np.zeros(0) if grid is None else np.asarray(grid, np.float64),
+                       int(min_obs), -1.0 if max_distance is None else float(max_distance),
+                       int(envelope_iterations), float(envelope_factor),
+                       res, dist, flags, nvalid, lam_used)
     if clip is not None:
         res = np.clip(res, np.float32(clip[0]), np.float32(clip[1]))
     q = SmoothingQuality(distance=dist.reshape((nout,) + pix_shape),
@@ -592,6 +874,25 @@ def _smooth_batch(y, w, obs_idx, out_idx, m, pen, order, lam, grid, min_obs, max
         flags |= far.astype(np.uint8) * np.uint8(SmoothingFlag.TOO_FAR)
     lam_out = np.where(ok, lam_px, np.nan).astype(np.float32)
     return res, dist.astype(np.float32), flags, nvalid, lam_out
+
+
+def _smooth_numpy(y, w, obs_idx, out_idx, m, pen, lam, how, grid, min_obs, max_distance,
+                  envelope_iterations, envelope_factor, res, dist, flags, nvalid, lam_used):
+    """The numpy reference of :func:`_smooth_pixels` (same arguments): batches of
+    :data:`BATCH_PIXELS` pixels, the loops over days and the arithmetic over pixels."""
+    order = pen.shape[0] - 1
+    lam_arg = {_HOW_FIXED: lam, _HOW_CV: "cv", _HOW_VCURVE: "vcurve"}[how]
+    grid_arg = None if how == _HOW_FIXED else grid
+    maxd = None if max_distance < 0 else max_distance
+    npix = y.shape[1]
+    for b0 in range(0, npix, BATCH_PIXELS):
+        sl = slice(b0, min(npix, b0 + BATCH_PIXELS))
+        yb, wb = y[:, sl].astype(np.float64), w[:, sl].astype(np.float64)
+        wb = np.where(np.isfinite(yb), wb, 0.0)
+        yb = np.where(wb > 0, yb, 0.0)
+        r = _smooth_batch(yb, wb, obs_idx, out_idx, m, pen, order, lam_arg, grid_arg, min_obs, maxd,
+                          envelope_iterations, envelope_factor)
+        res[:, sl], dist[:, sl], flags[:, sl], nvalid[sl], lam_used[sl] = r
 
 
 def _select_lambda(W, WY, pen, order, how, grid):
