@@ -266,7 +266,7 @@ def test_per_band_metadata(per_band):
     assert p.aux["aot"].nodata == 0
     assert p.grid(10) == tile_geobox("T38KPD", 10) and p.grid(20) == tile_geobox("T38KPD", 20)
     assert read_muscate(prod, resolution=10).quality["CLM"].path.endswith("_CLM_R1.tif")
-    assert read_muscate(prod, "SRE").bands["B8A"].path.endswith(f"{PID}_SRE_B8A.tif")
+    assert read_muscate(prod, reflectance="SRE").bands["B8A"].path.endswith(f"{PID}_SRE_B8A.tif")
 
 
 def test_per_band_values_and_masks_r1(per_band):
@@ -343,7 +343,7 @@ def test_mtd_missing_a_band(per_band):
     mtd.write_text(text.replace(line, ""), encoding="utf-8")
     with pytest.raises(MissingBandError, match=r"MTD_ALL\.xml: band\(s\) B4 of Band_Global_List"):
         read_muscate(prod)
-    read_muscate(prod, "SRE")  # the SRE list is whole
+    read_muscate(prod, reflectance="SRE")  # the SRE list is whole
 
 
 def test_listed_band_file_absent(per_band):
@@ -475,4 +475,4 @@ def test_n2a_on_a_sentinel2_tile():
 
 def test_n2a_sre_is_absent_for_landsat():
     with pytest.raises(MissingBandError, match="ORTHO_SURF_CORR_ENV"):
-        read_muscate(N2A_H2, "SRE")
+        read_muscate(N2A_H2, reflectance="SRE")

@@ -40,6 +40,21 @@ class _Group(click.Group):
             sys.exit(1)
 
 
+STACK_BANDS_HELP = ("Band names, in file order, of a product stored as one multi-band stack "
+                    "whose metadata does not say which bands it holds (MUSCATE *_STACK.tif "
+                    "extracts), comma-separated: --stack-bands B04 or B02,B03,B04,B08.")
+
+
+def _band_list(value: str | None) -> tuple[str, ...] | None:
+    """``"B02, B03"`` -> ``("B02", "B03")`` (the ``--stack-bands`` option)."""
+    if value is None:
+        return None
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not names:
+        raise click.BadParameter(f"{value!r}: expected band names separated by commas, e.g. B04")
+    return names
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="agriseries")
 def main() -> None:
@@ -57,8 +72,10 @@ def main() -> None:
 @click.option("--allow-missing-bands", is_flag=True,
               help="Ingest the bands on disk when some are missing (partial downloads) instead "
                    "of refusing the product; the STAC Item lists the bands left out.")
+@click.option("--stack-bands", default=None, callback=lambda ctx, param, v: _band_list(v),
+              help=STACK_BANDS_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the result of every path as JSON.")
-def ingest(paths, store_dir, tile, overwrite, allow_missing_bands, as_json):
+def ingest(paths, store_dir, tile, overwrite, allow_missing_bands, stack_bands, as_json):
     """Read provider products (SAFE, MUSCATE, Landsat C2, NetCDF/Zarr series) into the store.
 
     Each PATH becomes one product per acquisition and tile (COGs + STAC Item). A bad
@@ -81,7 +98,8 @@ def ingest(paths, store_dir, tile, overwrite, allow_missing_bands, as_json):
             progress.update(task, advance=1, description=Path(res.path).name[:60])
 
         results = run_ingest(list(paths), store, tile=tile, overwrite=overwrite,
-                             allow_missing_bands=allow_missing_bands, on_result=_tick)
+                             allow_missing_bands=allow_missing_bands, stack_bands=stack_bands,
+                             on_result=_tick)
     failed = [r for r in results if r.status == "failed"]
     if as_json:
         out.print_json(json.dumps({
@@ -108,18 +126,15 @@ def ingest(paths, store_dir, tile, overwrite, allow_missing_bands, as_json):
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--allow-missing-bands", is_flag=True,
               help="Describe the bands on disk when some are missing instead of refusing.")
+@click.option("--stack-bands", default=None, callback=lambda ctx, param, v: _band_list(v),
+              help=STACK_BANDS_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def info(path, allow_missing_bands, as_json):
+def info(path, allow_missing_bands, stack_bands, as_json):
     """Describe a product or series: reader, id, sensor, date, tile, bands, grids."""
-    import inspect
-
     from .io.detect import find_reader
 
     reader = find_reader(path)
-    kwargs = {}
-    if allow_missing_bands and "allow_missing_bands" in inspect.signature(reader.read).parameters:
-        kwargs["allow_missing_bands"] = True
-    obj = reader.read(str(path), **kwargs)
+    obj = reader.read(str(path), allow_missing_bands=allow_missing_bands, stack_bands=stack_bands)
     if reader.kind == "product":
         doc = {
             "reader": reader.name, "product_id": obj.product_id, "level": obj.level,

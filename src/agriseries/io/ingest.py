@@ -20,11 +20,10 @@ and the caller decides the exit code.
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import xarray as xr
@@ -66,6 +65,7 @@ class IngestResult:
 
 def ingest(paths: list[str | Path], store: ProductStore, *, tile: str | None = None,
            overwrite: bool = False, allow_missing_bands: bool = False,
+           stack_bands: Sequence[str] | None = None,
            on_result: Callable[[IngestResult], None] | None = None) -> list[IngestResult]:
     """Ingest every path into the store; return one result per path.
 
@@ -83,7 +83,11 @@ def ingest(paths: list[str | Path], store: ProductStore, *, tile: str | None = N
     allow_missing_bands
         Ingest the bands that are on disk when some are missing (partial downloads),
         instead of refusing the product; the item lists the bands left out in
-        ``agriseries:missing_bands``. Readers without partial products ignore it.
+        ``agriseries:missing_bands``. A series has nothing to leave out.
+    stack_bands
+        The band names, in file order, of a product stored as one multi-band stack
+        whose metadata does not say which bands it holds (MUSCATE ``*_STACK.tif``
+        extracts); refused by the readers of one-file-per-band formats.
     on_result
         Called after each path (progress reporting).
     """
@@ -94,14 +98,12 @@ def ingest(paths: list[str | Path], store: ProductStore, *, tile: str | None = N
         try:
             reader = find_reader(path)
             res.reader = reader.name
+            obj = reader.read(str(path), allow_missing_bands=allow_missing_bands,
+                              stack_bands=stack_bands)
             if reader.kind == "product":
-                kwargs = {}
-                if "allow_missing_bands" in inspect.signature(reader.read).parameters:
-                    kwargs["allow_missing_bands"] = allow_missing_bands
-                product = reader.read(str(path), **kwargs)
-                written, skipped = ingest_product(product, store, tile=tile, overwrite=overwrite)
+                written, skipped = ingest_product(obj, store, tile=tile, overwrite=overwrite)
             else:  # series are written below, grouped with the other files of their dates
-                series.append((res, reader.read(str(path))))
+                series.append((res, obj))
                 continue
             res.products = written + skipped
             res.status = "ingested" if written else "skipped"

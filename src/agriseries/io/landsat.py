@@ -75,29 +75,30 @@ import math
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
-import rasterio
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry, polygon
 from pyproj import CRS as _ProjCRS
 from pyproj.exceptions import CRSError
-from rasterio.errors import RasterioIOError
 
 from ..core.bands import sensor_name
 from ..core.errors import (
     ConfigurationError,
     CorruptProductError,
+    InputProductError,
     MissingBandError,
     UnknownProductError,
 )
 from ..core.masks import from_qa_pixel
+from .files import file_geobox
 from .product import AngleGrid, Asset, SourceProduct
 
 __all__ = [
     "MTL_SUFFIXES",
     "decode_quality",
+    "diagnose",
     "find_mtl",
     "is_landsat",
     "parse_mtl_json",
@@ -146,6 +147,10 @@ ANGLE_SCALE = 0.01
 Mtl = dict[str, dict[str, dict[str, str]]]
 
 _SPACECRAFT_RE = re.compile(r"SPACECRAFT_ID\W{1,6}LANDSAT_[89]\b")
+#: File names of Landsat products: Collection 1/2 ids (``LE07_L2SP_021030_20100109_20200911_02_T1_``)
+#: and pre-collection scene ids (``LC80130312015295LGN00_``).
+_FILE_RE = re.compile(r"^(L[COTEM]0\d_L[12][A-Z0-9]{2}_\d{6}_\d{8}_\d{8}_\d{2}_[A-Z0-9]{2}_"
+                      r"|L[COTEM]\d\d{13}[A-Z]{3}\d\d_)", re.IGNORECASE)
 _TIME_RE = re.compile(r"^(\d{1,2}):(\d{2}):(\d{2})(?:\.(\d+))?Z?$")
 
 
@@ -346,11 +351,7 @@ def find_mtl(path: str | Path) -> Path:
         return p
     if not p.is_dir():
         raise UnknownProductError(p, "no such file or folder")
-    found: dict[str, list[Path]] = {}
-    for f in sorted(p.iterdir()):
-        stem = _mtl_stem(f.name)
-        if stem is not None and f.is_file():
-            found.setdefault(stem, []).append(f)
+    found = _mtl_files(p)
     if not found:
         raise UnknownProductError(
             p, "no *_MTL.txt, *_MTL.xml or *_MTL.json file: not a Landsat Collection 2 product"
@@ -362,6 +363,16 @@ def find_mtl(path: str | Path) -> Path:
         )
     files = next(iter(found.values()))
     return min(files, key=lambda f: [f.name.endswith(s) for s in MTL_SUFFIXES].index(True))
+
+
+def _mtl_files(folder: Path) -> dict[str, list[Path]]:
+    """The MTL files of a folder, by product (file stem)."""
+    found: dict[str, list[Path]] = {}
+    for f in sorted(folder.iterdir()):
+        stem = _mtl_stem(f.name)
+        if stem is not None and f.is_file():
+            found.setdefault(stem, []).append(f)
+    return found
 
 
 def is_landsat(path: str | Path) -> bool:
@@ -378,6 +389,44 @@ def is_landsat(path: str | Path) -> bool:
     except (UnknownProductError, OSError):
         return False
     return C2_ROOT in text[:2000] and _SPACECRAFT_RE.search(text) is not None
+
+
+def diagnose(path: str | Path) -> InputProductError | None:
+    """What is wrong with a path that looks like a Landsat product but is not a readable one.
+
+    The error :func:`read_landsat` raises for an MTL that :func:`is_landsat` turns down
+    (Landsat 1-7, Collection 1, unreadable or corrupt), or an "MTL missing" error for a
+    folder of Landsat band files (``LE07_L2SP_..._SR_B4.TIF``, ``LC80130312015295LGN00_B1.TIF``)
+    without one. None for a readable product or a path that does not look like Landsat.
+    Never raises.
+    """
+    p = Path(path)
+    try:
+        if p.is_dir():
+            found = _mtl_files(p)
+            if len(found) > 1:
+                return UnknownProductError(
+                    p, f"metadata of several Landsat products in one folder "
+                       f"({', '.join(sorted(found))}): pass the MTL file of the one to read")
+            if not found:
+                named = sorted(f.name for f in p.iterdir() if _FILE_RE.match(f.name))
+                if not named:
+                    return None
+                return UnknownProductError(
+                    p, f"Landsat product folder without its metadata: no *_MTL.txt, *_MTL.xml or "
+                       f"*_MTL.json beside its {len(named)} Landsat file(s) ({named[0]} ...); "
+                       "expected the MTL file USGS ships with the bands")
+        elif not (p.is_file() and _mtl_stem(p.name) is not None):
+            return None
+        mtl = find_mtl(p)
+        if is_landsat(mtl):
+            return None
+        _identify(mtl)
+    except InputProductError as exc:
+        return exc
+    except OSError:
+        return None
+    return None
 
 
 # -------------------------------------------------------------------- metadata access
@@ -621,17 +670,6 @@ def _check_files(product_path: Path, assets: Mapping[str, Asset], what: str) -> 
             )
 
 
-def _file_geobox(path: str) -> GeoBox:
-    try:
-        with rasterio.open(path) as src:
-            if src.crs is None:
-                raise CorruptProductError(
-                    path, "the raster has no CRS: a georeferenced GeoTIFF expected")
-            return GeoBox(src.shape, src.transform, src.crs)
-    except RasterioIOError as exc:
-        raise CorruptProductError(path, f"cannot open the raster: {exc}") from exc
-
-
 def _same_crs(a: str, b) -> bool:
     try:
         return _ProjCRS.from_user_input(a) == _ProjCRS.from_user_input(str(b))
@@ -642,7 +680,9 @@ def _same_crs(a: str, b) -> bool:
 # -------------------------------------------------------------------------- reader
 
 
-def read_landsat(path: str | Path, *, check_files: bool = True) -> SourceProduct:
+def read_landsat(path: str | Path, *, allow_missing_bands: bool = False,
+                 stack_bands: Sequence[str] | None = None,
+                 check_files: bool = True) -> SourceProduct:
     """Read a Landsat 8/9 Collection 2 product (folder or MTL file) as a :class:`SourceProduct`.
 
     See the module docstring for what is read and the approximations made.
@@ -651,6 +691,13 @@ def read_landsat(path: str | Path, *, check_files: bool = True) -> SourceProduct
     ----------
     path
         The product folder, or its ``*_MTL.txt`` / ``*_MTL.xml`` / ``*_MTL.json``.
+    allow_missing_bands
+        Leave out the reflectance bands whose file is not on disk instead of refusing
+        the product (partial downloads); they are listed in ``metadata["missing_bands"]``.
+        The quality layers are always required.
+    stack_bands
+        Part of every reader's signature (:mod:`agriseries.io.detect`); a Landsat
+        bundle has one file per band, so giving it is a :class:`ConfigurationError`.
     check_files
         Check that every file the product needs is on disk and take the native grid
         from the first band file's georeferencing (default). ``False`` builds the
@@ -665,7 +712,7 @@ def read_landsat(path: str | Path, *, check_files: bool = True) -> SourceProduct
     Raises
     ------
     UnknownProductError
-        Not a Landsat 8/9 Collection 2 product (Collection 1, Landsat 4-7, unknown
+        Not a Landsat 8/9 Collection 2 product (Collection 1, Landsat 1-7, unknown
         processing level or map projection).
     CorruptProductError
         The metadata cannot be parsed or lacks a value, or a band file cannot be
@@ -674,32 +721,11 @@ def read_landsat(path: str | Path, *, check_files: bool = True) -> SourceProduct
         The metadata names no file for a band or quality layer, or the named file is
         not on disk.
     """
+    if stack_bands is not None:
+        raise ConfigurationError(f"{path}: stack_bands names the bands of a multi-band stack; a "
+                                 "Landsat product has one file per band")
     mtl = find_mtl(path)
-    doc = read_mtl(mtl)
-    root, groups = next(iter(doc.items()))
-    if root == "L1_METADATA_FILE":
-        raise UnknownProductError(
-            mtl, "Collection 1 or pre-collection metadata (L1_METADATA_FILE): only Landsat "
-            "Collection 2 products (LANDSAT_METADATA_FILE) are read"
-        )
-    if root != C2_ROOT:
-        raise UnknownProductError(mtl, f"root group {root or '?'}: expected {C2_ROOT}")
-    f = _Fields(groups, mtl)
-
-    spacecraft = f.text("IMAGE_ATTRIBUTES", "SPACECRAFT_ID")
-    try:
-        sensor = sensor_name(spacecraft)
-    except ConfigurationError:
-        sensor = ""
-    if sensor not in ("L8", "L9"):
-        raise UnknownProductError(
-            mtl, f"SPACECRAFT_ID = {spacecraft}: only Landsat 8 and 9 (OLI) products are read"
-        )
-    processing_level = f.text("PRODUCT_CONTENTS", "PROCESSING_LEVEL")
-    if processing_level not in LEVELS:
-        raise UnknownProductError(
-            mtl, f"PROCESSING_LEVEL = {processing_level}: expected one of {', '.join(LEVELS)}"
-        )
+    f, sensor, processing_level = _identify(mtl)
     level, producer = LEVELS[processing_level]
     product_id = f.text("PRODUCT_CONTENTS", "LANDSAT_PRODUCT_ID")
     when = _acquisition_time(f)
@@ -713,24 +739,19 @@ def read_landsat(path: str | Path, *, check_files: bool = True) -> SourceProduct
     else:
         bands, aux = _l1_assets(f, sun_elevation), {}
     quality = _quality_assets(f)
-    angle_bands = _angle_band_assets(f)
-    aux.update(angle_bands)
+    aux.update(_angle_band_assets(f))
 
     sizes = _nominal_sizes(f)
     nominal = {name: sizes["pan"] if (level == "L1C" and name == "B8") else sizes["reflective"]
                for name in bands}
     native_grids: dict[int, GeoBox] = {}
+    missing: list[str] = []
     factor = 1.0
     if check_files:
-        _check_files(mtl, bands, "band")
+        bands, missing = _bands_on_disk(mtl, bands, allow_missing_bands)
         _check_files(mtl, quality, "quality layer")
         _check_files(mtl, aux, "layer")
-        first = next(iter(bands.values()))
-        gb = _file_geobox(first.path)
-        if not _same_crs(crs, gb.crs):
-            raise CorruptProductError(
-                first.path, f"raster CRS {gb.crs} differs from the metadata's {crs}"
-            )
+        gb = _checked_grid(next(iter(bands.values())).path, crs)
         file_res = abs(gb.resolution.x)
         factor = file_res / sizes["reflective"]
         native_grids[int(round(file_res))] = gb
@@ -741,46 +762,9 @@ def read_landsat(path: str | Path, *, check_files: bool = True) -> SourceProduct
     bands = {k: _with_resolution(a, _res(nominal[k])) for k, a in bands.items()}
     quality = {k: _with_resolution(a, _res(sizes["reflective"])) for k, a in quality.items()}
     aux = {k: _with_resolution(a, _res(sizes["reflective"])) for k, a in aux.items()}
-
-    bbox = footprint.to_crs(crs).boundingbox
-    ulx, uly, width = bbox.left, bbox.top, bbox.right - bbox.left
-    sun_grid = None
-    if "sun_zenith" not in aux:
-        sun_grid = AngleGrid(np.array([[90.0 - sun_elevation]]), np.array([[sun_azimuth]]),
-                             ulx, uly, width, crs)
-    view_angles: dict[str, AngleGrid] = {}
-    if "view_zenith" not in aux:
-        nadir = AngleGrid(np.zeros((1, 1)), np.zeros((1, 1)), ulx, uly, width, crs)
-        view_angles = {name: nadir for name in bands}
-
-    metadata: dict[str, object] = {
-        "mtl": str(mtl),
-        "processing_level": processing_level,
-        "collection_number": f.get("PRODUCT_CONTENTS", "COLLECTION_NUMBER"),
-        "collection_category": f.get("PRODUCT_CONTENTS", "COLLECTION_CATEGORY"),
-        "sensor_id": f.get("IMAGE_ATTRIBUTES", "SENSOR_ID"),
-        "wrs_path": f.get("IMAGE_ATTRIBUTES", "WRS_PATH"),
-        "wrs_row": f.get("IMAGE_ATTRIBUTES", "WRS_ROW"),
-        "cloud_cover": f.optional_number("IMAGE_ATTRIBUTES", "CLOUD_COVER"),
-        "cloud_cover_land": f.optional_number("IMAGE_ATTRIBUTES", "CLOUD_COVER_LAND"),
-        "sun_elevation": sun_elevation,
-        "sun_azimuth": sun_azimuth,
-        "earth_sun_distance": f.optional_number("IMAGE_ATTRIBUTES", "EARTH_SUN_DISTANCE"),
-        "scene_id": f.get("LEVEL1_PROCESSING_RECORD", "LANDSAT_SCENE_ID"),
-        "level1_product_id": f.get("LEVEL1_PROCESSING_RECORD", "LANDSAT_PRODUCT_ID"),
-        "processing_software": (f.get("LEVEL2_PROCESSING_RECORD", "PROCESSING_SOFTWARE_VERSION")
-                                or f.get("LEVEL1_PROCESSING_RECORD",
-                                         "PROCESSING_SOFTWARE_VERSION")),
-        "view_angles": "angle bands" if "view_zenith" in aux else "nadir (approximation)",
-        "sun_angles": "angle bands" if "sun_zenith" in aux else "scene centre",
-    }
-    if level == "L2A":
-        metadata["sr_algorithm"] = f.get("LEVEL2_PROCESSING_RECORD",
-                                         "ALGORITHM_SOURCE_SURFACE_REFLECTANCE")
-    else:
-        metadata["toa_sun_correction"] = (
-            "scale and offset divided by sin(SUN_ELEVATION) at the scene centre")
-
+    sun_grid, view_angles = _scene_angles(footprint, crs, sun_elevation, sun_azimuth, aux, bands)
+    metadata = _metadata(f, mtl, processing_level, level, aux)
+    metadata.update(sun_elevation=sun_elevation, sun_azimuth=sun_azimuth, missing_bands=missing)
     return SourceProduct(
         path=str(path),
         product_id=product_id,
@@ -800,6 +784,121 @@ def read_landsat(path: str | Path, *, check_files: bool = True) -> SourceProduct
         native_grids=native_grids,
         metadata=metadata,
     )
+
+
+def _identify(mtl: Path) -> tuple[_Fields, str, str]:
+    """The parsed MTL, the sensor (``L8``/``L9``) and the processing level, checked.
+
+    Raises
+    ------
+    CorruptProductError
+        The MTL cannot be read or parsed.
+    UnknownProductError
+        Collection 1 metadata, another Landsat than 8/9, an unknown processing level.
+    """
+    doc = read_mtl(mtl)
+    root, groups = next(iter(doc.items()))
+    if root == "L1_METADATA_FILE":
+        raise UnknownProductError(
+            mtl, "Collection 1 or pre-collection metadata (L1_METADATA_FILE): only Landsat "
+            "Collection 2 products (LANDSAT_METADATA_FILE) are read"
+        )
+    if root != C2_ROOT:
+        raise UnknownProductError(mtl, f"root group {root or '?'}: expected {C2_ROOT}")
+    f = _Fields(groups, mtl)
+    spacecraft = f.text("IMAGE_ATTRIBUTES", "SPACECRAFT_ID")
+    try:
+        sensor = sensor_name(spacecraft)
+    except ConfigurationError:
+        sensor = ""
+    if sensor not in ("L8", "L9"):
+        raise UnknownProductError(mtl, f"SPACECRAFT_ID = {spacecraft}: {_not_read(spacecraft, f)}")
+    processing_level = f.text("PRODUCT_CONTENTS", "PROCESSING_LEVEL")
+    if processing_level not in LEVELS:
+        raise UnknownProductError(
+            mtl, f"PROCESSING_LEVEL = {processing_level}: expected one of {', '.join(LEVELS)}"
+        )
+    return f, sensor, processing_level
+
+
+def _not_read(spacecraft: str, f: _Fields | None = None) -> str:
+    """Why a Landsat other than 8/9 is refused, in the words of the error message."""
+    m = re.search(r"(\d+)$", spacecraft.strip())
+    number = int(m.group(1)) if m else None
+    sensor_id = (f.get("IMAGE_ATTRIBUTES", "SENSOR_ID") if f is not None else None) or ""
+    if sensor_id.upper() == "MSS" or (number is not None and number <= 3):
+        what = "Landsat 1-5 MSS is not supported"
+    elif number is not None and 4 <= number <= 7:
+        what = "Landsat 4-7 is not supported (other bands and quality bits)"
+    else:
+        what = "not a Landsat 8/9 spacecraft"
+    return f"{what}; agriseries reads Landsat 8/9 Collection 2 (OLI) products"
+
+
+def _bands_on_disk(mtl: Path, bands: Mapping[str, Asset],
+                   allow_missing: bool) -> tuple[dict[str, Asset], list[str]]:
+    """The bands whose file is on disk, and the ones left out (``allow_missing``)."""
+    absent = [name for name, a in bands.items() if not Path(a.path).is_file()]
+    if not absent:
+        return dict(bands), []
+    if not allow_missing or len(absent) == len(bands):
+        _check_files(mtl, bands, "band")
+    return {k: a for k, a in bands.items() if k not in absent}, absent
+
+
+def _checked_grid(path: str, crs: str) -> GeoBox:
+    """The grid of a band file, which must be in the metadata's CRS."""
+    gb = file_geobox(path)
+    if not _same_crs(crs, gb.crs):
+        raise CorruptProductError(path, f"raster CRS {gb.crs} differs from the metadata's {crs}")
+    return gb
+
+
+def _scene_angles(footprint: Geometry, crs: str, sun_elevation: float, sun_azimuth: float,
+                  aux: Mapping[str, Asset], bands: Mapping[str, Asset]):
+    """Scene-centre sun grid and nadir view grids, unless angle bands replace them."""
+    bbox = footprint.to_crs(crs).boundingbox
+    ulx, uly, width = bbox.left, bbox.top, bbox.right - bbox.left
+    sun_grid = None
+    if "sun_zenith" not in aux:
+        sun_grid = AngleGrid(np.array([[90.0 - sun_elevation]]), np.array([[sun_azimuth]]),
+                             ulx, uly, width, crs)
+    view_angles: dict[str, AngleGrid] = {}
+    if "view_zenith" not in aux:
+        nadir = AngleGrid(np.zeros((1, 1)), np.zeros((1, 1)), ulx, uly, width, crs)
+        view_angles = {name: nadir for name in bands}
+    return sun_grid, view_angles
+
+
+def _metadata(f: _Fields, mtl: Path, processing_level: str, level: str,
+              aux: Mapping[str, Asset]) -> dict[str, object]:
+    """The facts of the MTL worth keeping in ``SourceProduct.metadata``."""
+    metadata: dict[str, object] = {
+        "mtl": str(mtl),
+        "processing_level": processing_level,
+        "collection_number": f.get("PRODUCT_CONTENTS", "COLLECTION_NUMBER"),
+        "collection_category": f.get("PRODUCT_CONTENTS", "COLLECTION_CATEGORY"),
+        "sensor_id": f.get("IMAGE_ATTRIBUTES", "SENSOR_ID"),
+        "wrs_path": f.get("IMAGE_ATTRIBUTES", "WRS_PATH"),
+        "wrs_row": f.get("IMAGE_ATTRIBUTES", "WRS_ROW"),
+        "cloud_cover": f.optional_number("IMAGE_ATTRIBUTES", "CLOUD_COVER"),
+        "cloud_cover_land": f.optional_number("IMAGE_ATTRIBUTES", "CLOUD_COVER_LAND"),
+        "earth_sun_distance": f.optional_number("IMAGE_ATTRIBUTES", "EARTH_SUN_DISTANCE"),
+        "scene_id": f.get("LEVEL1_PROCESSING_RECORD", "LANDSAT_SCENE_ID"),
+        "level1_product_id": f.get("LEVEL1_PROCESSING_RECORD", "LANDSAT_PRODUCT_ID"),
+        "processing_software": (f.get("LEVEL2_PROCESSING_RECORD", "PROCESSING_SOFTWARE_VERSION")
+                                or f.get("LEVEL1_PROCESSING_RECORD",
+                                         "PROCESSING_SOFTWARE_VERSION")),
+        "view_angles": "angle bands" if "view_zenith" in aux else "nadir (approximation)",
+        "sun_angles": "angle bands" if "sun_zenith" in aux else "scene centre",
+    }
+    if level == "L2A":
+        metadata["sr_algorithm"] = f.get("LEVEL2_PROCESSING_RECORD",
+                                         "ALGORITHM_SOURCE_SURFACE_REFLECTANCE")
+    else:
+        metadata["toa_sun_correction"] = (
+            "scale and offset divided by sin(SUN_ELEVATION) at the scene centre")
+    return metadata
 
 
 def _with_resolution(asset: Asset, resolution: float) -> Asset:

@@ -57,31 +57,30 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Mapping, Sequence
 
 import numpy as np
-import rasterio
 from affine import Affine
 from lxml import etree
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry, polygon
-from rasterio.errors import RasterioIOError
 
 from ..core.bands import bands_of, sensor_name
 from ..core.errors import (
     ConfigurationError,
     CorruptProductError,
+    InputProductError,
     MissingBandError,
     UnknownProductError,
 )
 from ..core.grid import parse_tile
 from ..core.masks import from_muscate
+from .files import ProductFiles, raster_info, zip_members
 from .product import AngleGrid, Asset, SourceProduct, nanmean_angles
 
-__all__ = ["is_muscate", "read_muscate", "decode_muscate_masks", "decode_n2a_masks"]
+__all__ = ["decode_muscate_masks", "decode_n2a_masks", "diagnose", "is_muscate", "read_muscate"]
 
 #: Product folder name: platform, acquisition date-time, tile, C (composite) or D, version.
 MUSCATE_NAME_RE = re.compile(
@@ -153,74 +152,28 @@ def decode_n2a_masks(layers: Mapping[str, object]):
 
 
 # --------------------------------------------------------------------------------------
-# product container: a folder or a zip
+# the product's files: a folder, its MTD, or a zip
 
 
-@dataclass(frozen=True)
-class _Container:
-    """Where the product's files are: a folder, or a folder inside a zip archive."""
-
-    path: str  # what the user gave (folder, zip)
-    root: str  # the product folder on disk, or the zip file
-    prefix: str  # inside a zip: the folder holding the product, with a trailing '/'
-    names: tuple[str, ...]  # every file, relative to the product folder
-
-    @property
-    def is_zip(self) -> bool:
-        return self.root.lower().endswith(".zip") and Path(self.root).is_file()
-
-    @property
-    def name(self) -> str:
-        """The product folder name."""
-        if self.is_zip:
-            return self.prefix.rstrip("/").split("/")[-1] or Path(self.root).stem
-        return Path(self.root).name
-
-    def gdal_path(self, rel: str) -> str:
-        if self.is_zip:
-            return f"/vsizip/{self.root}/{self.prefix}{rel}"
-        return str(Path(self.root) / rel)
-
-    def read_bytes(self, rel: str) -> bytes:
-        try:
-            if self.is_zip:
-                with zipfile.ZipFile(self.root) as zf:
-                    return zf.read(self.prefix + rel)
-            return (Path(self.root) / rel).read_bytes()
-        except (OSError, KeyError, zipfile.BadZipFile) as exc:
-            raise CorruptProductError(self.gdal_path(rel), f"cannot read file: {exc}") from exc
-
-    def has(self, rel: str) -> bool:
-        return rel in self.names
-
-    def glob(self, pattern: str) -> list[str]:
-        rx = re.compile(pattern, re.I)
-        return sorted(n for n in self.names if rx.search(n))
+def _zip_prefix(members: Sequence[str]) -> str | None:
+    """The folder holding the product inside a zip: that of its MTD, else of its N2A stack."""
+    mtd = [m for m in members if m.upper().endswith("_MTD_ALL.XML")]
+    n2a = [m for m in members if "_ORTHO_SURF_CORR_" in m.upper()]
+    anchor = (mtd or n2a or [None])[0]
+    if anchor is None:
+        return None
+    return anchor.rsplit("/", 1)[0] + "/" if "/" in anchor else ""
 
 
-def _open_container(path: str | Path) -> _Container:
+def _open_files(path: str | Path) -> ProductFiles:
     p = Path(path)
     if p.is_file() and p.name.upper().endswith("_MTD_ALL.XML"):
-        p = p.parent
+        return ProductFiles.folder(p.parent, path)
     if p.is_dir():
-        names = tuple(sorted(str(f.relative_to(p)).replace("\\", "/")
-                             for f in p.rglob("*") if f.is_file()))
-        return _Container(str(path), str(p), "", names)
+        return ProductFiles.folder(p, path)
     if p.is_file() and p.suffix.lower() == ".zip":
-        try:
-            with zipfile.ZipFile(p) as zf:
-                members = [m for m in zf.namelist() if not m.endswith("/")]
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise CorruptProductError(p, f"not a readable zip archive: {exc}") from exc
-        mtd = [m for m in members if m.upper().endswith("_MTD_ALL.XML")]
-        n2a = [m for m in members if "_ORTHO_SURF_CORR_" in m.upper()]
-        anchor = (mtd or n2a or [None])[0]
-        if anchor is None:
-            raise UnknownProductError(p, "zip archive holds no *_MTD_ALL.xml (MUSCATE) and no "
-                                         "*_ORTHO_SURF_CORR_*.TIF (THEIA N2A)")
-        prefix = anchor.rsplit("/", 1)[0] + "/" if "/" in anchor else ""
-        names = tuple(sorted(m[len(prefix):] for m in members if m.startswith(prefix)))
-        return _Container(str(path), str(p), prefix, names)
+        return ProductFiles.archive(p, _zip_prefix, "*_MTD_ALL.xml (MUSCATE) and no "
+                                                    "*_ORTHO_SURF_CORR_*.TIF (THEIA N2A)")
     if not p.exists():
         raise UnknownProductError(p, "no such file or folder")
     raise UnknownProductError(p, "expected a MUSCATE product folder, a .zip of one, or its "
@@ -251,13 +204,34 @@ def is_muscate(path: str | Path) -> bool:
         if p.is_file() and p.suffix.lower() == ".zip":
             if MUSCATE_NAME_RE.match(p.stem):
                 return True
-            with zipfile.ZipFile(p) as zf:
-                return any(m.upper().endswith("_MTD_ALL.XML")
-                           or ("_N2A_" in m.upper() and "_ORTHO_SURF_CORR_" in m.upper())
-                           for m in zf.namelist())
-    except (OSError, zipfile.BadZipFile):
+            return any(m.upper().endswith("_MTD_ALL.XML")
+                       or ("_N2A_" in m.upper() and "_ORTHO_SURF_CORR_" in m.upper())
+                       for m in zip_members(p))
+    except (OSError, InputProductError):
         return False
     return False
+
+
+def diagnose(path: str | Path) -> InputProductError | None:
+    """What is wrong with a folder named like a MUSCATE product that is not a readable one.
+
+    A folder ``{PLATFORM}_{date}_L2A_{zone}_{C|D}_V{x}-{y}`` (or a zip of one) without
+    its ``*_MTD_ALL.xml``: the metadata file is missing. None otherwise. Never raises.
+    """
+    p = Path(path)
+    try:
+        if not (p.exists() and MUSCATE_NAME_RE.match(p.stem if p.is_file() else p.name)):
+            return None
+        if is_muscate(p):
+            return None
+        found = sorted(f.name for f in p.iterdir())[:3] if p.is_dir() else []
+        return UnknownProductError(
+            p, "THEIA MUSCATE product without its metadata: no *_MTD_ALL.xml in the "
+               f"{'folder' if p.is_dir() else 'archive'} (an incomplete download?); expected "
+               f"{p.stem if p.is_file() else p.name}_MTD_ALL.xml beside the images"
+               + (f" (found: {', '.join(found)} ...)" if found else ""))
+    except OSError:
+        return None
 
 
 # --------------------------------------------------------------------------------------
@@ -297,16 +271,6 @@ def _float(node, xpath: str, default: float | None = None) -> float | None:
         return default
 
 
-def _raster_info(path: str) -> tuple[int, str, GeoBox, float | None]:
-    """(band count, dtype, geobox, nodata) of a raster, with a clear error if unreadable."""
-    try:
-        with rasterio.open(path) as src:
-            return src.count, src.dtypes[0], GeoBox(src.shape, src.transform, src.crs), src.nodata
-    except RasterioIOError as exc:
-        raise CorruptProductError(path, f"cannot open raster (truncated or not a GeoTIFF?): "
-                                        f"{exc}") from exc
-
-
 def _nodata_for(dtype: str, value: float | None) -> float | None:
     """``value`` if the file's data type can hold it, else ``None``."""
     if value is None:
@@ -344,26 +308,42 @@ class _Mtd:
         return v
 
 
-def _parse_xml(data: bytes, path: str) -> etree._Element:
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
-    try:
-        return etree.fromstring(data, parser)
-    except etree.XMLSyntaxError as exc:
-        raise CorruptProductError(path, f"the metadata is not well-formed XML: {exc}") from exc
+@dataclass(frozen=True)
+class _Files:
+    """The reflectance, ATB and mask files the MTD lists, classified by their suffix."""
+
+    #: ``FRE`` or ``SRE``
+    kind: str
+    #: band id (``B4``) -> relative path, for the chosen reflectance (FRE or SRE)
+    reflectance: dict[str, str]
+    #: resolution group (``R1``) -> ATB file
+    atb: dict[str, str]
+    #: mask kind (``CLM``) -> group -> file
+    masks: dict[str, dict[str, str]]
 
 
-def _listed_files(mtd: _Mtd) -> list[tuple[str, dict]]:
-    """Every IMAGE_FILE / MASK_FILE of the MTD: (relative path, attributes)."""
-    out = []
-    for el in mtd.root.iterfind("Product_Organisation/Muscate_Product/Image_List/Image/"
-                                "Image_File_List/IMAGE_FILE"):
-        if el.text:
-            out.append((el.text.strip().lstrip("./"), dict(el.attrib)))
-    for el in mtd.root.iterfind("Product_Organisation/Muscate_Product/Mask_List/Mask/"
-                                "Mask_File_List/MASK_FILE"):
-        if el.text:
-            out.append((el.text.strip().lstrip("./"), dict(el.attrib)))
-    return out
+def _listed_files(mtd: _Mtd, reflectance: str) -> _Files:
+    """Every IMAGE_FILE / MASK_FILE of the MTD, classified by suffix (``_FRE_B4``, ``_CLM_R2``)."""
+    listed = []
+    for kind in ("Image", "Mask"):
+        for el in mtd.root.iterfind(f"Product_Organisation/Muscate_Product/{kind}_List/{kind}/"
+                                    f"{kind}_File_List/{kind.upper()}_FILE"):
+            if el.text:
+                listed.append((el.text.strip().lstrip("./"), dict(el.attrib)))
+    files = _Files(reflectance, {}, {}, {})
+    for rel, attrs in listed:
+        m = _REFL_FILE_RE.search(rel)
+        if m and m.group("kind").upper() == reflectance:
+            files.reflectance[attrs.get("band_id", m.group("band").upper())] = rel
+            continue
+        m = _ATB_FILE_RE.search(rel)
+        if m:
+            files.atb[m.group("group").upper()] = rel
+            continue
+        m = _MASK_FILE_RE.search(rel)
+        if m:
+            files.masks.setdefault(m.group("kind").upper(), {})[m.group("group").upper()] = rel
+    return files
 
 
 def _group_grids(mtd: _Mtd, crs: str) -> dict[str, GeoBox]:
@@ -474,44 +454,113 @@ def _pick_group(available: Sequence[str], group_res: Mapping[str, float],
     return sorted(available)[0]
 
 
-def _read_mtd_product(c: _Container, reflectance: str, resolution: int | None,
-                      stack_bands: Sequence[str] | None) -> SourceProduct:
+def _read_mtd_product(c: ProductFiles, reflectance: str, resolution: int | None,
+                      stack_bands: Sequence[str] | None,
+                      allow_missing_bands: bool) -> SourceProduct:
+    """A MUSCATE-format product: its MTD, then its bands (per band or stacked), masks, ATB."""
+    mtd = _open_mtd(c)
+    ident = _identity(mtd, c.name)
+    sensor, crs = ident["sensor"], ident["crs"]
+    radio = _radiometry(mtd)
+    band_ids, band_group = _band_list(mtd)
+    grids = _group_grids(mtd, crs)
+    group_res = {g: abs(gb.resolution.x) for g, gb in grids.items()}
+    files = _listed_files(mtd, reflectance)
+    if not band_ids:
+        band_ids = list(files.reflectance)
+    if not band_ids:
+        raise CorruptProductError(mtd.path, "the metadata lists no band (Band_Global_List empty "
+                                            f"and no *_{reflectance}_B*.tif in Image_List)")
+    metadata: dict[str, object] = {
+        "reflectance": reflectance,
+        "reflectance_quantification": radio["q_refl"],
+        "aot_quantification": radio["q_aot"],
+        "water_vapor_quantification": radio["q_wvc"],
+        "nodata": radio["nodata"],
+        "product_version": mtd.text("Product_Characteristics/PRODUCT_VERSION"),
+        "orbit": mtd.text("Product_Characteristics/ORBIT_NUMBER"),
+        "geographical_zone": ident["zone"],
+        "folder_name": c.name,
+        "mtd_path": mtd.path,
+        "platform": ident["platform"],
+        **_quality_indexes(mtd),
+    }
+
+    # Which layout: per-band files on disk, or a stack.
+    on_disk = [b for b in band_ids if b in files.reflectance and c.has(files.reflectance[b])]
+    stacks = c.glob(rf"(^|/)[^/]*_{reflectance}_STACK\.tif$")
+    if on_disk or not stacks:
+        bands, native_grids, missing = _per_band_assets(
+            c, mtd, sensor, band_ids, band_group, grids, files, radio, allow_missing_bands)
+        footprint = _footprint(mtd, crs)
+        metadata["layout"] = "per_band"
+        metadata["missing_bands"] = missing
+    else:
+        gpath = c.gdal_path(stacks[0])
+        bands, gb = _stack_assets(gpath, sensor, band_ids, stack_bands, radio)
+        native_grids = {int(round(abs(gb.resolution.x))): gb}
+        footprint = gb.extent
+        metadata["layout"] = "stack"
+        metadata["stack_file"] = gpath
+
+    quality, metadata["mask_group"] = _mask_assets(c, files, group_res, resolution,
+                                                   check_listed=metadata["layout"] == "per_band")
+    aux, metadata["atb_group"] = _aot_asset(c, files, group_res, resolution, radio)
+
+    r1 = grids.get("R1") or next(iter(grids.values()), None)
+    origin = (r1.affine.c, r1.affine.f) if r1 is not None else None
+    sun, views, mean_angles = _angles(mtd, sensor, origin, crs)
+    metadata.update(mean_angles)
+    views = {k: v for k, v in views.items() if k in bands} or views
+    producer, metadata["l2_processor"] = _producer(mtd)
+
+    return SourceProduct(
+        path=str(c.root), product_id=ident["product_id"], level=ident["level"], sensor=sensor,
+        producer=producer, datetime=ident["datetime"], crs=crs, footprint=footprint, bands=bands,
+        quality=quality, mask_decoder=decode_muscate_masks if quality else None, aux=aux,
+        sun_angles=sun, view_angles=views, tile=ident["tile"], native_grids=native_grids,
+        metadata=metadata,
+    )
+
+
+def _open_mtd(c: ProductFiles) -> _Mtd:
+    """The product's ``*_MTD_ALL.xml`` (the one at the top when there are several), parsed."""
     mtd_names = c.glob(r"(^|/)[^/]*_MTD_ALL\.xml$")
     top = [n for n in mtd_names if "/" not in n]
     mtd_rel = (top or mtd_names)[0]
-    mtd_path = c.gdal_path(mtd_rel)
-    mtd = _Mtd(_parse_xml(c.read_bytes(mtd_rel), mtd_path), mtd_path)
+    mtd = _Mtd(c.xml(mtd_rel, "MUSCATE metadata"), c.gdal_path(mtd_rel))
     if mtd.root.tag != "Muscate_Metadata_Document":
-        raise UnknownProductError(mtd_path, f"root element is <{mtd.root.tag}>, expected "
+        raise UnknownProductError(mtd.path, f"root element is <{mtd.root.tag}>, expected "
                                             "<Muscate_Metadata_Document>")
+    return mtd
 
+
+def _identity(mtd: _Mtd, folder_name: str) -> dict[str, object]:
+    """Platform and sensor, acquisition time, level, product id, CRS, zone and tile."""
     platform = mtd.text("Product_Characteristics/PLATFORM")
     if not platform:
-        raise CorruptProductError(mtd_path, "no Product_Characteristics/PLATFORM in the metadata")
+        raise CorruptProductError(mtd.path, "no Product_Characteristics/PLATFORM in the metadata")
     try:
         sensor = sensor_name(platform)
     except ConfigurationError:
-        raise UnknownProductError(mtd_path, f"platform {platform!r} is not supported: expected "
+        raise UnknownProductError(mtd.path, f"platform {platform!r} is not supported: expected "
                                             "SENTINEL2A/B/C or LANDSAT8/9") from None
     acq = mtd.text("Product_Characteristics/ACQUISITION_DATE")
     try:
         when = _dt.datetime.fromisoformat(acq.replace("Z", "+00:00"))
     except (AttributeError, ValueError):
-        raise CorruptProductError(mtd_path, f"ACQUISITION_DATE {acq!r} is not an ISO date-time "
+        raise CorruptProductError(mtd.path, f"ACQUISITION_DATE {acq!r} is not an ISO date-time "
                                             "(expected e.g. 2017-02-03T07:12:45.541Z)") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=_dt.timezone.utc)
-    level = mtd.text("Product_Characteristics/PRODUCT_LEVEL", "L2A")
-    product_id = mtd.text("Product_Characteristics/PRODUCT_ID") or c.name
+    product_id = mtd.text("Product_Characteristics/PRODUCT_ID") or folder_name
     epsg = mtd.text("Geoposition_Informations/Coordinate_Reference_System/"
                     "Horizontal_Coordinate_System/HORIZONTAL_CS_CODE")
     if not epsg:
-        raise CorruptProductError(mtd_path, "no HORIZONTAL_CS_CODE (EPSG code) in the metadata")
-    crs = f"EPSG:{int(epsg)}"
-
+        raise CorruptProductError(mtd.path, "no HORIZONTAL_CS_CODE (EPSG code) in the metadata")
     zone = mtd.text("Dataset_Identification/GEOGRAPHICAL_ZONE")
     if not zone:
-        nm = MUSCATE_NAME_RE.match(c.name) or MUSCATE_NAME_RE.match(product_id)
+        nm = MUSCATE_NAME_RE.match(folder_name) or MUSCATE_NAME_RE.match(product_id)
         zone = nm.group("zone") if nm else None
     tile = None
     if zone:
@@ -519,16 +568,29 @@ def _read_mtd_product(c: _Container, reflectance: str, resolution: int | None,
             tile = parse_tile(zone).name
         except ConfigurationError:
             tile = None
-    q_refl = mtd.number("Radiometric_Informations/REFLECTANCE_QUANTIFICATION_VALUE",
-                        "REFLECTANCE_QUANTIFICATION_VALUE")
-    q_aot = _float(mtd.root, "Radiometric_Informations/"
-                             "AEROSOL_OPTICAL_THICKNESS_QUANTIFICATION_VALUE")
-    q_wvc = _float(mtd.root, "Radiometric_Informations/WATER_VAPOR_CONTENT_QUANTIFICATION_VALUE")
+    return {"platform": platform, "sensor": sensor, "datetime": when, "product_id": product_id,
+            "level": mtd.text("Product_Characteristics/PRODUCT_LEVEL", "L2A"),
+            "crs": f"EPSG:{int(epsg)}", "zone": zone, "tile": tile}
+
+
+def _radiometry(mtd: _Mtd) -> dict[str, float | None]:
+    """Quantification values (reflectance, AOT, water vapour) and the special values."""
     special = {el.get("name"): float(el.text) for el in mtd.root.iterfind(
         "Radiometric_Informations/Special_Values_List/SPECIAL_VALUE") if el.text}
-    nodata = special.get("nodata", THEIA_NODATA)
-    aot_nodata = special.get("aerosol_optical_thickness_nodata")
+    return {
+        "q_refl": mtd.number("Radiometric_Informations/REFLECTANCE_QUANTIFICATION_VALUE",
+                             "REFLECTANCE_QUANTIFICATION_VALUE"),
+        "q_aot": _float(mtd.root, "Radiometric_Informations/"
+                                  "AEROSOL_OPTICAL_THICKNESS_QUANTIFICATION_VALUE"),
+        "q_wvc": _float(mtd.root, "Radiometric_Informations/"
+                                  "WATER_VAPOR_CONTENT_QUANTIFICATION_VALUE"),
+        "nodata": special.get("nodata", THEIA_NODATA),
+        "aot_nodata": special.get("aerosol_optical_thickness_nodata"),
+    }
 
+
+def _band_list(mtd: _Mtd) -> tuple[list[str], dict[str, str]]:
+    """The MTD's ``Band_Global_List`` and the resolution group of each band."""
     band_ids = [b.text.strip() for b in mtd.root.iterfind(
         "Product_Characteristics/Band_Global_List/BAND_ID") if b.text]
     band_group = {}
@@ -536,185 +598,168 @@ def _read_mtd_product(c: _Container, reflectance: str, resolution: int | None,
         for b in g.iterfind("Band_List/BAND_ID"):
             if b.text:
                 band_group[b.text.strip()] = g.get("group_id")
-    grids = _group_grids(mtd, crs)
-    group_res = {g: abs(gb.resolution.x) for g, gb in grids.items()}
+    return band_ids, band_group
 
-    listed = _listed_files(mtd)
-    refl_files: dict[str, str] = {}
-    atb_files: dict[str, str] = {}
-    mask_files: dict[str, dict[str, str]] = {}
-    for rel, attrs in listed:
-        m = _REFL_FILE_RE.search(rel)
-        if m and m.group("kind").upper() == reflectance:
-            refl_files[attrs.get("band_id", m.group("band").upper())] = rel
-            continue
-        m = _ATB_FILE_RE.search(rel)
-        if m:
-            atb_files[m.group("group").upper()] = rel
-            continue
-        m = _MASK_FILE_RE.search(rel)
-        if m:
-            mask_files.setdefault(m.group("kind").upper(), {})[m.group("group").upper()] = rel
-    if not band_ids:
-        band_ids = list(refl_files)
-    if not band_ids:
-        raise CorruptProductError(mtd_path, "the metadata lists no band (Band_Global_List empty "
-                                            f"and no *_{reflectance}_B*.tif in Image_List)")
 
-    # Which layout: per-band files on disk, or a stack.
-    on_disk = [b for b in band_ids if b in refl_files and c.has(refl_files[b])]
-    stacks = c.glob(rf"(^|/)[^/]*_{reflectance}_STACK\.tif$")
-    metadata: dict[str, object] = {
-        "reflectance": reflectance,
-        "reflectance_quantification": q_refl,
-        "aot_quantification": q_aot,
-        "water_vapor_quantification": q_wvc,
-        "nodata": nodata,
-        "product_version": mtd.text("Product_Characteristics/PRODUCT_VERSION"),
-        "orbit": mtd.text("Product_Characteristics/ORBIT_NUMBER"),
-        "geographical_zone": zone,
-        "folder_name": c.name,
-        "mtd_path": mtd_path,
-        "platform": platform,
-    }
+def _quality_indexes(mtd: _Mtd) -> dict[str, str]:
+    """The product's global quality indexes (``quality_CloudPercent`` ...)."""
+    out = {}
     for qi in mtd.root.iterfind("Quality_Informations/Current_Product/Product_Quality_List/"
                                 "Product_Quality/Global_Index_List/QUALITY_INDEX"):
         if qi.text:
-            metadata[f"quality_{qi.get('name')}"] = qi.text.strip()
+            out[f"quality_{qi.get('name')}"] = qi.text.strip()
+    return out
 
+
+def _per_band_assets(c: ProductFiles, mtd: _Mtd, sensor: str, band_ids: Sequence[str],
+                     band_group: Mapping[str, str], grids: Mapping[str, GeoBox], files: _Files,
+                     radio: Mapping[str, float | None], allow_missing_bands: bool,
+                     ) -> tuple[dict[str, Asset], dict[int, GeoBox], list[str]]:
+    """One asset per band file, the grids of the groups read, and the bands left out."""
+    refl, kind = files.reflectance, files.kind
+    unlisted = [b for b in band_ids if b not in refl]
+    absent = [b for b in band_ids if b in refl and not c.has(refl[b])]
+    missing: list[str] = []
+    if allow_missing_bands and len(unlisted) + len(absent) < len(band_ids):
+        missing = [_band_name(sensor, b) for b in band_ids if b in unlisted or b in absent]
+        band_ids = [b for b in band_ids if b not in unlisted and b not in absent]
+    elif unlisted:
+        raise MissingBandError(mtd.path, f"band(s) {', '.join(unlisted)} of Band_Global_List "
+                                         f"have no {kind} image file in the metadata's Image_List")
+    elif absent:
+        names = [refl[b] for b in absent]
+        raise MissingBandError(c.given, f"{len(names)} {kind} band file(s) listed in the metadata "
+                                        f"are absent: {', '.join(names)} (and no "
+                                        f"*_{kind}_STACK.tif either)")
+    group_res = {g: abs(gb.resolution.x) for g, gb in grids.items()}
     bands: dict[str, Asset] = {}
-    native_grids: dict[int, GeoBox] = {}
-    footprint = _footprint(mtd, crs)
-    if on_disk or not stacks:
-        missing_list = [b for b in band_ids if b not in refl_files]
-        if missing_list:
-            raise MissingBandError(mtd_path, f"band(s) {', '.join(missing_list)} of "
-                                             f"Band_Global_List have no {reflectance} image file "
-                                             "in the metadata's Image_List")
-        missing_disk = [refl_files[b] for b in band_ids if not c.has(refl_files[b])]
-        if missing_disk:
-            raise MissingBandError(c.path, f"{len(missing_disk)} {reflectance} band file(s) listed "
-                                           f"in the metadata are absent: {', '.join(missing_disk)}"
-                                           f" (and no *_{reflectance}_STACK.tif either)")
-        for b in band_ids:
-            gpath = c.gdal_path(refl_files[b])
-            _, dtype, gb, _ = _raster_info(gpath)
-            g = band_group.get(b)
-            res = group_res.get(g, abs(gb.resolution.x))
-            bands[_band_name(sensor, b)] = Asset(
-                gpath, 1, 1.0 / q_refl, 0.0, _nodata_for(dtype, nodata), res, "reflectance")
-        for g, gb in grids.items():
-            if g in {band_group.get(b) for b in band_ids}:
-                native_grids[int(round(abs(gb.resolution.x)))] = gb
-        metadata["layout"] = "per_band"
-    else:
-        stack_rel = stacks[0]
-        gpath = c.gdal_path(stack_rel)
-        count, dtype, gb, _ = _raster_info(gpath)
-        if stack_bands is not None:
-            names = [str(b) for b in stack_bands]
-            if len(names) != count:
-                raise MissingBandError(gpath, f"stack_bands names {len(names)} band(s) but the "
-                                              f"stack holds {count}")
-        elif count == len(band_ids):
-            names = [_band_name(sensor, b) for b in band_ids]
-        else:
-            raise MissingBandError(
-                gpath, f"the stack holds {count} band(s) but the metadata lists {len(band_ids)} "
-                       f"({', '.join(band_ids)}); which band(s) the stack holds cannot be told "
-                       "from the metadata: pass stack_bands=[...] naming them in file order")
-        known = bands_of(sensor)
-        bad = [n for n in names if n not in known]
-        if bad:
-            raise ConfigurationError(f"stack_bands {bad} are not {sensor} band names "
-                                     f"(expected some of {', '.join(known)})")
-        res = abs(gb.resolution.x)
-        for i, n in enumerate(names, start=1):
-            bands[n] = Asset(gpath, i, 1.0 / q_refl, 0.0, _nodata_for(dtype, nodata), res,
-                             "reflectance")
-        native_grids[int(round(res))] = gb
-        footprint = gb.extent
-        metadata["layout"] = "stack"
-        metadata["stack_file"] = gpath
+    for b in band_ids:
+        gpath = c.gdal_path(refl[b])
+        info = raster_info(gpath)
+        res = group_res.get(band_group.get(b), abs(info.geobox.resolution.x))
+        bands[_band_name(sensor, b)] = Asset(gpath, 1, 1.0 / radio["q_refl"], 0.0,
+                                             _nodata_for(info.dtype, radio["nodata"]), res,
+                                             "reflectance")
+    used = {band_group.get(b) for b in band_ids}
+    native_grids = {int(round(abs(gb.resolution.x))): gb for g, gb in grids.items() if g in used}
+    return bands, native_grids, missing
 
-    # Masks and AOT, from one resolution group.
-    quality: dict[str, Asset] = {}
-    groups_with_masks = sorted({g for files in mask_files.values() for g in files
-                                if c.has(files[g])})
-    mask_group = _pick_group(groups_with_masks, group_res, resolution)
-    if metadata["layout"] == "per_band":
-        absent = sorted({rel for files in mask_files.values() for rel in files.values()
-                         if not c.has(rel)})
+
+def _stack_assets(gpath: str, sensor: str, band_ids: Sequence[str],
+                  stack_bands: Sequence[str] | None,
+                  radio: Mapping[str, float | None]) -> tuple[dict[str, Asset], GeoBox]:
+    """One asset per band of a ``*_STACK.tif``, named by ``stack_bands``, by the MTD's band list
+    (same count), or by the stack's own band descriptions (``B04``, ``FRE_B4``)."""
+    info = raster_info(gpath)
+    described = [_described_band(sensor, d) for d in info.descriptions]
+    if stack_bands is not None:
+        names = [str(b) for b in stack_bands]
+        if len(names) != info.count:
+            raise MissingBandError(gpath, f"stack_bands names {len(names)} band(s) but the "
+                                          f"stack holds {info.count}")
+    elif info.count == len(band_ids):
+        names = [_band_name(sensor, b) for b in band_ids]
+    elif all(described) and len(set(described)) == len(described):
+        names = list(described)
+    else:
+        raise MissingBandError(
+            gpath, f"the stack holds {info.count} band(s) but the metadata lists {len(band_ids)} "
+                   f"({', '.join(band_ids)}); which band(s) the stack holds cannot be told "
+                   "from the metadata nor from the stack's band descriptions: pass "
+                   "stack_bands=[...] naming them in file order (agriseries info / ingest: "
+                   "--stack-bands B04,...)")
+    known = bands_of(sensor)
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise ConfigurationError(f"stack_bands {bad} are not {sensor} band names "
+                                 f"(expected some of {', '.join(known)})")
+    res = abs(info.geobox.resolution.x)
+    nodata = _nodata_for(info.dtype, radio["nodata"])
+    bands = {n: Asset(gpath, i, 1.0 / radio["q_refl"], 0.0, nodata, res, "reflectance")
+             for i, n in enumerate(names, start=1)}
+    return bands, info.geobox
+
+
+def _described_band(sensor: str, description: str | None) -> str | None:
+    """The band a stack's band description names (``B04``, ``B4``, ``FRE_B8A``), or None."""
+    m = re.search(r"(?:^|_)(B\d{1,2}A?)$", (description or "").strip().upper())
+    if not m:
+        return None
+    try:
+        name = _band_name(sensor, m.group(1))
+    except ValueError:
+        return None
+    return name if name in bands_of(sensor) else None
+
+
+def _mask_assets(c: ProductFiles, files: _Files, group_res: Mapping[str, float],
+                 resolution: int | None, check_listed: bool) -> tuple[dict[str, Asset], str | None]:
+    """The CLM / MG2 / EDG / SAT layers of one resolution group, and that group."""
+    masks = files.masks
+    if check_listed:
+        absent = sorted({rel for fs in masks.values() for rel in fs.values() if not c.has(rel)})
         if absent:
-            raise MissingBandError(c.path, f"{len(absent)} mask file(s) listed in the metadata "
-                                           f"are absent: {', '.join(absent[:4])}"
-                                           f"{' ...' if len(absent) > 4 else ''}")
-    if mask_group is not None:
-        for kind, files in mask_files.items():
-            rel = files.get(mask_group)
+            raise MissingBandError(c.given, f"{len(absent)} mask file(s) listed in the metadata "
+                                            f"are absent: {', '.join(absent[:4])}"
+                                            f"{' ...' if len(absent) > 4 else ''}")
+    groups = sorted({g for fs in masks.values() for g in fs if c.has(fs[g])})
+    group = _pick_group(groups, group_res, resolution)
+    quality: dict[str, Asset] = {}
+    if group is not None:
+        for kind, fs in masks.items():
+            rel = fs.get(group)
             if rel is not None and c.has(rel):
                 mpath = c.gdal_path(rel)
-                _raster_info(mpath)
-                quality[kind] = Asset(mpath, 1, 1.0, 0.0, None, group_res.get(mask_group),
-                                      "quality")
-    metadata["mask_group"] = mask_group
-    aux: dict[str, Asset] = {}
-    atb_group = _pick_group([g for g, rel in atb_files.items() if c.has(rel)], group_res,
-                            resolution)
-    if atb_group is not None and q_aot:
-        apath = c.gdal_path(atb_files[atb_group])
-        count, _, _, _ = _raster_info(apath)
-        if count < 2:
-            raise CorruptProductError(apath, f"ATB file has {count} band(s), expected 2 "
-                                             "(water vapour, AOT)")
-        aux["aot"] = Asset(apath, 2, 1.0 / q_aot, 0.0, aot_nodata, group_res.get(atb_group),
-                           "aux")
-    metadata["atb_group"] = atb_group
+                raster_info(mpath)
+                quality[kind] = Asset(mpath, 1, 1.0, 0.0, None, group_res.get(group), "quality")
+    return quality, group
 
-    r1 = grids.get("R1") or next(iter(grids.values()), None)
-    origin = (r1.affine.c, r1.affine.f) if r1 is not None else None
-    sun, views, mean_angles = _angles(mtd, sensor, origin, crs)
-    metadata.update(mean_angles)
-    views = {k: v for k, v in views.items() if k in bands} or views
-    producer, processor = _producer(mtd)
-    metadata["l2_processor"] = processor
 
-    return SourceProduct(
-        path=c.root, product_id=product_id, level=level, sensor=sensor, producer=producer,
-        datetime=when, crs=crs, footprint=footprint, bands=bands, quality=quality,
-        mask_decoder=decode_muscate_masks if quality else None, aux=aux, sun_angles=sun,
-        view_angles=views, tile=tile, native_grids=native_grids, metadata=metadata,
-    )
+def _aot_asset(c: ProductFiles, files: _Files, group_res: Mapping[str, float],
+               resolution: int | None,
+               radio: Mapping[str, float | None]) -> tuple[dict[str, Asset], str | None]:
+    """The AOT (band 2 of the ``ATB`` file) of one resolution group, and that group."""
+    group = _pick_group([g for g, rel in files.atb.items() if c.has(rel)], group_res, resolution)
+    if group is None or not radio["q_aot"]:
+        return {}, group
+    apath = c.gdal_path(files.atb[group])
+    count = raster_info(apath).count
+    if count < 2:
+        raise CorruptProductError(apath, f"ATB file has {count} band(s), expected 2 "
+                                         "(water vapour, AOT)")
+    return {"aot": Asset(apath, 2, 1.0 / radio["q_aot"], 0.0, radio["aot_nodata"],
+                         group_res.get(group), "aux")}, group
 
 
 # --------------------------------------------------------------------------------------
 # N2A (old THEIA Landsat format)
 
 
-def _read_n2a(c: _Container, reflectance: str) -> SourceProduct:
+def _read_n2a(c: ProductFiles, reflectance: str) -> SourceProduct:
     kind = "PENTE" if reflectance == "FRE" else "ENV"
     refl = c.glob(rf"(^|/)[^/]*_N2A_ORTHO_SURF_CORR_{kind}_[^/]*\.tif$")
     if not refl:
         alt = c.glob(r"_N2A_ORTHO_SURF_CORR_[A-Z]+_[^/]*\.tif$")
-        raise MissingBandError(c.path, f"no *_ORTHO_SURF_CORR_{kind}_*.TIF ({reflectance}) in the "
+        raise MissingBandError(c.given, f"no *_ORTHO_SURF_CORR_{kind}_*.TIF ({reflectance}) in the "
                                        f"N2A product (found: {', '.join(alt) or 'none'}); "
                                        "THEIA made no ENV (SRE) file for Landsat")
     rel = refl[0]
     stem = Path(rel).name
     pm = re.match(r"^(?P<platform>[A-Z]+\d)_[A-Z]+_XS_(?P<date>\d{8})_N2A_", stem, re.I)
     if pm is None:
-        raise UnknownProductError(c.path, f"{stem}: expected an N2A file name like "
+        raise UnknownProductError(c.given, f"{stem}: expected an N2A file name like "
                                           "LANDSAT8_OLITIRS_XS_YYYYMMDD_N2A_ORTHO_SURF_CORR_PENTE_"
                                           "<site>.TIF")
     platform = pm.group("platform").upper()
     try:
         sensor = sensor_name(platform)
     except ConfigurationError:
-        raise UnknownProductError(c.path, f"N2A platform {platform!r} is not supported: "
+        raise UnknownProductError(c.given, f"N2A platform {platform!r} is not supported: "
                                           "expected LANDSAT8") from None
     when = _dt.datetime.strptime(pm.group("date"), "%Y%m%d").replace(tzinfo=_dt.timezone.utc)
     gpath = c.gdal_path(rel)
-    count, dtype, gb, _ = _raster_info(gpath)
+    info = raster_info(gpath)
+    count, dtype, gb = info.count, info.dtype, info.geobox
     names = N2A_L8_BANDS if sensor in ("L8", "L9") else ()
     if count != len(names):
         raise MissingBandError(gpath, f"the N2A reflectance stack holds {count} band(s), "
@@ -728,7 +773,7 @@ def _read_n2a(c: _Container, reflectance: str) -> SourceProduct:
         found = c.glob(rf"(^|/)MASKS?/[^/]*_{k}\.tif$")
         if found:
             mpath = c.gdal_path(found[0])
-            _raster_info(mpath)
+            raster_info(mpath)
             quality[k] = Asset(mpath, 1, 1.0, 0.0, None, res, "quality")
     site = stem.split("_N2A_ORTHO_SURF_CORR_")[-1].rsplit(".", 1)[0].split("_", 1)[-1]
     tm = re.search(r"D\d{4}H\d{4}", site)
@@ -745,7 +790,7 @@ def _read_n2a(c: _Container, reflectance: str) -> SourceProduct:
         "folder_name": c.name,
     }
     return SourceProduct(
-        path=c.root, product_id=product_id, level="L2A", sensor=sensor, producer="MACCS",
+        path=str(c.root), product_id=product_id, level="L2A", sensor=sensor, producer="MACCS",
         datetime=when, crs=f"EPSG:{gb.crs.epsg}" if gb.crs.epsg else str(gb.crs),
         footprint=gb.extent, bands=bands, quality=quality,
         mask_decoder=decode_n2a_masks if quality else None, tile=None,
@@ -757,24 +802,30 @@ def _read_n2a(c: _Container, reflectance: str) -> SourceProduct:
 # entry point
 
 
-def read_muscate(path: str | Path, reflectance: Literal["SRE", "FRE"] = "FRE", *,
-                 resolution: int | None = None,
-                 stack_bands: Sequence[str] | None = None) -> SourceProduct:
+def read_muscate(path: str | Path, *, allow_missing_bands: bool = False,
+                 stack_bands: Sequence[str] | None = None,
+                 reflectance: Literal["SRE", "FRE"] = "FRE",
+                 resolution: int | None = None) -> SourceProduct:
     """Read a THEIA MUSCATE L2A (or old N2A) product's metadata into a SourceProduct.
 
     Parameters
     ----------
     path
         The product folder, a ``.zip`` of it, or its ``*_MTD_ALL.xml``.
+    allow_missing_bands
+        Per-band products: leave out the bands whose file is not listed or not on disk
+        instead of refusing the product (listed in ``metadata["missing_bands"]``); at
+        least one band must be there.
+    stack_bands
+        For a ``*_STACK.tif`` whose band count differs from the MTD's band list and
+        whose bands carry no band-name descriptions: the band names (``B04`` ...) of
+        the stack's bands, in file order.
     reflectance
         ``"FRE"`` (flat reflectance, slope-corrected; default, as WASP uses) or
         ``"SRE"`` (surface reflectance).
     resolution
         The resolution the product will be loaded at; selects the R1 (10 m) masks and
         ATB for 10, the R2 (20 m) ones otherwise (default).
-    stack_bands
-        For a ``*_STACK.tif`` whose band count differs from the MTD's band list: the
-        band names (``B04`` ...) of the stack's bands, in file order.
 
     Returns
     -------
@@ -790,16 +841,19 @@ def read_muscate(path: str | Path, reflectance: Literal["SRE", "FRE"] = "FRE", *
     MissingBandError
         A band listed in the metadata has no file, or a listed file is absent.
     CorruptProductError
-        Unparseable metadata, or a raster that cannot be opened.
+        Truncated zip, unparseable metadata, or a raster that cannot be opened.
     """
     refl = str(reflectance).upper()
     if refl not in ("SRE", "FRE"):
         raise ConfigurationError(f"reflectance {reflectance!r}: expected 'SRE' or 'FRE'")
-    c = _open_container(path)
+    c = _open_files(path)
     if c.glob(r"(^|/)[^/]*_MTD_ALL\.xml$"):
-        return _read_mtd_product(c, refl, resolution, stack_bands)
+        return _read_mtd_product(c, refl, resolution, stack_bands, allow_missing_bands)
     if c.glob(r"_N2A_ORTHO_SURF_CORR_[A-Z]+_[^/]*\.tif$"):
+        if stack_bands is not None:
+            raise ConfigurationError(f"{path}: stack_bands is for MUSCATE *_STACK.tif files; an "
+                                     "N2A product's bands are B1-B7 in file order")
         return _read_n2a(c, refl)
     raise UnknownProductError(
-        c.path, "not a MUSCATE product: expected a *_MTD_ALL.xml (MUSCATE L2A) or a "
-                "*_N2A_ORTHO_SURF_CORR_PENTE_*.TIF (THEIA N2A) in the folder or archive")
+        c.given, "not a MUSCATE product: expected a *_MTD_ALL.xml (MUSCATE L2A) or a "
+                 "*_N2A_ORTHO_SURF_CORR_PENTE_*.TIF (THEIA N2A) in the folder or archive")

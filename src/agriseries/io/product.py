@@ -50,6 +50,7 @@ from ..core.errors import (
 )
 from ..core.grid import snap_to_tile, tile_geobox
 from ..core.masks import CF_ATTRS, MaskBit
+from .files import file_geobox
 
 Kind = Literal["reflectance", "quality", "aux"]
 
@@ -264,15 +265,6 @@ class SourceProduct:
             f"{self.path}: no grid at {resolution} m; resolutions available: "
             f"{sorted({a.resolution for a in self.bands.values()})}"
         )
-
-
-def file_geobox(path: str) -> GeoBox:
-    """The GeoBox of a raster file, with a clear error if it cannot be opened."""
-    try:
-        with rasterio.open(path) as src:
-            return GeoBox(src.shape, src.transform, src.crs)
-    except RasterioIOError as exc:
-        raise CorruptProductError(path, f"cannot open raster: {exc}") from exc
 
 
 def _read_block(asset: Asset, geobox: GeoBox, dtype, fill) -> np.ndarray:

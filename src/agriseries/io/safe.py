@@ -63,7 +63,7 @@ import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import rasterio
@@ -78,12 +78,14 @@ from ..core.bands import bands_of, sensor_name
 from ..core.errors import (
     ConfigurationError,
     CorruptProductError,
+    InputProductError,
     MissingBandError,
     UnknownProductError,
 )
 from ..core.grid import parse_tile
 from ..core.masks import MaskBit, from_scl
-from .product import AngleGrid, Asset, SourceProduct, file_geobox, nanmean_angles
+from .files import ProductFiles, file_geobox, xml_float, xml_text, zip_members
+from .product import AngleGrid, Asset, SourceProduct, nanmean_angles
 
 #: Band names in ESA's ``bandId`` order (0-12), used when a product has no ``Spectral_Information``.
 ESA_BAND_ORDER: tuple[str, ...] = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A",
@@ -98,6 +100,8 @@ NATIVE_RESOLUTION: dict[str, int] = {b: band.resolution for b, band in bands_of(
 _RESOLUTIONS = (10, 20, 60)
 _MTD_RE = re.compile(r"^MTD_MSIL(1C|2A)\.xml$", re.IGNORECASE)
 _ZIP_MTD_RE = re.compile(r"^(?:([^/]+)/)?(MTD_MSIL(?:1C|2A)\.xml)$", re.IGNORECASE)
+_OLD_MTD_RE = re.compile(r"^S2[ABC]_OPER_MTD_SAFL(1C|2A)_.*\.xml$", re.IGNORECASE)
+_NAME_RE = re.compile(r"^S2[ABC]_MSIL(1C|2A)_\d{8}T\d{6}_", re.IGNORECASE)
 _IMG_RE = re.compile(r"_(B\d[\dA]|SCL|AOT|WVP|TCI)(?:_(\d{2})m)?(\.jp2|\.tif)?$", re.IGNORECASE)
 _TILE_RE = re.compile(r"_T(\d{2}[A-Z]{3})(?:_|$)")
 _EXT = {"JPEG2000": ".jp2", "GEOTIFF": ".tif"}
@@ -112,7 +116,8 @@ def is_safe(path: str | os.PathLike) -> bool:
 
     A folder must hold ``MTD_MSIL1C.xml`` or ``MTD_MSIL2A.xml`` and a ``GRANULE``
     folder; a zip must hold them at its root or under one top folder. Only names
-    are looked at; nothing is parsed. Never raises.
+    are looked at; nothing is parsed. Never raises. (:func:`diagnose` explains the
+    paths that look like an incomplete SAFE.)
     """
     p = Path(path)
     try:
@@ -122,127 +127,113 @@ def is_safe(path: str | os.PathLike) -> bool:
             granule = names.get("GRANULE")
             return has_mtd and granule is not None and granule.is_dir()
         if p.is_file() and p.suffix.lower() == ".zip" and zipfile.is_zipfile(p):
-            with zipfile.ZipFile(p) as zf:
-                return _zip_layout(zf.namelist()) is not None
-    except OSError:
+            return _zip_prefix(zip_members(p)) is not None
+    except (OSError, CorruptProductError):
         return False
     return False
 
 
-def _zip_layout(names: Iterable[str]) -> tuple[str, str] | None:
-    """``(prefix, mtd name)`` of a SAFE inside a zip (prefix ``'X.SAFE/'`` or ``''``)."""
-    names = list(names)
-    for n in names:
-        m = _ZIP_MTD_RE.match(n)
-        if m:
-            prefix = f"{m.group(1)}/" if m.group(1) else ""
-            if any(x.upper().startswith((prefix + "GRANULE/").upper()) for x in names):
-                return prefix, m.group(2)
+def diagnose(path: str | os.PathLike) -> InputProductError | None:
+    """What is wrong with a path that looks like a Sentinel-2 SAFE but is not a readable one.
+
+    A folder or zip named like a Sentinel-2 MSI product (``S2B_MSIL2A_...``), or holding
+    an ``MTD_MSIL1C/2A.xml`` or a Sentinel-2 ``manifest.safe``, without the files every SAFE has (``GRANULE/`` and its
+    ``MTD_TL.xml``, the product metadata), or in the pre-2016 multi-granule layout:
+    the error :func:`read_safe` raises for it. None for a readable SAFE or a path that
+    does not look like one. Parses nothing; never raises.
+    """
+    p = Path(path)
+    try:
+        if p.is_dir():
+            manifest = p / "manifest.safe"
+            looks = bool(_NAME_RE.match(p.name)) or any(
+                _MTD_RE.match(n.name) or _OLD_MTD_RE.match(n.name) for n in p.iterdir()) or (
+                manifest.is_file() and b"SENTINEL-2" in manifest.read_bytes()[:65536].upper())
+        elif p.is_file() and p.suffix.lower() == ".zip":
+            looks = bool(_NAME_RE.match(p.name)) or any(
+                _ZIP_MTD_RE.match(n) for n in zip_members(p))
+        else:
+            return None
+        if not looks:
+            return None
+        _locate(_open_files(p))
+    except InputProductError as exc:
+        return exc
+    except OSError:
+        return None
     return None
 
 
-class _Container:
-    """The files of a SAFE product, in a folder or a zip, by path relative to the product root."""
+def _zip_prefix(names: Sequence[str]) -> str | None:
+    """The folder of a SAFE inside a zip (``'X.SAFE/'`` or ``''``), from its ``MTD_MSIL*.xml``."""
+    for n in names:
+        m = _ZIP_MTD_RE.match(n)
+        if m:
+            return f"{m.group(1)}/" if m.group(1) else ""
+    return None
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.given = str(path)
-        p = Path(path)
-        if not p.exists():
-            raise UnknownProductError(self.given, "no such file or folder; expected a Sentinel-2 "
-                                      "SAFE folder or .zip")
-        self.zip: Path | None = None
-        self.prefix = ""
-        if p.is_dir():
-            if not is_safe(p):
-                raise UnknownProductError(
-                    self.given, "not a Sentinel-2 SAFE product: expected MTD_MSIL1C.xml or "
-                    "MTD_MSIL2A.xml beside a GRANULE/ folder")
-            self.root = p.resolve()
-            self.name = p.resolve().name
-            rels = []
-            for dirpath, _dirs, files in os.walk(self.root):
-                for f in files:
-                    rels.append(Path(dirpath, f).relative_to(self.root).as_posix())
-        else:
-            if p.suffix.lower() != ".zip":
-                raise UnknownProductError(self.given, "not a Sentinel-2 SAFE product: expected a "
-                                          ".SAFE folder or a .zip archive of one")
-            try:
-                with zipfile.ZipFile(p) as zf:
-                    names = [n for n in zf.namelist() if not n.endswith("/")]
-            except (zipfile.BadZipFile, OSError) as exc:
-                raise CorruptProductError(self.given, f"cannot read the zip archive: {exc}") from exc
-            layout = _zip_layout(names)
-            if layout is None:
-                raise UnknownProductError(
-                    self.given, "zip archive without a Sentinel-2 SAFE product: expected "
-                    "MTD_MSIL1C.xml or MTD_MSIL2A.xml and GRANULE/ at its root or in one top folder")
-            self.zip = p.resolve()
-            self.root = self.zip
-            self.prefix = layout[0]
-            self.name = self.prefix.rstrip("/") or p.stem
-            rels = [n[len(self.prefix):] for n in names if n.startswith(self.prefix)]
-        self.files: dict[str, str] = {r.upper(): r for r in rels}
 
-    def find(self, rel: str) -> str | None:
-        """The stored relative path matching ``rel`` (case-insensitive), or None."""
-        return self.files.get(rel.replace("\\", "/").upper())
+def _open_files(path: str | os.PathLike) -> ProductFiles:
+    """The files of a SAFE product (folder or zip)."""
+    given = str(path)
+    p = Path(path)
+    if not p.exists():
+        raise UnknownProductError(given, "no such file or folder; expected a Sentinel-2 "
+                                  "SAFE folder or .zip")
+    if p.is_dir():
+        return ProductFiles.folder(p, given)
+    if p.suffix.lower() != ".zip":
+        raise UnknownProductError(given, "not a Sentinel-2 SAFE product: expected a "
+                                  ".SAFE folder or a .zip archive of one")
+    return ProductFiles.archive(p, _zip_prefix, "Sentinel-2 SAFE product (expected "
+                                "MTD_MSIL1C.xml or MTD_MSIL2A.xml and GRANULE/ at its root or "
+                                "in one top folder)")
 
-    def gdal_path(self, rel: str) -> str:
-        """A path GDAL can open for the relative path ``rel``."""
-        if self.zip is not None:
-            return f"/vsizip/{self.zip.as_posix()}/{self.prefix}{rel}"
-        return str(self.root / rel)
 
-    def read(self, rel: str) -> bytes:
-        if self.zip is not None:
-            try:
-                with zipfile.ZipFile(self.zip) as zf:
-                    return zf.read(self.prefix + rel)
-            except (zipfile.BadZipFile, OSError, KeyError) as exc:
-                raise CorruptProductError(self.gdal_path(rel), f"cannot read from the zip: {exc}") from exc
-        try:
-            return (self.root / rel).read_bytes()
-        except OSError as exc:
-            raise CorruptProductError(self.gdal_path(rel), f"cannot read the file: {exc}") from exc
+def _locate(c: ProductFiles) -> tuple[str, str, str]:
+    """``(level, product metadata, granule metadata)`` of a SAFE: the two XML files every one has.
+
+    Raises
+    ------
+    UnknownProductError
+        What is there and what is missing: no ``MTD_MSIL*.xml`` (or the unsupported
+        pre-2016 ``S2A_OPER_MTD_SAFL1C`` layout), no ``GRANULE/`` folder, no or several
+        ``GRANULE/<granule>/MTD_TL.xml``.
+    """
+    top = [n for n in c.names if "/" not in n]
+    mtd_rel = next((n for n in top if _MTD_RE.match(n)), None)
+    granules = sorted({n.split("/")[1] for n in c.names
+                       if n.upper().startswith("GRANULE/") and n.count("/") >= 2})
+    if mtd_rel is None:
+        old = [n for n in top if _OLD_MTD_RE.match(n)]
+        if old:
+            raise UnknownProductError(
+                c.given, f"pre-December-2016 multi-granule SAFE ({old[0]}): not supported; "
+                "expected a single-tile SAFE with MTD_MSIL1C.xml or MTD_MSIL2A.xml")
+        found = ", ".join(top[:4]) + (" ..." if len(top) > 4 else "")
+        raise UnknownProductError(
+            c.given, "not a Sentinel-2 SAFE product: expected MTD_MSIL1C.xml or MTD_MSIL2A.xml "
+            f"beside a GRANULE/ folder; the product metadata file is missing (at the top: "
+            f"{found or 'nothing'}{'; GRANULE/ is there' if granules else ''})")
+    level = "L" + _MTD_RE.match(mtd_rel).group(1).upper()
+    if not granules:
+        raise UnknownProductError(
+            c.given, f"Sentinel-2 SAFE without GRANULE/: {mtd_rel} is there but not the "
+            "GRANULE/<granule>/ folder holding the tile metadata (MTD_TL.xml) and the images "
+            "(an incomplete download or copy?); expected one granule folder")
+    tl_rels = sorted(n for n in c.names if re.match(r"^GRANULE/[^/]+/MTD_TL\.xml$", n, re.I))
+    if len(tl_rels) != 1:
+        what = (f"found {len(tl_rels)}" if tl_rels else
+                f"found none in GRANULE/{granules[0]}/ (the tile metadata is missing)")
+        raise UnknownProductError(
+            c.given, f"expected exactly one GRANULE/<granule>/MTD_TL.xml, {what}"
+            + (" (the pre-2016 multi-granule SAFE layout is not supported)"
+               if len(tl_rels) > 1 else ""))
+    return level, mtd_rel, tl_rels[0]
 
 
 # --------------------------------------------------------------------------------------------
-# XML helpers
-
-
-def _parse_xml(container: _Container, rel: str) -> etree._Element:
-    """Parse one XML file, namespaces stripped, or raise CorruptProductError naming it."""
-    where = container.gdal_path(rel)
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
-    try:
-        root = etree.fromstring(container.read(rel), parser)
-    except etree.XMLSyntaxError as exc:
-        raise CorruptProductError(where, f"cannot parse the XML metadata: {exc}") from exc
-    for el in root.iter():
-        if isinstance(el.tag, str) and el.tag.startswith("{"):
-            el.tag = el.tag.split("}", 1)[1]
-    return root
-
-
-def _text(root: etree._Element, xpath: str, where: str, required: bool = True) -> str | None:
-    el = root.find(xpath)
-    if el is None or el.text is None or not el.text.strip():
-        if required:
-            raise CorruptProductError(where, f"metadata element {xpath.lstrip('./')} is missing or empty")
-        return None
-    return el.text.strip()
-
-
-def _float(root: etree._Element, xpath: str, where: str, required: bool = True) -> float | None:
-    txt = _text(root, xpath, where, required)
-    if txt is None:
-        return None
-    try:
-        return float(txt)
-    except ValueError:
-        raise CorruptProductError(where, f"metadata element {xpath.lstrip('./')} is not a number: "
-                                  f"{txt!r}") from None
+# XML values
 
 
 def _parse_time(txt: str, where: str) -> _dt.datetime:
@@ -377,79 +368,110 @@ def read_safe_metadata(path: str | os.PathLike) -> SafeMetadata:
         If an XML file cannot be parsed or lacks a required element (the message names
         the file and the element).
     """
-    return _read_metadata(_Container(path))
+    return _read_metadata(_open_files(path))
 
 
-def _read_metadata(c: _Container) -> SafeMetadata:
-    mtd_rel = next((r for r in c.files.values() if "/" not in r and _MTD_RE.match(r)), None)
-    if mtd_rel is None:  # pragma: no cover - guarded by _Container
-        raise UnknownProductError(c.given, "no MTD_MSIL1C.xml or MTD_MSIL2A.xml")
-    level = "L" + _MTD_RE.match(mtd_rel).group(1).upper()
-    tl_rels = sorted(r for r in c.files.values()
-                     if re.match(r"^GRANULE/[^/]+/MTD_TL\.xml$", r, re.IGNORECASE))
-    if len(tl_rels) != 1:
-        raise UnknownProductError(
-            c.given, f"expected exactly one GRANULE/<granule>/MTD_TL.xml, found {len(tl_rels)}"
-            + (" (the pre-2016 multi-granule SAFE layout is not supported)" if tl_rels else ""))
-    tl_rel = tl_rels[0]
-    granule_dir = tl_rel.rsplit("/", 1)[0]
-    mtd_where, tl_where = c.gdal_path(mtd_rel), c.gdal_path(tl_rel)
-    mtd = _parse_xml(c, mtd_rel)
-    tl = _parse_xml(c, tl_rel)
+@dataclass(frozen=True)
+class _Xml:
+    """One parsed metadata file and where it is (for the error messages)."""
 
-    # --- identity
-    uri = _text(mtd, ".//Product_Info/PRODUCT_URI", mtd_where, required=False)
-    name = uri or c.name
+    root: etree._Element
+    where: str
+
+    def text(self, xpath: str, required: bool = True) -> str | None:
+        return xml_text(self.root, xpath, self.where, required)
+
+    def number(self, xpath: str, required: bool = True) -> float | None:
+        return xml_float(self.root, xpath, self.where, required)
+
+
+def _read_metadata(c: ProductFiles) -> SafeMetadata:
+    """The two XML files of a SAFE, read part by part (each part a function below)."""
+    level, mtd_rel, tl_rel = _locate(c)
+    mtd = _Xml(c.xml(mtd_rel, "product metadata"), c.gdal_path(mtd_rel))
+    tl = _Xml(c.xml(tl_rel, "tile metadata"), c.gdal_path(tl_rel))
+    ident = _identity(mtd, tl, c.name)
+    band_ids, spectral = _band_ids(mtd)
+    radio = _radiometry(mtd, level, band_ids)
+    image_files, listed = _image_files(mtd)
+    if not listed:  # no IMAGE_FILE list: take what is in the granule's IMG_DATA folder
+        image_files = _image_files_on_disk(c, tl_rel.rsplit("/", 1)[0])
+    fp_txt = mtd.text(".//Global_Footprint/EXT_POS_LIST", required=False)
+    crs, native_grids = _tile_geocoding(tl)
+    sun, view = _angle_grids(tl, band_ids, crs, native_grids)
+    extras = _extras(mtd, tl, band_ids)
+    if spectral:
+        extras["central_wavelength_nm"] = spectral
+    return SafeMetadata(
+        path=c.given, level=level, producer="ESA" if level == "L1C" else "SEN2COR", crs=crs,
+        footprint=_footprint(fp_txt, mtd.where) if fp_txt else None, native_grids=native_grids,
+        sun_angles=sun, view_angles=view, image_files=image_files,
+        mask_files=_mask_files(tl), product_mtd=mtd_rel, tile_mtd=tl_rel, listed_in_mtd=listed,
+        extras=extras, **ident, **radio,
+    )
+
+
+def _identity(mtd: _Xml, tl: _Xml, folder_name: str) -> dict[str, object]:
+    """Product id, sensor, acquisition time, processing baseline and MGRS tile."""
+    uri = mtd.text(".//Product_Info/PRODUCT_URI", required=False)
+    name = uri or folder_name
     product_id = re.sub(r"\.SAFE$", "", re.sub(r"\.zip$", "", name, flags=re.I), flags=re.I)
-    spacecraft = _text(mtd, ".//SPACECRAFT_NAME", mtd_where)
+    spacecraft = mtd.text(".//SPACECRAFT_NAME")
     try:
         sensor = sensor_name(spacecraft)
     except ConfigurationError as exc:
-        raise CorruptProductError(mtd_where, f"SPACECRAFT_NAME: {exc}") from None
-    start = _text(mtd, ".//Product_Info/PRODUCT_START_TIME", mtd_where, required=False)
+        raise CorruptProductError(mtd.where, f"SPACECRAFT_NAME: {exc}") from None
+    start = mtd.text(".//Product_Info/PRODUCT_START_TIME", required=False)
     if start is not None:
-        when = _parse_time(start, mtd_where)
+        when = _parse_time(start, mtd.where)
     else:
-        when = _parse_time(_text(tl, ".//SENSING_TIME", tl_where), tl_where)
-    baseline = _text(mtd, ".//PROCESSING_BASELINE", mtd_where)
-
-    tile_id = _text(tl, ".//TILE_ID", tl_where, required=False) or ""
+        when = _parse_time(tl.text(".//SENSING_TIME"), tl.where)
+    tile_id = tl.text(".//TILE_ID", required=False) or ""
     m = _TILE_RE.search(tile_id) or _TILE_RE.search(product_id)
     if not m:
-        raise CorruptProductError(tl_where, f"no MGRS tile id (_Tzzbbb_) in TILE_ID {tile_id!r} "
+        raise CorruptProductError(tl.where, f"no MGRS tile id (_Tzzbbb_) in TILE_ID {tile_id!r} "
                                   f"nor in the product name {product_id!r}")
     try:
         tile = parse_tile(m.group(1)).name
     except ConfigurationError as exc:
-        raise CorruptProductError(tl_where, f"bad tile id: {exc}") from None
+        raise CorruptProductError(tl.where, f"bad tile id: {exc}") from None
+    return {"product_id": product_id, "sensor": sensor, "datetime": when, "tile": tile,
+            "processing_baseline": mtd.text(".//PROCESSING_BASELINE")}
 
-    # --- band ids and radiometry
+
+def _band_ids(mtd: _Xml) -> tuple[dict[int, str], dict[str, float]]:
+    """``bandId`` -> band name from ``Spectral_Information`` (ESA's order by default), and
+    the central wavelengths (nm) by band name."""
     band_ids = dict(enumerate(ESA_BAND_ORDER))
     spectral = {}
-    for el in mtd.iter("Spectral_Information"):
+    for el in mtd.root.iter("Spectral_Information"):
         bid, phys = el.get("bandId"), el.get("physicalBand")
         if bid is not None and phys:
             band_ids[int(bid)] = _band_name(phys)
             wl = el.find("./Wavelength/CENTRAL")
             if wl is not None and wl.text:
                 spectral[_band_name(phys)] = float(wl.text)
+    return band_ids, spectral
+
+
+def _radiometry(mtd: _Xml, level: str, band_ids: Mapping[int, str]) -> dict[str, object]:
+    """Quantification value, per-band offsets (DN), AOT quantification, special DNs, cloud cover."""
     if level == "L1C":
-        q = _float(mtd, ".//QUANTIFICATION_VALUE", mtd_where)
+        q = mtd.number(".//QUANTIFICATION_VALUE")
         off_tag = "RADIO_ADD_OFFSET"
     else:
-        q = _float(mtd, ".//BOA_QUANTIFICATION_VALUE", mtd_where)
+        q = mtd.number(".//BOA_QUANTIFICATION_VALUE")
         off_tag = "BOA_ADD_OFFSET"
     if not q or q <= 0:
-        raise CorruptProductError(mtd_where, f"quantification value {q!r} must be positive")
+        raise CorruptProductError(mtd.where, f"quantification value {q!r} must be positive")
     offsets = {b: 0.0 for b in band_ids.values()}
-    for el in mtd.iter(off_tag):
+    for el in mtd.root.iter(off_tag):
         bid = el.get("band_id") or el.get("bandId")
         if bid is None or not el.text:
-            raise CorruptProductError(mtd_where, f"{off_tag} without band_id or value")
+            raise CorruptProductError(mtd.where, f"{off_tag} without band_id or value")
         offsets[band_ids.get(int(bid), str(bid))] = float(el.text)
-    aot_q = _float(mtd, ".//AOT_QUANTIFICATION_VALUE", mtd_where, required=False)
     nodata_dn, saturated_dn = 0, None
-    for el in mtd.iter("Special_Values"):
+    for el in mtd.root.iter("Special_Values"):
         kind = (el.findtext("SPECIAL_VALUE_TEXT") or "").strip().upper()
         idx = el.findtext("SPECIAL_VALUE_INDEX")
         if idx is None:
@@ -458,117 +480,131 @@ def _read_metadata(c: _Container) -> SafeMetadata:
             nodata_dn = int(idx)
         elif kind == "SATURATED":
             saturated_dn = int(idx)
-    cloud = _float(mtd, ".//Cloud_Coverage_Assessment", mtd_where, required=False)
+    return {"quantification_value": q, "add_offsets": offsets,
+            "aot_quantification_value": mtd.number(".//AOT_QUANTIFICATION_VALUE", required=False),
+            "nodata_dn": nodata_dn, "saturated_dn": saturated_dn,
+            "cloud_cover": mtd.number(".//Cloud_Coverage_Assessment", required=False)}
 
-    # --- files listed in the product metadata
+
+def _image_key(rel: str) -> tuple[str, int] | None:
+    """``(name, resolution)`` of an image file name (``..._B04_10m.jp2`` -> ``("B04", 10)``)."""
+    mm = _IMG_RE.search(rel)
+    if not mm:
+        return None
+    key = mm.group(1).upper()
+    if key.startswith("B"):
+        key = _band_name(key)
+    return key, int(mm.group(2)) if mm.group(2) else NATIVE_RESOLUTION.get(key, 10)
+
+
+def _image_files(mtd: _Xml) -> tuple[dict[str, dict[int, str]], bool]:
+    """The ``IMAGE_FILE`` list of the product metadata, by name and resolution, and whether
+    there is one. Names get the extension of the granule's ``imageFormat``."""
     image_files: dict[str, dict[int, str]] = {}
     listed = False
-    for gran in mtd.iter("Granule"):
+    for gran in mtd.root.iter("Granule"):
         ext = _EXT.get((gran.get("imageFormat") or "JPEG2000").upper(), ".jp2")
         for el in gran:
             if not (isinstance(el.tag, str) and el.tag.startswith("IMAGE_FILE")) or not el.text:
                 continue
             listed = True
             rel = el.text.strip()
-            mm = _IMG_RE.search(rel)
-            if not mm:
+            found = _image_key(rel)
+            if found is None:
                 continue
-            if not mm.group(3):
+            if not _IMG_RE.search(rel).group(3):
                 rel += ext
-            key = mm.group(1).upper()
-            if key.startswith("B"):
-                key = _band_name(key)
-            res = int(mm.group(2)) if mm.group(2) else NATIVE_RESOLUTION.get(key, 10)
-            image_files.setdefault(key, {})[res] = rel
-    if not listed:  # no IMAGE_FILE list: take what is in the granule's IMG_DATA folder
-        for rel in c.files.values():
-            if rel.upper().startswith((granule_dir + "/IMG_DATA/").upper()):
-                mm = _IMG_RE.search(rel)
-                if mm and mm.group(3):
-                    key = mm.group(1).upper()
-                    key = _band_name(key) if key.startswith("B") else key
-                    res = int(mm.group(2)) if mm.group(2) else NATIVE_RESOLUTION.get(key, 10)
-                    image_files.setdefault(key, {})[res] = rel
+            image_files.setdefault(found[0], {})[found[1]] = rel
+    return image_files, listed
 
-    # --- footprint
-    fp_txt = _text(mtd, ".//Global_Footprint/EXT_POS_LIST", mtd_where, required=False)
-    footprint = _footprint(fp_txt, mtd_where) if fp_txt else None
 
-    # --- tile geocoding
-    crs = _text(tl, ".//Tile_Geocoding/HORIZONTAL_CS_CODE", tl_where)
-    sizes = {int(el.get("resolution")): el for el in tl.iter("Size") if el.get("resolution")}
+def _image_files_on_disk(c: ProductFiles, granule_dir: str) -> dict[str, dict[int, str]]:
+    """The images of the granule's ``IMG_DATA`` folder, by name and resolution."""
+    image_files: dict[str, dict[int, str]] = {}
+    for rel in c.names:
+        if rel.upper().startswith((granule_dir + "/IMG_DATA/").upper()):
+            found = _image_key(rel)
+            if found is not None and _IMG_RE.search(rel).group(3):
+                image_files.setdefault(found[0], {})[found[1]] = rel
+    return image_files
+
+
+def _tile_geocoding(tl: _Xml) -> tuple[str, dict[int, GeoBox]]:
+    """The tile's CRS and its grid per resolution (``Geoposition`` and ``Size``)."""
+    crs = tl.text(".//Tile_Geocoding/HORIZONTAL_CS_CODE")
+    sizes = {int(el.get("resolution")): el for el in tl.root.iter("Size") if el.get("resolution")}
     native_grids: dict[int, GeoBox] = {}
-    for el in tl.iter("Geoposition"):
+    for el in tl.root.iter("Geoposition"):
         res = int(el.get("resolution") or 0)
         if res not in sizes:
             continue
-        ulx, uly = _float(el, "ULX", tl_where), _float(el, "ULY", tl_where)
-        xdim, ydim = _float(el, "XDIM", tl_where), _float(el, "YDIM", tl_where)
-        nrows = int(_float(sizes[res], "NROWS", tl_where))
-        ncols = int(_float(sizes[res], "NCOLS", tl_where))
+        ulx, uly = xml_float(el, "ULX", tl.where), xml_float(el, "ULY", tl.where)
+        xdim, ydim = xml_float(el, "XDIM", tl.where), xml_float(el, "YDIM", tl.where)
+        nrows = int(xml_float(sizes[res], "NROWS", tl.where))
+        ncols = int(xml_float(sizes[res], "NCOLS", tl.where))
         native_grids[res] = GeoBox((nrows, ncols), Affine(xdim, 0.0, ulx, 0.0, ydim, uly), crs)
     if not native_grids:
-        raise CorruptProductError(tl_where, "no Tile_Geocoding Geoposition/Size pair")
+        raise CorruptProductError(tl.where, "no Tile_Geocoding Geoposition/Size pair")
+    return crs, native_grids
+
+
+def _angle_grids(tl: _Xml, band_ids: Mapping[int, str], crs: str,
+                 native_grids: Mapping[int, GeoBox]) -> tuple[AngleGrid | None, dict[str, AngleGrid]]:
+    """The sun grid and one viewing grid per band (detectors merged), from the tile's corner."""
     ul = next(iter(native_grids.values())).affine
     x0, y0 = ul.c, ul.f
-
-    # --- angles
     sun = None
-    sun_el = tl.find(".//Sun_Angles_Grid")
+    sun_el = tl.root.find(".//Sun_Angles_Grid")
     if sun_el is not None:
-        sun = _angle_grid([sun_el], x0, y0, crs, tl_where)
+        sun = _angle_grid([sun_el], x0, y0, crs, tl.where)
     per_band: dict[str, list[etree._Element]] = {}
-    for el in tl.iter("Viewing_Incidence_Angles_Grids"):
+    for el in tl.root.iter("Viewing_Incidence_Angles_Grids"):
         bid = el.get("bandId")
         if bid is None:
             continue
         per_band.setdefault(band_ids.get(int(bid), f"band{bid}"), []).append(el)
-    view = {b: _angle_grid(els, x0, y0, crs, tl_where)
+    view = {b: _angle_grid(els, x0, y0, crs, tl.where)
             for b, els in sorted(per_band.items(), key=lambda kv: ESA_BAND_ORDER.index(kv[0])
                                  if kv[0] in ESA_BAND_ORDER else 99)}
+    return sun, view
 
-    # --- quality masks listed in the tile metadata
+
+def _mask_files(tl: _Xml) -> dict[str, dict[int, str]]:
+    """Quality masks listed in the tile metadata (``MSK_CLDPRB``), by resolution."""
     mask_files: dict[str, dict[int, str]] = {}
-    for el in tl.iter("MASK_FILENAME"):
+    for el in tl.root.iter("MASK_FILENAME"):
         if el.get("type") == "MSK_CLDPRB" and el.text:
             rel = el.text.strip()
             mm = re.search(r"_(\d{2})m(\.\w+)?$", rel)
             if mm:
                 mask_files.setdefault("CLDPRB", {})[int(mm.group(1))] = rel
+    return mask_files
 
+
+def _extras(mtd: _Xml, tl: _Xml, band_ids: Mapping[int, str]) -> dict[str, object]:
+    """Other facts: reflectance conversion U, no-data percentage, the mean sun and view angles."""
     extras: dict[str, object] = {}
-    u = _float(mtd, ".//Reflectance_Conversion/U", mtd_where, required=False)
+    u = mtd.number(".//Reflectance_Conversion/U", required=False)
     if u is not None:
         extras["reflectance_conversion_u"] = u
-    nodata_pct = _float(mtd, ".//NODATA_PIXEL_PERCENTAGE", mtd_where, required=False)
+    nodata_pct = mtd.number(".//NODATA_PIXEL_PERCENTAGE", required=False)
     if nodata_pct is None:
-        nodata_pct = _float(tl, ".//NODATA_PIXEL_PERCENTAGE", tl_where, required=False)
+        nodata_pct = tl.number(".//NODATA_PIXEL_PERCENTAGE", required=False)
     if nodata_pct is not None:
         extras["nodata_pixel_percentage"] = nodata_pct
-    msz = _float(tl, ".//Mean_Sun_Angle/ZENITH_ANGLE", tl_where, required=False)
-    msa = _float(tl, ".//Mean_Sun_Angle/AZIMUTH_ANGLE", tl_where, required=False)
+    msz = tl.number(".//Mean_Sun_Angle/ZENITH_ANGLE", required=False)
+    msa = tl.number(".//Mean_Sun_Angle/AZIMUTH_ANGLE", required=False)
     if msz is not None and msa is not None:
         extras["mean_sun_angles"] = {"zenith": msz, "azimuth": msa}
     mean_view = {}
-    for el in tl.iter("Mean_Viewing_Incidence_Angle"):
+    for el in tl.root.iter("Mean_Viewing_Incidence_Angle"):
         bid = el.get("bandId")
         z, a = el.findtext("ZENITH_ANGLE"), el.findtext("AZIMUTH_ANGLE")
         if bid is not None and z and a:
             mean_view[band_ids.get(int(bid), bid)] = {"zenith": float(z), "azimuth": float(a)}
     if mean_view:
         extras["mean_view_angles"] = mean_view
-    if spectral:
-        extras["central_wavelength_nm"] = spectral
-
-    return SafeMetadata(
-        path=c.given, product_id=product_id, level=level, sensor=sensor,
-        producer="ESA" if level == "L1C" else "SEN2COR", datetime=when, tile=tile, crs=crs,
-        processing_baseline=baseline, quantification_value=q, add_offsets=offsets,
-        aot_quantification_value=aot_q, nodata_dn=nodata_dn, saturated_dn=saturated_dn,
-        cloud_cover=cloud, footprint=footprint, native_grids=native_grids, sun_angles=sun,
-        view_angles=view, image_files=image_files, mask_files=mask_files, product_mtd=mtd_rel,
-        tile_mtd=tl_rel, listed_in_mtd=listed, extras=extras,
-    )
+    return extras
 
 
 def _footprint(txt: str, where: str) -> Geometry:
@@ -596,7 +632,7 @@ def _angle_grid(elements: list[etree._Element], x0: float, y0: float, crs: str, 
         if zen is None or azi is None:
             raise CorruptProductError(where, f"{el.tag} without Zenith/Azimuth")
         for part in (zen, azi):
-            cs, rs = _float(part, "COL_STEP", where), _float(part, "ROW_STEP", where)
+            cs, rs = xml_float(part, "COL_STEP", where), xml_float(part, "ROW_STEP", where)
             if cs != rs or (step is not None and cs != step):
                 raise CorruptProductError(where, f"{el.tag}: COL_STEP {cs} and ROW_STEP {rs} differ; "
                                           "expected one square step")
@@ -639,27 +675,31 @@ def decode_l1c(layers: Mapping[str, object], nodata_dn: int = 0):
 # The reader
 
 
-def read_safe(path: str | os.PathLike, cloud_probability_threshold: int = 65, *,
+def read_safe(path: str | os.PathLike, *, allow_missing_bands: bool = False,
+              stack_bands: Sequence[str] | None = None,
               bands: Iterable[str] | None = None,
-              allow_missing_bands: bool = False) -> SourceProduct:
+              cloud_probability_threshold: int = 65) -> SourceProduct:
     """Read a Sentinel-2 SAFE product (L1C or L2A, folder or ``.zip``) as a SourceProduct.
 
     Parameters
     ----------
     path
         The ``.SAFE`` folder (the suffix is not required) or a ``.zip`` of it.
-    cloud_probability_threshold
-        L2A: ``MSK_CLDPRB`` percentage at or above which a pixel is CLOUD whatever
-        SCL says (:func:`agriseries.core.masks.from_scl`); 0-100.
-    bands
-        Reflectance bands to take (default: every band of the level, 13 for L1C,
-        12 for L2A). Bands not asked for need not be on disk: use it for partial
-        downloads.
     allow_missing_bands
         With the default band list, leave out the bands that are not on disk instead
         of refusing the product (partial downloads, trimmed samples); the bands left
         out are listed in ``metadata["missing_bands"]``. Bands asked for by name
         are always required.
+    stack_bands
+        Part of every reader's signature (:mod:`agriseries.io.detect`); a SAFE has one
+        file per band, so giving it is a :class:`ConfigurationError`.
+    bands
+        Reflectance bands to take (default: every band of the level, 13 for L1C,
+        12 for L2A). Bands not asked for need not be on disk: use it for partial
+        downloads.
+    cloud_probability_threshold
+        L2A: ``MSK_CLDPRB`` percentage at or above which a pixel is CLOUD whatever
+        SCL says (:func:`agriseries.core.masks.from_scl`); 0-100.
 
     Returns
     -------
@@ -674,86 +714,37 @@ def read_safe(path: str | os.PathLike, cloud_probability_threshold: int = 65, *,
     Raises
     ------
     UnknownProductError
-        Not a SAFE product (or the unsupported pre-2016 multi-granule layout).
+        Not a SAFE product, an incomplete one (no ``GRANULE/``, no product or tile
+        metadata) or the unsupported pre-2016 multi-granule layout.
     CorruptProductError
-        Unparseable XML, missing required metadata element, band file whose header
-        cannot be read (a truncated JPEG 2000 body shows up later, in ``load``).
+        Truncated zip, unparseable XML, missing required metadata element, band file
+        whose header cannot be read (a truncated JPEG 2000 body shows up later, in
+        ``load``).
     MissingBandError
         A band that should be there (listed in the metadata, or asked for) is not on
         disk, or not listed at all; the message names the band and the file expected.
     ConfigurationError
-        ``cloud_probability_threshold`` outside 0-100, or an unknown band name.
+        ``cloud_probability_threshold`` outside 0-100, an unknown band name, or
+        ``stack_bands`` given.
     """
     if not 0 <= cloud_probability_threshold <= 100:
         raise ConfigurationError(
             f"cloud_probability_threshold={cloud_probability_threshold!r}: expected 0-100 (percent)")
-    c = _Container(path)
+    if stack_bands is not None:
+        raise ConfigurationError(f"{path}: stack_bands names the bands of a multi-band stack; a "
+                                 "Sentinel-2 SAFE has one file per band")
+    c = _open_files(path)
     md = _read_metadata(c)
-    expected = L1C_BANDS if md.level == "L1C" else L2A_BANDS
-    if bands is None:
-        wanted = list(expected)
-    else:
-        wanted = list(dict.fromkeys(bands))
-        unknown = [b for b in wanted if b not in ESA_BAND_ORDER]
-        if unknown:
-            raise ConfigurationError(f"unknown Sentinel-2 band(s) {unknown}: expected some of "
-                                     f"{', '.join(ESA_BAND_ORDER)}")
-        absent = [b for b in wanted if b not in expected]
-        if absent:
-            raise MissingBandError(c.gdal_path(md.product_mtd),
-                                   f"{md.level} products have no band {', '.join(absent)}")
-
-    q = md.quantification_value
-    assets: dict[str, Asset] = {}
-    missing: list[str] = []
-    for b in wanted:
-        try:
-            rel, res = _pick_band_file(c, md, b)
-        except MissingBandError:
-            if allow_missing_bands and bands is None:
-                missing.append(b)
-                continue
-            raise
-        assets[b] = Asset(path=c.gdal_path(rel), band_index=1, scale=1.0 / q,
-                          offset=md.add_offsets.get(b, 0.0) / q, nodata=float(md.nodata_dn),
-                          resolution=float(res), kind="reflectance")
-
-    quality: dict[str, Asset] = {}
-    aux: dict[str, Asset] = {}
+    wanted = _wanted_bands(c, md, bands)
+    assets, missing = _reflectance_assets(c, md, wanted, allow_missing_bands and bands is None)
     if md.level == "L2A":
-        scl_rel, scl_res = _pick_aux_file(c, md.image_files.get("SCL", {}), (20, 60))
-        if scl_rel is None:
-            expected_rel = md.image_files.get("SCL", {}).get(20)
-            raise MissingBandError(
-                c.gdal_path(expected_rel) if expected_rel else c.gdal_path(md.product_mtd),
-                "scene classification SCL (20 m or 60 m) not found on disk: it is needed for the mask")
-        quality["SCL"] = Asset(path=c.gdal_path(scl_rel), resolution=float(scl_res), kind="quality")
-        prb_rel, prb_res = _pick_aux_file(c, _cldprb_files(c, md), (20, 60))
-        if prb_rel is not None:
-            quality["CLDPRB"] = Asset(path=c.gdal_path(prb_rel), resolution=float(prb_res),
-                                      kind="quality")
-        decoder = functools.partial(decode_l2a, cloud_probability_threshold=cloud_probability_threshold)
-        quality_source = " + ".join(f"{k}_{int(a.resolution)}m" for k, a in quality.items())
-        finest = min(a.resolution for a in assets.values()) if assets else 20
-        order = [r for r in _RESOLUTIONS if r >= finest] + [r for r in reversed(_RESOLUTIONS) if r < finest]
-        aot_rel, aot_res = _pick_aux_file(c, md.image_files.get("AOT", {}), order)
-        if aot_rel is not None and md.aot_quantification_value:
-            aux["aot"] = Asset(path=c.gdal_path(aot_rel), scale=1.0 / md.aot_quantification_value,
-                               offset=0.0, nodata=0.0, resolution=float(aot_res), kind="aux")
+        quality, aux, decoder, quality_source = _l2a_layers(c, md, assets,
+                                                            cloud_probability_threshold)
     else:
-        decoder = functools.partial(decode_l1c, nodata_dn=md.nodata_dn)
-        quality_source = "L1C, no cloud layer: no quality layer (no band selected)"
-        if assets:
-            ref = min(assets, key=lambda b: (assets[b].resolution, wanted.index(b)))
-            quality["NODATA"] = Asset(path=assets[ref].path, resolution=assets[ref].resolution,
-                                      kind="quality")
-            quality_source = f"L1C, no cloud layer: NODATA where {ref} DN is {md.nodata_dn}"
-
-    footprint = _clip_footprint(md, list(assets.values()))
-
+        quality, aux, decoder, quality_source = _l1c_layers(md, assets, wanted)
     metadata: dict[str, object] = {
         "processing_baseline": md.processing_baseline,
-        "quantification_value": q,
+        "quantification_value": md.quantification_value,
         "add_offsets": dict(md.add_offsets),
         "cloud_cover": md.cloud_cover,
         "band_resolutions": {b: int(a.resolution) for b, a in assets.items()},
@@ -772,12 +763,90 @@ def read_safe(path: str | os.PathLike, cloud_probability_threshold: int = 65, *,
         metadata["atmosphere"] = atmosphere
     return SourceProduct(
         path=c.given, product_id=md.product_id, level=md.level, sensor=md.sensor,
-        producer=md.producer, datetime=md.datetime, crs=md.crs, footprint=footprint,
+        producer=md.producer, datetime=md.datetime, crs=md.crs,
+        footprint=_clip_footprint(md, list(assets.values())),
         bands=assets, quality=quality, mask_decoder=decoder if quality else None, aux=aux,
         sun_angles=md.sun_angles,
         view_angles={b: g for b, g in md.view_angles.items() if b in assets},
         tile=md.tile, native_grids=dict(md.native_grids), metadata=metadata,
     )
+
+
+def _wanted_bands(c: ProductFiles, md: SafeMetadata, bands: Iterable[str] | None) -> list[str]:
+    """The bands to read: every band of the level, or the ones asked for (checked)."""
+    expected = L1C_BANDS if md.level == "L1C" else L2A_BANDS
+    if bands is None:
+        return list(expected)
+    wanted = list(dict.fromkeys(bands))
+    unknown = [b for b in wanted if b not in ESA_BAND_ORDER]
+    if unknown:
+        raise ConfigurationError(f"unknown Sentinel-2 band(s) {unknown}: expected some of "
+                                 f"{', '.join(ESA_BAND_ORDER)}")
+    absent = [b for b in wanted if b not in expected]
+    if absent:
+        raise MissingBandError(c.gdal_path(md.product_mtd),
+                               f"{md.level} products have no band {', '.join(absent)}")
+    return wanted
+
+
+def _reflectance_assets(c: ProductFiles, md: SafeMetadata, wanted: Sequence[str],
+                        skip_missing: bool) -> tuple[dict[str, Asset], list[str]]:
+    """One asset per band (its file on disk), and the bands left out when ``skip_missing``."""
+    q = md.quantification_value
+    assets: dict[str, Asset] = {}
+    missing: list[str] = []
+    for b in wanted:
+        try:
+            rel, res = _pick_band_file(c, md, b)
+        except MissingBandError:
+            if skip_missing:
+                missing.append(b)
+                continue
+            raise
+        assets[b] = Asset(path=c.gdal_path(rel), band_index=1, scale=1.0 / q,
+                          offset=md.add_offsets.get(b, 0.0) / q, nodata=float(md.nodata_dn),
+                          resolution=float(res), kind="reflectance")
+    return assets, missing
+
+
+def _l2a_layers(c: ProductFiles, md: SafeMetadata, assets: Mapping[str, Asset],
+                cloud_probability_threshold: int):
+    """Sen2Cor's SCL (required) and MSK_CLDPRB, their decoder, and the AOT layer."""
+    quality: dict[str, Asset] = {}
+    aux: dict[str, Asset] = {}
+    scl_rel, scl_res = _pick_aux_file(c, md.image_files.get("SCL", {}), (20, 60))
+    if scl_rel is None:
+        expected_rel = md.image_files.get("SCL", {}).get(20)
+        raise MissingBandError(
+            c.gdal_path(expected_rel) if expected_rel else c.gdal_path(md.product_mtd),
+            "scene classification SCL (20 m or 60 m) not found on disk: it is needed for the mask")
+    quality["SCL"] = Asset(path=c.gdal_path(scl_rel), resolution=float(scl_res), kind="quality")
+    prb_rel, prb_res = _pick_aux_file(c, _cldprb_files(c, md), (20, 60))
+    if prb_rel is not None:
+        quality["CLDPRB"] = Asset(path=c.gdal_path(prb_rel), resolution=float(prb_res),
+                                  kind="quality")
+    decoder = functools.partial(decode_l2a, cloud_probability_threshold=cloud_probability_threshold)
+    quality_source = " + ".join(f"{k}_{int(a.resolution)}m" for k, a in quality.items())
+    finest = min(a.resolution for a in assets.values()) if assets else 20
+    order = [r for r in _RESOLUTIONS if r >= finest] + [r for r in reversed(_RESOLUTIONS) if r < finest]
+    aot_rel, aot_res = _pick_aux_file(c, md.image_files.get("AOT", {}), order)
+    if aot_rel is not None and md.aot_quantification_value:
+        aux["aot"] = Asset(path=c.gdal_path(aot_rel), scale=1.0 / md.aot_quantification_value,
+                           offset=0.0, nodata=0.0, resolution=float(aot_res), kind="aux")
+    return quality, aux, decoder, quality_source
+
+
+def _l1c_layers(md: SafeMetadata, assets: Mapping[str, Asset], wanted: Sequence[str]):
+    """L1C has no usable cloud layer: the DN of the finest band read gives the NODATA bit."""
+    decoder = functools.partial(decode_l1c, nodata_dn=md.nodata_dn)
+    quality: dict[str, Asset] = {}
+    quality_source = "L1C, no cloud layer: no quality layer (no band selected)"
+    if assets:
+        ref = min(assets, key=lambda b: (assets[b].resolution, wanted.index(b)))
+        quality["NODATA"] = Asset(path=assets[ref].path, resolution=assets[ref].resolution,
+                                  kind="quality")
+        quality_source = f"L1C, no cloud layer: NODATA where {ref} DN is {md.nodata_dn}"
+    return quality, {}, decoder, quality_source
 
 
 # --------------------------------------------------------------------------------------------
@@ -797,7 +866,7 @@ _AUX_FIELDS = {
 }
 
 
-def read_atmosphere(c: _Container, md: SafeMetadata) -> dict[str, object]:
+def read_atmosphere(c: ProductFiles, md: SafeMetadata) -> dict[str, object]:
     """Scene-mean atmosphere from the granule's ``AUX_DATA`` GRIB files, when present.
 
     ESA puts the ECMWF forecast (``AUX_ECMWFT``: water vapour, sea-level pressure,
@@ -838,7 +907,7 @@ def read_atmosphere(c: _Container, md: SafeMetadata) -> dict[str, object]:
     return out
 
 
-def _on_disk(c: _Container, rel: str) -> str | None:
+def _on_disk(c: ProductFiles, rel: str) -> str | None:
     """The stored path of ``rel``, also accepting the other image extension (.jp2 / .tif)."""
     found = c.find(rel)
     if found is None:
@@ -848,7 +917,7 @@ def _on_disk(c: _Container, rel: str) -> str | None:
     return found
 
 
-def _pick_band_file(c: _Container, md: SafeMetadata, band: str) -> tuple[str, int]:
+def _pick_band_file(c: ProductFiles, md: SafeMetadata, band: str) -> tuple[str, int]:
     """The band's file: native resolution, else the next coarser one on disk (L2A)."""
     listed = md.image_files.get(band, {})
     native = NATIVE_RESOLUTION[band]
@@ -876,7 +945,7 @@ def _pick_band_file(c: _Container, md: SafeMetadata, band: str) -> tuple[str, in
     raise MissingBandError(c.gdal_path(first), msg)
 
 
-def _pick_aux_file(c: _Container, listed: Mapping[int, str],
+def _pick_aux_file(c: ProductFiles, listed: Mapping[int, str],
                    order: Iterable[int]) -> tuple[str | None, int | None]:
     for res in order:
         if res in listed:
@@ -886,14 +955,14 @@ def _pick_aux_file(c: _Container, listed: Mapping[int, str],
     return None, None
 
 
-def _cldprb_files(c: _Container, md: SafeMetadata) -> dict[int, str]:
+def _cldprb_files(c: ProductFiles, md: SafeMetadata) -> dict[int, str]:
     """MSK_CLDPRB files per resolution: from MTD_TL, else by name in QI_DATA."""
     files = dict(md.mask_files.get("CLDPRB", {}))
     if not files:
         qi = md.tile_mtd.rsplit("/", 1)[0].upper() + "/QI_DATA/"
-        for up, rel in c.files.items():
-            m = re.search(r"(?:MSK_CLDPRB|_CLD)_(\d{2})m\.(?:jp2|tif)$", up, re.IGNORECASE)
-            if up.startswith(qi) and m:
+        for rel in c.names:
+            m = re.search(r"(?:MSK_CLDPRB|_CLD)_(\d{2})m\.(?:jp2|tif)$", rel, re.IGNORECASE)
+            if rel.upper().startswith(qi) and m:
                 files[int(m.group(1))] = rel
     return files
 

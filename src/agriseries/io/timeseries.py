@@ -51,7 +51,7 @@ import datetime as _dt
 import math
 import re
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import dask.array as da
 import numpy as np
@@ -106,20 +106,50 @@ def is_timeseries(path: str | Path) -> bool:
 # opening
 
 
+#: First bytes of NetCDF files: NetCDF-4 is HDF5; NetCDF-3 classic, 64-bit offset, 64-bit data.
+NETCDF_MAGIC = {b"\x89HDF\r\n\x1a\n": "NetCDF-4 (HDF5)", b"CDF\x01": "NetCDF-3 classic",
+                b"CDF\x02": "NetCDF-3 64-bit offset", b"CDF\x05": "NetCDF-3 64-bit data"}
+
+
+def _netcdf_kind(path: Path) -> str:
+    """Which NetCDF flavour a file is, from its first bytes; a clear error when it is none."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise CorruptProductError(path, f"cannot read the file: {exc}") from exc
+    for magic, kind in NETCDF_MAGIC.items():
+        if head.startswith(magic):
+            return kind
+    if not head:
+        raise CorruptProductError(path, "the file is empty (0 bytes): expected a NetCDF file")
+    shown = head.decode("ascii", "replace") if head.isascii() else head.hex(" ")
+    raise CorruptProductError(path, f"not a NetCDF file: it starts with {shown!r} where NetCDF-4 "
+                                    "starts with \\x89HDF and NetCDF-3 with CDF (a partial "
+                                    "download, or an error page saved under a .nc name?)")
+
+
 def _open(path: Path) -> xr.Dataset:
     is_zarr = path.suffix.lower() == ".zarr"
     kw = dict(mask_and_scale=False, decode_times=True, decode_coords=False, cache=False)
+    if is_zarr:
+        kind, flavour = "Zarr store", ""
+        consolidated = (path / ".zmetadata").exists() or (
+            (path / "zarr.json").exists() and '"consolidated_metadata"' in
+            (path / "zarr.json").read_text(errors="replace"))
+        kw.update(engine="zarr", consolidated=consolidated)
+    else:
+        kind = "NetCDF file"
+        flavour = f" ({_netcdf_kind(path)}, {path.stat().st_size:,} bytes)"
+        kw.update(engine="netcdf4")
     try:
-        if is_zarr:
-            consolidated = (path / ".zmetadata").exists() or (
-                (path / "zarr.json").exists() and '"consolidated_metadata"' in
-                (path / "zarr.json").read_text(errors="replace"))
-            return xr.open_dataset(path, engine="zarr", consolidated=consolidated, **kw)
         return xr.open_dataset(path, **kw)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
-        kind = "Zarr store" if is_zarr else "NetCDF file"
-        raise CorruptProductError(path, f"cannot open as a {kind} (truncated or corrupt?): "
-                                        f"{type(exc).__name__}: {exc}") from exc
+        cause = getattr(exc, "strerror", None) or str(exc).splitlines()[0] or type(exc).__name__
+        raise CorruptProductError(path, f"cannot open as a {kind}{flavour}: truncated or corrupt "
+                                        f"({cause}); expected a complete "
+                                        f"{'store' if is_zarr else 'file'}: copy or download it "
+                                        "again") from exc
 
 
 def _time_dim(ds: xr.Dataset, path: Path) -> str:
@@ -362,7 +392,8 @@ def _chunks(nt: int, ny: int, nx: int, chunks: Mapping[str, int] | None) -> dict
     return out
 
 
-def read_timeseries(path: str | Path, sensor: str | None = None, *,
+def read_timeseries(path: str | Path, *, allow_missing_bands: bool = False,
+                    stack_bands: Sequence[str] | None = None, sensor: str | None = None,
                     chunks: Mapping[str, int] | None = None) -> xr.Dataset:
     """Read a time-series NetCDF file or Zarr store as the agriseries Dataset (lazy).
 
@@ -370,6 +401,12 @@ def read_timeseries(path: str | Path, sensor: str | None = None, *,
     ----------
     path
         A ``.nc`` / ``.nc4`` file or a ``.zarr`` store.
+    allow_missing_bands
+        Part of every reader's signature (:mod:`agriseries.io.detect`); a series holds
+        the band variables it holds, none is expected, so nothing is left out.
+    stack_bands
+        Part of every reader's signature; a series names its band variables, so giving
+        it is a :class:`ConfigurationError`.
     sensor
         ``S2A``, ``S2B``, ``S2C``, ``L8`` or ``L9`` for every date; default: from the
         file (see the module docstring).
@@ -388,10 +425,15 @@ def read_timeseries(path: str | Path, sensor: str | None = None, *,
     UnknownProductError
         Not a ``.nc`` / ``.nc4`` / ``.zarr`` path, or no such path.
     CorruptProductError
-        The file cannot be opened (truncated, not NetCDF / Zarr).
+        The file cannot be opened: empty, not NetCDF / Zarr (the message says what its
+        first bytes are), truncated or corrupt.
     InputProductError
         No time dimension, no CRS, no x/y grid, no band, or the sensor cannot be told.
     """
+    del allow_missing_bands  # nothing is expected of a series, so nothing can be missing
+    if stack_bands is not None:
+        raise ConfigurationError(f"{path}: stack_bands names the bands of a multi-band stack; a "
+                                 "time-series file names its band variables")
     p = Path(path)
     if not p.exists():
         raise UnknownProductError(p, "no such file or store")

@@ -43,7 +43,6 @@ import dataclasses
 import datetime as dt
 import fnmatch
 import hashlib
-import inspect
 import os
 import shutil
 import signal
@@ -493,10 +492,7 @@ def inspect_entry(path: Path, token: str, allow_missing_bands: bool = False) -> 
     try:
         reader = find_reader(path)
         if reader.kind == "product":
-            kwargs = {}
-            if "allow_missing_bands" in inspect.signature(reader.read).parameters:
-                kwargs["allow_missing_bands"] = allow_missing_bands
-            product = reader.read(str(path), **kwargs)
+            product = reader.read(str(path), allow_missing_bands=allow_missing_bands)
             if product.tile:
                 return InboxEntry(str(path), token, "product", (parse_tile(product.tile).name,),
                                   on_tile_grid=True)
