@@ -82,7 +82,7 @@ def zip_members(path: str | os.PathLike) -> list[str]:
         if head == ZIP_MAGIC:
             raise CorruptProductError(
                 p, f"truncated zip archive ({size:,} bytes): it starts like a zip but its table "
-                "of contents (at the end of the file) is missing or damaged ({exc}); expected a "
+                f"of contents (at the end of the file) is missing or damaged ({exc}); expected a "
                 "complete archive: download it again") from exc
         raise CorruptProductError(
             p, f"not a zip archive ({exc}); expected a .zip of a product") from exc

@@ -115,7 +115,7 @@ def _netcdf_kind(path: Path) -> str:
     """Which NetCDF flavour a file is, from its first bytes; a clear error when it is none."""
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
+            head = f.read(16)
     except OSError as exc:
         raise CorruptProductError(path, f"cannot read the file: {exc}") from exc
     for magic, kind in NETCDF_MAGIC.items():
