@@ -160,7 +160,7 @@ def test_feature_map_order_names_and_chunking(series):
 
 
 def test_smoothing_matches_a_dense_whittaker_on_the_grid(series):
-    """lam on the 10-day grid == the daily-support smoother with lam * 10**3 (5.2 step 2):
+    """lam on the 10-day grid == the daily-support smoother with lam * 10**3 (Sen2Agri L4A smoothing step):
     compared with an independent dense solve of (I + lam D'D) z = y on the grid."""
     dates = season_dates("2018-03-01", "2018-10-31")
     values = np.stack([series["B08"].values[:, :8, :8]])

@@ -51,7 +51,7 @@ def test_point_case_matches_smac_python():
     coefs = coefficients_for("S2A", "B02")
     r = smac_inverse(0.2, coefs, **POINT)
     assert abs(float(r) - POINT_R_SURF) < 1e-9
-    # the round trip of the spec (section 3.3)
+    # the round trip of the reference implementation's readme
     assert abs(float(smac_direct(r, coefs, **POINT)) - 0.2) < 1e-12
 
 
@@ -69,7 +69,7 @@ def test_read_every_packaged_file(path):
     assert coefs.source == path.name
     values = coefs.values()
     assert len(values) == 49
-    # the values are the numbers of the file, in file order, with the layout of section 3.2
+    # the values are the numbers of the file, in file order, with the layout of docs/l2a.md "Coefficient files"
     lines = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
     assert [len(ln) for ln in lines] == [len(names) for names in COEFFICIENT_LAYOUT]
     assert values == tuple(float(tok) for ln in lines for tok in ln)
@@ -170,7 +170,7 @@ def test_extra_lines_and_missing_file(tmp_path):
 
 def test_pressure_from_altitude():
     assert pressure_from_altitude(0) == pytest.approx(1013.25)
-    # the formula of section 3.1 ...
+    # the standard-atmosphere formula ...
     assert pressure_from_altitude(1000.0) == pytest.approx(
         1013.25 * (1 - 0.0065 * 1000 / 288.15) ** 5.31, rel=1e-12)
     # ... is the standard atmosphere (898.7 hPa at 1000 m, 795.0 at 2000 m) to 0.5 %:

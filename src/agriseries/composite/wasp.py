@@ -4,7 +4,7 @@ This module is the method of docs/l3a.md without any I/O: numpy/dask arrays
 in, arrays out. :mod:`agriseries.composite.processor` feeds it the L2A products of a
 tile from the store.
 
-Per-date weight (section 1.2), for the clear land pixels of a date::
+Per-date weight (docs/l3a.md, "Weights"), for the clear land pixels of a date::
 
     W = W_cld * W_aot * W_date * W_sensor
 
@@ -22,14 +22,14 @@ Per-date weight (section 1.2), for the clear land pixels of a date::
   WASP's integer-division implementation with ``legacy_date_weight``.
 * ``W_sensor`` -- 1 for Sentinel-2, 0.33 for Landsat 8/9.
 
-Directional correction (section 1.6): before the update, the reflectance of each clear
+Directional correction (docs/l3a.md): before the update, the reflectance of each clear
 land pixel is normalised to nadir view with the date's sun zenith,
 ``rho * M(ts, 0, 0) / M(ts, tv, phi)``, ``M = 1 + kV FV + kR FR`` with WASP's volume and
 roughness kernels and per-band coefficients (``kV = V0 + V1 NDVI``, ``kR = R0 + R1
 NDVI``). The kernels depend on the angles only, so they are evaluated on the coarse grid
 and interpolated like the cloud fractions.
 
-Recursive update (section 1.3), per pixel, for the dates in time order; state ``W``
+Recursive update (docs/l3a.md), per pixel, for the dates in time order; state ``W``
 (weight), ``D`` (weighted date, days since 1970-01-01), ``F`` (flag: 0 no data,
 1 cloud, 2 snow, 3 water, 4 land), ``R`` (one reflectance per band):
 
@@ -298,7 +298,7 @@ def cloud_weight(a, b):
 # -- directional correction ---------------------------------------------------------
 
 def directional_kernels(sun_zenith, sun_azimuth, view_zenith, view_azimuth):
-    """WASP's volume and roughness kernels ``(FV, FR)`` (docs/l3a.md "Directional correction"), angles in degrees.
+    """WASP's volume and roughness kernels ``(FV, FR)``, angles in degrees (docs/l3a.md).
 
     ``phi`` is the relative azimuth ``sun_azimuth - view_azimuth``. NaN angles give NaN.
     """

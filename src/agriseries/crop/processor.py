@@ -6,7 +6,7 @@ season from the store (``ProductStore.items`` / ``open`` / ``load``), onto the t
 
 1. build the season's time series (:mod:`agriseries.crop.features`): bands B03, B04, B08,
    B11 (+ red edge), the L2A mask, a regular 10-day grid from the season start up to the
-   last date used, linear gap filling, per-date features (5.1);
+   last date used, linear gap filling, per-date features (docs/crop.md);
 2. get training and validation pixels:
 
    * **with in-situ data** (``insitu``: a polygon file and its class field, Sen2Agri
@@ -99,7 +99,7 @@ S2_SENSORS = ("S2A", "S2B", "S2C")
 
 @dataclass(frozen=True)
 class CropMaskParams:
-    """Parameters of the L4A crop mask (defaults: Sen2Agri's, docs/crop.md "Crop mask with in-situ data").
+    """Parameters of the L4A crop mask (defaults: Sen2Agri's; docs/crop.md).
 
     Attributes
     ----------

@@ -13,8 +13,8 @@ residual corrections), ``T`` the total scattering transmissions along the sun an
 paths and ``s`` the spherical albedo of the atmosphere. Every one of these terms is an
 analytic function of the geometry, the surface pressure, the aerosol optical thickness at
 550 nm, the ozone and water-vapour amounts, and 49 coefficients per band, fitted by the
-SMAC authors on 6S simulations. The equations are those of section 3.3; the coefficient
-file layout that of section 3.2.
+SMAC authors on 6S simulations. The equations and the coefficient file layout are written out in
+docs/l2a.md, "Atmospheric correction (SMAC)".
 
 What lives here:
 
@@ -23,7 +23,7 @@ What lives here:
   :func:`coefficients_for` (sensor + band -> the coefficients shipped as package data in
   ``smac_coefs/``, see its README.md for provenance and the Sentinel-2C / Landsat 9
   choices);
-* :func:`pressure_from_altitude` (section 3.1);
+* :func:`pressure_from_altitude` (standard atmosphere);
 * the exact per-pixel model: :func:`smac_inverse` (TOA -> surface) and :func:`smac_direct`
   (surface -> TOA);
 * the fast path for full tiles: :func:`smac_terms` evaluates the three atmospheric terms
@@ -95,7 +95,8 @@ __all__ = [
     "smac_terms",
 ]
 
-#: The 19 lines of a SMAC coefficient file and the coefficient names on each (section 3.2).
+#: The 19 lines of a SMAC coefficient file and the coefficient names on each
+#: (docs/l2a.md, "Coefficient files").
 COEFFICIENT_LAYOUT: tuple[tuple[str, ...], ...] = (
     ("ah2o", "nh2o"),
     ("ao3", "no3"),
@@ -398,7 +399,7 @@ def coefficients_for(sensor: str, band: str) -> SmacCoefficients:
 # ---------------------------------------------------------------------------------------
 
 def pressure_from_altitude(z_m):
-    """Surface pressure (hPa) of the standard atmosphere at altitude ``z_m`` (section 3.1).
+    """Surface pressure (hPa) of the standard atmosphere at altitude ``z_m``.
 
     ``P = 1013.25 * (1 - 0.0065 * z / 288.15) ** 5.31``.
 
@@ -635,7 +636,7 @@ def apply_direct(r_surf, terms: SmacTerms) -> np.ndarray:
 
 def smac_inverse(r_toa, coefs: SmacCoefficients, sun_zenith, sun_azimuth, view_zenith,
                  view_azimuth, pressure=1013.25, aot550=0.1, uo3=0.3, uh2o=0.3) -> np.ndarray:
-    """SMAC inverse model: surface reflectance from TOA reflectance (section 3.3).
+    """SMAC inverse model: surface reflectance from TOA reflectance (docs/l2a.md, "Equations").
 
     Identical (bit for bit) to ``apply_inverse(r_toa, smac_terms(coefs, ...))``.
 
@@ -676,7 +677,7 @@ def smac_inverse(r_toa, coefs: SmacCoefficients, sun_zenith, sun_azimuth, view_z
 
 def smac_direct(r_surf, coefs: SmacCoefficients, sun_zenith, sun_azimuth, view_zenith,
                 view_azimuth, pressure=1013.25, aot550=0.1, uo3=0.3, uh2o=0.3) -> np.ndarray:
-    """SMAC direct model: TOA reflectance from surface reflectance (section 3.3).
+    """SMAC direct model: TOA reflectance from surface reflectance (docs/l2a.md, "Equations").
 
     Parameters are those of :func:`smac_inverse` with ``r_surf`` in place of ``r_toa``.
 

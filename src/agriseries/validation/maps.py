@@ -23,7 +23,7 @@ Sentinel-2 tile (10980 x 10980 px) never sits in memory as one array.
 Mapped areas for the area-adjusted estimates of Olofsson et al. (2014): the pixel
 count of each map class over the whole map times the pixel area (default), or of
 each class of ``strata_path``, a raster of the strata the sample was drawn from
-(their classes must be the map classes: the estimator of section 6 assumes strata =
+(their classes must be the map classes: the estimator of Olofsson et al. assumes strata =
 map classes). The estimates assume the reference pixels are a stratified random
 sample of the map; pixels taken from polygons are clustered, so for polygon
 references the standard errors are optimistic (a note says so).
