@@ -25,13 +25,94 @@ Sub-packages, in the order of the pipeline (docs/architecture.md describes how t
     (docs/production.md, docs/jobstore.md).
 ``cli``
     the ``agriseries`` command.
+
+The common path has a flat API, imported on first use so that ``import agriseries`` stays
+light: :func:`agriseries.open` (find the reader of a path and read its metadata),
+:func:`agriseries.load` (the lazy loader, :func:`agriseries.io.product.load`) and
+:class:`agriseries.ProductStore` (:class:`agriseries.io.store.ProductStore`).
 """
 
+from __future__ import annotations
+
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the real imports happen on first use (module __getattr__ below)
+    from pathlib import Path
+
+    import xarray
+
+    from .io.product import SourceProduct, load
+    from .io.store import ProductStore
 
 try:
     __version__ = version("agriseries")
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "open", "load", "ProductStore"]
+
+#: Names of the flat API imported on first use, so that ``import agriseries`` loads
+#: neither numpy, xarray, dask nor GDAL: name -> (module, attribute).
+_LAZY = {
+    "load": ("agriseries.io.product", "load"),
+    "ProductStore": ("agriseries.io.store", "ProductStore"),
+}
+
+
+def open(path: str | Path, *, allow_missing_bands: bool = False) -> SourceProduct | xarray.Dataset:  # noqa: A001
+    """Open a provider product or series: find its reader and read its metadata.
+
+    Nothing but metadata is read; pass the result to :func:`agriseries.load` for the
+    pixels. The reader is chosen by :func:`agriseries.io.detect.find_reader`
+    (docs/inputs.md lists the formats).
+
+    Parameters
+    ----------
+    path
+        A SAFE folder or ``.zip``, a MUSCATE product folder, a Landsat Collection 2
+        product folder or its ``*_MTL.txt``, or a NetCDF / Zarr time series.
+    allow_missing_bands
+        Accept a product whose metadata lists bands that are not on disk (a partial
+        download); the bands present are read and the others listed in
+        ``metadata["missing_bands"]``. Readers that do not take the option (series)
+        ignore it.
+
+    Returns
+    -------
+    SourceProduct or xarray.Dataset
+        The :class:`~agriseries.io.product.SourceProduct` of one acquisition, or, for a
+        time series, the agriseries dataset of all its dates.
+
+    Raises
+    ------
+    agriseries.core.errors.UnknownProductError
+        If the path does not exist or no reader recognises it.
+    agriseries.core.errors.InputProductError
+        If the product is recognised but cannot be read: a corrupt file, a band missing
+        (the message names the file and what was expected).
+    """
+    import inspect
+
+    from .io.detect import find_reader
+
+    reader = find_reader(path)
+    if allow_missing_bands and "allow_missing_bands" in inspect.signature(reader.read).parameters:
+        return reader.read(str(path), allow_missing_bands=True)
+    return reader.read(str(path))
+
+
+def __getattr__(name: str):
+    """Import the flat API's heavy names on first use."""
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'agriseries' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
