@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -172,8 +171,11 @@ def test_slovenia_toa_against_s2cloudless(slo):
     assert detect(scenes[1], None, high).cirrus.mean() < detect(scenes[1], None, low).cirrus.mean()
 
 
-def test_speed_full_tile_at_240m(wc):
-    """A 480 x 480 grid (a full S2 tile at 240 m is 458 x 458) takes well under 5 s per date."""
+def test_full_tile_at_240m(wc):
+    """A 480 x 480 grid (a full S2 tile at 240 m is 458 x 458) runs in nominal mode.
+
+    Its speed is measured by benchmarks/bench_cloudmask.py (docs/benchmarks.md), not here.
+    """
     params = CloudParams()
     scenes = []
     for date in ("2018-08-07", "2018-08-14"):
@@ -181,10 +183,8 @@ def test_speed_full_tile_at_240m(wc):
         s.bands = {k: np.tile(v, (15, 15)) for k, v in s.bands.items()}
         scenes.append(s)
     state = update_state(None, scenes[0], detect(scenes[0], None, params), params)
-    t0 = time.perf_counter()
     res = detect(scenes[1], state, params)
     update_state(state, scenes[1], res, params)
-    assert time.perf_counter() - t0 < 5.0
     assert res.mode == "nominal" and res.cloud.shape == (480, 480)
 
 
