@@ -38,7 +38,7 @@ import xarray as xr
 
 from .. import __version__
 from ..core.errors import ConfigurationError, InputProductError
-from ..core.ids import Level, ProductId, sensor_code
+from ..core.ids import Level, ProductId, l3b_id, sensor_code
 from ..core.masks import MaskBit
 from ..io.product import load
 from ..io.store import Layer, ProductStore
@@ -155,14 +155,6 @@ def _networks_for(sensor: str, params: BiophysicalParams) -> tuple[str, dict[str
         raise ConfigurationError(f"model {model} has none of the variables {params.variables} "
                                  f"(it has {', '.join(have)})")
     return model, nn.load_model(model, wanted, root=root)
-
-
-def l3b_id(l2a: ProductId | str) -> ProductId:
-    """The id of the L3B product made from an L2A product (same sensor, tile and time)."""
-    src = ProductId.parse(l2a) if isinstance(l2a, str) else l2a
-    if src.level is not Level.L2A:
-        raise ConfigurationError(f"{src}: the L3B processor takes L2A products")
-    return ProductId(Level.L3B, src.sensor, src.tile, src.start, "AGS")
 
 
 def biophysical_product(store: ProductStore, item: pystac.Item,

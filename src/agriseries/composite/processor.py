@@ -41,7 +41,7 @@ from .. import __version__
 from ..core.bands import S2_TO_LANDSAT, bands_of, is_sentinel2
 from ..core.errors import ConfigurationError, InputProductError
 from ..core.grid import snap_to_tile, tile_geobox
-from ..core.ids import Level, ProductId, sensor_code
+from ..core.ids import Level, ProductId, l3a_id, sensor_code
 from ..core.masks import MaskBit
 from ..core.stac import AssetSpec
 from ..io.product import SourceProduct, load, nanmean_angles
@@ -451,14 +451,6 @@ class CompositeResult:
     made: bool
     inputs: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
-
-
-def l3a_id(tile: str, start: dt.date, end: dt.date, sensors) -> ProductId:
-    """The id of the L3A product of a tile and period."""
-    def utc(d: dt.date) -> dt.datetime:
-        return dt.datetime.combine(d, dt.time(), dt.timezone.utc)
-
-    return ProductId(Level.L3A, sensor_code(sensors), tile, utc(start), "AGS", utc(end))
 
 
 def composite(store: ProductStore, tile: str, period: str, *, centre: dt.date | None = None,

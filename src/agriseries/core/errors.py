@@ -8,7 +8,10 @@ what was expected.
 
 from __future__ import annotations
 
+import dataclasses
+import traceback as _traceback
 from pathlib import Path
+from typing import Any
 
 
 class AgriseriesError(Exception):
@@ -83,10 +86,90 @@ class DownloadError(AgriseriesError, OSError):
     """A download from a provider failed."""
 
 
+#: The extras of the distribution (pyproject.toml ``[project.optional-dependencies]``) that
+#: :class:`OptionalDependencyError` may name.
+EXTRAS = ("postgres", "cluster", "crop", "validation", "server", "acquire", "compare", "test")
+
+
 class OptionalDependencyError(AgriseriesError, ImportError):
-    """An optional dependency is missing; the message names the extra to install."""
+    """An optional dependency is missing; the message names the extra to install.
+
+    Parameters
+    ----------
+    module
+        The module that could not be imported.
+    extra
+        The extra of :data:`EXTRAS` that installs it.
+    """
 
     def __init__(self, module: str, extra: str) -> None:
+        if extra not in EXTRAS:
+            raise ValueError(f"no extra {extra!r} (extras: {', '.join(EXTRAS)})")
+        self.module, self.extra = module, extra
         super().__init__(
             f"the optional module {module!r} is not installed: pip install 'agriseries[{extra}]'"
         )
+
+    def __reduce__(self):
+        return (type(self), (self.module, self.extra))
+
+
+#: Exit code of a command or run in which every input was processed.
+EXIT_OK = 0
+#: Exit code when some input failed (the rest was processed) or a run stopped on an error.
+EXIT_FAILED = 1
+#: Exit code of a wrong usage (unknown option, bad value: click's own).
+EXIT_USAGE = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class FailureRecord:
+    """One input that could not be processed, in batch work (one record, the rest goes on).
+
+    Every result type that reports failures uses it (ingest results, L2A and L3B results,
+    the inputs a synthesis skipped, the production run report).
+
+    Attributes
+    ----------
+    input
+        What failed: an input product id, a path, a job key.
+    error_type
+        The exception's class name (``CorruptProductError``...).
+    message
+        The error message (names the file or value and what was expected).
+    traceback
+        The Python traceback, when there is one.
+    id
+        The product that could not be made (when known), or the job's key.
+    """
+
+    input: str
+    error_type: str
+    message: str
+    traceback: str | None = None
+    id: str | None = None
+
+    @classmethod
+    def from_exception(cls, input: str, exc: BaseException, *, id: str | None = None,
+                       with_traceback: bool = True) -> FailureRecord:
+        """The record of an exception raised while processing ``input``."""
+        tb = "".join(_traceback.format_exception(exc)) if with_traceback else None
+        return cls(str(input), type(exc).__name__, str(exc), tb, id)
+
+    def __str__(self) -> str:
+        return f"{self.input}: {self.error_type}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FailureRecord:
+        """The inverse of :meth:`to_dict`."""
+        return cls(**{f.name: data.get(f.name) for f in dataclasses.fields(cls)})
+
+
+def exit_code(failures: int | bool, error: bool = False) -> int:
+    """The exit code of a batch command: :data:`EXIT_FAILED` when an input failed or the
+    work stopped on an error, else :data:`EXIT_OK`."""
+    return EXIT_FAILED if (failures or error) else EXIT_OK

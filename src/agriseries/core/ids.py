@@ -13,6 +13,12 @@ L1C, ``USGS`` for Landsat L1, ``AGS`` for agriseries itself), so that the same
 acquisition processed by two chains gets two ids. The product codes follow
 Sen2Agri (L2A surface reflectance, L3A composite, L3B biophysical, L4A crop mask,
 L4B crop type) so that its users recognise them.
+
+The ids of the products agriseries makes are derived here and nowhere else, so that the
+scheduler (which predicts them), the stages (which write them), the CLI and the store agree:
+:func:`l2a_id` (from an L1C), :func:`l3a_id` (tile and month), :func:`l3b_id` (from an
+L2A), :func:`crop_id` (crop mask / crop type of a season up to a date, with
+:func:`crop_season`).
 """
 
 from __future__ import annotations
@@ -137,3 +143,84 @@ def sensor_code(sensors) -> str:
     Landsat missions (``S2``, ``S2L8``, ``L8L9``...)."""
     fams = {"S2" if s.startswith("S2") else s for s in sensors}
     return "".join(sorted(fams, key=lambda f: (not f.startswith("S2"), f)))
+
+
+AGS = "AGS"
+"""The producer code of the products agriseries makes."""
+
+
+def _as_id(pid: ProductId | str) -> ProductId:
+    return pid if isinstance(pid, ProductId) else ProductId.parse(str(pid))
+
+
+def _utc_day(d: dt.date | dt.datetime | str) -> dt.datetime:
+    """Midnight UTC of a date (a datetime keeps its day, in UTC; ISO text is parsed)."""
+    if isinstance(d, str):
+        d = dt.datetime.fromisoformat(d)
+    if isinstance(d, dt.datetime):
+        d = (d if d.tzinfo else d.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc)
+        d = d.date()
+    return dt.datetime.combine(d, dt.time(), dt.timezone.utc)
+
+
+def l2a_id(l1c: ProductId | str, tile: str | None = None) -> ProductId:
+    """The id of the agriseries L2A product made from an L1C product (same sensor and
+    acquisition time; on ``tile``, default the L1C's)."""
+    src = _as_id(l1c)
+    return ProductId(Level.L2A, src.sensor, tile or src.tile, src.start, AGS)
+
+
+def l3a_id(tile: str, start: dt.date, end: dt.date, sensors) -> ProductId:
+    """The id of the L3A synthesis of a tile and period made from products of ``sensors``
+    (``S2A``, ``L8``...: the sensor part is :func:`sensor_code` of them)."""
+    return ProductId(Level.L3A, sensor_code(sensors), tile, _utc_day(start), AGS, _utc_day(end))
+
+
+def l3b_id(l2a: ProductId | str) -> ProductId:
+    """The id of the L3B product made from an L2A product (same sensor, tile and time).
+
+    Raises
+    ------
+    ConfigurationError
+        The input is not an L2A product.
+    """
+    src = _as_id(l2a)
+    if src.level is not Level.L2A:
+        raise ConfigurationError(f"{src}: the L3B processor takes L2A products")
+    return ProductId(Level.L3B, src.sensor, src.tile, src.start, AGS)
+
+
+def crop_season(season_start, season_end, until=None
+                ) -> tuple[dt.datetime, dt.datetime, dt.datetime]:
+    """First day, last day and map date (midnight UTC) of an in-season crop map: ``until``
+    (default the season end) clipped to the season end.
+
+    Dates, datetimes (naive ones are UTC) or ISO strings.
+
+    Raises
+    ------
+    ConfigurationError
+        The season ends before it starts, or ``until`` is not after the season start.
+    """
+    def full(d) -> dt.datetime:
+        if isinstance(d, str):
+            d = dt.datetime.fromisoformat(d)
+        elif isinstance(d, dt.date) and not isinstance(d, dt.datetime):
+            d = dt.datetime.combine(d, dt.time())
+        return d if d.tzinfo else d.replace(tzinfo=dt.timezone.utc)
+
+    start, end = full(season_start), full(season_end)
+    if end <= start:
+        raise ConfigurationError(f"season end {end:%Y-%m-%d} is not after its start {start:%Y-%m-%d}")
+    last = end if until is None else min(full(until), end)
+    if last <= start:
+        raise ConfigurationError(f"until {last:%Y-%m-%d} is not after the season start {start:%Y-%m-%d}")
+    day = lambda d: dt.datetime.combine(d.date(), dt.time(), dt.timezone.utc)  # noqa: E731
+    return day(start), day(end), day(last)
+
+
+def crop_id(level: Level | str, tile: str, season_start, season_end, until=None) -> ProductId:
+    """The id of the crop mask (L4A) or crop type map (L4B) of a tile for a season up to
+    ``until`` (see :func:`crop_season`): ``L4A_S2_<tile>_<season start>-<map date>_AGS``."""
+    start, _, last = crop_season(season_start, season_end, until)
+    return ProductId(Level(level), "S2", tile, start, AGS, last)

@@ -428,7 +428,7 @@ def train_classifier(X: np.ndarray, y: np.ndarray, params: ClassifierParams = Cl
         try:
             from lightgbm import LGBMClassifier
         except ImportError:  # pragma: no cover - lightgbm is a dependency
-            raise OptionalDependencyError("lightgbm", "lightgbm") from None
+            raise OptionalDependencyError("lightgbm", "crop") from None
         est = LGBMClassifier(n_estimators=params.n_trees, max_depth=params.max_depth,
                              min_child_samples=params.min_samples, learning_rate=params.learning_rate,
                              num_leaves=params.num_leaves, random_state=params.seed,

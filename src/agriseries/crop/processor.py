@@ -52,7 +52,7 @@ import xarray as xr
 
 from .. import __version__
 from ..core.errors import ConfigurationError, InputProductError
-from ..core.ids import Level, ProductId
+from ..core.ids import Level, ProductId, crop_id, crop_season
 from ..io.product import load
 from ..io.store import Layer, ProductStore
 from .classifier import (
@@ -246,21 +246,6 @@ def load_season(store: ProductStore, tile: str, start, end,
     return series, items
 
 
-def _season(season_start, season_end, until) -> tuple[dt.datetime, dt.datetime, dt.datetime]:
-    start, end = _utc(season_start), _utc(season_end)
-    if end <= start:
-        raise ConfigurationError(f"season end {end:%Y-%m-%d} is not after its start {start:%Y-%m-%d}")
-    last = end if until is None else min(_utc(until), end)
-    if last <= start:
-        raise ConfigurationError(f"until {last:%Y-%m-%d} is not after the season start {start:%Y-%m-%d}")
-    day = lambda d: dt.datetime.combine(d.date(), dt.time(), dt.UTC)
-    return day(start), day(end), day(last)
-
-
-def _pid(level: Level, tile: str, start: dt.datetime, last: dt.datetime) -> ProductId:
-    return ProductId(level, "S2", tile, start, "AGS", last)
-
-
 # --------------------------------------------------------------------------------------
 # labels
 
@@ -375,8 +360,8 @@ def cropmask(store: ProductStore, tile: str, season_start, season_end, *, insitu
     """
     if (insitu is None) == (reference_map is None):
         raise ConfigurationError("give either in-situ polygons or a reference map (not both)")
-    start, end, last = _season(season_start, season_end, until)
-    pid = _pid(Level.L4A, tile, start, last)
+    start, end, last = crop_season(season_start, season_end, until)
+    pid = crop_id(Level.L4A, tile, start, end, last)
     if store.exists(pid) and not overwrite:
         return CropResult(str(pid), False)
     sp = params.series if insitu is not None else SeriesParams(
@@ -497,8 +482,8 @@ def croptype(store: ProductStore, tile: str, season_start, season_end, *, insitu
     overwrite
         Remake an existing product.
     """
-    start, end, last = _season(season_start, season_end, until)
-    pid = _pid(Level.L4B, tile, start, last)
+    start, end, last = crop_season(season_start, season_end, until)
+    pid = crop_id(Level.L4B, tile, start, end, last)
     if store.exists(pid) and not overwrite:
         return CropResult(str(pid), False)
     sp = params.series

@@ -1,0 +1,197 @@
+"""The product catalogue: the products that exist (the ``products`` table), what the
+scheduler plans from and what the distribution publishes from.
+
+One row per product (id, level, tile, dates, path, STAC item), indexed on level, tile and
+dates, so that "what exists for tile T between these dates" takes milliseconds with tens of
+thousands of products. The catalogue can always be rebuilt from the store on disk
+(:func:`rescan`). :func:`load_catalogue` gives the scheduler the in-memory
+:class:`~agriseries.production.plan.Catalogue` of the levels a site's stages read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import sqlalchemy as sa
+
+from ..core.errors import AgriseriesError, ConfigurationError
+from ..core.ids import Level, ProductId
+from .database import METADATA, Database
+from .records import ProductRecord
+
+if TYPE_CHECKING:
+    from .plan import Catalogue
+    from .site import Site
+
+__all__ = ["ProductCatalogue", "load_catalogue", "products_table", "rescan"]
+
+UTC = dt.UTC
+
+products_table = sa.Table(
+    "products", METADATA,
+    sa.Column("product_id", sa.String(200), primary_key=True),
+    sa.Column("level", sa.String(8), nullable=False),
+    sa.Column("tile", sa.String(16), nullable=False),
+    sa.Column("start_time", sa.DateTime, nullable=False),  # naive UTC
+    sa.Column("end_time", sa.DateTime, nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("item", sa.JSON(none_as_null=True)),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Index("ix_products_level_tile_start", "level", "tile", "start_time"),
+    sa.Index("ix_products_tile_start", "tile", "start_time"),
+)
+
+_P = products_table.c
+
+
+def _ts(x: float | None) -> dt.datetime | None:
+    return None if x is None else dt.datetime.fromtimestamp(x, UTC)
+
+
+def _naive_utc(d: dt.datetime | dt.date) -> dt.datetime:
+    if not isinstance(d, dt.datetime):
+        d = dt.datetime(d.year, d.month, d.day)
+    if d.tzinfo is not None:
+        d = d.astimezone(UTC).replace(tzinfo=None)
+    return d
+
+
+def _row_to_product(r: Mapping[str, Any], with_item: bool) -> ProductRecord:
+    return ProductRecord(
+        product_id=r["product_id"], level=r["level"], tile=r["tile"],
+        start=r["start_time"].replace(tzinfo=UTC), end=r["end_time"].replace(tzinfo=UTC),
+        path=r["path"], item=r["item"] if with_item else None, created_at=_ts(r["created_at"]),
+    )
+
+
+
+
+class ProductCatalogue(Database):
+    """The catalogue of the products that exist (the ``products`` table).
+
+    Parameters
+    ----------
+    url, statement_timeout_s, connect_timeout_s
+        The database (:class:`~agriseries.production.database.Database`).
+    """
+
+    TABLES: ClassVar[tuple[sa.Table, ...]] = (products_table,)
+
+    # -- product catalogue ---------------------------------------------------------------
+
+    @staticmethod
+    def _product_values(rec: ProductRecord, now: float) -> dict[str, Any]:
+        try:
+            level = Level(rec.level).value
+        except ValueError as e:
+            raise ConfigurationError(f"product {rec.product_id}: level {rec.level!r}: expected one "
+                                     f"of {[lv.value for lv in Level]}") from e
+        start, end = _naive_utc(rec.start), _naive_utc(rec.end)
+        if end < start:
+            raise ConfigurationError(f"product {rec.product_id}: end {rec.end} is before start "
+                                     f"{rec.start}")
+        return {"product_id": str(rec.product_id), "level": level, "tile": rec.tile,
+                "start_time": start, "end_time": end, "path": str(rec.path), "item": rec.item,
+                "created_at": now}
+
+    def add_product(self, product_id: str | ProductId, path: str | Path, *,
+                    level: Level | str | None = None, tile: str | None = None,
+                    start: dt.datetime | None = None, end: dt.datetime | None = None,
+                    item: Mapping[str, Any] | None = None) -> ProductRecord:
+        """Record a product in the catalogue (or update it: same id, new path or item).
+
+        Level, tile and dates default to what an agriseries product id says
+        (:class:`~agriseries.core.ids.ProductId`); give them for other ids.
+
+        Parameters
+        ----------
+        product_id
+            The product id.
+        path
+            Where the product is (STAC item file, folder or URL).
+        level, tile, start, end
+            Override or supply the parts of the id; ``end`` defaults to ``start``.
+        item
+            The STAC item (a dict), stored as JSON.
+        """
+        rec = ProductRecord.from_id(product_id, path, level=level, tile=tile, start=start,
+                                    end=end, item=item)
+        self.add_products([rec])
+        return rec
+
+    def add_products(self, records: Iterable[ProductRecord]) -> int:
+        """Record many products in one transaction (insert or update by id).
+
+        Returns
+        -------
+        int
+            Number of records written.
+        """
+        recs = list(records)
+        if not recs:
+            return 0
+        with self._transaction(f"add {len(recs)} product(s)", write=True) as conn:
+            now = self._now(conn)
+            rows = [self._product_values(r, now) for r in recs]
+            stmt = self._insert(products_table)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["product_id"],
+                set_={c: stmt.excluded[c] for c in
+                      ("level", "tile", "start_time", "end_time", "path", "item", "created_at")},
+            )
+            conn.execute(stmt, rows)
+        return len(rows)
+
+    def products(self, level: Level | str | None = None, tile: str | None = None,
+                 start: dt.datetime | dt.date | None = None,
+                 end: dt.datetime | dt.date | None = None, *,
+                 with_items: bool = False) -> list[ProductRecord]:
+        """Products of a level and tile whose dates overlap ``[start, end]``, oldest first.
+
+        As :meth:`agriseries.io.store.ProductStore.items`: dates are inclusive, and an
+        ``end`` at midnight (or a date) means the whole of that day.
+
+        Parameters
+        ----------
+        level, tile
+            Filters (``None``: any).
+        start, end
+            Period (``None``: open).
+        with_items
+            Also return the stored STAC items (slower for many products).
+        """
+        cols = list(products_table.c) if with_items else [
+            c for c in products_table.c if c.name != "item"]
+        q = sa.select(*cols)
+        if level is not None:
+            q = q.where(_P.level == (level.value if isinstance(level, Level) else str(level)))
+        if tile is not None:
+            q = q.where(_P.tile == tile)
+        if start is not None:
+            q = q.where(_P.end_time >= _naive_utc(start))
+        if end is not None:
+            e = _naive_utc(end)
+            if e.time() == dt.time(0):
+                e = e + dt.timedelta(days=1) - dt.timedelta(microseconds=1)
+            q = q.where(_P.start_time <= e)
+        q = q.order_by(_P.start_time, _P.product_id)
+        with self._transaction("query products", write=False) as conn:
+            rows = conn.execute(q).mappings().all()
+        return [_row_to_product({**r, "item": r.get("item")}, with_items) for r in rows]
+
+    def has_product(self, product_id: str | ProductId) -> bool:
+        """Whether the catalogue holds this product."""
+        with self._transaction("look up product", write=False) as conn:
+            q = sa.select(_P.product_id).where(_P.product_id == str(product_id))
+            return conn.execute(q).first() is not None
+
+    def remove_product(self, product_id: str | ProductId) -> bool:
+        """Remove a product from the catalogue; ``True`` if it was there."""
+        with self._transaction("remove product", write=True) as conn:
+            res = conn.execute(sa.delete(products_table)
+                               .where(_P.product_id == str(product_id)))
+            return res.rowcount > 0
+
