@@ -174,10 +174,14 @@ class ProductStore:
     ----------
     root
         The store folder (created when the first product is written).
+    catalog_updates
+        ``False``: :meth:`update_catalog` does nothing unless forced (the production
+        workers write products, the runner rewrites the catalogue once per run).
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, catalog_updates: bool = True) -> None:
         self.root = Path(root)
+        self.catalog_updates = catalog_updates
 
     # -- paths ---------------------------------------------------------------------
     def product_dir(self, pid: ProductId | str) -> Path:
@@ -481,9 +485,23 @@ class ProductStore:
             sun_angles=sun_grid, view_angles=view_grids, tile=pid_obj.tile, native_grids=grids,
             metadata=_opened_metadata(self.item_path(item.id), list(table), props))
 
+    # -- removal -------------------------------------------------------------------
+    def remove_product(self, pid: ProductId | str) -> None:
+        """Remove a product folder atomically: renamed into the temporary area
+        (``STORE/.tmp``), then deleted, so the product is either whole or gone."""
+        folder = self.product_dir(pid)
+        trash = self.root / ".tmp" / f"{ProductId.parse(str(pid))}.removed.{uuid.uuid4().hex[:8]}"
+        trash.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(folder, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
     # -- catalogue -----------------------------------------------------------------
-    def update_catalog(self, title: str = "agriseries product store") -> Path:
-        """(Re)write ``catalog.json`` and one ``collection.json`` per level from the items on disk."""
+    def update_catalog(self, title: str = "agriseries product store", *,
+                       force: bool = False) -> Path:
+        """(Re)write ``catalog.json`` and one ``collection.json`` per level from the items on
+        disk (skipped, unless ``force``, on a store opened with ``catalog_updates=False``)."""
+        if not (self.catalog_updates or force):
+            return self.root / "catalog.json"
         self.root.mkdir(parents=True, exist_ok=True)
         levels = sorted(p.name for p in self.root.iterdir()
                         if p.is_dir() and p.name in {lv.value for lv in Level})
