@@ -34,7 +34,6 @@ light: :func:`agriseries.open` (find the reader of a path and read its metadata)
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the real imports happen on first use (module __getattr__ below)
@@ -45,10 +44,7 @@ if TYPE_CHECKING:  # the real imports happen on first use (module __getattr__ be
     from .io.product import SourceProduct, load
     from .io.store import ProductStore
 
-try:
-    __version__ = version("agriseries")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+unknown"
+from .version import VERSION as __version__
 
 __all__ = ["__version__", "open", "load", "ProductStore"]
 

@@ -22,7 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from . import __version__
+from .version import VERSION
 from .core.errors import AgriseriesError
 
 console = Console(stderr=True)
@@ -56,7 +56,7 @@ def _band_list(value: str | None) -> tuple[str, ...] | None:
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="agriseries")
+@click.version_option(VERSION, prog_name="agriseries")
 def main() -> None:
     """agriseries: Sentinel-2 and Landsat 8/9 time series over farmland, from provider
     products to L2A, monthly syntheses (L3A), biophysical variables (L3B), crop masks

@@ -36,7 +36,7 @@ import numpy as np
 import pystac
 import xarray as xr
 
-from .. import __version__
+from ..version import VERSION
 from ..core.errors import ConfigurationError, InputProductError
 from ..core.ids import Level, ProductId, l3b_id, sensor_code
 from ..core.masks import MaskBit
@@ -186,7 +186,7 @@ def biophysical_product(store: ProductStore, item: pystac.Item,
     store.write_product(
         pid, layers, footprint=pystac_geometry(item), sensors=[sensor], inputs=[item.id],
         parameters={**asdict(params), "model": model},
-        lineage=f"S2 Toolbox biophysical networks {model} applied by agriseries {__version__} "
+        lineage=f"S2 Toolbox biophysical networks {model} applied by agriseries {VERSION} "
                 f"to {item.id}",
         datetime=item.datetime or pid.start, overwrite=overwrite,
         properties={"agriseries:network": {"model": model, "version": model.split("/")[0],
@@ -298,7 +298,7 @@ def biophysical_series(store: ProductStore, tile: str, start: dt.datetime, end: 
         parameters={"variables": list(variables), "step_days": step_days, "lambda": lam,
                     "order": 2, "method": "weighted Whittaker smoother on a daily support"},
         lineage=f"{', '.join(variables)} of {len(items)} L3B products smoothed and gap-filled onto a "
-                f"{step_days}-day grid by agriseries {__version__}",
+                f"{step_days}-day grid by agriseries {VERSION}",
         properties={"agriseries:dates": [str(d) for d in out_dates]}, overwrite=overwrite)
     store.update_catalog()
     return str(pid)

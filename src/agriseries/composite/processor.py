@@ -37,7 +37,7 @@ import xarray as xr
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
-from .. import __version__
+from ..version import VERSION
 from ..core.bands import S2_TO_LANDSAT, bands_of, is_sentinel2
 from ..core.errors import ConfigurationError, InputProductError
 from ..core.grid import snap_to_tile, tile_geobox
@@ -455,7 +455,8 @@ class CompositeResult:
 
 def composite(store: ProductStore, tile: str, period: str, *, centre: dt.date | None = None,
               sensors: tuple[str, ...] | None = None, params: WaspParams = WaspParams(),
-              overwrite: bool = False) -> CompositeResult:
+              overwrite: bool = False, items: list[pystac.Item] | None = None,
+              update_catalog: bool = True) -> CompositeResult:
     """Make the L3A synthesis of a tile and period from the L2A products in the store.
 
     Parameters
@@ -475,6 +476,11 @@ def composite(store: ProductStore, tile: str, period: str, *, centre: dt.date | 
         The method's parameters (:class:`~agriseries.composite.wasp.WaspParams`).
     overwrite
         Remake the product if it exists.
+    items
+        The L2A items to synthesise (the production job's inputs, chosen by its plan),
+        instead of those of the store in the synthesis window (of ``sensors``).
+    update_catalog
+        Rewrite the store's STAC catalogue afterwards.
 
     Raises
     ------
@@ -489,8 +495,9 @@ def composite(store: ProductStore, tile: str, period: str, *, centre: dt.date | 
     utc = dt.timezone.utc
     w0 = dt.datetime.combine(centre - half, dt.time(), utc)
     w1 = dt.datetime.combine(centre + half, dt.time(23, 59, 59), utc)
-    items = [it for it in store.items(level=Level.L2A, tile=tile, start=w0, end=w1)
-             if _wanted(it, sensors)]
+    if items is None:
+        items = [it for it in store.items(level=Level.L2A, tile=tile, start=w0, end=w1)
+                 if _wanted(it, sensors)]
     if not items:
         raise ConfigurationError(
             f"no L2A product of {tile} between {w0:%Y-%m-%d} and {w1:%Y-%m-%d}"
@@ -547,7 +554,7 @@ def composite(store: ProductStore, tile: str, period: str, *, centre: dt.date | 
                     "sensors": list(sensors) if sensors else None},
         lineage=f"WASP weighted-average synthesis of {len(acqs)} L2A products "
                 f"({', '.join(used)}) centred on {centre.isoformat()} +- {params.half_period} "
-                f"days, by agriseries {__version__}",
+                f"days, by agriseries {VERSION}",
         datetime=None,
         properties={"agriseries:synthesis": {
             "centre": centre.isoformat(), "half_period_days": params.half_period,
@@ -555,7 +562,8 @@ def composite(store: ProductStore, tile: str, period: str, *, centre: dt.date | 
             "inputs": inputs, "merged": merged, "summary": weights_summary,
             "skipped": skipped}},
         extras=_write_quicklook, overwrite=overwrite)
-    store.update_catalog()
+    if update_catalog:
+        store.update_catalog()
     return CompositeResult(str(pid), True, inputs, skipped)
 
 

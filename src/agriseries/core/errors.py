@@ -9,6 +9,7 @@ what was expected.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import traceback as _traceback
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,15 @@ class OptionalDependencyError(AgriseriesError, ImportError):
 
     def __reduce__(self):
         return (type(self), (self.module, self.extra))
+
+
+def optional_import(module: str, extra: str):
+    """Import an optional dependency, or raise :class:`OptionalDependencyError` naming the
+    extra that installs it (``optional_import("sklearn.ensemble", "crop")``)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise OptionalDependencyError(module.split(".")[0], extra) from e
 
 
 #: Exit code of a command or run in which every input was processed.

@@ -16,7 +16,6 @@ per-variable resampling (nearest for masks, bilinear for reflectance).
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -28,12 +27,12 @@ from odc.geo.geom import Geometry, polygon
 from pyproj import Transformer
 
 from .errors import ConfigurationError
+from .tilenames import BANDS as _BANDS
+from .tilenames import COLS as _COLS
+from .tilenames import ROWS as _ROWS
+from .tilenames import split_tile_id
 
 TILE_SIZE_M = 109_800
-_BANDS = "CDEFGHJKLMNPQRSTUVWX"  # latitude bands, 8 degrees from -80 (X: 72-84)
-_COLS = ("ABCDEFGH", "JKLMNPQR", "STUVWXYZ")
-_ROWS = "ABCDEFGHJKLMNPQRSTUV"
-_TILE_RE = re.compile(r"^T?(\d{1,2})([C-HJ-NP-X])([A-HJ-NP-Z])([A-HJ-NP-V])$")
 RESOLUTIONS = (10, 20, 60)
 
 
@@ -93,19 +92,7 @@ def parse_tile(tile: str | Tile) -> Tile:
     """
     if isinstance(tile, Tile):
         return tile
-    m = _TILE_RE.match(str(tile).strip().upper())
-    if not m or not 1 <= int(m.group(1)) <= 60:
-        raise ConfigurationError(
-            f"{tile!r} is not a Sentinel-2 tile id: expected e.g. 'T31TDH' (zone 01-60, "
-            "latitude band C-X, two MGRS square letters)"
-        )
-    zone, band, col, row = int(m.group(1)), m.group(2), m.group(3), m.group(4)
-    if col not in _COLS[(zone - 1) % 3]:
-        raise ConfigurationError(
-            f"{tile!r}: column letter {col!r} does not exist in UTM zone {zone} "
-            f"(expected one of {_COLS[(zone - 1) % 3]})"
-        )
-    return Tile(zone, band, col + row)
+    return Tile(*split_tile_id(tile))
 
 
 @lru_cache(maxsize=4096)

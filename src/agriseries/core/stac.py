@@ -38,7 +38,7 @@ from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, RasterBand, RasterExtension
 from pystac.extensions.view import ViewExtension
 
-from .. import __version__
+from ..version import VERSION
 from .bands import Band
 from .errors import ConfigurationError
 from .ids import ProductId
@@ -168,7 +168,7 @@ def build_item(pid: ProductId, *, geometry: Geometry, assets: list[AssetSpec],
         props["instruments"] = instruments
     props.update({
         "processing:level": pid.level.value,
-        "processing:software": {"agriseries": __version__},
+        "processing:software": {"agriseries": VERSION},
         "processing:lineage": lineage,
         "processing:datetime": pystac.utils.datetime_to_str(
             dt.datetime.now(dt.timezone.utc).replace(microsecond=0)),

@@ -44,7 +44,7 @@ import numba
 import numpy as np
 import xarray as xr
 
-from ..core.errors import ConfigurationError, InputProductError, OptionalDependencyError
+from ..core.errors import ConfigurationError, InputProductError, optional_import
 from .features import stack_series
 
 __all__ = [
@@ -348,7 +348,7 @@ class CropClassifier:
 
     def save(self, path: str | Path) -> Path:
         """Write the classifier with joblib (compressed)."""
-        import joblib
+        joblib = optional_import("joblib", "crop")
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -370,7 +370,7 @@ def load_classifier(path: str | Path) -> CropClassifier:
     InputProductError
         The file is missing, unreadable or holds something else.
     """
-    import joblib
+    joblib = optional_import("joblib", "crop")
 
     p = Path(path)
     if not p.is_file():
@@ -418,17 +418,15 @@ def train_classifier(X: np.ndarray, y: np.ndarray, params: ClassifierParams = Cl
     if len(names) != X.shape[1]:
         raise ConfigurationError(f"{len(names)} feature names for {X.shape[1]} columns")
     if params.method == "rf":
-        from sklearn.ensemble import RandomForestClassifier
+        forest = optional_import("sklearn.ensemble", "crop")
+        RandomForestClassifier = forest.RandomForestClassifier  # noqa: N806
 
         est = RandomForestClassifier(n_estimators=params.n_trees, max_depth=params.max_depth,
                                      min_samples_split=params.min_samples,
                                      random_state=params.seed, n_jobs=params.n_jobs)
         est.fit(X, y)
     else:
-        try:
-            from lightgbm import LGBMClassifier
-        except ImportError:  # pragma: no cover - lightgbm is a dependency
-            raise OptionalDependencyError("lightgbm", "crop") from None
+        LGBMClassifier = optional_import("lightgbm", "crop").LGBMClassifier
         est = LGBMClassifier(n_estimators=params.n_trees, max_depth=params.max_depth,
                              min_child_samples=params.min_samples, learning_rate=params.learning_rate,
                              num_leaves=params.num_leaves, random_state=params.seed,

@@ -133,7 +133,9 @@ def segment(image: np.ndarray, params: SegmentationParams = SegmentationParams()
     NaN values are replaced by 0 before segmenting (pass ``valid`` to keep such pixels out
     of the majority vote later).
     """
-    from skimage.segmentation import felzenszwalb
+    from ..core.errors import optional_import
+
+    felzenszwalb = optional_import("skimage.segmentation", "crop").felzenszwalb
 
     img = np.moveaxis(np.nan_to_num(np.asarray(image, np.float64), nan=0.0), 0, -1)
     with warnings.catch_warnings():

@@ -50,7 +50,7 @@ import numpy as np
 import pystac
 import xarray as xr
 
-from .. import __version__
+from ..version import VERSION
 from ..core.errors import ConfigurationError, InputProductError
 from ..core.ids import Level, ProductId, crop_id, crop_season
 from ..io.product import load
@@ -203,7 +203,7 @@ def _utc(d) -> dt.datetime:
 
 def load_season(store: ProductStore, tile: str, start, end,
                 bands: tuple[str, ...], *, sensors: tuple[str, ...] = S2_SENSORS,
-                resolution: int = 10, chunk: int = 512
+                resolution: int = 10, chunk: int = 512, items: list[pystac.Item] | None = None
                 ) -> tuple[xr.Dataset, list[pystac.Item]]:
     """The L2A series of a tile between two dates as one multi-date Dataset (lazy).
 
@@ -211,6 +211,7 @@ def load_season(store: ProductStore, tile: str, start, end,
     inclusive) of one of ``sensors``
     is loaded onto the tile's grid at ``resolution`` cropped to the union of the products'
     footprints (``bands`` + ``mask``; 20 m bands resampled by the loader), sorted by date.
+    ``items``: those L2A items instead of the store's (the production job's inputs).
 
     Raises
     ------
@@ -222,9 +223,11 @@ def load_season(store: ProductStore, tile: str, start, end,
     from ..core.grid import snap_to_tile, tile_geobox
 
     start, end = _utc(start), _utc(end)
-    items = [it for it in store.items(level=Level.L2A, tile=tile, start=start, end=end)
-             if set(it.properties.get("agriseries:sensors") or []) <= set(sensors)
-             and ProductId.parse(it.id).end is None]
+    if items is None:
+        items = [it for it in store.items(level=Level.L2A, tile=tile, start=start, end=end)
+                 if set(it.properties.get("agriseries:sensors") or []) <= set(sensors)
+                 and ProductId.parse(it.id).end is None]
+    items = list(items)
     items.sort(key=lambda it: (it.datetime, it.id))
     if len(items) < 3:
         raise ConfigurationError(f"{len(items)} L2A product(s) of {', '.join(sensors)} on {tile} "
@@ -331,7 +334,7 @@ def _classification_extra(codes, names) -> dict:
 
 def cropmask(store: ProductStore, tile: str, season_start, season_end, *, insitu=None,
              reference_map=None, until=None, params: CropMaskParams = CropMaskParams(),
-             overwrite: bool = False) -> CropResult:
+             overwrite: bool = False, items: list[pystac.Item] | None = None) -> CropResult:
     """Make the L4A crop mask of a tile for a season (up to ``until``).
 
     Parameters
@@ -352,6 +355,8 @@ def cropmask(store: ProductStore, tile: str, season_start, season_end, *, insitu
         Settings.
     overwrite
         Remake an existing product.
+    items
+        The L2A items to use (the production job's inputs), instead of the store's.
 
     Returns
     -------
@@ -368,7 +373,7 @@ def cropmask(store: ProductStore, tile: str, season_start, season_end, *, insitu
         step_days=params.series.step_days, red_edge=params.series.red_edge,
         smoothing_lambda=params.no_insitu.smoothing_lambda,
         excluded_bits=params.series.excluded_bits, chunk=params.series.chunk)
-    ds, items = load_season(store, tile, start, last, sp.bands, chunk=sp.chunk)
+    ds, items = load_season(store, tile, start, last, sp.bands, chunk=sp.chunk, items=items)
     gb = ds.odc.geobox
     dates = season_dates(start.date(), last.date(), sp.step_days)
     seed = params.classifier.seed
@@ -458,7 +463,7 @@ def _trimmed_samples(ds, extractor, labels, split, ni: NoInsituParams):
 
 def croptype(store: ProductStore, tile: str, season_start, season_end, *, insitu,
              crop_mask=None, until=None, params: CropTypeParams = CropTypeParams(),
-             overwrite: bool = False) -> CropResult:
+             overwrite: bool = False, items: list[pystac.Item] | None = None) -> CropResult:
     """Make the L4B crop type map of a tile for a season (up to ``until``).
 
     Parameters
@@ -481,13 +486,15 @@ def croptype(store: ProductStore, tile: str, season_start, season_end, *, insitu
         Settings.
     overwrite
         Remake an existing product.
+    items
+        The L2A items to use (the production job's inputs), instead of the store's.
     """
     start, end, last = crop_season(season_start, season_end, until)
     pid = crop_id(Level.L4B, tile, start, end, last)
     if store.exists(pid) and not overwrite:
         return CropResult(str(pid), False)
     sp = params.series
-    ds, items = load_season(store, tile, start, last, sp.bands, chunk=sp.chunk)
+    ds, items = load_season(store, tile, start, last, sp.bands, chunk=sp.chunk, items=items)
     gb = ds.odc.geobox
     dates = season_dates(start.date(), last.date(), sp.step_days)
     seed = params.classifier.seed
@@ -598,7 +605,7 @@ def _finish(store, pid, level, key, ds, gb, items, model: CropClassifier, cls, c
             inputs=[it.id for it in items],
             parameters={**_jsonable(asdict(params)), "source": source},
             lineage=(f"{'crop mask' if level is Level.L4A else 'crop type'} from {len(items)} L2A "
-                     f"products ({last_used} the last) by agriseries {__version__}: "
+                     f"products ({last_used} the last) by agriseries {VERSION}: "
                      f"{model.params.method} on {len(model.feature_names)} features"),
             properties=props, files=_files(model_path, paths), overwrite=overwrite)
     store.update_catalog()

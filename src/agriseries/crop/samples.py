@@ -89,9 +89,11 @@ def read_polygons(path: str | Path, class_field: str, *, layer: str | int | None
         The file cannot be read, has no CRS, no polygon, or lacks the field; a class value is
         missing or not a whole number.
     """
-    import pyogrio
     import shapely
 
+    from ..core.errors import optional_import
+
+    pyogrio = optional_import("pyogrio", "crop")
     p = Path(path)
     if not p.exists():
         raise InputProductError(p, "no such in-situ data file")

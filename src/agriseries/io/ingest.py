@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 import xarray as xr
 
-from .. import __version__
+from ..version import VERSION
 from ..core.errors import AgriseriesError, EmptyIntersectionError, InputProductError
 from ..core.grid import (
     parse_tile,
@@ -235,7 +235,7 @@ def ingest_product(product: SourceProduct, store: ProductStore, *, tile: str | N
             pid, layers, footprint=fp, sensors=[product.sensor], inputs=[product.product_id],
             parameters={"reader_metadata": _jsonable(product.metadata)},
             lineage=f"ingested from {product.producer} {product.level} product "
-                    f"{product.product_id} by agriseries {__version__}",
+                    f"{product.product_id} by agriseries {VERSION}",
             datetime=product.datetime, angle_grids=grids or None, overwrite=overwrite,
             properties={"agriseries:source_path": str(Path(product.path).resolve()),
                         "agriseries:missing_bands": list(product.metadata.get("missing_bands", []))})
@@ -312,7 +312,7 @@ def ingest_series(parts: list[tuple[str, xr.Dataset]], store: ProductStore, *,
         store.write_product(
             pid, layers, footprint=ones[0][2].extent, sensors=[sensor], inputs=inputs,
             parameters={"sources": names},
-            lineage=f"ingested from the time series {', '.join(names)} by agriseries {__version__}",
+            lineage=f"ingested from the time series {', '.join(names)} by agriseries {VERSION}",
             datetime=when, overwrite=overwrite,
             properties={"agriseries:source_path": [str(Path(s).resolve()) for s, _, _ in ones],
                         # the file did not say which Sentinel-2 unit: the sensor is an assumption

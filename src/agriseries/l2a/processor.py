@@ -59,16 +59,17 @@ import pystac
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
-from .. import __version__
+from ..version import VERSION
 from ..core.bands import bands_of, is_sentinel2
 from ..core.errors import (
     AgriseriesError,
     ConfigurationError,
+    FailureRecord,
     InputProductError,
     MissingBandError,
 )
 from ..core.grid import snap_to_tile, tile_footprint, tile_geobox
-from ..core.ids import Level, ProductId
+from ..core.ids import Level, ProductId, l2a_id
 from ..core.masks import MaskBit
 from ..io.product import AngleGrid, SourceProduct, load, mean_view_grid
 from ..io.store import Layer, ProductFile, ProductStore
@@ -185,16 +186,27 @@ class L2AResult:
         mode appears twice).
     skipped
         Product ids already in the store.
-    failed
-        L1C product id -> the error message (the product was not made).
+    failures
+        The L1C products that could not be made (or whose state was not updated), one
+        :class:`~agriseries.core.errors.FailureRecord` each.
     state_path
         The tile state file.
     """
 
     written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
+    failures: list[FailureRecord] = field(default_factory=list)
     state_path: Path | None = None
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """L1C product id -> the error message, for every failure."""
+        return {f.input: f.message for f in self.failures}
+
+    def fail(self, l1c: str, exc: BaseException, what: str = "") -> None:
+        """Record that an L1C product could not be made (``what`` prefixes the message)."""
+        rec = FailureRecord.from_exception(l1c, exc)
+        self.failures.append(dataclasses.replace(rec, message=f"{what}{rec.message}"))
 
 
 # ------------------------------------------------------------------------------------
@@ -486,7 +498,7 @@ def make_product(store: ProductStore, item: pystac.Item, state: TileState | None
             pid, layers, footprint=product.footprint if product.footprint is not None
             else tile_footprint(pid.tile),
             sensors=[product.sensor], inputs=[pid_in], parameters=parameters,
-            lineage=f"L2A by agriseries {__version__}: SMAC surface reflectance and MAJA-like "
+            lineage=f"L2A by agriseries {VERSION}: SMAC surface reflectance and MAJA-like "
                     f"masks ({mode} mode) from {pid_in}",
             datetime=product.datetime, angle_grids=grids, files=files, overwrite=overwrite,
             properties={"agriseries:l2a_mode": mode})
@@ -516,7 +528,7 @@ def _footprint_union(items: list[pystac.Item]):
 
 def l2a(store: ProductStore | str | Path, tile: str, start: dt.datetime | None = None,
         end: dt.datetime | None = None, *, params: L2AParams = L2AParams(),
-        overwrite: bool = False) -> L2AResult:
+        overwrite: bool = False, items: list[pystac.Item] | None = None) -> L2AResult:
     """Make the L2A products of every L1C product of a tile, in date order.
 
     Parameters
@@ -532,13 +544,18 @@ def l2a(store: ProductStore | str | Path, tile: str, start: dt.datetime | None =
     overwrite
         Make again the L2A products that already exist (the state is not rewound:
         start from an empty state by deleting the state file for a clean rerun).
+    items
+        The L1C items to make (the production job's inputs), instead of looking them up in
+        the store between ``start`` and ``end``.
 
     Returns
     -------
     L2AResult
     """
     store = store if isinstance(store, ProductStore) else ProductStore(store)
-    items = sorted(store.items(Level.L1C, tile, start, end), key=lambda it: it.datetime)
+    if items is None:
+        items = store.items(Level.L1C, tile, start, end)
+    items = sorted(items, key=lambda it: it.datetime)
     result = L2AResult(state_path=state_path(store, tile))
     if not items:
         return result
@@ -560,8 +577,7 @@ def l2a(store: ProductStore | str | Path, tile: str, start: dt.datetime | None =
 
     for item in items:
         pid_in = item.id
-        pid = ProductId(Level.L2A, ProductId.parse(pid_in).sensor, tile,
-                        ProductId.parse(pid_in).start, "AGS")
+        pid = l2a_id(pid_in, tile)
         day = item.datetime.date()
         in_state = state is not None and day in state.dates
         if store.exists(pid) and not overwrite:
@@ -587,7 +603,7 @@ def l2a(store: ProductStore | str | Path, tile: str, start: dt.datetime | None =
                                                  mode=mode, overwrite=overwrite)
         except AgriseriesError as exc:
             log.error("L2A of %s failed: %s", pid_in, exc)
-            result.failed[pid_in] = str(exc)
+            result.fail(pid_in, exc)
             continue
         result.written.append(written.id)
         if new_state is not None and not in_state:
@@ -609,7 +625,7 @@ def _catch_up(store, item, state, grid, params, altitude, spath, result):
         _, new, _ = make_product(store, item, state, grid, params, altitude,
                                  mode="catch-up", write=False)
     except AgriseriesError as exc:
-        result.failed[item.id] = f"state not updated: {exc}"
+        result.fail(item.id, exc, "state not updated: ")
         return state
     spath.parent.mkdir(parents=True, exist_ok=True)
     new.save(spath)
@@ -629,7 +645,7 @@ def _backward(store: ProductStore, tile: str, state: TileState, grid: GeoBox,
         try:
             l1c = store.item(src)
         except (OSError, AgriseriesError) as exc:
-            result.failed[inputs[0]] = f"backward initialisation: {exc}"
+            result.fail(inputs[0], exc, "backward initialisation: ")
             continue
         day = l1c.datetime.date()
         others = _state_without(state, day)
@@ -640,7 +656,7 @@ def _backward(store: ProductStore, tile: str, state: TileState, grid: GeoBox,
                                          mode="backward", overwrite=True)
         except AgriseriesError as exc:
             log.error("backward L2A of %s failed: %s", l1c.id, exc)
-            result.failed[l1c.id] = f"backward initialisation: {exc}"
+            result.fail(l1c.id, exc, "backward initialisation: ")
             continue
         result.written.append(written.id)
 

@@ -195,3 +195,70 @@ class ProductCatalogue(Database):
                                .where(_P.product_id == str(product_id)))
             return res.rowcount > 0
 
+
+# ------------------------------------------------------------------ catalogue and store
+
+
+def _item_files(store_root: Path) -> dict[str, Path]:
+    """The STAC item file of every product in the store, by product id."""
+    out = {}
+    for lv in Level:
+        for path in store_root.glob(f"{lv.value}/T*/[0-9]*/*/*.json"):
+            if path.stem == path.parent.name:
+                out[path.stem] = path
+    return out
+
+
+def rescan(job_store: ProductCatalogue, product_store, *, full: bool = False) -> tuple[int, int]:
+    """Bring the catalogue in line with the STAC items on disk.
+
+    Products on disk but not in the catalogue are added (with their items); catalogue
+    rows whose product is no longer on disk are removed. ``full`` re-reads and rewrites
+    every item (to rebuild the catalogue from disk).
+
+    Returns
+    -------
+    (added, removed)
+    """
+    import pystac
+
+    on_disk = _item_files(Path(product_store.root))
+    known = {r.product_id for r in job_store.products()}
+    todo = sorted(on_disk) if full else sorted(set(on_disk) - known)
+    records = []
+    for pid in todo:
+        try:
+            item = pystac.Item.from_file(str(on_disk[pid]))
+            records.append(ProductRecord.from_id(pid, on_disk[pid], item=item.to_dict()))
+        except (OSError, ValueError, AgriseriesError):
+            continue  # being replaced or not an agriseries item: next time
+    for i in range(0, len(records), 500):
+        job_store.add_products(records[i:i + 500])
+    gone = sorted(known - set(on_disk))
+    for pid in gone:
+        job_store.remove_product(pid)
+    return len(records), len(gone)
+
+
+def load_catalogue(job_store: ProductCatalogue, site: Site) -> Catalogue:
+    """The catalogue the scheduler needs: the records of the site's tiles of the levels the
+    site's enabled stages read (``Stage.reads``), with their STAC items for the levels whose
+    items a plan needs (``Stage.reads_items``: the inputs an L3A product was made from)."""
+    from .plan import Catalogue
+    from .stages import STAGES
+
+    levels: dict[str, bool] = {}
+    for stage in STAGES.values():
+        if stage.plan is None or not stage.enabled(site):
+            continue
+        for lv in stage.reads:
+            levels[lv] = levels.get(lv, False) or lv in stage.reads_items
+    recs: list[ProductRecord] = []
+    tiles = site.tiles
+    for tile in tiles if len(tiles) <= 20 else [None]:
+        for lv, with_items in levels.items():
+            recs += job_store.products(level=lv, tile=tile, with_items=with_items)
+    if len(tiles) > 20:
+        keep = set(tiles)
+        recs = [r for r in recs if r.tile in keep]
+    return Catalogue(recs)

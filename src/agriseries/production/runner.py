@@ -7,16 +7,19 @@ the engine and the job store (:mod:`agriseries.production.jobstore`) as the memo
    patterns, left alone while they are still being written), skip those already seen (an
    ingest job lists each entry as ``inbox:<name>@<size>-<mtime>`` among its inputs, so a
    changed entry is ingested again and an unchanged one never twice), read the metadata
-   of the new ones to plan their ingest jobs (:func:`~agriseries.production.scheduler.ingest_jobs`);
+   of the new ones to plan their ingest jobs (:mod:`agriseries.production.inbox`,
+   :func:`~agriseries.production.stages.ingest.ingest_jobs`);
 2. **catalogue**: bring the job store's product table in line with the store on disk (the
-   STAC items; :func:`rescan`), so that the catalogue can always be rebuilt from disk;
-3. **schedule**: the pure rules of :mod:`agriseries.production.scheduler` give the jobs
-   due; each is submitted to the job store under its key (processor, tile, inputs,
+   STAC items; :func:`~agriseries.production.catalogue.rescan`), so that the catalogue can
+   always be rebuilt from disk;
+3. **schedule**: the pure plans of the stage table (:mod:`agriseries.production.scheduler`)
+   give the jobs due; each is submitted to the job store under its key (processor, tile, inputs,
    parameters: submitting it twice is harmless, a done job stays done);
 4. **execute**: claimable jobs are claimed (leased to this runner), each becomes **one Dask
    task** on the cluster (jobs of different tiles and dates run in parallel on the workers;
    a job's own dask chunks run on its worker's threads, or with ``engine.chunks: cluster``
-   are spread over the whole cluster); the runner -- not the workers, which never touch
+   are spread over the whole cluster; :mod:`agriseries.production.tasks` runs it through
+   the shared stage driver, :mod:`agriseries.production.engine` provides the cluster); the runner -- not the workers, which never touch
    the database -- keeps the leases alive with heartbeats (a thread of its own), and when
    a task ends registers its products in the catalogue and marks the job done, or records
    the failure (retried with an exponential backoff, quarantined after
@@ -25,7 +28,7 @@ the engine and the job store (:mod:`agriseries.production.jobstore`) as the memo
 5. after jobs completed, back to 3 (an ingested date makes its L3B due, a crop mask made
    the crop type masked with it) until nothing is due; ``--watch`` then waits ``poll_s`` and starts again at 1, until SIGINT / SIGTERM.
 
-Crash safety (docs/production.md): a product is written into ``STORE/.tmp`` and
+Crash safety (DESIGN.md reliability rules): a product is written into ``STORE/.tmp`` and
 renamed into place (:meth:`~agriseries.io.store.ProductStore.write_product`), then
 registered, then its job is marked done. A runner killed at any moment leaves whole
 products or none in the store; its leased jobs are taken over when their lease expires
@@ -34,22 +37,25 @@ processor that finds its product already in the store (made from the same inputs
 returns it without computing it again. A worker process that dies mid-job is replaced by
 Dask and the task runs again on a live worker. Every database call is bounded in time;
 a call that keeps failing for ``database.retry_s`` stops the run cleanly (jobs released,
-cluster closed, a clear error and exit code 1) instead of hanging.
+cluster closed, a clear error and exit code 1) instead of hanging. The store's STAC
+catalogue (``catalog.json`` and the collections) is rewritten once per pass that changed
+products, not once per product. The run's exit code is non-zero when any job or any input
+of a job failed (an L1C that could not be made into L2A included).
+
+The run's state, read-only, is :func:`agriseries.production.status.status`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import fnmatch
-import hashlib
 import os
 import shutil
 import signal
 import socket
 import threading
 import time
-import traceback as _tb
+import traceback as tb_format
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
@@ -57,27 +63,27 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import (
-    AgriseriesError,
+    EXIT_FAILED,
+    EXIT_OK,
     ConfigurationError,
+    FailureRecord,
     JobStoreTimeout,
     LeaseLost,
     StoreError,
 )
-from ..core.ids import Level, ProductId
+from .catalogue import load_catalogue, rescan
+from .engine import engine as _cluster
+from .inbox import inspect_entry, scan_inbox
 from .jobstore import Job, JobState, JobStore, ProductRecord
-from .scheduler import (
-    MADE_ONCE,
-    Catalogue,
-    InboxEntry,
-    JobSpec,
-    Waiting,
-    ingest_jobs,
-    schedule,
-)
+from .plan import JobSpec, Waiting
+from .scheduler import schedule
 from .site import Site
+from .stages import STAGES
+from .stages.ingest import ingest_jobs
+from .status import SiteStatus, status
+from .tasks import JobError, TaskResult, TaskSpec, execute_task
 
 __all__ = [
-    "PROCESSORS",
     "DatabaseUnavailable",
     "JobError",
     "RunEvent",
@@ -98,422 +104,11 @@ __all__ = [
 UTC = dt.UTC
 
 
-class JobError(AgriseriesError, RuntimeError):
-    """A processor reported a failure (its message names the input at fault).
-
-    ``detail`` holds the traceback of the error; ``transient`` says that the job did not
-    fail on its own account: the cluster lost some of its chunks (a worker died), and it is
-    run again without counting an attempt.
-    """
-
-    def __init__(self, message: str, detail: str | None = None,
-                 transient: bool = False) -> None:
-        super().__init__(message, detail, transient)
-        self.message = message
-        self.detail = detail
-        self.transient = transient
-
-    def __str__(self) -> str:
-        return self.message
-
-
 class DatabaseUnavailable(JobStoreTimeout):
     """The job store kept failing for longer than ``database.retry_s``: the run stops."""
 
 
-# ------------------------------------------------------------------ tasks (on the workers)
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskSpec:
-    """What a worker needs to run one job (no database access needed).
-
-    Attributes
-    ----------
-    processor
-        Key in :data:`PROCESSORS`.
-    key
-        The job key (for messages).
-    tile
-        The tile, or ``None``.
-    inputs
-        The job's inputs (product ids, inbox tokens).
-    params
-        The job's parameters.
-    store_root
-        The product store folder.
-    chunks
-        ``worker``: the job's dask chunks run on its worker's own threads; ``cluster``: on
-        the whole cluster.
-    """
-
-    processor: str
-    key: str
-    tile: str | None
-    inputs: tuple[str, ...]
-    params: dict[str, Any]
-    store_root: str
-    chunks: str = "worker"
-
-
-@dataclasses.dataclass
-class TaskResult:
-    """What a job produced.
-
-    Attributes
-    ----------
-    products
-        One dict per product: ``id``, ``path`` (its STAC item file), ``item`` (the STAC
-        item as a dict) and ``made`` (``False``: it was already in the store).
-    removed
-        Products the job removed from the store (superseded L3A products).
-    notes
-        Remarks for the report.
-    seconds
-        Time spent in the processor.
-    worker
-        Host and process that ran it.
-    """
-
-    products: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    removed: list[str] = dataclasses.field(default_factory=list)
-    notes: list[str] = dataclasses.field(default_factory=list)
-    seconds: float = 0.0
-    worker: str = ""
-
-
-def _product_entry(store, pid: str, made: bool) -> dict[str, Any]:
-    item = store.item(pid)
-    return {"id": pid, "path": str(store.item_path(pid)), "item": item.to_dict(), "made": made}
-
-
-def _run_ingest(store, spec: TaskSpec) -> TaskResult:
-    """Ingest inbox entries (:func:`agriseries.io.ingest.ingest`)."""
-    from ..io.ingest import ingest
-
-    p = spec.params
-    if p.get("ignored"):
-        return TaskResult(notes=[f"{', '.join(spec.inputs)}: not ingested, {p['ignored']}"])
-    results = ingest(list(p["paths"]), store, tile=p.get("tile"),
-                     allow_missing_bands=bool(p.get("allow_missing_bands")))
-    failed = [r for r in results if r.status == "failed"]
-    if failed:
-        msg = "; ".join(f"{r.error_type or 'Error'}: {r.error or r.path}" for r in failed)
-        raise JobError(msg, "\n".join(r.traceback or "" for r in failed) or None)
-    out = TaskResult()
-    for r in results:
-        for pid in r.products:
-            out.products.append(_product_entry(store, pid, r.status == "ingested"))
-    return out
-
-
-def _considered(item) -> frozenset[str]:
-    from .scheduler import considered_inputs
-
-    rec = ProductRecord.from_id(item.id, "", item=item.to_dict())
-    return considered_inputs(rec) or frozenset()
-
-
-def _remove_product(store, pid: str) -> None:
-    """Remove a product folder atomically (renamed into ``.tmp``, then deleted)."""
-    folder = store.product_dir(pid)
-    trash = store.root / ".tmp" / f"{pid}.removed.{uuid.uuid4().hex[:8]}"
-    trash.parent.mkdir(parents=True, exist_ok=True)
-    os.rename(folder, trash)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
-def _run_l3a(store, spec: TaskSpec) -> TaskResult:
-    """The monthly synthesis (:func:`agriseries.composite.composite`).
-
-    A product of the tile and month already made from exactly the job's inputs is returned
-    as is (a job resumed after a crash does not compute it again); one made from other
-    inputs is replaced, and a product of the same month with another id (another sensor
-    set) is removed once the new one is written.
-    """
-    from ..composite import WaspParams, composite, parse_period
-
-    p = spec.params
-    start, end = parse_period(p["period"])
-    utc = lambda d: dt.datetime.combine(d, dt.time(), UTC)
-    existing = [it for it in store.items(level=Level.L3A, tile=spec.tile, start=utc(start),
-                                         end=utc(end))
-                if (pid := ProductId.parse(it.id)).end is not None
-                and pid.start.date() == start and pid.end.date() == end]
-    for it in existing:
-        if _considered(it) == frozenset(spec.inputs):
-            return TaskResult(products=[_product_entry(store, it.id, False)],
-                              notes=[f"{it.id} already made from these inputs"])
-    sensors = tuple(p["sensors"]) if p.get("sensors") else None
-    res = composite(store, spec.tile, p["period"], sensors=sensors,
-                    params=WaspParams(half_period=int(p["half_period"])),
-                    overwrite=bool(existing))
-    out = TaskResult(products=[_product_entry(store, res.product, res.made)])
-    if res.skipped:
-        out.notes.append(f"{res.product}: {len(res.skipped)} input(s) skipped: "
-                         + "; ".join(s["error"] for s in res.skipped))
-    for it in existing:
-        if it.id != res.product:
-            _remove_product(store, it.id)
-            out.removed.append(it.id)
-    return out
-
-
-def _run_l3b(store, spec: TaskSpec) -> TaskResult:
-    """The biophysical variables of one L2A product
-    (:func:`agriseries.biophysical.processor.biophysical_product`)."""
-    from ..biophysical.processor import BiophysicalParams, biophysical_product
-
-    p = spec.params
-    params = BiophysicalParams(variables=tuple(p["variables"]), resolution=int(p["resolution"]))
-    pid, made = biophysical_product(store, store.item(spec.inputs[0]), params)
-    return TaskResult(products=[_product_entry(store, pid, made)])
-
-
-def _run_l2a(store, spec: TaskSpec) -> TaskResult:
-    """The L2A of a tile's pending L1C products, in date order
-    (:func:`agriseries.l2a.processor.l2a`). An L1C that cannot be made is a note, not a job
-    failure: the others are made and recorded."""
-    from ..l2a.processor import L2AParams, l2a
-
-    p = spec.params
-    dates = [ProductId.parse(i).start for i in spec.inputs]
-    params = L2AParams(resolution=float(p["resolution"]), altitude=float(p["altitude"]),
-                       dem=p.get("dem"), backward_dates=int(p["backward_dates"]))
-    res = l2a(store, spec.tile, min(dates), max(dates), params=params)
-    out = TaskResult()
-    for pid in dict.fromkeys(res.written + res.skipped):
-        out.products.append(_product_entry(store, pid, pid in res.written))
-    out.notes += [f"{pid}: no L2A: {msg}" for pid, msg in res.failed.items()]
-    return out
-
-
-def _crop_result(store, spec: TaskSpec, res) -> TaskResult:
-    """The task result of a crop map, checked against the id the scheduler expected."""
-    want = spec.params.get("product")
-    if want and res.product != want:
-        raise JobError(f"the crop processor made {res.product}, the scheduler expected {want} "
-                       "(season or date changed?)")
-    out = TaskResult(products=[_product_entry(store, res.product, res.made)])
-    if res.made:
-        out.notes.append(f"{res.product}: OA {res.oa:.3f}, kappa {res.kappa:.3f}, macro F1 "
-                         f"{res.macro_f1:.3f} on {res.n_validation} validation pixels, data up "
-                         f"to {res.last_date_used}")
-    else:
-        out.notes.append(f"{res.product} already in the store: kept (made once)")
-    return out
-
-
-def _run_l4a(store, spec: TaskSpec) -> TaskResult:
-    """A crop mask up to the job's date (:func:`agriseries.crop.processor.cropmask`), with
-    the in-situ polygons or the reference map; an existing product is kept as is."""
-    from ..crop.nolabels import NoInsituParams
-    from ..crop.processor import CropMaskParams, cropmask
-
-    p = spec.params
-    values = tuple(int(v) for v in p["crop_values"])
-    params = CropMaskParams(class_field=str(p["class_field"]), crop_values=values,
-                            no_insitu=NoInsituParams(
-                                crop_values=values,
-                                ignore_values=tuple(int(v) for v in p.get("ignore_values") or ())))
-    season0, season1 = p["season"]
-    res = cropmask(store, spec.tile, season0, season1, insitu=p.get("insitu"),
-                   reference_map=p.get("reference_map"), until=p["until"], params=params)
-    return _crop_result(store, spec, res)
-
-
-def _run_l4b(store, spec: TaskSpec) -> TaskResult:
-    """A crop type map up to the job's date (:func:`agriseries.crop.processor.croptype`),
-    masked with the job's crop mask when it names one; an existing product is kept."""
-    from ..crop.processor import CropTypeParams, croptype
-
-    p = spec.params
-    params = CropTypeParams(class_field=str(p["class_field"]),
-                            exclude_codes=tuple(int(v) for v in p.get("exclude_codes") or ()))
-    season0, season1 = p["season"]
-    res = croptype(store, spec.tile, season0, season1, insitu=p["insitu"],
-                   crop_mask=p.get("crop_mask"), until=p["until"], params=params)
-    return _crop_result(store, spec, res)
-
-
-#: The processors a job can name: ``(ProductStore, TaskSpec) -> TaskResult``.
-PROCESSORS: dict[str, Callable[[Any, TaskSpec], TaskResult]] = {
-    "ingest": _run_ingest,
-    "L2A": _run_l2a,
-    "L3A": _run_l3a,
-    "L3B": _run_l3b,
-    "L4A": _run_l4a,
-    "L4B": _run_l4b,
-}
-
-
-def _in_dask_worker() -> bool:
-    try:
-        from distributed import get_worker
-
-        get_worker()
-        return True
-    except (ImportError, ValueError):
-        return False
-
-
-def execute_task(spec: TaskSpec) -> TaskResult:
-    """Run one job (on a Dask worker, or in this process); raises what the processor raises.
-
-    With ``spec.chunks == "cluster"`` and on a Dask worker, the job's own dask graphs
-    (reading and computing chunks) are computed by the whole cluster through a client of
-    the job's own, and the task leaves the worker's thread pool while it waits for them
-    (:func:`distributed.secede`). Otherwise they run on this process's threads.
-    """
-    from ..io.store import ProductStore
-
-    fn = PROCESSORS.get(spec.processor)
-    if fn is None:
-        raise ConfigurationError(f"job {spec.key[:12]}: unknown processor {spec.processor!r} "
-                                 f"(known: {', '.join(PROCESSORS)})")
-    store = ProductStore(spec.store_root)
-    t0 = time.perf_counter()
-    try:
-        out = _execute(fn, store, spec)
-    except JobError:
-        raise
-    except Exception as e:  # noqa: BLE001 -- any processor error becomes the job's error
-        # sent back to the runner as a JobError: some exceptions do not survive pickling
-        # (those whose __init__ takes other arguments than their message)
-        raise JobError(f"{type(e).__name__}: {e}", "".join(_tb.format_exception(e)),
-                       transient=_lost_to_the_cluster(e)) from None
-    out.seconds = time.perf_counter() - t0
-    out.worker = f"{socket.gethostname()}:{os.getpid()}"
-    return out
-
-
-def _lost_to_the_cluster(exc: BaseException | None) -> bool:
-    """Whether an error comes from chunks the cluster lost or cancelled (a worker died, a
-    connection closed) rather than from the job itself."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        mod = type(exc).__module__ or ""
-        if mod.startswith("distributed") and type(exc).__name__ in (
-                "FutureCancelledError", "CommClosedError", "FutureLostError"):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-def _execute(fn, store, spec: TaskSpec) -> TaskResult:
-    if spec.chunks == "cluster" and _in_dask_worker():
-        import dask
-        from distributed import Client, get_worker, rejoin, secede
-
-        # A client of its own (not the worker's shared one): two jobs running on one worker
-        # often build the same chunk keys (the same input read onto the same grid), and
-        # their graphs must be counted apart on the scheduler.
-        worker = get_worker()
-        secede()  # leave the worker's thread pool while the cluster computes the chunks
-        try:
-            with Client(worker.scheduler.address, security=worker.security, timeout="60s",
-                        set_as_default=False, name=f"job-{spec.key[:12]}") as c, \
-                    dask.config.set(scheduler=c):
-                out = fn(store, spec)
-        finally:
-            rejoin()
-    else:
-        import dask
-
-        threads = None
-        if _in_dask_worker():  # the worker's own threads, not every core of the machine
-            from distributed import get_worker
-
-            threads = get_worker().state.nthreads
-        with dask.config.set(scheduler="threads", num_workers=threads):
-            out = fn(store, spec)
-    return out
-
-
-# ----------------------------------------------------------------------------- inbox
-
-
-def _fingerprint(path: Path) -> tuple[str, float]:
-    """``size-mtime`` of a file, ``Nf-size-mtime`` of a folder (its files), and the latest
-    modification time (seconds)."""
-    st = path.stat()
-    if not path.is_dir():
-        return f"{st.st_size}-{st.st_mtime_ns}", st.st_mtime
-    n, size, latest = 0, 0, st.st_mtime_ns
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            s = os.stat(os.path.join(root, f))
-            n, size, latest = n + 1, size + s.st_size, max(latest, s.st_mtime_ns)
-    return f"{n}f-{size}-{latest}", latest / 1e9
-
-
-def scan_inbox(site: Site, now: float | None = None) -> tuple[list[tuple[Path, str]], list[str]]:
-    """The entries of the site's inbox that are ready: ``(path, token)`` pairs, and the
-    names of those still arriving (modified less than ``settle_s`` ago).
-
-    Raises
-    ------
-    ConfigurationError
-        The inbox folder does not exist.
-    """
-    root = site.inbox.path
-    if not root.is_dir():
-        raise ConfigurationError(f"{site.where('inbox.path')}: inbox folder {root} does not "
-                                 "exist")
-    now = time.time() if now is None else now
-    ready, arriving = [], []
-    for p in sorted(root.iterdir()):
-        name = p.name
-        if not any(fnmatch.fnmatch(name, pat) for pat in site.inbox.include):
-            continue
-        if any(fnmatch.fnmatch(name, pat) for pat in site.inbox.exclude):
-            continue
-        try:
-            fp, latest = _fingerprint(p)
-        except OSError:
-            continue  # removed while we looked
-        if now - latest < site.inbox.settle_s:
-            arriving.append(name)
-            continue
-        ready.append((p.absolute(), f"inbox:{name}@{fp}"))
-    return ready, arriving
-
-
-def inspect_entry(path: Path, token: str, allow_missing_bands: bool = False) -> InboxEntry:
-    """Read an inbox entry's metadata to plan its ingest (what it is, which tiles).
-
-    Never raises: an entry that cannot be read is returned as ``unreadable`` with the
-    reader's error (its ingest job then fails with that error).
-    """
-    from ..core.grid import parse_tile, tiles_for_geometry
-    from ..io.detect import find_reader
-
-    try:
-        reader = find_reader(path)
-        if reader.kind == "product":
-            product = reader.read(str(path), allow_missing_bands=allow_missing_bands)
-            if product.tile:
-                return InboxEntry(str(path), token, "product", (parse_tile(product.tile).name,),
-                                  on_tile_grid=True)
-            if product.footprint is None:
-                return InboxEntry(str(path), token, "unreadable",
-                                  error=f"{path}: the product has no footprint")
-            tiles = tuple(t.name for t in tiles_for_geometry(product.footprint))
-            return InboxEntry(str(path), token, "product", tiles)
-        ds = reader.read(str(path))
-        try:
-            sig = repr((ds["sensor"].values.tolist(), ds["time"].values.tolist(),
-                        str(ds.odc.geobox.crs)))
-        finally:
-            ds.close()
-        return InboxEntry(str(path), token, "series",
-                          group=hashlib.sha256(sig.encode()).hexdigest()[:16])
-    except Exception as e:  # noqa: BLE001 -- recorded; the ingest job reports it
-        return InboxEntry(str(path), token, "unreadable", error=f"{type(e).__name__}: {e}")
-
-
-# --------------------------------------------------------------------------- catalogue
+# ------------------------------------------------------------------------- temporary area
 
 #: Leftovers in ``STORE/.tmp`` untouched for this long (a write interrupted by a crash) are
 #: deleted when a run starts; younger ones may belong to a write in progress and are left.
@@ -551,69 +146,6 @@ def clean_tmp(store_root: str | Path, older_than_s: float = TMP_MAX_AGE_S) -> li
     return removed
 
 
-def _item_files(store_root: Path) -> dict[str, Path]:
-    out = {}
-    for lv in Level:
-        for path in store_root.glob(f"{lv.value}/T*/[0-9]*/*/*.json"):
-            if path.stem == path.parent.name:
-                out[path.stem] = path
-    return out
-
-
-def rescan(job_store: JobStore, product_store, *, full: bool = False) -> tuple[int, int]:
-    """Bring the catalogue in line with the STAC items on disk.
-
-    Products on disk but not in the catalogue are added (with their items); catalogue
-    rows whose product is no longer on disk are removed. ``full`` re-reads and rewrites
-    every item (to rebuild the catalogue from disk).
-
-    Returns
-    -------
-    (added, removed)
-    """
-    import pystac
-
-    on_disk = _item_files(Path(product_store.root))
-    known = {r.product_id for r in job_store.products()}
-    todo = sorted(on_disk) if full else sorted(set(on_disk) - known)
-    records = []
-    for pid in todo:
-        try:
-            item = pystac.Item.from_file(str(on_disk[pid]))
-            records.append(ProductRecord.from_id(pid, on_disk[pid], item=item.to_dict()))
-        except (OSError, ValueError, AgriseriesError):
-            continue  # being replaced or not an agriseries item: next time
-    for i in range(0, len(records), 500):
-        job_store.add_products(records[i:i + 500])
-    gone = sorted(known - set(on_disk))
-    for pid in gone:
-        job_store.remove_product(pid)
-    return len(records), len(gone)
-
-
-def load_catalogue(job_store: JobStore, site: Site) -> Catalogue:
-    """The catalogue the scheduler needs: L2A and L3B records of the site's tiles (and L1C
-    when the site makes its own L2A; L4A and L4B when the site makes crop maps, so that a
-    map made is not due again), and L3A records with their STAC items (the inputs they
-    were made from)."""
-    recs: list[ProductRecord] = []
-    tiles = site.tiles
-    levels = (Level.L1C, Level.L2A, Level.L3B) if site.l2a.source == "agriseries" \
-        else (Level.L2A, Level.L3B)
-    crop = site.products
-    if crop.L4A.enabled or (crop.L4B.enabled and crop.L4B.crop_mask):
-        levels += (Level.L4A,)
-    if crop.L4B.enabled:
-        levels += (Level.L4B,)
-    for tile in tiles if len(tiles) <= 20 else [None]:
-        for lv in levels:
-            recs += job_store.products(level=lv, tile=tile)
-        recs += job_store.products(level=Level.L3A, tile=tile, with_items=True)
-    if len(tiles) > 20:
-        keep = set(tiles)
-        recs = [r for r in recs if r.tile in keep]
-    return Catalogue(recs)
-
 
 # ------------------------------------------------------------------------------ report
 
@@ -649,8 +181,12 @@ class RunReport:
         Jobs completed: key, processor, tile, outputs, made (products written),
         seconds, worker.
     failed
-        Failed attempts: key, processor, tile, state (failed or quarantined), attempts,
-        error, next_try_at.
+        Failed jobs and failed inputs, one dict each: the
+        :class:`~agriseries.core.errors.FailureRecord` fields (``input``, ``error_type``,
+        ``message``, ``traceback``, ``id``) and the job's ``key``, ``processor``, ``tile``,
+        ``state`` (``failed`` or ``quarantined``; ``done`` for an input that failed in a
+        job that made the others), ``attempts``, ``error`` (``Type: message``) and
+        ``next_try_at``.
     made
         Products written in this run.
     removed
@@ -685,8 +221,10 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
-        """0: all went well; 1: a job failed or the run stopped on an error."""
-        return 1 if (self.failed or self.error) else 0
+        """:data:`~agriseries.core.errors.EXIT_OK`: all went well;
+        :data:`~agriseries.core.errors.EXIT_FAILED`: a job or an input failed, or the run
+        stopped on an error."""
+        return EXIT_FAILED if (self.failed or self.error) else EXIT_OK
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict."""
@@ -695,52 +233,16 @@ class RunReport:
         return d
 
 
-# ------------------------------------------------------------------------------ engine
-
-
-@contextmanager
-def _engine(site: Site, scheduler: str | None, scheduler_file: str | Path | None,
-            n_workers: int | None, client) -> Iterator[Any]:
-    if client is not None:
-        yield client
-        return
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError as e:  # pragma: no cover - distributed is a dependency
-        from ..core.errors import OptionalDependencyError
-
-        raise OptionalDependencyError("distributed", "cluster") from e
-    address = scheduler or site.engine.scheduler
-    sfile = scheduler_file or site.engine.scheduler_file
-    if address or sfile:
-        where = address or f"the scheduler file {sfile}"
-        try:
-            c = (Client(address, timeout="30s") if address
-                 else Client(scheduler_file=str(sfile), timeout="30s"))
-        except (OSError, TimeoutError) as e:
-            raise ConfigurationError(f"cannot reach the Dask scheduler at {where} within 30 s: "
-                                     f"{e}") from e
-        try:
-            yield c
-        finally:
-            c.close(timeout=10)
-        return
-    e = site.engine
-    cluster = LocalCluster(n_workers=n_workers or e.n_workers,
-                           threads_per_worker=e.threads_per_worker, processes=True,
-                           memory_limit=e.memory_limit, dashboard_address=":0",
-                           host="127.0.0.1")
-    c = Client(cluster)
-    try:
-        yield c
-    finally:
-        with suppress(Exception):
-            c.close(timeout=10)
-        with suppress(Exception):
-            cluster.close(timeout=20)
-
-
 # ------------------------------------------------------------------------------ runner
+
+
+def _job_failure(job: Job, error: str, traceback: str | None) -> FailureRecord:
+    """The failure record of a failed job (``error`` is ``Type: message`` when the
+    processor raised)."""
+    kind, sep, message = error.partition(": ")
+    if not (sep and kind.isidentifier()):
+        kind, message = "JobError", error
+    return FailureRecord(", ".join(job.inputs) or job.key, kind, message, traceback, job.key)
 
 
 def _owner_process(owner: str | None) -> tuple[str, int] | None:
@@ -787,6 +289,7 @@ class _Runner:
         self.transient: dict[str, int] = {}
         self.seen_tokens: set[str] | None = None
         self.warned_done: set[str] = set()
+        self.catalog_dirty = False  # products changed since the STAC catalogue was written
 
     # -- database calls, bounded and retried -----------------------------------------
 
@@ -844,9 +347,20 @@ class _Runner:
         entries = [inspect_entry(p, t, self.site.inbox.allow_missing_bands) for p, t in new]
         return ingest_jobs(self.site, entries)
 
+    def flush_catalog(self) -> None:
+        """Rewrite the store's STAC catalogue when products changed (once per pass, not once
+        per product)."""
+        if self.catalog_dirty:
+            self.catalog_dirty = False
+            try:
+                self.store.update_catalog()
+            except OSError as e:
+                self.note(f"could not rewrite the catalogue of {self.store.root}: {e}")
+
     def plan(self, sync_catalogue: bool) -> int:
         """One planning pass; returns the number of new jobs submitted."""
         self.report.passes += 1
+        self.flush_catalog()
         specs = self.plan_inbox()
         if sync_catalogue:
             added, removed = self.db("rescan the catalogue", rescan, self.js, self.store)
@@ -868,12 +382,14 @@ class _Runner:
         # a crop map is made once: a job of the same product queued, running or waiting to
         # retry (it reads the store when it runs, so it uses the late inputs too) is enough
         making = {(j.processor, j.params.get("product")) for j in active.values()
-                  if j.processor in MADE_ONCE and j.state is not JobState.QUARANTINED}
+                  if j.processor in STAGES and STAGES[j.processor].made_once
+                  and j.state is not JobState.QUARANTINED}
         n_new = 0
         for spec in specs:
             if spec.key in active:
                 continue
-            if spec.processor in MADE_ONCE and (spec.processor,
+            once = spec.processor in STAGES and STAGES[spec.processor].made_once
+            if once and (spec.processor,
                                                 spec.params.get("product")) in making:
                 continue  # another job (made from fewer inputs) is making this product
             job = self.db(f"submit {spec.processor}", self.js.submit, spec.processor,
@@ -913,7 +429,7 @@ class _Runner:
         if free <= 0 or self.stop.is_set():
             return 0
         jobs = self.db("claim jobs", self.js.claim, self.id, limit=free,
-                       processors=list(PROCESSORS))
+                       processors=list(STAGES))
         if jobs and self.client is None:  # the cluster starts when there is work
             try:
                 self.client = self.engine()
@@ -925,8 +441,8 @@ class _Runner:
         for job in jobs:
             spec = TaskSpec(job.processor, job.key, job.tile, tuple(job.inputs),
                             dict(job.params), str(self.site.store), self.site.engine.chunks)
-            fut = self.client.submit(
-                execute_task, spec, pure=False, priority=job.priority,
+            fut = self.client.submit(  # the stage travels with the task (a plug-in's too)
+                execute_task, spec, STAGES[job.processor], pure=False, priority=job.priority,
                 key=f"agriseries-{job.processor}-{job.key[:12]}-a{job.attempts}-"
                     f"{uuid.uuid4().hex[:6]}")
             with self.lock:
@@ -953,6 +469,14 @@ class _Runner:
             self.report.removed += res.removed
             for n in res.notes:
                 self.note(n)
+            if made or res.removed:
+                self.catalog_dirty = True
+            for f in res.failures:  # inputs that failed in a job that made the others
+                self.report.failed.append({
+                    **f.to_dict(), "key": job.key, "processor": job.processor,
+                    "tile": job.tile, "state": JobState.DONE.value, "attempts": job.attempts,
+                    "error": f"{f.error_type}: {f.message}", "next_try_at": None})
+                self.on_event(RunEvent("failed", job.processor, job.tile, job.key, str(f)))
             try:
                 self.db("complete a job", self.js.complete, job,
                         [p["id"] for p in res.products])
@@ -981,7 +505,7 @@ class _Runner:
         tb = getattr(exc, "detail", None)
         if not tb:
             tb_obj = fut.traceback()
-            tb = "".join(_tb.format_exception(type(exc), exc, tb_obj))
+            tb = "".join(tb_format.format_exception(type(exc), exc, tb_obj))
         error: str | BaseException = exc.message if isinstance(exc, JobError) else exc
         if type(exc).__name__ == "KilledWorker":
             error = (f"the worker running it died every time it was tried ({exc}); "
@@ -992,6 +516,7 @@ class _Runner:
             self.note(str(e))
             return False
         self.report.failed.append({
+            **_job_failure(job, failed.error or "", tb).to_dict(),
             "key": job.key, "processor": job.processor, "tile": job.tile,
             "state": failed.state.value, "attempts": failed.attempts,
             "error": failed.error, "next_try_at": failed.next_try_at.isoformat()
@@ -1084,6 +609,7 @@ class _Runner:
         try:
             self._loop()
         finally:
+            self.flush_catalog()
             hb_done.set()
             hb.join(self.site.database.statement_timeout_s + 5)
 
@@ -1209,7 +735,7 @@ def run(site: Site, *, watch: bool = False, poll_s: float | None = None,
             stack.enter_context(_signals(stop))
 
             def engine():
-                return stack.enter_context(_engine(site, scheduler, scheduler_file, n_workers,
+                return stack.enter_context(_cluster(site, scheduler, scheduler_file, n_workers,
                                                    client))
 
             slots = None if external else ((n_workers or site.engine.n_workers)
@@ -1230,87 +756,3 @@ def run(site: Site, *, watch: bool = False, poll_s: float | None = None,
     return report
 
 
-# ------------------------------------------------------------------------------ status
-
-
-@dataclasses.dataclass
-class SiteStatus:
-    """The production state of a site (:func:`status`).
-
-    Attributes
-    ----------
-    site
-        Site name.
-    counts
-        Jobs per processor and state.
-    problems
-        Failed and quarantined jobs: key, processor, tile, state, attempts, error,
-        next_try_at.
-    running
-        Running jobs: key, processor, tile, runner, heartbeat, lease expiry.
-    products
-        Products in the catalogue per level (site tiles).
-    due
-        Jobs the scheduler finds due that are not in the job store yet.
-    waiting
-        Products waiting on inputs.
-    notices
-        What the site asks that cannot be done yet.
-    """
-
-    site: str
-    counts: dict[str, dict[str, int]]
-    problems: list[dict[str, Any]]
-    running: list[dict[str, Any]]
-    products: dict[str, int]
-    due: int
-    waiting: list[Waiting]
-    notices: list[str]
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict."""
-        return dataclasses.asdict(self)
-
-
-def _iso(d: dt.datetime | None) -> str | None:
-    return d.isoformat() if d else None
-
-
-def status(site: Site, today: dt.date | None = None) -> SiteStatus:
-    """Jobs by state (with errors), products made, what is due and waiting; read-only.
-
-    Raises
-    ------
-    JobStoreTimeout, StoreError
-        The job store cannot be read within its time limit.
-    """
-    js = site.job_store()
-    try:
-        jobs = js.jobs()
-        cat = load_catalogue(js, site)
-        tiles = set(site.tiles)
-        products: dict[str, int] = {}
-        for lv in Level:
-            n = sum(1 for r in js.products(level=lv) if r.tile in tiles)
-            if n:
-                products[lv.value] = n
-    finally:
-        js.close()
-    counts: dict[str, dict[str, int]] = {}
-    for j in jobs:
-        counts.setdefault(j.processor, {s.value: 0 for s in JobState})[j.state.value] += 1
-    problems = [{"key": j.key, "processor": j.processor, "tile": j.tile,
-                 "state": j.state.value, "attempts": j.attempts, "error": j.error,
-                 "next_try_at": _iso(j.next_try_at)}
-                for j in jobs if j.state in (JobState.FAILED, JobState.QUARANTINED)]
-    running = [{"key": j.key, "processor": j.processor, "tile": j.tile,
-                "runner": j.lease_owner, "heartbeat": _iso(j.heartbeat_at),
-                "lease_expires_at": _iso(j.lease_expires_at)}
-               for j in jobs if j.state is JobState.RUNNING]
-    pending = any(j.processor == "ingest" and j.state in (JobState.QUEUED, JobState.RUNNING)
-                  for j in jobs)
-    sched = schedule(site, cat, today or dt.datetime.now(UTC).date(), ingest_pending=pending)
-    known = {j.key for j in jobs}
-    due = sum(1 for s in sched.jobs if s.key not in known)
-    return SiteStatus(site.name, counts, problems, running, products, due, sched.waiting,
-                      sched.notices)

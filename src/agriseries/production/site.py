@@ -60,7 +60,6 @@ from pydantic import (
 from ..core.errors import ConfigurationError
 
 __all__ = [
-    "AVAILABLE_LEVELS",
     "DEFAULT_DATABASE_FILE",
     "PENDING_LEVELS",
     "TEMPLATE",
@@ -69,8 +68,6 @@ __all__ = [
     "site_from_dict",
 ]
 
-#: Product levels the production can make now (L2A: when ``l2a.source`` is ``agriseries``).
-AVAILABLE_LEVELS = ("L2A", "L3A", "L3B", "L4A", "L4B")
 #: Levels a site may ask for whose processors are not part of the production yet, with the
 #: reason :meth:`Site.notices` gives (none today; the mechanism stays for new levels).
 PENDING_LEVELS: dict[str, str] = {}
@@ -111,14 +108,14 @@ class Area(_Model):
     def _tiles(cls, tiles: list[str] | None) -> list[str] | None:
         if tiles is None:
             return None
-        from ..core.grid import parse_tile
+        from ..core.tilenames import tile_name
 
         if not tiles:
             raise ValueError("expected at least one Sentinel-2 tile id")
         out = []
         for t in tiles:
             try:
-                name = parse_tile(str(t)).name
+                name = tile_name(str(t))
             except ConfigurationError as e:
                 raise ValueError(str(e)) from None
             if name not in out:

@@ -212,8 +212,11 @@ def _vector_values(path, raw, class_field, labels, class_names) -> np.ndarray:
 
 class _VectorReference:
     def __init__(self, path, map_ds, class_field, layer, labels, class_names, all_touched):
-        import pyogrio
         import shapely
+
+        from ..core.errors import optional_import
+
+        pyogrio = optional_import("pyogrio", "validation")
         from pyogrio.errors import DataLayerError, DataSourceError
         from pyproj import CRS, Transformer
 

@@ -145,7 +145,10 @@ def confusion_figure_png(report: AccuracyReport, title: str | None = None) -> by
     bytes
         A PNG image (matplotlib, Agg backend; no display needed).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from ..core.errors import optional_import
+
+    FigureCanvasAgg = optional_import("matplotlib.backends.backend_agg",
+                                      "validation").FigureCanvasAgg
     from matplotlib.figure import Figure
 
     m = report.matrix
