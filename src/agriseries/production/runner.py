@@ -28,7 +28,7 @@ the engine and the job store (:mod:`agriseries.production.jobstore`) as the memo
 5. after jobs completed, back to 3 (an ingested date makes its L3B due, a crop mask made
    the crop type masked with it) until nothing is due; ``--watch`` then waits ``poll_s`` and starts again at 1, until SIGINT / SIGTERM.
 
-Crash safety (DESIGN.md reliability rules): a product is written into ``STORE/.tmp`` and
+Crash safety: a product is written into ``STORE/.tmp`` and
 renamed into place (:meth:`~agriseries.io.store.ProductStore.write_product`), then
 registered, then its job is marked done. A runner killed at any moment leaves whole
 products or none in the store; its leased jobs are taken over when their lease expires

@@ -1,4 +1,4 @@
-"""The stage table: one entry per product level the production makes (DESIGN rule 4).
+"""The stage table: one entry per product level the production makes.
 
 :data:`STAGES` maps a level (the job's processor name) to its
 :class:`~agriseries.production.stages.base.Stage`. The scheduler plans with the ``plan`` of
