@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the real imports happen on first use (module __getattr__ below)
     from pathlib import Path
+    from typing import Sequence
 
     import xarray
 
@@ -56,7 +57,8 @@ _LAZY = {
 }
 
 
-def open(path: str | Path, *, allow_missing_bands: bool = False) -> SourceProduct | xarray.Dataset:  # noqa: A001
+def open(path: str | Path, *, allow_missing_bands: bool = False,  # noqa: A001
+         stack_bands: Sequence[str] | None = None) -> SourceProduct | xarray.Dataset:
     """Open a provider product or series: find its reader and read its metadata.
 
     Nothing but metadata is read; pass the result to :func:`agriseries.load` for the
@@ -71,8 +73,11 @@ def open(path: str | Path, *, allow_missing_bands: bool = False) -> SourceProduc
     allow_missing_bands
         Accept a product whose metadata lists bands that are not on disk (a partial
         download); the bands present are read and the others listed in
-        ``metadata["missing_bands"]``. Readers that do not take the option (series)
-        ignore it.
+        ``metadata["missing_bands"]``. A series has nothing to leave out.
+    stack_bands
+        The band names, in file order, of a product stored as one multi-band stack
+        whose metadata does not say which bands it holds (MUSCATE ``*_STACK.tif``
+        extracts); refused for formats with one file per band.
 
     Returns
     -------
@@ -88,14 +93,10 @@ def open(path: str | Path, *, allow_missing_bands: bool = False) -> SourceProduc
         If the product is recognised but cannot be read: a corrupt file, a band missing
         (the message names the file and what was expected).
     """
-    import inspect
-
     from .io.detect import find_reader
 
     reader = find_reader(path)
-    if allow_missing_bands and "allow_missing_bands" in inspect.signature(reader.read).parameters:
-        return reader.read(str(path), allow_missing_bands=True)
-    return reader.read(str(path))
+    return reader.read(str(path), allow_missing_bands=allow_missing_bands, stack_bands=stack_bands)
 
 
 def __getattr__(name: str):
