@@ -183,3 +183,16 @@ def exit_code(failures: int | bool, error: bool = False) -> int:
     """The exit code of a batch command: :data:`EXIT_FAILED` when an input failed or the
     work stopped on an error, else :data:`EXIT_OK`."""
     return EXIT_FAILED if (failures or error) else EXIT_OK
+
+class VerificationError(DownloadError):
+    """A downloaded file failed its check (checksum, size, an error page instead of data,
+    a raster or archive that does not open); it is deleted, never ingested."""
+
+
+class AuthenticationError(DownloadError, PermissionError):
+    """A provider refused the credentials (or none were found); the message names the
+    provider and where credentials are read from, never the credentials themselves."""
+
+
+class ProviderUnavailableError(DownloadError, ConnectionError):
+    """A provider's catalogue or download service cannot be reached or keeps failing."""

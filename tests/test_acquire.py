@@ -1,0 +1,354 @@
+"""Acquisition against a loopback STAC API replaying real provider responses.
+
+The server (:mod:`agriseries.acquire.replay`) serves the recorded Earth Search, Planetary
+Computer and GEODES items of ``tests/data/acquire`` (see its SOURCE.txt) plus items for the
+real product samples of ``tests/data`` (the T29UNU Sentinel-2 L2A SAFE, as COGs and as a
+zip; the Landsat 8 C2 L2 scene with its USGS STAC item), and injects faults on request.
+
+Sockets: pytest runs with ``--disable-socket``; this module may connect to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from odc.geo.geom import box
+
+from agriseries.acquire.catalog import Selection, search
+from agriseries.acquire.fetch import FetchOptions, Fetcher, acquire, staging_root
+from agriseries.acquire.http import HttpSettings, ProviderSession
+from agriseries.acquire.layout import MANIFEST, manifest_ok
+from agriseries.acquire.providers import get_provider
+from agriseries.acquire.replay import ReplayServer, build_samples, sample_apis
+from agriseries.acquire.verify import check_checksum, multihash_digest
+from agriseries.core.errors import AuthenticationError, DownloadError, VerificationError
+
+pytestmark = pytest.mark.allow_hosts(["127.0.0.1"])
+
+FAST = HttpSettings(connect_timeout_s=2, read_timeout_s=1.0, attempts=4, backoff_s=0.05,
+                    backoff_max_s=2.0)
+#: A small area inside the T29UNU sample (about 3 x 3 km)
+AREA = box(-8.30, 52.50, -8.25, 52.53, "EPSG:4326")
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory, data_dir):
+    return build_samples(data_dir, tmp_path_factory.mktemp("served"))
+
+
+@pytest.fixture()
+def srv(samples, data_dir):
+    with ReplayServer() as server:
+        sample_apis(data_dir, samples, server)
+        server.stall_s = 3.0
+        yield server
+
+
+def endpoints(server: ReplayServer) -> dict[str, dict[str, str]]:
+    eps = {n: {"url": server.api_url(n)} for n in server.apis}
+    eps["planetary-computer"]["token_url"] = server.api_url("planetary-computer") + "/token"
+    eps["cdse"]["token_url"] = server.api_url("cdse") + "/oauth"
+    return eps
+
+
+def providers(server, *names, **changes):
+    eps = endpoints(server)
+    return [dataclasses.replace(get_provider(n, eps[n]), **changes) for n in names]
+
+
+def sel(**kw) -> Selection:
+    base = dict(start=dt.date(2022, 10, 1), end=dt.date(2022, 10, 31), tiles=("T29UNU",))
+    return Selection(**{**base, **kw})
+
+
+# ---------------------------------------------------------------------------- search
+
+
+def test_search_merges_collections_and_baselines_into_one_acquisition(srv):
+    s = Selection(dt.date(2025, 7, 31), dt.date(2025, 7, 31), tiles=("T24MXV",))
+    res = search(s, providers(srv, "earth-search", search_limit=2))
+    assert res.failures == {}
+    assert [a.id for a in res.acquisitions] == ["S2B_L2A_T24MXV_20250731_R095"]
+    a = res.acquisitions[0]
+    # the reprocessed collection (c1) wins over the first processing of the same acquisition
+    assert (a.provider, a.collection) == ("earth-search", "sentinel-2-c1-l2a")
+    assert [x.collection for x in a.alternatives] == ["sentinel-2-l2a"]
+    assert a.cloud == pytest.approx(24.684544)
+    assert a.size and a.size > 10**8  # the c1 items give file:size for every band
+    l1c = search(dataclasses.replace(s, level="L1C"), providers(srv, "earth-search"))
+    assert [x.id for x in l1c.acquisitions] == ["S2B_L1C_T24MXV_20250731_R095"]
+
+
+def test_search_pages_through_a_season_and_counts_requests(srv):
+    s = Selection(dt.date(2020, 6, 1), dt.date(2020, 7, 31), tiles=("T35MNM",), sensors=("S2",))
+    seen = []
+    res = search(s, providers(srv, "planetary-computer", search_limit=5), on_request=seen.append)
+    assert len(res.acquisitions) == 13
+    assert len({a.datetime.date() for a in res.acquisitions}) == 13
+    pages = [r for r in srv.requests("/planetary-computer/search")]
+    assert len(pages) == 3  # 13 items, 5 per page, paged by pystac-client via the next link
+    assert res.requests == len(seen) >= 3
+
+
+def test_search_cloud_filter_and_tile_filter(srv):
+    s = Selection(dt.date(2020, 6, 1), dt.date(2020, 7, 31), tiles=("T35MNM",), max_cloud=10)
+    res = search(s, providers(srv, "planetary-computer"))
+    assert res.acquisitions and all(a.cloud <= 10 for a in res.acquisitions)
+    assert len(res.acquisitions) < 13
+    other = search(dataclasses.replace(s, tiles=("T31UDS",)), providers(srv, "planetary-computer"))
+    assert other.acquisitions == []
+
+
+def test_provider_down_is_reported_and_the_next_provider_is_used(srv):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}/stac"
+    down = dataclasses.replace(get_provider("earth-search"), url=dead)
+    fast = dataclasses.replace(FAST, attempts=2)
+    res = search(sel(), [down, *providers(srv, "planetary-computer")], settings=fast)
+    assert "earth-search" in res.failures
+    assert [a.provider for a in res.acquisitions] == ["planetary-computer"]
+    srv.apis["earth-search"].down = True  # answers 503 to everything
+    res = search(sel(), providers(srv, "earth-search", "planetary-computer"), settings=fast)
+    assert "earth-search" in res.failures and res.acquisitions[0].provider == "planetary-computer"
+
+
+# ---------------------------------------------------------------------------- windowed fetch
+
+
+def test_windowed_fetch_reads_only_the_area_and_the_safe_reader_reads_it(srv, samples, tmp_path):
+    from agriseries.io.safe import read_safe
+
+    res = search(sel(), providers(srv, "earth-search", "planetary-computer"))
+    (a,) = res.acquisitions
+    assert a.provider == "earth-search" and a.alternatives[0].provider == "planetary-computer"
+    inbox = tmp_path / "inbox"
+    with Fetcher(inbox, FetchOptions(area=AREA), settings=FAST, endpoints=endpoints(srv)) as f:
+        (r,) = acquire(res.acquisitions, f)
+    assert r.status == "fetched", r.error
+    entry = Path(r.entry)
+    assert entry.parent == inbox and manifest_ok(entry)
+    served = sum(x["bytes"] for x in srv.requests("/files/s2/") if x["path"].endswith(".tif"))
+    full = sum(p.stat().st_size for p in samples["s2"].rglob("*.tif"))
+    assert 0 < served < full / 3  # range reads of the window, not the files
+    prod = read_safe(entry, allow_missing_bands=True)
+    assert prod.tile == "T29UNU" and prod.level == "L2A" and "B04" in prod.bands
+    assert prod.sun_angles is not None and prod.view_angles  # from the real MTD_TL.xml
+    fp = prod.footprint.to_crs("EPSG:32629")
+    assert fp.area < 0.2 * samples_area(samples)
+    assert fp.buffer(61).contains(AREA.to_crs("EPSG:32629"))
+    # a second run fetches nothing and says so
+    n = len(srv.log)
+    with Fetcher(inbox, FetchOptions(area=AREA), settings=FAST, endpoints=endpoints(srv)) as f:
+        (r2,) = acquire(res.acquisitions, f)
+    assert r2.status == "skipped" and len(srv.log) == n
+    assert not any(staging_root(inbox).glob("*/*"))
+
+
+def samples_area(samples) -> float:
+    import rasterio
+
+    with rasterio.open(next(samples["s2"].rglob("*_B04_60m.tif"))) as src:
+        b = src.bounds
+    return (b.right - b.left) * (b.top - b.bottom)
+
+
+def test_planetary_computer_assets_are_signed_with_one_token(srv, tmp_path):
+    res = search(sel(), providers(srv, "planetary-computer"))
+    with Fetcher(tmp_path / "inbox", FetchOptions(area=AREA), settings=FAST,
+                 endpoints=endpoints(srv)) as f:
+        (r,) = acquire(res.acquisitions, f)
+    assert r.status == "fetched", r.error
+    assert len(srv.requests("/planetary-computer/token/")) == 1
+    files = srv.requests("/planetary-computer/files/")
+    assert files and all(x["status"] in (200, 206) for x in files)
+
+
+def test_unsigned_planetary_computer_asset_is_refused(srv, tmp_path):
+    p = providers(srv, "planetary-computer")[0]
+    url = srv.api_url("planetary-computer") + "/files/s2/" + \
+        "S2A_MSIL2A_20221005T115411_N0400_R023_T29UNU_20221005T164454.SAFE/MTD_MSIL2A.xml"
+    with ProviderSession(p, FAST) as s:
+        with pytest.raises(AuthenticationError, match="403"):
+            s.download(url, tmp_path / "MTD_MSIL2A.xml")
+        s.download(s.sign(url, "sentinel-2-l2a"), tmp_path / "MTD_MSIL2A.xml")
+    assert (tmp_path / "MTD_MSIL2A.xml").stat().st_size > 10_000
+
+
+def test_landsat_windowed_fetch_is_read_by_the_landsat_reader(srv, tmp_path):
+    from agriseries.io.landsat import read_landsat
+
+    s = Selection(dt.date(2019, 12, 1), dt.date(2019, 12, 1), tiles=(), sensors=("L8",),
+                  area=box(-75.2, 1.3, -75.0, 1.5, "EPSG:4326"))
+    res = search(s, providers(srv, "usgs"))
+    (a,) = res.acquisitions
+    assert a.id == "L8_L2A_WRS008059_20191201"
+    with Fetcher(tmp_path / "inbox", FetchOptions(area=s.area, snap_m=30), settings=FAST,
+                 endpoints=endpoints(srv)) as f:
+        (r,) = acquire(res.acquisitions, f)
+    assert r.status == "fetched", r.error
+    prod = read_landsat(r.entry)
+    assert prod.sensor == "L8" and set(prod.bands) >= {"B2", "B3", "B4", "B5"}
+
+
+# ---------------------------------------------------------------------------- whole archives
+
+
+def test_cdse_archive_with_oauth2_token_refresh_and_clear_errors(srv, tmp_path, monkeypatch):
+    from agriseries.io.safe import read_safe
+
+    monkeypatch.setenv("CDSE_USERNAME", "demo")
+    monkeypatch.setenv("CDSE_PASSWORD", "demo")
+    res = search(sel(), providers(srv, "cdse"))
+    (a,) = res.acquisitions
+    assert a.size and a.provider == "cdse"
+    inbox = tmp_path / "inbox"
+    with Fetcher(inbox, settings=FAST, endpoints=endpoints(srv)) as f:
+        (r,) = acquire(res.acquisitions, f)
+        assert r.status == "fetched", r.error
+        assert Path(r.entry).suffix == ".zip" and read_safe(r.entry, allow_missing_bands=True)
+        # the token expires server-side: one 401, the token is renewed once, then it works
+        os.unlink(r.entry)
+        srv.expire_tokens()
+        n_tok = len(srv.requests("/cdse/oauth"))
+        (r,) = acquire(res.acquisitions, f)
+        assert r.status == "fetched", r.error
+        assert len(srv.requests("/cdse/oauth")) == n_tok + 1
+    # a token that keeps being refused: one clear error, no secret in it
+    rel = "archives/" + Path(r.entry).name
+    srv.inject(rel, "401", "401")
+    p = providers(srv, "cdse")[0]
+    with ProviderSession(p, FAST) as s:
+        with pytest.raises(AuthenticationError, match="after renewing it") as e:
+            s.download(srv.api_url("cdse") + "/files/" + rel, tmp_path / "x.zip")
+    assert "demo" not in str(e.value)
+    monkeypatch.setenv("CDSE_PASSWORD", "wrong")
+    with ProviderSession(p, FAST) as s:
+        with pytest.raises(AuthenticationError, match="CDSE_USERNAME") as e:
+            s.headers()
+    assert "wrong" not in str(e.value)
+
+
+def test_missing_credentials_name_where_they_are_read(monkeypatch, tmp_path):
+    monkeypatch.delenv("CDSE_USERNAME", raising=False)
+    monkeypatch.delenv("CDSE_PASSWORD", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    with ProviderSession(get_provider("cdse"), FAST) as s:
+        with pytest.raises(AuthenticationError, match="netrc machine identity.dataspace"):
+            s.headers()
+    (tmp_path / "netrc").write_text("machine identity.dataspace.copernicus.eu login u "
+                                    "password p\n")
+    os.chmod(tmp_path / "netrc", 0o600)
+    with ProviderSession(get_provider("cdse"), FAST) as s:
+        assert s.credentials.values() == ("u", "p")
+        assert "p" not in repr(s.credentials).replace("provider", "").replace("cdse", "")
+
+
+# ---------------------------------------------------------------------------- faults
+
+
+@pytest.fixture()
+def archive(srv, samples):
+    """(url, size, checksum, rel) of the zipped SAFE served without authorisation."""
+    from agriseries.acquire.replay import _multihash_sha256
+
+    arch = samples["archive"]
+    rel = f"archives/{arch.name}"
+    return srv.file_url(rel), arch.stat().st_size, _multihash_sha256(arch), rel
+
+
+def _get(srv, url, dest, size, checksum, settings=FAST):
+    with ProviderSession(get_provider("earth-search"), settings) as s:
+        return s.download(url, dest, size=size, checksum=checksum)
+
+
+def _bodies(srv, rel):
+    return [r for r in srv.requests(f"/files/{rel}")]
+
+
+@pytest.mark.parametrize("fault", ["drop", "short", "stall", "htmlmid"])
+def test_interrupted_body_is_resumed_with_range(srv, archive, tmp_path, fault):
+    url, size, cs, rel = archive
+    srv.inject(rel, fault)
+    dest = tmp_path / "p.zip"
+    assert _get(srv, url, dest, size, cs) == size
+    check_checksum(dest, cs)
+    reqs = _bodies(srv, rel)
+    assert len(reqs) == 2 and reqs[1]["range"] and reqs[1]["range"] != "bytes=0-"
+    # the second request asked only for what was missing: no byte moved twice
+    assert reqs[0]["bytes"] - (64 if fault == "htmlmid" else 0) <= int(
+        reqs[1]["range"][6:-1]) + (1 << 20)
+    assert not dest.with_name("p.zip.part").exists()
+
+
+@pytest.mark.parametrize("codes", [("500",), ("502",), ("503",), ("502", "503")])
+def test_server_errors_are_retried(srv, archive, tmp_path, codes):
+    url, size, cs, rel = archive
+    srv.inject(rel, *codes)
+    assert _get(srv, url, tmp_path / "p.zip", size, cs) == size
+    assert [r["status"] for r in _bodies(srv, rel)] == [int(c) for c in codes] + [200]
+
+
+def test_429_retry_after_is_respected(srv, archive, tmp_path):
+    url, size, cs, rel = archive
+    srv.retry_after_s = 1
+    srv.inject(rel, "429")
+    t0 = time.monotonic()
+    _get(srv, url, tmp_path / "p.zip", size, cs, dataclasses.replace(FAST, backoff_s=0.01))
+    reqs = _bodies(srv, rel)
+    assert [r["status"] for r in reqs] == [429, 200]
+    assert reqs[1]["time"] - reqs[0]["time"] >= 0.95
+    assert time.monotonic() - t0 >= 0.95
+
+
+def test_html_error_page_with_200_is_never_kept(srv, archive, tmp_path):
+    url, size, cs, rel = archive
+    srv.inject(rel, "html200")
+    dest = tmp_path / "p.zip"
+    assert _get(srv, url, dest, None, None) == size  # no size, no checksum: the page is seen
+    assert dest.read_bytes()[:2] == b"PK"
+
+
+def test_checksum_mismatch_is_fetched_again_then_refused(srv, archive, tmp_path):
+    url, size, cs, rel = archive
+    srv.inject(rel, "corrupt")
+    dest = tmp_path / "p.zip"
+    assert _get(srv, url, dest, size, cs) == size
+    check_checksum(dest, cs)
+    dest.unlink()
+    srv.inject(rel, *["corrupt"] * FAST.attempts)
+    with pytest.raises(VerificationError, match="checksum"):
+        _get(srv, url, dest, size, cs)
+    assert not dest.exists() and not dest.with_name("p.zip.part").exists()
+
+
+def test_multihash_parsing():
+    name, digest = multihash_digest("1220" + "ab" * 32)
+    assert name == "sha256" and digest == bytes([0xAB]) * 32
+    assert multihash_digest("d50110" + "00" * 16)[0] == "md5"
+    with pytest.raises(VerificationError, match="not a hex multihash"):
+        multihash_digest("zz")
+
+
+def test_missing_file_fails_without_retrying(srv, tmp_path):
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        _get(srv, srv.file_url("nothing.zip"), tmp_path / "x.zip", None, None)
+    assert len(srv.requests("/files/nothing.zip")) == 1
+
+
+def test_alternative_provider_is_used_when_the_first_fails_to_fetch(srv, tmp_path):
+    res = search(sel(), providers(srv, "earth-search", "planetary-computer"))
+    (a,) = res.acquisitions
+    srv.inject("s2/S2A_MSIL2A_20221005T115411_N0400_R023_T29UNU_20221005T164454.SAFE/"
+               "MTD_MSIL2A.xml", *["503"] * FAST.attempts)
+    with Fetcher(tmp_path / "inbox", FetchOptions(area=AREA), settings=FAST,
+                 endpoints=endpoints(srv)) as f:
+        (r,) = acquire(res.acquisitions, f)
+    assert r.status == "fetched" and r.provider == "planetary-computer", r.error
+    assert (Path(r.entry) / MANIFEST).exists()
