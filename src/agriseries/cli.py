@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -23,10 +22,9 @@ from rich.progress import (
 from rich.table import Table
 
 from .version import VERSION
+from .cli_output import err as console
+from .cli_output import install_store_warnings, out
 from .core.errors import AgriseriesError
-
-console = Console(stderr=True)
-out = Console()
 
 
 class _Group(click.Group):
@@ -61,6 +59,7 @@ def main() -> None:
     """agriseries: Sentinel-2 and Landsat 8/9 time series over farmland, from provider
     products to L2A, monthly syntheses (L3A), biophysical variables (L3B), crop masks
     (L4A) and crop types (L4B), as COG + STAC."""
+    install_store_warnings()
 
 
 @main.command()
@@ -418,6 +417,7 @@ def _register() -> None:
     """Commands that live with their package."""
     from .acquire.cli import acquire_cmd, search_cmd
     from .crop.cli import cropmask_cmd, croptype_cmd
+    from .io.cli import store_cmd
     from .l2a.cli import l2a_cmd
     from .production.cli import run, site, status
     from .validation.cli import validate
@@ -432,6 +432,7 @@ def _register() -> None:
     main.add_command(croptype_cmd)
     main.add_command(search_cmd)
     main.add_command(acquire_cmd)
+    main.add_command(store_cmd)
 
 
 _register()

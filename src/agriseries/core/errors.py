@@ -64,6 +64,33 @@ class StoreError(AgriseriesError, OSError):
     """The product store cannot be read or written."""
 
 
+class CorruptItemError(StoreError, ValueError):
+    """A stored product's STAC item cannot be read: truncated or invalid JSON, not an item
+    of this product, or missing a field every item has (``datetime``...).
+
+    Commands that read the store skip such a product with a warning naming the file
+    (``agriseries store check`` finds them, ``agriseries store repair`` quarantines them).
+
+    Parameters
+    ----------
+    path
+        The item file.
+    problem
+        What is wrong with it.
+    """
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+    def __str__(self) -> str:  # OSError's own __str__ would print the args tuple
+        return f"{self.path}: {self.problem}"
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.problem))
+
+
 class JobStoreTimeout(StoreError, TimeoutError):
     """A job-store database call did not finish within its time limit.
 

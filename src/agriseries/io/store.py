@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -44,12 +45,20 @@ from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
 
 from ..core.bands import Band, bands_of
-from ..core.errors import StoreError
+from ..core.errors import CorruptItemError, StoreError
 from ..core.ids import Level, ProductId
 from ..core.masks import MaskBit
 from ..core.stac import AssetSpec, build_item, validate_item
 from .cog import CogJob, bit_categories, class_colormap, write_cog, write_cogs
 from .product import AngleGrid, Asset, SourceProduct, nanmean_angles
+
+#: Where warnings about the store go (a corrupt item skipped): the CLI prints them on stderr.
+log = logging.getLogger("agriseries.store")
+
+#: Folder of the store where products are written before being renamed into place.
+TMP_DIR = ".tmp"
+#: Folder of the store where ``agriseries store repair`` moves broken products.
+QUARANTINE_DIR = ".quarantine"
 
 REFLECTANCE_SCALE = 10000
 REFLECTANCE_NODATA = -10000
@@ -182,6 +191,18 @@ class ProductStore:
     def __init__(self, root: str | Path, *, catalog_updates: bool = True) -> None:
         self.root = Path(root)
         self.catalog_updates = catalog_updates
+        #: Item files skipped by :meth:`items` because they could not be read, by path.
+        self.corrupt: dict[str, CorruptItemError] = {}
+
+    @property
+    def temp_dir(self) -> Path:
+        """Where products are written before being renamed into place (``STORE/.tmp``)."""
+        return self.root / TMP_DIR
+
+    @property
+    def quarantine_dir(self) -> Path:
+        """Where broken products are moved by :meth:`quarantine` (``STORE/.quarantine``)."""
+        return self.root / QUARANTINE_DIR
 
     # -- paths ---------------------------------------------------------------------
     def product_dir(self, pid: ProductId | str) -> Path:
@@ -195,8 +216,27 @@ class ProductStore:
         return d / f"{d.name}.json"
 
     def exists(self, pid: ProductId | str) -> bool:
-        """True if the product is complete in the store."""
-        return self.item_path(pid).is_file()
+        """True if the product is in the store with a readable item. A product whose item is
+        corrupt does not exist: writing it again replaces the broken one."""
+        path = self.item_path(pid)
+        if not path.is_file():
+            return False
+        try:
+            read_item(path)
+        except CorruptItemError as e:
+            log.warning("%s (it will be rewritten)", e)
+            return False
+        return True
+
+    def item_files(self, level: Level | str | None = None,
+                   tile: str | None = None) -> Iterator[Path]:
+        """The item file of every product folder of the store (``LEVEL/TILE/YEAR/ID/ID.json``),
+        sorted, whether or not it can be read; filtered by level and tile."""
+        levels = [Level(level).value] if level else sorted(lv.value for lv in Level)
+        for lv in levels:
+            for path in sorted(self.root.glob(f"{lv}/{tile or '*'}/*/*/*.json")):
+                if path.stem == path.parent.name:
+                    yield path
 
     # -- writing -------------------------------------------------------------------
     def write_product(self, pid: ProductId, layers: list[Layer], *, footprint: Geometry,
@@ -233,7 +273,7 @@ class ProductStore:
         final = self.product_dir(pid)
         if self.exists(pid) and not overwrite:
             raise StoreError(f"{final}: product {pid} is already in the store")
-        tmp_root = self.root / ".tmp"
+        tmp_root = self.temp_dir
         tmp = tmp_root / f"{pid}.{uuid.uuid4().hex[:8]}"
         tmp.mkdir(parents=True, exist_ok=False)
         try:
@@ -403,30 +443,41 @@ class ProductStore:
 
     # -- reading -------------------------------------------------------------------
     def item(self, pid: ProductId | str) -> pystac.Item:
-        """The STAC Item of a stored product."""
+        """The STAC Item of a stored product (:class:`StoreError` if it is not in the store,
+        :class:`CorruptItemError` if its item cannot be read)."""
         path = self.item_path(pid)
         if not path.is_file():
             raise StoreError(f"{path}: product {pid} is not in the store")
-        return pystac.Item.from_file(str(path))
+        return read_item(path)
 
     def items(self, level: Level | str | None = None, tile: str | None = None,
               start: dt.datetime | None = None, end: dt.datetime | None = None
               ) -> Iterator[pystac.Item]:
         """Iterate over stored items, filtered by level, tile and date range (inclusive; an
-        ``end`` at midnight means the whole of that day)."""
-        lv = Level(level).value if level else "*"
+        ``end`` at midnight means the whole of that day).
+
+        A product whose item cannot be read (truncated JSON, no ``datetime``...) is skipped
+        with a warning naming the file (logger ``agriseries.store``) and kept in
+        :attr:`corrupt`: one broken product never breaks a command that reads the store."""
         if end is not None and end.time() == dt.time(0):
             end = end + dt.timedelta(days=1) - dt.timedelta(microseconds=1)  # a date: the whole day
-        pattern = f"{lv}/{tile or '*'}/*/*/*.json"
-        for path in sorted(self.root.glob(pattern)):
-            if path.stem != path.parent.name:
-                continue
-            pid = ProductId.parse(path.stem)
+        for path in self.item_files(level, tile):
+            try:
+                pid = ProductId.parse(path.stem)
+            except ValueError:
+                continue  # not a product folder (agriseries store check reports it)
             if start and (pid.end or pid.start) < _utc(start):
                 continue
             if end and pid.start > _utc(end):
                 continue
-            yield pystac.Item.from_file(str(path))
+            try:
+                item = read_item(path)
+            except CorruptItemError as e:
+                if str(path) not in self.corrupt:
+                    log.warning("skipped %s", e)
+                self.corrupt[str(path)] = e
+                continue
+            yield item
 
     def open(self, pid: ProductId | str | pystac.Item) -> SourceProduct:
         """A stored product as a :class:`SourceProduct`, ready for :func:`load`."""
@@ -488,12 +539,56 @@ class ProductStore:
     # -- removal -------------------------------------------------------------------
     def remove_product(self, pid: ProductId | str) -> None:
         """Remove a product folder atomically: renamed into the temporary area
-        (``STORE/.tmp``), then deleted, so the product is either whole or gone."""
+        (``STORE/.tmp``), then deleted, so the product is either whole or gone
+        (:class:`StoreError` if it is not in the store)."""
         folder = self.product_dir(pid)
-        trash = self.root / ".tmp" / f"{ProductId.parse(str(pid))}.removed.{uuid.uuid4().hex[:8]}"
+        if not folder.is_dir():
+            raise StoreError(f"{folder}: product {pid} is not in the store")
+        trash = self.temp_dir / f"{ProductId.parse(str(pid))}.removed.{uuid.uuid4().hex[:8]}"
         trash.parent.mkdir(parents=True, exist_ok=True)
         os.rename(folder, trash)
         shutil.rmtree(trash, ignore_errors=True)
+
+    remove = remove_product
+
+    def quarantine(self, folder: str | Path | ProductId, reason: str) -> Path:
+        """Move a broken product folder (or any folder of the store) out of the way, into
+        ``STORE/.quarantine/<name>.<UTC time>/`` with a ``QUARANTINE.txt`` saying why;
+        nothing is deleted. Returns the new place."""
+        src = self.product_dir(folder) if isinstance(folder, ProductId) else Path(folder)
+        if not src.is_absolute() and not src.exists():
+            src = self.root / src
+        if not src.is_dir():
+            raise StoreError(f"{src}: no such product folder in the store")
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+        dest = self.quarantine_dir / f"{src.name}.{stamp}.{uuid.uuid4().hex[:4]}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(src, dest)
+        (dest / "QUARANTINE.txt").write_text(
+            f"moved from {src} on {stamp} UTC by agriseries store repair\n{reason}\n")
+        return dest
+
+    def clean_tmp(self, older_than_s: float = 86400.0) -> list[Path]:
+        """Delete what crashed writers left in ``STORE/.tmp`` (entries not modified for
+        ``older_than_s`` seconds: a write in progress is younger); returns what was deleted."""
+        import time
+
+        gone = []
+        if not self.temp_dir.is_dir():
+            return gone
+        now = time.time()
+        for p in sorted(self.temp_dir.iterdir()):
+            try:
+                if now - p.lstat().st_mtime < older_than_s:
+                    continue
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+                gone.append(p)
+            except FileNotFoundError:
+                continue
+        return gone
 
     # -- catalogue -----------------------------------------------------------------
     def update_catalog(self, title: str = "agriseries product store", *,
@@ -547,6 +642,49 @@ class ProductStore:
         }
         pystac.Collection.from_dict(col)  # structural check
         _atomic_write_json(col_dir / "collection.json", col)
+
+
+def read_item(path: str | Path) -> pystac.Item:
+    """Read a stored product's STAC item, checking what every agriseries item has.
+
+    Raises
+    ------
+    CorruptItemError
+        The file cannot be read, is not JSON (truncated), is not a STAC item of the product
+        its file name says, or lacks a field every item has (``datetime`` or a range).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CorruptItemError(path, f"cannot be read ({e.strerror or e})") from e
+    if not text.strip():
+        raise CorruptItemError(path, "the item file is empty")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        what = "truncated" if e.pos >= len(text.rstrip()) else "not valid JSON"
+        raise CorruptItemError(path, f"{what}: {e.msg} at line {e.lineno} column {e.colno} "
+                               "(expected a STAC item)") from e
+    if not isinstance(doc, dict) or doc.get("type") != "Feature":
+        raise CorruptItemError(path, "not a STAC item (expected a GeoJSON Feature)")
+    if doc.get("id") != path.stem:
+        raise CorruptItemError(path, f"the item's id is {doc.get('id')!r}, expected {path.stem!r}")
+    props = doc.get("properties")
+    if not isinstance(props, dict):
+        raise CorruptItemError(path, "the item has no properties")
+    if not props.get("datetime") and not (props.get("start_datetime")
+                                          and props.get("end_datetime")):
+        raise CorruptItemError(path, "the item has no datetime (nor start_datetime and "
+                               "end_datetime)")
+    if not isinstance(doc.get("assets"), dict):
+        raise CorruptItemError(path, "the item has no assets")
+    try:
+        href = str(path.absolute())
+        item = pystac.Item.from_dict(doc, href=href, migrate=True, preserve_dict=False)
+    except (pystac.STACError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CorruptItemError(path, f"not a valid STAC item: {e}") from e
+    return item
 
 
 def _opened_metadata(item_path: Path, table: list, props: dict) -> dict[str, Any]:

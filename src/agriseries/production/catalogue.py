@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import sqlalchemy as sa
 
-from ..core.errors import AgriseriesError, ConfigurationError
+from ..core.errors import AgriseriesError, ConfigurationError, CorruptItemError
 from ..core.ids import Level, ProductId
 from .database import METADATA, Database
 from .records import ProductRecord
@@ -199,39 +199,34 @@ class ProductCatalogue(Database):
 # ------------------------------------------------------------------ catalogue and store
 
 
-def _item_files(store_root: Path) -> dict[str, Path]:
-    """The STAC item file of every product in the store, by product id."""
-    out = {}
-    for lv in Level:
-        for path in store_root.glob(f"{lv.value}/T*/[0-9]*/*/*.json"):
-            if path.stem == path.parent.name:
-                out[path.stem] = path
-    return out
-
-
 def rescan(job_store: ProductCatalogue, product_store, *, full: bool = False) -> tuple[int, int]:
     """Bring the catalogue in line with the STAC items on disk.
 
     Products on disk but not in the catalogue are added (with their items); catalogue
     rows whose product is no longer on disk are removed. ``full`` re-reads and rewrites
-    every item (to rebuild the catalogue from disk).
+    every item (to rebuild the catalogue from disk). A product whose item cannot be read
+    is skipped with a warning naming the file (``agriseries store check`` reports it).
 
     Returns
     -------
     (added, removed)
     """
-    import pystac
+    from ..io.store import log, read_item
 
-    on_disk = _item_files(Path(product_store.root))
+    on_disk = {p.stem: p for p in product_store.item_files()}
     known = {r.product_id for r in job_store.products()}
     todo = sorted(on_disk) if full else sorted(set(on_disk) - known)
     records = []
     for pid in todo:
         try:
-            item = pystac.Item.from_file(str(on_disk[pid]))
+            item = read_item(on_disk[pid])
             records.append(ProductRecord.from_id(pid, on_disk[pid], item=item.to_dict()))
-        except (OSError, ValueError, AgriseriesError):
-            continue  # being replaced or not an agriseries item: next time
+        except FileNotFoundError:
+            continue  # being replaced: next time
+        except CorruptItemError as e:
+            log.warning("skipped %s", e)
+        except (OSError, ValueError, AgriseriesError) as e:
+            log.warning("skipped %s: not an agriseries product (%s)", on_disk[pid], e)
     for i in range(0, len(records), 500):
         job_store.add_products(records[i:i + 500])
     gone = sorted(known - set(on_disk))

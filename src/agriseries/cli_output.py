@@ -1,0 +1,92 @@
+"""Terminal output shared by the command-line modules.
+
+* :data:`out` (stdout) and :data:`err` (stderr) are rich consoles that never wrap a line
+  when they do not write to a terminal: a table piped into ``grep`` or a file keeps each
+  product id on one line;
+* :func:`progress_bar` shows a bar on stderr counting a unit of work (products, dates,
+  blocks) only when stderr is a terminal; elsewhere it does nothing;
+* :func:`install_store_warnings` prints the store's warnings (a corrupt item skipped) as one
+  ``warning:`` line each on stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from typing import Callable, Iterator
+
+from rich.console import Console
+
+#: Width of a console that does not write to a terminal: wide enough for any line.
+UNWRAPPED_WIDTH = 100_000
+
+
+class _Console(Console):
+    """A rich console as wide as its terminal, and never wrapping when it writes elsewhere
+    (decided at each print: click's test runner and shell pipes swap the streams)."""
+
+    @property
+    def size(self):  # type: ignore[override]
+        dims = Console.size.fget(self)
+        if self.is_terminal:
+            return dims
+        return type(dims)(UNWRAPPED_WIDTH, dims.height)
+
+    @size.setter
+    def size(self, new_size) -> None:
+        Console.size.fset(self, new_size)
+
+
+#: Standard output (results).
+out: Console = _Console()
+#: Standard error (progress, warnings, errors).
+err: Console = _Console(stderr=True)
+
+
+@contextlib.contextmanager
+def progress_bar(label: str, total: int | None, unit: str, *,
+                 disable: bool = False) -> Iterator[Callable[[str], None]]:
+    """A progress bar on stderr counting ``total`` units; yields ``tick(description)``, to
+    call once per unit done. Silent when stderr is not a terminal or ``disable``."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    console = err
+    enabled = console.is_terminal and not disable
+    with Progress(TextColumn(f"[bold]{label}[/bold] {{task.description}}"), BarColumn(),
+                  MofNCompleteColumn(), TextColumn(unit + "s"), TimeElapsedColumn(),
+                  console=console, transient=True, disable=not enabled) as progress:
+        task = progress.add_task("", total=total)
+
+        def tick(description: str = "") -> None:
+            progress.update(task, advance=1, description=description[:48])
+
+        yield tick
+
+
+class _WarningLine(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from rich.markup import escape
+
+            err.print(f"[yellow]warning:[/yellow] {escape(record.getMessage())}",
+                      highlight=False)
+        except Exception:  # noqa: BLE001 -- a warning must never break the command
+            self.handleError(record)
+
+
+def install_store_warnings() -> None:
+    """Print the warnings of logger ``agriseries.store`` on stderr (once per process)."""
+    logger = logging.getLogger("agriseries.store")
+    if not any(isinstance(h, _WarningLine) for h in logger.handlers):
+        logger.addHandler(_WarningLine(logging.WARNING))
+        logger.propagate = False
+
+
+__all__ = ["err", "install_store_warnings", "out", "progress_bar", "UNWRAPPED_WIDTH"]
