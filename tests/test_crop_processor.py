@@ -140,6 +140,11 @@ def test_cropmask_with_insitu(store, mask_product, labels):
     assert rep["oa"] == pytest.approx(accuracy_score(truth[val], cmap[val]))
     assert rep["kappa"] == pytest.approx(cohen_kappa_score(truth[val], cmap[val]))
     assert p["agriseries:validation"]["oa"] == pytest.approx(rep["oa"])
+    # the report says how the validation pixels were held out
+    assert rep["metadata"]["split"].startswith("by polygon: 25% of each class's polygons")
+    assert p["agriseries:validation"]["split"] == rep["metadata"]["split"]
+    assert "no validation pixel lies in a training polygon" in (
+        folder / item.assets["validation_md"].href).read_text()
     # the store reads the product back without its model and report files
     sp = store.open(item)
     assert set(sp.aux) == {"crop_mask", "confidence"}
@@ -220,6 +225,7 @@ def test_cropmask_from_a_reference_map_with_segmentation(store, labels, tmp_path
     assert trim["alpha"] == 0.01 and all(trim["kept"][c] < trim["pool"][c] for c in ("0", "1"))
     assert p["agriseries:model"]["n_features"] == 30
     assert "held-out" in p["agriseries:validation"]["reference"]
+    assert p["agriseries:validation"]["split"].startswith("by spatial block: 25% of the 16 x 16")
     cmap, _, _ = _read(store, item, "crop_mask")
     raw, _, _ = _read(store, item, "crop_mask_raw")
     # with one date in three the map agrees with the labels about as well as the reference

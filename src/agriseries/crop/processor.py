@@ -277,6 +277,12 @@ def _insitu_pixels(path, class_field: str, gb, recode=None, ratio: float = 0.75,
     return labels, split, polys
 
 
+def _polygon_split_text(ratio: float, seed: int) -> str:
+    """How :func:`_insitu_pixels` held out the validation pixels, for the report."""
+    return (f"by polygon: {1 - ratio:.0%} of each class's polygons held out (seed {seed}), all "
+            f"their pixels validate; no validation pixel lies in a training polygon")
+
+
 def _sampled(labels: np.ndarray, split: np.ndarray, cap: int, seed: int, min_per_class: int):
     rows, cols = np.nonzero(split == 1)
     pick = sample_pixels(labels[rows, cols], cap, seed=seed, min_per_class=min_per_class)
@@ -390,6 +396,7 @@ def cropmask(store: ProductStore, tile: str, season_start, season_end, *, insitu
         source = {"insitu": str(Path(insitu).resolve()), "class_field": polys.field,
                   "crop_values": [int(v) for v in crop_set], "polygons": len(polys)}
         ref_name = "in-situ polygons (validation 25 %)"
+        split_text = _polygon_split_text(params.sample_ratio, seed)
     else:
         ni = params.no_insitu
         extractor = KeyDateFeatures(dates, sp)
@@ -403,6 +410,9 @@ def cropmask(store: ProductStore, tile: str, season_start, season_end, *, insitu
         source = {"reference_map": str(Path(reference_map).resolve()),
                   "crop_values": list(ni.crop_values), "ignore_values": list(ni.ignore_values)}
         ref_name = "held-out blocks of the eroded reference map (agreement, not accuracy)"
+        split_text = (f"by spatial block: {ni.validation_share:.0%} of the {ni.block} x "
+                      f"{ni.block} px blocks held out (seed {ni.seed}); no validation pixel "
+                      "lies in a training block")
     model = train_classifier(X, y, params.classifier, extractor.names)
     if model.classes.tolist() != [0, 1]:
         raise ConfigurationError(f"the crop mask needs cropland and other samples; the training "
@@ -425,7 +435,7 @@ def cropmask(store: ProductStore, tile: str, season_start, season_end, *, insitu
         layers_raw = raw
     return _finish(store, pid, Level.L4A, "crop_mask", ds, gb, items, model, cls, conf, layers_raw,
                    labels, split, ["other", "cropland"], [0, 1], last, start, end, until,
-                   params, source, ref_name, extra_props, overwrite,
+                   params, source, ref_name, extra_props, overwrite, split_text=split_text,
                    title=f"L4A crop mask {tile} {start:%Y-%m-%d} to {last:%Y-%m-%d}")
 
 
@@ -525,6 +535,7 @@ def croptype(store: ProductStore, tile: str, season_start, season_end, *, insitu
     return _finish(store, pid, Level.L4B, "crop_type", ds, gb, items, model, cls, conf, raw,
                    labels, split, names, model.classes.tolist(), last, start, end, until, params,
                    source, "in-situ polygons (validation 25 %)", {}, overwrite,
+                   split_text=_polygon_split_text(params.sample_ratio, seed),
                    title=f"L4B crop type {tile} {start:%Y-%m-%d} to {last:%Y-%m-%d}",
                    extra_codes=[0] if crop_mask is not None else [])
 
@@ -559,7 +570,7 @@ def _read_crop_mask(store: ProductStore, crop_mask, gb) -> np.ndarray:
 
 def _finish(store, pid, level, key, ds, gb, items, model: CropClassifier, cls, conf, raw, labels,
             split, names, codes, last, start, end, until, params, source, ref_name, extra_props,
-            overwrite, title, extra_codes=()):
+            overwrite, title, extra_codes=(), split_text=""):
     _, nodata = class_dtype(model.classes) if key == "crop_type" else (None, CROP_MASK_NODATA)
     vr, vc = np.nonzero(split == 2)
     y_ref = labels[vr, vc]
@@ -570,7 +581,8 @@ def _finish(store, pid, level, key, ds, gb, items, model: CropClassifier, cls, c
     with tempfile.TemporaryDirectory(dir=store.root if store.root.exists() else None,
                                      prefix=".crop-") as tmpdir:
         folder = Path(tmpdir)
-        meta = {"product": str(pid), "reference": ref_name, "validation_pixels": int(vr.size),
+        meta = {"product": str(pid), "reference": ref_name, "split": split_text,
+                "validation_pixels": int(vr.size),
                 "unclassified_validation_pixels": int((~keep).sum())}
         if vr.size and keep.any():
             report, paths = _report(y_map[keep], y_ref[keep], codes, names, title, folder, meta)
@@ -596,7 +608,7 @@ def _finish(store, pid, level, key, ds, gb, items, model: CropClassifier, cls, c
             "agriseries:model": model.describe(),
             "agriseries:validation": {"oa": report.oa, "kappa": report.kappa,
                                       "macro_f1": report.macro_f1, "n": int(report.n),
-                                      "reference": ref_name},
+                                      "reference": ref_name, "split": split_text},
             **extra_props,
         }
         props = _jsonable(props)

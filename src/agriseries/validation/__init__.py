@@ -12,10 +12,14 @@ Method and formulas: docs/validation.md. The modules:
     vector file (rasterised), read window by window.
 ``report``
     :func:`write_report`: JSON, Markdown, self-contained HTML and a PNG of the matrix.
+``crossval``
+    k-fold cross-validation by group (parcel, polygon, location or spatial block):
+    :func:`cross_validate`, :func:`group_folds`, :func:`block_groups`.
 ``cli``
     the ``agriseries validate`` command.
 """
 
+from .crossval import CrossValidation, block_groups, cross_validate, group_folds
 from .maps import validate_map
 from .metrics import (
     AccuracyReport,
@@ -29,6 +33,10 @@ from .report import write_report
 
 __all__ = [
     "AccuracyReport",
+    "CrossValidation",
+    "block_groups",
+    "cross_validate",
+    "group_folds",
     "AreaAdjusted",
     "accuracy_report",
     "area_adjusted_from_matrix",

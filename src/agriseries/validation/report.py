@@ -183,6 +183,11 @@ def confusion_figure_png(report: AccuracyReport, title: str | None = None) -> by
 
 # ----------------------------------------------------------------------------- documents
 
+#: Metadata shown at the top of the Markdown and HTML reports; ``split`` says which samples
+#: were held out (docs/validation.md, "Splits by polygon").
+_META_KEYS = ("map", "reference", "class_field", "strata", "split")
+
+
 def report_markdown(report: AccuracyReport, title: str = "Validation report",
                     image_name: str | None = None) -> str:
     """The report as Markdown (the picture linked as ``image_name`` when given)."""
@@ -191,10 +196,10 @@ def report_markdown(report: AccuracyReport, title: str = "Validation report",
 
     out = [f"# {title}", ""]
     meta = report.metadata
-    for key in ("map", "reference", "class_field", "strata"):
+    for key in _META_KEYS:
         if meta.get(key):
             out.append(f"- {key.replace('_', ' ')}: `{meta[key]}`")
-    if any(meta.get(k) for k in ("map", "reference", "class_field", "strata")):
+    if any(meta.get(k) for k in _META_KEYS):
         out.append("")
     for name, head, rows in _tables(report):
         out += [f"## {name}", "", "| " + " | ".join(esc(h) for h in head) + " |",
@@ -225,7 +230,7 @@ def report_html(report: AccuracyReport, title: str = "Validation report",
              f"<h1>{e(title)}</h1>"]
     meta = report.metadata
     items = [f"<li>{e(k.replace('_', ' '))}: <code>{e(str(meta[k]))}</code></li>"
-             for k in ("map", "reference", "class_field", "strata") if meta.get(k)]
+             for k in _META_KEYS if meta.get(k)]
     if items:
         parts.append("<ul>" + "".join(items) + "</ul>")
     for name, head, rows in _tables(report):
