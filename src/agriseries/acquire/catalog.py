@@ -117,6 +117,50 @@ class Acquisition:
                 "alternatives": [f"{a.provider}:{a.collection}:{a.item.id}"
                                  for a in self.alternatives]}
 
+    def to_record(self) -> dict:
+        """Everything needed to fetch it again without searching (the STAC items of it and
+        of its alternatives as JSON): what an ``acquire`` job carries in its parameters.
+        :meth:`from_record` gives back an equal acquisition."""
+        return {"id": self.id, "provider": self.provider, "collection": self.collection,
+                "item": self.item.to_dict(transform_hrefs=False), "sensor": self.sensor,
+                "level": self.level, "tile": self.tile, "datetime": self.datetime.isoformat(),
+                "cloud": self.cloud, "size": self.size, "rank": _plain(self.rank),
+                "alternatives": [a.to_record() for a in self.alternatives]}
+
+    @classmethod
+    def from_record(cls, record: dict) -> Acquisition:
+        """The acquisition of a :meth:`to_record` dict.
+
+        Raises
+        ------
+        ConfigurationError
+            The record lacks a field (it was not written by :meth:`to_record`).
+        """
+        import pystac
+
+        try:
+            return cls(id=record["id"], provider=record["provider"],
+                       collection=record["collection"],
+                       item=pystac.Item.from_dict(record["item"], preserve_dict=True),
+                       sensor=record["sensor"], level=record["level"], tile=record["tile"],
+                       datetime=dt.datetime.fromisoformat(record["datetime"]),
+                       cloud=record.get("cloud"), size=record.get("size"),
+                       rank=_tuples(record.get("rank") or ()),
+                       alternatives=tuple(cls.from_record(a)
+                                          for a in record.get("alternatives") or ()))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigurationError(f"acquisition record {record.get('id', '?')!r}: "
+                                     f"{type(e).__name__}: {e} (expected the fields of "
+                                     "Acquisition.to_record)") from None
+
+
+def _plain(value):
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
 
 @dataclass
 class SearchResult:

@@ -74,6 +74,9 @@ class FetchOptions:
     only the site's pixels; ``whole``: whole files."""
     bands: tuple[str, ...] | None = None
     """Sentinel-2 bands to fetch (ESA names); default every band of the level."""
+    require_bands: bool = True
+    """A band of ``bands`` the item lacks fails the fetch; ``False``: it is left out (the
+    bands a site's products could use, fetched when the provider has them)."""
     area: Geometry | None = None
     """The area to cut windows to (any CRS); default the whole file."""
     snap_m: float = 60.0
@@ -177,6 +180,21 @@ class Fetcher:
         return bool(archive_key(acq.item, coll)
                     and (prov.mode == "whole" or self.options.mode == "whole")
                     and self.options.mode != "window")
+
+    def job_params(self, acq: Acquisition) -> dict:
+        """The job-store parameters of the ``acquire`` job of ``acq``: what a production
+        worker needs to fetch it as this fetcher would
+        (:class:`~agriseries.production.stages.acquire.AcquireParams`, as JSON)."""
+        from ..production.stages.acquire import AcquireParams
+
+        o = self.options
+        return AcquireParams(
+            acquisition=acq.to_record(), inbox=str(self.inbox), mode=o.mode, bands=o.bands,
+            require_bands=o.require_bands,
+            area=o.area.to_crs("EPSG:4326").json if o.area is not None else None,
+            snap_m=o.snap_m, endpoints=self.endpoints,
+            read_timeout_s=self.settings.read_timeout_s,
+            attempts=self.settings.attempts).to_json()
 
     def present(self, acq: Acquisition) -> Path | None:
         """The inbox entry of ``acq`` (or an alternative of it) when complete and verified."""
@@ -285,7 +303,8 @@ class Fetcher:
             for b in wanted:
                 key = prov.s2_bands.get(b, b)
                 if key not in assets:
-                    if b != "SCL" and not (self.options.bands and b in self.options.bands):
+                    if b != "SCL" and not (self.options.bands and b in self.options.bands
+                                           and self.options.require_bands):
                         continue  # a band the item lacks and nobody asked for by name
                     raise DownloadError(f"item {acq.item.id} of {prov.name}: no asset {key!r} "
                                         f"for band {b}")
@@ -371,7 +390,7 @@ def acquire(acquisitions: Iterable[Acquisition], fetcher: Fetcher, jobs=None, *,
         entry = fetcher.present(a)
         if entry is not None:
             if jobs is not None:
-                job = jobs.submit(PROCESSOR, [a.id], tile=a.tile)
+                job = jobs.submit(PROCESSOR, [a.id], fetcher.job_params(a), tile=a.tile)
                 if job.state != JobState.DONE:
                     _finish(jobs, job, [entry.name])
             done(FetchResult(a.id, "skipped", a.provider, str(entry)))
@@ -384,7 +403,7 @@ def acquire(acquisitions: Iterable[Acquisition], fetcher: Fetcher, jobs=None, *,
     me = worker_id()
     keys = {}
     for a in todo:
-        job = jobs.submit(PROCESSOR, [a.id], tile=a.tile)
+        job = jobs.submit(PROCESSOR, [a.id], fetcher.job_params(a), tile=a.tile)
         if job.state == JobState.QUARANTINED:
             job = jobs.retry_quarantined(job.key)
         keys[job.key] = a

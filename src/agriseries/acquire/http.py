@@ -407,7 +407,7 @@ class ProviderSession:
             raise Transient(f"{part.name}: {n} bytes, expected {total}; resuming")
         if checksum:
             check_checksum(part, checksum)
-        check_opens(part, name)
+        check_opens(part, name, deep=not checksum)
 
 
 def _content_range(resp: httpx.Response, url: str) -> tuple[int, int | None]:

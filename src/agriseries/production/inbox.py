@@ -14,6 +14,7 @@ import fnmatch
 import hashlib
 import os
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 from ..core.errors import ConfigurationError
@@ -37,9 +38,11 @@ def _fingerprint(path: Path) -> tuple[str, float]:
     return f"{n}f-{size}-{latest}", latest / 1e9
 
 
-def scan_inbox(site: Site, now: float | None = None) -> tuple[list[tuple[Path, str]], list[str]]:
+def scan_inbox(site: Site, now: float | None = None, complete: Collection[str] = ()
+               ) -> tuple[list[tuple[Path, str]], list[str]]:
     """The entries of the site's inbox that are ready: ``(path, token)`` pairs, and the
-    names of those still arriving (modified less than ``settle_s`` ago).
+    names of those still arriving (modified less than ``settle_s`` ago; an entry named in
+    ``complete`` -- put there whole by an ``acquire`` job -- never waits).
 
     Raises
     ------
@@ -62,15 +65,17 @@ def scan_inbox(site: Site, now: float | None = None) -> tuple[list[tuple[Path, s
             fp, latest = _fingerprint(p)
         except OSError:
             continue  # removed while we looked
-        if now - latest < site.inbox.settle_s:
+        if now - latest < site.inbox.settle_s and name not in complete:
             arriving.append(name)
             continue
         ready.append((p.absolute(), f"inbox:{name}@{fp}"))
     return ready, arriving
 
 
-def inspect_entry(path: Path, token: str, allow_missing_bands: bool = False) -> InboxEntry:
-    """Read an inbox entry's metadata to plan its ingest (what it is, which tiles).
+def inspect_entry(path: Path, token: str, allow_missing_bands: bool = False,
+                  acquired: bool = False) -> InboxEntry:
+    """Read an inbox entry's metadata to plan its ingest (what it is, which tiles);
+    ``acquired``: fetched by an ``acquire`` job (read with the bands it has).
 
     Never raises: an entry that cannot be read is returned as ``unreadable`` with the
     reader's error (its ingest job then fails with that error).
@@ -81,15 +86,15 @@ def inspect_entry(path: Path, token: str, allow_missing_bands: bool = False) -> 
     try:
         reader = find_reader(path)
         if reader.kind == "product":
-            product = reader.read(str(path), allow_missing_bands=allow_missing_bands)
+            product = reader.read(str(path), allow_missing_bands=allow_missing_bands or acquired)
             if product.tile:
                 return InboxEntry(str(path), token, "product", (parse_tile(product.tile).name,),
-                                  on_tile_grid=True)
+                                  on_tile_grid=True, acquired=acquired)
             if product.footprint is None:
                 return InboxEntry(str(path), token, "unreadable",
                                   error=f"{path}: the product has no footprint")
             tiles = tuple(t.name for t in tiles_for_geometry(product.footprint))
-            return InboxEntry(str(path), token, "product", tiles)
+            return InboxEntry(str(path), token, "product", tiles, acquired=acquired)
         ds = reader.read(str(path))
         try:
             sig = repr((ds["sensor"].values.tolist(), ds["time"].values.tolist(),

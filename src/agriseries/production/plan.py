@@ -179,6 +179,9 @@ class InboxEntry:
         Series: files of one extraction (same sensors, dates and grid) share a group.
     error
         Why it could not be inspected.
+    acquired
+        Fetched by an ``acquire`` job (only the bands the site's products read: it is
+        ingested with the bands it has).
     """
 
     path: str
@@ -188,5 +191,6 @@ class InboxEntry:
     on_tile_grid: bool = False
     group: str | None = None
     error: str | None = None
+    acquired: bool = False
 
 

@@ -3,6 +3,9 @@
 :func:`run` does, for one site, what Sen2Agri's orchestrator did, with a Dask cluster as
 the engine and the job store (:mod:`agriseries.production.jobstore`) as the memory:
 
+0. **acquire** (a site with an ``acquire:`` section, at each look at the inbox): search the
+   providers and submit an ``acquire`` job per new acquisition
+   (:mod:`agriseries.production.stages.acquire`); the workers fetch them into the inbox;
 1. **inbox**: list the entries of the site's inbox folder (files and folders matching its
    patterns, left alone while they are still being written), skip those already seen (an
    ingest job lists each entry as ``inbox:<name>@<size>-<mtime>`` among its inputs, so a
@@ -288,6 +291,8 @@ class _Runner:
         self.orphans: dict[str, int] = {}
         self.transient: dict[str, int] = {}
         self.seen_tokens: set[str] | None = None
+        self.acquired_ids: set[str] | None = None  # acquisitions that have an acquire job
+        self.acquired_entries: set[str] | None = None  # inbox entries acquire jobs put there
         self.warned_done: set[str] = set()
         self.catalog_dirty = False  # products changed since the STAC catalogue was written
 
@@ -333,9 +338,54 @@ class _Runner:
                     self.db("release a dead runner's job", self.js.release, job)
                     self.note(f"{job}: its runner {job.lease_owner} is gone; job taken over")
 
-    def plan_inbox(self) -> list[JobSpec]:
+    def plan_acquire(self) -> list[JobSpec]:
+        """Search the site's providers for new acquisitions (each look at the inbox): one
+        ``acquire`` job each (:func:`~agriseries.production.stages.acquire.acquisition_jobs`).
+        A provider that fails is a note (the others are used); all failing is a failure of
+        the run."""
+        stage = STAGES.get("acquire")
+        if stage is None or not stage.enabled(self.site):
+            return []
+        from .stages.acquire import acquisition_jobs
+
+        if self.acquired_ids is None:
+            self.acquired_ids = {i for j in self.db("list acquire jobs", self.js.jobs,
+                                                    processor="acquire") for i in j.inputs}
+        today = self.today or dt.datetime.now(UTC).date()
         try:
-            ready, arriving = scan_inbox(self.site)
+            found = acquisition_jobs(self.site, today, self.acquired_ids)
+        except Exception as e:  # noqa: BLE001 -- a search that fails never stops the site
+            found = None
+            error = f"{type(e).__name__}: {e}"
+        else:
+            error = None
+            for name, why in found.failures.items():
+                self.note(f"acquisition search at {name} failed: {why}")
+            if found.failures and len(found.failures) == len(self.site.acquire.providers):
+                error = "every provider failed: " + "; ".join(
+                    f"{n}: {w}" for n, w in found.failures.items())
+        if error is not None:
+            self.report.failed.append({
+                **FailureRecord("acquisition search", error.partition(":")[0]
+                                if found is None else "ProviderUnavailableError",
+                                error).to_dict(),
+                "key": None, "processor": "acquire", "tile": None, "state": "failed",
+                "attempts": 1, "error": error, "next_try_at": None})
+            self.on_event(RunEvent("failed", "acquire", None, None, error))
+        if found is None:
+            return []
+        self.note(f"acquisition search: {found.found} acquisition(s) found "
+                  f"({found.requests} request(s)), {len(found.jobs)} new, "
+                  f"{found.present} already in the inbox")
+        return found.jobs
+
+    def plan_inbox(self) -> list[JobSpec]:
+        if self.acquired_entries is None:
+            self.acquired_entries = {o for j in self.db("list acquire jobs", self.js.jobs,
+                                                        JobState.DONE, processor="acquire")
+                                     for o in (j.outputs or ())}
+        try:
+            ready, arriving = scan_inbox(self.site, complete=self.acquired_entries)
         except ConfigurationError as e:  # the inbox went away (a network mount...): wait
             self.note(f"{e}; looking again at the next pass")
             return []
@@ -344,7 +394,8 @@ class _Runner:
             self.seen_tokens = {t for j in self.db("list ingest jobs", self.js.jobs,
                                                    processor="ingest") for t in j.inputs}
         new = [(p, t) for p, t in ready if t not in self.seen_tokens]
-        entries = [inspect_entry(p, t, self.site.inbox.allow_missing_bands) for p, t in new]
+        entries = [inspect_entry(p, t, self.site.inbox.allow_missing_bands,
+                                 acquired=p.name in self.acquired_entries) for p, t in new]
         return ingest_jobs(self.site, entries)
 
     def flush_catalog(self) -> None:
@@ -361,7 +412,8 @@ class _Runner:
         """One planning pass; returns the number of new jobs submitted."""
         self.report.passes += 1
         self.flush_catalog()
-        specs = self.plan_inbox()
+        specs = self.plan_acquire() if sync_catalogue else []
+        specs += self.plan_inbox()
         if sync_catalogue:
             added, removed = self.db("rescan the catalogue", rescan, self.js, self.store)
             if added or removed:
@@ -372,7 +424,8 @@ class _Runner:
                                             [JobState.QUEUED, JobState.RUNNING,
                                              JobState.FAILED, JobState.QUARANTINED])}
         pending = bool(specs) or any(
-            j.processor == "ingest" and j.state in (JobState.QUEUED, JobState.RUNNING)
+            j.processor in ("acquire", "ingest")
+            and j.state in (JobState.QUEUED, JobState.RUNNING)
             for j in active.values())
         today = self.today or dt.datetime.now(UTC).date()
         sched = schedule(self.site, cat, today, ingest_pending=pending)
@@ -397,6 +450,8 @@ class _Runner:
                           priority=spec.priority)
             if spec.processor == "ingest" and self.seen_tokens is not None:
                 self.seen_tokens.update(spec.inputs)
+            if spec.processor == "acquire" and self.acquired_ids is not None:
+                self.acquired_ids.update(spec.inputs)
             if job.state is JobState.DONE:
                 if job.key not in self.warned_done and spec.processor != "ingest":
                     self.warned_done.add(job.key)
@@ -477,14 +532,16 @@ class _Runner:
                     "tile": job.tile, "state": JobState.DONE.value, "attempts": job.attempts,
                     "error": f"{f.error_type}: {f.message}", "next_try_at": None})
                 self.on_event(RunEvent("failed", job.processor, job.tile, job.key, str(f)))
+            outputs = [p["id"] for p in res.products] + list(res.inbox)
+            if res.inbox and self.acquired_entries is not None:
+                self.acquired_entries.update(res.inbox)
             try:
-                self.db("complete a job", self.js.complete, job,
-                        [p["id"] for p in res.products])
+                self.db("complete a job", self.js.complete, job, outputs)
             except LeaseLost as e:
                 self.note(str(e))
                 return bool(recs)
             self.report.done.append({"key": job.key, "processor": job.processor,
-                                     "tile": job.tile, "outputs": [p["id"] for p in res.products],
+                                     "tile": job.tile, "outputs": outputs,
                                      "made": made, "seconds": round(res.seconds, 3),
                                      "worker": res.worker})
             self.on_event(RunEvent("done", job.processor, job.tile, job.key, made))
@@ -728,6 +785,8 @@ def run(site: Site, *, watch: bool = False, poll_s: float | None = None,
         report.stopped, report.error = "database", str(e)
         return report
     try:
+        if site.acquire is not None and site.acquire.enabled:
+            site.inbox.path.mkdir(parents=True, exist_ok=True)  # the acquisition fills it
         scan_inbox(site)  # a missing inbox is a configuration error: say it before starting
         external = bool(client is not None or scheduler or scheduler_file
                         or site.engine.scheduler or site.engine.scheduler_file)

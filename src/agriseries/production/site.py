@@ -136,6 +136,7 @@ class Area(_Model):
         return value
 
     _tile_ids: list[str] = PrivateAttr(default_factory=list)
+    _shape: Any = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _one_of(self) -> Area:
@@ -144,6 +145,11 @@ class Area(_Model):
                              "(a GeoJSON polygon or file), not both nor neither")
         self._tile_ids = self._resolve_tiles()
         return self
+
+    @property
+    def shape(self):
+        """The geometry as an odc-geo ``Geometry`` (EPSG:4326), ``None`` for tiles."""
+        return self._shape
 
     @property
     def tile_ids(self) -> list[str]:
@@ -178,6 +184,7 @@ class Area(_Model):
             shape = unary_union(shapes)
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             raise ValueError(f"not a usable GeoJSON polygon: {e}") from None
+        self._shape = shape
         tiles = [t.name for t in tiles_for_geometry(shape)]
         if not tiles:
             raise ValueError("the geometry overlaps no Sentinel-2 tile")
@@ -388,6 +395,87 @@ class Inbox(_Model):
         return _resolve(value, info)
 
 
+class Endpoint(_Model):
+    """Where a provider is reached, when not at its usual address (a mirror, a test server)."""
+
+    url: str | None = None
+    """The STAC API URL."""
+    token_url: str | None = None
+    """The token endpoint (Planetary Computer SAS, CDSE OAuth2)."""
+
+
+class Acquire(_Model):
+    """Acquisition: the site's acquisitions found and fetched from the providers
+    (docs/acquisition.md)."""
+
+    enabled: bool = True
+    """Search and fetch (``agriseries run`` does it at each look at the inbox)."""
+    providers: list[str] = Field(
+        default_factory=lambda: ["earth-search", "planetary-computer", "usgs"])
+    """Providers in order of preference (earth-search, planetary-computer, cdse, geodes,
+    usgs): the same acquisition is fetched from the first that has it."""
+    level: Literal["L2A", "L1C"] = "L2A"
+    """Processing level fetched (L1C needs ``l2a.source: agriseries``)."""
+    sensors: list[str] | None = None
+    """Sensor families (S2, L8, L9); default all."""
+    max_cloud: float = Field(100.0, ge=0, le=100)
+    """Largest cloud cover (%) of the acquisitions fetched."""
+    mode: Literal["auto", "window", "whole"] = "auto"
+    """``auto``: COG providers by windows of the site's area, archive providers whole;
+    ``window``: only the area's pixels; ``whole``: whole files."""
+    bands: list[str] | None = None
+    """Sentinel-2 bands to fetch (ESA names); default those the products asked for read."""
+    snap_m: float = Field(60.0, gt=0)
+    """Windows are snapped outwards to this lattice (m), common to the 10/20/60 m bands."""
+    endpoints: dict[str, Endpoint] = Field(default_factory=dict)
+    """Provider endpoints moved from their usual addresses, by provider name."""
+    read_timeout_s: float = Field(60.0, gt=0)
+    """Longest silence of a provider's socket before a request is abandoned."""
+    attempts: int = Field(6, ge=1, le=50)
+    """Tries of one request or download before it fails."""
+
+    @field_validator("providers")
+    @classmethod
+    def _providers(cls, value: list[str]) -> list[str]:
+        from ..acquire.providers import provider_names
+
+        known = provider_names()
+        bad = [p for p in value if p not in known]
+        if bad or not value:
+            raise ValueError(f"providers {value}: expected some of {', '.join(known)}")
+        return list(dict.fromkeys(value))
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, value: dict[str, Endpoint]) -> dict[str, Endpoint]:
+        from ..acquire.providers import provider_names
+
+        bad = [p for p in value if p not in provider_names()]
+        if bad:
+            raise ValueError(f"endpoints of {', '.join(bad)}: expected provider names "
+                             f"({', '.join(provider_names())})")
+        return value
+
+    @field_validator("sensors")
+    @classmethod
+    def _sensors(cls, value: list[str] | None) -> list[str] | None:
+        return _check_sensors(value)
+
+    @field_validator("bands")
+    @classmethod
+    def _bands(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        known = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10",
+                 "B11", "B12", "SCL", "AOT")
+        out = [str(b).upper() for b in value]
+        bad = [b for b in out if b not in known]
+        if bad or not out:
+            raise ValueError(f"bands {value}: expected Sentinel-2 band names "
+                             f"({', '.join(known)})")
+        return list(dict.fromkeys(out))
+
+
 class Database(_Model):
     """The production database (jobs and product catalogue)."""
 
@@ -478,6 +566,9 @@ class Site(_Model):
     products: Products = Field(default_factory=Products)
     l2a: L2ASource = Field(default_factory=L2ASource)
     inbox: Inbox
+    acquire: Acquire | None = None
+    """Fetch the site's acquisitions from the providers into the inbox; ``None``: the
+    inbox is filled by other means."""
     in_situ: Path | None = None
     """In-situ field polygons (a vector file) for the crop mask and the crop type."""
     store: Path
@@ -502,6 +593,11 @@ class Site(_Model):
     def tiles(self) -> list[str]:
         """The Sentinel-2 tiles of the site."""
         return self.area.tile_ids
+
+    def area_geometry(self):
+        """The site's polygon (an odc-geo ``Geometry``, EPSG:4326) when the area is a
+        geometry; ``None`` when it is given as tiles."""
+        return self.area.shape
 
     @property
     def source(self) -> Path | None:
@@ -645,6 +741,10 @@ def _crop_problems(site: Site) -> list[tuple[str, str]]:
             out.append(("products.L4B.class_field", why))
     if site.in_situ is not None and (b.enabled or (a.enabled and a.reference_map is None)):
         missing("in_situ", site.in_situ, "in-situ file")
+    acq = site.acquire
+    if acq is not None and acq.enabled and acq.level == "L1C" and site.l2a.source != "agriseries":
+        out.append(("acquire.level", "L1C is fetched to be made into L2A here: set "
+                                     "'l2a.source: agriseries' (or fetch L2A)"))
     return out
 
 
@@ -763,6 +863,30 @@ inbox:
   settle_s: 60             # an entry modified less than this many seconds ago is still
                            # arriving: it waits for the next run
   allow_missing_bands: false   # ingest products with missing bands instead of refusing them
+
+# acquire: find and fetch the site's acquisitions into the inbox (docs/acquisition.md).
+# With 'enabled: true', 'agriseries run' searches the providers at each look at the inbox,
+# fetches what is new (each acquisition a job of the job database: fetched once, resumed
+# after a crash, verified), ingests it and makes the products; '--watch' keeps doing it as
+# acquisitions are published. Leave it disabled when the inbox is filled by other means.
+acquire:
+  enabled: false           # true: search and fetch
+  providers: [earth-search, planetary-computer, usgs]   # in order of preference; also cdse
+                           # ($CDSE_USERNAME/$CDSE_PASSWORD or ~/.netrc) and geodes
+                           # ($GEODES_API_KEY or ~/.netrc)
+  level: L2A               # L2A, or L1C (then l2a.source: agriseries)
+  sensors: null            # e.g. [S2]; null: S2, L8, L9
+  max_cloud: 100           # largest cloud cover (%) fetched
+  mode: auto               # auto: COG providers by windows of the site's area, archives
+                           # whole; window: only the area's pixels; whole: whole files
+  bands: null              # Sentinel-2 bands; null: those the products asked for read
+  snap_m: 60               # windows snapped outwards to this lattice (m)
+  endpoints: {}            # providers moved from their usual address (a mirror), e.g.
+                           # {earth-search: {url: https://mirror.example/v1}}; per provider
+                           # url: its STAC API, and
+                           # token_url: its token endpoint (planetary-computer, cdse)
+  read_timeout_s: 60       # longest silence of a provider before a request is retried
+  attempts: 6              # tries of a request or download before it fails
 
 # in_situ: in-situ field polygons (GeoPackage, shapefile... any CRS, integer class fields)
 # for the crop mask (products.L4A.class_field) and the crop type (products.L4B.class_field);

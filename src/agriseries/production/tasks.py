@@ -104,6 +104,8 @@ class TaskResult:
     failures
         Inputs that could not be made while the others were (the job is done; the run's
         exit code says something failed).
+    inbox
+        Entries the job put into the site's inbox (``acquire`` jobs).
     seconds
         Time spent in the processor.
     worker
@@ -114,6 +116,7 @@ class TaskResult:
     removed: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
     failures: list[FailureRecord] = dataclasses.field(default_factory=list)
+    inbox: list[str] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
     worker: str = ""
 
@@ -167,7 +170,7 @@ def run_job(stage: Stage, store, spec: TaskSpec) -> TaskResult:
         seen[pid] = seen.get(pid, False) or made
     return TaskResult(products=[_product_entry(store, pid, made) for pid, made in seen.items()],
                       removed=list(out.removed), notes=list(out.notes),
-                      failures=list(out.failures))
+                      failures=list(out.failures), inbox=list(out.inbox))
 
 
 def _in_dask_worker() -> bool:

@@ -7,7 +7,7 @@ through the shared driver (:func:`agriseries.production.tasks.run_job`), which c
 stage's ``make``. Adding a level is one module (its parameter class, ``plan`` and ``make``)
 and one :func:`register` call; see ``docs/architecture.md``.
 
-The built-in stages: ``ingest`` (:mod:`.ingest`), ``L2A`` (:mod:`.l2a`), ``L3A`` (:mod:`.l3a`),
+The built-in stages: ``acquire`` (:mod:`.acquire`), ``ingest`` (:mod:`.ingest`), ``L2A`` (:mod:`.l2a`), ``L3A`` (:mod:`.l3a`),
 ``L3B`` (:mod:`.l3b`), ``L4A`` (:mod:`.l4a`), ``L4B`` (:mod:`.l4b`).
 """
 
@@ -59,9 +59,9 @@ def get(level: str) -> Stage:
 
 
 def _register_builtins() -> None:
-    from . import ingest, l2a, l3a, l3b, l4a, l4b
+    from . import acquire, ingest, l2a, l3a, l3b, l4a, l4b
 
-    for module in (ingest, l2a, l3a, l3b, l4a, l4b):
+    for module in (acquire, ingest, l2a, l3a, l3b, l4a, l4b):
         register(module.STAGE)
 
 

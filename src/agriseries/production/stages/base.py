@@ -77,12 +77,16 @@ class StageOutput:
     failures
         Inputs that could not be made (the others were): they make the run's exit code
         non-zero.
+    inbox
+        Entries the job put into the site's inbox (``acquire``): complete, so the next
+        look at the inbox plans their ingest at once.
     """
 
     products: list[tuple[str, bool]] = dataclasses.field(default_factory=list)
     removed: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
     failures: list[FailureRecord] = dataclasses.field(default_factory=list)
+    inbox: list[str] = dataclasses.field(default_factory=list)
 
 
 def _always(site: Site) -> bool:
@@ -129,6 +133,9 @@ class Stage:
         processor knows (ingest).
     inputs_in_store
         The job's inputs are product ids of the store (given to ``make`` as STAC items).
+    bands
+        ``bands(site) -> Sentinel-2 bands`` (ESA names) its products read from the L2A
+        inputs, or ``None`` (it reads none): what the acquisition fetches.
     description
         One line for people.
     """
@@ -146,4 +153,5 @@ class Stage:
     reads_items: tuple[str, ...] = ()
     outputs: Callable[[str | None, tuple[str, ...], Any], tuple[str, ...]] | None = None
     inputs_in_store: bool = True
+    bands: Callable[[Site], tuple[str, ...]] | None = None
     description: str = ""

@@ -31,7 +31,7 @@ from .base import StageContext, StageOutput
 if TYPE_CHECKING:
     from ..site import Site
 
-__all__ = ["CROP_MIN_INPUTS", "S2_SENSORS", "crop_inputs", "crop_plan", "crop_product_id",
+__all__ = ["CROP_BANDS", "CROP_MIN_INPUTS", "S2_SENSORS", "crop_inputs", "crop_plan", "crop_product_id",
            "crop_output", "crop_outputs"]
 
 #: Fewest Sentinel-2 L2A products a crop map needs
@@ -39,6 +39,8 @@ __all__ = ["CROP_MIN_INPUTS", "S2_SENSORS", "crop_inputs", "crop_plan", "crop_pr
 CROP_MIN_INPUTS = 3
 #: The sensors the crop maps are made from.
 S2_SENSORS = ("S2A", "S2B", "S2C")
+#: The bands of the crop features (:data:`agriseries.crop.features.BANDS`).
+CROP_BANDS = ("B03", "B04", "B08", "B11")
 
 
 def crop_product_id(level: Level | str, tile: str, site: Site, until: dt.date) -> str:

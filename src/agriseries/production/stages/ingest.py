@@ -58,8 +58,8 @@ def ingest_jobs(site: Site, entries: Sequence[InboxEntry]) -> list[JobSpec]:
     tiles = set(site.tiles)
     allow = site.inbox.allow_missing_bands
 
-    def job(job_tile, inputs, reason, **kw) -> JobSpec:
-        params = IngestParams(allow_missing_bands=allow, **kw)
+    def job(job_tile, inputs, reason, acquired=False, **kw) -> JobSpec:
+        params = IngestParams(allow_missing_bands=allow or acquired, **kw)
         return JobSpec("ingest", job_tile, tuple(inputs), params.to_json(), priority=PRIORITY,
                        reason=reason)
 
@@ -79,11 +79,12 @@ def ingest_jobs(site: Site, entries: Sequence[InboxEntry]) -> list[JobSpec]:
                             ignored=f"outside the site: the product covers "
                                     f"{', '.join(e.tiles) or 'no tile'}"))
         elif e.on_tile_grid:
-            jobs.append(job(wanted[0], (e.token,), "new inbox product", paths=(e.path,)))
+            jobs.append(job(wanted[0], (e.token,), "new inbox product", e.acquired,
+                            paths=(e.path,)))
         else:  # warped onto each site tile it covers: one job per tile, in parallel
             for t in wanted:
-                jobs.append(job(t, (e.token,), f"new inbox product, onto {t}", paths=(e.path,),
-                                tile=t))
+                jobs.append(job(t, (e.token,), f"new inbox product, onto {t}", e.acquired,
+                                paths=(e.path,), tile=t))
     for members in groups.values():
         members = sorted(members, key=lambda m: m.path)
         jobs.append(job(None, sorted(m.token for m in members),

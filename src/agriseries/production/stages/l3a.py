@@ -184,8 +184,12 @@ def make(ctx: StageContext, inputs: Sequence[pystac.Item], params: L3AJobParams
     return out
 
 
+#: The bands of the synthesis (WASP): the 10 m and 20 m reflectance bands.
+BANDS = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12")
+
 STAGE = Stage(
     level="L3A", params=L3AJobParams, make=make, plan=plan, priority=PRIORITY,
     wait_for_ingest=True, enabled=lambda site: site.products.L3A.enabled,
     site_settings=("products.L3A",), reads=("L2A", "L3A"), reads_items=("L3A",),
-    outputs=outputs, description="Monthly cloud-free surface reflectance synthesis (WASP)")
+    outputs=outputs, bands=lambda site: BANDS,
+    description="Monthly cloud-free surface reflectance synthesis (WASP)")

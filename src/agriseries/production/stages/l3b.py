@@ -88,8 +88,13 @@ def make(ctx: StageContext, inputs: Sequence[pystac.Item], params: L3BJobParams
     return out
 
 
+#: The network inputs by Sentinel-2 pixel size (the S2 Toolbox's 20 m and 10 m networks).
+BANDS = {20: ("B03", "B04", "B05", "B06", "B07", "B8A", "B11", "B12"),
+         10: ("B03", "B04", "B08")}
+
 STAGE = Stage(
     level="L3B", params=L3BJobParams, make=make, plan=plan, priority=PRIORITY,
     enabled=lambda site: site.products.L3B.enabled, site_settings=("products.L3B",),
     reads=("L2A", "L3B"), outputs=outputs,
+    bands=lambda site: BANDS[site.products.L3B.resolution],
     description="LAI, FAPAR, FCOVER, canopy chlorophyll and water of every L2A acquisition")

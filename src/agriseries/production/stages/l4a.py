@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from ...core.params import JsonParams
 from ..plan import Catalogue, JobSpec, Waiting
 from .base import Stage, StageContext, StageOutput
-from .crop import crop_output, crop_outputs, crop_plan
+from .crop import CROP_BANDS, crop_output, crop_outputs, crop_plan
 
 if TYPE_CHECKING:
     from ..site import Site
@@ -124,4 +124,5 @@ STAGE = Stage(
     level="L4A", params=L4AJobParams, make=make, plan=plan, priority=PRIORITY,
     made_once=True, wait_for_ingest=True, enabled=lambda site: site.products.L4A.enabled,
     site_settings=("products.L4A", "in_situ", "season"), reads=("L2A", "L4A"),
-    outputs=crop_outputs, inputs_in_store=False, description="In-season crop mask")
+    outputs=crop_outputs, inputs_in_store=False, bands=lambda site: CROP_BANDS,
+    description="In-season crop mask")

@@ -18,8 +18,15 @@ from ...core.ids import Level
 from ...core.params import JsonParams
 from ..plan import Catalogue, JobSpec, Waiting
 from .base import Stage, StageContext, StageOutput
-from .crop import CROP_MIN_INPUTS, crop_inputs, crop_output, crop_outputs, crop_plan, \
-    crop_product_id
+from .crop import (
+    CROP_BANDS,
+    CROP_MIN_INPUTS,
+    crop_inputs,
+    crop_output,
+    crop_outputs,
+    crop_plan,
+    crop_product_id,
+)
 
 if TYPE_CHECKING:
     from ..site import Site
@@ -137,4 +144,5 @@ STAGE = Stage(
     made_once=True, wait_for_ingest=True, enabled=_enabled,
     site_settings=("products.L4B", "products.L4A", "in_situ", "season"),
     reads=("L2A", "L4B", "L4A"), outputs=crop_outputs, inputs_in_store=False,
+    bands=lambda site: CROP_BANDS,
     description="In-season crop type map")

@@ -1,0 +1,180 @@
+"""Benchmark: acquisition against the loopback replay server (no internet).
+
+Three measures, each against a baseline measured in the same run on the same server
+(:class:`agriseries.acquire.replay.ReplayServer` serving the bundled T29UNU Sentinel-2 L2A
+sample as COGs and as a zipped SAFE, and the recorded provider catalogues):
+
+1. **Whole-file throughput**: the zipped SAFE (1.7 MB) fetched ``--copies`` times by
+   agriseries (``ProviderSession.download``: ``.part`` file, resume bookkeeping, error-page
+   checks, size and sha256 multihash verified, open check of the zip) against a plain
+   sequential download of the same URLs (one ``httpx`` client streaming to files, nothing
+   checked) and against one ``curl`` process fetching the same URLs (when curl is on the
+   PATH). Target (issue 15): agriseries within 1.2 x of curl.
+2. **Windowed vs whole**: the same acquisition fetched with ``FetchOptions(mode="window")``
+   cut to a ~3 x 3 km area, and with ``mode="whole"`` (every band file whole): bytes the
+   server sent and wall time, ratio.
+3. **Season search**: one tile, one season, every provider of the replayed catalogue that
+   has items there (Earth Search, Planetary Computer paged 5 by 5): wall time and HTTP
+   requests.
+
+Run with::
+
+    .venv/bin/python benchmarks/bench_acquire.py [--copies 30] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from odc.geo.geom import box
+
+from agriseries.acquire.catalog import Selection, search
+from agriseries.acquire.fetch import FetchOptions, Fetcher, acquire
+from agriseries.acquire.http import HttpSettings, ProviderSession
+from agriseries.acquire.providers import get_provider
+from agriseries.acquire.replay import ReplayServer, build_samples, sample_apis
+
+DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
+AREA = box(-8.30, 52.50, -8.25, 52.53, "EPSG:4326")
+
+
+def endpoints(srv: ReplayServer) -> dict:
+    return {"earth-search": {"url": srv.api_url("earth-search")},
+            "planetary-computer": {"url": srv.api_url("planetary-computer"),
+                                   "token_url": srv.api_url("planetary-computer") + "/token"}}
+
+
+def served(srv: ReplayServer, since: int) -> int:
+    return sum(r["bytes"] for r in srv.log[since:] if "/files/" in r["path"])
+
+
+def whole_file(srv: ReplayServer, samples: dict, work: Path, copies: int) -> dict[str, float]:
+    """Seconds to fetch the archive ``copies`` times by each client."""
+    arch = samples["archive"]
+    url = srv.file_url(f"archives/{arch.name}")
+    size = arch.stat().st_size
+    cs = "1220" + hashlib.sha256(arch.read_bytes()).hexdigest()  # sha256 multihash
+    out: dict[str, float] = {}
+
+    def fresh(name: str) -> Path:
+        d = work / name
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        return d
+
+    d = fresh("agriseries")
+    t0 = time.perf_counter()
+    with ProviderSession(get_provider("earth-search"), HttpSettings()) as s:
+        for i in range(copies):
+            s.download(url, d / f"{i}.zip", size=size, checksum=cs)
+    out["agriseries"] = time.perf_counter() - t0
+
+    d = fresh("httpx")
+    t0 = time.perf_counter()
+    with httpx.Client(timeout=60) as c:
+        for i in range(copies):
+            with c.stream("GET", url) as r, open(d / f"{i}.zip", "wb") as f:
+                r.raise_for_status()
+                for chunk in r.iter_bytes(1 << 16):
+                    f.write(chunk)
+    out["plain httpx"] = time.perf_counter() - t0
+
+    if shutil.which("curl"):
+        d = fresh("curl")
+        args = ["curl", "-sS", "--fail"]
+        for i in range(copies):
+            args += [url, "-o", str(d / f"{i}.zip")]
+        t0 = time.perf_counter()
+        subprocess.run(args, check=True)
+        out["curl"] = time.perf_counter() - t0
+        assert all((d / f"{i}.zip").stat().st_size == size for i in range(copies))
+    return out
+
+
+def windowed_vs_whole(srv: ReplayServer, work: Path) -> dict[str, tuple[int, float]]:
+    """(bytes served, seconds) of the same acquisition by windows and whole."""
+    s = Selection(dt.date(2022, 10, 1), dt.date(2022, 10, 31), tiles=("T29UNU",))
+    eps = endpoints(srv)
+    (a,) = search(s, [get_provider("earth-search", eps["earth-search"])]).acquisitions
+    out = {}
+    for mode in ("window", "whole"):
+        inbox = work / f"inbox-{mode}"
+        shutil.rmtree(inbox, ignore_errors=True)
+        shutil.rmtree(inbox.parent / f".{inbox.name}.partial", ignore_errors=True)
+        n = len(srv.log)
+        t0 = time.perf_counter()
+        with Fetcher(inbox, FetchOptions(mode=mode, area=AREA), endpoints=eps) as f:
+            (r,) = acquire([a], f)
+        assert r.status == "fetched", r.error
+        out[mode] = (served(srv, n), time.perf_counter() - t0)
+    return out
+
+
+def season_search(srv: ReplayServer) -> dict[str, tuple[float, int, int]]:
+    """(seconds, requests, acquisitions) of a season's search of one tile."""
+    eps = endpoints(srv)
+    out = {}
+    cases = {
+        "T35MNM 2020-06..07 (planetary-computer, 5 per page)":
+            (Selection(dt.date(2020, 6, 1), dt.date(2020, 7, 31), tiles=("T35MNM",)),
+             ["earth-search", "planetary-computer"]),
+        "T29UNU 2022-03..10 (earth-search, planetary-computer)":
+            (Selection(dt.date(2022, 3, 1), dt.date(2022, 10, 31), tiles=("T29UNU",)),
+             ["earth-search", "planetary-computer"]),
+    }
+    import dataclasses
+
+    for name, (sel, provs) in cases.items():
+        ps = [dataclasses.replace(get_provider(p, eps[p]), search_limit=5) for p in provs]
+        t0 = time.perf_counter()
+        res = search(sel, ps)
+        out[name] = (time.perf_counter() - t0, res.requests, len(res.acquisitions))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--copies", type=int, default=30, help="archive downloads per client")
+    ap.add_argument("--repeat", type=int, default=3, help="repeats (the median is printed)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        samples = build_samples(DATA, work / "served")
+        with ReplayServer() as srv:
+            sample_apis(DATA, samples, srv)
+            runs = [whole_file(srv, samples, work, args.copies) for _ in range(args.repeat)]
+            mb = samples["archive"].stat().st_size * args.copies / 1e6
+            print(f"whole-file download: {args.copies} x {samples['archive'].name} "
+                  f"({mb:.1f} MB), median of {args.repeat}")
+            med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+            for k, v in med.items():
+                print(f"  {k:12s} {v:6.3f} s  {mb / v:7.1f} MB/s")
+            if "curl" in med:
+                print(f"  agriseries / curl = {med['agriseries'] / med['curl']:.2f} x "
+                      "(target <= 1.2)")
+            print(f"  agriseries / plain httpx = {med['agriseries'] / med['plain httpx']:.2f} x")
+            ww = [windowed_vs_whole(srv, work) for _ in range(args.repeat)]
+            (wb, _), (hb, _) = ww[0]["window"], ww[0]["whole"]
+            wt = statistics.median(w["window"][1] for w in ww)
+            ht = statistics.median(w["whole"][1] for w in ww)
+            print("windowed vs whole (T29UNU sample, ~3 x 3 km area, every band):")
+            print(f"  window {wb / 1e3:9.1f} kB  {wt:6.3f} s")
+            print(f"  whole  {hb / 1e3:9.1f} kB  {ht:6.3f} s")
+            print(f"  bytes whole / window = {hb / wb:.1f} x, time whole / window = "
+                  f"{ht / wt:.2f} x")
+            print("season search (replayed catalogues):")
+            for name, (t, n, k) in season_search(srv).items():
+                print(f"  {name}: {t:.3f} s, {n} requests, {k} acquisitions")
+
+
+if __name__ == "__main__":
+    main()
