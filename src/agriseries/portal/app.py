@@ -1,0 +1,171 @@
+"""Mounting the portal on the distribution service's FastAPI application.
+
+:func:`mount_portal` adds, under ``settings.prefix`` (``/portal``):
+
+* ``/static/...``: the page's files (OpenLayers vendored, no other host needed);
+* ``/api/config``: what the page needs to start (title, basemap, where the STAC API is);
+* ``/api/layers?item=<id>``: how a product can be drawn (:func:`~.products.layers_of`),
+  with the tile URL templates of each layer;
+* ``/api/series?lon=&lat=&level=[&tile=&start=&end=&format=csv]``: a pixel's time series
+  (:func:`~.series.pixel_series`);
+* ``/tiles/cog/...``, ``/tiles/item/...``: titiler-core tile endpoints (:mod:`.tiles`).
+"""
+
+
+
+import datetime as dt
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import ConfigurationError, OptionalDependencyError, StoreError
+from .settings import PortalSettings
+
+__all__ = ["mount_portal", "STATIC"]
+
+STATIC = Path(__file__).parent / "static"
+
+
+def _imports() -> None:
+    try:
+        import fastapi  # noqa: F401
+        import rio_tiler  # noqa: F401
+        import titiler.core  # noqa: F401
+    except ImportError as e:
+        raise OptionalDependencyError(e.name or "titiler.core", "server") from e
+
+
+def _day(text: str | None, what: str, end: bool = False) -> dt.datetime | None:
+    if not text:
+        return None
+    try:
+        d = dt.date.fromisoformat(text[:10])
+    except ValueError:
+        raise ConfigurationError(f"{what} {text!r}: expected a date YYYY-MM-DD") from None
+    t = dt.time(23, 59, 59) if end else dt.time(0)
+    return dt.datetime.combine(d, t, dt.timezone.utc)
+
+
+def mount_portal(app, service_settings: Any, portal: "PortalSettings | None" = None):
+    """Mount the portal (see the module docstring) on ``app``, the service's FastAPI
+    application, serving the products of ``service_settings.store``.
+
+    Parameters
+    ----------
+    app
+        A FastAPI application (the distribution service's, or any other).
+    service_settings
+        The service's settings; ``store`` (the product store folder) is used.
+    portal
+        The portal's own settings (:class:`~.settings.PortalSettings`).
+
+    Returns
+    -------
+    The application.
+
+    Raises
+    ------
+    OptionalDependencyError
+        ``agriseries[server]`` is not installed.
+    """
+    _imports()
+    from fastapi import APIRouter, HTTPException, Query, Request
+    from fastapi.responses import JSONResponse, Response
+    from fastapi.staticfiles import StaticFiles
+    from rio_tiler.errors import (InvalidAssetName, InvalidBandName, InvalidColorFormat,
+                                  InvalidExpression, MissingAssets, MissingBands,
+                                  TileOutsideBounds)
+    from starlette.concurrency import run_in_threadpool
+    from titiler.core.errors import (BadRequestError, TileNotFoundError,
+                                     add_exception_handlers)
+
+    from .products import NotInStore, ProductFiles, layers_of
+    from .series import pixel_series, to_csv
+    from .tiles import stretch, tile_routers
+
+    ps = portal or PortalSettings()
+    prefix = ps.prefix
+    files = ProductFiles(service_settings.store)
+    router = APIRouter(prefix=prefix, tags=["Portal"])
+
+    def _config(request: Request) -> dict:
+        return {"title": ps.title, "prefix": prefix, "basemap_url": ps.basemap_url,
+                "basemap_attribution": ps.basemap_attribution,
+                "stac": str(request.base_url).rstrip("/") + "/",
+                "public_search": bool(getattr(service_settings, "public_search", True))}
+
+    @router.get("/api/config", summary="What the portal page needs to start")
+    def config(request: Request):
+        return _config(request)
+
+    def _tiles(request: Request, path: str, query: list[tuple[str, str]]) -> str:
+        base = str(request.base_url).rstrip("/") + prefix
+        return (f"{base}{path}/tiles/WebMercatorQuad/{{z}}/{{x}}/{{y}}.png?"
+                + urllib.parse.urlencode(query))
+
+    @router.get("/api/layers", summary="How a product can be drawn on the map")
+    async def layers(request: Request, item: str = Query(description="Product id")):
+        def build():
+            it = files.item(item)
+            out = []
+            for layer in layers_of(it):
+                q: list[tuple[str, str]] = [("item", item)]
+                if layer["kind"] == "rgb":
+                    paths = [files.asset_path(item, a) for a in layer["assets"]]
+                    layer["rescale"] = [list(r) for r in stretch(paths)]
+                    q += [("assets", a) for a in layer["assets"]]
+                    q += [("rescale", f"{lo},{hi}") for lo, hi in layer["rescale"]]
+                    layer["tiles"] = _tiles(request, "/tiles/item", q)
+                elif layer["kind"] == "ramp":
+                    lo, hi = layer["range"]
+                    q += [("asset", layer["asset"]), ("colormap_name", layer["ramp"]),
+                          ("rescale", f"{lo},{hi}")]
+                    layer["tiles"] = _tiles(request, "/tiles/cog", q)
+                elif layer["kind"] == "classes":
+                    q += [("asset", layer["asset"])]
+                    layer["tiles"] = _tiles(request, "/tiles/cog", q)
+                else:  # maskbits: the page adds algorithm_params={"bits": N}; read
+                    # through the item reader, which ignores the COG's own colour table
+                    q += [("assets", layer["asset"]), ("algorithm", "maskbits")]
+                    layer["tiles"] = _tiles(request, "/tiles/item", q)
+                out.append(layer)
+            return {"item": it.id, "bbox": it.bbox, "layers": out}
+
+        try:
+            return await run_in_threadpool(build)
+        except NotInStore as e:
+            raise HTTPException(404, str(e)) from None
+
+    @router.get("/api/series", summary="The time series of the pixel holding a point")
+    async def series(lon: float = Query(description="Longitude (degrees, WGS 84)"),
+                     lat: float = Query(description="Latitude (degrees, WGS 84)"),
+                     level: str = Query("L2A", description="L2A, L3A or L3B"),
+                     tile: str | None = Query(None, description="Only this tile (T31UDS)"),
+                     start: str | None = Query(None, description="First day, YYYY-MM-DD"),
+                     end: str | None = Query(None, description="Last day, YYYY-MM-DD"),
+                     format: str = Query("json", pattern="^(json|csv)$",
+                                         description="json or csv")):
+        try:
+            s = await run_in_threadpool(pixel_series, files, level, lon, lat, tile=tile,
+                                        start=_day(start, "start"), end=_day(end, "end", True))
+        except ConfigurationError as e:
+            raise HTTPException(400, str(e)) from None
+        except StoreError as e:
+            raise HTTPException(503, str(e)) from None
+        if format == "csv":
+            name = f"agriseries_{s.level}_{lon:.5f}_{lat:.5f}.csv"
+            return Response(to_csv(s), media_type="text/csv; charset=utf-8",
+                            headers={"Content-Disposition": f'attachment; filename="{name}"'})
+        return JSONResponse(s.to_dict())
+
+    cog, item = tile_routers(files, prefix)
+    app.include_router(router)
+    app.include_router(cog.router, prefix=f"{prefix}/tiles/cog", tags=["Portal tiles"])
+    app.include_router(item.router, prefix=f"{prefix}/tiles/item", tags=["Portal tiles"])
+    app.mount(f"{prefix}/static", StaticFiles(directory=STATIC), name="portal-static")
+    add_exception_handlers(app, {
+        BadRequestError: 400, TileOutsideBounds: 404, TileNotFoundError: 404,
+        MissingBands: 400, MissingAssets: 400, InvalidColorFormat: 400, InvalidAssetName: 404,
+        InvalidBandName: 404, InvalidExpression: 400})
+    app.state.portal_settings = ps
+    return app

@@ -1,0 +1,175 @@
+"""Map tiles of the store's COGs, by titiler-core / rio-tiler (no resampling of our own).
+
+Two titiler factories, both resolving product ids through :class:`~.products.ProductFiles`
+(so a tile request can only read a file of a product of the store):
+
+* ``/tiles/cog/...`` (:class:`titiler.core.factory.TilerFactory`) reads one asset
+  (``?item=<id>&asset=<key>``): the colour ramp of a biophysical variable
+  (``colormap_name=ylgn&rescale=0,7``), the class colours of a crop mask / crop type map
+  (the COG's own colour table, cut down to its classes by :class:`StoreCOGReader`);
+* ``/tiles/item/...`` (:class:`titiler.core.factory.MultiBaseTilerFactory`) reads assets
+  of one item (``?item=<id>&assets=B04&assets=B03&assets=B02&rescale=...``): true colour,
+  and the mask bits (``assets=mask&algorithm=maskbits&algorithm_params={"bits":3}``,
+  :class:`MaskBits`; this reader leaves the mask COG's own colour table aside).
+
+:func:`stretch` gives the 2-98 % stretch of reflectance assets the page asks true colour with.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import attr
+import numpy as np
+from rio_tiler.errors import InvalidAssetName
+from rio_tiler.io import Reader, STACReader
+from rio_tiler.models import ImageData
+from rio_tiler.types import AssetInfo
+from titiler.core.algorithm import BaseAlgorithm, algorithms
+
+from ..core.errors import StoreError
+from .products import MASK_COLOURS, NotInStore, ProductFiles, read_classes
+
+__all__ = ["MaskBits", "StoreCOGReader", "item_reader", "tile_routers", "stretch"]
+
+
+class StoreCOGReader(Reader):
+    """A rio-tiler reader whose colour map is the COG's classes only.
+
+    A crop type COG is ``uint16`` and its GDAL colour table has 65,536 entries; rendering
+    with such a table costs about a second a tile. The classes (the raster attribute table
+    agriseries writes beside the COG) are a handful: the colour map becomes those, the
+    no-data value transparent.
+    """
+
+    def __attrs_post_init__(self):
+        super().__attrs_post_init__()
+        if self.colormap and len(self.colormap) > 256:
+            try:
+                classes = read_classes(self.input)
+            except (StoreError, OSError):
+                classes = []
+            cmap = {c.value: c.rgba for c in classes}
+            if self.dataset.nodata is not None:
+                cmap[int(self.dataset.nodata)] = (0, 0, 0, 0)
+            self.colormap = cmap
+
+    def tile(self, *args, **kwargs) -> ImageData:
+        """A tile; float data with NaN as no data gets 0 under its mask (rio-tiler's
+        rescale to bytes would cast the NaN, which numpy warns about)."""
+        img = super().tile(*args, **kwargs)
+        arr = img.array
+        if np.issubdtype(arr.dtype, np.floating):
+            data = np.ma.getdata(arr)
+            bad = ~np.isfinite(data)
+            if bad.any():
+                data[bad] = 0
+                arr.mask = np.ma.getmaskarray(arr) | bad
+            arr.set_fill_value(0)
+        return img
+
+
+def item_reader(files: ProductFiles) -> type[STACReader]:
+    """A :class:`rio_tiler.io.STACReader` that takes a product id and reads the item
+    from the store (``input`` is the id)."""
+
+    @attr.s
+    class StoreItemReader(STACReader):
+        def __attrs_post_init__(self):
+            if self.item is None:
+                self.item = files.item(self.input)
+            super().__attrs_post_init__()
+
+        def _get_asset_info(self, asset) -> AssetInfo:
+            # the store's assets carry raster:bands without statistics: rio-tiler 9 warns
+            # about each of them; the STAC statistics are not needed here
+            if isinstance(asset, str):
+                asset = {"name": asset}
+            name = asset.get("name")
+            if name not in self.assets:
+                raise InvalidAssetName(f"{name!r} is not an asset of {self.item.id}: "
+                                       f"expected one of {', '.join(self.assets)}")
+            a = self.item.assets[name]
+            reader_options, method_options = self._get_options(asset, a)
+            info = AssetInfo(url=a.get_absolute_href(), name=name, media_type=a.media_type,
+                             reader_options=reader_options, method_options=method_options)
+            info["metadata"] = a.extra_fields
+            return info
+
+    StoreItemReader.__name__ = "StoreItemReader"
+    return StoreItemReader
+
+
+class MaskBits(BaseAlgorithm):
+    """The common mask bits selected by ``bits`` (their sum), each drawn in its colour
+    (:data:`~.products.MASK_COLOURS`); pixels with none of them transparent."""
+
+    title: str = "Mask bits"
+    description: str = "Colours the selected bits of an agriseries mask layer"
+    bits: int = 0
+    input_nbands: int = 1
+    output_nbands: int = 3
+    output_dtype: str = "uint8"
+
+    def __call__(self, img: ImageData) -> ImageData:
+        data = np.ma.getdata(img.array[0]).astype(np.uint8)
+        out = np.zeros((3, *data.shape), np.uint8)
+        shown = np.zeros(data.shape, bool)
+        for bit, rgba in MASK_COLOURS.items():  # the first bit listed wins
+            if not self.bits & int(bit):
+                continue
+            sel = ((data & int(bit)) != 0) & ~shown
+            out[:, sel] = np.array(rgba[:3], np.uint8)[:, None]
+            shown |= sel
+        mask = ~shown | np.ma.getmaskarray(img.array[0])
+        return ImageData(np.ma.MaskedArray(out, mask=np.broadcast_to(mask, out.shape)),
+                         assets=img.assets, crs=img.crs, bounds=img.bounds,
+                         band_names=["red", "green", "blue"])
+
+
+@functools.lru_cache(maxsize=256)
+def _stretch(path: str, mtime_ns: int) -> tuple[float, float]:
+    with Reader(path) as r:
+        stats = r.statistics(max_size=512, percentiles=[2, 98])
+    s = next(iter(stats.values()))
+    lo, hi = s.percentile_2, s.percentile_98
+    if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
+        lo, hi = s.min, max(s.max, s.min + 1)
+    return float(lo), float(hi)
+
+
+def stretch(paths: list[Path]) -> list[tuple[float, float]]:
+    """The 2 % and 98 % values of each file (read from an overview of at most 512 pixels),
+    one range per band of a true colour layer."""
+    return [_stretch(str(p), p.stat().st_mtime_ns) for p in paths]
+
+
+def tile_routers(files: ProductFiles, prefix: str = ""):
+    """The two titiler factories (see the module docstring), ``(cog, item)``; their routers
+    are to be included under ``prefix + "/tiles/cog"`` and ``prefix + "/tiles/item"``."""
+    from fastapi import HTTPException, Query
+    from titiler.core.factory import MultiBaseTilerFactory, TilerFactory
+
+    def asset_file(item: str = Query(description="Product id"),
+                   asset: str = Query(description="Asset key of the product")) -> str:
+        try:
+            return str(files.asset_path(item, asset))
+        except NotInStore as e:
+            raise HTTPException(404, str(e)) from None
+
+    def item_id(item: str = Query(description="Product id")) -> str:
+        try:
+            files.item_path(item)
+        except NotInStore as e:
+            raise HTTPException(404, str(e)) from None
+        return item
+
+    process = algorithms.register({"maskbits": MaskBits}).dependency
+    common = dict(add_preview=False, add_part=False, add_viewer=False, add_ogc_maps=False,
+                  process_dependency=process)
+    cog = TilerFactory(reader=StoreCOGReader, path_dependency=asset_file,
+                       router_prefix=f"{prefix}/tiles/cog", **common)
+    item = MultiBaseTilerFactory(reader=item_reader(files), path_dependency=item_id,
+                                 router_prefix=f"{prefix}/tiles/item", **common)
+    return cog, item
