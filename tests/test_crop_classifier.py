@@ -155,3 +155,13 @@ def test_class_dtype():
     assert class_dtype([1200, 9120]) == (np.uint16, 65535)
     with pytest.raises(ConfigurationError):
         class_dtype([70000])
+
+
+def test_class_weight_balanced(patch):
+    _, _, feats, y = patch
+    X = feats.reshape(feats.shape[0], -1).T
+    m = train_classifier(X, y.ravel(), ClassifierParams(n_trees=10, class_weight="balanced",
+                                                        n_jobs=1))
+    assert m.estimator.class_weight == "balanced"
+    with pytest.raises(ConfigurationError, match="class_weight"):
+        ClassifierParams(class_weight="inverse")

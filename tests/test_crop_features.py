@@ -176,3 +176,33 @@ def test_smoothing_matches_a_dense_whittaker_on_the_grid(series):
     assert err.max() < 0.01 and np.median(err) < 0.0015  # lam 0.5 or 8 on the grid: > 0.02, > 0.004
     rough = lambda a: np.abs(np.diff(a, 2, axis=0)).mean()
     assert rough(z[0].reshape(n, -1)) < 0.5 * rough(y)
+
+
+def test_20m_feature_set_and_relative_names(series):
+    from agriseries.crop.features import BANDS_20M, index_features_20m
+
+    sp = SeriesParams(feature_set="20m")
+    assert sp.bands == BANDS_20M and sp.indices == ("NDRE", "NDMI", "BRIGHTNESS")
+    with pytest.raises(ConfigurationError, match="feature_set"):
+        SeriesParams(feature_set="s1")
+    with pytest.raises(ConfigurationError, match="red_edge"):
+        SeriesParams(feature_set="20m", red_edge=True)
+    dates = season_dates("2018-03-01", "2018-10-31")
+    ex = SeriesFeatures(dates, sp)
+    feats = feature_map(series, ex).values
+    assert feats.shape == (25 * 9, 64, 64) and ex.names[:9][-3:] == ["NDRE_20180301", "NDMI_20180301",
+                                                                      "BRIGHTNESS_20180301"]
+    # the indices are their formulas of the gap-filled bands
+    s = gapfill_linear(np.stack([series[b].values for b in BANDS_20M]), series["mask"].values,
+                       series["time"].values, dates)
+    b = {k: s[i] for i, k in enumerate(BANDS_20M)}
+    ndre = (b["B8A"] - b["B05"]) / (b["B8A"] + b["B05"])
+    np.testing.assert_allclose(feats[6::9], ndre, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(index_features_20m(b)["NDMI"],
+                               (b["B8A"] - b["B11"]) / (b["B8A"] + b["B11"]), rtol=1e-5)
+    # relative names: the same in another year, and the layout says what the features are
+    rel = SeriesFeatures(dates, sp, relative=True)
+    other = SeriesFeatures(season_dates("2019-03-01", "2019-10-31"), sp, relative=True)
+    assert rel.names[0] == "B05_d000" and rel.names[-1] == "BRIGHTNESS_d240"
+    assert rel.names == other.names and rel.layout() == other.layout()
+    assert rel.layout() != SeriesFeatures(dates, SeriesParams(), relative=True).layout()

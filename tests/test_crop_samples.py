@@ -152,3 +152,39 @@ def test_sample_pixels_cap_and_proportions():
     np.testing.assert_array_equal(sample_pixels(labels[:500], 1000), np.arange(500))
     with pytest.raises(ConfigurationError):
         sample_pixels(labels, 0)
+
+
+def test_interior_pixels_erode_every_parcel(labels):
+    from agriseries.crop.samples import interior_pixels
+
+    lc, ct, _ = labels
+    groups = parcel_groups(np.where(np.isfinite(ct), ct, lc))
+    inner = interior_pixels(groups, 1)
+    # independently: a pixel is interior when its 3 x 3 neighbours (inside the raster) share its group
+    pad = np.pad(groups, 1, mode="edge")
+    same = np.ones(groups.shape, bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            same &= pad[1 + dy:65 + dy, 1 + dx:65 + dx] == groups
+    np.testing.assert_array_equal(inner, same)
+    assert 0.5 < inner.mean() < 0.95  # the field borders go
+    assert interior_pixels(groups, 0).all()
+    assert interior_pixels(groups, 2).sum() < inner.sum()
+    idx = np.full((3, 3), -1)
+    idx[1:, 1:] = 0  # polygon index with -1 outside
+    assert interior_pixels(idx, 1, nodata=-1).sum() == 1  # only the corner pixel at the raster edge
+    with pytest.raises(ConfigurationError, match="radius"):
+        interior_pixels(groups, -1)
+
+
+def test_cap_per_group():
+    from agriseries.crop.samples import cap_per_group
+
+    groups = np.repeat([1, 2, 3], [500, 30, 120])
+    picked = cap_per_group(np.arange(groups.size), groups, 100, seed=1)
+    counts = np.bincount(groups[picked])
+    assert counts.tolist() == [0, 100, 30, 100]
+    np.testing.assert_array_equal(picked, np.sort(picked))
+    np.testing.assert_array_equal(picked, cap_per_group(np.arange(groups.size), groups, 100, 1))
+    with pytest.raises(ConfigurationError, match="cap"):
+        cap_per_group(np.arange(3), groups, 0)

@@ -84,6 +84,9 @@ class ClassifierParams:
         LightGBM only: shrinkage.
     num_leaves
         LightGBM only: most leaves per tree.
+    class_weight
+        None (every sample weighs 1, Sen2Agri) or ``balanced`` (samples weighted by the
+        inverse of their class's frequency).
     """
 
     method: str = "rf"
@@ -94,8 +97,12 @@ class ClassifierParams:
     n_jobs: int = -1
     learning_rate: float = 0.1
     num_leaves: int = 31
+    class_weight: str | None = None
 
     def __post_init__(self) -> None:
+        if self.class_weight not in (None, "balanced"):
+            raise ConfigurationError(f"class_weight {self.class_weight!r}: expected None or "
+                                     "'balanced'")
         if self.method not in METHODS:
             raise ConfigurationError(f"classifier {self.method!r}: expected one of {', '.join(METHODS)}")
         for name in ("n_trees", "max_depth", "min_samples"):
@@ -423,14 +430,16 @@ def train_classifier(X: np.ndarray, y: np.ndarray, params: ClassifierParams = Cl
 
         est = RandomForestClassifier(n_estimators=params.n_trees, max_depth=params.max_depth,
                                      min_samples_split=params.min_samples,
-                                     random_state=params.seed, n_jobs=params.n_jobs)
+                                     random_state=params.seed, n_jobs=params.n_jobs,
+                                     class_weight=params.class_weight)
         est.fit(X, y)
     else:
         LGBMClassifier = optional_import("lightgbm", "crop").LGBMClassifier
         est = LGBMClassifier(n_estimators=params.n_trees, max_depth=params.max_depth,
                              min_child_samples=params.min_samples, learning_rate=params.learning_rate,
                              num_leaves=params.num_leaves, random_state=params.seed,
-                             n_jobs=max(0, params.n_jobs), verbose=-1)
+                             n_jobs=max(0, params.n_jobs), verbose=-1,
+                             class_weight=params.class_weight)
         est.fit(X, y)
     if not np.array_equal(np.asarray(est.classes_), classes):
         raise ConfigurationError("the estimator's classes differ from the training classes")

@@ -15,7 +15,7 @@ import click
 
 from ..core.errors import AgriseriesError
 
-__all__ = ["cropmask_cmd", "croptype_cmd"]
+__all__ = ["croptrain_cmd", "cropmask_cmd", "croptype_cmd"]
 
 
 def _codes(text: str | None) -> tuple[int, ...]:
@@ -50,6 +50,10 @@ def _common(f):
         click.option("--step", "step_days", default=10, show_default=True, type=click.IntRange(1),
                      help="Step of the regular grid of dates (days)."),
         click.option("--red-edge", is_flag=True, help="Also use B05, B06, B07, B8A."),
+        click.option("--feature-set", default="sen2agri", show_default=True,
+                     type=click.Choice(["sen2agri", "20m"]),
+                     help="Per-date features: sen2agri (B03 B04 B08 B11, NDVI, NDWI, brightness) "
+                          "or 20m (B05 B06 B07 B8A B11 B12, NDRE, NDMI, brightness)."),
         click.option("--overwrite", is_flag=True, help="Remake the product if it exists."),
         click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
     ]
@@ -58,14 +62,16 @@ def _common(f):
     return f
 
 
-def _params(base, classifier, trees, max_depth, min_samples, seed, step_days, red_edge, **kw):
+def _params(base, classifier, trees, max_depth, min_samples, seed, step_days, red_edge,
+            feature_set="sen2agri", **kw):
     from .classifier import ClassifierParams
     from .features import SeriesParams
 
     return replace(base, classifier=ClassifierParams(method=classifier, n_trees=trees,
                                                      max_depth=max_depth, min_samples=min_samples,
                                                      seed=seed),
-                   series=SeriesParams(step_days=step_days, red_edge=red_edge), **kw)
+                   series=SeriesParams(step_days=step_days, red_edge=red_edge,
+                                       feature_set=feature_set), **kw)
 
 
 def _report(results, as_json: bool) -> None:
@@ -75,6 +81,9 @@ def _report(results, as_json: bool) -> None:
     for result in results:
         if not result.made:
             click.echo(f"{result.product} (already in the store)")
+        elif result.oa is None:
+            click.echo(f"{result.product}: made with the site model, not validated (no in-situ "
+                       f"data given; data up to {result.last_date_used})")
         else:
             click.echo(f"{result.product}: OA {result.oa:.3f}, kappa {result.kappa:.3f}, macro F1 "
                        f"{result.macro_f1:.3f} on {result.n_validation} validation pixels "
@@ -103,17 +112,24 @@ def _fail(exc: AgriseriesError) -> None:
               help="Significance level of the Mahalanobis trimming of the reference (0: none).")
 @click.option("--segmentation", is_flag=True,
               help="Post-process: segmentation of the NDVI principal components + majority vote.")
+@click.option("--model", "model_path", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A site model (agriseries croptrain): map with it instead of training; "
+                   "--insitu then only validates (on the polygons the model did not train on).")
 def cropmask_cmd(store_dir, tile, season, until, classifier, trees, max_depth, min_samples, seed,
-                 step_days, red_edge, overwrite, as_json, insitu, class_field, crop_values,
-                 reference_map, ignore_values, trim_alpha, segmentation):
+                 step_days, red_edge, feature_set, overwrite, as_json, insitu, class_field,
+                 crop_values, reference_map, ignore_values, trim_alpha, segmentation, model_path):
     """L4A crop mask of a tile for a season, with in-situ polygons or a reference map."""
     from ..core.grid import parse_tile
     from ..io.store import ProductStore
     from .nolabels import NoInsituParams
     from .processor import CropMaskParams, cropmask
 
-    if (insitu is None) == (reference_map is None):
-        raise click.UsageError("give --insitu or --reference-map (one of them)")
+    if model_path is not None:
+        if reference_map is not None:
+            raise click.UsageError("--model maps the tile: give no --reference-map with it")
+    elif (insitu is None) == (reference_map is None):
+        raise click.UsageError("give --insitu or --reference-map (one of them), or --model")
     values = _codes(crop_values)
     if not values:
         raise click.BadParameter("at least one value", param_hint="--crop-values")
@@ -123,10 +139,12 @@ def cropmask_cmd(store_dir, tile, season, until, classifier, trees, max_depth, m
                               no_insitu=NoInsituParams(crop_values=values,
                                                        ignore_values=_codes(ignore_values),
                                                        alpha=trim_alpha, seed=seed))
-        params = _params(base, classifier, trees, max_depth, min_samples, seed, step_days, red_edge)
+        params = _params(base, classifier, trees, max_depth, min_samples, seed, step_days, red_edge,
+                         feature_set)
         results = [cropmask(ProductStore(store_dir), parse_tile(tile).name, season[0], season[1],
                             insitu=insitu, reference_map=reference_map, until=u, params=params,
-                            overwrite=overwrite) for u in (sorted(until) or [None])]
+                            overwrite=overwrite, model=model_path)
+                   for u in (sorted(until) or [None])]
     except AgriseriesError as exc:
         _fail(exc)
     _report(results, as_json)
@@ -134,28 +152,117 @@ def cropmask_cmd(store_dir, tile, season, until, classifier, trees, max_depth, m
 
 @click.command(name="croptype")
 @_common
-@click.option("--insitu", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="In-situ polygons with the crop code.")
+@click.option("--insitu", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="In-situ polygons with the crop code (required unless --model is given).")
 @click.option("--class-field", default="CODE", show_default=True,
               help="Field of the in-situ polygons with the crop code.")
 @click.option("--exclude-codes", default="", help="Comma-separated codes of polygons to leave out.")
 @click.option("--crop-mask", default=None,
               help="L4A product id of the store, or a crop mask GeoTIFF (1 = cropland): the "
                    "pixels it calls non-cropland get code 0.")
+@click.option("--model", "model_path", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A crop type site model (agriseries croptrain --kind type): map with it "
+                   "instead of training; --insitu then only validates.")
 def croptype_cmd(store_dir, tile, season, until, classifier, trees, max_depth, min_samples, seed,
-                 step_days, red_edge, overwrite, as_json, insitu, class_field, exclude_codes,
-                 crop_mask):
+                 step_days, red_edge, feature_set, overwrite, as_json, insitu, class_field,
+                 exclude_codes, crop_mask, model_path):
     """L4B crop type map of a tile for a season, from in-situ polygons."""
     from ..core.grid import parse_tile
     from ..io.store import ProductStore
     from .processor import CropTypeParams, croptype
 
+    if insitu is None and model_path is None:
+        raise click.UsageError("give --insitu (or --model)")
     try:
         base = CropTypeParams(class_field=class_field, exclude_codes=_codes(exclude_codes))
-        params = _params(base, classifier, trees, max_depth, min_samples, seed, step_days, red_edge)
+        params = _params(base, classifier, trees, max_depth, min_samples, seed, step_days, red_edge,
+                         feature_set)
         results = [croptype(ProductStore(store_dir), parse_tile(tile).name, season[0], season[1],
                             insitu=insitu, crop_mask=crop_mask, until=u, params=params,
-                            overwrite=overwrite) for u in (sorted(until) or [None])]
+                            overwrite=overwrite, model=model_path)
+                   for u in (sorted(until) or [None])]
     except AgriseriesError as exc:
         _fail(exc)
     _report(results, as_json)
+
+
+@click.command(name="croptrain")
+@click.option("--store", "store_dir", required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Product store folder (reads the L2A products of every unit).")
+@click.option("--unit", "units", multiple=True, nargs=4, required=True,
+              metavar="TILE START END INSITU",
+              help="A tile, its season (YYYY-MM-DD YYYY-MM-DD) and its in-situ polygons; repeat "
+                   "it for every tile (and season) of the site.")
+@click.option("--kind", default="mask", show_default=True, type=click.Choice(["mask", "type"]),
+              help="Crop mask or crop type model.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The model file to write (joblib).")
+@click.option("--class-field", default=None,
+              help="Field of the in-situ polygons with the class (default CROP for a mask, CODE "
+                   "for a type).")
+@click.option("--crop-values", default="1", show_default=True,
+              help="Values of the class field that mean cropland (mask).")
+@click.option("--exclude-codes", default="", help="Codes of polygons to leave out (type).")
+@click.option("--classifier", default="rf", show_default=True, type=click.Choice(["rf", "lightgbm"]))
+@click.option("--trees", default=100, show_default=True, type=click.IntRange(1))
+@click.option("--max-depth", default=25, show_default=True, type=click.IntRange(1))
+@click.option("--min-samples", default=25, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--step", "step_days", default=10, show_default=True, type=click.IntRange(1))
+@click.option("--red-edge", is_flag=True, help="Also use B05, B06, B07, B8A.")
+@click.option("--feature-set", default="sen2agri", show_default=True,
+              type=click.Choice(["sen2agri", "20m"]))
+@click.option("--json", "as_json", is_flag=True, help="Print the model summary as JSON.")
+def croptrain_cmd(store_dir, units, kind, out_path, class_field, crop_values, exclude_codes,
+                  classifier, trees, max_depth, min_samples, seed, step_days, red_edge,
+                  feature_set, as_json):
+    """Train one site-level crop model on the in-situ data of several tiles (and seasons).
+
+    Apply it with ``agriseries cropmask --model FILE`` (or ``croptype --model FILE``) to any
+    tile or season whose grid of dates has the same length.
+    """
+    import datetime as dt
+
+    from ..core.grid import parse_tile
+    from ..io.store import ProductStore
+    from .processor import CropMaskParams, CropTypeParams
+    from .site import TrainingUnit, site_model_summary, train_site_model
+
+    parsed = []
+    for tile, start, end, insitu in units:
+        try:
+            dt.date.fromisoformat(start)
+            dt.date.fromisoformat(end)
+        except ValueError:
+            raise click.BadParameter(f"{start} {end}: expected YYYY-MM-DD dates",
+                                     param_hint="--unit") from None
+        if not Path(insitu).is_file():
+            raise click.BadParameter(f"{insitu}: no such in-situ file", param_hint="--unit")
+        parsed.append((tile, start, end, insitu))
+    try:
+        if kind == "mask":
+            values = _codes(crop_values)
+            base = CropMaskParams(class_field=class_field or "CROP", crop_values=values)
+        else:
+            base = CropTypeParams(class_field=class_field or "CODE",
+                                  exclude_codes=_codes(exclude_codes))
+        params = _params(base, classifier, trees, max_depth, min_samples, seed, step_days,
+                         red_edge, feature_set)
+        model = train_site_model(
+            ProductStore(store_dir),
+            [TrainingUnit(parse_tile(t).name, (a, b), Path(f)) for t, a, b, f in parsed],
+            kind="crop_mask" if kind == "mask" else "crop_type", params=params)
+        path = model.save(out_path)
+    except AgriseriesError as exc:
+        _fail(exc)
+    summary = site_model_summary(model)
+    if as_json:
+        click.echo(json.dumps({"model": str(path), **summary}, default=str))
+        return
+    pixels = sum(u["training_pixels"] for u in model.units)
+    click.echo(f"{path}: {model.kind.replace('_', ' ')} model, {model.classifier.params.method} on "
+               f"{len(model.classifier.feature_names)} features, {pixels} training pixels from "
+               f"{len(model.units)} tile-season(s): "
+               + ", ".join(f"{u['tile']} {u['season'][0]}..{u['season'][1]}" for u in model.units))

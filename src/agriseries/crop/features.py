@@ -55,7 +55,9 @@ from ..core.masks import MaskBit
 
 __all__ = [
     "BANDS",
+    "BANDS_20M",
     "EXCLUDED_BITS",
+    "FEATURE_SETS",
     "FALLBACK_BITS",
     "RED_EDGE_BANDS",
     "SeriesFeatures",
@@ -64,7 +66,9 @@ __all__ = [
     "feature_map",
     "gapfill_linear",
     "index_features",
+    "index_features_20m",
     "merge_resolutions",
+    "on_grid",
     "season_dates",
     "series_block",
     "smooth_series",
@@ -85,6 +89,14 @@ FALLBACK_BITS = int(MaskBit.CLOUD | MaskBit.CLOUD_SHADOW | MaskBit.CIRRUS | Mask
                     | MaskBit.NODATA)
 #: Index features computed per date, after the band reflectances.
 INDICES = ("NDVI", "NDWI", "BRIGHTNESS")
+#: The bands of the ``20m`` feature set: the six 20 m Sentinel-2 bands (red edge, narrow NIR,
+#: both SWIR), for series that have no 10 m bands (such as WorldCereal's 2019 patch).
+BANDS_20M = ("B05", "B06", "B07", "B8A", "B11", "B12")
+#: Its per-date indices: NDRE = (B8A - B05) / (B8A + B05), NDMI = (B8A - B11) / (B8A + B11),
+#: brightness over the six bands.
+INDICES_20M = ("NDRE", "NDMI", "BRIGHTNESS")
+#: The feature sets :class:`SeriesParams` knows.
+FEATURE_SETS = ("sen2agri", "20m")
 
 
 @dataclass(frozen=True)
@@ -104,6 +116,9 @@ class SeriesParams:
         L2A mask bits that make an observation invalid.
     chunk
         Edge in pixels of the spatial blocks processed at once.
+    feature_set
+        ``sen2agri`` (the bands B03 B04 B08 B11, + red edge, with NDVI, NDWI, brightness) or
+        ``20m`` (:data:`BANDS_20M` with :data:`INDICES_20M`).
     """
 
     step_days: int = 10
@@ -111,6 +126,7 @@ class SeriesParams:
     smoothing_lambda: float | None = None
     excluded_bits: int = EXCLUDED_BITS
     chunk: int = 512
+    feature_set: str = "sen2agri"
 
     def __post_init__(self) -> None:
         if int(self.step_days) != self.step_days or self.step_days < 1:
@@ -121,11 +137,24 @@ class SeriesParams:
                                      "or None")
         if self.chunk < 16:
             raise ConfigurationError(f"chunk {self.chunk!r}: expected at least 16 pixels")
+        if self.feature_set not in FEATURE_SETS:
+            raise ConfigurationError(f"feature_set {self.feature_set!r}: expected one of "
+                                     f"{', '.join(FEATURE_SETS)}")
+        if self.feature_set == "20m" and self.red_edge:
+            raise ConfigurationError("feature_set '20m' already holds the red-edge bands: "
+                                     "red_edge must be False")
 
     @property
     def bands(self) -> tuple[str, ...]:
         """The bands read, in feature order."""
+        if self.feature_set == "20m":
+            return BANDS_20M
         return BANDS + RED_EDGE_BANDS if self.red_edge else BANDS
+
+    @property
+    def indices(self) -> tuple[str, ...]:
+        """The per-date index features, after the bands."""
+        return INDICES_20M if self.feature_set == "20m" else INDICES
 
 
 # --------------------------------------------------------------------------------------
@@ -353,6 +382,19 @@ def index_features(bands: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: v.astype(np.float32) for k, v in out.items()}
 
 
+def index_features_20m(bands: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """NDRE, NDMI and brightness of the ``20m`` feature set from :data:`BANDS_20M` (0 where
+    a denominator is 0, NaN inputs give NaN)."""
+    b05, b8a, b11 = bands["B05"], bands["B8A"], bands["B11"]
+    out = {}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for name, a, b in (("NDRE", b8a, b05), ("NDMI", b8a, b11)):
+            s = a + b
+            out[name] = np.where(s == 0, np.float32(0), (a - b) / np.where(s == 0, 1, s))
+        out["BRIGHTNESS"] = np.sqrt(sum(bands[k] * bands[k] for k in BANDS_20M))
+    return {k: v.astype(np.float32) for k, v in out.items()}
+
+
 def series_block(values: np.ndarray, mask: np.ndarray, obs_days: np.ndarray,
                  out_days: np.ndarray, params: SeriesParams) -> np.ndarray:
     """Gap-filled (and optionally smoothed) band series of one block.
@@ -389,10 +431,14 @@ class SeriesFeatures:
         The regular grid (``datetime64[D]``), see :func:`season_dates`.
     params
         Band choice, smoothing and masking.
+    relative
+        Name the features by their day offset in the season instead of their date (the
+        site models of :mod:`agriseries.crop.site`, applied to other seasons).
     """
 
     out_dates: np.ndarray
     params: SeriesParams = field(default_factory=SeriesParams)
+    relative: bool = False
 
     @property
     def bands(self) -> tuple[str, ...]:
@@ -401,9 +447,27 @@ class SeriesFeatures:
 
     @property
     def names(self) -> list[str]:
-        """Feature names, ``<band or index>_<YYYYMMDD>``, date by date."""
-        per_date = list(self.bands) + list(INDICES)
-        return [f"{f}_{tag}" for tag in date_tags(self.out_dates) for f in per_date]
+        """Feature names, ``<band or index>_<YYYYMMDD>``, date by date (``relative``:
+        ``<band or index>_d<days since the first grid date>``, the same in every season)."""
+        per_date = list(self.bands) + list(self.params.indices)
+        if self.relative:
+            days = np.asarray(self.out_dates).astype("datetime64[D]").astype(np.int64)
+            tags = [f"d{int(d - days[0]):03d}" for d in days]
+        else:
+            tags = date_tags(self.out_dates)
+        return [f"{f}_{tag}" for tag in tags for f in per_date]
+
+    def layout(self) -> dict:
+        """What the features are, independent of the year: the per-date features, the grid
+        step, the grid's day offsets from its first date, the smoothing. Two extractors
+        with the same layout give features a model trained on one can read on the other
+        (another tile or season)."""
+        days = np.asarray(self.out_dates).astype("datetime64[D]").astype(np.int64)
+        return {"per_date": list(self.bands) + list(self.params.indices),
+                "step_days": int(self.params.step_days),
+                "offsets": [int(d - days[0]) for d in days] if days.size else [],
+                "smoothing_lambda": self.params.smoothing_lambda,
+                "excluded_bits": int(self.params.excluded_bits)}
 
     def rows(self, values: np.ndarray, mask: np.ndarray, obs_days: np.ndarray) -> np.ndarray:
         """Features of one block as C-contiguous rows: ``(n_pixels, n_features)`` float32.
@@ -415,7 +479,7 @@ class SeriesFeatures:
         out_days = day_numbers(self.out_dates)
         npix = int(np.prod(values.shape[2:], dtype=np.int64))
         nb = len(self.bands)
-        if self.params.smoothing_lambda is not None:
+        if self.params.smoothing_lambda is not None or self.params.feature_set != "sen2agri":
             return np.ascontiguousarray(self._stacked(values, mask, obs_days).reshape(
                 len(self.names), npix).T)
         out = np.empty((npix, out_days.size * (nb + len(INDICES))), np.float32)
@@ -436,8 +500,9 @@ class SeriesFeatures:
         out_days = day_numbers(self.out_dates)
         s = series_block(values, mask, obs_days, out_days, self.params)
         bands = {b: s[i] for i, b in enumerate(self.bands)}
-        idx = index_features(bands)
-        per_date = [s[i] for i in range(len(self.bands))] + [idx[k] for k in INDICES]
+        idx = (index_features(bands) if self.params.feature_set == "sen2agri"
+               else index_features_20m(bands))
+        per_date = [s[i] for i in range(len(self.bands))] + [idx[k] for k in self.params.indices]
         # (per-date feature, date, ...) -> (date, per-date feature, ...) -> flat
         stacked = np.stack(per_date, axis=1)
         return stacked.reshape((-1,) + values.shape[2:])
@@ -545,6 +610,18 @@ def _replicate(ds: xr.Dataset, gb) -> xr.Dataset:
                       k, axis=2)
         out[name] = xr.DataArray(d, dims=("time", "y", "x"), attrs=var.attrs)
     return xr.Dataset(out, coords={"time": ds["time"]})
+
+
+def on_grid(ds: xr.Dataset, gb) -> xr.Dataset:
+    """A multi-date Dataset on the grid ``gb``: pixels replicated when ``gb`` subdivides the
+    Dataset's pixels exactly (20 m -> 10 m on one lattice), else nearest-neighbour
+    reprojection; the ``time`` coordinates kept."""
+    out = _replicate(ds, gb)
+    if "x" not in out.coords:
+        from odc.geo.xr import xr_coords
+
+        out = out.assign_coords(xr_coords(gb, crs_coord_name="spatial_ref"))
+    return out.assign_coords({k: v for k, v in ds.coords.items() if v.dims == ("time",)})
 
 
 def merge_resolutions(*datasets: xr.Dataset) -> xr.Dataset:

@@ -340,7 +340,8 @@ def _classification_extra(codes, names) -> dict:
 
 def cropmask(store: ProductStore, tile: str, season_start, season_end, *, insitu=None,
              reference_map=None, until=None, params: CropMaskParams = CropMaskParams(),
-             overwrite: bool = False, items: list[pystac.Item] | None = None) -> CropResult:
+             overwrite: bool = False, items: list[pystac.Item] | None = None,
+             model=None) -> CropResult:
     """Make the L4A crop mask of a tile for a season (up to ``until``).
 
     Parameters
@@ -363,12 +364,21 @@ def cropmask(store: ProductStore, tile: str, season_start, season_end, *, insitu
         Remake an existing product.
     items
         The L2A items to use (the production job's inputs), instead of the store's.
+    model
+        A site model (:class:`agriseries.crop.site.SiteModel` or its file): map the tile
+        with it instead of training (``params`` are then the model's; ``insitu``, when
+        given, validates on the polygons the model did not train on).
 
     Returns
     -------
     CropResult
         The product id and the validation figures.
     """
+    if model is not None:
+        if reference_map is not None:
+            raise ConfigurationError("a site model maps the tile: give no reference map with it")
+        return _apply_site_model("crop_mask", store, tile, season_start, season_end, model,
+                                 insitu=insitu, until=until, overwrite=overwrite, items=items)
     if (insitu is None) == (reference_map is None):
         raise ConfigurationError("give either in-situ polygons or a reference map (not both)")
     start, end, last = crop_season(season_start, season_end, until)
@@ -471,9 +481,10 @@ def _trimmed_samples(ds, extractor, labels, split, ni: NoInsituParams):
 # L4B
 
 
-def croptype(store: ProductStore, tile: str, season_start, season_end, *, insitu,
+def croptype(store: ProductStore, tile: str, season_start, season_end, *, insitu=None,
              crop_mask=None, until=None, params: CropTypeParams = CropTypeParams(),
-             overwrite: bool = False, items: list[pystac.Item] | None = None) -> CropResult:
+             overwrite: bool = False, items: list[pystac.Item] | None = None,
+             model=None) -> CropResult:
     """Make the L4B crop type map of a tile for a season (up to ``until``).
 
     Parameters
@@ -498,7 +509,17 @@ def croptype(store: ProductStore, tile: str, season_start, season_end, *, insitu
         Remake an existing product.
     items
         The L2A items to use (the production job's inputs), instead of the store's.
+    model
+        A site model (:class:`agriseries.crop.site.SiteModel` or its file) of kind
+        ``crop_type``: map with it instead of training; ``insitu`` may then be None (no
+        validation).
     """
+    if model is not None:
+        return _apply_site_model("crop_type", store, tile, season_start, season_end, model,
+                                 insitu=insitu, until=until, overwrite=overwrite, items=items,
+                                 crop_mask=crop_mask)
+    if insitu is None:
+        raise ConfigurationError("the crop type map needs in-situ polygons or a site model")
     start, end, last = crop_season(season_start, season_end, until)
     pid = crop_id(Level.L4B, tile, start, end, last)
     if store.exists(pid) and not overwrite:
@@ -521,15 +542,7 @@ def croptype(store: ProductStore, tile: str, season_start, season_end, *, insitu
     source = {"insitu": str(Path(insitu).resolve()), "class_field": polys.field,
               "polygons": len(polys)}
     if crop_mask is not None:
-        if 0 in set(model.classes.tolist()):
-            raise ConfigurationError("crop code 0 marks non-cropland when a crop mask is given: "
-                                     "recode the in-situ class 0")
-        mask = _read_crop_mask(store, crop_mask, gb)
-        raw = cls.copy()
-        _, nodata = class_dtype(model.classes)
-        non = (mask == 0) & (cls != nodata)
-        cls = np.where(non, 0, cls).astype(cls.dtype)
-        conf = np.where(non, np.float32(np.nan), conf)
+        cls, conf, raw = _masked(store, crop_mask, gb, model, cls, conf)
         source["crop_mask"] = str(crop_mask)
     names = [str(c) for c in model.classes]
     return _finish(store, pid, Level.L4B, "crop_type", ds, gb, items, model, cls, conf, raw,
@@ -538,6 +551,90 @@ def croptype(store: ProductStore, tile: str, season_start, season_end, *, insitu
                    split_text=_polygon_split_text(params.sample_ratio, seed),
                    title=f"L4B crop type {tile} {start:%Y-%m-%d} to {last:%Y-%m-%d}",
                    extra_codes=[0] if crop_mask is not None else [])
+
+
+def _masked(store, crop_mask, gb, model: CropClassifier, cls, conf):
+    """Code 0 where the crop mask says non-cropland; returns (map, confidence, raw map)."""
+    if 0 in set(model.classes.tolist()):
+        raise ConfigurationError("crop code 0 marks non-cropland when a crop mask is given: "
+                                 "recode the in-situ class 0")
+    mask = _read_crop_mask(store, crop_mask, gb)
+    raw = cls.copy()
+    _, nodata = class_dtype(model.classes)
+    non = (mask == 0) & (cls != nodata)
+    return (np.where(non, 0, cls).astype(cls.dtype), np.where(non, np.float32(np.nan), conf),
+            raw)
+
+
+def _apply_site_model(kind, store, tile, season_start, season_end, model, *, insitu, until,
+                      overwrite, items, crop_mask=None) -> CropResult:
+    """Map a tile-season with a site model (:mod:`agriseries.crop.site`), no training."""
+    from .site import SiteModel, load_site_model
+
+    model_file = None
+    if not isinstance(model, SiteModel):
+        model_file = str(Path(model).resolve())
+        model = load_site_model(model)
+    if model.kind != kind:
+        raise ConfigurationError(f"the site model maps {model.kind.replace('_', ' ')}, not "
+                                 f"{kind.replace('_', ' ')}")
+    params = model.params
+    level = Level.L4A if kind == "crop_mask" else Level.L4B
+    start, end, last = crop_season(season_start, season_end, until)
+    pid = crop_id(level, tile, start, end, last)
+    if store.exists(pid) and not overwrite:
+        return CropResult(str(pid), False)
+    sp = params.series
+    ds, items = load_season(store, tile, start, last, sp.bands, chunk=sp.chunk, items=items)
+    gb = ds.odc.geobox
+    extractor = SeriesFeatures(season_dates(start.date(), last.date(), sp.step_days), sp,
+                               relative=True)
+    model.check_layout(extractor, f"{tile} {start:%Y-%m-%d}..{last:%Y-%m-%d}")
+    clf = model.classifier
+    cls, conf, _ = _predict_numpy(ds, extractor, clf)
+    raw = None
+    source = {"site_model": model_file or "(in memory)", "site_model_units": model.units}
+    if crop_mask is not None:
+        cls, conf, raw = _masked(store, crop_mask, gb, clf, cls, conf)
+        source["crop_mask"] = str(crop_mask)
+    labels = split = None
+    ref_name = split_text = None
+    if insitu is not None:
+        polys = read_polygons(insitu, params.class_field)
+        index = rasterize_polygons(polys, gb)
+        inside = index >= 0
+        if not inside.any():
+            raise InputProductError(insitu, "no in-situ polygon covers a pixel centre of the "
+                                            "product grid")
+        values = polys.values
+        if kind == "crop_mask":
+            values = np.isin(values, np.asarray(params.crop_values)).astype(np.int64)
+        held = model.held_out(insitu, polys.ids)
+        if kind == "crop_type":
+            held &= np.isin(polys.values, clf.classes)  # a class the model cannot map: left out
+            if params.exclude_codes:
+                held &= ~np.isin(polys.values, np.asarray(params.exclude_codes))
+        labels = np.where(inside, values[np.maximum(index, 0)], -1)
+        split = np.where(inside & held[np.maximum(index, 0)], 2, 0).astype(np.int8)
+        present = np.unique(index[inside])
+        n_held = int(held[present].sum())
+        ref_name = f"in-situ polygons the site model did not train on ({n_held} of {present.size})"
+        split_text = (f"by polygon: the {n_held} polygons of {Path(insitu).name} on this tile that "
+                      f"the site model did not train on; no validation pixel lies in a training "
+                      f"polygon")
+        source.update({"insitu": str(Path(insitu).resolve()), "class_field": polys.field})
+    if kind == "crop_mask":
+        names, codes = ["other", "cropland"], [0, 1]
+        title = f"L4A crop mask {tile} {start:%Y-%m-%d} to {last:%Y-%m-%d} (site model)"
+        extra_codes = []
+    else:
+        names, codes = [str(c) for c in clf.classes], clf.classes.tolist()
+        title = f"L4B crop type {tile} {start:%Y-%m-%d} to {last:%Y-%m-%d} (site model)"
+        extra_codes = [0] if crop_mask is not None else []
+    return _finish(store, pid, level, kind, ds, gb, items, clf, cls, conf, raw, labels, split,
+                   names, codes, last, start, end, until, params, source, ref_name,
+                   {"agriseries:site_model": model.describe()}, overwrite, title=title,
+                   extra_codes=extra_codes, split_text=split_text)
 
 
 def _read_crop_mask(store: ProductStore, crop_mask, gb) -> np.ndarray:
@@ -572,8 +669,8 @@ def _finish(store, pid, level, key, ds, gb, items, model: CropClassifier, cls, c
             split, names, codes, last, start, end, until, params, source, ref_name, extra_props,
             overwrite, title, extra_codes=(), split_text=""):
     _, nodata = class_dtype(model.classes) if key == "crop_type" else (None, CROP_MASK_NODATA)
-    vr, vc = np.nonzero(split == 2)
-    y_ref = labels[vr, vc]
+    vr, vc = np.nonzero(split == 2) if labels is not None else (np.zeros(0, int),) * 2
+    y_ref = labels[vr, vc] if labels is not None else np.zeros(0, np.int64)
     y_map = (raw if raw is not None and key == "crop_type" else cls)[vr, vc]
     keep = y_map != nodata
     used = [np.datetime64(it.datetime.replace(tzinfo=None), "s") for it in items]
@@ -584,7 +681,9 @@ def _finish(store, pid, level, key, ds, gb, items, model: CropClassifier, cls, c
         meta = {"product": str(pid), "reference": ref_name, "split": split_text,
                 "validation_pixels": int(vr.size),
                 "unclassified_validation_pixels": int((~keep).sum())}
-        if vr.size and keep.any():
+        if labels is None:  # a site model applied without in-situ data: nothing to validate
+            report, paths = None, {}
+        elif vr.size and keep.any():
             report, paths = _report(y_map[keep], y_ref[keep], codes, names, title, folder, meta)
         else:
             raise ConfigurationError(f"{pid}: no validation pixel (every labelled polygon went to "
@@ -606,9 +705,12 @@ def _finish(store, pid, level, key, ds, gb, items, model: CropClassifier, cls, c
             "agriseries:grid_dates": [str(d) for d in season_dates(start.date(), last.date(),
                                                                    params.series.step_days)],
             "agriseries:model": model.describe(),
-            "agriseries:validation": {"oa": report.oa, "kappa": report.kappa,
-                                      "macro_f1": report.macro_f1, "n": int(report.n),
-                                      "reference": ref_name, "split": split_text},
+            "agriseries:validation": (
+                {"oa": report.oa, "kappa": report.kappa, "macro_f1": report.macro_f1,
+                 "n": int(report.n), "reference": ref_name, "split": split_text}
+                if report is not None else
+                {"oa": None, "kappa": None, "macro_f1": None, "n": 0, "reference": None,
+                 "split": "not validated: no in-situ data given for this tile and season"}),
             **extra_props,
         }
         props = _jsonable(props)
@@ -621,6 +723,9 @@ def _finish(store, pid, level, key, ds, gb, items, model: CropClassifier, cls, c
                      f"{model.params.method} on {len(model.feature_names)} features"),
             properties=props, files=_files(model_path, paths), overwrite=overwrite)
     store.update_catalog()
+    if report is None:
+        return CropResult(str(pid), True, n_train=n_train, last_date_used=last_used,
+                          extra={"classes": [int(c) for c in model.classes]})
     return CropResult(str(pid), True, oa=float(report.oa), kappa=float(report.kappa),
                       macro_f1=float(report.macro_f1), n_train=n_train,
                       n_validation=int(report.n), last_date_used=last_used,

