@@ -1,5 +1,6 @@
 """Shared test fixtures. Test data lives in tests/data (see its README for origins).
 
+Sets AGRISERIES_STAC_SCHEMAS so that every item written is checked against its extensions.
 Also a real PostgreSQL server for the job-store tests (``postgres_server``, ``postgres_url``).
 """
 
@@ -19,6 +20,11 @@ from pathlib import Path
 import pytest
 
 DATA = Path(__file__).parent / "data"
+
+# Every STAC item the store writes in the tests (in this process and in the Dask workers, which
+# inherit the environment) is validated against the core schema and the schema of every
+# extension it declares, offline (agriseries.core.stac.stac_schema_errors).
+os.environ["AGRISERIES_STAC_SCHEMAS"] = str(DATA / "stac_schemas")
 
 
 @pytest.fixture(scope="session")

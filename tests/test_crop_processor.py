@@ -304,7 +304,9 @@ def test_store_classes_layer_and_files(tmp_path, labels):
     assert (st.product_dir(pid) / f"{pid}_note.json").read_text() == '{"a": 1}'
     cmap, nodata, dtype = _read(st, item, "crop_type")
     assert dtype == "uint16" and nodata == 65535 and (cmap == codes).all()
-    assert item.assets["crop_type"].extra_fields["classification:classes"] == [{"value": 1200}]
+    (cls,) = item.assets["crop_type"].extra_fields["classification:classes"]
+    assert cls["value"] == 1200 and cls["description"] == "1200"  # classification v1.1.0 shape
+    assert len(cls["color_hint"]) == 6
     assert set(st.open(item).aux) == {"crop_type"}
     with pytest.raises(StoreError, match="missing.bin"):
         st.write_product(pid, [Layer("crop_type", codes, gb, "classes")], overwrite=True,

@@ -123,7 +123,8 @@ def test_bad_inputs_fail_alone_and_the_rest_is_ingested(tmp_path):
     assert err.error_type == "CorruptProductError" and jp2.name in err.error
     # the failed product left nothing behind, the good one is complete
     assert store.exists(SAFE_ID)
-    assert [p.name for p in (store.root / "L2A" / "T29UNU" / "2022").iterdir()] == [SAFE_ID]
+    assert sorted(p.name for p in (store.root / "L2A" / "T29UNU" / "2022").iterdir()) == [
+        SAFE_ID, "catalog.json"]  # the product and the tile-year catalogue, nothing half-made
     assert not list((store.root / ".tmp").iterdir())
 
 

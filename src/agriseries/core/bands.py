@@ -31,7 +31,9 @@ class Band:
     name
         The band name in the product (``B04``, ``B8A``, ``B5``).
     common_name
-        The STAC ``eo:common_name`` (``red``, ``nir08``, ...).
+        The STAC ``eo:common_name`` (``red``, ``nir08``, ...), from the list of the eo
+        extension v1.1.0 that the items declare: the three Sentinel-2 red-edge bands
+        B05-B07 are all ``rededge`` there (``rededge071`` ... are eo v2.0.0 names).
     center_wavelength
         Central wavelength in micrometres.
     resolution
@@ -52,7 +54,7 @@ class Band:
 def _s2(centres: dict[str, float]) -> dict[str, Band]:
     spec = {
         "B01": ("coastal", 60), "B02": ("blue", 10), "B03": ("green", 10), "B04": ("red", 10),
-        "B05": ("rededge071", 20), "B06": ("rededge075", 20), "B07": ("rededge078", 20),
+        "B05": ("rededge", 20), "B06": ("rededge", 20), "B07": ("rededge", 20),
         "B08": ("nir", 10), "B8A": ("nir08", 20), "B09": ("nir09", 60), "B10": ("cirrus", 60),
         "B11": ("swir16", 20), "B12": ("swir22", 20),
     }

@@ -3,7 +3,8 @@
 Every product in the store has one STAC Item (docs/formats.md). It carries:
 
 * the footprint (GeoJSON, EPSG:4326) and bbox, the acquisition datetime or the
-  ``start_datetime``/``end_datetime`` of a period product;
+  ``start_datetime``/``end_datetime`` of a period product (whose ``datetime`` is the
+  period's centre);
 * ``platform``/``constellation``/``instruments`` of each sensor;
 * the projection extension (``proj:code`` on the item, ``proj:shape`` and
   ``proj:transform`` per asset, since bands come at 10, 20 and 60 m);
@@ -24,8 +25,11 @@ stac-extensions.github.io).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +49,10 @@ from .ids import ProductId
 
 PROCESSING_EXTENSION = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
 GRID_EXTENSION = "https://stac-extensions.github.io/grid/v1.1.0/schema.json"
+CLASSIFICATION_EXTENSION = "https://stac-extensions.github.io/classification/v1.1.0/schema.json"
+#: Field prefix -> the extension schema an item using such fields declares (the others, proj,
+#: eo, raster and view, are declared by pystac's extension classes when they write a field).
+_DECLARED_BY_PREFIX = {"classification:": CLASSIFICATION_EXTENSION}
 
 _PLATFORMS = {
     "S2A": ("sentinel-2a", "sentinel-2", ["msi"]),
@@ -133,7 +141,9 @@ def build_item(pid: ProductId, *, geometry: Geometry, assets: list[AssetSpec],
     lineage
         One sentence saying how the product was made.
     datetime
-        Acquisition time; period products give ``None`` and use ``pid.start``/``pid.end``.
+        Acquisition time; period products give ``None``: their item has ``start_datetime``
+        and ``end_datetime`` from ``pid.start``/``pid.end`` and, as ``datetime``, the
+        period's centre.
     cloud_cover, snow_cover
         Percentages of valid pixels.
     sun_angles, view_angles
@@ -150,7 +160,9 @@ def build_item(pid: ProductId, *, geometry: Geometry, assets: list[AssetSpec],
             raise ConfigurationError(f"{pid}: an acquisition product needs a datetime")
         start = pid.start
         end = pid.end.replace(hour=23, minute=59, second=59)
-        item_dt = None
+        # the centre of the period (to the second), so that tools that sort or stack by
+        # ``datetime`` (stackstac, odc-stac) get a real time; the period is start/end
+        item_dt = (start + (end - start) / 2).replace(microsecond=0)
         props["start_datetime"] = pystac.utils.datetime_to_str(start)
         props["end_datetime"] = pystac.utils.datetime_to_str(end)
     else:
@@ -208,7 +220,19 @@ def build_item(pid: ProductId, *, geometry: Geometry, assets: list[AssetSpec],
             view.azimuth = round(float(view_angles[1]) % 360.0, 4)
     for spec in assets:
         _add_asset(item, spec)
+    declare_extensions(item)
     return item
+
+
+def declare_extensions(item: pystac.Item) -> None:
+    """Add to ``stac_extensions`` the schema of every extension whose fields the item's
+    properties or assets use (the classification extension of class maps)."""
+    keys = set(item.properties)
+    for a in item.assets.values():
+        keys |= set(a.extra_fields)
+    for prefix, uri in _DECLARED_BY_PREFIX.items():
+        if any(k.startswith(prefix) for k in keys) and uri not in item.stac_extensions:
+            item.stac_extensions.append(uri)
 
 
 def _add_asset(item: pystac.Item, spec: AssetSpec) -> None:
@@ -231,28 +255,104 @@ def _add_asset(item: pystac.Item, spec: AssetSpec) -> None:
     RasterExtension.ext(asset, add_if_missing=True).apply(bands=[rb] * spec.count)
 
 
-def validate_item(item: pystac.Item | dict, online: bool = False) -> None:
-    """Validate an item; raise ``pystac.errors.STACValidationError`` (or ``ValueError``) if invalid.
+def stac_schema_errors(doc: dict, schemas: str | os.PathLike | None = None) -> list[str]:
+    """Schema errors of a STAC document (item, collection or catalogue), offline.
 
-    Offline (default): the STAC 1.1 core item schema shipped with pystac, plus checks
-    of the extension fields agriseries writes (projection code and per-asset
-    shape/transform, raster data type, eo bands, processing level, provenance).
-    ``online=True``: also every extension's JSON schema, fetched by pystac.
+    The core schema comes from pystac; each declared extension's schema from the folder
+    ``schemas`` (default: the environment variable ``AGRISERIES_STAC_SCHEMAS``), laid out as
+    ``<extension>/<version>/schema.json`` (the URL path under stac-extensions.github.io).
+    Without such a folder only the core schema is checked. A declared extension whose schema
+    is not in the folder is an error.
     """
     import jsonschema
+
+    registry, cache = _schema_registry(str(schemas or os.environ.get(_SCHEMAS_ENV) or ""))
+    kind = doc.get("type")
+    core = {"Feature": "item-spec/json-schema/item.json",
+            "Collection": "collection-spec/json-schema/collection.json",
+            "Catalog": "catalog-spec/json-schema/catalog.json"}.get(kind)
+    if core is None:
+        return [f"type {kind!r} is not a STAC Item, Collection or Catalog"]
+    core_uri = f"https://schemas.stacspec.org/v{doc.get('stac_version')}/{core}"
+    if core_uri not in cache:
+        return [f"no core schema for STAC version {doc.get('stac_version')!r}"]
+    uris = [core_uri]
+    folder = schemas or os.environ.get(_SCHEMAS_ENV)
+    if folder:
+        uris += list(doc.get("stac_extensions") or [])
+    out = []
+    for uri in uris:
+        try:
+            schema = registry.get_or_retrieve(uri).value.contents
+        except Exception:
+            out.append(f"no local schema for the declared extension {uri} in {folder}")
+            continue
+        validator = jsonschema.Draft7Validator(schema, registry=registry)
+        for e in sorted(validator.iter_errors(doc), key=lambda e: list(e.path)):
+            e = _deepest_error(e)
+            where = "/".join(str(p) for p in e.absolute_path) or "(top)"
+            name = "core" if uri == core_uri else "/".join(uri.split("/")[-3:-1])
+            out.append(f"{name}: {where}: {e.message[:200]}")
+    return out
+
+
+_SCHEMAS_ENV = "AGRISERIES_STAC_SCHEMAS"
+_EXT_URL = re.compile(r"https://stac-extensions\.github\.io/([^/]+)/(v[^/]+)/schema\.json$")
+
+
+def _deepest_error(error):
+    best = error
+    for sub in error.context or ():
+        cand = _deepest_error(sub)
+        if len(cand.absolute_path) > len(best.absolute_path):
+            best = cand
+    return best
+
+
+@functools.lru_cache(maxsize=4)
+def _schema_registry(folder: str):
+    from pathlib import Path
+
     from pystac.validation.local_validator import get_local_schema_cache
     from referencing import Registry, Resource
+    from referencing.exceptions import NoSuchResource
 
-    d = item.to_dict() if isinstance(item, pystac.Item) else item
-    d = json.loads(json.dumps(d))  # validate what a file would hold
     cache = get_local_schema_cache()
-    registry = Registry().with_resources(
-        [(uri, Resource.from_contents(schema)) for uri, schema in cache.items()])
-    core_uri = next(u for u in cache if u.endswith("item-spec/json-schema/item.json"))
-    validator = jsonschema.Draft7Validator(cache[core_uri], registry=registry)
-    errors = sorted(validator.iter_errors(d), key=lambda e: e.path)
+
+    def retrieve(uri: str):
+        m = _EXT_URL.match(uri)
+        if m and folder:
+            path = Path(folder) / m.group(1) / m.group(2) / "schema.json"
+            if path.is_file():
+                return Resource.from_contents(json.loads(path.read_text()))
+        elif uri.startswith("https://proj.org/schemas/"):
+            import pyproj
+
+            path = Path(pyproj.datadir.get_data_dir()) / "projjson.schema.json"
+            return Resource.from_contents(json.loads(path.read_text()))
+        elif uri in cache:
+            return Resource.from_contents(cache[uri])
+        raise NoSuchResource(uri)
+
+    return Registry(retrieve=retrieve), cache
+
+
+def validate_item(item: pystac.Item | dict, online: bool = False,
+                  schemas: str | os.PathLike | None = None) -> None:
+    """Validate an item; raise ``ValueError`` if invalid.
+
+    Offline (default): the STAC 1.1 core item schema shipped with pystac, every declared
+    extension's schema when a schema folder is given (``schemas`` or the environment
+    variable ``AGRISERIES_STAC_SCHEMAS``, see :func:`stac_schema_errors`), plus checks of
+    the fields agriseries writes (projection code and per-asset shape/transform, raster data
+    type, eo bands, processing level, provenance).
+    ``online=True``: also every extension's JSON schema, fetched by pystac.
+    """
+    d = item.to_dict(transform_hrefs=False) if isinstance(item, pystac.Item) else item
+    d = json.loads(json.dumps(d))  # validate what a file would hold
+    errors = stac_schema_errors(d, schemas)
     if errors:
-        raise ValueError(f"item {d.get('id')!r} is not a valid STAC item: {errors[0].message}")
+        raise ValueError(f"item {d.get('id')!r} is not a valid STAC item: " + "; ".join(errors[:5]))
     props = d["properties"]
     problems = []
     if "proj:code" not in props and "proj:wkt2" not in props:
@@ -277,3 +377,32 @@ def validate_item(item: pystac.Item | dict, online: bool = False) -> None:
     if online:
         obj = item if isinstance(item, pystac.Item) else pystac.Item.from_dict(d)
         obj.validate()
+
+
+def stackstac_items(items) -> list[dict[str, Any]]:
+    """Items as stackstac 0.5 wants them: plain dicts with absolute asset hrefs and the
+    integer ``proj:epsg`` beside ``proj:code``.
+
+    stackstac reads the CRS only from ``proj:epsg``, which the projection extension v2.0
+    removed (the items declare v2.0 and write ``proj:code``; pystac drops a ``proj:epsg``
+    when it reads an item), and opens the ``href`` of an asset as it is, i.e. relative to
+    the working directory. Without the CRS it falls back on the longitude/latitude bbox and
+    makes a grid one pixel larger, with NaN edges. This adds, in memory only, what it needs;
+    the files are unchanged. ``items``: pystac Items (read from a file, so that relative
+    hrefs resolve) or an ItemCollection.
+    """
+    out = []
+    for item in items:
+        d = item.to_dict(include_self_link=False, transform_hrefs=False)
+        props = d["properties"]
+        code = props.get("proj:code")
+        epsg = int(code.split(":", 1)[1]) if code and code.upper().startswith("EPSG:") else None
+        if epsg is not None:
+            props["proj:epsg"] = epsg
+        for key, a in d["assets"].items():
+            a["href"] = item.assets[key].get_absolute_href() or a["href"]
+            acode = a.get("proj:code")
+            if acode and acode.upper().startswith("EPSG:"):
+                a["proj:epsg"] = int(acode.split(":", 1)[1])
+        out.append(d)
+    return out

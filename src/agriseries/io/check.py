@@ -33,6 +33,7 @@ from typing import Any, Callable
 
 from ..core.errors import CorruptItemError, StoreError
 from ..core.ids import Level, ProductId
+from .catalog import listed_item_ids
 from .store import ProductStore, read_item
 
 #: What :func:`repair_store` does for each kind of problem.
@@ -256,8 +257,7 @@ def _check_catalog(store: ProductStore, readable: dict[str, Path]) -> list[Probl
         if f"./{lv}/collection.json" not in children:
             out.append(Problem("catalogue", str(cat_path), f"does not list the {lv} collection"))
         try:
-            col = json.loads(col_path.read_text())
-            listed = {Path(l["href"]).stem for l in col.get("links", []) if l.get("rel") == "item"}
+            listed = listed_item_ids(col_path)  # through the tile and tile-year catalogues
         except (OSError, ValueError, TypeError, KeyError) as e:
             out.append(Problem("catalogue", str(col_path), f"missing or unreadable collection ({e})"))
             continue

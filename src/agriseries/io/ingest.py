@@ -233,11 +233,12 @@ def ingest_product(product: SourceProduct, store: ProductStore, *, tile: str | N
         fp = fp.intersection(tile_footprint(t))
         store.write_product(
             pid, layers, footprint=fp, sensors=[product.sensor], inputs=[product.product_id],
-            parameters={"reader_metadata": _jsonable(product.metadata)},
+            parameters={"reader_metadata": _portable(_jsonable(product.metadata),
+                                                     Path(product.path))},
             lineage=f"ingested from {product.producer} {product.level} product "
                     f"{product.product_id} by agriseries {VERSION}",
             datetime=product.datetime, angle_grids=grids or None, overwrite=overwrite,
-            properties={"agriseries:source_path": str(Path(product.path).resolve()),
+            properties={"agriseries:source_files": [Path(product.path).name],
                         "agriseries:missing_bands": list(product.metadata.get("missing_bands", []))})
         written.append(str(pid))
     return written, skipped
@@ -314,7 +315,7 @@ def ingest_series(parts: list[tuple[str, xr.Dataset]], store: ProductStore, *,
             parameters={"sources": names},
             lineage=f"ingested from the time series {', '.join(names)} by agriseries {VERSION}",
             datetime=when, overwrite=overwrite,
-            properties={"agriseries:source_path": [str(Path(s).resolve()) for s, _, _ in ones],
+            properties={"agriseries:source_files": names,
                         # the file did not say which Sentinel-2 unit: the sensor is an assumption
                         "agriseries:sensor_assumed": any(bool(one.attrs.get("sensor_assumed"))
                                                          for _, one, _ in ones)})
@@ -325,6 +326,28 @@ def ingest_series(parts: list[tuple[str, xr.Dataset]], store: ProductStore, *,
 def _to_datetime(value) -> dt.datetime:
     ts = np.datetime64(value, "us").astype(dt.datetime)
     return ts.replace(tzinfo=dt.timezone.utc)
+
+
+def _portable(obj, product: Path):
+    """Reader metadata without the paths of the machine that ingested: a path inside the
+    input product becomes relative to it (``GRANULE/.../MTD_TL.xml``), the product itself
+    its name, any other absolute path its file name."""
+    if isinstance(obj, dict):
+        return {k: _portable(v, product) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_portable(v, product) for v in obj]
+    if isinstance(obj, str) and obj.startswith(("/", "\\")) or (
+            isinstance(obj, str) and len(obj) > 2 and obj[1] == ":" and obj[2] in "/\\"):
+        p, base = Path(obj), product.resolve()
+        for prefix in ("/vsizip/", "/vsitar/"):
+            if obj.startswith(prefix):
+                p = Path(obj[len(prefix):])
+        try:
+            rel = p.resolve().relative_to(base)
+            return f"{base.name}/{rel.as_posix()}" if rel.parts else base.name
+        except (ValueError, OSError):
+            return p.name
+    return obj
 
 
 def _jsonable(obj):

@@ -607,6 +607,7 @@ def _l2_assets(f: _Fields) -> tuple[dict[str, Asset], dict[str, Asset]]:
             offset=f.number(tparams, "TEMPERATURE_ADD_BAND_ST_B10"),
             nodata=0,
             kind="aux",
+            unit="K",
         )
     return bands, aux
 

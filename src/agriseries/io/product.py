@@ -26,6 +26,7 @@ returns the agriseries Dataset (README, "The in-memory object"):
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Mapping
 
@@ -34,6 +35,7 @@ from dask.base import tokenize
 import numpy as np
 import rasterio
 import xarray as xr
+from affine import Affine
 from odc.geo import CRS
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
@@ -76,6 +78,9 @@ class Asset:
         Native pixel size in metres (informative; the file's georeferencing rules).
     kind
         ``reflectance``, ``quality`` (decoded by the product's mask decoder) or ``aux``.
+    unit
+        Unit of the values of an ``aux`` layer (``K``, ``degree``), the ``units`` attribute
+        of its variable in :func:`load`.
     """
 
     path: str
@@ -85,6 +90,7 @@ class Asset:
     nodata: float | None = None
     resolution: float | None = None
     kind: Kind = "reflectance"
+    unit: str | None = None
 
     @property
     def resampling(self) -> Resampling:
@@ -255,6 +261,18 @@ class SourceProduct:
         """
         if resolution in self.native_grids:
             return self.native_grids[resolution]
+        if self.native_grids:
+            # another resolution: the area of the finest native grid, on the tile's pixel
+            # lattice when the product is on a tile, else from the native grid's corner
+            base = self.native_grids[min(self.native_grids)]
+            if self.tile is not None:
+                snapped = snap_to_tile(tile_geobox(self.tile, resolution), base.extent)
+                if snapped is not None:
+                    return snapped
+            a = base.affine
+            ny = max(1, math.ceil(abs(base.shape.y * a.e) / resolution - 1e-9))
+            nx = max(1, math.ceil(abs(base.shape.x * a.a) / resolution - 1e-9))
+            return GeoBox((ny, nx), Affine(resolution, 0, a.c, 0, -resolution, a.f), base.crs)
         if self.tile is not None:
             return tile_geobox(self.tile, resolution)
         for asset in list(self.bands.values()) + list(self.quality.values()):
@@ -440,7 +458,8 @@ def load(product: SourceProduct, resolution: int | None = None, *, geobox: GeoBo
         data_vars["mask"] = xr.DataArray(mask[None], dims=("time", "y", "x"), attrs=dict(CF_ATTRS))
     for name, asset in (product.aux.items() if with_aux else ()):
         arr = _lazy(asset, gb, chunks, np.float32, np.nan)[None]
-        data_vars[name] = xr.DataArray(arr, dims=("time", "y", "x"))
+        data_vars[name] = xr.DataArray(arr, dims=("time", "y", "x"),
+                                       attrs={"units": asset.unit} if asset.unit else {})
     if angles is not None:
         data_vars.update(_angle_vars(product, gb, angles, names, chunks))
     ts = np.datetime64(product.datetime.astimezone(_dt.timezone.utc).replace(tzinfo=None), "ns")

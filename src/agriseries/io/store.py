@@ -14,6 +14,8 @@ Encoding of the COGs:
 
 * reflectance: ``int16``, value x 10000, no data -10000 (the THEIA convention;
   ``raster:bands`` scale 1e-4 says so);
+* thermal bands (Landsat B10, B11): ``int16``, (kelvin - 150) x 100, no data -10000
+  (``raster:bands`` scale 0.01, offset 150, unit K; role ``temperature``);
 * ``mask``: ``uint8`` common mask bits (:mod:`agriseries.core.masks`);
 * other layers (``aot``, per-pixel angles): ``float32``, NaN no data;
 * ``angles``: the provider's coarse angle grids (sun and per-band view zenith and
@@ -49,6 +51,7 @@ from ..core.errors import CorruptItemError, StoreError
 from ..core.ids import Level, ProductId
 from ..core.masks import MaskBit
 from ..core.stac import AssetSpec, build_item, validate_item
+from .catalog import collection_id, item_links
 from .cog import CogJob, bit_categories, class_colormap, write_cog, write_cogs
 from .product import AngleGrid, Asset, SourceProduct, nanmean_angles
 
@@ -97,6 +100,25 @@ def _flag_categories(text: str) -> tuple[dict[int, str], dict[int, tuple]] | tup
     return dict(pairs), cmap
 
 
+def _classification_classes(classes: list[dict], cmap: dict[int, tuple]) -> list[dict]:
+    """``classification:classes`` in the shape of the classification extension v1.1.0:
+    ``value`` and ``description`` (required), ``name`` (letters, digits, ``_``, ``-``: what
+    v2.0.0 requires) and the colour of the COG's colour table as ``color_hint``."""
+    import re
+
+    out = []
+    for c in classes:
+        text = str(c.get("description") or c.get("name") or c["value"])
+        # ``name`` as v2.0.0 wants it too (pystac relabels v1.1.0 items as v2.0.0 on reading)
+        slug = re.sub(r"[^0-9A-Za-z_-]+", "_", str(c.get("name") or text)).strip("_")
+        entry = {"value": int(c["value"]), "description": text,
+                 "name": slug or f"class_{int(c['value'])}"}
+        r, g, b, _ = cmap[int(c["value"])]
+        entry["color_hint"] = f"{r:02X}{g:02X}{b:02X}"
+        out.append(entry)
+    return out
+
+
 @dataclass(frozen=True)
 class Layer:
     """One 2-D layer to store.
@@ -120,13 +142,15 @@ class Layer:
         The spectral band of a reflectance layer.
     unit
         Unit of an ``aux`` or ``scaled`` layer.
-    scale
-        The quantisation step of a ``scaled`` layer.
+    scale, offset
+        The quantisation of a ``scaled`` layer: ``value = stored * scale + offset``.
     nodata
         No-data value of a ``classes`` layer (a map of integer class codes, ``uint8`` or
         ``uint16``, written with nearest-neighbour overviews: the L4A / L4B maps).
     extra
         Further asset fields of a ``classes`` layer (e.g. ``classification:classes``).
+    title
+        The asset title (default: the key; reflectance layers say ``Reflectance <key>``).
     """
 
     key: str
@@ -138,6 +162,14 @@ class Layer:
     scale: float | None = None
     nodata: float | None = None
     extra: dict | None = None
+    offset: float | None = None
+    title: str | None = None
+
+
+#: Thermal bands (Landsat TIRS B10, B11): kelvin stored as int16 ``(K - 150) x 100``
+#: (0.01 K steps from 50 to 477 K, finer than the 0.1 K or 0.0034 K of the sources; values
+#: outside that range are no data).
+TEMPERATURE_SCALE, TEMPERATURE_OFFSET = 0.01, 150.0
 
 
 @dataclass(frozen=True)
@@ -165,11 +197,19 @@ def _xp(arr):
     return np
 
 
-def _encode_scaled(arr, scale: float):
-    """``round(arr / scale)`` as int16, -10000 where NaN (reflectance x 10000, weight x 1000)."""
+def _encode_scaled(arr, scale: float, offset: float = 0.0, *, clip: bool = True):
+    """``round((arr - offset) / scale)`` as int16, -10000 where NaN (reflectance x 10000,
+    weight x 1000, temperature (K - 150) x 100). Values beyond the int16 range are clipped
+    (``clip``: a reflectance above 3.2767) or no data (a "temperature" of 6453.7 K is a
+    provider's fill value, not a measurement)."""
     xp = _xp(arr)
-    q = xp.clip(xp.round(arr / scale), REFLECTANCE_NODATA + 1, 32767)
-    return xp.where(xp.isnan(arr), REFLECTANCE_NODATA, q).astype(np.int16)
+    q = xp.round((arr - offset) / scale)
+    bad = xp.isnan(arr)
+    if clip:
+        q = xp.clip(q, REFLECTANCE_NODATA + 1, 32767)
+    else:
+        bad = bad | (q <= REFLECTANCE_NODATA) | (q > 32767)
+    return xp.where(bad, REFLECTANCE_NODATA, q).astype(np.int16)
 
 
 def _encode_reflectance(arr):
@@ -310,10 +350,13 @@ class ProductStore:
                 shutil.copyfile(src, tmp / name)
                 item.add_asset(f.key, pystac.Asset(name, title=f.title or f.key,
                                                    media_type=f.media_type, roles=list(f.roles)))
+            item.collection_id = collection_id(pid.level)
+            item.links = item_links(pid)
             validate_item(item)
             item_file = tmp / f"{pid}.json"
             item.set_self_href(None)
-            _atomic_write_json(item_file, item.to_dict(include_self_link=False))
+            _atomic_write_json(item_file, item.to_dict(include_self_link=False,
+                                                        transform_hrefs=False))
             final.parent.mkdir(parents=True, exist_ok=True)
             if final.exists():
                 trash = tmp_root / f"{pid}.old.{uuid.uuid4().hex[:8]}"
@@ -325,8 +368,18 @@ class ProductStore:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        self._ensure_root_catalog()
         item.set_self_href(str(self.item_path(pid)))
         return item
+
+    def _ensure_root_catalog(self) -> None:
+        """Write a root ``catalog.json`` if the store has none yet, so that an item's ``root``
+        link resolves before the first :meth:`update_catalog` (pystac follows it)."""
+        path = self.root / "catalog.json"
+        if not path.is_file():
+            from .catalog import root_catalog
+
+            _atomic_write_json(path, root_catalog("agriseries product store"))
 
     def _layer_job(self, folder: Path, stem: str, layer: Layer,
                    counts: dict) -> tuple[CogJob, AssetSpec]:
@@ -342,12 +395,15 @@ class ProductStore:
                               scale=1.0 / REFLECTANCE_SCALE, offset=0.0, band=layer.band))
         if layer.kind == "scaled":
             scale = layer.scale or 1.0
-            return (CogJob(path, _encode_scaled(layer.data, scale), layer.geobox,
+            offset = layer.offset or 0.0
+            roles = ("data", "temperature") if layer.unit == "K" else ("data",)
+            data = _encode_scaled(layer.data, scale, offset, clip=layer.unit != "K")
+            return (CogJob(path, data, layer.geobox,
                            REFLECTANCE_NODATA, "average", description=layer.key,
-                           scale=scale, offset=0.0, units=layer.unit),
-                    AssetSpec(layer.key, fname, layer.geobox, "int16", ("data",), layer.key,
-                              nodata=REFLECTANCE_NODATA, scale=scale, offset=0.0,
-                              unit=layer.unit))
+                           scale=scale, offset=offset, units=layer.unit),
+                    AssetSpec(layer.key, fname, layer.geobox, "int16", roles,
+                              layer.title or layer.key, nodata=REFLECTANCE_NODATA, scale=scale,
+                              offset=offset, unit=layer.unit, band=layer.band))
         if layer.kind == "mask":
             def count(block: np.ndarray) -> None:
                 valid = (block & int(MaskBit.NODATA)) == 0
@@ -384,12 +440,14 @@ class ProductStore:
                     for c in classes}
             if cats and nodata is not None:
                 cats.setdefault(nodata, "no data")
+            cmap = class_colormap(classes, nodata) if classes else None
+            extra = dict(layer.extra or {})
+            if classes:
+                extra["classification:classes"] = _classification_classes(classes, cmap)
             return (CogJob(path, layer.data, layer.geobox, layer.nodata, "nearest",
-                           description=layer.key,
-                           colormap=class_colormap(classes, nodata) if classes else None,
-                           categories=cats or None),
+                           description=layer.key, colormap=cmap, categories=cats or None),
                     AssetSpec(layer.key, fname, layer.geobox, dtype.name, ("data", "classification"),
-                              layer.key, nodata=layer.nodata, extra=dict(layer.extra or {})))
+                              layer.key, nodata=layer.nodata, extra=extra))
         if layer.kind == "flags":
             names, cmap = _flag_categories(layer.unit or "")
             return (CogJob(path, layer.data.astype(np.uint8), layer.geobox, None, "nearest",
@@ -438,7 +496,8 @@ class ProductStore:
                   overview_resampling="nearest", description=names, units="degree")
         spec = AssetSpec("angles", fname, gb, "float32", ("metadata", "angles"),
                          "Sun and viewing angle grids (degrees, values at pixel centres)",
-                         nodata=float("nan"), unit="degree", extra={"agriseries:bands": names})
+                         nodata=float("nan"), unit="degree", extra={"agriseries:bands": names},
+                         count=len(names))
         return spec, sun_mean, view_mean
 
     # -- reading -------------------------------------------------------------------
@@ -515,8 +574,9 @@ class ProductStore:
                 aux[key] = Asset(path, 1, nodata=None, resolution=res, kind="quality")
             elif key == "angles":
                 sun_grid, view_grids = _read_angle_grids(path, a.extra_fields["agriseries:bands"])
-            else:
-                aux[key] = Asset(path, 1, nodata=float("nan"), resolution=res, kind="aux")
+            else:  # what raster:bands says: value = DN * scale + offset, DN nodata is no data
+                aux[key] = Asset(path, 1, rb.get("scale", 1.0), rb.get("offset", 0.0),
+                                 _nodata(rb.get("nodata")), res, "aux", rb.get("unit"))
         if sun_grid is None and "view:sun_elevation" in props:
             sun_grid = _constant_grid(90.0 - props["view:sun_elevation"], props["view:sun_azimuth"],
                                       props.get("proj:code", "EPSG:4326"))
@@ -593,55 +653,15 @@ class ProductStore:
     # -- catalogue -----------------------------------------------------------------
     def update_catalog(self, title: str = "agriseries product store", *,
                        force: bool = False) -> Path:
-        """(Re)write ``catalog.json`` and one ``collection.json`` per level from the items on
-        disk (skipped, unless ``force``, on a store opened with ``catalog_updates=False``)."""
+        """(Re)write ``catalog.json``, one ``collection.json`` per level and the catalogues of
+        each tile and tile-year from the items on disk (:mod:`agriseries.io.catalog`); skipped,
+        unless ``force``, on a store opened with ``catalog_updates=False``."""
         if not (self.catalog_updates or force):
             return self.root / "catalog.json"
-        self.root.mkdir(parents=True, exist_ok=True)
-        levels = sorted(p.name for p in self.root.iterdir()
-                        if p.is_dir() and p.name in {lv.value for lv in Level})
-        cat = {"type": "Catalog", "stac_version": pystac.get_stac_version(), "id": "agriseries",
-               "description": title, "links": [{"rel": "root", "href": "./catalog.json",
-                                                "type": "application/json"}]}
-        for lv in levels:
-            items = list(self.items(level=lv))
-            if not items:
-                continue
-            self._write_collection(lv, items)
-            cat["links"].append({"rel": "child", "href": f"./{lv}/collection.json",
-                                 "type": "application/json", "title": Level(lv).description})
-        path = self.root / "catalog.json"
-        _atomic_write_json(path, cat)
-        return path
+        from .catalog import write_catalog
 
-    def _write_collection(self, level: str, items: list[pystac.Item]) -> None:
-        bboxes = np.array([it.bbox for it in items])
-        times = []
-        for it in items:
-            p = it.properties
-            times.append(pystac.utils.str_to_datetime(p.get("start_datetime") or p["datetime"]))
-            times.append(pystac.utils.str_to_datetime(p.get("end_datetime") or p["datetime"]))
-        col_dir = self.root / level
-        links = [{"rel": "root", "href": "../catalog.json", "type": "application/json"},
-                 {"rel": "parent", "href": "../catalog.json", "type": "application/json"}]
-        for it in items:
-            rel = self.item_path(it.id).relative_to(col_dir)
-            links.append({"rel": "item", "href": f"./{rel.as_posix()}",
-                          "type": "application/geo+json"})
-        col = {
-            "type": "Collection", "stac_version": pystac.get_stac_version(),
-            "id": f"agriseries-{level.lower()}", "title": f"agriseries {level}",
-            "description": Level(level).description, "license": "other",
-            "extent": {
-                "spatial": {"bbox": [[float(bboxes[:, 0].min()), float(bboxes[:, 1].min()),
-                                      float(bboxes[:, 2].max()), float(bboxes[:, 3].max())]]},
-                "temporal": {"interval": [[pystac.utils.datetime_to_str(min(times)),
-                                           pystac.utils.datetime_to_str(max(times))]]},
-            },
-            "links": links,
-        }
-        pystac.Collection.from_dict(col)  # structural check
-        _atomic_write_json(col_dir / "collection.json", col)
+        return write_catalog(self.root, title, lambda lv: list(self.items(level=lv)),
+                             _atomic_write_json)
 
 
 def read_item(path: str | Path) -> pystac.Item:
@@ -681,7 +701,9 @@ def read_item(path: str | Path) -> pystac.Item:
         raise CorruptItemError(path, "the item has no assets")
     try:
         href = str(path.absolute())
-        item = pystac.Item.from_dict(doc, href=href, migrate=True, preserve_dict=False)
+        # as written: pystac's migration would relabel extension versions (classification
+        # v1.1.0 as v2.0.0) and the item would no longer be what the store validated
+        item = pystac.Item.from_dict(doc, href=href, migrate=False, preserve_dict=False)
     except (pystac.STACError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise CorruptItemError(path, f"not a valid STAC item: {e}") from e
     return item
@@ -695,6 +717,15 @@ def _opened_metadata(item_path: Path, table: list, props: dict) -> dict[str, Any
     if isinstance(reader, dict) and isinstance(reader.get("atmosphere"), dict):
         out["atmosphere"] = reader["atmosphere"]
     return out
+
+
+def _nodata(value) -> float | None:
+    """A ``raster:bands`` no-data value as a number (the extension spells NaN ``"nan"``)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}[value]
+    return float(value)
 
 
 def _constant_grid(zenith: float, azimuth: float, crs: str) -> AngleGrid:
@@ -743,7 +774,12 @@ def dataset_layers(ds: xr.Dataset, sensor: str) -> list[Layer]:
     layers = []
     for name, var in ds.data_vars.items():
         data = var.data[0] if "time" in var.dims else var.data
-        if name in table:
+        if name in table and not table[name].is_reflective:  # thermal: kelvin, not reflectance
+            title = str(var.attrs.get("long_name") or f"temperature {name}")
+            layers.append(Layer(name, data, gb, "scaled", band=table[name], unit="K",
+                                scale=TEMPERATURE_SCALE, offset=TEMPERATURE_OFFSET,
+                                title=f"{title[0].upper()}{title[1:]} (K)"))
+        elif name in table:
             layers.append(Layer(name, data, gb, "reflectance", band=table[name]))
         elif name == "mask":
             layers.append(Layer(name, data, gb, "mask"))

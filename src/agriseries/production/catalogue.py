@@ -220,7 +220,8 @@ def rescan(job_store: ProductCatalogue, product_store, *, full: bool = False) ->
     for pid in todo:
         try:
             item = read_item(on_disk[pid])
-            records.append(ProductRecord.from_id(pid, on_disk[pid], item=item.to_dict()))
+            records.append(ProductRecord.from_id(pid, on_disk[pid],
+                                                 item=item.to_dict(transform_hrefs=False)))
         except FileNotFoundError:
             continue  # being replaced: next time
         except CorruptItemError as e:

@@ -123,7 +123,8 @@ class TaskResult:
 
 def _product_entry(store, pid: str, made: bool) -> dict[str, Any]:
     item = store.item(pid)
-    return {"id": pid, "path": str(store.item_path(pid)), "item": item.to_dict(), "made": made}
+    return {"id": pid, "path": str(store.item_path(pid)),
+            "item": item.to_dict(transform_hrefs=False), "made": made}
 
 
 def _made_from(item) -> frozenset[str]:
