@@ -7,6 +7,7 @@ products (one date in three: 24 products), the parcels of tests/data/crop.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -271,6 +272,22 @@ def test_commands(store, mask_product):
     assert res.exit_code == 1 and "no field 'CODE'" in res.output
     res = runner.invoke(cropmask_cmd, args)
     assert res.exit_code == 2 and "--insitu or --reference-map" in res.output
+
+
+def test_crop_maps_and_their_catalogue_are_valid_stac(store, mask_product):
+    """Every item (L2A inputs, L4A, and L4B when the tests above made it), collection and
+    catalogue of the store validates against core + its extensions (classification v1.1.0)."""
+    from stac_check import assert_valid_stac, store_stac_files
+
+    store.update_catalog()
+    files = store_stac_files(store.root)
+    assert any(p.name.startswith("L4A_") for p in files)
+    assert_valid_stac(*files)
+    item = json.loads(store.item_path(mask_product.product).read_text())
+    assert "https://stac-extensions.github.io/classification/v1.1.0/schema.json" in \
+        item["stac_extensions"]
+    for c in item["assets"]["crop_mask"]["classification:classes"]:
+        assert c["description"] and re.fullmatch(r"[0-9A-Za-z_-]+", c["name"])
 
 
 def test_store_classes_layer_and_files(tmp_path, labels):

@@ -104,9 +104,12 @@ def product_folders(store: Path) -> dict[str, Path]:
 def assert_store_whole(site) -> dict[str, float]:
     """Every product folder complete (its STAC item written last), catalogue == disk;
     returns the item modification times."""
+    from stac_check import assert_valid_stac, store_stac_files
+
     folders = product_folders(site.store)
     for pid, folder in folders.items():
         assert (folder / f"{pid}.json").is_file(), f"half-written product {folder}"
+    assert_valid_stac(*store_stac_files(site.store))  # core + every declared extension
     js = site.job_store()
     try:
         assert {r.product_id for r in js.products()} == set(folders)
@@ -276,9 +279,12 @@ def test_runner_killed_with_sigkill_mid_job_then_rerun(tmp_path, cluster):
     assert interrupted
     js.close()
     # whatever was being written is not in the product tree: whole products only
+    from stac_check import assert_valid_stac, store_stac_files
+
     folders = product_folders(site.store)
     for pid, folder in folders.items():
         assert (folder / f"{pid}.json").is_file(), f"half-written product {folder}"
+    assert_valid_stac(*store_stac_files(site.store))  # core + every declared extension
     made_before = {pid: (f / f"{pid}.json").stat().st_mtime_ns for pid, f in folders.items()}
     assert made_before
 

@@ -683,7 +683,10 @@ def read_item(path: str | Path) -> pystac.Item:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
-        what = "truncated" if e.pos >= len(text.rstrip()) else "not valid JSON"
+        # cut off: the error is at the end, or in a string that runs to the end
+        cut = e.pos >= len(text.rstrip()) or (e.msg.startswith("Unterminated string")
+                                              and '"' not in text[e.pos + 1:])
+        what = "truncated" if cut else "not valid JSON"
         raise CorruptItemError(path, f"{what}: {e.msg} at line {e.lineno} column {e.colno} "
                                "(expected a STAC item)") from e
     if not isinstance(doc, dict) or doc.get("type") != "Feature":
