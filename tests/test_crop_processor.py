@@ -86,6 +86,8 @@ def test_defaults_are_sen2agri():
         assert (c.method, c.n_trees, c.max_depth, c.min_samples, c.seed) == ("rf", 100, 25, 25, 0)
         assert p.series.step_days == 10 and p.series.smoothing_lambda is None
     assert not m.segmentation and m.no_insitu.alpha == 0.01
+    # not Sen2Agri's: the crop mask's training polygons are eroded by 1 px (docs/accuracy.md)
+    assert m.erosion_radius == 1 and t.erosion_radius == 0
 
 
 def test_load_season(store):
@@ -332,3 +334,27 @@ def test_store_classes_layer_and_files(tmp_path, labels):
         st.write_product(pid, [Layer("crop_type", codes.astype(np.int32), gb, "classes")],
                          overwrite=True, **kw)
     assert st.exists(pid) and (st.product_dir(pid) / f"{pid}_note.json").exists()  # untouched
+
+
+def test_training_polygons_lose_their_border_pixels(store, mask_product):
+    """Default erosion 1 px (it wins on held-out parcels, docs/accuracy.md): the training
+    pixels are the interior pixels of the training polygons; validation keeps every pixel."""
+    from agriseries.crop.samples import rasterize_polygons, read_polygons
+
+    item = store.item(mask_product.product)
+    gb = store.open(item).native_grids[10]
+    idx = rasterize_polygons(read_polygons(PARCELS, "CROP"), gb)
+    train = _train_pixels(store, mask_product.product)
+    pad = np.pad(idx, 1, mode="edge")
+    interior = np.ones(idx.shape, bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            interior &= pad[1 + dy:idx.shape[0] + 1 + dy, 1 + dx:idx.shape[1] + 1 + dx] == idx
+    assert mask_product.n_train == int((train & interior).sum()) < int(train.sum())
+    assert mask_product.n_validation == int((~train).sum())
+    r0 = cropmask(store, "T31UDS", *SEASON, insitu=PARCELS, overwrite=True,
+                  params=CropMaskParams(classifier=FAST, erosion_radius=0))
+    assert r0.n_train == int(train.sum()) and r0.n_validation == mask_product.n_validation
+    # leave the store's product as the other tests expect it
+    cropmask(store, "T31UDS", *SEASON, insitu=PARCELS, overwrite=True,
+             params=CropMaskParams(classifier=FAST))

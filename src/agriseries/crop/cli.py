@@ -54,6 +54,9 @@ def _common(f):
                      type=click.Choice(["sen2agri", "20m"]),
                      help="Per-date features: sen2agri (B03 B04 B08 B11, NDVI, NDWI, brightness) "
                           "or 20m (B05 B06 B07 B8A B11 B12, NDRE, NDMI, brightness)."),
+        click.option("--erosion", "erosion", default=None, type=click.IntRange(0),
+                     help="Border pixels of the in-situ training polygons left out (radius in "
+                          "pixels; default 1 for the crop mask, 0 for the crop type)."),
         click.option("--overwrite", is_flag=True, help="Remake the product if it exists."),
         click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
     ]
@@ -63,10 +66,12 @@ def _common(f):
 
 
 def _params(base, classifier, trees, max_depth, min_samples, seed, step_days, red_edge,
-            feature_set="sen2agri", **kw):
+            feature_set="sen2agri", erosion=None, **kw):
     from .classifier import ClassifierParams
     from .features import SeriesParams
 
+    if erosion is not None:
+        kw["erosion_radius"] = erosion
     return replace(base, classifier=ClassifierParams(method=classifier, n_trees=trees,
                                                      max_depth=max_depth, min_samples=min_samples,
                                                      seed=seed),
@@ -117,7 +122,7 @@ def _fail(exc: AgriseriesError) -> None:
               help="A site model (agriseries croptrain): map with it instead of training; "
                    "--insitu then only validates (on the polygons the model did not train on).")
 def cropmask_cmd(store_dir, tile, season, until, classifier, trees, max_depth, min_samples, seed,
-                 step_days, red_edge, feature_set, overwrite, as_json, insitu, class_field,
+                 step_days, red_edge, feature_set, erosion, overwrite, as_json, insitu, class_field,
                  crop_values, reference_map, ignore_values, trim_alpha, segmentation, model_path):
     """L4A crop mask of a tile for a season, with in-situ polygons or a reference map."""
     from ..core.grid import parse_tile
@@ -140,7 +145,7 @@ def cropmask_cmd(store_dir, tile, season, until, classifier, trees, max_depth, m
                                                        ignore_values=_codes(ignore_values),
                                                        alpha=trim_alpha, seed=seed))
         params = _params(base, classifier, trees, max_depth, min_samples, seed, step_days, red_edge,
-                         feature_set)
+                         feature_set, erosion)
         results = [cropmask(ProductStore(store_dir), parse_tile(tile).name, season[0], season[1],
                             insitu=insitu, reference_map=reference_map, until=u, params=params,
                             overwrite=overwrite, model=model_path)
@@ -165,7 +170,7 @@ def cropmask_cmd(store_dir, tile, season, until, classifier, trees, max_depth, m
               help="A crop type site model (agriseries croptrain --kind type): map with it "
                    "instead of training; --insitu then only validates.")
 def croptype_cmd(store_dir, tile, season, until, classifier, trees, max_depth, min_samples, seed,
-                 step_days, red_edge, feature_set, overwrite, as_json, insitu, class_field,
+                 step_days, red_edge, feature_set, erosion, overwrite, as_json, insitu, class_field,
                  exclude_codes, crop_mask, model_path):
     """L4B crop type map of a tile for a season, from in-situ polygons."""
     from ..core.grid import parse_tile
@@ -177,7 +182,7 @@ def croptype_cmd(store_dir, tile, season, until, classifier, trees, max_depth, m
     try:
         base = CropTypeParams(class_field=class_field, exclude_codes=_codes(exclude_codes))
         params = _params(base, classifier, trees, max_depth, min_samples, seed, step_days, red_edge,
-                         feature_set)
+                         feature_set, erosion)
         results = [croptype(ProductStore(store_dir), parse_tile(tile).name, season[0], season[1],
                             insitu=insitu, crop_mask=crop_mask, until=u, params=params,
                             overwrite=overwrite, model=model_path)
@@ -214,10 +219,12 @@ def croptype_cmd(store_dir, tile, season, until, classifier, trees, max_depth, m
 @click.option("--red-edge", is_flag=True, help="Also use B05, B06, B07, B8A.")
 @click.option("--feature-set", default="sen2agri", show_default=True,
               type=click.Choice(["sen2agri", "20m"]))
+@click.option("--erosion", "erosion", default=None, type=click.IntRange(0),
+              help="Border pixels of the training polygons left out (default 1 mask, 0 type).")
 @click.option("--json", "as_json", is_flag=True, help="Print the model summary as JSON.")
 def croptrain_cmd(store_dir, units, kind, out_path, class_field, crop_values, exclude_codes,
                   classifier, trees, max_depth, min_samples, seed, step_days, red_edge,
-                  feature_set, as_json):
+                  feature_set, erosion, as_json):
     """Train one site-level crop model on the in-situ data of several tiles (and seasons).
 
     Apply it with ``agriseries cropmask --model FILE`` (or ``croptype --model FILE``) to any
@@ -249,7 +256,7 @@ def croptrain_cmd(store_dir, units, kind, out_path, class_field, crop_values, ex
             base = CropTypeParams(class_field=class_field or "CODE",
                                   exclude_codes=_codes(exclude_codes))
         params = _params(base, classifier, trees, max_depth, min_samples, seed, step_days,
-                         red_edge, feature_set)
+                         red_edge, feature_set, erosion)
         model = train_site_model(
             ProductStore(store_dir),
             [TrainingUnit(parse_tile(t).name, (a, b), Path(f)) for t, a, b, f in parsed],

@@ -75,6 +75,7 @@ from .nolabels import (
 from .postprocess import NDVIPCA, SegmentationParams, postprocess
 from .samples import (
     Polygons,
+    interior_pixels,
     rasterize_polygons,
     read_polygons,
     sample_pixels,
@@ -113,6 +114,11 @@ class CropMaskParams:
         Share of each class's polygons used for training (the rest validates).
     min_per_class
         Fewest training pixels kept per class (when it has them).
+    erosion_radius
+        The training polygons lose the pixels within this distance (pixels) of their
+        border before sampling (mixed pixels out; validation polygons keep all theirs).
+        Default 1: on the WorldCereal patches, by parcel, it lifts the crop mask from OA
+        0.63 / 0.52 to 0.86 / 0.66 (docs/accuracy.md); 0 is Sen2Agri's behaviour.
     series
         Time-series preparation.
     classifier
@@ -130,6 +136,7 @@ class CropMaskParams:
     samples: int = 40000
     sample_ratio: float = 0.75
     min_per_class: int = 100
+    erosion_radius: int = 1
     series: SeriesParams = field(default_factory=SeriesParams)
     classifier: ClassifierParams = field(default_factory=ClassifierParams)
     segmentation: bool = False
@@ -153,6 +160,9 @@ class CropTypeParams:
         Share of each class's polygons used for training.
     min_per_class
         Fewest training pixels kept per class (when it has them).
+    erosion_radius
+        Border pixels of the training polygons left out (pixels; default 0, Sen2Agri: not
+        measured for the crop type yet, see the crop mask's).
     series
         Time-series preparation.
     classifier
@@ -164,6 +174,7 @@ class CropTypeParams:
     samples: int = 10000
     sample_ratio: float = 0.75
     min_per_class: int = 100
+    erosion_radius: int = 0
     series: SeriesParams = field(default_factory=SeriesParams)
     classifier: ClassifierParams = field(default_factory=ClassifierParams)
 
@@ -254,8 +265,11 @@ def load_season(store: ProductStore, tile: str, start, end,
 
 
 def _insitu_pixels(path, class_field: str, gb, recode=None, ratio: float = 0.75, seed: int = 0,
-                   exclude=()):
-    """(class per pixel, split per pixel: 1 train / 2 validation / 0 none, polygons)."""
+                   exclude=(), erosion: int = 0):
+    """(class per pixel, split per pixel: 1 train / 2 validation / 0 none, polygons).
+
+    ``erosion``: the training polygons lose their border pixels (those within ``erosion``
+    pixels of another polygon or of unlabelled ground); validation polygons keep all theirs."""
     polys = read_polygons(path, class_field)
     if exclude:
         keep = ~np.isin(polys.values, np.asarray(exclude))
@@ -274,6 +288,8 @@ def _insitu_pixels(path, class_field: str, gb, recode=None, ratio: float = 0.75,
     train_of[present] = train_p
     labels = np.where(inside, values[np.maximum(index, 0)], -1)
     split = np.where(inside, np.where(train_of[np.maximum(index, 0)], 1, 2), 0).astype(np.int8)
+    if erosion:
+        split[(split == 1) & ~interior_pixels(index, erosion, nodata=-1)] = 0
     return labels, split, polys
 
 
@@ -399,7 +415,7 @@ def cropmask(store: ProductStore, tile: str, season_start, season_end, *, insitu
         extractor = SeriesFeatures(dates, sp)
         labels, split, polys = _insitu_pixels(
             insitu, params.class_field, gb, recode=lambda v: np.isin(v, crop_set).astype(np.int64),
-            ratio=params.sample_ratio, seed=seed)
+            ratio=params.sample_ratio, seed=seed, erosion=params.erosion_radius)
         rows, cols = _sampled(labels, split, params.samples, seed, params.min_per_class)
         X = extract_samples(ds, extractor, rows, cols)
         y = labels[rows, cols]
@@ -532,7 +548,8 @@ def croptype(store: ProductStore, tile: str, season_start, season_end, *, insitu
     extractor = SeriesFeatures(dates, sp)
     labels, split, polys = _insitu_pixels(insitu, params.class_field, gb,
                                           ratio=params.sample_ratio, seed=seed,
-                                          exclude=params.exclude_codes)
+                                          exclude=params.exclude_codes,
+                                          erosion=params.erosion_radius)
     class_dtype(np.unique(polys.values))  # codes must fit the map
     rows, cols = _sampled(labels, split, params.samples, seed, params.min_per_class)
     X = extract_samples(ds, extractor, rows, cols)

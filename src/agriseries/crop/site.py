@@ -10,7 +10,8 @@ every tile. :func:`train_site_model` does that on a product store:
 2. the polygons of each file are split 75 / 25 **once, over the whole file**, by polygon
    id and class by class (:func:`agriseries.crop.samples.split_polygons`), so a polygon
    that crosses two tiles is on the same side in both;
-3. at most ``params.samples`` training pixels are drawn over all the units together, in
+3. the training polygons lose their border pixels (``params.erosion_radius``, 1 for the
+   crop mask), then at most ``params.samples`` training pixels are drawn over all the units together, in
    proportion to the class areas (:func:`agriseries.crop.samples.sample_pixels`), their
    features computed on each unit's own season grid, and one classifier is trained;
 4. the :class:`SiteModel` keeps the classifier, the feature **layout** (the per-date
@@ -40,7 +41,13 @@ from ..core.errors import ConfigurationError, InputProductError, optional_import
 from ..core.ids import crop_season
 from .classifier import CropClassifier, extract_samples, train_classifier
 from .features import SeriesFeatures, season_dates
-from .samples import rasterize_polygons, read_polygons, sample_pixels, split_polygons
+from .samples import (
+    interior_pixels,
+    rasterize_polygons,
+    read_polygons,
+    sample_pixels,
+    split_polygons,
+)
 
 __all__ = ["KINDS", "SiteModel", "TrainingUnit", "load_site_model", "train_site_model"]
 
@@ -178,6 +185,8 @@ def _unit_labels(unit: TrainingUnit, gb, kind: str, params, split_of: dict):
                                              f"{unit.tile}")
     labels = np.where(inside, values[np.maximum(index, 0)], -1)
     is_train = inside & train[np.maximum(index, 0)]
+    if params.erosion_radius:
+        is_train &= interior_pixels(np.where(inside, index, -1), params.erosion_radius, nodata=-1)
     return labels, is_train
 
 
