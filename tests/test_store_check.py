@@ -209,3 +209,221 @@ def test_tables_do_not_wrap_when_piped(store):
     assert res.exit_code == 0
     for pid in _ids(store):
         assert sum(pid in line for line in res.stdout.splitlines()) == 1
+
+
+# -- store-level failures: a real full disk and a real read-only file system -------------------
+
+def _namespace_ok() -> bool:
+    import subprocess
+
+    try:
+        return subprocess.run(["unshare", "-rm", "true"], capture_output=True,
+                              timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+needs_namespace = pytest.mark.skipif(not _namespace_ok(), reason="unshare -rm (user and mount "
+                                     "namespaces) is not available: no small file system to fill")
+
+
+def _cli_in_small_fs(mnt: Path, size: str, args: list[str], prepare: str = "",
+                     read_only: bool = False):
+    """Run ``agriseries ARGS`` with a fresh tmpfs of SIZE mounted on MNT (a private mount
+    namespace: nothing to clean up, no root needed)."""
+    import shlex
+    import subprocess
+    import sys
+
+    mnt.mkdir(exist_ok=True)
+    cmd = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "agriseries.cli", *args])
+    script = (f"mount -t tmpfs -o size={size} tmpfs {shlex.quote(str(mnt))} && {prepare} "
+              + (f"mount -o remount,ro {shlex.quote(str(mnt))} && " if read_only else "")
+              + cmd)
+    return subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True,
+                          text=True, timeout=300)
+
+
+@needs_namespace
+def test_full_disk_is_one_clear_line(tmp_path):
+    mnt = tmp_path / "small"
+    res = _cli_in_small_fs(mnt, "1m", ["ingest", *map(str, S2), "--store", str(mnt / "store")])
+    assert res.returncode == 1, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert lines[-1].startswith(f"error: {mnt / 'store'}: no space left on device (writing L2A_")
+    assert "MiB free" in lines[-1]
+    assert "Traceback" not in res.stderr and "TIFF" not in res.stderr and "ERROR" not in res.stderr
+    assert len(lines) <= 2, lines  # the error and, at most, what a progress bar left
+
+
+@needs_namespace
+def test_read_only_store_is_one_clear_line(pristine, tmp_path):
+    mnt = tmp_path / "ro"
+    store = mnt / "store"
+    copy = f"cp -r {pristine} {store} && "
+    res = _cli_in_small_fs(mnt, "20m", ["ingest", *map(str, S2), "--store", str(store),
+                                        "--overwrite"], prepare=copy, read_only=True)
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"error: {store}: read-only file system (writing L2A_S2A_T31UDS_20180620T105211_SEN2COR)")
+    # reading a read-only store is fine, and so is an ingest with nothing new to write
+    res = _cli_in_small_fs(mnt, "20m", ["list", "--store", str(store), "--json"], prepare=copy,
+                           read_only=True)
+    assert res.returncode == 0 and len(json.loads(res.stdout)) == 8
+    res = _cli_in_small_fs(mnt, "20m", ["ingest", *map(str, S2), "--store", str(store)],
+                           prepare=copy, read_only=True)
+    assert res.returncode == 0, res.stderr
+
+
+def test_store_path_that_is_a_file(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    runner = CliRunner()
+    res = runner.invoke(main, ["ingest", *map(str, S2), "--store", str(afile)])
+    assert res.exit_code == 1
+    assert res.stderr.strip().splitlines()[-1] == \
+        f"error: {afile}: the store path is a file, not a folder"
+    res = runner.invoke(main, ["ingest", *map(str, S2), "--store", str(afile / "sub")])
+    assert res.exit_code == 1 and f"{afile} (above the store) is a file" in res.stderr
+
+
+def test_exit_codes_of_nothing_to_do_and_reversed_ranges(store):
+    runner = CliRunner()
+    root = str(store.root)
+    res = runner.invoke(main, ["list", "--store", root, "--from", "2018-07-01", "--to",
+                               "2018-06-01"])
+    assert res.exit_code == 2 and "--to 2018-06-01 is before --from 2018-07-01" in res.output
+    res = runner.invoke(main, ["list", "--store", root, "--level", "L3A"])
+    assert res.exit_code == 3 and "0 product(s)" in res.stderr
+    res = runner.invoke(main, ["biophysical", "--store", root, "--tile", "T31UDS",
+                               "--from", "2018-07-01", "--to", "2018-06-01"])
+    assert res.exit_code == 2 and "is before" in res.output
+    res = runner.invoke(main, ["biophysical", "--store", root, "--tile", "T31UDS",
+                               "--from", "2019-01-01", "--to", "2019-02-01"])
+    assert res.exit_code == 3
+    assert "nothing to do: no L2A product of T31UDS" in res.stderr and "2019-01-01" in res.stderr
+    res = runner.invoke(main, ["biophysical", "--store", root, "--tile", "T31UDS",
+                               "--sensors", "S3"])
+    assert res.exit_code == 2 and "unknown sensor(s) S3" in res.output
+    res = runner.invoke(main, ["biophysical", "--store", root, "--tile", "T31UDS",
+                               "--sensors", "L8"])
+    assert res.exit_code == 3 and "from L8" in res.stderr
+    res = runner.invoke(main, ["l2a", "--store", root, "--tile", "T31UDS"])
+    assert res.exit_code == 3 and "no L1C product of T31UDS" in res.stderr
+    assert "state" not in res.output
+    res = runner.invoke(main, ["l2a", "--store", root, "--tile", "T31UDS",
+                               "--from", "2018-07-01", "--to", "2018-06-01"])
+    assert res.exit_code == 2
+
+
+# -- "already in the store" means made as asked ---------------------------------------------
+
+def test_composite_made_otherwise_is_refused(store):
+    runner = CliRunner()
+    root = str(store.root)
+    args = ["composite", "--store", root, "--tile", "T31UDS", "--period", "2018-07",
+            "--no-directional", "--coarse-resolution", "120"]
+    assert runner.invoke(main, args).exit_code == 0
+    same = runner.invoke(main, [*args, "--json"])
+    assert same.exit_code == 0 and json.loads(same.stdout)["made"] is False
+    other = runner.invoke(main, [*args, "--half-period", "10"])
+    assert other.exit_code == 1
+    assert "L3A_S2_T31UDS_20180701-20180731_AGS is already in the store" in other.stderr
+    assert "half_period: 23 -> 10" in other.stderr and "--overwrite" in other.stderr
+    assert runner.invoke(main, [*args, "--half-period", "10", "--overwrite"]).exit_code == 0
+    # a new L2A product of the window since the synthesis was made: said, not ignored
+    victim = "L2A_S2A_T31UDS_20180705T105427_SEN2COR"
+    store.remove_product(victim)
+    assert runner.invoke(main, [*args, "--overwrite"]).exit_code == 0
+    ingest(S2, store)
+    res = runner.invoke(main, args)
+    assert res.exit_code == 1 and f"1 input(s) it was not made from ({victim})" in res.stderr
+
+
+def test_production_remakes_a_product_when_the_site_settings_change(store):
+    from agriseries.production.stages import get
+    from agriseries.production.tasks import TaskSpec, run_job
+
+    stage = get("L3B")
+    l2a = "L2A_S2A_T31UDS_20180623T110520_SEN2COR"
+    work = ProductStore(store.root, catalog_updates=False)
+
+    def job(variables):
+        params = {"variables": list(variables), "resolution": 20}
+        return run_job(stage, work, TaskSpec("L3B", "k-" + "-".join(variables), "T31UDS",
+                                             (l2a,), params, str(store.root)))
+
+    first = job(["LAI"])
+    assert first.products[0]["made"] and first.notes == []
+    pid = first.products[0]["id"]
+    assert store.item(pid).properties["agriseries:job"]["stage"] == "L3B"
+    again = job(["LAI"])
+    assert not again.products[0]["made"] and "already made" in again.notes[0]
+    changed = job(["LAI", "FCOVER"])
+    assert changed.products[0]["made"]
+    assert "made again with the site's parameters" in changed.notes[0]
+    assert {"LAI", "FCOVER"} <= set(store.item(pid).assets)
+    assert not job(["LAI", "FCOVER"]).products[0]["made"]  # and not a third time
+
+
+# -- completeness: a series without its partner file ------------------------------------------
+
+def test_a_series_without_its_partner_is_flagged_then_completed(tmp_path):
+    store = ProductStore(tmp_path / "store")
+    ten, twenty = S2  # the 10 m and 20 m files of one extraction
+    broken = tmp_path / twenty.name
+    broken.write_bytes(twenty.read_bytes()[:40_000])  # the 20 m file cut short
+    results = ingest([ten, broken], store)
+    assert [r.status for r in results] == ["ingested", "failed"]
+    assert str(broken) in results[1].error
+    assert len(results[0].incomplete) == 8
+    lacking = {"B05", "B06", "B07", "B8A", "B11", "B12", "mask"}
+    for pid, missing in results[0].incomplete.items():
+        assert set(missing) == lacking
+        props = store.item(pid).properties
+        assert props["agriseries:incomplete"] is True
+        assert set(props["agriseries:missing_bands"]) == lacking
+    res = CliRunner().invoke(main, ["list", "--store", str(store.root)])
+    assert res.stdout.count("(incomplete)") == 8
+    # the 20 m file fixed: the same command completes them, without --overwrite
+    again = ingest([ten, twenty], store)
+    assert [r.status for r in again] == ["ingested", "ingested"]
+    assert not again[0].incomplete
+    for pid in results[0].incomplete:
+        item = store.item(pid)
+        assert "agriseries:incomplete" not in item.properties
+        assert lacking <= set(item.assets)
+    assert all(r.status == "skipped" for r in ingest([ten, twenty], store))
+    # an ingest of the 10 m file alone does not undo a whole product
+    assert all(r.status == "skipped" for r in ingest([ten], store))
+
+
+def test_ctrl_c_exits_130_and_leaves_no_half_product(store):
+    import signal
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "agriseries.cli", "biophysical", "--store", str(store.root),
+           "--tile", "T31UDS", "--variables", "LAI"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while not list(store.root.glob("L3B/*/*/*/*.json")):
+            assert proc.poll() is None, proc.communicate()
+            assert time.time() < deadline, "no L3B product made in 240 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    made = list(store.root.glob("L3B/*/*/*/*.json"))
+    if proc.returncode == 0:  # it finished before the signal arrived: nothing to check
+        pytest.skip("every product was made before the signal arrived")
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert 1 <= len(made) < 8
+    assert check_store(store).ok  # no half-written product anywhere
+    res = CliRunner().invoke(main, cmd[3:])
+    assert res.exit_code == 0, res.output
+    assert len(list(store.root.glob("L3B/*/*/*/*.json"))) == 8

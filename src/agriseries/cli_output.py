@@ -70,6 +70,25 @@ def progress_bar(label: str, total: int | None, unit: str, *,
         yield tick
 
 
+def sensor_families(value: str | None) -> tuple[str, ...] | None:
+    """``"S2, l8"`` -> ``("S2", "L8")``: the ``--sensors`` option, checked against the sensors
+    agriseries knows (a ``click.BadParameter``, exit code 2, for ``S3``)."""
+    import click
+
+    from .core.bands import SENSORS
+
+    if value is None:
+        return None
+    names = tuple(v.strip().upper() for v in value.split(",") if v.strip())
+    known = sorted(set(SENSORS) | {"S2", "L"})
+    bad = [n for n in names if not any(s == n or s.startswith(n) for s in SENSORS)]
+    if bad or not names:
+        raise click.BadParameter(f"unknown sensor(s) {', '.join(bad) or repr(value)}: expected "
+                                 f"some of {', '.join(k for k in known if k != 'L')} "
+                                 "(S2 = every Sentinel-2 unit), comma-separated")
+    return names
+
+
 class _WarningLine(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -89,4 +108,5 @@ def install_store_warnings() -> None:
         logger.propagate = False
 
 
-__all__ = ["err", "install_store_warnings", "out", "progress_bar", "UNWRAPPED_WIDTH"]
+__all__ = ["err", "install_store_warnings", "out", "progress_bar", "sensor_families",
+           "UNWRAPPED_WIDTH"]

@@ -39,7 +39,7 @@ from odc.geo.geobox import GeoBox
 
 from ..version import VERSION
 from ..core.bands import S2_TO_LANDSAT, bands_of, is_sentinel2
-from ..core.errors import ConfigurationError, FailureRecord, InputProductError
+from ..core.errors import ConfigurationError, InputProductError, NothingToDoError
 from ..core.grid import snap_to_tile, tile_geobox
 from ..core.ids import Level, ProductId, l3a_id, sensor_code
 from ..core.masks import MaskBit
@@ -445,30 +445,12 @@ def _write_quicklook(folder: Path, stem: str, max_size: int = 1024) -> list[Asse
 
 @dataclass
 class CompositeResult:
-    """What :func:`composite` did.
-
-    Attributes
-    ----------
-    product
-        The L3A product id.
-    made
-        ``False``: it was in the store already.
-    inputs
-        The inputs used, with their weights.
-    skipped
-        The inputs that could not be used, one
-        :class:`~agriseries.core.errors.FailureRecord` each.
-    """
+    """What :func:`composite` did."""
 
     product: str
     made: bool
     inputs: list[dict] = field(default_factory=list)
-    skipped: list[FailureRecord] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        """A JSON-serialisable dict (``skipped`` as dicts)."""
-        return {"product": self.product, "made": self.made, "inputs": list(self.inputs),
-                "skipped": [f.to_dict() for f in self.skipped]}
+    skipped: list[dict] = field(default_factory=list)
 
 
 def composite(store: ProductStore, tile: str, period: str, *, centre: dt.date | None = None,
@@ -517,22 +499,24 @@ def composite(store: ProductStore, tile: str, period: str, *, centre: dt.date | 
         items = [it for it in store.items(level=Level.L2A, tile=tile, start=w0, end=w1)
                  if _wanted(it, sensors)]
     if not items:
-        raise ConfigurationError(
+        raise NothingToDoError(
             f"no L2A product of {tile} between {w0:%Y-%m-%d} and {w1:%Y-%m-%d}"
             + (f" from {', '.join(sensors)}" if sensors else "") + f" in {store.root}")
     item_sensors = sorted({s for it in items for s in it.properties["agriseries:sensors"]})
     pid = l3a_id(tile, start, end, item_sensors)
-    if store.exists(pid) and not overwrite:
+    request = {**params.to_dict(), "centre": centre.isoformat(),
+               "sensors": list(sensors) if sensors else None}
+    if not overwrite and store.already_made(pid, request, inputs=[it.id for it in items]):
         return CompositeResult(str(pid), False)
     products, skipped = [], []
     for it in items:
         try:
             products.append((it, store.open(it)))
         except Exception as exc:  # a broken input item: said in the product, not fatal
-            skipped.append(FailureRecord.from_exception(it.id, exc))
+            skipped.append({"id": it.id, "error": f"{type(exc).__name__}: {exc}"})
     if not products:
         raise ConfigurationError(f"none of the {len(items)} L2A products of {tile} could be "
-                                 f"opened: {'; '.join(map(str, skipped))}")
+                                 f"opened: {skipped}")
     grids = CompositeGrids.for_tile(tile, [Geometry(it.geometry, "EPSG:4326")
                                            for it, _ in products],
                                     coarse_resolution=params.coarse_resolution)
@@ -545,10 +529,9 @@ def composite(store: ProductStore, tile: str, period: str, *, centre: dt.date | 
         try:
             acqs.append(acquisition_from_product(sp, grids, to_read, chunks))
         except InputProductError as exc:
-            skipped.append(FailureRecord.from_exception(it.id, exc))
+            skipped.append({"id": it.id, "error": str(exc)})
     if not acqs:
-        raise ConfigurationError(f"no usable L2A product of {tile} for {period}: "
-                                 f"{'; '.join(map(str, skipped))}")
+        raise ConfigurationError(f"no usable L2A product of {tile} for {period}: {skipped}")
     acqs, merged = merge_passes(acqs)
     out, inputs = synthesize(acqs, centre, grids, bands, helpers, params)
     layers = []
@@ -569,8 +552,7 @@ def composite(store: ProductStore, tile: str, period: str, *, centre: dt.date | 
     store.write_product(
         pid, layers, footprint=grids.fine[mres].extent, sensors=used,
         inputs=[a.id for a in acqs] + [m["id"] for m in merged],
-        parameters={**params.to_dict(), "centre": centre.isoformat(),
-                    "sensors": list(sensors) if sensors else None},
+        parameters=request,
         lineage=f"WASP weighted-average synthesis of {len(acqs)} L2A products "
                 f"({', '.join(used)}) centred on {centre.isoformat()} +- {params.half_period} "
                 f"days, by agriseries {VERSION}",
@@ -579,8 +561,7 @@ def composite(store: ProductStore, tile: str, period: str, *, centre: dt.date | 
             "centre": centre.isoformat(), "half_period_days": params.half_period,
             "window": [w0.date().isoformat(), w1.date().isoformat()],
             "inputs": inputs, "merged": merged, "summary": weights_summary,
-            "skipped": [{"id": f.input, "error": f"{f.error_type}: {f.message}"}
-                        for f in skipped]}},
+            "skipped": skipped}},
         extras=_write_quicklook, overwrite=overwrite)
     if update_catalog:
         store.update_catalog()

@@ -64,6 +64,23 @@ class StoreError(AgriseriesError, OSError):
     """The product store cannot be read or written."""
 
 
+class StoreWriteError(StoreError):
+    """The product store cannot be written: no space left, quota exceeded, read-only file
+    system, permission denied, a path that is a file. The message names the store (or the
+    file) and the cause in one line; batch commands stop on it, since every further product
+    would fail the same way (the products already written stay whole)."""
+
+
+class AlreadyStoredError(StoreError, FileExistsError):
+    """A product is written without ``overwrite`` while it is in the store: another process
+    (a second ingest of the same input) wrote it first."""
+
+
+class ProductExistsError(StoreError, FileExistsError):
+    """The product asked for is in the store, made with other parameters or from other
+    inputs than asked: the message lists what differs; ``--overwrite`` remakes it."""
+
+
 class CorruptItemError(StoreError, ValueError):
     """A stored product's STAC item cannot be read: truncated or invalid JSON, not an item
     of this product, or missing a field every item has (``datetime``...).
@@ -157,6 +174,16 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 #: Exit code of a wrong usage (unknown option, bad value: click's own).
 EXIT_USAGE = 2
+#: Exit code when there was nothing to do: no input matched what was asked (no product of
+#: the tile in the date range, nothing to process), so nothing was made.
+EXIT_NOTHING = 3
+#: Exit code of a command stopped by Ctrl-C (SIGINT), as a shell reports it (128 + 2).
+EXIT_INTERRUPTED = 130
+
+
+class NothingToDoError(AgriseriesError, LookupError):
+    """Nothing matched what was asked (no L2A product of the tile in the date range, an
+    empty inbox): nothing was made. Commands exit with :data:`EXIT_NOTHING`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,74 +231,6 @@ class FailureRecord:
     def from_dict(cls, data: dict[str, Any]) -> FailureRecord:
         """The inverse of :meth:`to_dict`."""
         return cls(**{f.name: data.get(f.name) for f in dataclasses.fields(cls)})
-
-
-class WithFailure:
-    """Mixin of the per-input result records (ingest, L3B): their ``failure``
-    (:class:`FailureRecord` or ``None``) read as ``error``, ``error_type`` and
-    ``traceback``."""
-
-    failure: FailureRecord | None
-
-    @property
-    def error(self) -> str | None:
-        """The failure's message."""
-        return self.failure.message if self.failure else None
-
-    @property
-    def error_type(self) -> str | None:
-        """The failure's error class name."""
-        return self.failure.error_type if self.failure else None
-
-    @property
-    def traceback(self) -> str | None:
-        """The failure's traceback."""
-        return self.failure.traceback if self.failure else None
-
-
-@dataclasses.dataclass(frozen=True)
-class JobFailure(FailureRecord):
-    """A failure of a production run: the :class:`FailureRecord` and the job it happened in.
-
-    It also reads like the mapping the run report's JSON holds (``f["state"]``,
-    ``f.get("tile")``).
-
-    Attributes
-    ----------
-    key, processor, tile
-        The job's key, stage and tile (``None`` for a failure outside a job: the
-        acquisition search).
-    state
-        The job's state after it: ``failed`` (retried after its backoff), ``quarantined``,
-        or ``done`` (an input failed in a job that made the others).
-    attempts
-        Attempts of the job so far.
-    error
-        ``Type: message``, as the job store records it.
-    next_try_at
-        When a failed job is tried again (ISO time), or ``None``.
-    """
-
-    key: str | None = None
-    processor: str | None = None
-    tile: str | None = None
-    state: str | None = None
-    attempts: int = 0
-    error: str | None = None
-    next_try_at: str | None = None
-
-    def __getitem__(self, name: str) -> Any:
-        if name not in self.keys():
-            raise KeyError(name)
-        return getattr(self, name)
-
-    def get(self, name: str, default: Any = None) -> Any:
-        """``self[name]``, or ``default``."""
-        return getattr(self, name) if name in self.keys() else default
-
-    def keys(self) -> tuple[str, ...]:
-        """The field names."""
-        return tuple(f.name for f in dataclasses.fields(self))
 
 
 def exit_code(failures: int | bool, error: bool = False) -> int:

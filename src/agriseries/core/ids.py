@@ -193,14 +193,16 @@ def l3b_id(l2a: ProductId | str) -> ProductId:
 def crop_season(season_start, season_end, until=None
                 ) -> tuple[dt.datetime, dt.datetime, dt.datetime]:
     """First day, last day and map date (midnight UTC) of an in-season crop map: ``until``
-    (default the season end) clipped to the season end.
+    (default the season end).
 
     Dates, datetimes (naive ones are UTC) or ISO strings.
 
     Raises
     ------
     ConfigurationError
-        The season ends before it starts, or ``until`` is not after the season start.
+        The season ends before it starts, or ``until`` is not after the season start, or
+        after its end (a map "until" a day past the season would be the season's map under
+        another name).
     """
     def full(d) -> dt.datetime:
         if isinstance(d, str):
@@ -212,7 +214,10 @@ def crop_season(season_start, season_end, until=None
     start, end = full(season_start), full(season_end)
     if end <= start:
         raise ConfigurationError(f"season end {end:%Y-%m-%d} is not after its start {start:%Y-%m-%d}")
-    last = end if until is None else min(full(until), end)
+    last = end if until is None else full(until)
+    if last.date() > end.date():
+        raise ConfigurationError(f"until {last:%Y-%m-%d} is after the season end {end:%Y-%m-%d}: "
+                                 "expected a date within the season (or none: the season end)")
     if last <= start:
         raise ConfigurationError(f"until {last:%Y-%m-%d} is not after the season start {start:%Y-%m-%d}")
     day = lambda d: dt.datetime.combine(d.date(), dt.time(), dt.timezone.utc)  # noqa: E731

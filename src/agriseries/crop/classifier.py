@@ -46,7 +46,6 @@ import xarray as xr
 
 from ..core.errors import ConfigurationError, InputProductError, optional_import
 from .features import stack_series
-from .params import METHODS, ClassifierParams  # noqa: F401 -- re-exported
 
 __all__ = [
     "ClassifierParams",
@@ -58,6 +57,60 @@ __all__ = [
     "predict_map",
     "train_classifier",
 ]
+
+METHODS = ("rf", "lightgbm")
+
+
+@dataclass(frozen=True)
+class ClassifierParams:
+    """Classifier settings (defaults: Sen2Agri's random forest, docs/crop.md).
+
+    Attributes
+    ----------
+    method
+        ``rf`` (random forest, the reference) or ``lightgbm``.
+    n_trees
+        Number of trees (random forest) or boosting rounds (LightGBM).
+    max_depth
+        Maximum tree depth.
+    min_samples
+        Fewest samples in a node to split it (random forest ``min_samples_split``;
+        LightGBM ``min_child_samples``).
+    seed
+        Random seed.
+    n_jobs
+        Threads for training (-1: all cores).
+    learning_rate
+        LightGBM only: shrinkage.
+    num_leaves
+        LightGBM only: most leaves per tree.
+    class_weight
+        None (every sample weighs 1, Sen2Agri) or ``balanced`` (samples weighted by the
+        inverse of their class's frequency).
+    """
+
+    method: str = "rf"
+    n_trees: int = 100
+    max_depth: int = 25
+    min_samples: int = 25
+    seed: int = 0
+    n_jobs: int = -1
+    learning_rate: float = 0.1
+    num_leaves: int = 31
+    class_weight: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.class_weight not in (None, "balanced"):
+            raise ConfigurationError(f"class_weight {self.class_weight!r}: expected None or "
+                                     "'balanced'")
+        if self.method not in METHODS:
+            raise ConfigurationError(f"classifier {self.method!r}: expected one of {', '.join(METHODS)}")
+        for name in ("n_trees", "max_depth", "min_samples"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigurationError(f"{name} {getattr(self, name)!r}: expected at least 1")
+        if self.min_samples < 2 and self.method == "rf":
+            raise ConfigurationError("min_samples: a random forest needs at least 2 to split")
+
 
 def class_dtype(classes) -> tuple[np.dtype, int]:
     """The smallest unsigned type holding the class codes, and its no-data value (its maximum).
@@ -147,7 +200,7 @@ def _votes_kernel(X, nodes, thr, leaf_cls, roots, ncls, out_cls, out_conf):  # p
             out_conf[rows[j]] = votes[j, best] / ntree
 
 
-def thresholds_float32(thr: np.ndarray) -> np.ndarray:
+def _thresholds_float32(thr: np.ndarray) -> np.ndarray:
     """The largest float32 at or below each float64 threshold.
 
     For a float32 ``x`` and a float64 ``t``, ``x <= t`` exactly when ``x <= t32`` with ``t32``
@@ -164,13 +217,13 @@ def thresholds_float32(thr: np.ndarray) -> np.ndarray:
     return t32
 
 
-def flatten_forest(estimators) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _flatten_forest(estimators) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The fitted trees as one node table for :func:`_votes_kernel`.
 
     Each tree is renumbered breadth first, its nodes after the previous tree's, so that the
     children of a node are consecutive (left, then right). Returns ``nodes`` uint64 words
     ``child | feature << 32`` (``child``: the left child; a leaf's own index), float32
-    thresholds (:func:`thresholds_float32`; +inf at a leaf, where any finite value goes
+    thresholds (:func:`_thresholds_float32`; +inf at a leaf, where any finite value goes
     "left" to the leaf itself), the int32 leaf class (index of the majority class of the
     node's training samples, the tree's own prediction there) and the uint32 roots.
     """
@@ -201,7 +254,7 @@ def flatten_forest(estimators) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         offset += t.node_count
     if offset >= 2**32:
         raise ConfigurationError(f"the forest has {offset} nodes: too many for the vote kernel")
-    return (np.concatenate(words), thresholds_float32(np.concatenate(thrs)),
+    return (np.concatenate(words), _thresholds_float32(np.concatenate(thrs)),
             np.concatenate(classes).astype(np.int32), np.asarray(roots, np.uint32))
 
 
@@ -224,7 +277,7 @@ def forest_votes(forest, X: np.ndarray, flat=None) -> tuple[np.ndarray, np.ndarr
         feature is NaN) and float32 vote share of that class (NaN there).
     """
     if flat is None:
-        flat = flatten_forest(forest.estimators_)
+        flat = _flatten_forest(forest.estimators_)
     X = np.ascontiguousarray(X, dtype=np.float32)
     n = X.shape[0]
     out_cls = np.empty(n, np.int64)
@@ -283,7 +336,7 @@ class CropClassifier:
             raise ConfigurationError(f"features shape {X.shape}: expected (n, {len(self.feature_names)})")
         if self.params.method == "rf":
             if self._flat is None:
-                self._flat = flatten_forest(self.estimator.estimators_)
+                self._flat = _flatten_forest(self.estimator.estimators_)
             return forest_votes(self.estimator, X, self._flat)
         ok = np.isfinite(X).all(axis=1)
         idx = np.full(X.shape[0], -1, np.int64)

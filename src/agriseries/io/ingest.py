@@ -14,7 +14,8 @@ store product per acquisition and tile:
 
 Bad input never stops the batch: each path gets a result (``ingested``,
 ``skipped`` -- already in the store --, or ``failed`` with the error and traceback),
-and the caller decides the exit code.
+and the caller decides the exit code. A store that cannot be written (full, read-only)
+stops it with a :class:`~agriseries.core.errors.StoreWriteError`; what was written stays.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ import xarray as xr
 from ..version import VERSION
 from ..core.errors import (
     AgriseriesError,
+    AlreadyStoredError,
     EmptyIntersectionError,
-    FailureRecord,
     InputProductError,
-    WithFailure,
+    StoreWriteError,
 )
 from ..core.grid import (
     parse_tile,
@@ -53,35 +54,21 @@ FOREIGN_GRID_RESOLUTION = 30
 
 
 @dataclass
-class IngestResult(WithFailure):
-    """What happened to one input path.
-
-    Attributes
-    ----------
-    path
-        The input.
-    status
-        ``ingested``, ``skipped`` (already in the store) or ``failed``.
-    reader
-        The reader that recognised it.
-    products
-        The product ids written or found.
-    failure
-        Why it failed (:class:`~agriseries.core.errors.FailureRecord`), else ``None``;
-        ``error``, ``error_type`` and ``traceback`` read it.
-    """
+class IngestResult:
+    """What happened to one input path."""
 
     path: str
     status: str  # "ingested" | "skipped" | "failed"
     reader: str | None = None
     products: list[str] = field(default_factory=list)
-    failure: FailureRecord | None = None
+    error: str | None = None
+    error_type: str | None = None
+    traceback: str | None = None
+    incomplete: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        """A JSON-serialisable dict (with ``error``, ``error_type`` and ``traceback``)."""
-        return {"path": self.path, "status": self.status, "reader": self.reader,
-                "products": list(self.products), "error": self.error,
-                "error_type": self.error_type, "traceback": self.traceback}
+        """A JSON-serialisable dict."""
+        return dict(self.__dict__)
 
 
 def ingest(paths: list[str | Path], store: ProductStore, *, tile: str | None = None,
@@ -112,7 +99,20 @@ def ingest(paths: list[str | Path], store: ProductStore, *, tile: str | None = N
     on_result
         Called after each path (progress reporting).
     """
-    results = []
+    results: list[IngestResult] = []
+    try:
+        _ingest_all(paths, store, tile, overwrite, allow_missing_bands, stack_bands, on_result,
+                    results)
+    except BaseException:
+        store.finish_catalog(interrupted=True)  # what was written is listed
+        raise
+    store.finish_catalog()
+    order = {str(p): i for i, p in enumerate(paths)}
+    return sorted(results, key=lambda r: order.get(r.path, len(order)))
+
+
+def _ingest_all(paths, store, tile, overwrite, allow_missing_bands, stack_bands, on_result,
+                results: list[IngestResult]) -> None:
     series: list[tuple[IngestResult, xr.Dataset]] = []
     for path in paths:
         res = IngestResult(str(path), "failed")
@@ -122,12 +122,15 @@ def ingest(paths: list[str | Path], store: ProductStore, *, tile: str | None = N
             obj = reader.read(str(path), allow_missing_bands=allow_missing_bands,
                               stack_bands=stack_bands)
             if reader.kind == "product":
-                written, skipped = ingest_product(obj, store, tile=tile, overwrite=overwrite)
+                written, skipped = ingest_product(obj, store, tile=tile, overwrite=overwrite,
+                                                  incomplete=res.incomplete)
             else:  # series are written below, grouped with the other files of their dates
                 series.append((res, obj))
                 continue
             res.products = written + skipped
             res.status = "ingested" if written else "skipped"
+        except StoreWriteError:
+            raise  # the store is full or read-only: every further product would fail too
         except Exception as exc:  # one bad product never stops the batch
             _record_failure(res, exc)
         results.append(res)
@@ -135,11 +138,15 @@ def ingest(paths: list[str | Path], store: ProductStore, *, tile: str | None = N
             on_result(res)
     for group in _group_series(series):
         try:
+            incomplete: dict[str, list[str]] = {}
             written, skipped = ingest_series([(r.path, ds) for r, ds in group], store, tile=tile,
-                                             overwrite=overwrite)
+                                             overwrite=overwrite, incomplete=incomplete)
             for r, _ in group:
+                r.incomplete = incomplete
                 r.products = written + skipped
                 r.status = "ingested" if written else "skipped"
+        except StoreWriteError:
+            raise
         except Exception as exc:
             for r, _ in group:
                 _record_failure(r, exc)
@@ -147,16 +154,13 @@ def ingest(paths: list[str | Path], store: ProductStore, *, tile: str | None = N
             results.append(r)
             if on_result:
                 on_result(r)
-    store.update_catalog()
-    order = {str(p): i for i, p in enumerate(paths)}
-    return sorted(results, key=lambda r: order.get(r.path, len(order)))
 
 
 def _record_failure(res: IngestResult, exc: BaseException) -> None:
     res.status = "failed"
-    message = str(exc) if isinstance(exc, AgriseriesError) else f"{res.path}: {exc!r}"
-    res.failure = FailureRecord(res.path, type(exc).__name__, message,
-                                "".join(traceback.format_exception(exc)))
+    res.error = str(exc) if isinstance(exc, AgriseriesError) else f"{res.path}: {exc!r}"
+    res.error_type = type(exc).__name__
+    res.traceback = "".join(traceback.format_exception(exc))
 
 
 def _group_series(series: list[tuple[IngestResult, xr.Dataset]]):
@@ -167,6 +171,36 @@ def _group_series(series: list[tuple[IngestResult, xr.Dataset]]):
                str(ds.odc.geobox.crs))
         groups.setdefault(key, []).append((res, ds))
     return list(groups.values())
+
+
+#: The layers an ingested L2A product needs to be whole: the reflectance bands every stage
+#: reads (L3A, L3B, L4A, L4B) and the mask. A product without some of them is stored flagged
+#: ``agriseries:incomplete`` with them in ``agriseries:missing_bands``.
+L2A_REQUIRED = {
+    "S2": ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12", "mask"),
+    "L": ("B2", "B3", "B4", "B5", "B6", "B7", "mask"),
+}
+
+
+def missing_layers(level: str, sensor: str, keys) -> list[str]:
+    """The layers of :data:`L2A_REQUIRED` an ingested product of ``sensor`` lacks (only L2A
+    products have requirements)."""
+    if level != "L2A":
+        return []
+    need = next((v for k, v in L2A_REQUIRED.items() if sensor.startswith(k)), ())
+    have = set(keys)
+    return [k for k in need if k not in have]
+
+
+def _completes(store: ProductStore, pid: ProductId, keys: set[str]) -> bool:
+    """Whether a stored product is flagged incomplete and ``keys`` (the layers this ingest
+    brings) hold every layer it has and some it lacks: then it is written again, whole."""
+    item = store.item(pid)
+    if not item.properties.get("agriseries:incomplete"):
+        return False
+    stored = {k for k, a in item.assets.items() if "data" in (a.roles or []) or k == "mask"}
+    lacking = set(item.properties.get("agriseries:missing_bands") or [])
+    return stored <= keys and bool(lacking & keys)
 
 
 def _target_tiles(product: SourceProduct, tile: str | None) -> list[str]:
@@ -206,8 +240,15 @@ def _resolution_groups(product: SourceProduct) -> dict[int, list[str]]:
 
 
 def ingest_product(product: SourceProduct, store: ProductStore, *, tile: str | None = None,
-                   overwrite: bool = False) -> tuple[list[str], list[str]]:
+                   overwrite: bool = False, incomplete: dict[str, list[str]] | None = None
+                   ) -> tuple[list[str], list[str]]:
     """Write one acquisition into the store, on each tile it covers.
+
+    A product without every layer of :data:`L2A_REQUIRED` (bands missing from a partial
+    download, ingested with ``allow_missing_bands``) is flagged incomplete: its item says
+    ``agriseries:incomplete`` and lists them; ``incomplete`` (when given) gets its id and
+    what it lacks. A stored incomplete product is written again, without ``overwrite``, by
+    an ingest that brings what it lacked.
 
     Returns
     -------
@@ -221,7 +262,11 @@ def ingest_product(product: SourceProduct, store: ProductStore, *, tile: str | N
     mask_res = (min(qres) if qres and product.tile else min(groups))
     for t in _target_tiles(product, tile):
         pid = ProductId(Level(product.level), product.sensor, t, product.datetime, product.producer)
-        if store.exists(pid) and not overwrite:
+        keys = set(product.bands) | ({"mask"} if product.quality else set())
+        replace = overwrite
+        if store.exists(pid) and not overwrite and _completes(store, pid, keys):
+            replace = True  # the stored one was incomplete, this one brings what it lacked
+        if store.exists(pid) and not replace:
             inputs = store.item(pid).properties.get("agriseries:inputs", [])
             if product.product_id not in inputs:
                 # another piece of the same acquisition (e.g. two THEIA extracts of one Landsat
@@ -252,17 +297,37 @@ def ingest_product(product: SourceProduct, store: ProductStore, *, tile: str | N
         fp = product.footprint.to_crs(tile_footprint(t).crs) if product.footprint is not None \
             else tile_footprint(t)
         fp = fp.intersection(tile_footprint(t))
-        store.write_product(
-            pid, layers, footprint=fp, sensors=[product.sensor], inputs=[product.product_id],
-            parameters={"reader_metadata": _portable(_jsonable(product.metadata),
-                                                     Path(product.path))},
+        missing = sorted(set(product.metadata.get("missing_bands", []))
+                         | set(missing_layers(product.level, product.sensor,
+                                              [layer.key for layer in layers])))
+        if not _write(store, pid, [product.product_id], dict(
+                layers=layers, footprint=fp, sensors=[product.sensor], inputs=[product.product_id],
+                parameters={"reader_metadata": _portable(_jsonable(product.metadata),
+                                                         Path(product.path))},
             lineage=f"ingested from {product.producer} {product.level} product "
                     f"{product.product_id} by agriseries {VERSION}",
-            datetime=product.datetime, angle_grids=grids or None, overwrite=overwrite,
+            datetime=product.datetime, angle_grids=grids or None, overwrite=replace,
             properties={"agriseries:source_files": [Path(product.path).name],
-                        "agriseries:missing_bands": list(product.metadata.get("missing_bands", []))})
+                        "agriseries:missing_bands": missing,
+                        **({"agriseries:incomplete": True} if missing else {})})):
+            skipped.append(str(pid))
+            continue
+        if missing and incomplete is not None:
+            incomplete[str(pid)] = missing
         written.append(str(pid))
     return written, skipped
+
+
+def _write(store: ProductStore, pid: ProductId, inputs: list[str], kwargs: dict) -> bool:
+    """Write a product; ``False`` when another process (a second ingest of the same input
+    running at the same time) stored it from the same inputs first: it is there, as asked."""
+    try:
+        store.write_product(pid, **kwargs)
+        return True
+    except AlreadyStoredError:
+        if set(store.item(pid).properties.get("agriseries:inputs") or []) == set(inputs):
+            return False
+        raise
 
 
 def _series_tile(ds: xr.Dataset, tile: str | None, source: str) -> str:
@@ -282,7 +347,8 @@ def _series_tile(ds: xr.Dataset, tile: str | None, source: str) -> str:
 
 
 def ingest_series(parts: list[tuple[str, xr.Dataset]], store: ProductStore, *,
-                  tile: str | None = None, overwrite: bool = False
+                  tile: str | None = None, overwrite: bool = False,
+                  incomplete: dict[str, list[str]] | None = None
                   ) -> tuple[list[str], list[str]]:
     """Write every date of a time series into the store (one product per date).
 
@@ -294,6 +360,10 @@ def ingest_series(parts: list[tuple[str, xr.Dataset]], store: ProductStore, *,
         variables of every part, each at its own resolution.
     store, tile, overwrite
         As for :func:`ingest`.
+    incomplete
+        Gets the id of every product written without all of :data:`L2A_REQUIRED` (a 10 m
+        file whose 20 m partner is missing) and what it lacks; such products are flagged in
+        their items, and completed by a later ingest of both files, without ``overwrite``.
     """
     first_source, first = parts[0]
     t = _series_tile(first, tile, first_source)
@@ -321,25 +391,35 @@ def ingest_series(parts: list[tuple[str, xr.Dataset]], store: ProductStore, *,
         level = str(one0["level"].values[0]) if "level" in one0.coords else "L2A"
         producer = str(one0["producer"].values[0]) if "producer" in one0.coords else "UNKNOWN"
         pid = ProductId(Level(level), sensor, t, when, producer)
+        layers = [layer for _, one, _ in ones for layer in dataset_layers(one, sensor)]
+        replace = overwrite
         if store.exists(pid) and not overwrite:
-            skipped.append(str(pid))
-            continue
+            if not _completes(store, pid, {layer.key for layer in layers}):
+                skipped.append(str(pid))
+                continue
+            replace = True  # the stored one was incomplete, this one brings what it lacked
         masks = [one["mask"].values[0] for _, one, _ in ones if "mask" in one]
         if masks and all(bool(np.all(m & 64)) for m in masks):
             continue  # nothing was measured at this date over the series' area
-        layers = [layer for _, one, _ in ones for layer in dataset_layers(one, sensor)]
+        missing = missing_layers(level, sensor, [layer.key for layer in layers])
         inputs = sorted({str(one["source_id"].values[0]) if "source_id" in one.coords else src
                          for src, one, _ in ones})
         names = [Path(src).name for src, _, _ in ones]
-        store.write_product(
-            pid, layers, footprint=ones[0][2].extent, sensors=[sensor], inputs=inputs,
+        if not _write(store, pid, inputs, dict(
+            layers=layers, footprint=ones[0][2].extent, sensors=[sensor], inputs=inputs,
             parameters={"sources": names},
             lineage=f"ingested from the time series {', '.join(names)} by agriseries {VERSION}",
-            datetime=when, overwrite=overwrite,
+            datetime=when, overwrite=replace,
             properties={"agriseries:source_files": names,
                         # the file did not say which Sentinel-2 unit: the sensor is an assumption
                         "agriseries:sensor_assumed": any(bool(one.attrs.get("sensor_assumed"))
-                                                         for _, one, _ in ones)})
+                                                         for _, one, _ in ones),
+                        **({"agriseries:incomplete": True, "agriseries:missing_bands": missing}
+                           if missing else {})})):
+            skipped.append(str(pid))
+            continue
+        if missing and incomplete is not None:
+            incomplete[str(pid)] = missing
         written.append(str(pid))
     return written, skipped
 

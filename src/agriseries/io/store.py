@@ -31,6 +31,7 @@ for :func:`~agriseries.io.product.load`.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import logging
 import os
@@ -47,7 +48,13 @@ from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
 
 from ..core.bands import Band, bands_of
-from ..core.errors import CorruptItemError, StoreError
+from ..core.errors import (
+    AlreadyStoredError,
+    CorruptItemError,
+    ProductExistsError,
+    StoreError,
+    StoreWriteError,
+)
 from ..core.ids import Level, ProductId
 from ..core.masks import MaskBit
 from ..core.stac import AssetSpec, build_item, validate_item
@@ -212,8 +219,7 @@ def _encode_scaled(arr, scale: float, offset: float = 0.0, *, clip: bool = True)
     return xp.where(bad, REFLECTANCE_NODATA, q).astype(np.int16)
 
 
-def encode_reflectance(arr):
-    """Reflectance (float, NaN = no data) as stored: int16 x 10000, -10000 for no data."""
+def _encode_reflectance(arr):
     return _encode_scaled(arr, 1.0 / REFLECTANCE_SCALE)
 
 
@@ -234,6 +240,12 @@ class ProductStore:
         self.catalog_updates = catalog_updates
         #: Item files skipped by :meth:`items` because they could not be read, by path.
         self.corrupt: dict[str, CorruptItemError] = {}
+        #: Ids of the products this store object wrote (to know whether the catalogue
+        #: needs rewriting, also after an interruption).
+        self.written: list[str] = []
+        #: Properties added to every item this store object writes (the production driver
+        #: records the job that made a product: ``agriseries:job``).
+        self.extra_properties: dict[str, Any] = {}
 
     @property
     def temp_dir(self) -> Path:
@@ -267,6 +279,47 @@ class ProductStore:
         except CorruptItemError as e:
             log.warning("%s (it will be rewritten)", e)
             return False
+        return True
+
+    def already_made(self, pid: ProductId | str, parameters: dict[str, Any] | None = None,
+                     inputs: list[str] | None = None) -> bool:
+        """Whether the product is in the store, made as asked.
+
+        ``False`` when it is not in the store (or its item is corrupt); ``True`` when it is,
+        made with the same ``parameters`` (those the processor would record, compared key by
+        key: see :func:`parameter_differences`) and from every one of ``inputs``.
+
+        Raises
+        ------
+        ProductExistsError
+            It is in the store made otherwise; the message lists what differs and suggests
+            ``--overwrite``.
+        """
+        if not self.exists(pid):
+            return False
+        if parameters is None and inputs is None:
+            return True
+        item = self.item(pid)
+        props = item.properties
+        diffs = []
+        if parameters is not None:
+            stored = props.get("agriseries:parameters") or {}
+            if props.get("agriseries:parameter_hash") != _parameter_hash(parameters):
+                diffs = parameter_differences(stored, _json_like(parameters))
+        if inputs is not None:
+            made_from = set(props.get("agriseries:inputs") or [])
+            for s in (props.get("agriseries:synthesis") or {}).get("skipped") or []:
+                if isinstance(s, dict) and s.get("id"):
+                    made_from.add(s["id"])
+            new = sorted(set(inputs) - made_from)
+            if new:
+                diffs.append(f"{len(new)} input(s) it was not made from ({', '.join(new[:3])}"
+                             + (", ..." if len(new) > 3 else "") + ")")
+        if diffs:
+            raise ProductExistsError(
+                f"{pid} is already in the store ({self.item_path(pid)}), made otherwise: "
+                + "; ".join(diffs) + ". Use --overwrite to make it again as asked (or remove it: "
+                f"agriseries store remove {self.root} {pid})")
         return True
 
     def item_files(self, level: Level | str | None = None,
@@ -312,11 +365,15 @@ class ProductStore:
             Replace an existing product (default: refuse with :class:`StoreError`).
         """
         final = self.product_dir(pid)
+        self.check_root()
         if self.exists(pid) and not overwrite:
-            raise StoreError(f"{final}: product {pid} is already in the store")
+            raise AlreadyStoredError(f"{final}: product {pid} is already in the store")
         tmp_root = self.temp_dir
         tmp = tmp_root / f"{pid}.{uuid.uuid4().hex[:8]}"
-        tmp.mkdir(parents=True, exist_ok=False)
+        try:
+            tmp.mkdir(parents=True, exist_ok=False)
+        except OSError as exc:
+            raise (store_write_error(self.root, exc, f"writing {pid}") or exc) from exc
         try:
             counts: dict[str, int] = {}
             jobs, specs = zip(*[self._layer_job(tmp, str(pid), layer, counts)
@@ -340,7 +397,8 @@ class ProductStore:
                 pid, geometry=footprint, assets=specs, sensors=sensors, inputs=inputs,
                 parameters=parameters, lineage=lineage, datetime=datetime,
                 cloud_cover=stats.get("cloud_cover"), snow_cover=stats.get("snow_cover"),
-                sun_angles=sun, view_angles=view, properties=properties)
+                sun_angles=sun, view_angles=view,
+                properties={**(properties or {}), **self.extra_properties} or None)
             for f in files or ():
                 src = Path(f.path)
                 if not src.is_file():
@@ -359,6 +417,9 @@ class ProductStore:
             _atomic_write_json(item_file, item.to_dict(include_self_link=False,
                                                         transform_hrefs=False))
             final.parent.mkdir(parents=True, exist_ok=True)
+            if not overwrite and self.exists(pid):  # written by another process meanwhile
+                raise AlreadyStoredError(f"{final}: product {pid} is already in the store "
+                                         "(written by another process meanwhile)")
             if final.exists():
                 trash = tmp_root / f"{pid}.old.{uuid.uuid4().hex[:8]}"
                 os.rename(final, trash)
@@ -366,10 +427,19 @@ class ProductStore:
                 shutil.rmtree(trash, ignore_errors=True)
             else:
                 os.rename(tmp, final)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            failure = store_write_error(self.root, exc, f"writing {pid}") \
+                if isinstance(exc, Exception) else None
+            if failure is not None and failure is not exc:
+                raise failure from exc
             raise
-        self._ensure_root_catalog()
+        self.written.append(str(pid))
+        try:
+            self._ensure_root_catalog()
+        except OSError as exc:
+            raise (store_write_error(self.root, exc, "writing the STAC catalogue") or exc) \
+                from exc
         item.set_self_href(str(self.item_path(pid)))
         return item
 
@@ -382,13 +452,37 @@ class ProductStore:
 
             _atomic_write_json(path, root_catalog("agriseries product store"))
 
+    def finish_catalog(self, interrupted: bool = False) -> None:
+        """Rewrite the STAC catalogue at the end of a command when it wrote products (or
+        the store has none yet); after an interruption (``interrupted``) a failure to do so
+        is ignored, so that the error that stopped the command is the one reported."""
+        if not (self.written or not (self.root / "catalog.json").exists()):
+            return
+        if interrupted:
+            if self.written:
+                try:
+                    self.update_catalog()
+                except Exception:  # noqa: BLE001 -- the original error matters more
+                    log.warning("%s: the STAC catalogue could not be rewritten; "
+                                "agriseries store repair %s rewrites it", self.root, self.root)
+            return
+        self.update_catalog()
+
+    def check_root(self) -> None:
+        """Raise :class:`StoreWriteError` if the store's path (or a folder above it) is a
+        file; a store that does not exist yet is fine (it is made by the first write)."""
+        p = _existing_parent(self.root)
+        if not p.is_dir():
+            what = "the store path" if p == self.root.absolute() else f"{p} (above the store)"
+            raise StoreWriteError(f"{self.root}: {what} is a file, not a folder")
+
     def _layer_job(self, folder: Path, stem: str, layer: Layer,
                    counts: dict) -> tuple[CogJob, AssetSpec]:
         """The COG to write for a layer and what the item says about it."""
         fname = f"{stem}_{layer.key}.tif"
         path = folder / fname
         if layer.kind == "reflectance":
-            return (CogJob(path, encode_reflectance(layer.data), layer.geobox,
+            return (CogJob(path, _encode_reflectance(layer.data), layer.geobox,
                            REFLECTANCE_NODATA, "average", description=layer.key,
                            scale=1.0 / REFLECTANCE_SCALE, offset=0.0),
                     AssetSpec(layer.key, fname, layer.geobox, "int16", ("data", "reflectance"),
@@ -659,10 +753,131 @@ class ProductStore:
         unless ``force``, on a store opened with ``catalog_updates=False``."""
         if not (self.catalog_updates or force):
             return self.root / "catalog.json"
+        self.check_root()
+        try:
+            return self._update_catalog(title)
+        except OSError as exc:
+            raise (store_write_error(self.root, exc, "writing the STAC catalogue") or exc) \
+                from exc
+
+    def _update_catalog(self, title: str) -> Path:
         from .catalog import write_catalog
 
         return write_catalog(self.root, title, lambda lv: list(self.items(level=lv)),
                              _atomic_write_json)
+
+
+#: Causes of a failed write that are the store's, not the product's, by errno.
+_STORE_ERRNOS = {
+    errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted", errno.ENOTDIR: "a path in it is a file, not a folder",
+    errno.EFBIG: "file too large for the file system or the process's file size limit",
+}
+_STORE_TEXTS = {"no space left on device": errno.ENOSPC, "disk quota exceeded": errno.EDQUOT,
+                "read-only file system": errno.EROFS, "permission denied": errno.EACCES,
+                "file too large": errno.EFBIG}
+
+
+def store_write_error(root: Path, exc: BaseException, doing: str) -> StoreWriteError | None:
+    """The :class:`StoreWriteError` of an exception raised while writing into the store at
+    ``root`` when its cause is the store's (full, read-only, not writable), else ``None``.
+
+    The cause is found in the chain of exceptions (an ``OSError``'s errno, or GDAL's message
+    for the same), or, when GDAL only says "IO error", in the free space left."""
+    if isinstance(exc, StoreWriteError):
+        return exc
+    seen, cur, code, where = set(), exc, None, None
+    while cur is not None and id(cur) not in seen and code is None:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in _STORE_ERRNOS:
+            code, where = cur.errno, cur.filename
+        else:
+            text = str(cur).lower()
+            code = next((c for t, c in _STORE_TEXTS.items() if t in text), None)
+        cur = cur.__cause__ or cur.__context__
+    if code is None and any(w in str(exc).lower() for w in ("io error", "write failed",
+                                                            "writing the cog failed")):
+        try:
+            if shutil.disk_usage(_existing_parent(root)).free < 4 * 2**20:
+                code = errno.ENOSPC
+        except OSError:
+            pass
+    if code is None:
+        return None
+    target = root
+    if where and code in (errno.EACCES, errno.EPERM, errno.ENOTDIR):
+        target = Path(where)
+    msg = f"{target}: {_STORE_ERRNOS[code]} ({doing})"
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        try:
+            free = shutil.disk_usage(_existing_parent(root)).free
+            msg = f"{target}: {_STORE_ERRNOS[code]} ({doing}; {free / 2**20:.1f} MiB free)"
+        except OSError:
+            pass
+    err = StoreWriteError(msg)
+    err.errno = code
+    return err
+
+
+def _existing_parent(path: Path) -> Path:
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _json_like(value):
+    """A value as it reads back from an item's JSON (tuples as lists, keys as strings)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _parameter_hash(parameters: dict[str, Any]) -> str:
+    from ..core.stac import parameter_hash
+
+    return parameter_hash(parameters)
+
+
+def parameter_differences(stored: Any, requested: Any, prefix: str = "") -> list[str]:
+    """What differs between a stored product's parameters and a request, one
+    ``"name: stored -> requested"`` each.
+
+    Top-level parameters the stored product lacks are ignored (a product of an older
+    version, made before the parameter existed, with its default); within a nested mapping
+    (``source``: in-situ polygons or a reference map) a key only one side has is a
+    difference. ``None`` in a request means "the default": not compared.
+    """
+    out: list[str] = []
+    if isinstance(stored, dict) and isinstance(requested, dict):
+        for k, v in requested.items():
+            name = f"{prefix}{k}"
+            if v is None or k in _NOT_COMPARED:
+                continue
+            if k not in stored:
+                if prefix:
+                    out.append(f"{name}: (none) -> {_short(v)}")
+                continue
+            out += parameter_differences(stored[k], v, name + ".")
+        if prefix:
+            out += [f"{prefix}{k}: {_short(stored[k])} -> (none)" for k in stored
+                    if k not in requested and k in _SOURCE_KINDS]
+        return out
+    if _json_like(stored) != _json_like(requested):
+        out.append(f"{prefix.rstrip('.')}: {_short(stored)} -> {_short(requested)}")
+    return out
+
+
+#: Parameters that change how a product is computed, not what it holds (block sizes).
+_NOT_COMPARED = frozenset({"chunk", "chunks"})
+
+#: Keys of a nested parameter mapping that say where a product's reference came from: one
+#: the stored product has and the request lacks is a difference.
+_SOURCE_KINDS = ("insitu", "reference_map", "crop_mask")
+
+
+def _short(v) -> str:
+    text = json.dumps(v, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def read_item(path: str | Path) -> pystac.Item:
@@ -764,11 +979,15 @@ def _utc(d: dt.datetime) -> dt.datetime:
 def _atomic_write_json(path: Path, obj: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, allow_nan=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1, allow_nan=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def dataset_layers(ds: xr.Dataset, sensor: str) -> list[Layer]:

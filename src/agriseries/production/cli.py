@@ -12,7 +12,8 @@ also be run on their own as ``python -m agriseries.production.cli``.
   made and what is waiting.
 
 Exit codes: 0 all went well, 1 a job failed or the run stopped on an error (the database
-unavailable...), 2 wrong usage.
+unavailable...), 2 wrong usage, 130 a run without ``--watch`` stopped by SIGINT or SIGTERM
+before it finished (running jobs released; run it again to finish).
 """
 
 from __future__ import annotations
@@ -22,13 +23,11 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from ..cli_output import err as console
+from ..cli_output import out
 from ..core.errors import AgriseriesError
-
-console = Console(stderr=True)
-out = Console()
 
 __all__ = ["cli", "run", "site", "status"]
 
@@ -74,15 +73,25 @@ def template(output: Path | None) -> None:
 def check(site_file: Path, as_json: bool) -> None:
     """Validate SITE_FILE and show its tiles, months and settings."""
     s = _load(site_file)
+    problems = []
+    if not s.inbox.path.is_dir():
+        problems.append(f"{s.where('inbox.path')}: inbox folder {s.inbox.path} does not exist "
+                        "(agriseries run needs it)")
+    if s.store.exists() and not s.store.is_dir():
+        problems.append(f"{s.where('store')}: {s.store} is a file, not a folder")
     doc = {"name": s.name, "tiles": s.tiles, "months": [f"{a:%Y-%m}" for a, _ in s.months()],
            "store": str(s.store), "inbox": str(s.inbox.path), "database": s.database_url,
-           "notices": s.notices()}
+           "notices": s.notices(), "problems": problems}
     if as_json:
-        out.print_json(json.dumps(doc))
-        return
-    for k, v in doc.items():
-        out.print(f"[bold]{k}[/bold]: {', '.join(v) if isinstance(v, list) else v}",
-                  highlight=False)
+        click.echo(json.dumps(doc, indent=1))
+    else:
+        for k, v in doc.items():
+            if k != "problems":
+                out.print(f"[bold]{k}[/bold]: {', '.join(v) if isinstance(v, list) else v}",
+                          highlight=False)
+        for p in problems:
+            console.print(f"[red]error:[/red] {p}", highlight=False, soft_wrap=True)
+    sys.exit(1 if problems else 0)
 
 
 class _Progress:
@@ -183,6 +192,9 @@ def run(site_file: Path, watch: bool, poll_s: float | None, scheduler: str | Non
             out.print("stopped by a signal; running jobs were released")
     if report.error:
         console.print(f"[red]error:[/red] {report.error}", highlight=False, soft_wrap=True)
+    if report.stopped == "signal" and not watch and not report.exit_code:
+        # a run asked to finish what is due, stopped before: not done (--watch ends this way)
+        sys.exit(130)  # agriseries.core.errors.EXIT_INTERRUPTED
     sys.exit(report.exit_code)
 
 

@@ -8,6 +8,7 @@ processes on loopback. Connecting is bounded in time (30 s).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -46,10 +47,13 @@ def engine(site: Site, scheduler: str | None, scheduler_file: str | Path | None,
             c.close(timeout=10)
         return
     e = site.engine
+    # silence_logs: the workers' own warnings (a failed task's "Compute Failed" with its
+    # arguments and the escaped traceback) stay off the terminal; the job's record holds
+    # the error and its traceback (agriseries status SITE)
     cluster = LocalCluster(n_workers=n_workers or e.n_workers,
                            threads_per_worker=e.threads_per_worker, processes=True,
                            memory_limit=e.memory_limit, dashboard_address=":0",
-                           host="127.0.0.1")
+                           host="127.0.0.1", silence_logs=logging.ERROR)
     c = Client(cluster)
     try:
         yield c

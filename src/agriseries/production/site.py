@@ -57,12 +57,7 @@ from pydantic import (
     model_validator,
 )
 
-from ..biophysical.params import VARIABLES as _BIOPHYSICAL_VARIABLES
-from ..biophysical.params import BiophysicalParams
-from ..composite.params import WaspParams
 from ..core.errors import ConfigurationError
-from ..crop.params import CropMaskParams, CropTypeParams, NoInsituParams
-from ..l2a.params import L2AParams
 
 __all__ = [
     "DEFAULT_DATABASE_FILE",
@@ -79,6 +74,7 @@ PENDING_LEVELS: dict[str, str] = {}
 #: The job database file, inside the product store, when the site gives no URL.
 DEFAULT_DATABASE_FILE = "jobs.sqlite"
 _SENSOR_FAMILIES = ("S2", "L8", "L9")
+_BIOPHYSICAL_VARIABLES = ("LAI", "FAPAR", "FCOVER", "LAI_Cab", "LAI_Cw")
 
 
 def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
@@ -188,6 +184,13 @@ class Area(_Model):
             shape = unary_union(shapes)
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             raise ValueError(f"not a usable GeoJSON polygon: {e}") from None
+        x0, y0, x1, y1 = shape.boundingbox
+        if not (-180 <= x0 <= x1 <= 180 and -90 <= y0 <= y1 <= 90):
+            bad = next(v for v in (x0, x1, y0, y1) if not (-180 <= v <= 180)) \
+                if not (-180 <= x0 <= x1 <= 180) else next(v for v in (y0, y1) if abs(v) > 90)
+            what = "longitude" if not (-180 <= x0 <= x1 <= 180) else "latitude"
+            raise ValueError(f"{what} {bad:g} is out of range: expected longitudes -180..180 and "
+                             "latitudes -90..90, in GeoJSON's (lon, lat) order")
         self._shape = shape
         tiles = [t.name for t in tiles_for_geometry(shape)]
         if not tiles:
@@ -237,7 +240,7 @@ class L3ASchedule(_Model):
     """Make it."""
     schedule: Literal["monthly"] = "monthly"
     """One synthesis per calendar month of the season."""
-    half_period: int = Field(WaspParams.half_period, ge=1, le=60)
+    half_period: int = Field(23, ge=1, le=60)
     """WASP half synthesis period H (days): inputs within the month's middle +- H."""
     sensors: list[str] | None = None
     """Sensor families to use (S2, L8, L9); default all."""
@@ -261,7 +264,7 @@ class L3BSchedule(_Model):
     """Sensor families to process (S2, L8, L9); default all."""
     variables: list[str] = Field(default_factory=lambda: list(_BIOPHYSICAL_VARIABLES))
     """Variables (LAI, FAPAR, FCOVER, LAI_Cab, LAI_Cw)."""
-    resolution: Literal[10, 20] = BiophysicalParams.resolution
+    resolution: Literal[10, 20] = 20
     """Sentinel-2 pixel size of the networks (20: eight bands, 10: three bands)."""
 
     @field_validator("sensors")
@@ -295,14 +298,14 @@ class L4ASchedule(_Model):
     start: dt.date | None = None
     """First crop mask date: the first map is at the end of its month (default: the middle
     of the season)."""
-    class_field: str = Field(CropMaskParams.class_field, min_length=1)
+    class_field: str = Field("CROP", min_length=1)
     """Field of the in-situ polygons with the class (Sen2Agri ``CROP``)."""
-    crop_values: list[int] = Field(default_factory=lambda: list(CropMaskParams.crop_values))
+    crop_values: list[int] = Field(default_factory=lambda: [1])
     """Values of ``class_field`` (or codes of the reference map) that mean cropland."""
     reference_map: Path | None = None
     """A reference land-cover raster: the method without in-situ data (Matton et al.); when
     given it is used instead of the site's ``in_situ`` polygons."""
-    ignore_values: list[int] = Field(default_factory=lambda: list(NoInsituParams.ignore_values))
+    ignore_values: list[int] = Field(default_factory=list)
     """Codes of the reference map to treat as no data."""
 
     @field_validator("crop_values")
@@ -331,7 +334,7 @@ class L4BSchedule(_Model):
     class_field: str | None = Field(None, min_length=1)
     """Field of the in-situ polygons with the crop code (Sen2Agri ``CODE``); required when
     enabled."""
-    exclude_codes: list[int] = Field(default_factory=lambda: list(CropTypeParams.exclude_codes))
+    exclude_codes: list[int] = Field(default_factory=list)
     """Crop codes of polygons to leave out of the training and validation."""
     crop_mask: bool = False
     """Set the pixels that the tile's latest crop mask (L4A, made on or before the map date)
@@ -363,13 +366,13 @@ class L2ASource(_Model):
     source: Literal["provider", "agriseries"] = "provider"
     """``provider``: the providers' L2A (Sen2Cor, MAJA, LaSRC) found in the inbox;
     ``agriseries``: made here from the L1C products of the inbox (``agriseries l2a``)."""
-    resolution: float = Field(L2AParams.resolution, ge=10, le=1000)
+    resolution: float = Field(240.0, ge=10, le=1000)
     """Coarse grid of the cloud tests and of the tile state (m; MAJA: 240)."""
-    altitude: float = Field(L2AParams.altitude, ge=-500, le=9000)
+    altitude: float = Field(0.0, ge=-500, le=9000)
     """Ground altitude (m) for the surface pressure, when there is no DEM."""
     dem: Path | None = None
     """A DEM raster (m) for the surface pressure."""
-    backward_dates: int = Field(L2AParams.backward_dates, ge=0)
+    backward_dates: int = Field(3, ge=0)
     """Dates after which the first products of a tile are made again with history."""
 
     @field_validator("dem")

@@ -138,9 +138,11 @@ def _made_from(item) -> frozenset[str]:
 
 
 def _already_made(stage: Stage, store, inputs: tuple[str, ...],
-                  outputs: tuple[str, ...]) -> list[str] | None:
-    """The job's products when they are all in the store, made from exactly its inputs (or
-    made once); else ``None``."""
+                  outputs: tuple[str, ...], job_params: str) -> list[str] | None:
+    """The job's products when they are all in the store, made from exactly its inputs and
+    with its parameters (or made once); else ``None``. A product that does not say which
+    job parameters made it (made before they were recorded, or outside the production)
+    is judged by its inputs alone."""
     if not outputs or not all(store.exists(pid) for pid in outputs):
         return None
     if stage.made_once:
@@ -148,24 +150,54 @@ def _already_made(stage: Stage, store, inputs: tuple[str, ...],
     made_from: set[str] = set()
     for pid in outputs:
         try:
-            made_from |= _made_from(store.item(pid))
+            item = store.item(pid)
         except (OSError, ValueError, AgriseriesError):
             return None  # unreadable: made again
+        made_from |= _made_from(item)
+        job = item.properties.get("agriseries:job") or {}
+        if job.get("params_hash") not in (None, job_params):
+            return None  # the site's settings changed: made again (see run_job)
     return list(outputs) if made_from == set(inputs) else None
 
 
 def run_job(stage: Stage, store, spec: TaskSpec) -> TaskResult:
-    """Run one job of a stage (the shared driver: see the module docstring)."""
+    """Run one job of a stage (the shared driver: see the module docstring).
+
+    When the job's products are in the store made with other parameters (the site's
+    settings changed), the processor refuses to return them (``ProductExistsError``): the
+    driver removes them and makes them again, once, and says so in the job's notes. The
+    site file is the truth of the production; the job key includes its parameters, so the
+    remade products are not made a third time.
+    """
+    from ..core.errors import ProductExistsError
+    from .records import params_hash
+
     params = stage.params.from_json(spec.params)
+    job_params = params_hash(spec.params)
     outputs = tuple(stage.outputs(spec.tile, spec.inputs, params)) if stage.outputs else ()
-    done = _already_made(stage, store, spec.inputs, outputs)
+    done = _already_made(stage, store, spec.inputs, outputs, job_params)
     if done is not None:
         what = "made once: kept" if stage.made_once else "already made from these inputs"
         return TaskResult(products=[_product_entry(store, pid, False) for pid in done],
                           notes=[f"{', '.join(done)} {what}"])
     inputs = [store.item(i) for i in spec.inputs] if stage.inputs_in_store else list(spec.inputs)
     ctx = StageContext(store, spec.key, spec.tile, spec.inputs, outputs)
-    out = stage.make(ctx, inputs, params)
+    store.extra_properties = {"agriseries:job": {"stage": stage.level, "key": spec.key,
+                                                 "params_hash": job_params}}
+    notes: list[str] = []
+    try:
+        out = stage.make(ctx, inputs, params)
+    except ProductExistsError as e:
+        stale = [pid for pid in outputs if store.exists(pid)]
+        if not stale:
+            raise
+        for pid in stale:
+            store.remove_product(pid)
+        notes.append(f"{', '.join(stale)} made again with the site's parameters ({e})")
+        out = stage.make(ctx, inputs, params)
+    finally:
+        store.extra_properties = {}
+    out.notes[:0] = notes
     seen: dict[str, bool] = {}
     for pid, made in out.products:
         seen[pid] = seen.get(pid, False) or made

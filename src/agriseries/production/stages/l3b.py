@@ -13,7 +13,6 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ...biophysical.params import BiophysicalParams
 from ...core.ids import Level, l3b_id
 from ...core.params import JsonParams
 from ..plan import Catalogue, JobSpec, Waiting, day_end, day_start, family_ok
@@ -42,11 +41,13 @@ class L3BJobParams(JsonParams):
         Sentinel-2 pixel size (m): 20 (eight-band networks) or 10.
     """
 
-    variables: tuple[str, ...] = BiophysicalParams.variables
-    resolution: int = BiophysicalParams.resolution
+    variables: tuple[str, ...] = ("LAI", "FAPAR", "FCOVER", "LAI_Cab", "LAI_Cw")
+    resolution: int = 20
 
     def processor_params(self):
-        """The processor's :class:`~agriseries.biophysical.params.BiophysicalParams`."""
+        """The processor's :class:`~agriseries.biophysical.processor.BiophysicalParams`."""
+        from ...biophysical.processor import BiophysicalParams
+
         return BiophysicalParams(variables=self.variables, resolution=self.resolution)
 
 

@@ -15,13 +15,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ...core.ids import Level
-from ...crop.params import CropTypeParams
+from ...core.params import JsonParams
 from ..plan import Catalogue, JobSpec, Waiting
 from .base import Stage, StageContext, StageOutput
 from .crop import (
     CROP_BANDS,
     CROP_MIN_INPUTS,
-    CropJobParams,
     crop_inputs,
     crop_output,
     crop_outputs,
@@ -39,13 +38,17 @@ PRIORITY = 4
 
 
 @dataclasses.dataclass(frozen=True)
-class L4BJobParams(CropJobParams):
-    """Parameters of a crop type job: those of every crop job
-    (:class:`~agriseries.production.stages.crop.CropJobParams`: ``season``, ``until``,
-    ``product``) and
+class L4BJobParams(JsonParams):
+    """Parameters of a crop type job.
 
     Attributes
     ----------
+    season
+        First and last day of the season (ISO dates).
+    until
+        The map date: acquisitions up to that day are used.
+    product
+        The product the job makes (a crop map is made once).
     class_field
         Field of the in-situ polygons with the crop code.
     exclude_codes
@@ -56,13 +59,18 @@ class L4BJobParams(CropJobParams):
         The L4A product that masks the map (also an input of the job), or ``None``.
     """
 
-    class_field: str = CropTypeParams.class_field
-    exclude_codes: tuple[int, ...] = CropTypeParams.exclude_codes
+    season: tuple[str, str]
+    until: str
+    product: str | None = None
+    class_field: str = "CODE"
+    exclude_codes: tuple[int, ...] = ()
     insitu: str | None = None
     crop_mask: str | None = dataclasses.field(default=None, metadata={"json": "omit_none"})
 
     def processor_params(self):
-        """The processor's :class:`~agriseries.crop.params.CropTypeParams`."""
+        """The processor's :class:`~agriseries.crop.processor.CropTypeParams`."""
+        from ...crop.processor import CropTypeParams
+
         return CropTypeParams(class_field=self.class_field, exclude_codes=self.exclude_codes)
 
 
