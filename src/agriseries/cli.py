@@ -503,7 +503,7 @@ def biophysical_verify(model_dir, atol, as_json):
 def _register() -> None:
     """Commands that live with their package."""
     from .acquire.cli import acquire_cmd, search_cmd
-    from .crop.cli import croptrain_cmd, cropmask_cmd, croptype_cmd
+    from .crop.cli import croptable_cmd, croptrain_cmd, cropmask_cmd, croptype_cmd
     from .io.cli import store_cmd
     from .l2a.cli import l2a_cmd
     from .production.cli import run, site, status
@@ -518,6 +518,7 @@ def _register() -> None:
     main.add_command(cropmask_cmd)
     main.add_command(croptype_cmd)
     main.add_command(croptrain_cmd)
+    main.add_command(croptable_cmd)
     main.add_command(search_cmd)
     main.add_command(acquire_cmd)
     main.add_command(store_cmd)

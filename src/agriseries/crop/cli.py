@@ -15,7 +15,7 @@ import click
 
 from ..core.errors import AgriseriesError
 
-__all__ = ["croptrain_cmd", "cropmask_cmd", "croptype_cmd"]
+__all__ = ["croptable_cmd", "croptrain_cmd", "cropmask_cmd", "croptype_cmd"]
 
 
 def _codes(text: str | None) -> tuple[int, ...]:
@@ -273,3 +273,79 @@ def croptrain_cmd(store_dir, units, kind, out_path, class_field, crop_values, ex
                f"{len(model.classifier.feature_names)} features, {pixels} training pixels from "
                f"{len(model.units)} tile-season(s): "
                + ", ".join(f"{u['tile']} {u['season'][0]}..{u['season'][1]}" for u in model.units))
+
+
+@click.command(name="croptable")
+@click.argument("table", type=click.Path(exists=True, path_type=Path))
+@click.option("--label", "label_column", required=True,
+              help="Label column (ewoc_code, OUTPUT, CT...).")
+@click.option("--crop-values", default=None,
+              help="Values of the label column meaning cropland: a crop mask (default for "
+                   "ewoc_code: WorldCereal's temporary crops). Without it and for another "
+                   "column, the classes are the label values (a crop type).")
+@click.option("--group", "group_column", default=None,
+              help="Column grouping the samples in the folds (location_id...; default: each "
+                   "sample its own group).")
+@click.option("--folds", "k", default=4, show_default=True, type=click.IntRange(2))
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(1))
+@click.option("--min-class", default=0, show_default=True, type=click.IntRange(0),
+              help="Crop type: leave out the classes with fewer samples.")
+@click.option("--classifier", default="rf", show_default=True, type=click.Choice(["rf", "lightgbm"]))
+@click.option("--trees", default=100, show_default=True, type=click.IntRange(1))
+@click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Also train on every sample and save the classifier (joblib).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def croptable_cmd(table, label_column, crop_values, group_column, k, repeats, min_class,
+                  classifier, trees, out_path, as_json):
+    """Grouped cross-validation (and training) of the crop classifier on a samples TABLE.
+
+    TABLE: a long (sample_id, timestamp, band columns: WorldCereal extractions) or wide (one
+    row per sample, feature columns) Parquet or CSV table. Prints OA and kappa of a k-fold
+    cross-validation by group (mean ± sd over the repeats), the split in words.
+    """
+    import numpy as np
+
+    from ..validation import cross_validate
+    from .classifier import ClassifierParams, train_classifier
+    from .tables import cropland_labels, read_samples_table
+
+    try:
+        t = read_samples_table(table, group_column=group_column)
+        if crop_values is not None or label_column == "ewoc_code":
+            y, keep = cropland_labels(t, label_column, _codes(crop_values) or None)
+            names = ["other", "cropland"]
+            labels = [0, 1]
+        else:
+            raw = np.asarray(t.column(label_column))
+            ok = np.array([v == v for v in raw])  # NaN labels out
+            y = np.where(ok, raw, -1).astype(np.int64)
+            codes, counts = np.unique(y[ok], return_counts=True)
+            big = codes[counts >= min_class]
+            keep = ok & np.isin(y, big)
+            labels, names = big.tolist(), [str(c) for c in big]
+        params = ClassifierParams(method=classifier, n_trees=trees, n_jobs=1)
+
+        def fit_predict(Xtr, ytr, Xte):
+            m = train_classifier(Xtr, ytr, params, t.names)
+            i, _ = m.predict(Xte)
+            return m.classes[i]
+
+        kind = group_column or "sample"
+        cv = cross_validate(t.X[keep], y[keep], t.groups[keep], fit_predict, k=k,
+                            repeats=repeats, labels=labels, class_names=names, group_kind=kind)
+        saved = None
+        if out_path is not None:
+            saved = str(train_classifier(t.X[keep], y[keep], params, t.names).save(out_path))
+    except AgriseriesError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps({"table": str(table), "layout": t.layout, "samples": int(keep.sum()),
+                               "features": len(t.names), "model": saved, **cv.to_dict()}))
+        return
+    f1 = ", ".join(f"{n} {v:.2f}" for n, v in zip(names, cv.f1))
+    click.echo(f"{table}: {t.layout} table, {int(keep.sum())} samples, {len(t.names)} features")
+    click.echo(f"OA {cv.oa[0]:.3f} ± {cv.oa[1]:.3f}, kappa {cv.kappa[0]:.3f} ± {cv.kappa[1]:.3f}; "
+               f"F1 {f1}")
+    click.echo(f"split: {cv.split}")
+    if saved:
+        click.echo(f"model: {saved}")
