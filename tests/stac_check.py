@@ -114,6 +114,7 @@ def store_stac_files(root: str | Path) -> list[Path]:
         rel = p.relative_to(root).parts
         if rel[0].startswith(".") or rel[0] == "state":
             continue
-        if p.name in ("catalog.json", "collection.json") or p.stem == p.parent.name:
+        if re.fullmatch(r"catalog(-\d\d)?\.json|collection\.json", p.name) \
+                or p.stem == p.parent.name:
             out.append(p)
     return out

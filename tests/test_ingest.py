@@ -124,7 +124,7 @@ def test_bad_inputs_fail_alone_and_the_rest_is_ingested(tmp_path):
     # the failed product left nothing behind, the good one is complete
     assert store.exists(SAFE_ID)
     assert sorted(p.name for p in (store.root / "L2A" / "T29UNU" / "2022").iterdir()) == [
-        SAFE_ID, "catalog.json"]  # the product and the tile-year catalogue, nothing half-made
+        SAFE_ID, "catalog-10.json", "catalog.json"]  # the product, its catalogues, nothing else
     assert not list((store.root / ".tmp").iterdir())
 
 

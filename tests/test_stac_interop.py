@@ -126,18 +126,20 @@ def test_catalogue_links_and_collections(store):
         assert it.get_root().id == "agriseries"
         assert it.get_collection().id == it.collection_id
         pid = ProductId.parse(it.id)
-        assert it.get_parent().id == f"agriseries-{level.lower()}-{pid.tile.lower()}-{pid.year}"
+        assert it.get_parent().id == (f"agriseries-{level.lower()}-{pid.tile.lower()}-"
+                                      f"{pid.year}-{pid.start.month:02d}")
     col = pystac.Collection.from_file(str(store.root / "L2A" / "collection.json"))
     assert col.summaries.get_list("platform") == ["landsat-8", "sentinel-2a"]
     assert {p.name.split(" ")[0] for p in col.providers} >= {"European", "U.S.", "agriseries"}
     assert [lk.rel for lk in col.links].count("license") == 2
     assert "B04" in col.item_assets and col.item_assets["B04"].roles == ["data", "reflectance"]
     assert all(lk.title for lk in col.links if lk.rel in ("child", "license"))
-    # no catalogue lists more than one tile-year of items
-    for p in store.root.glob("L*/**/catalog.json"):
+    # no catalogue lists more than one tile-month of items; every link has a title
+    for p in store.root.glob("L*/**/catalog*.json"):
         d = json.loads(p.read_text())
-        years = {lk["href"].split("_")[3][:4] for lk in d["links"] if lk["rel"] == "item"}
-        assert len(years) <= 1, p
+        months = {lk["href"].split("_")[3][:6] for lk in d["links"] if lk["rel"] == "item"}
+        assert len(months) <= 1, p
+        assert all(lk.get("title") for lk in d["links"]), p
     # the items are the files: relative links, no machine path anywhere
     text = store.item_path(L3A_ID).read_text()
     assert str(store.root) not in text and "/work/" not in text

@@ -1,4 +1,5 @@
-"""The STAC catalogue of a product store: one catalogue per folder (docs/formats.md "STAC").
+"""The STAC catalogue of a product store: a catalogue per folder and per month (docs/formats.md
+"STAC").
 
 ::
 
@@ -6,13 +7,15 @@
     STORE/L2A/collection.json                Collection of the level: extents, summaries,
                                              item_assets, providers, licence; one child per tile
     STORE/L2A/T31UDS/catalog.json            Catalog of a tile: one child per year
-    STORE/L2A/T31UDS/2018/catalog.json       Catalog of a tile-year: the item links
+    STORE/L2A/T31UDS/2018/catalog.json       Catalog of a tile-year: one child per month
+    STORE/L2A/T31UDS/2018/catalog-07.json    Catalog of a tile-month: the links to the items
+                                             whose period starts in that month
     STORE/L2A/T31UDS/2018/<id>/<id>.json     the Item: collection, root, parent, collection links
 
 Every link is relative, so the store can be moved, copied or served as it is (a
 self-contained catalogue in pystac's words: no ``self`` links on disk, pystac sets them from
-where it reads a file). No file lists more than one tile-year of items, so the catalogue grows
-by folders, not by ever longer link lists. :func:`item_links` gives the links a product's item
+where it reads a file). No file lists more than one tile-month of items (a dozen or so with
+four satellites), so the catalogue grows by files, not by ever longer link lists. :func:`item_links` gives the links a product's item
 is written with; :func:`write_catalog` writes the catalogues and collections from the items.
 """
 
@@ -70,7 +73,8 @@ def item_links(pid: ProductId) -> list[pystac.Link]:
     (``STORE/<level>/<tile>/<year>/<id>/<id>.json``)."""
     return [
         pystac.Link("root", "../../../../catalog.json", JSON, "agriseries product store"),
-        pystac.Link("parent", "../catalog.json", JSON, f"{pid.level.value} {pid.tile} {pid.year}"),
+        pystac.Link("parent", f"../catalog-{pid.start.month:02d}.json", JSON,
+                    f"{pid.level.value} {pid.tile} {pid.year}-{pid.start.month:02d}"),
         pystac.Link("collection", "../../../collection.json", JSON,
                     f"agriseries {pid.level.value}"),
     ]
@@ -91,7 +95,7 @@ def listed_item_ids(path: Path) -> set[str]:
 
 def write_catalog(root: Path, title: str, items_of: Callable[[str], list[pystac.Item]],
                   write_json: Callable[[Path, dict], None]) -> Path:
-    """(Re)write the root catalogue, the level collections and the tile / tile-year
+    """(Re)write the root catalogue, the level collections and the tile / year / month
     catalogues of a store from its items; every document is checked against the STAC schemas
     (and the extension schemas of ``AGRISERIES_STAC_SCHEMAS`` when set) before it is written."""
     root.mkdir(parents=True, exist_ok=True)
@@ -117,25 +121,45 @@ def root_catalog(title: str) -> dict[str, Any]:
 
 
 def _write_level(root: Path, level: str, items: list[pystac.Item], write_json) -> None:
-    by_tile: dict[str, dict[int, list[pystac.Item]]] = defaultdict(lambda: defaultdict(list))
+    by_tile: dict[str, dict[int, dict[int, list[pystac.Item]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list)))
     for it in items:
         pid = ProductId.parse(it.id)
-        by_tile[pid.tile][pid.year].append(it)
+        by_tile[pid.tile][pid.year][pid.start.month].append(it)
     col_dir = root / level
     col = _collection(level, items)
     for tile in sorted(by_tile):
         years = by_tile[tile]
         tcat = _catalog(f"{collection_id(level)}-{tile.lower()}", f"{level} {tile}",
                         f"{level} products of tile {tile}: one catalogue per year",
-                        root_href="../../catalog.json", parent_href="../collection.json")
+                        root_href="../../catalog.json", parent_href="../collection.json",
+                        parent_title=f"agriseries {level}")
         for year in sorted(years):
+            ydir = col_dir / tile / f"{year:04d}"
             ycat = _catalog(f"{collection_id(level)}-{tile.lower()}-{year}",
-                            f"{level} {tile} {year}", f"{level} products of tile {tile} in {year}",
-                            root_href="../../../catalog.json", parent_href="../catalog.json")
-            for it in sorted(years[year], key=lambda i: i.id):
-                ycat["links"].append({"rel": "item", "href": f"./{it.id}/{it.id}.json",
-                                      "type": "application/geo+json", "title": it.id})
-            _checked_write(col_dir / tile / f"{year:04d}" / "catalog.json", ycat, write_json)
+                            f"{level} {tile} {year}",
+                            f"{level} products of tile {tile} in {year}: one catalogue per month",
+                            root_href="../../../catalog.json", parent_href="../catalog.json",
+                            parent_title=f"{level} {tile}")
+            written = set()
+            for month in sorted(years[year]):
+                name = f"catalog-{month:02d}.json"
+                mcat = _catalog(f"{collection_id(level)}-{tile.lower()}-{year}-{month:02d}",
+                                f"{level} {tile} {year}-{month:02d}",
+                                f"{level} products of tile {tile} starting in {year}-{month:02d}",
+                                root_href="../../../catalog.json", parent_href="./catalog.json",
+                                parent_title=f"{level} {tile} {year}")
+                for it in sorted(years[year][month], key=lambda i: i.id):
+                    mcat["links"].append({"rel": "item", "href": f"./{it.id}/{it.id}.json",
+                                          "type": "application/geo+json", "title": it.id})
+                _checked_write(ydir / name, mcat, write_json)
+                written.add(name)
+                ycat["links"].append({"rel": "child", "href": f"./{name}", "type": JSON,
+                                      "title": f"{level} {tile} {year}-{month:02d}"})
+            _checked_write(ydir / "catalog.json", ycat, write_json)
+            for stale in ydir.glob("catalog-[0-9][0-9].json"):
+                if stale.name not in written:  # a month whose products were all removed
+                    stale.unlink(missing_ok=True)
             tcat["links"].append({"rel": "child", "href": f"./{year:04d}/catalog.json",
                                   "type": JSON, "title": f"{level} {tile} {year}"})
         _checked_write(col_dir / tile / "catalog.json", tcat, write_json)
@@ -145,10 +169,10 @@ def _write_level(root: Path, level: str, items: list[pystac.Item], write_json) -
 
 
 def _catalog(cid: str, title: str, description: str, *, root_href: str,
-             parent_href: str | None) -> dict[str, Any]:
+             parent_href: str | None, parent_title: str | None = None) -> dict[str, Any]:
     links = [{"rel": "root", "href": root_href, "type": JSON, "title": "agriseries product store"}]
     if parent_href:
-        links.append({"rel": "parent", "href": parent_href, "type": JSON})
+        links.append({"rel": "parent", "href": parent_href, "type": JSON, "title": parent_title})
     return {"type": "Catalog", "stac_version": pystac.get_stac_version(), "id": cid,
             "title": title, "description": description, "links": links}
 

@@ -257,7 +257,7 @@ def _check_catalog(store: ProductStore, readable: dict[str, Path]) -> list[Probl
         if f"./{lv}/collection.json" not in children:
             out.append(Problem("catalogue", str(cat_path), f"does not list the {lv} collection"))
         try:
-            listed = listed_item_ids(col_path)  # through the tile and tile-year catalogues
+            listed = listed_item_ids(col_path)  # through the tile, year and month catalogues
         except (OSError, ValueError, TypeError, KeyError) as e:
             out.append(Problem("catalogue", str(col_path), f"missing or unreadable collection ({e})"))
             continue

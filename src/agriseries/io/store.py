@@ -749,7 +749,7 @@ class ProductStore:
     def update_catalog(self, title: str = "agriseries product store", *,
                        force: bool = False) -> Path:
         """(Re)write ``catalog.json``, one ``collection.json`` per level and the catalogues of
-        each tile and tile-year from the items on disk (:mod:`agriseries.io.catalog`); skipped,
+        each tile, tile-year and tile-month from the items on disk (:mod:`agriseries.io.catalog`); skipped,
         unless ``force``, on a store opened with ``catalog_updates=False``."""
         if not (self.catalog_updates or force):
             return self.root / "catalog.json"
