@@ -36,6 +36,8 @@ from agriseries.io.timeseries import read_timeseries
 DATA = Path(__file__).parent / "data"
 WC = DATA / "worldcereal"
 SAFE = next((DATA / "safe").glob("S2A_MSIL2A_*.SAFE"))
+MUSCATE_L8 = next((DATA / "muscate" / "L8_N2A").glob("LANDSAT8_*"))
+LANDSAT_C2 = DATA / "landsat" / "LC08_L2SP_008059_20191201_20200825_02_T1"
 WINDOW = ("2018-06-20", "2018-08-10")  # the July synthesis reads +- 23 days around Jul 16
 L3A_ID = "L3A_S2L8_T31UDS_20180701-20180731_AGS"
 DOCS = Path(__file__).parent.parent / "docs" / "formats.md"
@@ -50,6 +52,8 @@ def store(tmp_path_factory) -> ProductStore:
     (l8,) = WC.glob("L8_SR_*.nc")
     ingest_series([(str(l8), read_timeseries(l8).sel(time=slice(*WINDOW)))], st)
     assert all(r.status == "ingested" for r in ingest([SAFE], st, allow_missing_bands=True))
+    assert all(r.status == "ingested" for r in ingest([MUSCATE_L8], st))
+    assert all(r.status == "ingested" for r in ingest([LANDSAT_C2], st, tile="T18NWH"))
     assert composite(st, "T31UDS", "2018-07").made
     start, end = (dt.datetime.fromisoformat(d) for d in WINDOW)
     results = [r for r in run_biophysical(st, "T31UDS", start, end) if "_S2" in r.input]
@@ -251,6 +255,43 @@ def test_odc_stac_and_stackstac_read_composites_and_biophysical_products(store, 
         step = rb.get("scale", 1e-3)
         assert d_odc <= step and d_stk <= step
         assert np.array_equal(np.isnan(mine), np.isnan(stk.sel(band=k).values))
+
+
+@pytest.mark.parametrize("reader, tile, bands, other", [
+    ("SAFE", "T29UNU", ["B04", "B8A"], 20),  # the sample SAFE keeps its 60 m bands only
+    ("MUSCATE", "T31TCJ", ["B4", "B5"], 60), ("Landsat C2", "T18NWH", ["B4", "B5"], 60)])
+def test_the_other_readers_products_read_the_same_everywhere(store, reader, tile, bands, other):
+    """The L2A of the SAFE, MUSCATE and Landsat C2 readers, at native and another pixel size:
+    odc-stac and stackstac give agriseries' grid and values. (odc-stac puts pixel edges on
+    multiples of the resolution, agriseries on the tile's lattice: the same at 10, 20, 30 and
+    60 m on these tiles, whose origins are multiples of 60 m.)"""
+    import odc.stac
+    import stackstac
+
+    (item,) = list(store.items("L2A", tile))
+    native = int(item.assets[bands[0]].extra_fields["raster:bands"][0]["spatial_resolution"])
+    for res in (native, other):
+        how = "average" if res > native else "bilinear"
+        ours = agriseries.load(store.open(item), res, bands=bands, angles=None, with_mask=False,
+                               with_aux=False)
+        # odc-stac reads a coarser grid from the COG overviews, whose pixel is not exactly
+        # twice the native one when the width is odd (Landsat on T18NWH): read the full grid
+        lo = odc.stac.load([item], bands=bands, resolution=res, dtype="float32", resampling=how,
+                           use_overviews=False)
+        stk = stackstac.stack(stackstac_items([item]), assets=bands, resolution=res,
+                              resampling=Resampling[how], xy_coords="center")
+        for b in bands:
+            rb = item.assets[b].extra_fields["raster:bands"][0]
+            o = lo[b].where(lo[b] != rb["nodata"]) * rb["scale"] + rb["offset"]
+            _same_grid(ours[b], o)
+            _same_grid(ours[b], stk.sel(band=b))
+            mine = ours[b].values
+            d_odc = float(np.nanmax(np.abs(mine - o.values)))
+            d_stk = float(np.nanmax(np.abs(mine - stk.sel(band=b).values)))
+            print(f"{reader} {b} at {res} m: max |agriseries - odc-stac| = {d_odc:.2e}, "
+                  f"|agriseries - stackstac| = {d_stk:.2e}")
+            assert d_odc <= rb["scale"] and d_stk <= rb["scale"]
+            assert np.array_equal(np.isnan(mine), np.isnan(stk.sel(band=b).values))
 
 
 def test_a_load_at_another_resolution_is_the_product_not_the_tile(store):
