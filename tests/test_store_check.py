@@ -385,6 +385,7 @@ def test_a_series_without_its_partner_is_flagged_then_completed(tmp_path):
         assert set(props["agriseries:missing_bands"]) == lacking
     res = CliRunner().invoke(main, ["list", "--store", str(store.root)])
     assert res.stdout.count("(incomplete)") == 8
+    assert sorted(check_store(store).incomplete) == sorted(results[0].incomplete)
     # the 20 m file fixed: the same command completes them, without --overwrite
     again = ingest([ten, twenty], store)
     assert [r.status for r in again] == ["ingested", "ingested"]

@@ -112,7 +112,8 @@ def ingest(paths, store_dir, tile, overwrite, allow_missing_bands, stack_bands, 
     with progress_bar("ingest", len(paths), "input", disable=as_json) as tick:
         results = run_ingest(list(paths), store, tile=tile, overwrite=overwrite,
                              allow_missing_bands=allow_missing_bands, stack_bands=stack_bands,
-                             on_result=lambda r: tick(Path(r.path).name))
+                             on_result=lambda r: tick(f"{len(store.written)} product(s) "
+                                                      f"written; {Path(r.path).name[:40]}"))
     failed = [r for r in results if r.status == "failed"]
     if as_json:
         click.echo(json.dumps({
@@ -458,9 +459,11 @@ def biophysical_series_cmd(store_dir, tile, start, end, variables, step_days, la
 
     _check_range(start, end)
 
-    pid = biophysical_series(ProductStore(store_dir), parse_tile(tile).name, start, end,
-                             variables=tuple(v.strip() for v in variables.split(",") if v.strip()),
-                             step_days=step_days, lam=lam, overwrite=overwrite)
+    with console.status(f"L3B series {tile} {start:%Y-%m-%d} to {end:%Y-%m-%d}"):
+        pid = biophysical_series(ProductStore(store_dir), parse_tile(tile).name, start, end,
+                                 variables=tuple(v.strip() for v in variables.split(",")
+                                                 if v.strip()),
+                                 step_days=step_days, lam=lam, overwrite=overwrite)
     if as_json:
         out.print_json(json.dumps({"product": pid}))
     else:

@@ -65,7 +65,7 @@ def progress_bar(label: str, total: int | None, unit: str, *,
         task = progress.add_task("", total=total)
 
         def tick(description: str = "") -> None:
-            progress.update(task, advance=1, description=description[:48])
+            progress.update(task, advance=1, description=description[:72])
 
         yield tick
 

@@ -82,6 +82,9 @@ class CheckReport:
     products: int = 0
     assets: int = 0
     problems: list[Problem] = dataclasses.field(default_factory=list)
+    #: Products flagged ``agriseries:incomplete`` (stored without some layers: not a fault of
+    #: the store, completed by an ingest that brings what they lack).
+    incomplete: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -89,7 +92,8 @@ class CheckReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"store": self.store, "products": self.products, "assets": self.assets,
-                "ok": self.ok, "problems": [p.to_dict() for p in self.problems]}
+                "ok": self.ok, "problems": [p.to_dict() for p in self.problems],
+                "incomplete": list(self.incomplete)}
 
 
 def check_store(store: ProductStore, *, deep: bool = False, catalogue=None,
@@ -131,6 +135,8 @@ def check_store(store: ProductStore, *, deep: bool = False, catalogue=None,
             report.problems.append(Problem("corrupt-item", str(path), e.problem, path.stem))
             continue
         readable[item.id] = path
+        if item.properties.get("agriseries:incomplete"):
+            report.incomplete.append(item.id)
         _check_assets(path, item, deep, report)
     report.problems += _check_catalog(store, readable)
     report.problems += _check_tmp(store, tmp_age_s)

@@ -99,6 +99,9 @@ def check_cmd(store_dir, site_file, deep, tmp_age_h, as_json):
     else:
         _print_problems(report)
         verdict = "sound" if report.ok else f"{len(report.problems)} problem(s)"
+        if report.incomplete:
+            verdict += (f"; {len(report.incomplete)} product(s) flagged incomplete (see "
+                        "agriseries list)")
         err.print(f"{report.store}: {report.products} product(s), {report.assets} file(s): "
                   f"{verdict}" + ("" if report.ok else " (agriseries store repair fixes them)"),
                   highlight=False, markup=False)
