@@ -116,3 +116,33 @@ def test_site_model_errors_and_no_validation(store, tmp_path):
     assert item.properties["agriseries:validation"]["split"].startswith("not validated")
     assert "validation_json" not in item.assets
     validate_item(item)
+
+
+def test_production_l4a_stage_maps_with_the_site_model(store, tmp_path):
+    """A site file's products.L4A.model: the L4A job (its JSON parameters from the site, as
+    the scheduler writes them) maps the tile with the site model, the site's polygons only
+    validate."""
+    from agriseries.production.site import site_from_dict
+    from agriseries.production.stages import l4a
+    from agriseries.production.stages.base import StageContext
+
+    model = train_site_model(store, [TrainingUnit("T31UES", S19, P19)], params=PARAMS)
+    path = model.save(tmp_path / "site_mask.joblib")
+    site = site_from_dict({"name": "flanders", "area": {"tiles": ["31UDS"]},
+                           "season": {"start": S18[0], "end": S18[1]}, "inbox": "inbox",
+                           "store": str(store.root), "in_situ": str(P18),
+                           "products": {"L4A": {"enabled": True, "model": str(path),
+                                                "start": "2018-10-01"}}})
+    assert site.l4a_dates() == [np.datetime64(S18[1]).astype(object)]
+    params = l4a.L4AJobParams.from_json(
+        json.loads(json.dumps({**l4a._base(site), "until": S18[1]})))
+    assert params.model == str(path)
+    pid = "L4A_S2_T31UDS_20180301-20181031_AGS"
+    if store.exists(pid):  # made by the other tests of this module: the stage makes it once
+        store.remove_product(pid)
+    out = l4a.make(StageContext(store, "test", "T31UDS", ()), [], params)
+    assert out.products == [(pid, True)]
+    item = store.item(pid)
+    assert item.properties["agriseries:site_model"]["units"][0]["tile"] == "T31UES"
+    assert item.properties["agriseries:validation"]["n"] == 64 * 64
+    assert item.properties["agriseries:validation"]["oa"] >= 0.75

@@ -187,6 +187,12 @@ PARCELS = Path(__file__).parent / "data" / "crop" / "worldcereal_parcels.gpkg"
      "products.L4B.dates", "2018-03-01, 2018-12-31: outside the season"),
     ({"products": {"L4B": {"crop_mask": "yes please"}}}, "products.L4B.crop_mask",
      "valid boolean"),
+    ({"products": {"L4A": {"enabled": True, "model": "site.joblib"}}}, "products.L4A.model",
+     "site model {tmp}/site.joblib does not exist"),
+    ({"products": {"L4A": {"enabled": True, "model": str(PARCELS)}}}, "products.L4A.model",
+     "it maps the season end only; set products.L4A.start to 2018-10-01"),
+    ({"products": {"L4B": {"enabled": True, "model": str(PARCELS), "dates": ["2018-07-15"]}}},
+     "products.L4B.model", "it maps the season end only"),
 ])
 def test_crop_product_errors_name_the_file_and_the_field(tmp_path, change, field, words):
     data = {**json.loads(json.dumps(MINIMAL)), **change}

@@ -307,6 +307,11 @@ class L4ASchedule(_Model):
     given it is used instead of the site's ``in_situ`` polygons."""
     ignore_values: list[int] = Field(default_factory=list)
     """Codes of the reference map to treat as no data."""
+    model: Path | None = None
+    """A site model (``agriseries croptrain``, trained on the in-situ data of the site's
+    tiles): every tile's map is made with it (the ``in_situ`` polygons, when given, only
+    validate). Its features are a whole season's: with it, only the season-end map is
+    made (``start`` must be the season end's month)."""
 
     @field_validator("crop_values")
     @classmethod
@@ -318,7 +323,7 @@ class L4ASchedule(_Model):
     def _ignore_values(cls, value: list[int]) -> list[int]:
         return _codes(value, "code", allow_empty=True)
 
-    @field_validator("reference_map")
+    @field_validator("reference_map", "model")
     @classmethod
     def _reference(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         return _resolve(value, info)
@@ -339,6 +344,14 @@ class L4BSchedule(_Model):
     crop_mask: bool = False
     """Set the pixels that the tile's latest crop mask (L4A, made on or before the map date)
     calls non-cropland to code 0."""
+    model: Path | None = None
+    """A crop type site model (``agriseries croptrain --kind type``): the maps are made with
+    it (``in_situ`` then only validates); season-end maps only."""
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve(value, info)
 
     @field_validator("dates")
     @classmethod
@@ -729,7 +742,13 @@ def _crop_problems(site: Site) -> list[tuple[str, str]]:
         if not path.is_file():
             out.append((field, f"{what} {path} does not exist"))
 
-    if a.enabled:
+    if a.enabled and a.model is not None:
+        missing("products.L4A.model", a.model, "site model")
+        if site.l4a_dates() != [season.end]:
+            out.append(("products.L4A.model", "a site model is trained on a whole season: it "
+                        "maps the season end only; set products.L4A.start to "
+                        f"{season.end:%Y-%m}-01"))
+    elif a.enabled:
         if a.reference_map is not None:
             missing("products.L4A.reference_map", a.reference_map, "reference map")
         elif site.in_situ is None:
@@ -737,7 +756,12 @@ def _crop_problems(site: Site) -> list[tuple[str, str]]:
                    f"'in_situ' polygons (class field '{a.class_field}') or "
                    "'products.L4A.reference_map' (a reference land-cover raster)")
             out.append(("products.L4A", why))
-    if b.enabled:
+    if b.enabled and b.model is not None:
+        missing("products.L4B.model", b.model, "site model")
+        if site.l4b_dates() != [season.end]:
+            out.append(("products.L4B.model", "a site model is trained on a whole season: it "
+                        "maps the season end only (leave products.L4B.dates empty)"))
+    elif b.enabled:
         if site.in_situ is None:
             why = ("the crop type (products.L4B) is enabled: give the in-situ polygons with "
                    "the crop code")
@@ -839,6 +863,9 @@ products:
                            # crop_values [10, 11, 12, 20, 30]): the method without in-situ
                            # data, used instead of 'in_situ' when given
     ignore_values: []      # reference map codes to treat as no data
+    model: null            # a site model (agriseries croptrain on the in-situ data of the
+                           # site's tiles): every tile mapped with it, 'in_situ' only
+                           # validates; season-end map only (start: the season end's month)
   # L4B: crop type map (random forest on the in-situ crop codes).
   L4B:
     enabled: false         # make it; needs 'in_situ' and class_field
@@ -849,6 +876,8 @@ products:
     exclude_codes: []      # crop codes of polygons to leave out (e.g. [0] for "no crop")
     crop_mask: false       # true: code 0 where the tile's latest crop mask (L4A, made on or
                            # before the map date) says non-cropland
+    model: null            # a crop type site model (agriseries croptrain --kind type);
+                           # season-end map only (dates: [])
 
 # l2a: where the L2A (surface reflectance) products come from.
 l2a:

@@ -110,7 +110,10 @@ def crop_output(ctx: StageContext, res) -> StageOutput:
         raise JobError(f"the crop processor made {res.product}, the scheduler expected {want} "
                        "(season or date changed?)")
     out = StageOutput(products=[(res.product, res.made)])
-    if res.made:
+    if res.made and res.oa is None:
+        out.notes.append(f"{res.product}: made with the site model, not validated (no in-situ "
+                         f"data), data up to {res.last_date_used}")
+    elif res.made:
         out.notes.append(f"{res.product}: OA {res.oa:.3f}, kappa {res.kappa:.3f}, macro F1 "
                          f"{res.macro_f1:.3f} on {res.n_validation} validation pixels, data up "
                          f"to {res.last_date_used}")

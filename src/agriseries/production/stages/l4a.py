@@ -54,6 +54,9 @@ class L4AJobParams(JsonParams):
         Reference land-cover raster, or ``None``.
     ignore_values
         Reference map codes treated as no data.
+    model
+        A site model file (``agriseries croptrain``, site ``products.L4A.model``): the map is
+        made with it, ``insitu`` only validates.
     """
 
     season: tuple[str, str]
@@ -64,6 +67,7 @@ class L4AJobParams(JsonParams):
     insitu: str | None = None
     reference_map: str | None = None
     ignore_values: tuple[int, ...] = ()
+    model: str | None = dataclasses.field(default=None, metadata={"json": "omit_none"})
 
     def processor_params(self):
         """The processor's :class:`~agriseries.crop.processor.CropMaskParams`."""
@@ -82,7 +86,8 @@ def _base(site: Site) -> dict:
             "class_field": cfg.class_field, "crop_values": list(cfg.crop_values),
             "insitu": None if ref is not None or site.in_situ is None else str(site.in_situ),
             "reference_map": None if ref is None else str(ref),
-            "ignore_values": list(cfg.ignore_values)}
+            "ignore_values": list(cfg.ignore_values),
+            **({"model": str(cfg.model)} if cfg.model is not None else {})}
 
 
 def plan(site: Site, catalogue: Catalogue, today: dt.date
@@ -115,8 +120,8 @@ def make(ctx: StageContext, inputs: Sequence[str], params: L4AJobParams) -> Stag
 
     season0, season1 = params.season
     res = cropmask(ctx.store, ctx.tile, season0, season1, insitu=params.insitu,
-                   reference_map=params.reference_map, until=params.until,
-                   params=params.processor_params())
+                   reference_map=None if params.model else params.reference_map,
+                   until=params.until, params=params.processor_params(), model=params.model)
     return crop_output(ctx, res)
 
 

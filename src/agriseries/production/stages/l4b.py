@@ -66,6 +66,7 @@ class L4BJobParams(JsonParams):
     exclude_codes: tuple[int, ...] = ()
     insitu: str | None = None
     crop_mask: str | None = dataclasses.field(default=None, metadata={"json": "omit_none"})
+    model: str | None = dataclasses.field(default=None, metadata={"json": "omit_none"})
 
     def processor_params(self):
         """The processor's :class:`~agriseries.crop.processor.CropTypeParams`."""
@@ -98,7 +99,8 @@ def plan(site: Site, catalogue: Catalogue, today: dt.date
     cfg = site.products.L4B
     base = {"season": [f"{site.season.start}", f"{site.season.end}"],
             "class_field": cfg.class_field, "exclude_codes": list(cfg.exclude_codes),
-            "insitu": None if site.in_situ is None else str(site.in_situ)}
+            "insitu": None if site.in_situ is None else str(site.in_situ),
+            **({"model": str(cfg.model)} if cfg.model is not None else {})}
 
     def latest_mask(tile: str, day: dt.date) -> tuple[str | None, str | None]:
         """The crop mask of a map: (L4A id, None), or (None, why it waits)."""
@@ -131,7 +133,7 @@ def make(ctx: StageContext, inputs: Sequence[str], params: L4BJobParams) -> Stag
     season0, season1 = params.season
     res = croptype(ctx.store, ctx.tile, season0, season1, insitu=params.insitu,
                    crop_mask=params.crop_mask, until=params.until,
-                   params=params.processor_params())
+                   params=params.processor_params(), model=params.model)
     return crop_output(ctx, res)
 
 
