@@ -1,7 +1,9 @@
 # agriseries: the two commands of the README's quick start.
 #   make demo   create .venv, install agriseries, ingest the bundled sample products into
 #               build/demo-store (COG + STAC), make the July 2018 L3A synthesis of T31UDS
-#               and print what was made
+#               and print what was made; run the demo site twice; then a site that fills its
+#               own inbox from a loopback replay of real provider catalogues (search, windowed
+#               fetch, ingest, L3A/L3B: agriseries.acquire.demo)
 #   make test   create .venv, install agriseries with its test extras, run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -39,6 +41,7 @@ demo: $(VENV)/.installed
 	$(BIN)/agriseries run sites/demo.yaml
 	$(BIN)/agriseries run sites/demo.yaml
 	$(BIN)/agriseries status sites/demo.yaml
+	$(BIN)/python -m agriseries.acquire.demo --data tests/data --work build/demo-acquire
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest

@@ -358,7 +358,7 @@ def votes_bench(size: int, trees: int, samples: int, workers: int, repeats: int)
 
     from agriseries.crop.classifier import (
         ClassifierParams,
-        _flatten_forest,
+        flatten_forest,
         forest_votes,
         train_classifier,
     )
@@ -396,7 +396,7 @@ def votes_bench(size: int, trees: int, samples: int, workers: int, repeats: int)
     X = np.ascontiguousarray(rows_of[index[y0:y0 + 512, x0:x0 + 512].ravel().astype(np.int64)])
     del index, labels
     t0 = time.perf_counter()
-    flat = _flatten_forest(forest.estimators_)
+    flat = flatten_forest(forest.estimators_)
     flatten_s = time.perf_counter() - t0
     tables = _pixel_major_tables(forest)
     ncls = len(forest.classes_)

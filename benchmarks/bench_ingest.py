@@ -68,7 +68,7 @@ def run_agriseries(src_path: str, out: str) -> None:
 
     from agriseries.io.cog import write_cog
     from agriseries.io.product import Asset, SourceProduct, file_geobox, load
-    from agriseries.io.store import _encode_reflectance
+    from agriseries.io.store import encode_reflectance
 
     dask.config.set(scheduler="threads")
     gb = file_geobox(src_path)
@@ -78,7 +78,7 @@ def run_agriseries(src_path: str, out: str) -> None:
         footprint=gb.extent, bands={"B04": Asset(src_path, 1, 1e-4, -0.1, 0, 10)},
         native_grids={10: gb})
     ds = load(product, resolution=10, angles=None)
-    write_cog(out, _encode_reflectance(ds["B04"].data[0]), gb, nodata=-10000)
+    write_cog(out, encode_reflectance(ds["B04"].data[0]), gb, nodata=-10000)
 
 
 def child(which: str, src_path: str, out: str) -> None:

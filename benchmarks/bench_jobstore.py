@@ -81,7 +81,7 @@ def run(url: str, n_products: int, n_jobs: int, n_prefill: int, n_queries: int) 
     # baseline: a bare INSERT + SELECT transaction on the same engine
     base = sa.Table("bench_baseline", sa.MetaData(), sa.Column("k", sa.String(64), primary_key=True),
                     sa.Column("v", sa.Text))
-    engine = store._engine
+    engine = store.engine
     base.drop(engine, checkfirst=True)
     base.create(engine)
     n_base = max(200, n_jobs)

@@ -99,8 +99,8 @@ def bench(size: int, chunk: int, workers: int, s2c_res: int, root: Path) -> dict
     from agriseries.l2a.cloudmask import detect
     from agriseries.l2a.processor import (
         L2AParams,
-        _altitude,
-        _atmosphere,
+        coarse_altitude,
+        atmosphere,
         check_inputs,
         coarse_grid,
         l2a,
@@ -132,7 +132,7 @@ def bench(size: int, chunk: int, workers: int, s2c_res: int, root: Path) -> dict
 
         grid = coarse_grid(TILE, Geometry(item.geometry, "EPSG:4326"), params.resolution)
         scene, _ = read_scene(product, check_inputs(product, item.id), grid,
-                              _altitude(params, grid), _atmosphere(product, params))
+                              coarse_altitude(params, grid), atmosphere(product, params))
         mres = detect(scene, None, params.cloud)
     res["mask_s"], res["mask_peak_gb"] = m.seconds, m.peak / 1e9
     res["cloud_percent"] = float(100 * mres.cloud.sum() / max(1, mres.valid.sum()))

@@ -16,7 +16,7 @@ Measured in the same run:
   the layers the L3B product holds (smoothed values, distance to the nearest valid
   observation) are computed and reduced block by block (the COG writing is measured by
   the ingest and composite benchmarks);
-* the numpy implementation this kernel replaced (``timeseries._smooth_numpy``, the day
+* the numpy implementation this kernel replaced (``whittaker(..., implementation="numpy")``, the day
   loops over vectorised pixel batches) on ``--numpy-blocks`` blocks of the same tile, one
   thread, scaled to the tile; the two are compared on those blocks (flags, distances and
   valid-day counts equal, values within float tolerance).
@@ -119,15 +119,13 @@ def main() -> None:
 
     # the numpy implementation on a few blocks of the same tile, one thread
     nb = max(1, args.numpy_blocks)
-    full = {"min_obs": ts.DEFAULT_MIN_OBS, "max_distance": None, "lam_grid": None,
-            "envelope_iterations": 0, "envelope_factor": 0.1, "clip": None}
     c_np = c_nb = t_np = 0.0
     same = {"flags": True, "distance": True, "n_valid": True}
     max_diff = 0.0
     for b in range(nb):
         v, w = block_input((0, b, b), "v"), block_input((0, b, b), "w")
         c0, t0 = time.process_time(), time.perf_counter()
-        zr, qr = ts._whittaker(v, w, dates, out, ts.DEFAULT_LAMBDA, 2, kernel=ts._smooth_numpy, **full)
+        zr, qr = ts.whittaker(v, w, dates, out, implementation="numpy")
         t_np += time.perf_counter() - t0
         c_np += time.process_time() - c0
         c0 = time.process_time()

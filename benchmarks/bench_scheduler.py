@@ -8,7 +8,7 @@ Issue 6 sets two measurements:
    items listing their inputs). Some L2A have no L3B yet and one month per tile has a late
    input, so jobs are due. Measured with the runner's own code (no processor runs):
 
-   * one planning pass (``_Runner.plan``: inbox scan, catalogue load from the database, the
+   * one planning pass (``Runner.plan``: inbox scan, catalogue load from the database, the
      scheduler's rules, submission of every new job),
    * then, per job, what the runner does around a task: ``claim``, registering its product
      in the catalogue (``add_products``) and ``complete``,
@@ -44,7 +44,7 @@ from pathlib import Path
 from agriseries.composite.processor import l3a_id, parse_period
 from agriseries.core.ids import Level, ProductId
 from agriseries.production.jobstore import ProductRecord
-from agriseries.production.runner import _Runner, run
+from agriseries.production.runner import Runner, run
 from agriseries.production.scheduler import l3a_window
 from agriseries.production.site import site_from_dict
 
@@ -123,7 +123,7 @@ def overhead(n_products: int) -> None:
               f"({sum(r.level == 'L2A' for r in recs)} L2A, "
               f"{sum(r.level == 'L3B' for r in recs)} L3B, "
               f"{sum(r.level == 'L3A' for r in recs)} L3A); {due} jobs due")
-        runner = _Runner(site, js, engine=lambda: None, watch=False, poll_s=60,
+        runner = Runner(site, js, engine=lambda: None, watch=False, poll_s=60,
                          today=dt.date(2019, 3, 1), on_event=None, stop=threading.Event(),
                          local_slots=2)
         t = time.perf_counter()

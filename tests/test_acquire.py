@@ -256,11 +256,11 @@ def test_missing_credentials_name_where_they_are_read(monkeypatch, tmp_path):
 @pytest.fixture()
 def archive(srv, samples):
     """(url, size, checksum, rel) of the zipped SAFE served without authorisation."""
-    from agriseries.acquire.replay import _multihash_sha256
+    from agriseries.acquire.replay import multihash_sha256
 
     arch = samples["archive"]
     rel = f"archives/{arch.name}"
-    return srv.file_url(rel), arch.stat().st_size, _multihash_sha256(arch), rel
+    return srv.file_url(rel), arch.stat().st_size, multihash_sha256(arch), rel
 
 
 def _get(srv, url, dest, size, checksum, settings=FAST):

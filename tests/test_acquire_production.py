@@ -180,6 +180,40 @@ def test_a_fetch_that_fails_everywhere_is_a_failed_job_and_a_non_zero_exit(
     assert rep.made == []
 
 
+def test_watch_fetches_an_acquisition_when_it_is_published(srv, tmp_path, cluster):
+    import threading
+
+    es = srv.apis["earth-search"]
+    sample = [i for i in es.items if i["id"] == "S2A_T29UNU_20221005T115411_L2A"]
+    es.items[:] = [i for i in es.items if i not in sample]  # not published yet
+    site = write_site(tmp_path, site_dict(tmp_path, srv, providers=["earth-search"]))
+    stop = threading.Event()
+    events = []
+    out = {}
+    runner = threading.Thread(target=lambda: out.setdefault("report", run(
+        site, client=cluster, today=TODAY, watch=True, poll_s=1.0, stop=stop,
+        on_event=events.append)))
+    runner.start()
+    try:
+        t0 = time.monotonic()
+        while not any("acquisition search: 0 acquisition(s) found" in str(e.detail)
+                      for e in events):
+            assert runner.is_alive() and time.monotonic() - t0 < 60, "no first search"
+            time.sleep(0.1)
+        es.items.extend(sample)  # the provider publishes it: the next poll fetches it
+        store = site.product_store()
+        while not store.exists("L3B_S2A_T29UNU_20221005T115411_AGS"):
+            assert runner.is_alive() and time.monotonic() - t0 < 180, "not produced"
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        runner.join(60)
+    rep = out["report"]
+    assert rep.stopped == "signal" and rep.failed == []
+    assert {L2A, "L3B_S2A_T29UNU_20221005T115411_AGS"} <= set(rep.made)
+    assert [d["processor"] for d in rep.done].count("acquire") == 1
+
+
 # ---------------------------------------------------------------------------- the site file
 
 

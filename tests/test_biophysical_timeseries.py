@@ -108,12 +108,12 @@ def test_hat_diagonal_matches_dense_inverse():
     m = 60
     W = np.where(rng.random((m, 3)) < 0.3, rng.random((m, 3)), 0.0)
     lam = np.array([1.0, 30.0, 1000.0])
-    pen = ts._penalty_bands(m, 2)
-    L, D = ts._ldl(W, lam, pen)
+    pen = ts.penalty_bands(m, 2)
+    L, D = ts.ldl(W, lam, pen)
     Dm = np.diff(np.eye(m), n=2, axis=0)
     for px in range(3):
         ref = np.diag(np.linalg.inv(np.diag(W[:, px]) + lam[px] * Dm.T @ Dm))
-        np.testing.assert_allclose(ts._inverse_diagonal(L, D)[:, px], ref, rtol=1e-8)
+        np.testing.assert_allclose(ts.inverse_diagonal(L, D)[:, px], ref, rtol=1e-8)
 
 
 def test_smooth_curve_irregular_sampling_reproduced():
@@ -463,9 +463,7 @@ def test_compiled_kernel_matches_numpy_reference(options):
     kw = dict(options)
     lam, order = kw.pop("lam", DEFAULT_LAMBDA), kw.pop("order", 2)
     z, q = whittaker(y, w, dates, out, lam, order, **kw)
-    full = {"min_obs": 3, "max_distance": None, "lam_grid": None, "envelope_iterations": 0,
-            "envelope_factor": 0.1, "clip": None, **kw}
-    zr, qr = ts._whittaker(y, w, dates, out, lam, order, kernel=ts._smooth_numpy, **full)
+    zr, qr = whittaker(y, w, dates, out, lam, order, implementation="numpy", **kw)
     np.testing.assert_allclose(z, zr, rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(q.flags, qr.flags)
     np.testing.assert_array_equal(q.distance, qr.distance)

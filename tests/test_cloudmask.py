@@ -293,9 +293,9 @@ def test_correlation_uses_the_stack(wc):
 
 
 def _project_mask(mask, scene, height):
-    dy, dx = cm._displacement(scene)
+    dy, dx = cm.shadow_displacement(scene)
     ys, xs = np.nonzero(mask)
-    ty, tx, inside = cm._project(ys, xs, dy, dx, height, mask.shape)
+    ty, tx, inside = cm.project_shadow(ys, xs, dy, dx, height, mask.shape)
     out = np.zeros(mask.shape, bool)
     out[ty[inside], tx[inside]] = True
     return out

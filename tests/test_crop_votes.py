@@ -17,8 +17,8 @@ from sklearn.ensemble import RandomForestClassifier
 
 from agriseries.crop.classifier import (
     ClassifierParams,
-    _flatten_forest,
-    _thresholds_float32,
+    flatten_forest,
+    thresholds_float32,
     forest_votes,
     train_classifier,
 )
@@ -135,7 +135,7 @@ def test_float32_thresholds_exact():
         [0.0, -0.0, 1e-45, -1e-45, 1e-300, f32max, -f32max, 1.5 * f32max, -1.5 * f32max,
          f32max + 1e25, -f32max - 1e25, np.inf, -np.inf],
     ])
-    t32 = _thresholds_float32(t)
+    t32 = thresholds_float32(t)
     assert t32.dtype == np.float32
     with np.errstate(over="ignore"):
         up = np.nextafter(t32, np.float32(np.inf))
@@ -185,7 +185,7 @@ def test_single_leaf_trees_and_flat_cache(wc_features):
     _assert_votes_equal(forest, X[:300])
     mixed = RandomForestClassifier(n_estimators=7, max_depth=3, random_state=1, n_jobs=1)
     mixed.fit(X[:400], y[:400])
-    flat = _flatten_forest(mixed.estimators_)
+    flat = flatten_forest(mixed.estimators_)
     nodes, thr, leaf_cls, roots = flat
     assert nodes.dtype == np.uint64 and thr.dtype == np.float32 and roots.size == 7
     assert set(np.unique(leaf_cls)) == {0, 1}

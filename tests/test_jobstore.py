@@ -358,7 +358,7 @@ def test_a_statement_running_too_long_is_cancelled(open_store, store_url):
         slow = "SELECT pg_sleep(30)"
     t0 = time.monotonic()
     with (pytest.raises(JobStoreTimeout, match="ran past the limit 0.5 s"),
-          store._transaction("slow probe", write=False) as conn):
+          store.transaction("slow probe", write=False) as conn):
         conn.exec_driver_sql(slow).all()
     assert time.monotonic() - t0 < 0.5 + 2.0
     assert store.submit("l2a", ["x"], {}).state is JobState.QUEUED  # still usable

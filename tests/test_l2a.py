@@ -282,18 +282,18 @@ def test_atmosphere_from_the_ingested_safe_and_the_dem(tmp_path):
     """The ECMWF / CAMS values a SAFE carries reach the correction; parameters override them;
     a DEM lowers the pressure (less Rayleigh scattering removed)."""
     from agriseries.io.ingest import ingest
-    from agriseries.l2a.processor import _atmosphere
+    from agriseries.l2a.processor import atmosphere
 
     store = ProductStore(tmp_path / "safe")
     safe = Path(__file__).parent / "data" / "safe" / \
         "S2A_MSIL2A_20221005T115411_N0400_R023_T29UNU_20221005T164454.SAFE"
     (ing,) = ingest([safe], store, allow_missing_bands=True)
     prod = store.open(store.item(ing.products[0]))
-    atm = _atmosphere(prod, L2AParams())
+    atm = atmosphere(prod, L2AParams())
     assert (atm.aot550, atm.ozone) == pytest.approx((0.1217, 0.3219), abs=1e-3)
     assert atm.water_vapour == pytest.approx(1.4105, abs=1e-3)
     assert atm.sources["aot550"] == "product (AUX_ECMWFT, AUX_CAMSFO)"
-    over = _atmosphere(prod, L2AParams(aot550=0.3))
+    over = atmosphere(prod, L2AParams(aot550=0.3))
     assert over.aot550 == 0.3 and over.sources["aot550"] == "parameter"
     assert over.ozone == atm.ozone
 

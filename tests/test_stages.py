@@ -281,6 +281,36 @@ def test_no_module_imports_private_names_of_another_package():
     assert res.stdout == ""
 
 
+def _private_uses(path: Path) -> list[str]:
+    """Private names of agriseries a test or benchmark file reaches: ``from agriseries.x
+    import _y``, and ``m._y`` where ``m`` is an agriseries module it imported."""
+    tree = ast.parse(path.read_text())
+    modules: set[str] = set()
+    bad = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("agriseries"):
+            for a in node.names:
+                if a.name.startswith("_") and not a.name.startswith("__"):
+                    bad.append(f"{path.name}:{node.lineno} {node.module}.{a.name}")
+                else:  # a submodule imported by name (from agriseries.l2a import cloudmask)
+                    modules.add(a.asname or a.name)
+        elif isinstance(node, ast.Import):
+            modules |= {a.asname for a in node.names
+                        if a.name.startswith("agriseries") and a.asname}
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                and node.value.id in modules and node.attr.startswith("_")
+                and not node.attr.startswith("__")):
+            bad.append(f"{path.name}:{node.lineno} {node.value.id}.{node.attr}")
+    return bad
+
+
+def test_tests_and_benchmarks_use_public_names_only():
+    root = SRC.parent.parent
+    files = sorted((root / "tests").glob("*.py")) + sorted((root / "benchmarks").glob("*.py"))
+    assert [b for f in files for b in _private_uses(f)] == []
+
+
 def test_optional_dependency_errors_name_extras_that_exist():
     """Every ``OptionalDependencyError(module, extra)`` / ``optional_import(module, extra)``
     in the package names an extra of pyproject.toml, and the heavy optional parts are not

@@ -26,6 +26,8 @@ from rich.table import Table
 from .version import VERSION
 from .cli_output import err as console
 from .cli_output import install_store_warnings, out, progress_bar, sensor_families
+from .biophysical.params import BiophysicalParams
+from .composite.params import WaspParams
 from .core.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -33,6 +35,7 @@ from .core.errors import (
     AgriseriesError,
     NothingToDoError,
 )
+from .core.params import click_options, from_options
 
 
 class _Group(click.Group):
@@ -55,6 +58,11 @@ class _Group(click.Group):
                           "run the command again to finish)", highlight=False)
             sys.exit(EXIT_INTERRUPTED)
 
+
+#: The WASP parameters ``agriseries composite`` takes as options (defaults: WaspParams').
+WASP_OPTIONS = ("half_period", "coarse_resolution", "sigma_small", "sigma_large", "aot_weight_min",
+                "aot_weight_max", "aot_max", "legacy_date_weight", "directional_correction",
+                "chunks")
 
 STACK_BANDS_HELP = ("Band names, in file order, of a product stored as one multi-band stack "
                     "whose metadata does not say which bands it holds (MUSCATE *_STACK.tif "
@@ -304,9 +312,10 @@ def tile(tile, resolution, as_json):
                                            "subcommand is given).")
 @click.option("--from", "start", default=None, type=click.DateTime(), help="First date (inclusive).")
 @click.option("--to", "end", default=None, type=click.DateTime(), help="Last date (inclusive).")
-@click.option("--variables", default="LAI,FAPAR,FCOVER,LAI_Cab,LAI_Cw", show_default=True,
+@click.option("--variables", default=",".join(BiophysicalParams.variables), show_default=True,
               help="Comma-separated variables.")
-@click.option("--resolution", default="20", type=click.Choice(["10", "20"]), show_default=True,
+@click.option("--resolution", default=str(BiophysicalParams.resolution),
+              type=click.Choice(["10", "20"]), show_default=True,
               help="Sentinel-2: 20 m eight-band networks or 10 m three-band networks "
                    "(LAI, FAPAR, FCOVER). Landsat is processed at 30 m.")
 @click.option("--networks", "networks_root", default=None, type=click.Path(exists=True),
@@ -349,7 +358,7 @@ def biophysical(ctx, store_dir, tile, start, end, variables, resolution, network
                                   sensors=sensors, on_result=lambda r: tick(r.input))
     failed = [r for r in results if r.status == "failed"]
     if as_json:
-        click.echo(json.dumps([r.__dict__ for r in results], indent=1))
+        click.echo(json.dumps([r.to_dict() for r in results], indent=1))
     else:  # one tab-separated line per L2A input: status, input, product or error
         for r in results:
             click.echo(f"{r.status}\t{r.input}\t{r.product if r.status != 'failed' else r.error}")
@@ -369,59 +378,41 @@ def biophysical(ctx, store_dir, tile, start, end, variables, resolution, network
                    "day is the synthesis centre unless --centre is given.")
 @click.option("--centre", type=click.DateTime(["%Y-%m-%d"]), default=None,
               help="Synthesis centre date t_c (default: the middle of the period).")
-@click.option("--half-period", default=23, show_default=True,
-              help="H: dates within t_c +- H days are used.")
+@click_options(WaspParams, WASP_OPTIONS)
 @click.option("--sensors", default=None, callback=lambda ctx, param, v: sensor_families(v),
               help="Comma-separated sensor families to use, e.g. S2 or S2,L8 (default: all).")
-@click.option("--s2-weight", default=1.0, show_default=True, help="Sensor weight of Sentinel-2.")
-@click.option("--landsat-weight", default=0.33, show_default=True,
+@click.option("--s2-weight", default=WaspParams().sensor_weights["S2"], show_default=True,
+              help="Sensor weight of Sentinel-2.")
+@click.option("--landsat-weight", default=WaspParams().sensor_weights["L8"], show_default=True,
               help="Sensor weight of Landsat 8/9 (low, so that it fills what S2 left cloudy).")
-@click.option("--coarse-resolution", default=240.0, show_default=True,
-              help="Pixel size (m) of the cloud-distance weight grid.")
-@click.option("--sigma-small", default=2.0, show_default=True,
-              help="Small-cloud Gaussian sigma (coarse pixels).")
-@click.option("--sigma-large", default=10.0, show_default=True,
-              help="Large-cloud Gaussian sigma (coarse pixels).")
-@click.option("--aot-weight-min", default=0.33, show_default=True, help="AOT weight at high AOT.")
-@click.option("--aot-weight-max", default=1.0, show_default=True, help="AOT weight at AOT 0.")
-@click.option("--aot-max", default=0.8, show_default=True,
-              help="AOT from which the AOT weight is at its minimum.")
-@click.option("--legacy-date-weight", is_flag=True,
-              help="WASP's integer-division date weight (1 below H days, 0.5 from H) instead "
-                   "of the linear one.")
-@click.option("--no-directional", is_flag=True, help="Skip the correction to nadir view.")
-@click.option("--chunks", default=1024, show_default=True, help="Block edge (10 m pixels).")
+@click.option("--no-directional", is_flag=True, hidden=True,
+              help="Same as --no-directional-correction.")
 @click.option("--overwrite", is_flag=True, help="Remake the product if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def composite(store_dir, tile, period, centre, half_period, sensors, s2_weight, landsat_weight,
-              coarse_resolution, sigma_small, sigma_large, aot_weight_min, aot_weight_max,
-              aot_max, legacy_date_weight, no_directional, chunks, overwrite, as_json):
+def composite(store_dir, tile, period, centre, sensors, s2_weight, landsat_weight,
+              no_directional, overwrite, as_json, **wasp):
     """L3A: cloud-free synthesis of a tile by weighted average (WASP), Sentinel-2 + Landsat 8/9.
 
     Reads the tile's L2A products within t_c +- H days and writes one L3A product:
     reflectance at 10 and 20 m, weight, weighted date and flag per resolution, a mask,
     a quicklook and a STAC Item listing the inputs and their weights.
     """
-    from .composite import WaspParams
     from .composite import composite as make
     from .core.grid import parse_tile
     from .io.store import ProductStore
 
-    params = WaspParams(
-        half_period=half_period,
-        sensor_weights={"S2": s2_weight, "L8": landsat_weight, "L9": landsat_weight},
-        coarse_resolution=coarse_resolution, sigma_small=sigma_small, sigma_large=sigma_large,
-        aot_weight_min=aot_weight_min, aot_weight_max=aot_weight_max, aot_max=aot_max,
-        legacy_date_weight=legacy_date_weight, directional_correction=not no_directional,
-        chunks=chunks)
+    if no_directional:
+        wasp["directional_correction"] = False
+    params = from_options(WaspParams, wasp, sensor_weights={"S2": s2_weight, "L8": landsat_weight,
+                                                            "L9": landsat_weight})
     fams = sensors
     with console.status(f"L3A {tile} {period}"):
         r = make(ProductStore(store_dir), parse_tile(tile).name, period,
                  centre=centre.date() if centre else None, sensors=fams, params=params,
                  overwrite=overwrite)
     if as_json:
-        out.print_json(json.dumps(r.__dict__))
-        return
+        out.print_json(json.dumps(r.to_dict()))
+        sys.exit(1 if r.skipped else 0)
     if not r.made:
         out.print(f"{r.product} is already in the store (--overwrite to remake it)")
         return
@@ -432,8 +423,9 @@ def composite(store_dir, tile, period, centre, half_period, sensors, s2_weight, 
         table.add_row(i["id"], i["sensor"], f"{i['date_weight']:.3f}", f"{i['sensor_weight']:g}",
                       i["aot"])
     for s in r.skipped:
-        table.add_row(s["id"], "", "", "", f"[red]skipped: {s['error']}[/red]")
+        table.add_row(s.input, "", "", "", f"[red]skipped: {s.error_type}: {s.message}[/red]")
     out.print(table)
+    sys.exit(1 if r.skipped else 0)  # made from the others, but an input failed
 
 
 @main.command(name="biophysical-series")

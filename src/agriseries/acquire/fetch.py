@@ -33,7 +33,13 @@ from typing import Callable, Iterable, Literal
 
 from odc.geo.geom import Geometry
 
-from ..core.errors import AgriseriesError, DownloadError, VerificationError
+from ..core.errors import (
+    AgriseriesError,
+    DownloadError,
+    FailureRecord,
+    VerificationError,
+    WithFailure,
+)
 from .catalog import Acquisition, archive_key
 from .http import HttpSettings, ProviderSession
 from .layout import (
@@ -84,8 +90,12 @@ class FetchOptions:
 
 
 @dataclass
-class FetchResult:
-    """What happened to one acquisition."""
+class FetchResult(WithFailure):
+    """What happened to one acquisition.
+
+    ``failure`` (a :class:`~agriseries.core.errors.FailureRecord`) says why it failed
+    (every provider's reason); ``error`` and ``traceback`` read it.
+    """
 
     id: str
     status: str  # "fetched" | "skipped" | "failed"
@@ -93,12 +103,13 @@ class FetchResult:
     entry: str | None = None
     bytes: int = 0
     files: int = 0
-    error: str | None = None
-    traceback: str | None = None
+    failure: FailureRecord | None = None
 
     def to_dict(self) -> dict:
-        """JSON-friendly form (without the traceback)."""
-        return {k: v for k, v in self.__dict__.items() if k != "traceback"}
+        """JSON-friendly form (with ``error`` and ``error_type``, without the traceback)."""
+        return {"id": self.id, "status": self.status, "provider": self.provider,
+                "entry": self.entry, "bytes": self.bytes, "files": self.files,
+                "error": self.error, "error_type": self.error_type}
 
 
 def staging_root(inbox: Path) -> Path:
@@ -226,7 +237,11 @@ class Fetcher:
                 errors.append((a.provider, DownloadError(f"{type(e).__name__}: {e}"),
                                tb.format_exc()))
         msg = "; ".join(f"{p}: {e}" for p, e, _ in errors)
-        return FetchResult(acq.id, "failed", acq.provider, error=msg, traceback=errors[-1][2])
+        last = errors[-1][1]  # named by its public class (AuthenticationError...), not a helper's
+        kind = (type(last).__name__ if len(errors) == 1
+                and type(last).__module__ == AgriseriesError.__module__ else "DownloadError")
+        return FetchResult(acq.id, "failed", acq.provider,
+                           failure=FailureRecord(acq.id, kind, msg, errors[-1][2], acq.id))
 
     def _fetch_one(self, acq: Acquisition) -> tuple[Path, int, int]:
         s = self.session(acq.provider)
@@ -420,9 +435,10 @@ def acquire(acquisitions: Iterable[Acquisition], fetcher: Fetcher, jobs=None, *,
         if key not in got:
             job = jobs.get(key)
             state = job.state.value if job else "?"
+            why = (f"job {key[:12]} is {state} (held by "
+                   f"{job.lease_owner if job else '?'}); not fetched now")
             done(FetchResult(a.id, "failed", a.provider,
-                             error=f"job {key[:12]} is {state} (held by "
-                                   f"{job.lease_owner if job else '?'}); not fetched now"))
+                             failure=FailureRecord(a.id, "JobStoreConflict", why, id=key)))
     for j in claimed:
         a = keys[j.key]
         r = fetcher.fetch(a)

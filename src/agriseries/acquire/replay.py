@@ -139,7 +139,8 @@ class ReplayServer:
         self._tokens: dict[str, float] = {}
         self._refresh: dict[str, str] = {}
         self._lock = threading.Lock()
-        self.httpd = _QuietServer(("127.0.0.1", 0), self._handler())
+        self.httpd = _QuietServer(("127.0.0.1", 0), _ReplayHandler)
+        self.httpd.replay = self  # what the handler answers from
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
@@ -191,303 +192,305 @@ class ReplayServer:
         """Logged requests whose path starts with ``prefix``."""
         return [r for r in self.log if r["path"].startswith(prefix)]
 
-    # ------------------------------------------------------------------ handler
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+class _ReplayHandler(BaseHTTPRequestHandler):
+    """The requests of a :class:`ReplayServer` (``self.replay``): STAC API, tokens, files and
+    their faults."""
 
-            def log_message(self, *args) -> None:  # quiet
-                pass
+    @property
+    def replay(self) -> ReplayServer:
+        return self.server.replay  # type: ignore[attr-defined]
 
-            def _record(self, status: int, sent: int) -> dict:
-                rec = {"method": self.command, "path": urlsplit(self.path).path,
-                       "range": self.headers.get("Range"), "status": status,
-                       "bytes": sent, "time": time.monotonic()}
-                with server._lock:
-                    server.log.append(rec)
-                return rec
+    protocol_version = "HTTP/1.1"
 
-            def _send(self, status: int, body: bytes = b"", ctype: str = "application/json",
-                      headers: dict[str, str] | None = None) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                rec = self._record(status, 0)
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
-                    rec["bytes"] = len(body)
+    def log_message(self, *args) -> None:  # quiet
+        pass
 
-            def _json(self, doc, status: int = 200) -> None:
-                self._send(status, json.dumps(doc).encode(), "application/geo+json"
-                           if doc.get("type") == "FeatureCollection" else "application/json")
+    def _record(self, status: int, sent: int) -> dict:
+        rec = {"method": self.command, "path": urlsplit(self.path).path,
+               "range": self.headers.get("Range"), "status": status,
+               "bytes": sent, "time": time.monotonic()}
+        with self.replay._lock:
+            self.replay.log.append(rec)
+        return rec
 
-            def do_HEAD(self) -> None:
-                self.do_GET()
+    def _send(self, status: int, body: bytes = b"", ctype: str = "application/json",
+              headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        rec = self._record(status, 0)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+            rec["bytes"] = len(body)
 
-            def do_GET(self) -> None:
-                self._route(None)
+    def _json(self, doc, status: int = 200) -> None:
+        self._send(status, json.dumps(doc).encode(), "application/geo+json"
+                   if doc.get("type") == "FeatureCollection" else "application/json")
 
-            def do_POST(self) -> None:
-                n = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(n) if n else b""
-                ctype = self.headers.get("Content-Type", "")
-                if "json" in ctype:
-                    body = json.loads(raw or b"{}")
-                else:
-                    body = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
-                self._route(body)
+    def do_HEAD(self) -> None:
+        self.do_GET()
 
-            def _route(self, body) -> None:
-                try:
-                    parts = urlsplit(self.path)
-                    segs = [s for s in parts.path.split("/") if s]
-                    qs = {k: v[0] for k, v in parse_qs(parts.query).items()}
-                    if segs and segs[0] == "files":
-                        return self._file("/".join(segs[1:]), qs, None)
-                    if not segs or segs[0] not in server.apis:
-                        return self._json({"code": "NotFound"}, 404)
-                    name, api = segs[0], server.apis[segs[0]]
-                    if api.down:
-                        return self._send(503, b"<html><body>Service Unavailable</body></html>",
-                                          "text/html")
-                    rest = segs[1:]
-                    base = server.api_url(name)
-                    if rest[:1] == ["token"]:
-                        return self._sas_token(api, rest[1:])
-                    if rest[:1] == ["oauth"]:
-                        return self._oauth(api, body or {})
-                    if rest[:1] == ["files"]:
-                        return self._file("/".join(rest[1:]), qs, api)
-                    if api.auth in ("apikey",) and not self._authorised(api, qs):
-                        return self._json({"code": "Unauthorized"}, 401)
-                    if not rest:
-                        return self._json(self._landing(name, base))
-                    if rest == ["conformance"]:
-                        return self._json({"conformsTo": _CONFORMANCE})
-                    if rest == ["collections"]:
-                        return self._json({"collections": [self._collection(api, c, base)
-                                                           for c in self._cids(api)],
-                                           "links": []})
-                    if rest[0] == "collections" and len(rest) == 2:
-                        if rest[1] not in self._cids(api):
-                            return self._json({"code": "NotFound"}, 404)
-                        return self._json(self._collection(api, rest[1], base))
-                    if rest == ["search"]:
-                        return self._search(api, base, body if body is not None else qs,
-                                            body is not None)
+    def do_GET(self) -> None:
+        self._route(None)
+
+    def do_POST(self) -> None:
+        n = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(n) if n else b""
+        ctype = self.headers.get("Content-Type", "")
+        if "json" in ctype:
+            body = json.loads(raw or b"{}")
+        else:
+            body = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
+        self._route(body)
+
+    def _route(self, body) -> None:
+        try:
+            parts = urlsplit(self.path)
+            segs = [s for s in parts.path.split("/") if s]
+            qs = {k: v[0] for k, v in parse_qs(parts.query).items()}
+            if segs and segs[0] == "files":
+                return self._file("/".join(segs[1:]), qs, None)
+            if not segs or segs[0] not in self.replay.apis:
+                return self._json({"code": "NotFound"}, 404)
+            name, api = segs[0], self.replay.apis[segs[0]]
+            if api.down:
+                return self._send(503, b"<html><body>Service Unavailable</body></html>",
+                                  "text/html")
+            rest = segs[1:]
+            base = self.replay.api_url(name)
+            if rest[:1] == ["token"]:
+                return self._sas_token(api, rest[1:])
+            if rest[:1] == ["oauth"]:
+                return self._oauth(api, body or {})
+            if rest[:1] == ["files"]:
+                return self._file("/".join(rest[1:]), qs, api)
+            if api.auth in ("apikey",) and not self._authorised(api, qs):
+                return self._json({"code": "Unauthorized"}, 401)
+            if not rest:
+                return self._json(self._landing(name, base))
+            if rest == ["conformance"]:
+                return self._json({"conformsTo": _CONFORMANCE})
+            if rest == ["collections"]:
+                return self._json({"collections": [self._collection(api, c, base)
+                                                   for c in self._cids(api)],
+                                   "links": []})
+            if rest[0] == "collections" and len(rest) == 2:
+                if rest[1] not in self._cids(api):
                     return self._json({"code": "NotFound"}, 404)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+                return self._json(self._collection(api, rest[1], base))
+            if rest == ["search"]:
+                return self._search(api, base, body if body is not None else qs,
+                                    body is not None)
+            return self._json({"code": "NotFound"}, 404)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
-            # -- STAC API
-            def _cids(self, api: ReplayApi) -> list[str]:
-                return sorted({i.get("collection") for i in api.items if i.get("collection")}
-                              | set(api.collections))
+    # -- STAC API
+    def _cids(self, api: ReplayApi) -> list[str]:
+        return sorted({i.get("collection") for i in api.items if i.get("collection")}
+                      | set(api.collections))
 
-            def _collection(self, api: ReplayApi, cid: str, base: str) -> dict:
-                doc = copy.deepcopy(api.collections.get(cid) or {
-                    "type": "Collection", "stac_version": "1.0.0", "id": cid,
-                    "description": f"{cid} (replayed)", "license": "proprietary",
-                    "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]},
-                               "temporal": {"interval": [[None, None]]}}})
-                doc["links"] = [{"rel": "self", "href": f"{base}/collections/{cid}"},
-                                {"rel": "root", "href": f"{base}/"},
-                                {"rel": "items", "href": f"{base}/collections/{cid}/items"}]
-                return doc
+    def _collection(self, api: ReplayApi, cid: str, base: str) -> dict:
+        doc = copy.deepcopy(api.collections.get(cid) or {
+            "type": "Collection", "stac_version": "1.0.0", "id": cid,
+            "description": f"{cid} (replayed)", "license": "proprietary",
+            "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]},
+                       "temporal": {"interval": [[None, None]]}}})
+        doc["links"] = [{"rel": "self", "href": f"{base}/collections/{cid}"},
+                        {"rel": "root", "href": f"{base}/"},
+                        {"rel": "items", "href": f"{base}/collections/{cid}/items"}]
+        return doc
 
-            def _landing(self, name: str, base: str) -> dict:
-                return {"type": "Catalog", "stac_version": "1.0.0", "id": name,
-                        "description": f"{name} (replayed from recorded responses)",
-                        "conformsTo": _CONFORMANCE,
-                        "links": [{"rel": "self", "href": f"{base}/"},
-                                  {"rel": "root", "href": f"{base}/"},
-                                  {"rel": "conformance", "href": f"{base}/conformance"},
-                                  {"rel": "data", "href": f"{base}/collections"},
-                                  {"rel": "search", "href": f"{base}/search", "method": "GET",
-                                   "type": "application/geo+json"},
-                                  {"rel": "search", "href": f"{base}/search", "method": "POST",
-                                   "type": "application/geo+json"}]}
+    def _landing(self, name: str, base: str) -> dict:
+        return {"type": "Catalog", "stac_version": "1.0.0", "id": name,
+                "description": f"{name} (replayed from recorded responses)",
+                "conformsTo": _CONFORMANCE,
+                "links": [{"rel": "self", "href": f"{base}/"},
+                          {"rel": "root", "href": f"{base}/"},
+                          {"rel": "conformance", "href": f"{base}/conformance"},
+                          {"rel": "data", "href": f"{base}/collections"},
+                          {"rel": "search", "href": f"{base}/search", "method": "GET",
+                           "type": "application/geo+json"},
+                          {"rel": "search", "href": f"{base}/search", "method": "POST",
+                           "type": "application/geo+json"}]}
 
-            def _search(self, api: ReplayApi, base: str, params: dict, post: bool) -> None:
-                colls = params.get("collections")
-                if isinstance(colls, str):
-                    colls = colls.split(",")
-                geom = params.get("intersects")
-                if isinstance(geom, str):
-                    geom = json.loads(geom)
-                bbox = params.get("bbox")
-                if bbox is not None and geom is None:
-                    if isinstance(bbox, str):
-                        bbox = [float(v) for v in bbox.split(",")]
-                    w, s, e, n = bbox
-                    geom = {"type": "Polygon",
-                            "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
-                query = params.get("query")
-                if isinstance(query, str):
-                    query = json.loads(query)
-                limit = int(params.get("limit") or 10)
-                start = int(params.get("token") or 0)
-                hits = [i for i in api.items
-                        if (not colls or i.get("collection") in colls)
-                        and _intersects(i, geom) and _in_dates(i, params.get("datetime"))
-                        and _query_ok(i, query)]
-                page = hits[start:start + limit]
-                links = []
-                if start + limit < len(hits):
-                    if post:
-                        nb = {k: v for k, v in params.items() if k != "token"}
-                        links.append({"rel": "next", "href": f"{base}/search", "method": "POST",
-                                      "body": {**nb, "token": str(start + limit)}, "merge": False})
-                    else:
-                        q = {k: (json.dumps(v) if isinstance(v, (dict, list)) else v)
-                             for k, v in params.items() if k != "token"}
-                        q["token"] = str(start + limit)
-                        links.append({"rel": "next", "href": f"{base}/search?{urlencode(q)}",
-                                      "method": "GET"})
-                self._json({"type": "FeatureCollection", "features": page, "links": links,
-                            "numberMatched": len(hits), "numberReturned": len(page),
-                            "context": {"returned": len(page), "matched": len(hits),
-                                        "limit": limit}})
+    def _search(self, api: ReplayApi, base: str, params: dict, post: bool) -> None:
+        colls = params.get("collections")
+        if isinstance(colls, str):
+            colls = colls.split(",")
+        geom = params.get("intersects")
+        if isinstance(geom, str):
+            geom = json.loads(geom)
+        bbox = params.get("bbox")
+        if bbox is not None and geom is None:
+            if isinstance(bbox, str):
+                bbox = [float(v) for v in bbox.split(",")]
+            w, s, e, n = bbox
+            geom = {"type": "Polygon",
+                    "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
+        query = params.get("query")
+        if isinstance(query, str):
+            query = json.loads(query)
+        limit = int(params.get("limit") or 10)
+        start = int(params.get("token") or 0)
+        hits = [i for i in api.items
+                if (not colls or i.get("collection") in colls)
+                and _intersects(i, geom) and _in_dates(i, params.get("datetime"))
+                and _query_ok(i, query)]
+        page = hits[start:start + limit]
+        links = []
+        if start + limit < len(hits):
+            if post:
+                nb = {k: v for k, v in params.items() if k != "token"}
+                links.append({"rel": "next", "href": f"{base}/search", "method": "POST",
+                              "body": {**nb, "token": str(start + limit)}, "merge": False})
+            else:
+                q = {k: (json.dumps(v) if isinstance(v, (dict, list)) else v)
+                     for k, v in params.items() if k != "token"}
+                q["token"] = str(start + limit)
+                links.append({"rel": "next", "href": f"{base}/search?{urlencode(q)}",
+                              "method": "GET"})
+        self._json({"type": "FeatureCollection", "features": page, "links": links,
+                    "numberMatched": len(hits), "numberReturned": len(page),
+                    "context": {"returned": len(page), "matched": len(hits),
+                                "limit": limit}})
 
-            # -- authorisation
-            def _authorised(self, api: ReplayApi, qs: dict) -> bool:
-                if api.auth == "apikey":
-                    return self.headers.get("X-API-Key") == api.apikey
-                if api.auth == "oauth2":
-                    h = self.headers.get("Authorization", "")
-                    tok = h[7:] if h.startswith("Bearer ") else None
-                    with server._lock:
-                        exp = server._tokens.get(tok or "")
-                    return exp is not None and exp > time.monotonic()
-                if api.auth == "sas":
-                    with server._lock:
-                        exp = server._tokens.get(qs.get("sig", ""))
-                    return exp is not None and exp > time.monotonic()
-                return True
+    # -- authorisation
+    def _authorised(self, api: ReplayApi, qs: dict) -> bool:
+        if api.auth == "apikey":
+            return self.headers.get("X-API-Key") == api.apikey
+        if api.auth == "oauth2":
+            h = self.headers.get("Authorization", "")
+            tok = h[7:] if h.startswith("Bearer ") else None
+            with self.replay._lock:
+                exp = self.replay._tokens.get(tok or "")
+            return exp is not None and exp > time.monotonic()
+        if api.auth == "sas":
+            with self.replay._lock:
+                exp = self.replay._tokens.get(qs.get("sig", ""))
+            return exp is not None and exp > time.monotonic()
+        return True
 
-            def _new_token(self, api: ReplayApi) -> str:
-                tok = secrets.token_hex(12)
-                with server._lock:
-                    server._tokens[tok] = time.monotonic() + api.token_lifetime_s
-                return tok
+    def _new_token(self, api: ReplayApi) -> str:
+        tok = secrets.token_hex(12)
+        with self.replay._lock:
+            self.replay._tokens[tok] = time.monotonic() + api.token_lifetime_s
+        return tok
 
-            def _sas_token(self, api: ReplayApi, rest: list[str]) -> None:
-                tok = self._new_token(api)
-                expiry = dt.datetime.now(dt.timezone.utc) + dt.timedelta(
-                    seconds=api.token_lifetime_s)
-                self._json({"msft:expiry": expiry.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                            "token": f"st=2026-01-01&se=2026-12-31&sp=rl&sv=2021-06-08&sig={tok}"})
+    def _sas_token(self, api: ReplayApi, rest: list[str]) -> None:
+        tok = self._new_token(api)
+        expiry = dt.datetime.now(dt.timezone.utc) + dt.timedelta(
+            seconds=api.token_lifetime_s)
+        self._json({"msft:expiry": expiry.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "token": f"st=2026-01-01&se=2026-12-31&sp=rl&sv=2021-06-08&sig={tok}"})
 
-            def _oauth(self, api: ReplayApi, form: dict) -> None:
-                grant = form.get("grant_type")
-                ok = False
-                if grant == "password":
-                    ok = api.users.get(form.get("username", "")) == form.get("password") and \
-                        form.get("username") in api.users
-                elif grant == "refresh_token":
-                    with server._lock:
-                        ok = form.get("refresh_token") in server._refresh
-                if not ok:
-                    return self._json({"error": "invalid_grant"}, 401)
-                tok = self._new_token(api)
-                ref = secrets.token_hex(12)
-                with server._lock:
-                    server._refresh[ref] = tok
-                self._json({"access_token": tok, "expires_in": api.token_lifetime_s,
-                            "refresh_token": ref, "token_type": "Bearer"})
+    def _oauth(self, api: ReplayApi, form: dict) -> None:
+        grant = form.get("grant_type")
+        ok = False
+        if grant == "password":
+            ok = api.users.get(form.get("username", "")) == form.get("password") and \
+                form.get("username") in api.users
+        elif grant == "refresh_token":
+            with self.replay._lock:
+                ok = form.get("refresh_token") in self.replay._refresh
+        if not ok:
+            return self._json({"error": "invalid_grant"}, 401)
+        tok = self._new_token(api)
+        ref = secrets.token_hex(12)
+        with self.replay._lock:
+            self.replay._refresh[ref] = tok
+        self._json({"access_token": tok, "expires_in": api.token_lifetime_s,
+                    "refresh_token": ref, "token_type": "Bearer"})
 
-            # -- files
-            def _file(self, rel: str, qs: dict, api: ReplayApi | None) -> None:
-                with server._lock:
-                    queue = server.faults.get(rel) or []
-                    fault = queue.pop(0) if queue else None
-                if api is not None and (fault == "401" or not self._authorised(api, qs)):
-                    return self._send(401 if api.auth != "sas" else 403,
-                                      b'{"detail": "Expired signature or token"}')
-                path = (server.files_root / rel) if server.files_root else None
-                if path is None or not path.is_file():
-                    return self._send(404, b"<html><body>404 Not Found</body></html>",
-                                      "text/html")
-                if fault in ("500", "502", "503"):
-                    return self._send(int(fault), b"<html><body>Bad Gateway</body></html>",
-                                      "text/html")
-                if fault == "429":
-                    return self._send(429, b'{"message": "Too Many Requests"}',
-                                      headers={"Retry-After": str(server.retry_after_s)})
-                if fault == "html200":
-                    page = (b"<!DOCTYPE html><html><head><title>Error</title></head><body>"
-                            b"Quota exceeded, try again later</body></html>")
-                    return self._send(200, page, "application/octet-stream")
-                data = path.read_bytes()
-                if fault == "corrupt":
-                    data = data[:len(data) // 2] + bytes([data[len(data) // 2] ^ 0xFF]) + \
-                        data[len(data) // 2 + 1:]
-                total = len(data)
-                start, end = 0, total - 1
-                status = 200
-                rng = self.headers.get("Range")
-                if rng and ("," in rng or not rng.startswith("bytes=")):
-                    # one range per request (like many object stores); clients fall back
-                    return self._send(416, b"", headers={"Content-Range": f"bytes */{total}"})
-                if rng and rng.startswith("bytes="):
-                    a, _, b = rng[6:].partition("-")
-                    if a == "":
-                        start = max(0, total - int(b))
-                    else:
-                        start = int(a)
-                        end = min(int(b), total - 1) if b else total - 1
-                    if start >= total:
-                        return self._send(416, b"", headers={"Content-Range": f"bytes */{total}"})
-                    status = 206
-                body = data[start:end + 1]
-                self.send_response(status)
-                self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Accept-Ranges", "bytes")
-                self.send_header("ETag", f'"{total:x}-{int(path.stat().st_mtime)}"')
-                if status == 206:
-                    self.send_header("Content-Range", f"bytes {start}-{end}/{total}")
-                cut = len(body)
-                if fault in ("drop", "short", "htmlmid", "stall"):
-                    cut = len(body) // 2
-                self.send_header("Content-Length", str(len(body)))
-                if fault == "drop":
-                    self.send_header("Connection", "close")
-                self.end_headers()
-                rec = self._record(status, 0)
-                if self.command == "HEAD":
-                    return
-                sent = 0
-                try:
-                    if fault == "htmlmid":
-                        self.wfile.write(body[:cut])
-                        page = b"<html><head><title>502 Bad Gateway</title></head></html>"
-                        self.wfile.write(page)
-                        sent = cut + len(page)
-                        self.close_connection = True
-                    elif fault == "stall":
-                        self.wfile.write(body[:cut])
-                        self.wfile.flush()
-                        sent = rec["bytes"] = cut
-                        time.sleep(server.stall_s)
-                        self.close_connection = True
-                    else:
-                        step = 1 << 16
-                        for i in range(0, cut, step):
-                            self.wfile.write(body[i:min(i + step, cut)])
-                            sent = rec["bytes"] = min(i + step, cut)
-                            if server.throttle_bps:
-                                time.sleep(step / server.throttle_bps)
-                        if cut < len(body):
-                            self.close_connection = True
-                finally:
-                    rec["bytes"] = sent
-
-        return Handler
+    # -- files
+    def _file(self, rel: str, qs: dict, api: ReplayApi | None) -> None:
+        with self.replay._lock:
+            queue = self.replay.faults.get(rel) or []
+            fault = queue.pop(0) if queue else None
+        if api is not None and (fault == "401" or not self._authorised(api, qs)):
+            return self._send(401 if api.auth != "sas" else 403,
+                              b'{"detail": "Expired signature or token"}')
+        path = (self.replay.files_root / rel) if self.replay.files_root else None
+        if path is None or not path.is_file():
+            return self._send(404, b"<html><body>404 Not Found</body></html>",
+                              "text/html")
+        if fault in ("500", "502", "503"):
+            return self._send(int(fault), b"<html><body>Bad Gateway</body></html>",
+                              "text/html")
+        if fault == "429":
+            return self._send(429, b'{"message": "Too Many Requests"}',
+                              headers={"Retry-After": str(self.replay.retry_after_s)})
+        if fault == "html200":
+            page = (b"<!DOCTYPE html><html><head><title>Error</title></head><body>"
+                    b"Quota exceeded, try again later</body></html>")
+            return self._send(200, page, "application/octet-stream")
+        data = path.read_bytes()
+        if fault == "corrupt":
+            data = data[:len(data) // 2] + bytes([data[len(data) // 2] ^ 0xFF]) + \
+                data[len(data) // 2 + 1:]
+        total = len(data)
+        start, end = 0, total - 1
+        status = 200
+        rng = self.headers.get("Range")
+        if rng and ("," in rng or not rng.startswith("bytes=")):
+            # one range per request (like many object stores); clients fall back
+            return self._send(416, b"", headers={"Content-Range": f"bytes */{total}"})
+        if rng and rng.startswith("bytes="):
+            a, _, b = rng[6:].partition("-")
+            if a == "":
+                start = max(0, total - int(b))
+            else:
+                start = int(a)
+                end = min(int(b), total - 1) if b else total - 1
+            if start >= total:
+                return self._send(416, b"", headers={"Content-Range": f"bytes */{total}"})
+            status = 206
+        body = data[start:end + 1]
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", f'"{total:x}-{int(path.stat().st_mtime)}"')
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{total}")
+        cut = len(body)
+        if fault in ("drop", "short", "htmlmid", "stall"):
+            cut = len(body) // 2
+        self.send_header("Content-Length", str(len(body)))
+        if fault == "drop":
+            self.send_header("Connection", "close")
+        self.end_headers()
+        rec = self._record(status, 0)
+        if self.command == "HEAD":
+            return
+        sent = 0
+        try:
+            if fault == "htmlmid":
+                self.wfile.write(body[:cut])
+                page = b"<html><head><title>502 Bad Gateway</title></head></html>"
+                self.wfile.write(page)
+                sent = cut + len(page)
+                self.close_connection = True
+            elif fault == "stall":
+                self.wfile.write(body[:cut])
+                self.wfile.flush()
+                sent = rec["bytes"] = cut
+                time.sleep(self.replay.stall_s)
+                self.close_connection = True
+            else:
+                step = 1 << 16
+                for i in range(0, cut, step):
+                    self.wfile.write(body[i:min(i + step, cut)])
+                    sent = rec["bytes"] = min(i + step, cut)
+                    if self.replay.throttle_bps:
+                        time.sleep(step / self.replay.throttle_bps)
+                if cut < len(body):
+                    self.close_connection = True
+        finally:
+            rec["bytes"] = sent
 
 
 def rewrite_hrefs(item: dict, mapping: Callable[[str, dict], str | None]) -> dict:
@@ -514,7 +517,8 @@ S2_SAMPLE = "S2A_MSIL2A_20221005T115411_N0400_R023_T29UNU_20221005T164454.SAFE"
 LANDSAT_SAMPLE = "LC08_L2SP_008059_20191201_20200825_02_T1"
 
 
-def _multihash_sha256(path: Path) -> str:
+def multihash_sha256(path: Path) -> str:
+    """The sha256 multihash of a file (hex), as STAC ``file:checksum`` writes it."""
     import hashlib
 
     h = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -596,7 +600,7 @@ def _s2_sample_item(template: dict, s2: Path, base: str, prefix: str) -> dict:
                 a = {**a, "href": f"{base}/{prefix}/{f.relative_to(s2.parent).as_posix()}",
                      "proj:shape": [src.height, src.width],
                      "proj:transform": list(src.transform)[:6], "gsd": abs(src.transform.a),
-                     "file:size": f.stat().st_size, "file:checksum": _multihash_sha256(f)}
+                     "file:size": f.stat().st_size, "file:checksum": multihash_sha256(f)}
             if "raster:bands" in a:
                 a["raster:bands"] = [{**a["raster:bands"][0],
                                       "spatial_resolution": abs(src.transform.a)}]
@@ -604,7 +608,7 @@ def _s2_sample_item(template: dict, s2: Path, base: str, prefix: str) -> dict:
         elif key in ("product_metadata", "granule_metadata"):
             f = s2 / "MTD_MSIL2A.xml" if key == "product_metadata" else tl_path
             assets[key] = {**a, "href": f"{base}/{prefix}/{f.relative_to(s2.parent).as_posix()}",
-                           "file:size": f.stat().st_size, "file:checksum": _multihash_sha256(f)}
+                           "file:size": f.stat().st_size, "file:checksum": multihash_sha256(f)}
     item["assets"] = assets
     item["id"] = "S2A_T29UNU_20221005T115411_L2A"
     item["geometry"] = fp.json
@@ -689,7 +693,7 @@ def sample_apis(data_dir: str | Path, samples: dict[str, Path], server: ReplaySe
     cd_item["assets"] = {"Product": {
         "href": f"{base}/cdse/files/archives/{arch.name}", "type": "application/zip",
         "roles": ["data", "archive"], "title": "Zipped product",
-        "file:size": arch.stat().st_size, "file:checksum": _multihash_sha256(arch)}}
+        "file:size": arch.stat().st_size, "file:checksum": multihash_sha256(arch)}}
     apis["cdse"] = ReplayApi(items=[cd_item], auth="oauth2", users={"demo": "demo"})
     for name, api in apis.items():
         server.add_api(name, api)
@@ -697,4 +701,4 @@ def sample_apis(data_dir: str | Path, samples: dict[str, Path], server: ReplaySe
     return apis
 
 
-__all__ += ["build_samples", "sample_apis"]
+__all__ += ["build_samples", "multihash_sha256", "sample_apis"]

@@ -13,7 +13,7 @@ What lives here (docs/l3b.md, "Networks"; Weiss & Baret's ATBD):
 * the pure kernel: :func:`evaluate` (one network) and :func:`evaluate_model` (all the
   variables of a model, values and flags, in one pass over the pixels), numba-compiled,
   working through the pixels in blocks of 512 (the loops over a block are SIMD-vectorised;
-  tanh is computed without a library call, see :func:`_tanh`), no temporaries beyond a
+  tanh is computed without a library call, see :func:`fast_tanh`), no temporaries beyond a
   block, releasing the GIL so that dask threads run side by side; and
   :func:`evaluate_numpy`, the straightforward whole-array numpy transcription of the spec,
   the reference of the tests and the benchmark (the two agree to float32 rounding);
@@ -76,6 +76,7 @@ from ..core.bands import sensor_name
 from ..core.errors import ConfigurationError, CorruptProductError
 from ..core.jit import compiled
 from .timeseries import BiophysicalFlag
+from .params import VARIABLES  # noqa: F401 -- re-exported
 
 __all__ = [
     "COSINE_INPUTS",
@@ -103,10 +104,6 @@ __all__ = [
     "verify",
 ]
 
-#: The variables of the S2 Toolbox, in SNAP's order: leaf area index, fraction of absorbed
-#: PAR, fraction of vegetation cover, canopy chlorophyll (LAI x Cab, ug/cm2) and canopy
-#: water (LAI x Cw, g/cm2) contents.
-VARIABLES: tuple[str, ...] = ("LAI", "FAPAR", "FCOVER", "LAI_Cab", "LAI_Cw")
 #: The three angular inputs that follow the bands in every network.
 COSINE_INPUTS: tuple[str, ...] = ("cos_view_zenith", "cos_sun_zenith", "cos_relative_azimuth")
 #: Inputs of the 20 m Sentinel-2 networks (``2_1``, ``3_0/S2A``, ``3_0/S2B``).
@@ -795,7 +792,7 @@ def _pack(nets: tuple[Network, ...]) -> _Packed:
     return _Packed(w1, b1, w2, b2, ext, dom_of, dmin, dmax, dnb, keys, koff)
 
 
-#: Taylor coefficients 1/n!, n = 0..16, of the exponential in :func:`_tanh`.
+#: Taylor coefficients 1/n!, n = 0..16, of the exponential in :func:`fast_tanh`.
 _EXP_TAYLOR = tuple(1.0 / math.factorial(n) for n in range(17))
 #: Pixels per block of the kernel: its working arrays (about 120 bytes a pixel) stay in
 #: the level-1/2 caches and the loops over a block are vectorised.
@@ -803,7 +800,7 @@ _BLOCK = 512
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _tanh(a):  # pragma: no cover - compiled
+def fast_tanh(a):  # pragma: no cover - compiled
     """tanh without a library call, so that loops calling it are vectorised.
 
     ``tanh(a) = sign(a) (1 - e) / (1 + e)`` with ``e = exp(-2 |a|)``; ``exp(t)`` is
@@ -911,7 +908,7 @@ def _kernel(x, w1, b1, w2, b2, ext, dom_of, dmin, dmax, dnb, keys, koff, mask_oo
                         acc[q] += w * xb[i, q]
                 wk = w2[j, k]
                 for q in range(m):
-                    y[q] += wk * _tanh(acc[q])
+                    y[q] += wk * fast_tanh(acc[q])
             tol = ext[j, 0]
             omin = ext[j, 1]
             omax = ext[j, 2]

@@ -37,9 +37,14 @@ import pystac
 import xarray as xr
 
 from ..version import VERSION
-from ..core.errors import ConfigurationError, InputProductError, StoreWriteError
+from ..core.errors import (
+    ConfigurationError,
+    FailureRecord,
+    InputProductError,
+    StoreWriteError,
+    WithFailure,
+)
 from ..core.ids import Level, ProductId, l3b_id, sensor_code
-from ..core.masks import MaskBit
 from ..io.product import load
 from ..io.store import Layer, ProductStore
 from . import networks as nn
@@ -50,51 +55,14 @@ from .timeseries import (
     weights_from_flags,
     whittaker_dataarray,
 )
+from .params import EXCLUDED_BITS, BiophysicalParams  # noqa: F401 -- re-exported
 
 #: agriseries' flag bit beside SNAP's five: the L2A mask excluded the pixel.
 MASKED_BY_L2A = 32
-#: L2A mask bits that exclude a pixel from the biophysical estimation.
-EXCLUDED_BITS = int(MaskBit.CLOUD | MaskBit.CLOUD_SHADOW | MaskBit.CIRRUS | MaskBit.SNOW
-                    | MaskBit.WATER | MaskBit.SATURATED | MaskBit.NODATA)
 UNITS = {"LAI": "m2/m2", "FAPAR": "1", "FCOVER": "1", "LAI_Cab": "ug/cm2", "LAI_Cw": "g/cm2"}
 FLAG_BITS = ("1 input out of range, 2 output thresholded to min, 4 output thresholded to max, "
              "8 output too low, 16 output too high (SNAP BiophysicalFlag), "
              "32 masked by the L2A mask (agriseries)")
-
-
-@dataclass(frozen=True)
-class BiophysicalParams:
-    """Parameters of the L3B processor.
-
-    Attributes
-    ----------
-    variables
-        Variables to estimate (``LAI``, ``FAPAR``, ``FCOVER``, ``LAI_Cab``, ``LAI_Cw``); the
-        10 m networks have only the first three, which are then kept.
-    resolution
-        Sentinel-2 pixel size: 20 (eight-band networks, the reference) or 10 (three-band
-        networks). Landsat products are processed on their own 30 m grid.
-    networks_root
-        A folder of network versions to use instead of the shipped ones.
-    excluded_bits
-        L2A mask bits that set a pixel to NaN.
-    chunks
-        Chunk edge in pixels.
-    """
-
-    variables: tuple[str, ...] = nn.VARIABLES
-    resolution: int = 20
-    networks_root: str | None = None
-    excluded_bits: int = EXCLUDED_BITS
-    chunks: int = 2048
-
-    def __post_init__(self) -> None:
-        unknown = [v for v in self.variables if v not in nn.VARIABLES]
-        if unknown:
-            raise ConfigurationError(f"unknown biophysical variable(s) {unknown}: expected some of "
-                                     f"{', '.join(nn.VARIABLES)}")
-        if self.resolution not in (10, 20):
-            raise ConfigurationError(f"resolution {self.resolution}: expected 10 or 20 (m)")
 
 
 def _evaluate_block(block: np.ndarray, nets: tuple[nn.Network, ...]) -> np.ndarray:
@@ -202,15 +170,34 @@ def pystac_geometry(item: pystac.Item):
 
 
 @dataclass
-class L3BResult:
-    """What happened to one input product."""
+class L3BResult(WithFailure):
+    """What happened to one input product.
+
+    Attributes
+    ----------
+    input
+        The L2A product.
+    status
+        ``made``, ``skipped`` (already in the store) or ``failed``.
+    product
+        The L3B product id.
+    failure
+        Why it failed (:class:`~agriseries.core.errors.FailureRecord`), else ``None``;
+        ``error``, ``error_type`` and ``traceback`` read it.
+    extra
+        Remarks.
+    """
 
     input: str
     status: str  # "made" | "skipped" | "failed"
     product: str | None = None
-    error: str | None = None
-    error_type: str | None = None
+    failure: FailureRecord | None = None
     extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable dict (with ``error`` and ``error_type``)."""
+        return {"input": self.input, "status": self.status, "product": self.product,
+                "error": self.error, "error_type": self.error_type, "extra": dict(self.extra)}
 
 
 def l2a_items(store: ProductStore, tile: str, start: dt.datetime | None = None,
@@ -239,7 +226,7 @@ def run_biophysical(store: ProductStore, tile: str, start: dt.datetime | None = 
             except StoreWriteError:
                 raise
             except Exception as exc:  # one bad product never stops the tile
-                r.error, r.error_type = str(exc), type(exc).__name__
+                r.failure = FailureRecord.from_exception(item.id, exc)
             results.append(r)
             if on_result:
                 on_result(r)

@@ -99,6 +99,7 @@ import datetime as _dt
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -114,6 +115,9 @@ __all__ = [
     "BiophysicalFlag",
     "SmoothingFlag",
     "SmoothingQuality",
+    "inverse_diagonal",
+    "ldl",
+    "penalty_bands",
     "regular_dates",
     "weights_from_flags",
     "whittaker",
@@ -314,7 +318,7 @@ def weights_from_flags(flags=None, mask=None, *, values=None, thresholded_weight
 # banded algebra, vectorised over pixels (arrays shaped (days, pixels))
 
 
-def _penalty_bands(m: int, order: int) -> np.ndarray:
+def penalty_bands(m: int, order: int) -> np.ndarray:
     """Bands of D'D (D: ``order``-th differences on m points): ``P[k, i] = (D'D)[i, i-k]``."""
     c = np.array([(-1.0) ** (order - j) * _binom(order, j) for j in range(order + 1)])
     bands = np.zeros((order + 1, m))
@@ -333,7 +337,7 @@ def _binom(n: int, k: int) -> float:
     return out
 
 
-def _ldl(diag_w: np.ndarray, lam: np.ndarray, pen: np.ndarray):
+def ldl(diag_w: np.ndarray, lam: np.ndarray, pen: np.ndarray):
     """Factorise A = diag(W) + lam P (bands ``pen``) as L diag(D) L'.
 
     Returns ``L`` shaped (p, m, n) with ``L[k-1, i] = L[i, i-k]`` and ``D`` (m, n).
@@ -369,7 +373,7 @@ def _solve(L: np.ndarray, D: np.ndarray, b: np.ndarray) -> np.ndarray:
     return z
 
 
-def _inverse_diagonal(L: np.ndarray, D: np.ndarray) -> np.ndarray:
+def inverse_diagonal(L: np.ndarray, D: np.ndarray) -> np.ndarray:
     """Diagonal of A^-1 from its L diag(D) L' factors (banded selected inversion)."""
     p, m = L.shape[0], D.shape[0]
     S = np.zeros((p + 1, m, D.shape[1]))  # S[d, i] = inv(A)[i, i + d]
@@ -411,7 +415,7 @@ GROUP_PIXELS = 32
 def _ldl_group(W, lam, pen, L, D, tmp, G):  # pragma: no cover - compiled
     """``W + lam P = L diag(D) L'`` for the first ``G`` pixels (columns) of a group.
 
-    The arithmetic of :func:`_ldl`, in the same order; ``W``, ``D`` are ``(m, GP)``,
+    The arithmetic of :func:`ldl`, in the same order; ``W``, ``D`` are ``(m, GP)``,
     ``lam``, ``tmp`` ``(GP,)``, ``L`` ``(p, m, GP)``.
     """
     p = pen.shape[0] - 1
@@ -462,7 +466,7 @@ def _solve_group(L, D, b, z, G):  # pragma: no cover - compiled
 @compiled(nogil=True)
 def _inverse_diagonal_group(L, D, S, tmp, G):  # pragma: no cover - compiled
     """Diagonal of ``A^-1`` into ``S[0]`` for the first ``G`` pixels of a group (the
-    arithmetic of :func:`_inverse_diagonal`; ``S`` is ``(p + 1, m, GP)``)."""
+    arithmetic of :func:`inverse_diagonal`; ``S`` is ``(p + 1, m, GP)``)."""
     p, m = L.shape[0], D.shape[0]
     S[:] = 0.0
     for i in range(m - 1, -1, -1):
@@ -688,7 +692,9 @@ def whittaker(values, weights, dates, out_dates, lam=DEFAULT_LAMBDA, order: int 
               min_obs: int = DEFAULT_MIN_OBS, max_distance: float | None = None,
               lam_grid: Sequence[float] | None = None, envelope_iterations: int = 0,
               envelope_factor: float = 0.1,
-              clip: tuple[float, float] | None = None) -> tuple[np.ndarray, SmoothingQuality]:
+              clip: tuple[float, float] | None = None,
+              implementation: Literal["compiled", "numpy"] = "compiled",
+              ) -> tuple[np.ndarray, SmoothingQuality]:
     """Weighted Whittaker smoothing of per-pixel profiles onto output dates.
 
     Parameters
@@ -736,6 +742,11 @@ def whittaker(values, weights, dates, out_dates, lam=DEFAULT_LAMBDA, order: int 
     clip
         ``(low, high)`` bounds applied to the output (e.g. ``(0, 8)`` for LAI: the
         smoother can overshoot next to abrupt changes), or None.
+    implementation
+        ``compiled``: one numba pass over groups of pixels side by side (the default);
+        ``numpy``: the vectorised numpy implementation it replaced, kept as the
+        reference the tests and the benchmark compare the compiled one against (same
+        results).
 
     Returns
     -------
@@ -747,7 +758,16 @@ def whittaker(values, weights, dates, out_dates, lam=DEFAULT_LAMBDA, order: int 
     return _whittaker(values, weights, dates, out_dates, lam, order, min_obs=min_obs,
                       max_distance=max_distance, lam_grid=lam_grid,
                       envelope_iterations=envelope_iterations, envelope_factor=envelope_factor,
-                      clip=clip, kernel=_smooth_pixels)
+                      clip=clip, kernel=_kernel(implementation))
+
+
+def _kernel(implementation: str):
+    if implementation == "compiled":
+        return _smooth_pixels
+    if implementation == "numpy":
+        return _smooth_numpy
+    raise ConfigurationError(f"implementation {implementation!r}: expected 'compiled' or "
+                             "'numpy'")
 
 
 def _whittaker(values, weights, dates, out_dates, lam, order, *, min_obs, max_distance, lam_grid,
@@ -805,7 +825,7 @@ def _whittaker(values, weights, dates, out_dates, lam, order, *, min_obs, max_di
         m = int((stop - start).astype(int)) + 1
         obs_idx = (days - start).astype(np.int64)
         out_idx = (out - start).astype(np.int64)
-        pen = _penalty_bands(m, order)
+        pen = penalty_bands(m, order)
         how = _HOW_FIXED if grid is None else _HOW_CV if lam == "cv" else _HOW_VCURVE
         kernel(y2, w2, obs_idx, out_idx, m, pen, 0.0 if grid is not None else float(lam),
                        how, np.zeros(0) if grid is None else np.asarray(grid, np.float64),
@@ -858,13 +878,13 @@ def _smooth_batch(y, w, obs_idx, out_idx, m, pen, order, lam, grid, min_obs, max
         lam_px = np.full(n, lam)
     else:
         lam_px = _select_lambda(Wsys, WYsys, pen, order, lam, grid)
-    L, D = _ldl(Wsys, lam_px, pen)
+    L, D = ldl(Wsys, lam_px, pen)
     z = _solve(L, D, WYsys)
     if envelope_iterations:
         ybar = WYsys / np.where(Wsys > 0, Wsys, 1.0)
         for _ in range(envelope_iterations):
             Wit = np.where(ybar < z, Wsys * envelope_factor, Wsys)
-            L, D = _ldl(Wit, lam_px, pen)
+            L, D = ldl(Wit, lam_px, pen)
             z = _solve(L, D, Wit * ybar)
     res = z[o].astype(np.float32)
     res[:, ~ok] = np.nan
@@ -903,14 +923,14 @@ def _select_lambda(W, WY, pen, order, how, grid):
     logs = []
     for g in grid:
         lam_px = np.full(n, g)
-        L, D = _ldl(W, lam_px, pen)
+        L, D = ldl(W, lam_px, pen)
         z = _solve(L, D, WY)
         # W Y = W y on valid days; the residual y - z there is (WY - W z) / W
         with np.errstate(invalid="ignore", divide="ignore"):
             ybar = np.where(W > 0, WY / np.where(W > 0, W, 1.0), 0.0)
         r2 = W * (ybar - z) ** 2
         if how == "cv":
-            h = W * _inverse_diagonal(L, D)
+            h = W * inverse_diagonal(L, D)
             h = np.clip(h, 0.0, 1.0 - 1e-9)
             scores.append((r2 / (1.0 - h) ** 2).sum(axis=0) / sw)
         else:

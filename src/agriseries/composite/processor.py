@@ -39,7 +39,7 @@ from odc.geo.geobox import GeoBox
 
 from ..version import VERSION
 from ..core.bands import S2_TO_LANDSAT, bands_of, is_sentinel2
-from ..core.errors import ConfigurationError, InputProductError, NothingToDoError
+from ..core.errors import ConfigurationError, FailureRecord, InputProductError, NothingToDoError
 from ..core.grid import snap_to_tile, tile_geobox
 from ..core.ids import Level, ProductId, l3a_id, sensor_code
 from ..core.masks import MaskBit
@@ -445,12 +445,30 @@ def _write_quicklook(folder: Path, stem: str, max_size: int = 1024) -> list[Asse
 
 @dataclass
 class CompositeResult:
-    """What :func:`composite` did."""
+    """What :func:`composite` did.
+
+    Attributes
+    ----------
+    product
+        The L3A product id.
+    made
+        ``False``: it was in the store already.
+    inputs
+        The inputs used, with their weights.
+    skipped
+        The inputs that could not be used, one
+        :class:`~agriseries.core.errors.FailureRecord` each.
+    """
 
     product: str
     made: bool
     inputs: list[dict] = field(default_factory=list)
-    skipped: list[dict] = field(default_factory=list)
+    skipped: list[FailureRecord] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable dict (``skipped`` as dicts)."""
+        return {"product": self.product, "made": self.made, "inputs": list(self.inputs),
+                "skipped": [f.to_dict() for f in self.skipped]}
 
 
 def composite(store: ProductStore, tile: str, period: str, *, centre: dt.date | None = None,
@@ -513,10 +531,10 @@ def composite(store: ProductStore, tile: str, period: str, *, centre: dt.date | 
         try:
             products.append((it, store.open(it)))
         except Exception as exc:  # a broken input item: said in the product, not fatal
-            skipped.append({"id": it.id, "error": f"{type(exc).__name__}: {exc}"})
+            skipped.append(FailureRecord.from_exception(it.id, exc))
     if not products:
         raise ConfigurationError(f"none of the {len(items)} L2A products of {tile} could be "
-                                 f"opened: {skipped}")
+                                 f"opened: {'; '.join(map(str, skipped))}")
     grids = CompositeGrids.for_tile(tile, [Geometry(it.geometry, "EPSG:4326")
                                            for it, _ in products],
                                     coarse_resolution=params.coarse_resolution)
@@ -529,9 +547,10 @@ def composite(store: ProductStore, tile: str, period: str, *, centre: dt.date | 
         try:
             acqs.append(acquisition_from_product(sp, grids, to_read, chunks))
         except InputProductError as exc:
-            skipped.append({"id": it.id, "error": str(exc)})
+            skipped.append(FailureRecord.from_exception(it.id, exc))
     if not acqs:
-        raise ConfigurationError(f"no usable L2A product of {tile} for {period}: {skipped}")
+        raise ConfigurationError(f"no usable L2A product of {tile} for {period}: "
+                                 f"{'; '.join(map(str, skipped))}")
     acqs, merged = merge_passes(acqs)
     out, inputs = synthesize(acqs, centre, grids, bands, helpers, params)
     layers = []
@@ -561,7 +580,8 @@ def composite(store: ProductStore, tile: str, period: str, *, centre: dt.date | 
             "centre": centre.isoformat(), "half_period_days": params.half_period,
             "window": [w0.date().isoformat(), w1.date().isoformat()],
             "inputs": inputs, "merged": merged, "summary": weights_summary,
-            "skipped": skipped}},
+            "skipped": [{"id": f.input, "error": f"{f.error_type}: {f.message}"}
+                        for f in skipped]}},
         extras=_write_quicklook, overwrite=overwrite)
     if update_catalog:
         store.update_catalog()

@@ -233,6 +233,74 @@ class FailureRecord:
         return cls(**{f.name: data.get(f.name) for f in dataclasses.fields(cls)})
 
 
+class WithFailure:
+    """Mixin of the per-input result records (ingest, L3B): their ``failure``
+    (:class:`FailureRecord` or ``None``) read as ``error``, ``error_type`` and
+    ``traceback``."""
+
+    failure: FailureRecord | None
+
+    @property
+    def error(self) -> str | None:
+        """The failure's message."""
+        return self.failure.message if self.failure else None
+
+    @property
+    def error_type(self) -> str | None:
+        """The failure's error class name."""
+        return self.failure.error_type if self.failure else None
+
+    @property
+    def traceback(self) -> str | None:
+        """The failure's traceback."""
+        return self.failure.traceback if self.failure else None
+
+
+@dataclasses.dataclass(frozen=True)
+class JobFailure(FailureRecord):
+    """A failure of a production run: the :class:`FailureRecord` and the job it happened in.
+
+    It also reads like the mapping the run report's JSON holds (``f["state"]``,
+    ``f.get("tile")``).
+
+    Attributes
+    ----------
+    key, processor, tile
+        The job's key, stage and tile (``None`` for a failure outside a job: the
+        acquisition search).
+    state
+        The job's state after it: ``failed`` (retried after its backoff), ``quarantined``,
+        or ``done`` (an input failed in a job that made the others).
+    attempts
+        Attempts of the job so far.
+    error
+        ``Type: message``, as the job store records it.
+    next_try_at
+        When a failed job is tried again (ISO time), or ``None``.
+    """
+
+    key: str | None = None
+    processor: str | None = None
+    tile: str | None = None
+    state: str | None = None
+    attempts: int = 0
+    error: str | None = None
+    next_try_at: str | None = None
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.keys():
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """``self[name]``, or ``default``."""
+        return getattr(self, name) if name in self.keys() else default
+
+    def keys(self) -> tuple[str, ...]:
+        """The field names."""
+        return tuple(f.name for f in dataclasses.fields(self))
+
+
 def exit_code(failures: int | bool, error: bool = False) -> int:
     """The exit code of a batch command: :data:`EXIT_FAILED` when an input failed or the
     work stopped on an error, else :data:`EXIT_OK`."""

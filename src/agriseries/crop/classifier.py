@@ -46,6 +46,7 @@ import xarray as xr
 
 from ..core.errors import ConfigurationError, InputProductError, optional_import
 from .features import stack_series
+from .params import METHODS, ClassifierParams  # noqa: F401 -- re-exported
 
 __all__ = [
     "ClassifierParams",
@@ -57,60 +58,6 @@ __all__ = [
     "predict_map",
     "train_classifier",
 ]
-
-METHODS = ("rf", "lightgbm")
-
-
-@dataclass(frozen=True)
-class ClassifierParams:
-    """Classifier settings (defaults: Sen2Agri's random forest, docs/crop.md).
-
-    Attributes
-    ----------
-    method
-        ``rf`` (random forest, the reference) or ``lightgbm``.
-    n_trees
-        Number of trees (random forest) or boosting rounds (LightGBM).
-    max_depth
-        Maximum tree depth.
-    min_samples
-        Fewest samples in a node to split it (random forest ``min_samples_split``;
-        LightGBM ``min_child_samples``).
-    seed
-        Random seed.
-    n_jobs
-        Threads for training (-1: all cores).
-    learning_rate
-        LightGBM only: shrinkage.
-    num_leaves
-        LightGBM only: most leaves per tree.
-    class_weight
-        None (every sample weighs 1, Sen2Agri) or ``balanced`` (samples weighted by the
-        inverse of their class's frequency).
-    """
-
-    method: str = "rf"
-    n_trees: int = 100
-    max_depth: int = 25
-    min_samples: int = 25
-    seed: int = 0
-    n_jobs: int = -1
-    learning_rate: float = 0.1
-    num_leaves: int = 31
-    class_weight: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.class_weight not in (None, "balanced"):
-            raise ConfigurationError(f"class_weight {self.class_weight!r}: expected None or "
-                                     "'balanced'")
-        if self.method not in METHODS:
-            raise ConfigurationError(f"classifier {self.method!r}: expected one of {', '.join(METHODS)}")
-        for name in ("n_trees", "max_depth", "min_samples"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigurationError(f"{name} {getattr(self, name)!r}: expected at least 1")
-        if self.min_samples < 2 and self.method == "rf":
-            raise ConfigurationError("min_samples: a random forest needs at least 2 to split")
-
 
 def class_dtype(classes) -> tuple[np.dtype, int]:
     """The smallest unsigned type holding the class codes, and its no-data value (its maximum).

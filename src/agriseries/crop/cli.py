@@ -14,6 +14,15 @@ from pathlib import Path
 import click
 
 from ..core.errors import AgriseriesError
+from .params import (
+    FEATURE_SETS,
+    METHODS,
+    ClassifierParams,
+    CropMaskParams,
+    CropTypeParams,
+    NoInsituParams,
+    SeriesParams,
+)
 
 __all__ = ["croptable_cmd", "croptrain_cmd", "cropmask_cmd", "croptype_cmd"]
 
@@ -39,24 +48,28 @@ def _common(f):
                      help="Use the acquisitions up to this day only (an in-season map); repeat "
                           "it for several maps of the season (one product each). Default: the "
                           "season end."),
-        click.option("--classifier", default="rf", show_default=True,
-                     type=click.Choice(["rf", "lightgbm"]), help="Random forest or LightGBM."),
-        click.option("--trees", default=100, show_default=True, type=click.IntRange(1),
+        click.option("--classifier", default=ClassifierParams.method, show_default=True,
+                     type=click.Choice(list(METHODS)), help="Random forest or LightGBM."),
+        click.option("--trees", default=ClassifierParams.n_trees, show_default=True,
+                     type=click.IntRange(1),
                      help="Trees (random forest) or boosting rounds (LightGBM)."),
-        click.option("--max-depth", default=25, show_default=True, type=click.IntRange(1)),
-        click.option("--min-samples", default=25, show_default=True, type=click.IntRange(1),
-                     help="Fewest samples to split a node."),
-        click.option("--seed", default=0, show_default=True, type=int, help="Random seed."),
-        click.option("--step", "step_days", default=10, show_default=True, type=click.IntRange(1),
-                     help="Step of the regular grid of dates (days)."),
+        click.option("--max-depth", default=ClassifierParams.max_depth, show_default=True,
+                     type=click.IntRange(1)),
+        click.option("--min-samples", default=ClassifierParams.min_samples, show_default=True,
+                     type=click.IntRange(1), help="Fewest samples to split a node."),
+        click.option("--seed", default=ClassifierParams.seed, show_default=True, type=int,
+                     help="Random seed."),
+        click.option("--step", "step_days", default=SeriesParams.step_days, show_default=True,
+                     type=click.IntRange(1), help="Step of the regular grid of dates (days)."),
         click.option("--red-edge", is_flag=True, help="Also use B05, B06, B07, B8A."),
-        click.option("--feature-set", default="sen2agri", show_default=True,
-                     type=click.Choice(["sen2agri", "20m"]),
+        click.option("--feature-set", default=SeriesParams.feature_set, show_default=True,
+                     type=click.Choice(list(FEATURE_SETS)),
                      help="Per-date features: sen2agri (B03 B04 B08 B11, NDVI, NDWI, brightness) "
                           "or 20m (B05 B06 B07 B8A B11 B12, NDRE, NDMI, brightness)."),
         click.option("--erosion", "erosion", default=None, type=click.IntRange(0),
                      help="Border pixels of the in-situ training polygons left out (radius in "
-                          "pixels; default 1 for the crop mask, 0 for the crop type)."),
+                          f"pixels; default {CropMaskParams.erosion_radius} for the crop mask, "
+                          f"{CropTypeParams.erosion_radius} for the crop type)."),
         click.option("--overwrite", is_flag=True, help="Remake the product if it exists."),
         click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
     ]
@@ -66,10 +79,7 @@ def _common(f):
 
 
 def _params(base, classifier, trees, max_depth, min_samples, seed, step_days, red_edge,
-            feature_set="sen2agri", erosion=None, **kw):
-    from .classifier import ClassifierParams
-    from .features import SeriesParams
-
+            feature_set=SeriesParams.feature_set, erosion=None, **kw):
     if erosion is not None:
         kw["erosion_radius"] = erosion
     return replace(base, classifier=ClassifierParams(method=classifier, n_trees=trees,
@@ -104,16 +114,19 @@ def _fail(exc: AgriseriesError) -> None:
 @_common
 @click.option("--insitu", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="In-situ polygons (GeoPackage, Shapefile...).")
-@click.option("--class-field", default="CROP", show_default=True,
+@click.option("--class-field", default=CropMaskParams.class_field, show_default=True,
               help="Field of the in-situ polygons with the class.")
-@click.option("--crop-values", default="1", show_default=True,
+@click.option("--crop-values", default=",".join(map(str, CropMaskParams.crop_values)),
+              show_default=True,
               help="Comma-separated values of the class field (or of the reference map) that "
                    "mean cropland.")
 @click.option("--reference-map", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Reference land-cover raster, for the case without in-situ "
                                  "data (e.g. ESA-CCI LC with --crop-values 10,11,12,20,30).")
-@click.option("--ignore-values", default="", help="Reference map codes to treat as no data.")
-@click.option("--trim-alpha", default=0.01, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+@click.option("--ignore-values", default=",".join(map(str, NoInsituParams.ignore_values)),
+              help="Reference map codes to treat as no data.")
+@click.option("--trim-alpha", default=NoInsituParams.alpha, show_default=True,
+              type=click.FloatRange(0, 1, max_open=True),
               help="Significance level of the Mahalanobis trimming of the reference (0: none).")
 @click.option("--segmentation", is_flag=True,
               help="Post-process: segmentation of the NDVI principal components + majority vote.")
@@ -127,8 +140,7 @@ def cropmask_cmd(store_dir, tile, season, until, classifier, trees, max_depth, m
     """L4A crop mask of a tile for a season, with in-situ polygons or a reference map."""
     from ..core.grid import parse_tile
     from ..io.store import ProductStore
-    from .nolabels import NoInsituParams
-    from .processor import CropMaskParams, cropmask
+    from .processor import cropmask
 
     if model_path is not None:
         if reference_map is not None:
@@ -159,9 +171,10 @@ def cropmask_cmd(store_dir, tile, season, until, classifier, trees, max_depth, m
 @_common
 @click.option("--insitu", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="In-situ polygons with the crop code (required unless --model is given).")
-@click.option("--class-field", default="CODE", show_default=True,
+@click.option("--class-field", default=CropTypeParams.class_field, show_default=True,
               help="Field of the in-situ polygons with the crop code.")
-@click.option("--exclude-codes", default="", help="Comma-separated codes of polygons to leave out.")
+@click.option("--exclude-codes", default=",".join(map(str, CropTypeParams.exclude_codes)),
+              help="Comma-separated codes of polygons to leave out.")
 @click.option("--crop-mask", default=None,
               help="L4A product id of the store, or a crop mask GeoTIFF (1 = cropland): the "
                    "pixels it calls non-cropland get code 0.")
@@ -175,7 +188,7 @@ def croptype_cmd(store_dir, tile, season, until, classifier, trees, max_depth, m
     """L4B crop type map of a tile for a season, from in-situ polygons."""
     from ..core.grid import parse_tile
     from ..io.store import ProductStore
-    from .processor import CropTypeParams, croptype
+    from .processor import croptype
 
     if insitu is None and model_path is None:
         raise click.UsageError("give --insitu (or --model)")
@@ -207,20 +220,27 @@ def croptype_cmd(store_dir, tile, season, until, classifier, trees, max_depth, m
 @click.option("--class-field", default=None,
               help="Field of the in-situ polygons with the class (default CROP for a mask, CODE "
                    "for a type).")
-@click.option("--crop-values", default="1", show_default=True,
-              help="Values of the class field that mean cropland (mask).")
-@click.option("--exclude-codes", default="", help="Codes of polygons to leave out (type).")
-@click.option("--classifier", default="rf", show_default=True, type=click.Choice(["rf", "lightgbm"]))
-@click.option("--trees", default=100, show_default=True, type=click.IntRange(1))
-@click.option("--max-depth", default=25, show_default=True, type=click.IntRange(1))
-@click.option("--min-samples", default=25, show_default=True, type=click.IntRange(1))
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--step", "step_days", default=10, show_default=True, type=click.IntRange(1))
+@click.option("--crop-values", default=",".join(map(str, CropMaskParams.crop_values)),
+              show_default=True, help="Values of the class field that mean cropland (mask).")
+@click.option("--exclude-codes", default=",".join(map(str, CropTypeParams.exclude_codes)),
+              help="Codes of polygons to leave out (type).")
+@click.option("--classifier", default=ClassifierParams.method, show_default=True,
+              type=click.Choice(list(METHODS)))
+@click.option("--trees", default=ClassifierParams.n_trees, show_default=True,
+              type=click.IntRange(1))
+@click.option("--max-depth", default=ClassifierParams.max_depth, show_default=True,
+              type=click.IntRange(1))
+@click.option("--min-samples", default=ClassifierParams.min_samples, show_default=True,
+              type=click.IntRange(1))
+@click.option("--seed", default=ClassifierParams.seed, show_default=True, type=int)
+@click.option("--step", "step_days", default=SeriesParams.step_days, show_default=True,
+              type=click.IntRange(1))
 @click.option("--red-edge", is_flag=True, help="Also use B05, B06, B07, B8A.")
-@click.option("--feature-set", default="sen2agri", show_default=True,
-              type=click.Choice(["sen2agri", "20m"]))
+@click.option("--feature-set", default=SeriesParams.feature_set, show_default=True,
+              type=click.Choice(list(FEATURE_SETS)))
 @click.option("--erosion", "erosion", default=None, type=click.IntRange(0),
-              help="Border pixels of the training polygons left out (default 1 mask, 0 type).")
+              help="Border pixels of the training polygons left out (default "
+                   f"{CropMaskParams.erosion_radius} mask, {CropTypeParams.erosion_radius} type).")
 @click.option("--json", "as_json", is_flag=True, help="Print the model summary as JSON.")
 def croptrain_cmd(store_dir, units, kind, out_path, class_field, crop_values, exclude_codes,
                   classifier, trees, max_depth, min_samples, seed, step_days, red_edge,
@@ -234,7 +254,6 @@ def croptrain_cmd(store_dir, units, kind, out_path, class_field, crop_values, ex
 
     from ..core.grid import parse_tile
     from ..io.store import ProductStore
-    from .processor import CropMaskParams, CropTypeParams
     from .site import TrainingUnit, site_model_summary, train_site_model
 
     parsed = []
@@ -251,9 +270,10 @@ def croptrain_cmd(store_dir, units, kind, out_path, class_field, crop_values, ex
     try:
         if kind == "mask":
             values = _codes(crop_values)
-            base = CropMaskParams(class_field=class_field or "CROP", crop_values=values)
+            base = CropMaskParams(class_field=class_field or CropMaskParams.class_field,
+                                  crop_values=values)
         else:
-            base = CropTypeParams(class_field=class_field or "CODE",
+            base = CropTypeParams(class_field=class_field or CropTypeParams.class_field,
                                   exclude_codes=_codes(exclude_codes))
         params = _params(base, classifier, trees, max_depth, min_samples, seed, step_days,
                          red_edge, feature_set, erosion)

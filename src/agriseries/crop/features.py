@@ -52,6 +52,16 @@ import xarray as xr
 from ..biophysical.timeseries import regular_dates, whittaker
 from ..core.errors import ConfigurationError, MissingBandError
 from ..core.masks import MaskBit
+from .params import (  # noqa: F401 -- re-exported (defined there: light, no numba)
+    BANDS,
+    BANDS_20M,
+    EXCLUDED_BITS,
+    FEATURE_SETS,
+    INDICES,
+    INDICES_20M,
+    RED_EDGE_BANDS,
+    SeriesParams,
+)
 
 __all__ = [
     "BANDS",
@@ -75,88 +85,10 @@ __all__ = [
     "stack_series",
 ]
 
-#: The four bands of the Sen2Agri features (docs/crop.md): green, red, NIR, SWIR.
-BANDS = ("B03", "B04", "B08", "B11")
-#: The optional red-edge bands (Sen2Agri ``-red-edge``).
-RED_EDGE_BANDS = ("B05", "B06", "B07", "B8A")
-#: L2A mask bits that make an observation invalid: cloud, cloud shadow, cirrus, snow,
-#: water, saturated, no data.
-EXCLUDED_BITS = int(MaskBit.CLOUD | MaskBit.CLOUD_SHADOW | MaskBit.CIRRUS | MaskBit.SNOW
-                    | MaskBit.WATER | MaskBit.SATURATED | MaskBit.NODATA)
 #: Bits still excluded for a pixel that has no valid observation in the whole season
 #: (it may then use observations flagged water or snow only).
 FALLBACK_BITS = int(MaskBit.CLOUD | MaskBit.CLOUD_SHADOW | MaskBit.CIRRUS | MaskBit.SATURATED
                     | MaskBit.NODATA)
-#: Index features computed per date, after the band reflectances.
-INDICES = ("NDVI", "NDWI", "BRIGHTNESS")
-#: The bands of the ``20m`` feature set: the six 20 m Sentinel-2 bands (red edge, narrow NIR,
-#: both SWIR), for series that have no 10 m bands (such as WorldCereal's 2019 patch).
-BANDS_20M = ("B05", "B06", "B07", "B8A", "B11", "B12")
-#: Its per-date indices: NDRE = (B8A - B05) / (B8A + B05), NDMI = (B8A - B11) / (B8A + B11),
-#: brightness over the six bands.
-INDICES_20M = ("NDRE", "NDMI", "BRIGHTNESS")
-#: The feature sets :class:`SeriesParams` knows.
-FEATURE_SETS = ("sen2agri", "20m")
-
-
-@dataclass(frozen=True)
-class SeriesParams:
-    """Parameters of the time-series preparation (docs/crop.md, "Features").
-
-    Attributes
-    ----------
-    step_days
-        Step of the regular grid of dates (Sen2Agri: 10 days for Sentinel-2).
-    red_edge
-        Also use the red-edge bands B05, B06, B07, B8A (Sen2Agri ``-red-edge``).
-    smoothing_lambda
-        Whittaker lambda on the resampled grid (Sen2Agri units; 2 for the crop mask without
-        in-situ data), or None for no smoothing (the crop type and in-situ crop mask default).
-    excluded_bits
-        L2A mask bits that make an observation invalid.
-    chunk
-        Edge in pixels of the spatial blocks processed at once.
-    feature_set
-        ``sen2agri`` (the bands B03 B04 B08 B11, + red edge, with NDVI, NDWI, brightness) or
-        ``20m`` (:data:`BANDS_20M` with :data:`INDICES_20M`).
-    """
-
-    step_days: int = 10
-    red_edge: bool = False
-    smoothing_lambda: float | None = None
-    excluded_bits: int = EXCLUDED_BITS
-    chunk: int = 512
-    feature_set: str = "sen2agri"
-
-    def __post_init__(self) -> None:
-        if int(self.step_days) != self.step_days or self.step_days < 1:
-            raise ConfigurationError(f"step_days {self.step_days!r}: expected a positive whole "
-                                     "number of days")
-        if self.smoothing_lambda is not None and not self.smoothing_lambda > 0:
-            raise ConfigurationError(f"smoothing_lambda {self.smoothing_lambda!r}: expected > 0 "
-                                     "or None")
-        if self.chunk < 16:
-            raise ConfigurationError(f"chunk {self.chunk!r}: expected at least 16 pixels")
-        if self.feature_set not in FEATURE_SETS:
-            raise ConfigurationError(f"feature_set {self.feature_set!r}: expected one of "
-                                     f"{', '.join(FEATURE_SETS)}")
-        if self.feature_set == "20m" and self.red_edge:
-            raise ConfigurationError("feature_set '20m' already holds the red-edge bands: "
-                                     "red_edge must be False")
-
-    @property
-    def bands(self) -> tuple[str, ...]:
-        """The bands read, in feature order."""
-        if self.feature_set == "20m":
-            return BANDS_20M
-        return BANDS + RED_EDGE_BANDS if self.red_edge else BANDS
-
-    @property
-    def indices(self) -> tuple[str, ...]:
-        """The per-date index features, after the bands."""
-        return INDICES_20M if self.feature_set == "20m" else INDICES
-
-
 # --------------------------------------------------------------------------------------
 # dates
 

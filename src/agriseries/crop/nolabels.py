@@ -56,6 +56,7 @@ from odc.geo.geobox import GeoBox
 
 from ..core.errors import ConfigurationError, CorruptProductError, InputProductError
 from .features import SeriesParams, date_tags, day_numbers, index_features, series_block
+from .params import NoInsituParams  # noqa: F401 -- re-exported
 
 __all__ = [
     "KEYS",
@@ -72,63 +73,6 @@ __all__ = [
 KEYS = ("max_ndvi_slope", "min_ndvi_slope", "max_ndvi", "min_ndvi", "max_red")
 #: Values of the recoded reference map.
 CROP, NONCROP, NODATA = 1, 0, 255
-
-
-@dataclass(frozen=True)
-class NoInsituParams:
-    """Parameters of the crop mask without in-situ data (defaults: Sen2Agri's ``processor.l4a.*``, docs/crop.md).
-
-    Attributes
-    ----------
-    crop_values
-        Codes of the reference map that mean cropland.
-    ignore_values
-        Codes to treat as no data (besides the file's no-data value).
-    erosion_radius
-        Erosion of each class, pixels (0: none).
-    smoothing_lambda
-        Whittaker lambda on the resampled grid.
-    alpha
-        Significance level of the Mahalanobis trimming (0: no trimming).
-    samples
-        Training samples drawn from the trimmed reference.
-    trim_pool
-        Most pixels per class given to the trimming.
-    max_iterations
-        Cap on the trimming iterations.
-    block
-        Edge (pixels) of the blocks of the training / validation split.
-    validation_share
-        Share of the blocks held out for validation.
-    seed
-        Random seed (pools, blocks, samples).
-    """
-
-    crop_values: tuple[int, ...] = (1,)
-    ignore_values: tuple[int, ...] = ()
-    erosion_radius: int = 1
-    smoothing_lambda: float = 2.0
-    alpha: float = 0.01
-    samples: int = 40000
-    trim_pool: int = 100000
-    max_iterations: int = 100
-    block: int = 100
-    validation_share: float = 0.25
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not self.crop_values:
-            raise ConfigurationError("crop_values: give at least one code of the reference map")
-        if self.erosion_radius < 0:
-            raise ConfigurationError(f"erosion_radius {self.erosion_radius!r}: expected >= 0")
-        if not 0.0 <= self.alpha < 1.0:
-            raise ConfigurationError(f"alpha {self.alpha!r}: expected 0 <= alpha < 1")
-        if self.samples < 2 or self.trim_pool < 2:
-            raise ConfigurationError("samples and trim_pool: expected at least 2")
-        if not 0.0 <= self.validation_share < 1.0:
-            raise ConfigurationError(f"validation_share {self.validation_share!r}: expected 0 to < 1")
-        if self.block < 1:
-            raise ConfigurationError(f"block {self.block!r}: expected at least 1 pixel")
 
 
 # --------------------------------------------------------------------------------------

@@ -25,53 +25,13 @@ size, ``min_size = 10`` pixels merges the small regions as Sen2Agri does):
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 
 from ..core.errors import ConfigurationError
+from .params import SegmentationParams  # noqa: F401 -- re-exported
 
 __all__ = ["NDVIPCA", "SegmentationParams", "majority_vote", "postprocess", "segment"]
-
-
-@dataclass(frozen=True)
-class SegmentationParams:
-    """Parameters of the segmentation and majority vote.
-
-    Attributes
-    ----------
-    n_components
-        NDVI principal components segmented (Sen2Agri 6).
-    scale
-        Felzenszwalb ``scale`` (larger: larger segments). 128 was chosen on the WorldCereal
-        Flanders patch (23 parcels on 64 x 64 px): 125 segments, 88 % of the pixels in the
-        majority parcel of their segment; 256 merges neighbouring parcels (80 segments,
-        84 %), 1024 most of the patch (14 segments, 78 %), and below 64 the segments only
-        follow the ``min_size`` merging.
-    sigma
-        Gaussian pre-smoothing (pixels; 0 none).
-    min_size
-        Segments below this size (pixels) are merged (Sen2Agri 10).
-    chunk
-        Block edge (pixels) of the tiled processing.
-    overlap
-        Halo (pixels) around each block.
-    """
-
-    n_components: int = 6
-    scale: float = 128.0
-    sigma: float = 0.0
-    min_size: int = 10
-    chunk: int = 2048
-    overlap: int = 64
-
-    def __post_init__(self) -> None:
-        if self.n_components < 1:
-            raise ConfigurationError("n_components: expected at least 1")
-        if self.scale <= 0 or self.min_size < 1:
-            raise ConfigurationError("scale must be > 0 and min_size >= 1")
-        if self.chunk < 64 or self.overlap < 0 or 2 * self.overlap >= self.chunk:
-            raise ConfigurationError("chunk must be >= 64 and overlap < chunk / 2")
 
 
 class NDVIPCA:

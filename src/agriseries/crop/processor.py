@@ -56,7 +56,6 @@ from ..core.ids import Level, ProductId, crop_id, crop_season
 from ..io.product import load
 from ..io.store import Layer, ProductStore
 from .classifier import (
-    ClassifierParams,
     CropClassifier,
     class_dtype,
     extract_samples,
@@ -72,7 +71,7 @@ from .nolabels import (
     mahalanobis_trim,
     reference_on_grid,
 )
-from .postprocess import NDVIPCA, SegmentationParams, postprocess
+from .postprocess import NDVIPCA, postprocess
 from .samples import (
     Polygons,
     interior_pixels,
@@ -81,6 +80,7 @@ from .samples import (
     sample_pixels,
     split_polygons,
 )
+from .params import CropMaskParams, CropTypeParams  # noqa: F401 -- re-exported
 
 __all__ = [
     "CROP_MASK_NODATA",
@@ -96,87 +96,6 @@ __all__ = [
 CROP_MASK_NODATA = 255
 #: Sensors read by default (Sen2Agri's L4 processors run on Sentinel-2 here).
 S2_SENSORS = ("S2A", "S2B", "S2C")
-
-
-@dataclass(frozen=True)
-class CropMaskParams:
-    """Parameters of the L4A crop mask (defaults: Sen2Agri's; docs/crop.md).
-
-    Attributes
-    ----------
-    class_field
-        In-situ polygon field with the class (Sen2Agri ``CROP``).
-    crop_values
-        Values of ``class_field`` meaning cropland (every other value: not cropland).
-    samples
-        Most training pixels (Sen2Agri 40000).
-    sample_ratio
-        Share of each class's polygons used for training (the rest validates).
-    min_per_class
-        Fewest training pixels kept per class (when it has them).
-    erosion_radius
-        The training polygons lose the pixels within this distance (pixels) of their
-        border before sampling (mixed pixels out; validation polygons keep all theirs).
-        Default 1: on the WorldCereal patches, by parcel, it lifts the crop mask from OA
-        0.63 / 0.52 to 0.86 / 0.66 (docs/accuracy.md); 0 is Sen2Agri's behaviour.
-    series
-        Time-series preparation.
-    classifier
-        Classifier settings.
-    segmentation
-        Post-process with segmentation + majority vote.
-    segmentation_params
-        Its settings.
-    no_insitu
-        Settings of the case without in-situ data (reference map).
-    """
-
-    class_field: str = "CROP"
-    crop_values: tuple[int, ...] = (1,)
-    samples: int = 40000
-    sample_ratio: float = 0.75
-    min_per_class: int = 100
-    erosion_radius: int = 1
-    series: SeriesParams = field(default_factory=SeriesParams)
-    classifier: ClassifierParams = field(default_factory=ClassifierParams)
-    segmentation: bool = False
-    segmentation_params: SegmentationParams = field(default_factory=SegmentationParams)
-    no_insitu: NoInsituParams = field(default_factory=NoInsituParams)
-
-
-@dataclass(frozen=True)
-class CropTypeParams:
-    """Parameters of the L4B crop type map (defaults: Sen2Agri's, docs/crop.md "Crop type").
-
-    Attributes
-    ----------
-    class_field
-        In-situ polygon field with the crop code (Sen2Agri ``CODE``).
-    exclude_codes
-        Codes of polygons to leave out (e.g. 0 for "no crop" polygons in the file).
-    samples
-        Most training pixels (Sen2Agri ``-nbtrsample`` 10000).
-    sample_ratio
-        Share of each class's polygons used for training.
-    min_per_class
-        Fewest training pixels kept per class (when it has them).
-    erosion_radius
-        Border pixels of the training polygons left out (pixels; default 0, Sen2Agri: not
-        measured for the crop type yet, see the crop mask's).
-    series
-        Time-series preparation.
-    classifier
-        Classifier settings.
-    """
-
-    class_field: str = "CODE"
-    exclude_codes: tuple[int, ...] = ()
-    samples: int = 10000
-    sample_ratio: float = 0.75
-    min_per_class: int = 100
-    erosion_radius: int = 0
-    series: SeriesParams = field(default_factory=SeriesParams)
-    classifier: ClassifierParams = field(default_factory=ClassifierParams)
 
 
 @dataclass

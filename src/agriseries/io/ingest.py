@@ -34,8 +34,10 @@ from ..core.errors import (
     AgriseriesError,
     AlreadyStoredError,
     EmptyIntersectionError,
+    FailureRecord,
     InputProductError,
     StoreWriteError,
+    WithFailure,
 )
 from ..core.grid import (
     parse_tile,
@@ -54,21 +56,39 @@ FOREIGN_GRID_RESOLUTION = 30
 
 
 @dataclass
-class IngestResult:
-    """What happened to one input path."""
+class IngestResult(WithFailure):
+    """What happened to one input path.
+
+    Attributes
+    ----------
+    path
+        The input.
+    status
+        ``ingested``, ``skipped`` (already in the store) or ``failed``.
+    reader
+        The reader that recognised it.
+    products
+        The product ids written or found.
+    failure
+        Why it failed (:class:`~agriseries.core.errors.FailureRecord`), else ``None``;
+        ``error``, ``error_type`` and ``traceback`` read it.
+    incomplete
+        Products written without some of their layers: id -> the missing layers.
+    """
 
     path: str
     status: str  # "ingested" | "skipped" | "failed"
     reader: str | None = None
     products: list[str] = field(default_factory=list)
-    error: str | None = None
-    error_type: str | None = None
-    traceback: str | None = None
+    failure: FailureRecord | None = None
     incomplete: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        """A JSON-serialisable dict."""
-        return dict(self.__dict__)
+        """A JSON-serialisable dict (with ``error``, ``error_type`` and ``traceback``)."""
+        return {"path": self.path, "status": self.status, "reader": self.reader,
+                "products": list(self.products), "error": self.error,
+                "error_type": self.error_type, "traceback": self.traceback,
+                "incomplete": {k: list(v) for k, v in self.incomplete.items()}}
 
 
 def ingest(paths: list[str | Path], store: ProductStore, *, tile: str | None = None,
@@ -158,9 +178,9 @@ def _ingest_all(paths, store, tile, overwrite, allow_missing_bands, stack_bands,
 
 def _record_failure(res: IngestResult, exc: BaseException) -> None:
     res.status = "failed"
-    res.error = str(exc) if isinstance(exc, AgriseriesError) else f"{res.path}: {exc!r}"
-    res.error_type = type(exc).__name__
-    res.traceback = "".join(traceback.format_exception(exc))
+    message = str(exc) if isinstance(exc, AgriseriesError) else f"{res.path}: {exc!r}"
+    res.failure = FailureRecord(res.path, type(exc).__name__, message,
+                                "".join(traceback.format_exception(exc)))
 
 
 def _group_series(series: list[tuple[IngestResult, xr.Dataset]]):

@@ -219,7 +219,8 @@ def _encode_scaled(arr, scale: float, offset: float = 0.0, *, clip: bool = True)
     return xp.where(bad, REFLECTANCE_NODATA, q).astype(np.int16)
 
 
-def _encode_reflectance(arr):
+def encode_reflectance(arr):
+    """Reflectance (float, NaN = no data) as stored: int16 x 10000, -10000 for no data."""
     return _encode_scaled(arr, 1.0 / REFLECTANCE_SCALE)
 
 
@@ -482,7 +483,7 @@ class ProductStore:
         fname = f"{stem}_{layer.key}.tif"
         path = folder / fname
         if layer.kind == "reflectance":
-            return (CogJob(path, _encode_reflectance(layer.data), layer.geobox,
+            return (CogJob(path, encode_reflectance(layer.data), layer.geobox,
                            REFLECTANCE_NODATA, "average", description=layer.key,
                            scale=1.0 / REFLECTANCE_SCALE, offset=0.0),
                     AssetSpec(layer.key, fname, layer.geobox, "int16", ("data", "reflectance"),

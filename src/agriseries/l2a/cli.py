@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from ..core.errors import AgriseriesError
+from .params import CloudParams, L2AParams
 
 __all__ = ["l2a_cmd"]
 
@@ -27,7 +28,7 @@ __all__ = ["l2a_cmd"]
               help="First acquisition day (default: the first L1C of the tile).")
 @click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), default=None,
               help="Last acquisition day (default: the last one).")
-@click.option("--resolution", default=240.0, show_default=True, type=click.FloatRange(10, 1000),
+@click.option("--resolution", default=L2AParams.resolution, show_default=True, type=click.FloatRange(10, 1000),
               help="Coarse grid of the cloud tests and of the tile state (m).")
 @click.option("--aot", "aot550", type=click.FloatRange(0, 3), default=None,
               help="AOT at 550 nm (default: the product's CAMS value, else 0.1).")
@@ -35,15 +36,18 @@ __all__ = ["l2a_cmd"]
               help="Ozone in cm-atm (default: the product's ECMWF value, else 0.3).")
 @click.option("--water-vapour", type=click.FloatRange(0, 10), default=None,
               help="Water vapour in g/cm2 (default: the product's ECMWF value, else 1.42).")
-@click.option("--altitude", type=click.FloatRange(-500, 9000), default=0.0, show_default=True,
+@click.option("--altitude", type=click.FloatRange(-500, 9000), default=L2AParams.altitude,
+              show_default=True,
               help="Ground altitude (m) for the pressure, when there is no --dem.")
 @click.option("--dem", type=click.Path(exists=True, dir_okay=False), default=None,
               help="DEM raster (m) for the surface pressure.")
-@click.option("--backward-dates", type=click.IntRange(0), default=3, show_default=True,
+@click.option("--backward-dates", type=click.IntRange(0), default=L2AParams.backward_dates,
+              show_default=True,
               help="Dates in the state after which the first products are made again "
                    "with history (MAJA's backward initialisation; 0: off).")
 @click.option("--blue-threshold", type=click.FloatRange(0, 1), default=None,
-              help="Mono-temporal cloud threshold on the blue reflectance (default 0.24).")
+              help="Mono-temporal cloud threshold on the blue reflectance (default "
+                   f"{CloudParams.blue_threshold}).")
 @click.option("--overwrite", is_flag=True, help="Remake the L2A products that exist.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def l2a_cmd(store_dir, tile, start, end, resolution, aot550, ozone, water_vapour, altitude, dem,
@@ -53,8 +57,7 @@ def l2a_cmd(store_dir, tile, start, end, resolution, aot550, ozone, water_vapour
     The products are processed in date order; the tile keeps its cloud-detection state in
     STORE/state/l2a/TILE/ so that a later run resumes where this one stopped.
     """
-    from .cloudmask import CloudParams
-    from .processor import L2AParams, l2a
+    from .processor import l2a
 
     if start is not None and end is not None and end < start:
         raise click.UsageError(f"--to {end:%Y-%m-%d} is before --from {start:%Y-%m-%d}: the "

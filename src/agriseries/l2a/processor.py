@@ -75,7 +75,6 @@ from ..io.product import AngleGrid, SourceProduct, load, mean_view_grid
 from ..io.store import Layer, ProductFile, ProductStore
 from . import smac
 from .cloudmask import (
-    CloudParams,
     CoarseScene,
     MaskResult,
     TileState,
@@ -83,6 +82,7 @@ from .cloudmask import (
     detect,
     update_state,
 )
+from .params import L2AParams  # noqa: F401 -- re-exported
 
 log = logging.getLogger(__name__)
 
@@ -111,68 +111,6 @@ DEFAULT_PRESSURE_MSL = 1013.25
 
 def _family(sensor: str) -> str:
     return "S2" if is_sentinel2(sensor) else "L"
-
-
-@dataclass(frozen=True)
-class L2AParams:
-    """Settings of the L2A processor.
-
-    Attributes
-    ----------
-    resolution
-        Coarse grid of the cloud tests and of the state, metres (MAJA: 240, or 120).
-    mask_resolution
-        Pixel size of the output mask; default 20 m for Sentinel-2 (Sen2Cor's SCL) and
-        30 m for Landsat.
-    cloud
-        The cloud / shadow / snow / water test settings (:class:`CloudParams`).
-    aot550, ozone, water_vapour, pressure_msl
-        Atmosphere for SMAC: ``None`` takes the product's auxiliary value (ECMWF /
-        CAMS files of a SAFE granule), else the default: AOT at 550 nm 0.1 (a rural
-        background aerosol load), ozone 0.3 cm-atm (300 Dobson units), water vapour
-        1.42 g/cm2 (US standard atmosphere 1976), sea-level pressure 1013.25 hPa.
-        A number given here overrides the product's value.
-    altitude
-        Ground altitude in metres when there is no DEM (default 0).
-    dem
-        A DEM raster (any CRS; metres), averaged onto the coarse grid; it gives the
-        surface pressure per coarse pixel and the altitude to the cloud tests.
-    backward_dates
-        Number of dates in the state from which the products made without history are
-        made again (MAJA's backward initialisation); 0 turns it off.
-    state_copy
-        Put a copy of the tile state in every product (the products then carry what
-        is needed to resume; about 5 bytes x 20 per coarse pixel, compressed).
-    """
-
-    resolution: float = 240.0
-    mask_resolution: int | None = None
-    cloud: CloudParams = field(default_factory=CloudParams)
-    aot550: float | None = None
-    ozone: float | None = None
-    water_vapour: float | None = None
-    pressure_msl: float | None = None
-    altitude: float = 0.0
-    dem: str | None = None
-    backward_dates: int = 3
-    state_copy: bool = True
-
-    def __post_init__(self) -> None:
-        if not (10 <= self.resolution <= 1000):
-            raise ConfigurationError(f"resolution={self.resolution!r} m: expected 10-1000 m "
-                                     "(MAJA uses 240 or 120)")
-        if self.mask_resolution is not None and self.mask_resolution not in (10, 20, 30, 60):
-            raise ConfigurationError(f"mask_resolution={self.mask_resolution!r}: expected 10, 20, "
-                                     "30 or 60 m")
-        for name, lo, hi in (("aot550", 0.0, 3.0), ("ozone", 0.0, 1.0),
-                             ("water_vapour", 0.0, 10.0), ("pressure_msl", 800.0, 1100.0)):
-            v = getattr(self, name)
-            if v is not None and not lo <= v <= hi:
-                raise ConfigurationError(f"{name}={v!r}: expected {lo}-{hi}")
-        if not -500 <= self.altitude <= 9000:
-            raise ConfigurationError(f"altitude={self.altitude!r} m: expected -500-9000")
-        if self.backward_dates < 0:
-            raise ConfigurationError(f"backward_dates={self.backward_dates!r}: expected >= 0")
 
 
 @dataclass
@@ -271,7 +209,10 @@ def _repeat_block(coarse_bits: np.ndarray, toa_nan: np.ndarray, ratio: int, bloc
 
 
 @dataclass
-class _Atmosphere:
+class Atmosphere:
+    """The atmosphere SMAC corrects a product with, and where each value came from
+    (``sources``: ``product`` -- its auxiliary data --, ``parameter`` or ``default``)."""
+
     aot550: float
     ozone: float
     water_vapour: float
@@ -279,7 +220,9 @@ class _Atmosphere:
     sources: dict[str, str]
 
 
-def _atmosphere(product: SourceProduct, params: L2AParams) -> _Atmosphere:
+def atmosphere(product: SourceProduct, params: L2AParams) -> Atmosphere:
+    """The atmosphere of a product: a value of ``params`` when given, else the product's
+    auxiliary value (CAMS / ECMWF of a SAFE granule), else the default."""
     aux = product.metadata.get("atmosphere") or {}
     values, sources = {}, {}
     for key, default in (("aot550", DEFAULT_AOT550), ("ozone", DEFAULT_OZONE),
@@ -292,10 +235,12 @@ def _atmosphere(product: SourceProduct, params: L2AParams) -> _Atmosphere:
             values[key], sources[key] = float(aux[key]), f"product ({aux.get('source', 'aux')})"
         else:
             values[key], sources[key] = default, "default"
-    return _Atmosphere(**values, sources=sources)
+    return Atmosphere(**values, sources=sources)
 
 
-def _altitude(params: L2AParams, grid: GeoBox) -> np.ndarray:
+def coarse_altitude(params: L2AParams, grid: GeoBox) -> np.ndarray:
+    """Ground altitude (m) on the coarse grid: the DEM of ``params`` averaged onto it, or
+    ``params.altitude`` everywhere."""
     if params.dem is None:
         return np.full(grid.shape, float(params.altitude), np.float64)
     import rasterio
@@ -339,7 +284,7 @@ def check_inputs(product: SourceProduct, pid: str) -> dict[str, str]:
 
 
 def read_scene(product: SourceProduct, scene_bands: dict[str, str], grid: GeoBox,
-               altitude: np.ndarray, atm: _Atmosphere) -> tuple[CoarseScene, dict]:
+               altitude: np.ndarray, atm: Atmosphere) -> tuple[CoarseScene, dict]:
     """The coarse scene of a product: TOA averaged on ``grid``, Rayleigh / gas corrected."""
     ds = load(product, geobox=grid, bands=list(scene_bands.values()), angles="mean",
               with_mask=False, with_aux=False)
@@ -423,7 +368,7 @@ def make_product(store: ProductStore, item: pystac.Item, state: TileState | None
                 f"tile state's {grid.affine.a:g} m grid, made for the products of a smaller area; "
                 f"use a resolution of {WHOLE_TILE_MIN_RESOLUTION:g} m or more (the whole tile), "
                 "or delete the state to rebuild it")
-    atm = _atmosphere(product, params)
+    atm = atmosphere(product, params)
     scene, arrays = read_scene(product, scene_bands, grid, altitude, atm)
     if not any(np.isfinite(v).any() for v in scene.bands.values()):
         raise InputProductError(product.path, f"{pid_in}: no measured pixel on the tile's grid")
@@ -573,7 +518,7 @@ def l2a(store: ProductStore | str | Path, tile: str, start: dt.datetime | None =
     if abs(grid.affine.a - params.resolution) > 1e-6:
         raise ConfigurationError(f"{spath}: the tile state is on a {grid.affine.a:g} m grid, not "
                                  f"{params.resolution:g} m; delete it to change the resolution")
-    altitude = _altitude(params, grid)
+    altitude = coarse_altitude(params, grid)
 
     for item in items:
         pid_in = item.id

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from ..core.errors import AgriseriesError, ConfigurationError, CorruptItemError
 from ..core.ids import Level, ProductId
-from .database import METADATA, Database
+from .database import METADATA, Database, from_timestamp, naive_utc
 from .records import ProductRecord
 
 if TYPE_CHECKING:
@@ -47,26 +47,13 @@ products_table = sa.Table(
 _P = products_table.c
 
 
-def _ts(x: float | None) -> dt.datetime | None:
-    return None if x is None else dt.datetime.fromtimestamp(x, UTC)
-
-
-def _naive_utc(d: dt.datetime | dt.date) -> dt.datetime:
-    if not isinstance(d, dt.datetime):
-        d = dt.datetime(d.year, d.month, d.day)
-    if d.tzinfo is not None:
-        d = d.astimezone(UTC).replace(tzinfo=None)
-    return d
-
-
 def _row_to_product(r: Mapping[str, Any], with_item: bool) -> ProductRecord:
     return ProductRecord(
         product_id=r["product_id"], level=r["level"], tile=r["tile"],
         start=r["start_time"].replace(tzinfo=UTC), end=r["end_time"].replace(tzinfo=UTC),
-        path=r["path"], item=r["item"] if with_item else None, created_at=_ts(r["created_at"]),
+        path=r["path"], item=r["item"] if with_item else None,
+        created_at=from_timestamp(r["created_at"]),
     )
-
-
 
 
 class ProductCatalogue(Database):
@@ -89,7 +76,7 @@ class ProductCatalogue(Database):
         except ValueError as e:
             raise ConfigurationError(f"product {rec.product_id}: level {rec.level!r}: expected one "
                                      f"of {[lv.value for lv in Level]}") from e
-        start, end = _naive_utc(rec.start), _naive_utc(rec.end)
+        start, end = naive_utc(rec.start), naive_utc(rec.end)
         if end < start:
             raise ConfigurationError(f"product {rec.product_id}: end {rec.end} is before start "
                                      f"{rec.start}")
@@ -133,7 +120,7 @@ class ProductCatalogue(Database):
         recs = list(records)
         if not recs:
             return 0
-        with self._transaction(f"add {len(recs)} product(s)", write=True) as conn:
+        with self.transaction(f"add {len(recs)} product(s)", write=True) as conn:
             now = self._now(conn)
             rows = [self._product_values(r, now) for r in recs]
             stmt = self._insert(products_table)
@@ -171,26 +158,26 @@ class ProductCatalogue(Database):
         if tile is not None:
             q = q.where(_P.tile == tile)
         if start is not None:
-            q = q.where(_P.end_time >= _naive_utc(start))
+            q = q.where(_P.end_time >= naive_utc(start))
         if end is not None:
-            e = _naive_utc(end)
+            e = naive_utc(end)
             if e.time() == dt.time(0):
                 e = e + dt.timedelta(days=1) - dt.timedelta(microseconds=1)
             q = q.where(_P.start_time <= e)
         q = q.order_by(_P.start_time, _P.product_id)
-        with self._transaction("query products", write=False) as conn:
+        with self.transaction("query products", write=False) as conn:
             rows = conn.execute(q).mappings().all()
         return [_row_to_product({**r, "item": r.get("item")}, with_items) for r in rows]
 
     def has_product(self, product_id: str | ProductId) -> bool:
         """Whether the catalogue holds this product."""
-        with self._transaction("look up product", write=False) as conn:
+        with self.transaction("look up product", write=False) as conn:
             q = sa.select(_P.product_id).where(_P.product_id == str(product_id))
             return conn.execute(q).first() is not None
 
     def remove_product(self, product_id: str | ProductId) -> bool:
         """Remove a product from the catalogue; ``True`` if it was there."""
-        with self._transaction("remove product", write=True) as conn:
+        with self.transaction("remove product", write=True) as conn:
             res = conn.execute(sa.delete(products_table)
                                .where(_P.product_id == str(product_id)))
             return res.rowcount > 0

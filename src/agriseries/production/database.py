@@ -22,6 +22,7 @@ it opens. (A new concern, such as the distribution's outbox, adds its table the 
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import sqlite3
 import time
@@ -43,7 +44,7 @@ from ..core.errors import (
     StoreError,
 )
 
-__all__ = ["METADATA", "Database"]
+__all__ = ["METADATA", "Database", "from_timestamp", "naive_utc"]
 
 #: The tables of the production database (each declared by the module that owns it).
 METADATA = sa.MetaData()
@@ -198,8 +199,13 @@ class Database:
 
     # -- transactions and errors ---------------------------------------------------------
 
+    @property
+    def engine(self) -> sa.Engine:
+        """The SQLAlchemy engine (its pool holds the connections, bounded)."""
+        return self._engine
+
     @contextmanager
-    def _transaction(self, op: str, *, write: bool) -> Iterator[Connection]:
+    def transaction(self, op: str, *, write: bool) -> Iterator[Connection]:
         """A transaction; database errors become StoreError/JobStoreTimeout naming ``op``.
 
         On SQLite a writing transaction starts with ``BEGIN IMMEDIATE``: it takes the write
@@ -220,6 +226,9 @@ class Database:
             if _is_psycopg_error(e):
                 raise self._translate(e, op, time.monotonic() - t0) from e
             raise
+
+    #: The former name of :meth:`transaction` (for code written against it).
+    _transaction = transaction
 
     def _translate(self, e: BaseException, op: str, elapsed: float) -> StoreError:
         orig = getattr(e, "orig", None) or e
@@ -258,7 +267,7 @@ class Database:
         return float(conn.exec_driver_sql(expr).scalar_one())
 
     def _create_tables(self) -> None:
-        with self._transaction("open (create tables)", write=True) as conn:
+        with self.transaction("open (create tables)", write=True) as conn:
             if self.backend == "postgresql":  # two processes starting at once
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(PG_SCHEMA_LOCK)))
             METADATA.create_all(conn, tables=list(self.TABLES), checkfirst=True)
@@ -279,8 +288,22 @@ class Database:
         return f"{type(self).__name__}({self.url!r})"
 
 
-
 def _is_psycopg_error(e: BaseException) -> bool:
     mod = type(e).__module__ or ""
     return mod.startswith("psycopg") and isinstance(e, Exception) and hasattr(e, "sqlstate")
 
+
+def from_timestamp(x: float | None) -> dt.datetime | None:
+    """A stored time (seconds since 1970, UTC) as a timezone-aware datetime; ``None`` stays
+    ``None``."""
+    return None if x is None else dt.datetime.fromtimestamp(x, dt.UTC)
+
+
+def naive_utc(d: dt.datetime | dt.date) -> dt.datetime:
+    """A date or datetime as a naive UTC datetime (a date: its midnight), the form the
+    time columns are compared in."""
+    if not isinstance(d, dt.datetime):
+        d = dt.datetime(d.year, d.month, d.day)
+    if d.tzinfo is not None:
+        d = d.astimezone(dt.UTC).replace(tzinfo=None)
+    return d

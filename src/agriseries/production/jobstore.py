@@ -27,22 +27,8 @@ instead of hanging, the MUSCATE centre having stalled for days on one hung reque
 database failures raise :class:`~agriseries.core.errors.StoreError`. A failed call changes
 nothing (its transaction is rolled back), so the caller can retry it or stop cleanly.
 
-Life of a job (:class:`JobState`)::
-
-    submit -> queued --claim--> running --complete--> done
-                 ^                 |  \\--fail (attempts < max)--> failed --(backoff)--> claimable
-                 |                 |   \\-fail (attempts = max)--> quarantined (error + traceback)
-                 |                 \\-lease expired (runner killed) --> claimable again
-                 \\------------- retry_quarantined / release --------------/
-
-A claim counts as an attempt. A runner keeps its lease alive with :meth:`JobStore.heartbeat`
-(every ``lease_s / 3`` seconds, say); when a runner dies (``kill -9``, lost machine) its lease
-expires and the next :meth:`JobStore.claim` takes the job again. A job whose lease expired
-``max_attempts`` times (it kills its runner: out of memory...) is quarantined rather than
-reclaimed forever. A runner whose lease was taken over gets
-:class:`~agriseries.core.errors.LeaseLost` from ``heartbeat``, ``complete`` and ``fail``, so a
-job is recorded done at most once. Failed attempts are retried after an exponential
-backoff, ``backoff_s * 2 ** (attempt - 1)`` capped at ``backoff_max_s``.
+The life of a job (states, claims and leases, heartbeats, retries with backoff,
+quarantine) is the job queue's: see :mod:`agriseries.production.queue`.
 
 Times (leases, backoff) are read from the database server's clock, so runners on several
 machines agree on when a lease expires; they are stored as seconds since 1970 (UTC) and

@@ -43,7 +43,7 @@ from sqlalchemy.engine import Connection
 
 from ..core.errors import ConfigurationError, LeaseLost
 from ..core.ids import ProductId
-from .database import METADATA, Database
+from .database import METADATA, Database, from_timestamp
 from .records import (
     Job,
     JobState,
@@ -89,32 +89,19 @@ jobs_table = sa.Table(
 _J = jobs_table.c
 
 
-def _ts(x: float | None) -> dt.datetime | None:
-    return None if x is None else dt.datetime.fromtimestamp(x, UTC)
-
-
-def _naive_utc(d: dt.datetime | dt.date) -> dt.datetime:
-    if not isinstance(d, dt.datetime):
-        d = dt.datetime(d.year, d.month, d.day)
-    if d.tzinfo is not None:
-        d = d.astimezone(UTC).replace(tzinfo=None)
-    return d
-
-
 def _row_to_job(r: Mapping[str, Any]) -> Job:
     return Job(
         key=r["key"], processor=r["processor"], tile=r["tile"],
         inputs=tuple(r["inputs"]), params=dict(r["params"]), state=JobState(r["state"]),
         priority=r["priority"], attempts=r["attempts"], max_attempts=r["max_attempts"],
         outputs=None if r["outputs"] is None else tuple(r["outputs"]),
-        lease_owner=r["lease_owner"], lease_expires_at=_ts(r["lease_expires_at"]),
-        heartbeat_at=_ts(r["heartbeat_at"]), next_try_at=_ts(r["next_try_at"]),
+        lease_owner=r["lease_owner"], lease_expires_at=from_timestamp(r["lease_expires_at"]),
+        heartbeat_at=from_timestamp(r["heartbeat_at"]),
+        next_try_at=from_timestamp(r["next_try_at"]),
         error=r["error"], traceback=r["traceback"],
-        created_at=_ts(r["created_at"]), updated_at=_ts(r["updated_at"]),
-        started_at=_ts(r["started_at"]), finished_at=_ts(r["finished_at"]),
+        created_at=from_timestamp(r["created_at"]), updated_at=from_timestamp(r["updated_at"]),
+        started_at=from_timestamp(r["started_at"]), finished_at=from_timestamp(r["finished_at"]),
     )
-
-
 
 
 class JobQueue(Database):
@@ -205,7 +192,7 @@ class JobQueue(Database):
             raise ConfigurationError(f"max_attempts={max_attempts!r}: expected an integer >= 1")
         if not isinstance(priority, int):
             raise ConfigurationError(f"priority={priority!r}: expected an integer")
-        with self._transaction(f"submit {processor}", write=True) as conn:
+        with self.transaction(f"submit {processor}", write=True) as conn:
             now = self._now(conn)
             stmt = self._insert(jobs_table).values(
                 key=key, processor=processor, tile=tile, inputs=list(canon_inputs),
@@ -220,7 +207,7 @@ class JobQueue(Database):
 
     def get(self, key: str) -> Job | None:
         """The job with this key, or ``None``."""
-        with self._transaction("get job", write=False) as conn:
+        with self.transaction("get job", write=False) as conn:
             return self._get(conn, key)
 
     def claim(self, worker_id: str, limit: int = 1,
@@ -253,7 +240,7 @@ class JobQueue(Database):
         if not (isinstance(limit, int) and limit >= 1):
             raise ConfigurationError(f"limit={limit!r}: expected an integer >= 1")
         claimed: list[str] = []
-        with self._transaction(f"claim for {worker_id}", write=True) as conn:
+        with self.transaction(f"claim for {worker_id}", write=True) as conn:
             now = self._now(conn)
             due = sa.or_(
                 sa.and_(_J.state.in_([JobState.QUEUED.value, JobState.FAILED.value]),
@@ -339,7 +326,7 @@ class JobQueue(Database):
             If the lease was taken over by another runner (it expired) or the job is no
             longer running.
         """
-        with self._transaction(f"heartbeat {job.key[:12]}", write=True) as conn:
+        with self.transaction(f"heartbeat {job.key[:12]}", write=True) as conn:
             self._owned(conn, job, worker_id, "heartbeat")
             now = self._now(conn)
             conn.execute(sa.update(jobs_table).where(_J.key == job.key).values(
@@ -358,7 +345,7 @@ class JobQueue(Database):
             the job is not marked done twice.
         """
         outs = [str(o) for o in outputs]
-        with self._transaction(f"complete {job.key[:12]}", write=True) as conn:
+        with self.transaction(f"complete {job.key[:12]}", write=True) as conn:
             self._owned(conn, job, None, "complete")
             now = self._now(conn)
             conn.execute(sa.update(jobs_table).where(_J.key == job.key).values(
@@ -400,7 +387,7 @@ class JobQueue(Database):
             message = f"{type(error).__name__}: {error}"
         else:
             message = str(error)
-        with self._transaction(f"fail {job.key[:12]}", write=True) as conn:
+        with self.transaction(f"fail {job.key[:12]}", write=True) as conn:
             cur = self._owned(conn, job, None, "fail")
             now = self._now(conn)
             if cur.attempts >= cur.max_attempts:
@@ -423,7 +410,7 @@ class JobQueue(Database):
         LeaseLost
             If the runner no longer holds the lease.
         """
-        with self._transaction(f"release {job.key[:12]}", write=True) as conn:
+        with self.transaction(f"release {job.key[:12]}", write=True) as conn:
             cur = self._owned(conn, job, None, "release")
             now = self._now(conn)
             conn.execute(sa.update(jobs_table).where(_J.key == job.key).values(
@@ -443,7 +430,7 @@ class JobQueue(Database):
         ConfigurationError
             If there is no such job or it is not quarantined.
         """
-        with self._transaction(f"retry {key[:12]}", write=True) as conn:
+        with self.transaction(f"retry {key[:12]}", write=True) as conn:
             cur = self._get(conn, key)
             if cur is None:
                 raise ConfigurationError(f"job store {self.url}: no job with key {key!r}")
@@ -476,7 +463,7 @@ class JobQueue(Database):
         q = q.order_by(_J.created_at, _J.key)
         if limit is not None:
             q = q.limit(limit)
-        with self._transaction("list jobs", write=False) as conn:
+        with self.transaction("list jobs", write=False) as conn:
             return [_row_to_job(r) for r in conn.execute(q).mappings()]
 
     def counts(self, processor: str | None = None) -> dict[str, int]:
@@ -484,7 +471,7 @@ class JobQueue(Database):
         q = sa.select(_J.state, sa.func.count()).group_by(_J.state)
         if processor is not None:
             q = q.where(_J.processor == processor)
-        with self._transaction("count jobs", write=False) as conn:
+        with self.transaction("count jobs", write=False) as conn:
             found = dict(conn.execute(q).all())
         return {s.value: int(found.get(s.value, 0)) for s in JobState}
 

@@ -70,6 +70,7 @@ from ..core.errors import (
     EXIT_OK,
     ConfigurationError,
     FailureRecord,
+    JobFailure,
     JobStoreTimeout,
     LeaseLost,
     StoreError,
@@ -91,6 +92,7 @@ __all__ = [
     "JobError",
     "RunEvent",
     "RunReport",
+    "Runner",
     "SiteStatus",
     "TaskResult",
     "TaskSpec",
@@ -149,7 +151,6 @@ def clean_tmp(store_root: str | Path, older_than_s: float = TMP_MAX_AGE_S) -> li
     return removed
 
 
-
 # ------------------------------------------------------------------------------ report
 
 
@@ -184,12 +185,12 @@ class RunReport:
         Jobs completed: key, processor, tile, outputs, made (products written),
         seconds, worker.
     failed
-        Failed jobs and failed inputs, one dict each: the
-        :class:`~agriseries.core.errors.FailureRecord` fields (``input``, ``error_type``,
-        ``message``, ``traceback``, ``id``) and the job's ``key``, ``processor``, ``tile``,
-        ``state`` (``failed`` or ``quarantined``; ``done`` for an input that failed in a
-        job that made the others), ``attempts``, ``error`` (``Type: message``) and
-        ``next_try_at``.
+        Failed jobs and failed inputs, one :class:`~agriseries.core.errors.JobFailure`
+        each: the :class:`~agriseries.core.errors.FailureRecord` (``input``,
+        ``error_type``, ``message``, ``traceback``, ``id``) and the job's ``key``,
+        ``processor``, ``tile``, ``state`` (``failed`` or ``quarantined``; ``done`` for an
+        input that failed in a job that made the others), ``attempts``, ``error``
+        (``Type: message``) and ``next_try_at``; ``f["state"]`` reads it too.
     made
         Products written in this run.
     removed
@@ -212,7 +213,7 @@ class RunReport:
     passes: int = 0
     submitted: int = 0
     done: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    failed: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    failed: list[JobFailure] = dataclasses.field(default_factory=list)
     made: list[str] = dataclasses.field(default_factory=list)
     removed: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
@@ -265,8 +266,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-class _Runner:
-    """One run of one site (see :func:`run`)."""
+class Runner:
+    """One run of one site: the loop of :func:`run` (plan, claim, submit, record), usable on
+    its own with a job store and an engine factory (the scheduler benchmark times one
+    planning pass with it)."""
 
     def __init__(self, site: Site, js: JobStore, engine: Callable[[], Any], *, watch: bool,
                  poll_s: float, today: dt.date | None,
@@ -365,12 +368,10 @@ class _Runner:
                 error = "every provider failed: " + "; ".join(
                     f"{n}: {w}" for n, w in found.failures.items())
         if error is not None:
-            self.report.failed.append({
-                **FailureRecord("acquisition search", error.partition(":")[0]
-                                if found is None else "ProviderUnavailableError",
-                                error).to_dict(),
-                "key": None, "processor": "acquire", "tile": None, "state": "failed",
-                "attempts": 1, "error": error, "next_try_at": None})
+            kind = error.partition(":")[0] if found is None else "ProviderUnavailableError"
+            self.report.failed.append(JobFailure(
+                "acquisition search", kind, error, processor="acquire", state="failed",
+                attempts=1, error=error))
             self.on_event(RunEvent("failed", "acquire", None, None, error))
         if found is None:
             return []
@@ -527,10 +528,10 @@ class _Runner:
             if made or res.removed:
                 self.catalog_dirty = True
             for f in res.failures:  # inputs that failed in a job that made the others
-                self.report.failed.append({
-                    **f.to_dict(), "key": job.key, "processor": job.processor,
-                    "tile": job.tile, "state": JobState.DONE.value, "attempts": job.attempts,
-                    "error": f"{f.error_type}: {f.message}", "next_try_at": None})
+                self.report.failed.append(JobFailure(
+                    **f.to_dict(), key=job.key, processor=job.processor, tile=job.tile,
+                    state=JobState.DONE.value, attempts=job.attempts,
+                    error=f"{f.error_type}: {f.message}"))
                 self.on_event(RunEvent("failed", job.processor, job.tile, job.key, str(f)))
             outputs = [p["id"] for p in res.products] + list(res.inbox)
             if res.inbox and self.acquired_entries is not None:
@@ -572,12 +573,11 @@ class _Runner:
         except LeaseLost as e:
             self.note(str(e))
             return False
-        self.report.failed.append({
+        self.report.failed.append(JobFailure(
             **_job_failure(job, failed.error or "", tb).to_dict(),
-            "key": job.key, "processor": job.processor, "tile": job.tile,
-            "state": failed.state.value, "attempts": failed.attempts,
-            "error": failed.error, "next_try_at": failed.next_try_at.isoformat()
-            if failed.next_try_at else None})
+            key=job.key, processor=job.processor, tile=job.tile, state=failed.state.value,
+            attempts=failed.attempts, error=failed.error,
+            next_try_at=failed.next_try_at.isoformat() if failed.next_try_at else None))
         self.on_event(RunEvent("failed", job.processor, job.tile, job.key, failed.error))
         return False
 
@@ -799,7 +799,7 @@ def run(site: Site, *, watch: bool = False, poll_s: float | None = None,
 
             slots = None if external else ((n_workers or site.engine.n_workers)
                                            * site.engine.threads_per_worker)
-            runner = _Runner(site, js, engine, watch=watch, poll_s=poll_s or site.engine.poll_s,
+            runner = Runner(site, js, engine, watch=watch, poll_s=poll_s or site.engine.poll_s,
                              today=today, on_event=on_event, stop=stop, local_slots=slots)
             report = runner.report
             try:

@@ -57,7 +57,12 @@ from pydantic import (
     model_validator,
 )
 
+from ..biophysical.params import VARIABLES as _BIOPHYSICAL_VARIABLES
+from ..biophysical.params import BiophysicalParams
+from ..composite.params import WaspParams
 from ..core.errors import ConfigurationError
+from ..crop.params import CropMaskParams, CropTypeParams, NoInsituParams
+from ..l2a.params import L2AParams
 
 __all__ = [
     "DEFAULT_DATABASE_FILE",
@@ -74,7 +79,6 @@ PENDING_LEVELS: dict[str, str] = {}
 #: The job database file, inside the product store, when the site gives no URL.
 DEFAULT_DATABASE_FILE = "jobs.sqlite"
 _SENSOR_FAMILIES = ("S2", "L8", "L9")
-_BIOPHYSICAL_VARIABLES = ("LAI", "FAPAR", "FCOVER", "LAI_Cab", "LAI_Cw")
 
 
 def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
@@ -240,7 +244,7 @@ class L3ASchedule(_Model):
     """Make it."""
     schedule: Literal["monthly"] = "monthly"
     """One synthesis per calendar month of the season."""
-    half_period: int = Field(23, ge=1, le=60)
+    half_period: int = Field(WaspParams.half_period, ge=1, le=60)
     """WASP half synthesis period H (days): inputs within the month's middle +- H."""
     sensors: list[str] | None = None
     """Sensor families to use (S2, L8, L9); default all."""
@@ -264,7 +268,7 @@ class L3BSchedule(_Model):
     """Sensor families to process (S2, L8, L9); default all."""
     variables: list[str] = Field(default_factory=lambda: list(_BIOPHYSICAL_VARIABLES))
     """Variables (LAI, FAPAR, FCOVER, LAI_Cab, LAI_Cw)."""
-    resolution: Literal[10, 20] = 20
+    resolution: Literal[10, 20] = BiophysicalParams.resolution
     """Sentinel-2 pixel size of the networks (20: eight bands, 10: three bands)."""
 
     @field_validator("sensors")
@@ -298,14 +302,14 @@ class L4ASchedule(_Model):
     start: dt.date | None = None
     """First crop mask date: the first map is at the end of its month (default: the middle
     of the season)."""
-    class_field: str = Field("CROP", min_length=1)
+    class_field: str = Field(CropMaskParams.class_field, min_length=1)
     """Field of the in-situ polygons with the class (Sen2Agri ``CROP``)."""
-    crop_values: list[int] = Field(default_factory=lambda: [1])
+    crop_values: list[int] = Field(default_factory=lambda: list(CropMaskParams.crop_values))
     """Values of ``class_field`` (or codes of the reference map) that mean cropland."""
     reference_map: Path | None = None
     """A reference land-cover raster: the method without in-situ data (Matton et al.); when
     given it is used instead of the site's ``in_situ`` polygons."""
-    ignore_values: list[int] = Field(default_factory=list)
+    ignore_values: list[int] = Field(default_factory=lambda: list(NoInsituParams.ignore_values))
     """Codes of the reference map to treat as no data."""
     model: Path | None = None
     """A site model (``agriseries croptrain``, trained on the in-situ data of the site's
@@ -339,7 +343,7 @@ class L4BSchedule(_Model):
     class_field: str | None = Field(None, min_length=1)
     """Field of the in-situ polygons with the crop code (Sen2Agri ``CODE``); required when
     enabled."""
-    exclude_codes: list[int] = Field(default_factory=list)
+    exclude_codes: list[int] = Field(default_factory=lambda: list(CropTypeParams.exclude_codes))
     """Crop codes of polygons to leave out of the training and validation."""
     crop_mask: bool = False
     """Set the pixels that the tile's latest crop mask (L4A, made on or before the map date)
@@ -379,13 +383,13 @@ class L2ASource(_Model):
     source: Literal["provider", "agriseries"] = "provider"
     """``provider``: the providers' L2A (Sen2Cor, MAJA, LaSRC) found in the inbox;
     ``agriseries``: made here from the L1C products of the inbox (``agriseries l2a``)."""
-    resolution: float = Field(240.0, ge=10, le=1000)
+    resolution: float = Field(L2AParams.resolution, ge=10, le=1000)
     """Coarse grid of the cloud tests and of the tile state (m; MAJA: 240)."""
-    altitude: float = Field(0.0, ge=-500, le=9000)
+    altitude: float = Field(L2AParams.altitude, ge=-500, le=9000)
     """Ground altitude (m) for the surface pressure, when there is no DEM."""
     dem: Path | None = None
     """A DEM raster (m) for the surface pressure."""
-    backward_dates: int = Field(3, ge=0)
+    backward_dates: int = Field(L2AParams.backward_dates, ge=0)
     """Dates after which the first products of a tile are made again with history."""
 
     @field_validator("dem")

@@ -223,7 +223,7 @@ def make(ctx: StageContext, inputs: Sequence[str], params: AcquireParams) -> Sta
                                notes=[f"{acq.id}: already in the inbox as {entry.name}"])
         r = f.fetch(acq)
     if r.status != "fetched" or r.entry is None:
-        raise JobError(f"DownloadError: {acq.id}: {r.error}", r.traceback)
+        raise JobError(f"{r.error_type or 'DownloadError'}: {acq.id}: {r.error}", r.traceback)
     name = r.entry.rsplit("/", 1)[-1]
     return StageOutput(inbox=[name], notes=[f"{acq.id}: fetched from {r.provider} into the "
                                             f"inbox as {name} ({r.files} file(s), "

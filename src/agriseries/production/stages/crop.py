@@ -20,19 +20,21 @@ items read by the driver.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ...core.ids import Level, ProductId, crop_id
+from ...core.params import JsonParams
 from ..plan import Catalogue, JobSpec, Waiting, day_end, day_start
 from .base import StageContext, StageOutput
 
 if TYPE_CHECKING:
     from ..site import Site
 
-__all__ = ["CROP_BANDS", "CROP_MIN_INPUTS", "S2_SENSORS", "crop_inputs", "crop_plan", "crop_product_id",
-           "crop_output", "crop_outputs"]
+__all__ = ["CROP_BANDS", "CROP_MIN_INPUTS", "S2_SENSORS", "CropJobParams", "crop_inputs",
+           "crop_plan", "crop_product_id", "crop_output", "crop_outputs"]
 
 #: Fewest Sentinel-2 L2A products a crop map needs
 #: (:func:`agriseries.crop.processor.load_season` refuses fewer).
@@ -41,6 +43,25 @@ CROP_MIN_INPUTS = 3
 S2_SENSORS = ("S2A", "S2B", "S2C")
 #: The bands of the crop features (:data:`agriseries.crop.features.BANDS`).
 CROP_BANDS = ("B03", "B04", "B08", "B11")
+
+
+@dataclasses.dataclass(frozen=True)
+class CropJobParams(JsonParams):
+    """What the parameters of every crop map job hold (``L4A``, ``L4B`` add their own).
+
+    Attributes
+    ----------
+    season
+        First and last day of the season (ISO dates).
+    until
+        The map date: acquisitions up to that day are used.
+    product
+        The product the job makes (a crop map is made once).
+    """
+
+    season: tuple[str, str]
+    until: str
+    product: str | None = None
 
 
 def crop_product_id(level: Level | str, tile: str, site: Site, until: dt.date) -> str:

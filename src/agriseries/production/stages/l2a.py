@@ -17,9 +17,9 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ...core.errors import FailureRecord
 from ...core.ids import Level, ProductId, l2a_id
 from ...core.params import JsonParams
+from ...l2a.params import L2AParams
 from ..plan import Catalogue, JobSpec, Waiting, day_end, day_start
 from .base import Stage, StageContext, StageOutput
 
@@ -50,10 +50,10 @@ class L2AJobParams(JsonParams):
         Dates made first in backward mode to initialise a tile state.
     """
 
-    resolution: float = 240.0
-    altitude: float = 0.0
-    dem: str | None = None
-    backward_dates: int = 3
+    resolution: float = L2AParams.resolution
+    altitude: float = L2AParams.altitude
+    dem: str | None = L2AParams.dem
+    backward_dates: int = L2AParams.backward_dates
 
     @classmethod
     def from_site(cls, site: Site) -> L2AJobParams:
@@ -63,9 +63,7 @@ class L2AJobParams(JsonParams):
                    dem=str(cfg.dem) if cfg.dem else None, backward_dates=cfg.backward_dates)
 
     def processor_params(self):
-        """The processor's :class:`~agriseries.l2a.processor.L2AParams`."""
-        from ...l2a.processor import L2AParams
-
+        """The processor's :class:`~agriseries.l2a.params.L2AParams`."""
         return L2AParams(resolution=self.resolution, altitude=self.altitude, dem=self.dem,
                          backward_dates=self.backward_dates)
 

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ...core.ids import Level, ProductId, l3a_id
+from ...composite.params import WaspParams
 from ...core.params import JsonParams
 from ..plan import Catalogue, JobSpec, Waiting, day_end, day_start, family_ok
 from ..records import ProductRecord
@@ -54,13 +55,11 @@ class L3AJobParams(JsonParams):
     """
 
     period: str
-    half_period: int = 23
+    half_period: int = WaspParams.half_period
     sensors: tuple[str, ...] | None = None
 
     def wasp(self):
-        """The method's :class:`~agriseries.composite.wasp.WaspParams`."""
-        from ...composite import WaspParams
-
+        """The method's :class:`~agriseries.composite.params.WaspParams`."""
         return WaspParams(half_period=self.half_period)
 
 
@@ -174,9 +173,7 @@ def make(ctx: StageContext, inputs: Sequence[pystac.Item], params: L3AJobParams
                     params=params.wasp(), overwrite=bool(existing), items=list(inputs),
                     update_catalog=False)
     out = StageOutput(products=[(res.product, res.made)])
-    if res.skipped:
-        out.notes.append(f"{res.product}: {len(res.skipped)} input(s) skipped: "
-                         + "; ".join(s["error"] for s in res.skipped))
+    out.failures += res.skipped  # made from the others; the run says some input failed
     for pid in existing:
         if pid != res.product:
             store.remove_product(pid)

@@ -13,6 +13,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ...biophysical.params import BiophysicalParams
 from ...core.ids import Level, l3b_id
 from ...core.params import JsonParams
 from ..plan import Catalogue, JobSpec, Waiting, day_end, day_start, family_ok
@@ -41,13 +42,11 @@ class L3BJobParams(JsonParams):
         Sentinel-2 pixel size (m): 20 (eight-band networks) or 10.
     """
 
-    variables: tuple[str, ...] = ("LAI", "FAPAR", "FCOVER", "LAI_Cab", "LAI_Cw")
-    resolution: int = 20
+    variables: tuple[str, ...] = BiophysicalParams.variables
+    resolution: int = BiophysicalParams.resolution
 
     def processor_params(self):
-        """The processor's :class:`~agriseries.biophysical.processor.BiophysicalParams`."""
-        from ...biophysical.processor import BiophysicalParams
-
+        """The processor's :class:`~agriseries.biophysical.params.BiophysicalParams`."""
         return BiophysicalParams(variables=self.variables, resolution=self.resolution)
 
 

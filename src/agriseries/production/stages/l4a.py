@@ -18,10 +18,10 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ...core.params import JsonParams
+from ...crop.params import CropMaskParams, NoInsituParams
 from ..plan import Catalogue, JobSpec, Waiting
 from .base import Stage, StageContext, StageOutput
-from .crop import CROP_BANDS, crop_output, crop_outputs, crop_plan
+from .crop import CROP_BANDS, CropJobParams, crop_output, crop_outputs, crop_plan
 
 if TYPE_CHECKING:
     from ..site import Site
@@ -33,17 +33,13 @@ PRIORITY = 6
 
 
 @dataclasses.dataclass(frozen=True)
-class L4AJobParams(JsonParams):
-    """Parameters of a crop mask job.
+class L4AJobParams(CropJobParams):
+    """Parameters of a crop mask job: those of every crop job
+    (:class:`~agriseries.production.stages.crop.CropJobParams`: ``season``, ``until``,
+    ``product``) and
 
     Attributes
     ----------
-    season
-        First and last day of the season (ISO dates).
-    until
-        The map date: acquisitions up to that day are used.
-    product
-        The product the job makes (a crop map is made once).
     class_field
         Field of the in-situ polygons with the class.
     crop_values
@@ -59,21 +55,15 @@ class L4AJobParams(JsonParams):
         made with it, ``insitu`` only validates.
     """
 
-    season: tuple[str, str]
-    until: str
-    product: str | None = None
-    class_field: str = "CROP"
-    crop_values: tuple[int, ...] = (1,)
+    class_field: str = CropMaskParams.class_field
+    crop_values: tuple[int, ...] = CropMaskParams.crop_values
     insitu: str | None = None
     reference_map: str | None = None
-    ignore_values: tuple[int, ...] = ()
+    ignore_values: tuple[int, ...] = NoInsituParams.ignore_values
     model: str | None = dataclasses.field(default=None, metadata={"json": "omit_none"})
 
     def processor_params(self):
-        """The processor's :class:`~agriseries.crop.processor.CropMaskParams`."""
-        from ...crop.nolabels import NoInsituParams
-        from ...crop.processor import CropMaskParams
-
+        """The processor's :class:`~agriseries.crop.params.CropMaskParams`."""
         return CropMaskParams(class_field=self.class_field, crop_values=self.crop_values,
                               no_insitu=NoInsituParams(crop_values=self.crop_values,
                                                        ignore_values=self.ignore_values))

@@ -15,12 +15,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ...core.ids import Level
-from ...core.params import JsonParams
+from ...crop.params import CropTypeParams
 from ..plan import Catalogue, JobSpec, Waiting
 from .base import Stage, StageContext, StageOutput
 from .crop import (
     CROP_BANDS,
     CROP_MIN_INPUTS,
+    CropJobParams,
     crop_inputs,
     crop_output,
     crop_outputs,
@@ -38,17 +39,13 @@ PRIORITY = 4
 
 
 @dataclasses.dataclass(frozen=True)
-class L4BJobParams(JsonParams):
-    """Parameters of a crop type job.
+class L4BJobParams(CropJobParams):
+    """Parameters of a crop type job: those of every crop job
+    (:class:`~agriseries.production.stages.crop.CropJobParams`: ``season``, ``until``,
+    ``product``) and
 
     Attributes
     ----------
-    season
-        First and last day of the season (ISO dates).
-    until
-        The map date: acquisitions up to that day are used.
-    product
-        The product the job makes (a crop map is made once).
     class_field
         Field of the in-situ polygons with the crop code.
     exclude_codes
@@ -59,19 +56,14 @@ class L4BJobParams(JsonParams):
         The L4A product that masks the map (also an input of the job), or ``None``.
     """
 
-    season: tuple[str, str]
-    until: str
-    product: str | None = None
-    class_field: str = "CODE"
-    exclude_codes: tuple[int, ...] = ()
+    class_field: str = CropTypeParams.class_field
+    exclude_codes: tuple[int, ...] = CropTypeParams.exclude_codes
     insitu: str | None = None
     crop_mask: str | None = dataclasses.field(default=None, metadata={"json": "omit_none"})
     model: str | None = dataclasses.field(default=None, metadata={"json": "omit_none"})
 
     def processor_params(self):
-        """The processor's :class:`~agriseries.crop.processor.CropTypeParams`."""
-        from ...crop.processor import CropTypeParams
-
+        """The processor's :class:`~agriseries.crop.params.CropTypeParams`."""
         return CropTypeParams(class_field=self.class_field, exclude_codes=self.exclude_codes)
 
 
