@@ -147,7 +147,7 @@ def _votes_kernel(X, nodes, thr, leaf_cls, roots, ncls, out_cls, out_conf):  # p
             out_conf[rows[j]] = votes[j, best] / ntree
 
 
-def _thresholds_float32(thr: np.ndarray) -> np.ndarray:
+def thresholds_float32(thr: np.ndarray) -> np.ndarray:
     """The largest float32 at or below each float64 threshold.
 
     For a float32 ``x`` and a float64 ``t``, ``x <= t`` exactly when ``x <= t32`` with ``t32``
@@ -164,13 +164,13 @@ def _thresholds_float32(thr: np.ndarray) -> np.ndarray:
     return t32
 
 
-def _flatten_forest(estimators) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def flatten_forest(estimators) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The fitted trees as one node table for :func:`_votes_kernel`.
 
     Each tree is renumbered breadth first, its nodes after the previous tree's, so that the
     children of a node are consecutive (left, then right). Returns ``nodes`` uint64 words
     ``child | feature << 32`` (``child``: the left child; a leaf's own index), float32
-    thresholds (:func:`_thresholds_float32`; +inf at a leaf, where any finite value goes
+    thresholds (:func:`thresholds_float32`; +inf at a leaf, where any finite value goes
     "left" to the leaf itself), the int32 leaf class (index of the majority class of the
     node's training samples, the tree's own prediction there) and the uint32 roots.
     """
@@ -201,7 +201,7 @@ def _flatten_forest(estimators) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
         offset += t.node_count
     if offset >= 2**32:
         raise ConfigurationError(f"the forest has {offset} nodes: too many for the vote kernel")
-    return (np.concatenate(words), _thresholds_float32(np.concatenate(thrs)),
+    return (np.concatenate(words), thresholds_float32(np.concatenate(thrs)),
             np.concatenate(classes).astype(np.int32), np.asarray(roots, np.uint32))
 
 
@@ -224,7 +224,7 @@ def forest_votes(forest, X: np.ndarray, flat=None) -> tuple[np.ndarray, np.ndarr
         feature is NaN) and float32 vote share of that class (NaN there).
     """
     if flat is None:
-        flat = _flatten_forest(forest.estimators_)
+        flat = flatten_forest(forest.estimators_)
     X = np.ascontiguousarray(X, dtype=np.float32)
     n = X.shape[0]
     out_cls = np.empty(n, np.int64)
@@ -283,7 +283,7 @@ class CropClassifier:
             raise ConfigurationError(f"features shape {X.shape}: expected (n, {len(self.feature_names)})")
         if self.params.method == "rf":
             if self._flat is None:
-                self._flat = _flatten_forest(self.estimator.estimators_)
+                self._flat = flatten_forest(self.estimator.estimators_)
             return forest_votes(self.estimator, X, self._flat)
         ok = np.isfinite(X).all(axis=1)
         idx = np.full(X.shape[0], -1, np.int64)
