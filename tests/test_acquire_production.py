@@ -356,3 +356,54 @@ def test_kill_9_mid_download_then_rerun_resumes_fetches_nothing_twice(srv, sampl
     with JobStore(f"sqlite:///{store / 'jobs.sqlite'}") as js:
         (job,) = js.jobs(processor="acquire")
         assert job.state is JobState.DONE and job.outputs == (S2_SAMPLE,)
+
+
+def test_run_killed_with_sigkill_mid_fetch_then_rerun_resumes_and_produces(
+        srv, samples, tmp_path, cluster):
+    """``agriseries run`` (a real process with its own Dask workers) killed with SIGKILL while
+    a worker fetches the acquisition (whole files, throttled): no partial entry in the inbox;
+    the rerun takes the dead runner's job over, resumes where the fetch stopped (files done
+    are not fetched again, the interrupted one with ``Range``), verifies and produces."""
+    srv.throttle_bps = 4e5  # about 4 s for the 1.6 MB of the acquisition
+    d = site_dict(tmp_path, srv, providers=["earth-search"], mode="whole")
+    d["engine"] = {"n_workers": 1, "memory_limit": "2GiB"}
+    site = write_site(tmp_path, d)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    proc = subprocess.Popen([sys.executable, "-m", "agriseries.production.cli", "run",
+                             str(site.source)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        t0 = time.monotonic()
+        while sum(r["path"].endswith(".tif") for r in file_requests(srv)) < 3:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() - t0 < 180, "the fetch did not start"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)  # the runner and its worker processes
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.communicate(timeout=30)
+    inbox = site.inbox.path
+    assert not (inbox / S2_SAMPLE).exists()  # killed mid-fetch: nothing in the inbox yet
+    staged = {p.name for p in (tmp_path / ".inbox.partial").rglob("*")
+              if p.is_file() and not p.name.endswith((".part", ".tmp"))}
+    assert staged  # some files were complete when it was killed
+    interrupted = [p for p in (tmp_path / ".inbox.partial").rglob("*.part")
+                   if p.stat().st_size > 0]
+    n = len(srv.log)
+    rep = run(site, client=cluster, today=TODAY)
+    assert rep.exit_code == 0, (rep.failed, rep.notes)
+    assert any("is gone; job taken over" in x for x in rep.notes)
+    assert L2A in rep.made and manifest_ok(inbox / S2_SAMPLE)
+    again = [r for r in srv.log[n:] if "/files/" in r["path"]]
+    assert not {r["path"].rsplit("/", 1)[-1] for r in again} & staged  # not fetched twice
+    if interrupted:  # the download in flight went on from where it stopped
+        assert any(r["range"] and not r["range"].startswith("bytes=0-") for r in again)
+    js = site.job_store()
+    try:
+        (job,) = js.jobs(processor="acquire")
+        assert job.state is JobState.DONE and job.outputs == (S2_SAMPLE,)
+    finally:
+        js.close()
