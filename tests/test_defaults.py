@@ -78,6 +78,8 @@ CLI = {
                      ("trees", ClassifierParams, "n_trees"), ("seed", ClassifierParams, "seed"),
                      ("step_days", SeriesParams, "step_days"),
                      ("feature_set", SeriesParams, "feature_set")],
+    ("croptable",): [("classifier", ClassifierParams, "method"),
+                     ("trees", ClassifierParams, "n_trees")],
     ("croptype",): [("class_field", CropTypeParams, "class_field"),
                     ("exclude_codes", CropTypeParams, "exclude_codes", _csv),
                     ("trees", ClassifierParams, "n_trees")],

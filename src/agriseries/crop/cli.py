@@ -310,8 +310,10 @@ def croptrain_cmd(store_dir, units, kind, out_path, class_field, crop_values, ex
 @click.option("--repeats", default=3, show_default=True, type=click.IntRange(1))
 @click.option("--min-class", default=0, show_default=True, type=click.IntRange(0),
               help="Crop type: leave out the classes with fewer samples.")
-@click.option("--classifier", default="rf", show_default=True, type=click.Choice(["rf", "lightgbm"]))
-@click.option("--trees", default=100, show_default=True, type=click.IntRange(1))
+@click.option("--classifier", default=ClassifierParams.method, show_default=True,
+              type=click.Choice(list(METHODS)))
+@click.option("--trees", default=ClassifierParams.n_trees, show_default=True,
+              type=click.IntRange(1))
 @click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="Also train on every sample and save the classifier (joblib).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -326,7 +328,7 @@ def croptable_cmd(table, label_column, crop_values, group_column, k, repeats, mi
     import numpy as np
 
     from ..validation import cross_validate
-    from .classifier import ClassifierParams, train_classifier
+    from .classifier import train_classifier
     from .tables import cropland_labels, read_samples_table
 
     try:
