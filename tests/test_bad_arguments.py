@@ -169,7 +169,7 @@ def test_json_outputs_parse(env):
 
 def test_a_product_written_meanwhile_by_another_ingest_is_skipped(tmp_path):
     from agriseries.core.errors import AlreadyStoredError
-    from agriseries.io.ingest import _write
+    from agriseries.io.ingest import write_unless_stored
 
     store = ProductStore(tmp_path / "store")
     ingest(S2, store)
@@ -181,8 +181,8 @@ def test_a_product_written_meanwhile_by_another_ingest_is_skipped(tmp_path):
         store.write_product(item_pid, layers, footprint=None, sensors=[], inputs=[],
                             parameters={}, lineage="")
     inputs = item.properties["agriseries:inputs"]
-    assert _write(store, item_pid, inputs, dict(layers=[], footprint=None, sensors=[],
+    assert write_unless_stored(store, item_pid, inputs, dict(layers=[], footprint=None, sensors=[],
                                                 inputs=inputs, parameters={}, lineage="")) is False
     with pytest.raises(AlreadyStoredError):  # from other inputs: a real conflict, said
-        _write(store, item_pid, ["other"], dict(layers=[], footprint=None, sensors=[],
+        write_unless_stored(store, item_pid, ["other"], dict(layers=[], footprint=None, sensors=[],
                                                 inputs=["other"], parameters={}, lineage=""))

@@ -320,7 +320,7 @@ def ingest_product(product: SourceProduct, store: ProductStore, *, tile: str | N
         missing = sorted(set(product.metadata.get("missing_bands", []))
                          | set(missing_layers(product.level, product.sensor,
                                               [layer.key for layer in layers])))
-        if not _write(store, pid, [product.product_id], dict(
+        if not write_unless_stored(store, pid, [product.product_id], dict(
                 layers=layers, footprint=fp, sensors=[product.sensor], inputs=[product.product_id],
                 parameters={"reader_metadata": _portable(_jsonable(product.metadata),
                                                          Path(product.path))},
@@ -338,7 +338,8 @@ def ingest_product(product: SourceProduct, store: ProductStore, *, tile: str | N
     return written, skipped
 
 
-def _write(store: ProductStore, pid: ProductId, inputs: list[str], kwargs: dict) -> bool:
+def write_unless_stored(store: ProductStore, pid: ProductId, inputs: list[str],
+                        kwargs: dict) -> bool:
     """Write a product; ``False`` when another process (a second ingest of the same input
     running at the same time) stored it from the same inputs first: it is there, as asked."""
     try:
@@ -425,7 +426,7 @@ def ingest_series(parts: list[tuple[str, xr.Dataset]], store: ProductStore, *,
         inputs = sorted({str(one["source_id"].values[0]) if "source_id" in one.coords else src
                          for src, one, _ in ones})
         names = [Path(src).name for src, _, _ in ones]
-        if not _write(store, pid, inputs, dict(
+        if not write_unless_stored(store, pid, inputs, dict(
             layers=layers, footprint=ones[0][2].extent, sensors=[sensor], inputs=inputs,
             parameters={"sources": names},
             lineage=f"ingested from the time series {', '.join(names)} by agriseries {VERSION}",
