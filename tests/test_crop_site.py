@@ -135,7 +135,7 @@ def test_production_l4a_stage_maps_with_the_site_model(store, tmp_path):
                                                 "start": "2018-10-01"}}})
     assert site.l4a_dates() == [np.datetime64(S18[1]).astype(object)]
     params = l4a.L4AJobParams.from_json(
-        json.loads(json.dumps({**l4a._base(site), "until": S18[1]})))
+        json.loads(json.dumps({**l4a.job_base(site), "until": S18[1]})))
     assert params.model == str(path)
     pid = "L4A_S2_T31UDS_20180301-20181031_AGS"
     if store.exists(pid):  # made by the other tests of this module: the stage makes it once

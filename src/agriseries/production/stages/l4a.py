@@ -69,7 +69,9 @@ class L4AJobParams(CropJobParams):
                                                        ignore_values=self.ignore_values))
 
 
-def _base(site: Site) -> dict:
+def job_base(site: Site) -> dict:
+    """The parameters every crop mask job of the site shares (``L4AJobParams`` without the
+    map date and product), as JSON."""
     cfg = site.products.L4A
     ref = cfg.reference_map
     return {"season": [f"{site.season.start}", f"{site.season.end}"],
@@ -100,7 +102,7 @@ def plan(site: Site, catalogue: Catalogue, today: dt.date
         yet, too few inputs).
     """
     return crop_plan("L4A", PRIORITY, L4AJobParams, site, catalogue, today, site.l4a_dates(),
-                     _base(site))
+                     job_base(site))
 
 
 def make(ctx: StageContext, inputs: Sequence[str], params: L4AJobParams) -> StageOutput:
