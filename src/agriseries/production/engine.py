@@ -47,13 +47,14 @@ def engine(site: Site, scheduler: str | None, scheduler_file: str | Path | None,
             c.close(timeout=10)
         return
     e = site.engine
-    # silence_logs: the workers' own warnings (a failed task's "Compute Failed" with its
-    # arguments and the escaped traceback) stay off the terminal; the job's record holds
-    # the error and its traceback (agriseries status SITE)
+    # silence_logs: the workers' own log lines (a failed task's "Compute Failed", logged as an
+    # ERROR with its arguments and the escaped traceback) stay off the terminal; the runner
+    # reports every failed job and its record holds the error and the traceback
+    # (agriseries status SITE); a worker that dies is reported by the runner too
     cluster = LocalCluster(n_workers=n_workers or e.n_workers,
                            threads_per_worker=e.threads_per_worker, processes=True,
                            memory_limit=e.memory_limit, dashboard_address=":0",
-                           host="127.0.0.1", silence_logs=logging.ERROR)
+                           host="127.0.0.1", silence_logs=logging.CRITICAL)
     c = Client(cluster)
     try:
         yield c
