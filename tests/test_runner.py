@@ -662,3 +662,23 @@ def test_crop_mask_and_crop_type_in_the_production(tmp_path, cluster):
     assert st.products["L4A"] == 2 and st.products["L4B"] == 1 and st.due == 0
     assert st.counts["L4A"]["done"] == 2 and st.counts["L4B"]["done"] == 1
     assert_store_whole(site)
+
+
+def test_a_run_stopped_by_ctrl_c_exits_130_and_the_next_run_finishes(tmp_path, cluster):
+    make_inbox(tmp_path)
+    site_file = write_site(tmp_path, site_dict(tmp_path))
+    site = load_site(site_file)
+    proc = _run_cli("run", site_file, "--scheduler", cluster.scheduler.address)
+    try:
+        _wait(lambda: any(site.store.glob("L2A/*/*/*/*.json")), 120, "a first product", proc)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        _reap(proc)
+    if proc.returncode == 0 and "stopped by a signal" not in out:
+        pytest.skip("the run finished before the signal arrived")
+    assert proc.returncode == 130, (out, err)
+    assert "stopped by a signal" in out and "Traceback" not in err
+    again = run(site, client=cluster)
+    assert again.exit_code == 0, again.failed
+    assert set(assert_store_whole(site)) == expected_products()
