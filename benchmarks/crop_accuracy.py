@@ -1,6 +1,6 @@
 """Crop mask accuracy on held-out parcels: the WorldCereal patches, feature sets, sampling, site models.
 
-``python benchmarks/crop_accuracy.py [--repeats 2] [--only 2018,2019,site]`` prints the
+``python benchmarks/crop_accuracy.py [--repeats 2] [--only 2018,2019,type,site]`` prints the
 Markdown table of docs/accuracy.md ("Crop mask by parcel: what helps"). Everything comes
 from tests/data and runs through the library (:mod:`agriseries.crop` features, samples and
 classifier, :func:`agriseries.validation.cross_validate`):
@@ -118,7 +118,7 @@ def main() -> None:
     sys.stdout.reconfigure(line_buffering=True)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=2, help="fold draws (mean ± sd)")
-    ap.add_argument("--only", default="2018,2019,site", help="parts to run")
+    ap.add_argument("--only", default="2018,2019,type,site", help="parts to run")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=RuntimeWarning)
     parts = set(args.only.split(","))
@@ -131,9 +131,9 @@ def main() -> None:
     sen2agri = SeriesParams()
     twenty = SeriesParams(feature_set="20m")
     data = {}
-    if "2018" in parts or "site" in parts:
+    if parts & {"2018", "site", "type"}:
         data["2018"] = patch_2018()
-    if "2019" in parts or "site" in parts:
+    if parts & {"2019", "site", "type"}:
         data["2019"] = patch_2019()
 
     def row(patch, feat_label, samp_label, cv):
@@ -171,6 +171,31 @@ def main() -> None:
             elif "lambda" in flabel or "red edge" in flabel or name == "2018":
                 row(label, flabel, "parcels eroded by 1 px",
                     cv_row(X, yy, gg, args.repeats, interior=inner))
+    if "type" in parts:
+        print("\nCrop type (the CT codes of the cropland and grassland parcels), parcel "
+              f"{K}-fold, same features:\n")
+        print("| patch | features | training samples | parcels | OA | kappa | macro F1 |")
+        print("|---|---|---|---|---|---|---|")
+        for name, sp in (("2018", sen2agri), ("2019", twenty)):
+            ds, _, g, season = data[name]
+            folder = WC if name == "2018" else WC / "2019"
+            tail = T18 if name == "2018" else T19
+            with xr.open_dataset(folder / f"OUTPUT_POLY-110_10m_{tail}") as lab:
+                ct = lab["CT"].values
+            sel = np.isfinite(ct).ravel()
+            yct = np.nan_to_num(ct).astype(np.int64).ravel()[sel]
+            X = features(ds, season, sp)[sel]
+            gg = g.ravel()[sel]
+            inner = interior_pixels(g, 1).ravel()[sel]
+            codes = np.unique(yct).tolist()
+            for slabel, kw in (("all pixels (today)", {}), ("parcels eroded by 1 px",
+                                                            {"interior": inner})):
+                FEATS[0] = X
+                cv = cross_validate(np.arange(yct.size), yct, gg,
+                                    fit_predict_factory(yct, gg, **kw), k=K,
+                                    repeats=args.repeats, labels=codes)
+                print(f"| Flanders {name} | {sp.feature_set} | {slabel} | {cv.n_groups} | "
+                      f"{fmt(cv.oa)} | {fmt(cv.kappa)} | {fmt(cv.macro_f1)} |")
     if "site" in parts:
         X = {n: features(data[n][0], data[n][3], twenty) for n in ("2018", "2019")}
         y = {n: data[n][1].ravel() for n in X}

@@ -86,8 +86,8 @@ def test_defaults_are_sen2agri():
         assert (c.method, c.n_trees, c.max_depth, c.min_samples, c.seed) == ("rf", 100, 25, 25, 0)
         assert p.series.step_days == 10 and p.series.smoothing_lambda is None
     assert not m.segmentation and m.no_insitu.alpha == 0.01
-    # not Sen2Agri's: the crop mask's training polygons are eroded by 1 px (docs/accuracy.md)
-    assert m.erosion_radius == 1 and t.erosion_radius == 0
+    # not Sen2Agri's: the training polygons are eroded by 1 px (docs/accuracy.md)
+    assert m.erosion_radius == 1 and t.erosion_radius == 1
 
 
 def test_load_season(store):
@@ -188,8 +188,11 @@ def test_in_season_map_says_up_to_when(store):
 
 def test_croptype_with_a_crop_mask(store, mask_product, labels):
     _, ct = labels
+    # erosion 0: the agreement checked below is over every labelled pixel, training borders
+    # included (a check that the classifier learnt its parcels, not an accuracy)
     r = croptype(store, "T31UDS", *SEASON, insitu=PARCELS, crop_mask=mask_product.product,
-                 params=CropTypeParams(class_field="CT", exclude_codes=(0,), classifier=FAST))
+                 params=CropTypeParams(class_field="CT", exclude_codes=(0,), classifier=FAST,
+                                       erosion_radius=0))
     item = store.item(r.product)
     assert r.product.startswith("L4B_S2_T31UDS_20180301-20181031")
     ctype, nodata, dtype = _read(store, item, "crop_type")

@@ -10,8 +10,8 @@ every tile. :func:`train_site_model` does that on a product store:
 2. the polygons of each file are split 75 / 25 **once, over the whole file**, by polygon
    id and class by class (:func:`agriseries.crop.samples.split_polygons`), so a polygon
    that crosses two tiles is on the same side in both;
-3. the training polygons lose their border pixels (``params.erosion_radius``, 1 for the
-   crop mask), then at most ``params.samples`` training pixels are drawn over all the units together, in
+3. the training polygons lose their border pixels (``params.erosion_radius``, 1 by
+   default), then at most ``params.samples`` training pixels are drawn over all the units together, in
    proportion to the class areas (:func:`agriseries.crop.samples.sample_pixels`), their
    features computed on each unit's own season grid, and one classifier is trained;
 4. the :class:`SiteModel` keeps the classifier, the feature **layout** (the per-date
