@@ -500,6 +500,7 @@ def _register() -> None:
     from .acquire.cli import acquire_cmd, search_cmd
     from .crop.cli import croptable_cmd, croptrain_cmd, cropmask_cmd, croptype_cmd
     from .io.cli import store_cmd
+    from .distribution.cli import publish, serve, users
     from .l2a.cli import l2a_cmd
     from .production.cli import run, site, status
     from .validation.cli import validate
@@ -517,6 +518,9 @@ def _register() -> None:
     main.add_command(search_cmd)
     main.add_command(acquire_cmd)
     main.add_command(store_cmd)
+    main.add_command(serve)
+    main.add_command(publish)
+    main.add_command(users)
 
 
 _register()

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from ..core.errors import AgriseriesError, ConfigurationError, CorruptItemError
 from ..core.ids import Level, ProductId
 from .database import METADATA, Database, from_timestamp, naive_utc
+from .outbox import enqueue, outbox_table
 from .records import ProductRecord
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ class ProductCatalogue(Database):
         The database (:class:`~agriseries.production.database.Database`).
     """
 
-    TABLES: ClassVar[tuple[sa.Table, ...]] = (products_table,)
+    TABLES: ClassVar[tuple[sa.Table, ...]] = (products_table, outbox_table)
 
     # -- product catalogue ---------------------------------------------------------------
 
@@ -112,6 +113,9 @@ class ProductCatalogue(Database):
     def add_products(self, records: Iterable[ProductRecord]) -> int:
         """Record many products in one transaction (insert or update by id).
 
+        Every product that is new or whose STAC item changed is also written into the
+        publication outbox (:mod:`agriseries.production.outbox`), in the same transaction.
+
         Returns
         -------
         int
@@ -123,6 +127,14 @@ class ProductCatalogue(Database):
         with self.transaction(f"add {len(recs)} product(s)", write=True) as conn:
             now = self._now(conn)
             rows = [self._product_values(r, now) for r in recs]
+            rows = list({r["product_id"]: r for r in rows}.values())
+            before: dict[str, Any] = {}
+            ids = [r["product_id"] for r in rows]
+            for i in range(0, len(ids), 500):
+                before.update(conn.execute(sa.select(_P.product_id, _P.item).where(
+                    _P.product_id.in_(ids[i:i + 500]))).all())
+            changed = [r["product_id"] for r in rows
+                       if r["product_id"] not in before or before[r["product_id"]] != r["item"]]
             stmt = self._insert(products_table)
             stmt = stmt.on_conflict_do_update(
                 index_elements=["product_id"],
@@ -130,6 +142,7 @@ class ProductCatalogue(Database):
                       ("level", "tile", "start_time", "end_time", "path", "item", "created_at")},
             )
             conn.execute(stmt, rows)
+            enqueue(conn, self._insert, changed, "publish", now)
         return len(rows)
 
     def products(self, level: Level | str | None = None, tile: str | None = None,
@@ -176,10 +189,13 @@ class ProductCatalogue(Database):
             return conn.execute(q).first() is not None
 
     def remove_product(self, product_id: str | ProductId) -> bool:
-        """Remove a product from the catalogue; ``True`` if it was there."""
+        """Remove a product from the catalogue (and, in the same transaction, queue its
+        removal from the distribution catalogue); ``True`` if it was there."""
         with self.transaction("remove product", write=True) as conn:
             res = conn.execute(sa.delete(products_table)
                                .where(_P.product_id == str(product_id)))
+            if res.rowcount > 0:
+                enqueue(conn, self._insert, [str(product_id)], "remove", self._now(conn))
             return res.rowcount > 0
 
 

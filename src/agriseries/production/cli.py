@@ -251,6 +251,14 @@ def status(site_file: Path, as_json: bool) -> None:
             w.add_row(x.level, x.tile or "", x.what, x.reason)
         out.print(w)
     out.print(f"{st.due} job(s) due, not submitted yet", highlight=False)
+    pub = st.publication
+    if pub:
+        line = f"{pub['pending']} product change(s) waiting to be published"
+        if pub["pending"]:
+            line += f" (oldest {pub['oldest_s']:g} s ago; agriseries publish drains them)"
+        if pub["failing"]:
+            line += f"; {pub['failing']} failed their last attempt: {pub['last_error']}"
+        out.print(line, highlight=False)
     for n in st.notices:
         out.print(f"[yellow]note:[/yellow] {n}", highlight=False)
 

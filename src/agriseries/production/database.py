@@ -72,6 +72,8 @@ class Database:
 
     #: The tables this class reads and writes (created when it opens).
     TABLES: ClassVar[tuple[sa.Table, ...]] = ()
+    #: What the database is, in error messages.
+    WHAT: ClassVar[str] = "job store"
 
     def __init__(self, url: str | Path, *, statement_timeout_s: float = 30.0,
                  connect_timeout_s: float = 10.0) -> None:
@@ -232,7 +234,7 @@ class Database:
 
     def _translate(self, e: BaseException, op: str, elapsed: float) -> StoreError:
         orig = getattr(e, "orig", None) or e
-        where = f"job store {self.url}: {op}"
+        where = f"{self.WHAT} {self.url}: {op}"
         limit = f"limit {self.statement_timeout_s:g} s"
         detail = " ".join(str(orig).split())[:300]
         if isinstance(e, sa_exc.TimeoutError):

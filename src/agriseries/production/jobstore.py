@@ -42,6 +42,7 @@ from typing import ClassVar
 import sqlalchemy as sa
 
 from .catalogue import ProductCatalogue, products_table
+from .outbox import outbox_table
 from .queue import JobQueue, jobs_table
 from .records import Job, JobState, ProductRecord, job_key, params_hash
 
@@ -57,4 +58,4 @@ class JobStore(JobQueue, ProductCatalogue):
     be opened alone on the same URL (the distribution reads only the catalogue).
     """
 
-    TABLES: ClassVar[tuple[sa.Table, ...]] = (jobs_table, products_table)
+    TABLES: ClassVar[tuple[sa.Table, ...]] = (jobs_table, products_table, outbox_table)

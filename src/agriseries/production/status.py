@@ -9,6 +9,7 @@ from typing import Any
 
 from ..core.ids import Level
 from .catalogue import load_catalogue
+from .outbox import backlog
 from .plan import Waiting
 from .records import JobState
 from .scheduler import schedule
@@ -42,6 +43,9 @@ class SiteStatus:
         Products waiting on inputs.
     notices
         What the site asks that cannot be done yet.
+    publication
+        The publication backlog (:func:`~agriseries.production.outbox.backlog`): products
+        recorded but not yet in the distribution catalogue.
     """
 
     site: str
@@ -52,6 +56,7 @@ class SiteStatus:
     due: int
     waiting: list[Waiting]
     notices: list[str]
+    publication: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict."""
@@ -80,6 +85,7 @@ def status(site: Site, today: dt.date | None = None) -> SiteStatus:
             n = sum(1 for r in js.products(level=lv) if r.tile in tiles)
             if n:
                 products[lv.value] = n
+        publication = backlog(js)
     finally:
         js.close()
     counts: dict[str, dict[str, int]] = {}
@@ -99,4 +105,4 @@ def status(site: Site, today: dt.date | None = None) -> SiteStatus:
     known = {j.key for j in jobs}
     due = sum(1 for s in sched.jobs if s.key not in known)
     return SiteStatus(site.name, counts, problems, running, products, due, sched.waiting,
-                      sched.notices)
+                      sched.notices, publication)

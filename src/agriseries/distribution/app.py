@@ -1,0 +1,219 @@
+"""The distribution service: one FastAPI application (:func:`create_app`).
+
+* the **STAC API** of stac-fastapi over the chosen catalogue backend
+  (:mod:`agriseries.distribution.catalog`): landing page, conformance, collections,
+  items, item search (bbox, datetime, intersects, ids, sort, fields, CQL2 filter, paging);
+* **assets** at ``/assets/<collection>/<item>/<key>`` (:mod:`.assets`): what the served
+  items' asset hrefs point at; need a user (token, single sign-on JWT or signed URL);
+* **accounts** (:mod:`.accounts`): ``GET /account`` says who the token is and what is
+  left of its quota;
+* the **basket** (:mod:`.basket`): ``/basket`` routes.
+
+The application takes a :class:`~.settings.ServiceSettings` and can be mounted in another
+ASGI application (``parent.mount("/stac", create_app(settings))``). It never writes the
+catalogue: the publisher does.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import urllib.parse
+from typing import Any
+
+from ..core.errors import OptionalDependencyError
+from .settings import ServiceSettings
+
+try:
+    from fastapi import Request
+except ImportError:  # create_app names the extra
+    Request = None  # type: ignore[assignment,misc]
+
+__all__ = ["create_app"]
+
+INTERNAL_HEADER = "x-agriseries-internal"
+
+
+def _imports():
+    try:
+        import fastapi  # noqa: F401
+        import httpx  # noqa: F401
+        import stac_fastapi.api  # noqa: F401
+    except ImportError as e:
+        raise OptionalDependencyError(e.name or "fastapi", "server") from e
+
+
+class ServedItems:
+    """ASGI middleware: turns the published items of STAC responses (``/search``,
+    ``/collections/<c>/items[/<id>]``) into served ones
+    (:func:`~agriseries.distribution.items.served_item`: download URLs, no null fields).
+    Internal calls of the service itself (asset look-ups) get the published items."""
+
+    def __init__(self, app, internal_key: str = "") -> None:
+        self.app = app
+        self.internal_key = internal_key
+
+    @staticmethod
+    def _wanted(path: str) -> bool:
+        parts = [p for p in path.split("/") if p]
+        return (parts[-1:] == ["search"]) or ("collections" in parts and "items" in parts)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or not self._wanted(scope.get("path", "")):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        key = headers.get(INTERNAL_HEADER.encode(), b"").decode()
+        if key and self.internal_key and secrets.compare_digest(key, self.internal_key):
+            await self.app(scope, receive, send)
+            return
+        start: dict[str, Any] = {}
+        body = bytearray()
+
+        async def capture(message) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            if message["type"] == "http.response.body":
+                body.extend(message.get("body", b""))
+                if message.get("more_body"):
+                    return
+                head, out = self._rewrite(scope, start, bytes(body))
+                await send(head)
+                await send({"type": "http.response.body", "body": out})
+                return
+            await send(message)
+
+        await self.app(scope, receive, capture)
+
+    def _rewrite(self, scope, start: dict, body: bytes) -> tuple[dict, bytes]:
+        from .items import served_item
+
+        hdrs = [(k, v) for k, v in start.get("headers", [])]
+        ctype = dict(hdrs).get(b"content-type", b"").decode()
+        enc = dict(hdrs).get(b"content-encoding")
+        out = body
+        if start.get("status") == 200 and "json" in ctype and not enc:
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                doc = None
+            if isinstance(doc, dict):
+                base = _base_url(scope)
+                feats = doc.get("features") if doc.get("type") == "FeatureCollection" else (
+                    [doc] if doc.get("type") == "Feature" else [])
+                for f in feats or []:
+                    if isinstance(f, dict):
+                        served_item(f, base)
+                out = json.dumps(doc, separators=(",", ":")).encode()
+        hdrs = [(k, v) for k, v in hdrs if k.lower() != b"content-length"]
+        hdrs.append((b"content-length", str(len(out)).encode()))
+        return {**start, "headers": hdrs}, out
+
+
+def _base_url(scope) -> str:
+    """The service's own URL (scheme, host, mount point) for a request."""
+    headers = dict(scope.get("headers") or [])
+    host = headers.get(b"host", b"").decode() or "{}:{}".format(*(scope.get("server") or
+                                                               ("127.0.0.1", 80)))
+    root = scope.get("root_path", "")
+    return f"{scope.get('scheme', 'http')}://{host}{root}"
+
+
+def create_app(settings: ServiceSettings):
+    """The FastAPI application of the service (see the module docstring).
+
+    Raises
+    ------
+    OptionalDependencyError
+        ``agriseries[server]`` is not installed.
+    """
+    _imports()
+    import httpx
+    from fastapi import Depends, FastAPI
+    from fastapi.responses import JSONResponse
+    from starlette.middleware import Middleware
+
+    from .accounts import AccountError, Accounts, DownloadSlots
+    from .auth import Authenticator
+
+    internal_key = secrets.token_urlsafe(24)
+    accounts = Accounts(settings.service_db_url, quota_bytes_per_day=settings.quota_bytes_per_day,
+                        max_concurrent=settings.max_concurrent_downloads,
+                        statement_timeout_s=settings.statement_timeout_s)
+    auth = Authenticator(settings, accounts)
+    slots = DownloadSlots()
+
+    async def search_user(request: Request):
+        """STAC routes: open when search is public, else a user is needed."""
+        if settings.public_search or _is_internal(request) or "/_mgmt/" in request.url.path:
+            return None
+        return await auth.user(request)
+
+    def _is_internal(request: Request) -> bool:
+        key = request.headers.get(INTERNAL_HEADER, "")
+        return bool(key) and secrets.compare_digest(key, internal_key)
+
+    middlewares = [Middleware(ServedItems, internal_key=internal_key)]
+    if settings.backend == "pgstac":
+        from .catalog.pgstac import create_api
+    else:
+        from .catalog.geoparquet import create_api
+    api = create_api(settings, middlewares=middlewares,
+                     route_dependencies=[([{"path": "*", "method": "*"}],
+                                          [Depends(search_user)])])
+    app: FastAPI = api.app
+    app.state.agriseries_settings = settings
+    app.state.accounts = accounts
+    app.state.download_slots = slots
+
+    @app.exception_handler(AccountError)
+    async def _account_error(request: Request, exc: AccountError):
+        headers = {}
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="agriseries", error="invalid_token"'
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(exc.retry_after)
+        return JSONResponse({"code": {401: "Unauthorized", 403: "Forbidden",
+                                      429: "TooManyRequests"}.get(exc.status, "Error"),
+                             "description": str(exc)}, status_code=exc.status, headers=headers)
+
+    from ..core.errors import StoreError
+
+    @app.exception_handler(StoreError)
+    async def _store_error(request: Request, exc: StoreError):
+        return JSONResponse({"code": "ServiceUnavailable", "description": str(exc)},
+                            status_code=503, headers={"Retry-After": "30"})
+
+    async def internal_get(path: str, params: dict | None = None) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://agriseries.internal",
+                                     timeout=settings.statement_timeout_s * 3) as client:
+            return await client.get(path, params=params, headers={INTERNAL_HEADER: internal_key})
+
+    async def internal_post(path: str, body: dict) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://agriseries.internal",
+                                     timeout=settings.statement_timeout_s * 3) as client:
+            return await client.post(path, json=body, headers={INTERNAL_HEADER: internal_key})
+
+    async def published_item(collection_id: str, item_id: str) -> dict | None:
+        q = urllib.parse.quote
+        r = await internal_get(f"/collections/{q(collection_id, safe='')}/items/"
+                               f"{q(item_id, safe='')}")
+        if r.status_code != 200:
+            return None
+        return r.json()
+
+    app.state.internal_get = internal_get
+    app.state.internal_post = internal_post
+    app.state.published_item = published_item
+
+    from .routes import asset_router, account_router
+    from .basket import basket_router
+
+    app.include_router(asset_router(settings, auth, accounts, slots, published_item))
+    app.include_router(account_router(auth, accounts, slots))
+    app.include_router(basket_router(settings, auth, accounts, slots, published_item,
+                                     internal_post))
+    return app

@@ -1,0 +1,323 @@
+"""The embedded catalogue: stac-geoparquet files queried through DuckDB.
+
+Why this backend: it is a maintained stac-fastapi backend (stac-fastapi-geoparquet, by
+the stac-utils developers) that needs no database server, so one laptop serves a full STAC
+API (item search with bbox / datetime / intersects / ids, sort, fields, CQL2 filter,
+paging) from files; DuckDB reads them column by column, so a search over 100,000 items
+reads only the columns it filters on.
+
+Layout of the catalogue folder (written by the publisher only)::
+
+    CATALOG/
+      index.sqlite            the published items (id, collection, JSON): what the files hold
+      <collection>.parquet    one stac-geoparquet file per collection (rustac)
+      collections.json        the collections, each with its parquet file as an asset
+      duckdb-extensions/      the DuckDB extensions DuckDB loads (from PyPI wheels)
+
+A change rewrites the parquet file of every collection it touches into a temporary name
+and renames it into place, then the collection list: a search that runs meanwhile reads
+the old file (it holds it open) or the new one, never half a file. The service re-reads
+the collection list every ``collections_reload_s`` seconds; it reads the parquet files at
+every search, so a published item is searchable as soon as its file is renamed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import importlib
+import json
+import os
+import platform
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from ...core.errors import OptionalDependencyError, StoreError
+from ..items import level_collection
+
+__all__ = ["GeoparquetCatalog", "create_api", "duckdb_client"]
+
+GEOPARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
+#: The DuckDB extensions rustac loads, shipped as PyPI wheels (no download at run time).
+EXTENSIONS = ("spatial", "icu", "parquet")
+
+
+def _platform() -> str:
+    machine = platform.machine().lower()
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
+        machine, machine)
+    system = {"darwin": "osx"}.get(platform.system().lower(), platform.system().lower())
+    return f"{system}_{arch}"
+
+
+def extension_directory(folder: Path) -> Path:
+    """A DuckDB extension directory holding the extensions of the ``duckdb-extension-*``
+    wheels (links to their files), laid out as DuckDB looks for them."""
+    target = None
+    for name in EXTENSIONS:
+        try:
+            mod = importlib.import_module(f"duckdb_extension_{name}")
+        except ImportError as e:
+            raise OptionalDependencyError(f"duckdb_extension_{name}", "server") from e
+        files = sorted(Path(mod.__file__).parent.rglob(f"{name}.duckdb_extension"))
+        if not files:
+            raise OptionalDependencyError(f"duckdb_extension_{name}", "server")
+        src = files[0]
+        version = src.parent.name  # extensions/v1.5.1/<name>.duckdb_extension
+        if target is None:
+            target = folder / version / _platform()
+            target.mkdir(parents=True, exist_ok=True)
+        link = target / src.name
+        if not link.exists():
+            tmp = link.with_name(f".{link.name}.{uuid.uuid4().hex[:8]}")
+            os.symlink(src, tmp)
+            os.replace(tmp, link)
+    return folder
+
+
+def duckdb_client(folder: Path):
+    """A rustac DuckDB client that loads its extensions from ``folder`` (no network)."""
+    try:
+        import rustac
+    except ImportError as e:
+        raise OptionalDependencyError("rustac", "server") from e
+    return rustac.DuckdbClient(extension_directory=str(extension_directory(folder)),
+                               install_extensions=False)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class GeoparquetCatalog:
+    """The publisher's face of the embedded catalogue (see the module docstring).
+
+    Parameters
+    ----------
+    folder
+        The catalogue folder (created).
+    timeout_s
+        Time limit of a lock wait on the index (another publisher writing).
+    """
+
+    def __init__(self, folder: str | Path, *, timeout_s: float = 30.0) -> None:
+        self.folder = Path(folder)
+        self.timeout_s = timeout_s
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"catalogue folder {self.folder}: cannot create it: {e}") from e
+        self._lock = threading.Lock()
+        with self._db() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS items (id TEXT PRIMARY KEY, collection TEXT "
+                       "NOT NULL, item TEXT NOT NULL, updated_at REAL NOT NULL)")
+            db.execute("CREATE INDEX IF NOT EXISTS ix_items_collection ON items (collection)")
+        if not (self.folder / "collections.json").exists():
+            _atomic_write(self.folder / "collections.json", b"[]")
+
+    def _db(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.folder / "index.sqlite", timeout=self.timeout_s,
+                             isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        return _Closing(db)
+
+    def apply(self, upserts: list[dict[str, Any]], removes: list[str], store_root=None) -> None:
+        """Publish ``upserts`` (published items) and unpublish the ids ``removes``."""
+        with self._lock, self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                touched = set()
+                for pid in removes:
+                    for (c,) in db.execute("SELECT collection FROM items WHERE id = ?", (pid,)):
+                        touched.add(c)
+                    db.execute("DELETE FROM items WHERE id = ?", (pid,))
+                now = time.time()
+                for it in upserts:
+                    for (c,) in db.execute("SELECT collection FROM items WHERE id = ?",
+                                           (it["id"],)):
+                        touched.add(c)
+                    touched.add(it["collection"])
+                    db.execute("INSERT INTO items (id, collection, item, updated_at) VALUES "
+                               "(?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET collection = "
+                               "excluded.collection, item = excluded.item, updated_at = "
+                               "excluded.updated_at",
+                               (it["id"], it["collection"], json.dumps(it), now))
+                for c in sorted(touched):
+                    items = [json.loads(s) for (s,) in db.execute(
+                        "SELECT item FROM items WHERE collection = ? ORDER BY id", (c,))]
+                    self._write_parquet(c, items)
+                self._write_collections(db, store_root)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def _write_parquet(self, collection: str, items: list[dict[str, Any]]) -> None:
+        import rustac
+
+        path = self.folder / f"{collection}.parquet"
+        if not items:
+            path.unlink(missing_ok=True)
+            return
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+        async def write() -> None:
+            await rustac.write(str(tmp), items, format="geoparquet")
+
+        try:
+            asyncio.run(write())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _write_collections(self, db: sqlite3.Connection, store_root) -> None:
+        cols = []
+        names = [c for (c,) in db.execute("SELECT DISTINCT collection FROM items ORDER BY 1")]
+        for c in names:
+            items = [json.loads(s) for (s,) in db.execute(
+                "SELECT item FROM items WHERE collection = ?", (c,))]
+            col = level_collection(c, items, store_root)
+            col["assets"] = {"data": {"href": f"./{c}.parquet", "type": GEOPARQUET_MEDIA_TYPE,
+                                      "roles": ["data"]}}
+            cols.append(col)
+        _atomic_write(self.folder / "collections.json", json.dumps(cols).encode())
+
+    def count(self) -> int:
+        """Number of published items."""
+        with self._db() as db:
+            return int(db.execute("SELECT count(*) FROM items").fetchone()[0])
+
+    def ids(self) -> set[str]:
+        """The published item ids."""
+        with self._db() as db:
+            return {r[0] for r in db.execute("SELECT id FROM items")}
+
+    def close(self) -> None:
+        pass
+
+
+class _Closing:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        return self.db
+
+    def __exit__(self, *exc) -> None:
+        self.db.close()
+
+
+#: DuckDB errors that come from what the request asked (an unknown field, a bad filter).
+_CLIENT_ERRORS = ("Binder Error", "Parser Error", "Conversion Error", "Invalid Input Error",
+                  "Not implemented Error", "cql2", "Catalog Error")
+
+
+def _client_class():
+    """stac-fastapi-geoparquet's client, with three fixes: ``properties.`` prefixes in
+    ``sortby`` (the STAC API form) are stripped for DuckDB, a CQL2 filter is parsed first
+    (a malformed one is a 400 instead of being ignored or a 500), and DuckDB errors caused by
+    the request are 400s naming the problem."""
+    import cql2
+    import rustac
+    from fastapi import HTTPException
+    from stac_fastapi.geoparquet.client import Client
+
+    class AgriseriesClient(Client):
+        def search(self, *, request, url, search, **kwargs):
+            for sb in getattr(search, "sortby", None) or []:
+                if isinstance(getattr(sb, "field", None), str):
+                    sb.field = sb.field.removeprefix("properties.")
+            expr = kwargs.get("filter_expr")
+            if expr is None:
+                expr = getattr(search, "filter_expr", None)
+            if expr is not None:
+                try:
+                    e = cql2.Expr(json.loads(expr) if isinstance(expr, str) and
+                                  expr.lstrip().startswith("{") else expr)
+                    e.validate()
+                    parsed = e.to_json()
+                except Exception as exc:  # noqa: BLE001 -- cql2 raises plain Exceptions
+                    raise HTTPException(400, f"invalid CQL2 filter {expr!r}: {exc}") from None
+                if "filter_expr" in kwargs:
+                    kwargs["filter_expr"] = parsed
+                    kwargs["filter_lang"] = "cql2-json"
+                else:
+                    search.filter_expr = parsed
+                    if hasattr(search, "filter_lang"):
+                        search.filter_lang = "cql2-json"
+            try:
+                return super().search(request=request, url=url, search=search, **kwargs)
+            except rustac.RustacError as exc:
+                msg = str(exc)
+                if any(m in msg for m in _CLIENT_ERRORS):
+                    raise HTTPException(400, f"search cannot be run: {msg.splitlines()[0]}") \
+                        from None
+                raise
+
+    return AgriseriesClient
+
+
+def create_api(settings, *, middlewares=(), route_dependencies=()):
+    """The stac-fastapi application (a ``StacApi``) over the embedded catalogue, with the
+    service's middlewares inside stac-fastapi's own (compression, CORS, proxy headers)."""
+    try:
+        from fastapi import FastAPI
+        from stac_fastapi.api.app import StacApi
+        from stac_fastapi.api.middleware import ProxyHeaderMiddleware
+        from stac_fastapi.geoparquet import api as gp_api
+        from stac_fastapi.geoparquet.models import (
+            EXTENSIONS,
+            GetSearchRequestModel,
+            ItemsGetRequestModel,
+            PostSearchRequestModel,
+        )
+        from stac_fastapi.geoparquet.settings import Settings
+        from starlette.middleware import Middleware
+        from starlette.middleware.cors import CORSMiddleware
+    except ImportError as e:
+        raise OptionalDependencyError(e.name or "stac_fastapi.geoparquet", "server") from e
+    folder = settings.catalog_folder
+    GeoparquetCatalog(folder)  # the folder, its index and an empty collection list
+    gp_settings = Settings(
+        stac_fastapi_title=settings.title, stac_fastapi_landing_id="agriseries",
+        stac_fastapi_description=f"{settings.title}: products of the agriseries production",
+        stac_fastapi_collections_href=str((folder / "collections.json").absolute()),
+        stac_fastapi_collections_reload_seconds=settings.collections_reload_s,
+    )
+    client = duckdb_client(folder / "duckdb-extensions")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        # the collection list is loaded before the first request, then re-read by the
+        # middleware every collections_reload_s (stac-fastapi-geoparquet's own)
+        raw = await gp_api.load_collections(gp_settings)
+        app.state.collections, app.state.hrefs = gp_api._parse_collections(raw, gp_settings)
+        app.state.client = client
+        app.state.collections_last_updated = datetime.datetime.now()
+        yield
+
+    app = FastAPI(lifespan=lifespan, openapi_url=gp_settings.openapi_url,
+                  docs_url=gp_settings.docs_url, redoc_url=None)
+    app.middleware("http")(gp_api.make_collections_middleware(gp_settings, []))
+    return StacApi(
+        settings=gp_settings, client=_client_class()(), app=app,
+        search_get_request_model=GetSearchRequestModel,
+        search_post_request_model=PostSearchRequestModel,
+        items_get_request_model=ItemsGetRequestModel, extensions=EXTENSIONS,
+        middlewares=[*middlewares, Middleware(CORSMiddleware, allow_origins=["*"],
+                                              allow_methods=["OPTIONS", "POST", "GET"],
+                                              allow_headers=["Content-Type", "Authorization"],
+                                              max_age=600),
+                     Middleware(ProxyHeaderMiddleware)],
+        route_dependencies=list(route_dependencies),
+    )

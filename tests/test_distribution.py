@@ -1,0 +1,626 @@
+"""The distribution service, for real: a production run makes products, the publisher
+drains its outbox into the catalogue, ``agriseries serve`` runs as its own process on a
+loopback port, and every request goes over HTTP.
+
+The products are those of the demo site's inbox (real Sentinel-2 and Landsat 8 series of a
+WorldCereal patch, tests/data/production): 19 products in 3 collections.
+
+Sockets: pytest runs with ``--disable-socket``; this module connects to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from agriseries.production.runner import run
+from agriseries.production.site import load_site
+
+pytestmark = pytest.mark.allow_hosts(["127.0.0.1"])
+
+INBOX = Path(__file__).parent / "data" / "production" / "inbox"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    """``agriseries serve`` in its own process on a loopback port."""
+
+    def __init__(self, store: Path, *args: str) -> None:
+        self.store, self.args = store, args
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self) -> Service:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = open(self.store.parent / f"serve-{port}.log", "w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agriseries.cli", "serve", "--store", str(self.store),
+             "--port", str(port), *self.args], stdout=self.log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.log.seek(0)
+                text = self.log.read()[-3000:]
+                self.stop()
+                raise AssertionError(f"agriseries serve exited: {text}")
+            try:
+                if httpx.get(f"{self.url}/_mgmt/ping", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise AssertionError("agriseries serve did not answer within 60 s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+
+    def restart(self) -> Service:
+        self.stop()
+        return self.start()
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    res = subprocess.run([sys.executable, "-m", "agriseries.cli", *args], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if check and res.returncode != 0:
+        raise AssertionError(f"agriseries {' '.join(args)}: {res.returncode}\n{res.stdout}\n"
+                             f"{res.stderr}")
+    return res
+
+
+# ------------------------------------------------------------------ the production
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """A site produced once for the module: 13 L2A, 2 L3A, 12 L3B (LAI) products."""
+    tmp = tmp_path_factory.mktemp("distribution")
+    inbox = tmp / "inbox"
+    inbox.mkdir()
+    for f in INBOX.glob("*.nc"):
+        shutil.copy2(f, inbox / f.name)
+    d = {"name": "flanders-distribution", "area": {"tiles": ["T31UDS"]},
+         "season": {"start": "2018-06-01", "end": "2018-07-31"},
+         "products": {"L3A": {"schedule": "monthly"},
+                      "L3B": {"sensors": ["S2"], "variables": ["LAI"]}},
+         "inbox": {"path": str(inbox), "settle_s": 0}, "store": str(tmp / "store"),
+         "database": {"statement_timeout_s": 10}, "engine": {"n_workers": 2, "memory_limit": "2GiB"}}
+    path = tmp / "site.yaml"
+    path.write_text(yaml.safe_dump(d))
+    s = load_site(path)
+    report = run(s)
+    assert not report.failed, report.failed
+    return s
+
+
+def product_ids(site) -> set[str]:
+    js = site.job_store()
+    try:
+        return {r.product_id for r in js.products()}
+    finally:
+        js.close()
+
+
+@pytest.fixture(scope="module", params=["geoparquet", "pgstac"])
+def backend(request) -> tuple[str, tuple[str, ...]]:
+    """The catalogue backend and the command-line arguments that select it: the embedded
+    stac-geoparquet files, or pgstac in a fresh database of the session's PostgreSQL server
+    (with PostGIS; pypgstac migrates it when the publisher opens it)."""
+    if request.param == "geoparquet":
+        return "geoparquet", ()
+    server = request.getfixturevalue("postgres_server")
+    from sqlalchemy.engine import make_url
+
+    name = make_url(server.create_database()).database
+    return "pgstac", ("--catalog-dsn", f"postgresql://{server.user}@127.0.0.1:{server.port}/{name}")
+
+
+def open_catalog(backend):
+    if backend[0] == "pgstac":
+        from agriseries.distribution.catalog.pgstac import PgstacCatalog
+
+        return PgstacCatalog(backend[1][1], migrate=False)
+    from agriseries.distribution.catalog.geoparquet import GeoparquetCatalog
+    from agriseries.distribution.settings import catalog_dir_of
+
+    return GeoparquetCatalog(catalog_dir_of(backend[2]))
+
+
+@pytest.fixture(scope="module")
+def published(site, backend):
+    """The site's products published into the backend's catalogue (``agriseries publish``;
+    ``--all`` queues them again for the second backend)."""
+    res = cli("publish", str(site.source), "--json", "--all", *backend[1])
+    rep = json.loads(res.stdout)
+    assert rep["published"] == len(product_ids(site)) and rep["backlog"] == 0, rep
+    return site
+
+
+@pytest.fixture(scope="module")
+def service(published, backend):
+    svc = Service(Path(published.store), *backend[1]).start()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="module")
+def token(published) -> str:
+    return cli("users", "add", "alice", "--store", str(published.store)).stdout.strip()
+
+
+def auth(tok: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tok}"}
+
+
+# ------------------------------------------------------------------ outbox and publisher
+
+
+def test_outbox_one_row_per_product_written_with_it(tmp_path):
+    """Recording products writes their outbox rows in the same transaction; re-recording
+    an unchanged item writes none; removing writes a removal."""
+    from agriseries.production.jobstore import JobStore
+    from agriseries.production.outbox import Outbox
+
+    url = str(tmp_path / "jobs.sqlite")
+    js = JobStore(url)
+    item = {"type": "Feature", "id": "L2A_S2A_T31UDS_20180620T105211_SEN2COR"}
+    js.add_product(item["id"], tmp_path / "x.json", item=item)
+    js.add_product(item["id"], tmp_path / "x.json", item=item)  # unchanged: no new row
+    ob = Outbox(url)
+    assert [(e.product_id, e.op) for e in ob.due()] == [(item["id"], "publish")]
+    js.add_product(item["id"], tmp_path / "x.json", item={**item, "properties": {}})
+    assert js.remove_product(item["id"])
+    assert [e.op for e in ob.due()] == ["publish", "publish", "remove"]
+    assert ob.backlog()["pending"] == 3
+    js.close()
+    ob.close()
+
+
+def test_publish_drains_outbox_once(published, backend):
+    """Every product published, once; publishing again has nothing to do; publishing
+    everything again still leaves one copy of each."""
+    cat = open_catalog((*backend, published.store))
+    try:
+        assert cat.ids() == product_ids(published)
+        rep = json.loads(cli("publish", str(published.source), "--json", *backend[1]).stdout)
+        assert rep["published"] == 0 and rep["backlog"] == 0
+        rep = json.loads(cli("publish", str(published.source), "--json", "--all",
+                             *backend[1]).stdout)
+        assert rep["published"] == len(product_ids(published))
+        assert cat.count() == len(product_ids(published))
+    finally:
+        cat.close()
+
+
+# ------------------------------------------------------------------ the STAC API
+
+
+def _schema_validator(kind: str):
+    import jsonschema
+    from pystac.validation.local_validator import get_local_schema_cache
+    from referencing import Registry, Resource
+
+    cache = get_local_schema_cache()
+    reg = Registry().with_resources([(u, Resource.from_contents(s)) for u, s in cache.items()])
+    uri = next(u for u in cache if u.endswith(f"{kind}-spec/json-schema/{kind}.json"))
+    return jsonschema.Draft7Validator(cache[uri], registry=reg)
+
+
+def assert_valid(doc: dict, kind: str) -> None:
+    errors = list(_schema_validator(kind).iter_errors(doc))
+    assert not errors, f"{kind} {doc.get('id')}: {errors[0].message}"
+
+
+@pytest.fixture()
+def c(service):
+    with httpx.Client(base_url=service.url, timeout=60) as client:
+        yield client
+
+
+def test_landing_collections_items(service, published, c):
+    land = c.get("/").json()
+    assert land["type"] == "Catalog"
+    conf = c.get("/conformance").json()["conformsTo"]
+    for cls in ("https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search",
+                "https://api.stacspec.org/v1.0.0/ogcapi-features",
+                "https://api.stacspec.org/v1.0.0-rc.2/item-search#filter",
+                "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text",
+                "https://api.stacspec.org/v1.0.0/item-search#sort",
+                "https://api.stacspec.org/v1.0.0/item-search#fields"):
+        assert cls in conf, cls
+    cols = c.get("/collections").json()["collections"]
+    assert sorted(x["id"] for x in cols) == ["agriseries-l2a", "agriseries-l3a", "agriseries-l3b"]
+    for col in cols:
+        assert_valid(col, "collection")
+        assert "assets" not in col or all(not a["href"].startswith("/") for a in
+                                           col["assets"].values()), "a server path leaked"
+    items = c.get("/collections/agriseries-l2a/items", params={"limit": 100}).json()
+    n_l2a = sum(i.startswith("L2A_") for i in product_ids(published))
+    assert items["type"] == "FeatureCollection" and len(items["features"]) == n_l2a > 5
+    for f in items["features"]:
+        assert_valid(f, "item")
+        assert f["collection"] == "agriseries-l2a"
+        assert {ln["rel"] for ln in f["links"]} >= {"self", "root", "parent", "collection"}
+        for a in f["assets"].values():
+            assert a["href"].startswith(f"{service.url}/assets/agriseries-l2a/{f['id']}/")
+    one = c.get(f"/collections/agriseries-l2a/items/{items['features'][0]['id']}").json()
+    assert one["id"] == items["features"][0]["id"]
+    assert_valid(one, "item")
+    assert c.get("/collections/agriseries-l2a/items/nothing").status_code == 404
+
+
+def test_search(service, published, c):
+    ids = product_ids(published)
+    # paging through everything
+    seen, page = [], {"limit": 5}
+    r = c.post("/search", json=page).json()
+    while True:
+        seen += [f["id"] for f in r["features"]]
+        nxt = [ln for ln in r["links"] if ln["rel"] == "next"]
+        if not nxt:
+            break
+        r = c.post(nxt[0]["href"], json=nxt[0]["body"]).json()
+    assert sorted(seen) == sorted(ids)
+    # datetime, collection, CQL2 filter on cloud cover, sort
+    june = c.post("/search", json={"collections": ["agriseries-l2a"],
+                                   "datetime": "2018-06-01T00:00:00Z/2018-06-30T23:59:59Z",
+                                   "limit": 100}).json()["features"]
+    assert {f["id"] for f in june} == {i for i in ids if i.startswith("L2A_") and "_201806" in i}
+    clear = c.post("/search", json={"collections": ["agriseries-l2a"], "limit": 100,
+                                    "filter-lang": "cql2-json",
+                                    "filter": {"op": "<", "args": [{"property": "eo:cloud_cover"}, 10]},
+                                    "sortby": [{"field": "properties.datetime",
+                                                "direction": "desc"}]}).json()["features"]
+    assert clear and all(f["properties"]["eo:cloud_cover"] < 10 for f in clear)
+    dts = [f["properties"]["datetime"] for f in clear]
+    assert dts == sorted(dts, reverse=True)
+    text = c.get("/search", params={"collections": "agriseries-l2a", "limit": 100,
+                                    "filter": "eo:cloud_cover < 10", "filter-lang": "cql2-text"})
+    assert {f["id"] for f in text.json()["features"]} == {f["id"] for f in clear}
+    # ids, bbox, intersects, fields
+    some = sorted(ids)[:3]
+    assert {f["id"] for f in c.post("/search", json={"ids": some}).json()["features"]} == set(some)
+    assert c.post("/search", json={"bbox": [-10, -10, -9, -9]}).json()["features"] == []
+    got = c.post("/search", json={"bbox": [3.0, 50.8, 3.1, 50.9], "limit": 100}).json()
+    assert len(got["features"]) == len(ids) or any(ln["rel"] == "next" for ln in got["links"])
+    poly = {"type": "Polygon", "coordinates": [[[3.0, 50.8], [3.1, 50.8], [3.1, 50.9],
+                                                [3.0, 50.9], [3.0, 50.8]]]}
+    assert c.post("/search", json={"intersects": poly, "limit": 1}).json()["features"]
+    slim = c.post("/search", json={"ids": some[:1], "fields": {"include": ["id"],
+                                                               "exclude": ["assets"]}}).json()
+    assert "assets" not in slim["features"][0]
+
+
+def test_bad_search_is_400_not_500(service, c):
+    for r in (c.get("/search", params={"bbox": "1,2,3"}),
+              c.get("/search", params={"bbox": "a,b,c,d"}),
+              c.get("/search", params={"datetime": "not-a-date"}),
+              c.post("/search", json={"filter": {"op": "<<", "args": []}}),
+              c.get("/search", params={"filter": "eo:cloud_cover <<< 3", "filter-lang": "cql2-text"}),
+              c.post("/search", json={"intersects": {"type": "Polygon", "coordinates": [[1, 2]]}})):
+        assert 400 <= r.status_code < 500, (r.request.url, r.status_code, r.text[:300])
+
+
+# ------------------------------------------------------------------ downloads
+
+
+def _first_asset(service, collection="agriseries-l2a", key=None):
+    f = httpx.post(f"{service.url}/search", json={"collections": [collection], "limit": 1},
+                   timeout=30).json()["features"][0]
+    k = key or sorted(f["assets"])[0]
+    return f, k, f["assets"][k]["href"]
+
+
+def _store_file(published, item_id: str, href_key: str) -> Path:
+    item = json.loads(next(Path(published.store).glob(f"*/*/*/{item_id}/{item_id}.json")).read_text())
+    return next(Path(published.store).glob(f"*/*/*/{item_id}")) / item["assets"][href_key]["href"]
+
+
+def test_download_needs_a_valid_token(service, published, token, backend):
+    f, key, url = _first_asset(service)
+    path = _store_file(published, f["id"], key)
+    assert httpx.get(url, timeout=30).status_code == 401
+    assert httpx.get(url, headers=auth("ags_forged"), timeout=30).status_code == 401
+    assert httpx.get(url, headers=auth("not-a-token"), timeout=30).status_code == 401
+    assert httpx.get(url, headers={"Authorization": "Basic eDp5"}, timeout=30).status_code == 401
+    r = httpx.get(url, headers=auth(token), timeout=30)
+    assert r.status_code == 200 and r.content == path.read_bytes()
+    bob = cli("users", "add", f"bob-{backend[0]}", "--store", str(published.store)).stdout.strip()
+    assert httpx.get(url, headers=auth(bob), timeout=30).status_code == 200
+    cli("users", "revoke", f"bob-{backend[0]}", "--store", str(published.store))
+    r = httpx.get(url, headers=auth(bob), timeout=30)
+    assert r.status_code == 401 and "revoked" in r.text
+    listed = json.loads(cli("users", "list", "--store", str(published.store), "--json").stdout)
+    listed = {u["name"]: bool(u["revoked"]) for u in listed}
+    assert listed["alice"] is False and listed[f"bob-{backend[0]}"] is True
+    import sqlite3
+
+    with sqlite3.connect(Path(published.store) / ".distribution" / "service.sqlite") as db:
+        dump = "\n".join(db.iterdump())
+    assert token not in dump and hashlib.sha256(token.encode()).hexdigest() in dump
+
+
+def test_range_requests(service, published, token):
+    f, key, url = _first_asset(service)
+    data = _store_file(published, f["id"], key).read_bytes()
+    h = auth(token)
+    r = httpx.get(url, headers={**h, "Range": "bytes=100-199"}, timeout=30)
+    assert r.status_code == 206 and r.content == data[100:200]
+    assert r.headers["content-range"] == f"bytes 100-199/{len(data)}"
+    r = httpx.get(url, headers={**h, "Range": "bytes=-50"}, timeout=30)
+    assert r.status_code == 206 and r.content == data[-50:]
+    r = httpx.get(url, headers={**h, "Range": f"bytes={len(data) - 10}-"}, timeout=30)
+    assert r.content == data[-10:]
+    r = httpx.get(url, headers={**h, "Range": f"bytes={len(data)}-"}, timeout=30)
+    assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{len(data)}"
+    r = httpx.head(url, headers=h, timeout=30)
+    assert r.status_code == 200 and int(r.headers["content-length"]) == len(data)
+    assert r.headers["accept-ranges"] == "bytes"
+
+
+def test_no_path_traversal_nor_listing(service, published, token, tmp_path):
+    """Only files of published items: traversal attempts, unknown items and keys, and a
+    product file replaced by a link to a file outside the store are all 404, and the
+    outside file's bytes are never sent."""
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"TOP-SECRET-" * 100)
+    h = auth(token)
+    f, key, url = _first_asset(service)
+    base = service.url
+    for path in ("/assets/agriseries-l2a/../../../../etc/passwd",
+                 "/assets/agriseries-l2a/%2e%2e/%2e%2e/etc/passwd",
+                 f"/assets/agriseries-l2a/{f['id']}/..%2f..%2f..%2fcatalog.json",
+                 f"/assets/agriseries-l2a/{f['id']}/%2Fetc%2Fpasswd",
+                 f"/assets/agriseries-l2a/{f['id']}/{secret}",
+                 f"/assets/agriseries-l2a/{f['id']}/",
+                 "/assets/agriseries-l2a/", "/assets/", "/assets",
+                 f"/assets/agriseries-l2a/{f['id']}/no-such-key",
+                 f"/assets/agriseries-l3a/{f['id']}/{key}",
+                 "/assets/agriseries-l2a/L2A_S2A_T31UDS_20990101T000000_SEN2COR/B04"):
+        r = httpx.get(base + path, headers=h, timeout=30)
+        assert r.status_code == 404, (path, r.status_code)
+        assert b"TOP-SECRET" not in r.content and b"root:" not in r.content
+    # a product file swapped for a link pointing outside the store
+    target = _store_file(published, f["id"], key)
+    saved = target.read_bytes()
+    target.unlink()
+    target.symlink_to(secret)
+    try:
+        r = httpx.get(url, headers=h, timeout=30)
+        assert r.status_code == 404 and b"TOP-SECRET" not in r.content
+    finally:
+        target.unlink()
+        target.write_bytes(saved)
+    # a product folder swapped for a link
+    folder = target.parent
+    moved = folder.with_name(folder.name + ".moved")
+    folder.rename(moved)
+    folder.symlink_to(moved)
+    try:
+        assert httpx.get(url, headers=h, timeout=30).status_code == 404
+    finally:
+        folder.unlink()
+        moved.rename(folder)
+    assert httpx.get(url, headers=h, timeout=30).status_code == 200
+
+
+def test_quota_limit(service, published, backend):
+    """Past the daily quota: 429 with Retry-After until UTC midnight. Past the number of
+    concurrent downloads: 429 with Retry-After while the first is still being sent."""
+    store = str(published.store)
+    f, key, url = _first_asset(service)
+    size = _store_file(published, f["id"], key).stat().st_size
+    tok = cli("users", "add", f"carol-{backend[0]}", "--store", store,
+              "--quota-gb", str((size * 2.5) / 2**30), "--max-downloads", "1").stdout.strip()
+    h = auth(tok)
+    assert httpx.get(url, headers=h, timeout=30).status_code == 200
+    assert httpx.get(url, headers=h, timeout=30).status_code == 200
+    r = httpx.get(url, headers=h, timeout=30)
+    assert r.status_code == 429 and 0 < int(r.headers["retry-after"]) <= 86401
+    assert "quota" in r.json()["description"]
+    acc = httpx.get(f"{service.url}/account", headers=h, timeout=30).json()
+    assert acc["bytes_today"] == 2 * size
+
+
+def test_concurrent_download_limit(published, token, backend):
+    """Past the number of concurrent downloads: 429 with Retry-After while the first is
+    still being sent; the slot is free again when it ends. The first download (the basket
+    as a ZIP archive, sent in 64 KiB pieces) is held mid-stream by an ASGI client that does
+    not take the rest of the body (the service runs in this process, on the real store and
+    catalogue)."""
+    import asyncio
+
+    from agriseries.distribution.app import create_app
+    from agriseries.distribution.settings import ServiceSettings
+
+    store = Path(published.store)
+    dave = cli("users", "add", f"dave-{backend[0]}", "--store", str(store), "--max-downloads",
+               "1").stdout.strip()
+    app = create_app(ServiceSettings(store=store, backend=backend[0],
+                                     catalog_dsn=backend[1][1] if backend[1] else None))
+
+    async def scenario():
+        async with app.router.lifespan_context(app):
+            client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                       base_url="http://svc")
+            f = (await client.post("/search", json={"collections": ["agriseries-l2a"],
+                                                    "limit": 1})).json()["features"][0]
+            path = httpx.URL(f["assets"][sorted(f["assets"])[0]]["href"]).path
+            r = await client.post("/basket/search", json={}, headers=auth(dave))
+            assert r.status_code == 200 and r.json()["added"] > 10, r.text
+            zpath = "/basket/archive.zip"
+            started, release = asyncio.Event(), asyncio.Event()
+            status = []
+
+            async def receive():
+                await release.wait()
+                return {"type": "http.disconnect"}
+
+            async def send(msg):
+                if msg["type"] == "http.response.start":
+                    status.append(msg["status"])
+                elif msg["type"] == "http.response.body":
+                    started.set()
+                    await release.wait()  # a client that stops reading
+
+            scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                     "method": "GET", "scheme": "http", "path": zpath, "raw_path": zpath.encode(),
+                     "query_string": b"", "root_path": "", "server": ("svc", 80),
+                     "client": ("127.0.0.1", 1), "headers": [
+                         (b"host", b"svc"), (b"authorization", f"Bearer {dave}".encode())]}
+            first = asyncio.create_task(app(scope, receive, send))
+            await asyncio.wait_for(started.wait(), 30)
+            assert app.state.download_slots.active(f"dave-{backend[0]}") == 1
+            second = await client.get(path, headers=auth(dave))
+            other_user = await client.get(path, headers=auth(token))
+            release.set()
+            await asyncio.wait_for(first, 30)
+            third = await client.get(path, headers=auth(dave))
+            await client.aclose()
+            return status, second, other_user, third
+
+    status, second, other_user, third = asyncio.run(scenario())
+    assert status == [200]
+    assert second.status_code == 429 and second.headers["retry-after"] == "5", second.text
+    assert "already runs 1 download" in second.json()["description"]
+    assert other_user.status_code == 200  # the limit is per user
+    assert third.status_code == 200  # the slot was freed when the first download ended
+    app.state.accounts.close()
+
+
+# ------------------------------------------------------------------ basket
+
+
+def test_basket_whole_series_zip_and_list(service, published, token, tmp_path, c):
+    c.headers.update(auth(token))
+    assert httpx.get(f"{service.url}/basket", timeout=30).status_code == 401
+    c.delete("/basket")
+    # a whole season of L2A over the patch, cloud cover under 50 %, in one call
+    r = c.post("/basket/search", json={
+        "collections": ["agriseries-l2a"], "bbox": [2.9, 50.7, 3.2, 50.9],
+        "datetime": "2018-06-01T00:00:00Z/2018-07-31T23:59:59Z",
+        "filter": {"op": "<", "args": [{"property": "eo:cloud_cover"}, 50]}})
+    assert r.status_code == 200, r.text
+    expected = {f["id"] for f in httpx.post(f"{service.url}/search", json={
+        "collections": ["agriseries-l2a"], "limit": 100,
+        "filter": {"op": "<", "args": [{"property": "eo:cloud_cover"}, 50]}}).json()["features"]}
+    assert r.json() == {"matched": len(expected), "added": len(expected)} and expected
+    assert c.post("/basket/search", json={"collections": ["agriseries-l2a"], "filter": {
+        "op": "<", "args": [{"property": "eo:cloud_cover"}, 50]}}).json()["added"] == 0
+    l3a = sorted(i for i in product_ids(published) if i.startswith("L3A_"))
+    r = c.post("/basket/items", json={"items": [{"collection": "agriseries-l3a", "id": l3a[0]},
+                                                {"collection": "agriseries-l3a", "id": "nope"}]})
+    assert r.json() == {"added": 1, "missing": [{"collection": "agriseries-l3a", "id": "nope"}]}
+    listed = c.get("/basket").json()
+    assert {x["id"] for x in listed["items"]} == expected | {l3a[0]}
+    drop = sorted(expected)[0]
+    assert c.delete(f"/basket/items/agriseries-l2a/{drop}").status_code == 200
+    assert c.delete(f"/basket/items/agriseries-l2a/{drop}").status_code == 404
+    want = (expected - {drop}) | {l3a[0]}
+    # the ZIP, streamed: every entry equal to the store's file
+    with c.stream("GET", "/basket/archive.zip") as resp:
+        assert resp.status_code == 200 and resp.headers["content-type"] == "application/zip"
+        assert "content-length" not in resp.headers  # streamed as it is written
+        body = b"".join(resp.iter_bytes())
+    zf = zipfile.ZipFile(io.BytesIO(body))
+    assert zf.testzip() is None
+    names = zf.namelist()
+    assert {n.split("/")[1] for n in names} == want
+    n_files = 0
+    for pid in want:
+        folder = next(Path(published.store).glob(f"*/*/*/{pid}"))
+        item = json.loads((folder / f"{pid}.json").read_text())
+        coll = "agriseries-l3a" if pid.startswith("L3A") else "agriseries-l2a"
+        for a in item["assets"].values():
+            data = zf.read(f"{coll}/{pid}/{a['href']}")
+            assert hashlib.sha256(data).digest() == hashlib.sha256(
+                (folder / a["href"]).read_bytes()).digest()
+            n_files += 1
+        served = json.loads(zf.read(f"{coll}/{pid}/{pid}.json"))
+        assert served["id"] == pid and all(x["href"].startswith(service.url)
+                                           for x in served["assets"].values())
+    assert len(names) == n_files + len(want)
+    # only some assets
+    sub = zipfile.ZipFile(io.BytesIO(c.get("/basket/archive.zip", params={"assets": "mask"}).content))
+    assert {n.rsplit("_", 1)[-1] for n in sub.namelist() if n.endswith(".tif")} == {"mask.tif"}
+    # the download list: wget fetches it, and resumes a file cut short
+    lst = c.get("/basket/files.txt", params={"assets": "mask"}).text.split()
+    files = c.get("/basket/files", params={"assets": "mask"}).json()["files"]
+    assert len(lst) == len(files) == len(want)
+    out = tmp_path / "wget"
+    out.mkdir()
+    (tmp_path / "list.txt").write_text("\n".join(lst) + "\n")
+    res = subprocess.run(["wget", "-q", "--content-disposition", "-i", str(tmp_path / "list.txt")],
+                         cwd=out, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    for fi in files:
+        pid = fi["id"]
+        folder = next(Path(published.store).glob(f"*/*/*/{pid}"))
+        assert (out / f"{pid}_mask.tif").read_bytes() == (folder / f"{pid}_mask.tif").read_bytes()
+    cut = out / f"{files[0]['id']}_mask.tif"
+    full = cut.read_bytes()
+    cut.write_bytes(full[: len(full) // 3])  # an interrupted download
+    res = subprocess.run(["wget", "-q", "-c", "-O", str(cut), files[0]["url"]],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and cut.read_bytes() == full
+    res = subprocess.run(["curl", "-sf", "-C", "-", "-o", str(cut), files[0]["url"]],
+                         capture_output=True, text=True, timeout=60)
+    assert cut.read_bytes() == full
+    # a signed URL cannot be reused for another file, nor after its expiry
+    forged = files[0]["url"].replace(f"/{files[0]['id']}/", f"/{files[1]['id']}/")
+    assert httpx.get(forged, timeout=30).status_code == 401
+    from agriseries.distribution.accounts import Accounts
+
+    acc = Accounts(Path(published.store) / ".distribution" / "service.sqlite")
+    path = httpx.URL(files[0]["url"]).path
+    exp = int(time.time()) - 10
+    r = httpx.get(f"{service.url}{path}", params={"user": "alice", "expires": exp,
+                                                  "signature": acc.sign("alice", path, exp)})
+    assert r.status_code == 401 and "expired" in r.text
+    acc.close()
+
+
+def test_basket_survives_restart(service, token):
+    before = httpx.get(f"{service.url}/basket", headers=auth(token), timeout=30).json()
+    service.restart()
+    after = httpx.get(f"{service.url}/basket", headers=auth(token), timeout=30).json()
+    assert after == before
+
+
+def test_private_search_needs_token(published, token, backend):
+    svc = Service(Path(published.store), "--private-search", *backend[1]).start()
+    try:
+        assert httpx.get(f"{svc.url}/search", timeout=30).status_code == 401
+        assert httpx.get(f"{svc.url}/collections", timeout=30).status_code == 401
+        r = httpx.get(f"{svc.url}/search", headers=auth(token), timeout=30)
+        assert r.status_code == 200 and r.json()["features"]
+    finally:
+        svc.stop()
