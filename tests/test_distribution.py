@@ -172,8 +172,8 @@ def service(published, backend):
 
 
 @pytest.fixture(scope="module")
-def token(published) -> str:
-    return cli("users", "add", "alice", "--store", str(published.store)).stdout.strip()
+def token(site) -> str:
+    return cli("users", "add", "alice", "--store", str(site.store)).stdout.strip()
 
 
 def auth(tok: str) -> dict[str, str]:
