@@ -624,3 +624,95 @@ def test_private_search_needs_token(published, token, backend):
         assert r.status_code == 200 and r.json()["features"]
     finally:
         svc.stop()
+
+
+# ------------------------------------------------------------------ decoupling
+
+
+def _freeze(server, sig) -> None:
+    """Stop (SIGSTOP) or resume (SIGCONT) every process of a PostgreSQL server: the way a
+    hung database looks to its clients (connections accepted, nothing answered)."""
+    import signal as _signal
+
+    pid = int((server.data / "postmaster.pid").read_text().split()[0])
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:  # the parent pid
+            kids.append(int(stat.parent.name))
+    for p in [pid, *kids]:
+        os.kill(p, getattr(_signal, sig))
+
+
+def test_frozen_catalogue_stalls_neither_production_nor_publisher(tmp_path):
+    """The pgstac catalogue's server frozen (SIGSTOP) while a site runs: production finishes
+    every product, the publisher's calls time out and are retried; after SIGCONT every
+    product is published exactly once."""
+    import threading
+
+    from conftest import PostgresServer
+
+    from agriseries.distribution.catalog.pgstac import PgstacCatalog
+    from agriseries.distribution.publisher import Publisher
+
+    server = PostgresServer()
+    server.start()
+    try:
+        from sqlalchemy.engine import make_url
+
+        name = make_url(server.create_database()).database
+        dsn = f"postgresql://{server.user}@127.0.0.1:{server.port}/{name}"
+        PgstacCatalog(dsn).close()  # schema created while the server answers
+        inbox = tmp_path / "inbox"
+        inbox.mkdir()
+        for f in INBOX.glob("*.nc"):
+            shutil.copy2(f, inbox / f.name)
+        d = {"name": "frozen-catalogue", "area": {"tiles": ["T31UDS"]},
+             "season": {"start": "2018-06-01", "end": "2018-07-31"},
+             "products": {"L3A": {"enabled": False}, "L3B": {"enabled": False}},
+             "inbox": {"path": str(inbox), "settle_s": 0}, "store": str(tmp_path / "store"),
+             "engine": {"n_workers": 2, "memory_limit": "2GiB"}}
+        (tmp_path / "site.yaml").write_text(yaml.safe_dump(d))
+        s = load_site(tmp_path / "site.yaml")
+        _freeze(server, "SIGSTOP")
+        frozen = True
+        pub = Publisher(s.database_url, PgstacCatalog(dsn, timeout_s=3, migrate=False),
+                        s.store, timeout_s=3, backoff_s=0.5, backoff_max_s=1)
+        stop = threading.Event()
+        reports = []
+        t = threading.Thread(target=pub.follow, kwargs={"poll_s": 0.5, "stop": stop,
+                                                        "on_report": reports.append})
+        t.start()
+        try:
+            t0 = time.monotonic()
+            report = run(s)
+            took = time.monotonic() - t0
+            assert not report.failed and report.made
+            made = product_ids(s)
+            assert len(made) >= 5
+            time.sleep(5)
+            assert any(r.failures for r in reports), "the publisher did not notice the hang"
+            assert pub.outbox.backlog()["pending"] >= len(made)
+            _freeze(server, "SIGCONT")
+            frozen = False
+            deadline = time.monotonic() + 60
+            while pub.outbox.backlog()["pending"] and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert pub.outbox.backlog()["pending"] == 0
+        finally:
+            stop.set()
+            if frozen:
+                _freeze(server, "SIGCONT")
+            t.join(30)
+        cat = PgstacCatalog(dsn, migrate=False)
+        try:
+            assert cat.ids() == made and cat.count() == len(made)  # each product once
+        finally:
+            cat.close()
+            pub.close()
+        print(f"production with the catalogue frozen: {took:.1f} s, {len(made)} products")
+    finally:
+        server.stop()
