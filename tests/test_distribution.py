@@ -716,3 +716,69 @@ def test_frozen_catalogue_stalls_neither_production_nor_publisher(tmp_path):
         print(f"production with the catalogue frozen: {took:.1f} s, {len(made)} products")
     finally:
         server.stop()
+
+
+# ------------------------------------------------------------------ single sign-on
+
+
+def test_oidc_bearer_jwt_checked_against_jwks(published):
+    """Bearer JWTs of an OIDC provider (its JWKS served on loopback): a good token names
+    the user (created on first use); expired, wrong audience, wrong issuer or signed by
+    another key: 401."""
+    import asyncio
+    import http.server
+    import threading
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from agriseries.distribution.app import create_app
+    from agriseries.distribution.settings import ServiceSettings
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    jwks = json.dumps({"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]}).encode()
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(jwks)))
+            self.end_headers()
+            self.wfile.write(jwks)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    iss, aud = "https://sso.example.org/realms/agri", "agriseries"
+    app = create_app(ServiceSettings(
+        store=published.store, oidc_issuer=iss, oidc_audience=aud,
+        oidc_jwks_url=f"http://127.0.0.1:{srv.server_address[1]}/jwks"))
+    now = int(time.time())
+
+    def tok(k=key, **over):
+        claims = {"iss": iss, "aud": aud, "sub": "eve.sso", "exp": now + 600, "iat": now, **over}
+        return jwt.encode(claims, k, algorithm="RS256", headers={"kid": "k1"})
+
+    async def calls():
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                         base_url="http://svc") as c:
+                return [await c.get("/account", headers=auth(t)) for t in (
+                    tok(), tok(exp=now - 3600), tok(aud="other"), tok(iss="https://evil"),
+                    tok(k=other), tok() + "x")]
+
+    try:
+        good, expired, wrong_aud, wrong_iss, forged, mangled = asyncio.run(calls())
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        app.state.accounts.close()
+    assert good.status_code == 200, good.text
+    assert good.json()["user"] == "eve.sso" and good.json()["origin"] == "oidc"
+    assert expired.status_code == 401 and "expired" in expired.text
+    for r in (wrong_aud, wrong_iss, forged, mangled):
+        assert r.status_code == 401, r.text
