@@ -14,6 +14,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import shutil
+import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -37,16 +40,19 @@ def product_store(tmp_path_factory) -> Path:
     with _lock:
         if "store" in _made:
             return _made["store"]
+        import yaml
+
         from agriseries.biophysical.processor import biophysical_series
         from agriseries.production.runner import run
-        from agriseries.production.site import site_from_dict
+        from agriseries.production.site import load_site
 
         root = tmp_path_factory.mktemp("portal_store")
         inbox = root / "inbox"
         inbox.mkdir()
         for f in INBOX.glob("*.nc"):
             shutil.copy2(f, inbox / f.name)
-        site = site_from_dict({
+        site_file = root / "site.yaml"
+        site_file.write_text(yaml.safe_dump({
             "name": "portal-test", "area": {"tiles": [TILE]},
             "season": {"start": "2018-06-01", "end": "2018-07-31"},
             "in_situ": str(PARCELS),
@@ -57,7 +63,8 @@ def product_store(tmp_path_factory) -> Path:
                                  "crop_mask": True}},
             "inbox": {"path": str(inbox), "settle_s": 0},
             "store": str(root / "store"),
-            "engine": {"n_workers": 1, "memory_limit": "2GiB"}}, base_dir=root)
+            "engine": {"n_workers": 1, "memory_limit": "2GiB"}}))
+        site = load_site(site_file)
         report = run(site, today=dt.date(2018, 8, 15))
         assert report.exit_code == 0, report.failed
         store = site.product_store()
@@ -98,6 +105,61 @@ class LoopbackServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+class Service:
+    """``agriseries serve SITE.yaml`` in its own process on a loopback port (the way a user
+    runs it); ``url`` once started."""
+
+    def __init__(self, site_file: Path, *args: str) -> None:
+        self.site_file, self.args = Path(site_file), args
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+
+    def __enter__(self) -> Service:
+        import httpx
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = open(self.site_file.parent / f"serve-{port}.log", "w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agriseries.cli", "serve", str(self.site_file),
+             "--port", str(port), *self.args], stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.log.seek(0)
+                raise RuntimeError(f"agriseries serve exited: {self.log.read()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/portal/api/config", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.__exit__()
+        raise RuntimeError("agriseries serve did not answer within 60 s")
+
+    def __exit__(self, *exc) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+
+
+def cli(*args: str) -> str:
+    """Run ``agriseries ARGS`` in a process; its standard output (fails on an error)."""
+    res = subprocess.run([sys.executable, "-m", "agriseries.cli", *args], capture_output=True,
+                         text=True, timeout=300)
+    if res.returncode != 0:
+        raise AssertionError(f"agriseries {' '.join(args)}: {res.returncode}\n{res.stdout}\n"
+                             f"{res.stderr}")
+    return res.stdout
 
 
 @contextlib.contextmanager

@@ -216,4 +216,7 @@ def create_app(settings: ServiceSettings):
     app.include_router(account_router(auth, accounts, slots))
     app.include_router(basket_router(settings, auth, accounts, slots, published_item,
                                      internal_post))
+    from ..portal import mount_portal
+
+    mount_portal(app, settings)  # the web page at / (docs/portal.md)
     return app

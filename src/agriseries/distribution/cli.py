@@ -98,7 +98,7 @@ def serve(target, store, host, port, catalog_dsn, catalog_dir, service_db, priva
           quota_gb, max_downloads, oidc_issuer, oidc_audience, oidc_jwks_url):
     """Serve the published products: a STAC API with search, downloads (tokens, quotas,
     HTTP Range) and baskets. TARGET is a site file or a store folder."""
-    _, store_dir = _target(target, store)
+    site, store_dir = _target(target, store)
     settings = _settings(store_dir, catalog_dsn, catalog_dir, service_db=service_db,
                          public_search=not private_search,
                          quota_bytes_per_day=int(quota_gb * 2**30) if quota_gb else None,
@@ -110,6 +110,7 @@ def serve(target, store, host, port, catalog_dsn, catalog_dir, service_db, priva
         from .app import create_app
 
         app = create_app(settings)
+        app.state.agriseries_site = site  # the portal's operator page
     except AgriseriesError as e:
         _fail(str(e))
     console.print(f"agriseries: serving {store_dir} ({settings.backend}) on http://{host}:{port}")

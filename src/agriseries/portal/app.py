@@ -2,18 +2,23 @@
 
 :func:`mount_portal` adds, under ``settings.prefix`` (``/portal``):
 
+* ``/`` (and ``/`` of the service, for a browser asking for HTML): the page;
 * ``/static/...``: the page's files (OpenLayers vendored, no other host needed);
 * ``/api/config``: what the page needs to start (title, basemap, where the STAC API is);
 * ``/api/layers?item=<id>``: how a product can be drawn (:func:`~.products.layers_of`),
   with the tile URL templates of each layer;
 * ``/api/series?lon=&lat=&level=[&tile=&start=&end=&format=csv]``: a pixel's time series
   (:func:`~.series.pixel_series`);
+* ``/api/quicklook?item=<id>``: a product's quicklook PNG (the result list's pictures);
+* ``/api/status``: the production state of the site (``agriseries status``), when the
+  service was started with one;
 * ``/tiles/cog/...``, ``/tiles/item/...``: titiler-core tile endpoints (:mod:`.tiles`).
 """
 
 
 
 import datetime as dt
+import json
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -46,7 +51,8 @@ def _day(text: str | None, what: str, end: bool = False) -> dt.datetime | None:
     return dt.datetime.combine(d, t, dt.timezone.utc)
 
 
-def mount_portal(app, service_settings: Any, portal: "PortalSettings | None" = None):
+def mount_portal(app, service_settings: Any, portal: "PortalSettings | None" = None, *,
+                 site: Any = None):
     """Mount the portal (see the module docstring) on ``app``, the service's FastAPI
     application, serving the products of ``service_settings.store``.
 
@@ -58,6 +64,10 @@ def mount_portal(app, service_settings: Any, portal: "PortalSettings | None" = N
         The service's settings; ``store`` (the product store folder) is used.
     portal
         The portal's own settings (:class:`~.settings.PortalSettings`).
+    site
+        The production site (:func:`~agriseries.production.site.load_site`) whose state the
+        operator page shows (else ``app.state.agriseries_site`` when a request comes); without
+        one the page says there is none.
 
     Returns
     -------
@@ -70,18 +80,19 @@ def mount_portal(app, service_settings: Any, portal: "PortalSettings | None" = N
     """
     _imports()
     from fastapi import APIRouter, HTTPException, Query, Request
-    from fastapi.responses import JSONResponse, Response
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
     from rio_tiler.errors import (InvalidAssetName, InvalidBandName, InvalidColorFormat,
                                   InvalidExpression, MissingAssets, MissingBands,
                                   TileOutsideBounds)
+    from rasterio.errors import RasterioError
     from starlette.concurrency import run_in_threadpool
     from titiler.core.errors import (BadRequestError, TileNotFoundError,
                                      add_exception_handlers)
 
     from .products import NotInStore, ProductFiles, layers_of
     from .series import pixel_series, to_csv
-    from .tiles import stretch, tile_routers
+    from .tiles import preview_png, stretch, tile_routers
 
     ps = portal or PortalSettings()
     prefix = ps.prefix
@@ -135,6 +146,8 @@ def mount_portal(app, service_settings: Any, portal: "PortalSettings | None" = N
             return await run_in_threadpool(build)
         except NotInStore as e:
             raise HTTPException(404, str(e)) from None
+        except (RasterioError, OSError) as e:
+            raise HTTPException(500, f"the files of {item} cannot be read: {e}") from None
 
     @router.get("/api/series", summary="The time series of the pixel holding a point")
     async def series(lon: float = Query(description="Longitude (degrees, WGS 84)"),
@@ -158,6 +171,52 @@ def mount_portal(app, service_settings: Any, portal: "PortalSettings | None" = N
                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
         return JSONResponse(s.to_dict())
 
+    @router.get("/api/quicklook", summary="The quicklook picture of a product")
+    async def quicklook(item: str = Query(description="Product id")):
+        def find():
+            it = files.item(item)
+            key = next((k for k, a in it.assets.items() if "overview" in (a.roles or [])
+                        or "thumbnail" in (a.roles or [])), None)
+            if key is not None:
+                return files.asset_path(item, key), it.assets[key].media_type or "image/png"
+            layer = next(iter(layers_of(it)), None)  # no quicklook: the first map layer
+            if layer is None:
+                raise NotInStore(f"product {item} has no quicklook and no map layer")
+            if layer["kind"] == "rgb":
+                layer["rescale"] = stretch([files.asset_path(item, a) for a in layer["assets"]])
+            return preview_png(files, layer, item), "image/png"
+
+        try:
+            found, mtype = await run_in_threadpool(find)
+        except NotInStore as e:
+            raise HTTPException(404, str(e)) from None
+        except (RasterioError, OSError) as e:
+            raise HTTPException(500, f"the files of {item} cannot be read: {e}") from None
+        headers = {"Cache-Control": "max-age=3600"}
+        if isinstance(found, bytes):
+            return Response(found, media_type=mtype, headers=headers)
+        return FileResponse(found, media_type=mtype, headers=headers)
+
+    @router.get("/api/status", summary="The production state of the site (agriseries status)")
+    async def production_state(request: Request):
+        the_site = site or getattr(request.app.state, "agriseries_site", None)
+        if the_site is None:
+            raise HTTPException(404, "this service was started without a site file: no "
+                                     "production state to show (agriseries serve SITE.yaml)")
+        from ..production.status import status
+
+        try:
+            st = await run_in_threadpool(status, the_site)
+        except StoreError as e:
+            raise HTTPException(503, f"the production state cannot be read: {e}") from None
+        return JSONResponse(json.loads(json.dumps(st.to_dict(), default=str)))
+
+    page_html = (STATIC / "index.html").read_text().replace("__PREFIX__", prefix)
+
+    @router.get("/", include_in_schema=False)
+    def page():
+        return HTMLResponse(page_html, headers={"Cache-Control": "no-cache"})
+
     cog, item = tile_routers(files, prefix)
     app.include_router(router)
     app.include_router(cog.router, prefix=f"{prefix}/tiles/cog", tags=["Portal tiles"])
@@ -167,5 +226,31 @@ def mount_portal(app, service_settings: Any, portal: "PortalSettings | None" = N
         BadRequestError: 400, TileOutsideBounds: 404, TileNotFoundError: 404,
         MissingBands: 400, MissingAssets: 400, InvalidColorFormat: 400, InvalidAssetName: 404,
         InvalidBandName: 404, InvalidExpression: 400})
+    app.add_middleware(_BrowserRoot, page=page_html.encode())
     app.state.portal_settings = ps
     return app
+
+
+class _BrowserRoot:
+    """ASGI middleware: ``GET /`` from a browser (``Accept: text/html``, no ``f=json``) gets
+    the portal page; every other request of ``/`` (STAC clients) the STAC landing page."""
+
+    def __init__(self, app, page: bytes) -> None:
+        self.app = app
+        self.page = page
+
+    async def __call__(self, scope, receive, send) -> None:
+        if (scope["type"] == "http" and scope.get("path") in ("/", "")
+                and scope.get("method") in ("GET", "HEAD")):
+            headers = dict(scope.get("headers") or [])
+            accept = headers.get(b"accept", b"").decode().lower()
+            query = urllib.parse.parse_qs(scope.get("query_string", b"").decode())
+            if "text/html" in accept and query.get("f", [""])[0] != "json":
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-type", b"text/html; charset=utf-8"),
+                                        (b"content-length", str(len(self.page)).encode()),
+                                        (b"cache-control", b"no-cache")]})
+                await send({"type": "http.response.body",
+                            "body": b"" if scope["method"] == "HEAD" else self.page})
+                return
+        await self.app(scope, receive, send)

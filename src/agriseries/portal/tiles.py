@@ -145,6 +145,37 @@ def stretch(paths: list[Path]) -> list[tuple[float, float]]:
     return [_stretch(str(p), p.stat().st_mtime_ns) for p in paths]
 
 
+def preview_png(files: ProductFiles, layer: dict, item_id: str, max_size: int = 128) -> bytes:
+    """A small PNG of a product drawn as one of its layers (:func:`~.products.layers_of`,
+    with ``rescale`` for true colour): the picture of the result list when the product
+    has no quicklook of its own."""
+    from rio_tiler.colormap import cmap
+
+    kind = layer["kind"]
+    if kind == "rgb":
+        with item_reader(files)(item_id) as r:
+            img = r.preview(assets=layer["assets"], max_size=max_size)
+        img.rescale(in_range=[tuple(x) for x in layer["rescale"]])
+        return img.render(img_format="PNG")
+    path = str(files.asset_path(item_id, layer["asset"]))
+    with StoreCOGReader(path) as r:
+        img = r.preview(max_size=max_size)
+        own = r.colormap
+    if kind == "ramp":
+        arr = img.array
+        data = np.ma.getdata(arr)
+        bad = ~np.isfinite(data)
+        data[bad] = 0
+        arr.mask = np.ma.getmaskarray(arr) | bad
+        arr.set_fill_value(0)
+        img.rescale(in_range=[tuple(layer["range"])])
+        return img.render(img_format="PNG", colormap=cmap.get(layer["ramp"]))
+    if kind == "classes":
+        return img.render(img_format="PNG", colormap=own)
+    img = MaskBits(bits=int(sum(b["value"] for b in layer["bits"] if b["default"])))(img)
+    return img.render(img_format="PNG")
+
+
 def tile_routers(files: ProductFiles, prefix: str = ""):
     """The two titiler factories (see the module docstring), ``(cog, item)``; their routers
     are to be included under ``prefix + "/tiles/cog"`` and ``prefix + "/tiles/item"``."""

@@ -1,0 +1,327 @@
+"""The portal page in a real browser: Debian's Chromium, headless, driven by Playwright
+(no browser download: ``executable_path`` is the Debian binary), against ``agriseries serve``
+running in its own process on loopback with a store the production made from real data,
+published into the embedded catalogue.
+
+What a user does, each checked against the store: search and see the footprints, open an
+L3A and an L4B on the map (tiles load, the class colours are in the rendered canvas), click
+a pixel and read the chart, add a whole series to the basket and download it, sign in and
+out, use the result list from the keyboard, an empty search, a server error shown as a
+message; and no request leaves the service's own host. Screenshots go to
+``build/test-artifacts/portal/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import urllib.parse
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("titiler.core")
+pytest.importorskip("agriseries.distribution.app")
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+from agriseries.io.store import ProductStore  # noqa: E402
+
+from portal_helpers import (L3A_JUNE, L4B, Service, cli, product_store,  # noqa: E402
+                            site_of_store)
+
+pytestmark = pytest.mark.allow_hosts(["127.0.0.1"])
+
+CHROMIUM = os.environ.get("AGRISERIES_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTEFACTS = Path(__file__).parent.parent / "build" / "test-artifacts" / "portal"
+
+if not Path(CHROMIUM).is_file():
+    pytest.skip(f"no Chromium at {CHROMIUM} (.ci/run installs Debian's chromium)",
+                allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """The store published into the service's catalogue; a user and her token."""
+    store = product_store(tmp_path_factory)
+    site = site_of_store()
+    cli("publish", str(site.source), "--json")
+    token = cli("users", "add", "alice", "--store", str(store)).strip().splitlines()[-1]
+    return site, store, token
+
+
+@pytest.fixture(scope="module")
+def service(published):
+    site, _, _ = published
+    with Service(site.source) as svc:
+        yield svc
+
+
+@pytest.fixture(scope="module")
+def browser(service):
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    profile = tempfile.mkdtemp(prefix="agriseries-chromium-")
+    with playwright_api.sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, headless=True, args=ARGS, accept_downloads=True,
+            viewport={"width": 1280, "height": 800})
+        ctx.requests = []
+        ctx.on("request", lambda r: ctx.requests.append(r.url))
+        try:
+            yield ctx
+        finally:
+            ctx.close()
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture()
+def page(browser, service):
+    pg = browser.new_page()
+    pg.set_default_timeout(30_000)
+    pg.goto(service.url + "/")
+    pg.wait_for_selector("body[data-ready=true]")
+    yield pg
+    pg.close()
+
+
+def search(page, level: str, start: str = "", end: str = "", **fields) -> int:
+    page.select_option("#level", level)
+    page.fill("#from", start)
+    page.fill("#to", end)
+    for k, v in fields.items():
+        page.fill(f"#{k}", str(v))
+    with page.expect_response(lambda r: r.url.endswith("/search")):
+        page.click("#go")
+    page.wait_for_function("document.getElementById('count').textContent !== ''")
+    return page.locator("#results li").count()
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTEFACTS / f"{name}.png"))
+
+
+def show(page, item_id: str) -> list:
+    """Click a result, collect the tile responses of its first layer."""
+    tiles = []
+    page.on("response", lambda r: tiles.append(r) if "/portal/tiles/" in r.url else None)
+    page.click(f"#results li[data-id='{item_id}'] .id")
+    page.wait_for_function(f"document.getElementById('shown').textContent === '{item_id}'")
+    page.wait_for_function("(() => { const t = window.agriseries.state.tiles;"
+                           " return t && t.loaded + t.failed > 0 && t.loading === 0; })()")
+    page.wait_for_timeout(100)  # the last tile's response event
+    return tiles
+
+
+def test_search_draws_the_footprints(page, published):
+    _, store, _ = published
+    want = sorted(it.id for it in ProductStore(store).items(level="L2A", start=None)
+                  if "2018-06-01" <= it.datetime.strftime("%Y-%m-%d") <= "2018-06-30")
+    n = search(page, "L2A", "2018-06-01", "2018-06-30")
+    ids = page.eval_on_selector_all("#results li", "els => els.map(e => e.dataset.id)")
+    assert sorted(ids) == want and n == len(want)
+    drawn = page.evaluate("window.agriseries.map.getLayers().getArray()[1].getSource()"
+                          ".getFeatures().map(f => f.getId())")
+    assert sorted(drawn) == want
+    page.wait_for_timeout(300)
+    assert (36, 69, 47) in canvas_colours_all(page)  # the footprints' outline is rendered
+    assert page.locator("#results img").first.evaluate("i => i.complete && i.naturalWidth > 0")
+    shot(page, "search")
+
+
+def canvas_colours_all(page, selector: str = "#map canvas") -> set[tuple[int, int, int]]:
+    """The opaque colours of the map's canvases as rendered (``selector``: which)."""
+    data = page.evaluate(f"""() => [...document.querySelectorAll('{selector}')].map(c =>
+        Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data))""")
+    out = set()
+    for d in data:
+        px = np.asarray(d, np.uint8).reshape(-1, 4)
+        out |= {tuple(p[:3]) for p in px[px[:, 3] > 200]}
+    return out
+
+
+def test_l3a_and_l4b_tiles_load_with_the_class_colours(page):
+    search(page, "L3A", "2018-06-01", "2018-06-30")
+    tiles = show(page, L3A_JUNE)
+    assert tiles and all(t.status == 200 for t in tiles), [(t.url, t.status) for t in tiles]
+    assert all(t.headers["content-type"] == "image/png" and len(t.body()) > 100 for t in tiles)
+    shot(page, "l3a")
+    search(page, "L4B")
+    tiles = show(page, L4B)
+    assert tiles and all(t.status == 200 and t.headers["content-type"] == "image/png"
+                         and len(t.body()) > 100 for t in tiles)
+    page.wait_for_timeout(300)
+    classes = page.eval_on_selector_all(
+        "#legend .class", "els => els.map(e => [e.dataset.value, e.querySelector('.swatch')"
+        ".style.background])")
+    colours = {tuple(int(v) for v in bg[4:-1].split(",")) for _, bg in classes}
+    rendered = canvas_colours_all(page, ".product-layer canvas")
+    assert len(colours & rendered) >= 2, (colours, sorted(rendered)[:20])
+    assert rendered <= colours, rendered - colours  # class colours only, none blended
+    assert page.locator("#legend .class").first.inner_text().startswith("0 not cropland")
+    shot(page, "l4b")
+
+
+def _click_lonlat(page, lon: float, lat: float) -> None:
+    x, y = page.evaluate(f"window.agriseries.map.getPixelFromCoordinate("
+                         f"ol.proj.fromLonLat([{lon}, {lat}]))")
+    box = page.locator("#map").bounding_box()
+    with page.expect_response(lambda r: "/portal/api/series" in r.url):
+        page.mouse.click(box["x"] + x, box["y"] + y)
+
+
+def test_pixel_chart_values_match_the_store(page, published):
+    import agriseries
+    import rasterio
+    from pyproj import Transformer
+    from rasterio.warp import transform
+
+    _, store_dir, _ = published
+    store = ProductStore(store_dir)
+    items = sorted(store.items(level="L2A"), key=lambda it: it.datetime)
+    search(page, "L2A", "2018-06-01", "2018-07-31")
+    show(page, items[1].id)
+    path = store.item(L3A_JUNE).assets["B04"].get_absolute_href()
+    with rasterio.open(path) as src:
+        x, y = src.xy(21, 22)
+        lon, lat = (v[0] for v in transform(src.crs, "EPSG:4326", [x], [y]))
+    page.evaluate(f"window.agriseries.map.getView().setCenter(ol.proj.fromLonLat([{lon}, {lat}]))")
+    page.evaluate("window.agriseries.map.getView().setZoom(16)")
+    page.wait_for_timeout(200)
+    _click_lonlat(page, lon, lat)
+    page.wait_for_selector("#chart circle")
+    points = page.eval_on_selector_all(
+        "#chart circle", "els => els.map(e => [e.dataset.item, Number(e.dataset.value), "
+        "e.dataset.cloudy])")
+    assert len(points) >= len(items) - 2  # every date with a value at the clicked pixel
+    clicked = json.loads(page.evaluate("JSON.stringify([window.agriseries.state.series.lon,"
+                                       "window.agriseries.state.series.lat])"))
+    for item_id, value, cloudy in points:
+        ds = agriseries.load(store.open(item_id))
+        xt, yt = Transformer.from_crs(4326, ds.odc.geobox.crs.epsg, always_xy=True) \
+            .transform(*clicked)
+        px = ds.sel(x=xt, y=yt, method="nearest")
+        red, nir = float(px["B04" if "_S2" in item_id else "B4"].values.squeeze()), \
+            float(px["B08" if "_S2" in item_id else "B5"].values.squeeze())
+        assert value == pytest.approx((nir - red) / (nir + red), abs=1e-4), item_id
+        mask = int(px["mask"].values.squeeze())
+        assert cloudy == str(bool(mask & 0b1110011)).lower(), item_id
+    assert any(c == "true" for _, _, c in points) and any(c == "false" for _, _, c in points)
+    with page.expect_download() as dl:
+        page.click("#csv")
+    text = Path(dl.value.path()).read_text()
+    assert text.splitlines()[0].startswith("date,item,kind") and \
+        len(text.splitlines()) == len(items) + 1
+    shot(page, "chart")
+
+
+def test_sign_in_add_a_series_to_the_basket_download_it_sign_out(page, published):
+    _, store_dir, token = published
+    page.fill("#token", "ags_not-a-token")
+    page.click("#signin button")
+    page.wait_for_selector("#message:not([hidden])")
+    assert "sign-in failed: HTTP 401" in page.inner_text("#message")
+    page.fill("#token", token)
+    page.click("#signin button")
+    page.wait_for_selector("#signedin:not([hidden])")
+    assert "alice" in page.inner_text("#user")
+    page.click("#empty") if page.locator("#basket-actions:not([hidden])").count() else None
+    n = search(page, "L3B", "2018-06-01", "2018-06-30")
+    assert n > 1
+    with page.expect_response(lambda r: r.url.endswith("/basket/search")):
+        page.click("#add-series")
+    page.wait_for_function(f"document.getElementById('basket-state').dataset.count == '{n}'")
+    assert "quota left today" in page.inner_text("#basket-state")
+    with page.expect_download() as dl:
+        page.click("#zip")
+    with zipfile.ZipFile(dl.value.path()) as z:
+        names = z.namelist()
+        ids = {name.split("/")[1] for name in names}
+        store = ProductStore(store_dir)
+        june = {it.id for it in store.items(level="L3B")
+                if "-" not in it.id.split("_")[3] and it.id.split("_")[3] < "20180701"}
+        assert ids == june
+        for name in names:
+            if name.endswith(".tif"):
+                item_id = name.split("/")[1]
+                path = store.item_path(item_id).parent / Path(name).name
+                assert z.read(name) == path.read_bytes(), name
+    shot(page, "basket")
+    page.click("#signout")
+    page.wait_for_selector("#signin:not([hidden])")
+    assert page.evaluate("sessionStorage.getItem('agriseries-token')") is None
+    assert page.locator("#add-series").is_disabled()
+
+
+def test_keyboard_navigation_of_the_result_list(page):
+    n = search(page, "L2A", "2018-06-01", "2018-07-31")
+    assert n >= 3
+    page.focus("#results li:first-child")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    focused = page.evaluate("document.activeElement.dataset.id")
+    third = page.eval_on_selector("#results li:nth-child(3)", "e => e.dataset.id")
+    assert focused == third
+    page.keyboard.press("ArrowUp")
+    second = page.eval_on_selector("#results li:nth-child(2)", "e => e.dataset.id")
+    assert page.evaluate("document.activeElement.dataset.id") == second
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"document.getElementById('shown').textContent === '{second}'")
+    assert page.get_attribute("#results li:nth-child(2)", "aria-selected") == "true"
+    # Tab moves from the list item to its basket button
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "add"
+
+
+def test_empty_search_and_errors_are_messages(page, published):
+    assert search(page, "L2A", "2030-01-01", "2030-02-01") == 0
+    assert "No product matches" in page.inner_text("#count")
+    assert "widen" in page.inner_text("#message")
+    page.fill("#tile", "nonsense")
+    page.click("#go")
+    page.wait_for_function("document.getElementById('message').textContent.includes('tile')")
+    page.fill("#tile", "")
+    # a product whose file is damaged on the server: a 500 told in words, the page stays
+    _, store_dir, _ = published
+    item = ProductStore(store_dir).item(L3A_JUNE)
+    path = Path(item.assets["B04"].get_absolute_href())
+    keep = path.read_bytes()
+    try:
+        path.write_bytes(keep[:2000])
+        os.utime(path, ns=(0, 1))  # another modification time: no cached stretch
+        search(page, "L3A", "2018-06-01", "2018-06-30")
+        page.click(f"#results li[data-id='{L3A_JUNE}'] .id")
+        page.wait_for_function("document.getElementById('message').textContent.includes('500')")
+        text = page.inner_text("#message")
+        assert "cannot be read" in text and L3A_JUNE in text
+        assert page.locator("#results li").count() == 1  # the page is still there
+        shot(page, "error")
+    finally:
+        path.write_bytes(keep)
+
+
+def test_operator_page_shows_the_production_state(page, published):
+    from agriseries.production.status import status
+
+    site, _, _ = published
+    st = status(site)
+    page.click("#tab-status")
+    page.wait_for_selector("#products td")
+    rows = page.eval_on_selector_all("#products tbody tr",
+                                     "rs => rs.map(r => [...r.cells].map(c => c.textContent))")
+    assert {lv: int(n) for lv, n in rows} == st.products
+    jobs = page.inner_text("#jobs")
+    for lv in st.counts:
+        assert lv in jobs
+    assert "Due, not yet in the job store: 0" in page.inner_text("#backlog")
+    shot(page, "operator")
+
+
+def test_no_request_to_another_host(browser, service):
+    hosts = {urllib.parse.urlsplit(u).netloc for u in browser.requests
+             if not u.startswith(("data:", "blob:"))}
+    assert hosts == {urllib.parse.urlsplit(service.url).netloc}, hosts
