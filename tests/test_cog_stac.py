@@ -123,3 +123,98 @@ def test_cog_carries_scale_units_colours_and_is_world_readable(tmp_path, small_b
     for name in ("r.tif", "c.tif"):
         ok, errors, _ = validate_cog(tmp_path / name)
         assert ok, errors
+
+
+def _three_jobs(folder, box, data):
+    """A reflectance band (dask), a class layer counting its blocks (dask) and a 3-band
+    series (numpy): the three shapes of layer the store writes."""
+    from agriseries.io.cog import CogJob
+
+    refl, cls, series = data
+    seen = []
+    jobs = [CogJob(folder / "r.tif", da.from_array(refl, chunks=(300, 700)), box, -10000,
+                   scale=1e-4, offset=0.0, description="B04"),
+            CogJob(folder / "c.tif", da.from_array(cls, chunks=400), box, None, "nearest",
+                   on_block=lambda b: seen.append(int(b.astype(np.int64).sum())),
+                   colormap={0: (0, 0, 0, 0), 1: (255, 0, 0, 255)},
+                   categories={0: "none", 1: "wheat", 2: "maize"}),
+            CogJob(folder / "s.tif", series, box, float("nan"), description=["a", "b", "c"],
+                   units="degree")]
+    return jobs, seen
+
+
+@pytest.mark.parametrize("where", ["memory", "raw files",
+                                   pytest.param("distributed", marks=pytest.mark.allow_hosts(
+                                       ["127.0.0.1"]))])
+def test_one_compression_writer_same_files_every_way(tmp_path, small_box, where):
+    """The uncompressed pixels gathered in memory, in raw files past the memory budget, or
+    from blocks a distributed scheduler computed: the same bytes, valid COGs holding the
+    values written, with their overviews, and no temporary file left."""
+    import hashlib
+
+    import dask
+
+    from agriseries.io.cog import write_cogs
+
+    rng = np.random.default_rng(3)
+    refl = rng.integers(-100, 9000, small_box.shape).astype(np.int16)
+    refl[:40] = -10000
+    cls = (rng.random(small_box.shape) * 3).astype(np.uint8)
+    series = rng.random((3,) + tuple(small_box.shape), dtype=np.float32)
+    series[1, 5:50, 7:90] = np.nan
+    ref_dir, out = tmp_path / "ref", tmp_path / "out"
+    ref_dir.mkdir()
+    out.mkdir()
+    jobs, _ = _three_jobs(ref_dir, small_box, (refl, cls, series))
+    with dask.config.set(scheduler="threads"):
+        write_cogs(jobs)
+    jobs, seen = _three_jobs(out, small_box, (refl, cls, series))
+    if where == "memory":
+        write_cogs(jobs)
+    elif where == "raw files":
+        write_cogs(jobs, memory_budget=0)
+    else:
+        from distributed import Client, LocalCluster
+
+        with LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
+                          dashboard_address=":0", host="127.0.0.1") as cluster, \
+                Client(cluster) as client, dask.config.set(scheduler=client):
+            write_cogs(jobs)
+    assert sum(seen) == int(cls.astype(np.int64).sum())
+    names = ["c.tif", "c.tif.aux.xml", "r.tif", "s.tif"]
+    assert sorted(p.name for p in out.iterdir()) == names
+    for name in names:
+        assert (hashlib.sha256((out / name).read_bytes()).hexdigest()
+                == hashlib.sha256((ref_dir / name).read_bytes()).hexdigest()), name
+    for name, values in (("r.tif", refl[None]), ("c.tif", cls[None]), ("s.tif", series)):
+        ok, errors, _ = validate_cog(out / name)
+        assert ok, (name, errors)
+        with rasterio.open(out / name) as src:
+            assert np.array_equal(src.read(), values, equal_nan=True)
+            assert src.overviews(1) == [2, 4] and src.transform == small_box.affine
+    with rasterio.open(out / "r.tif") as src:
+        assert src.descriptions == ("B04",) and src.scales == (1e-4,) and src.nodata == -10000
+        with rasterio.open(out / "r.tif", overview_level=0) as ov:  # average of 2 x 2 pixels
+            block = refl[40:48, :8].astype(np.float64).reshape(4, 2, 4, 2).mean(axis=(1, 3))
+            assert np.abs(ov.read(1)[20:24, :4] - block).max() <= 1
+    with rasterio.open(out / "s.tif") as src:
+        assert src.descriptions == ("a", "b", "c") and src.units == ("degree",) * 3
+
+
+@pytest.mark.parametrize("budget", [None, 0])
+def test_one_compression_writer_failure_leaves_nothing(tmp_path, small_box, budget):
+    """A block failing while others are being written leaves neither a final file nor a
+    temporary (the raw files of the over-budget path included)."""
+    from agriseries.io.cog import CogJob, write_cogs
+
+    def boom(block, block_info=None):
+        if block_info[0]["chunk-location"] == (2, 1):
+            raise RuntimeError("disk on fire")
+        return block
+
+    good = da.ones(tuple(small_box.shape), dtype=np.int16, chunks=400)
+    bad = good.map_blocks(boom, dtype=np.int16)
+    with pytest.raises(StoreError, match="disk on fire"):
+        write_cogs([CogJob(tmp_path / "a.tif", good, small_box),
+                    CogJob(tmp_path / "b.tif", bad, small_box)], memory_budget=budget)
+    assert list(tmp_path.iterdir()) == []

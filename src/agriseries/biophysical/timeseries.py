@@ -1020,9 +1020,13 @@ def whittaker_dataarray(da, weights_da=None, out_dates=None, lam=DEFAULT_LAMBDA,
         v = v.rechunk({0: -1})
         w = weights_da.data if isinstance(weights_da.data, dsk.Array) else dsk.from_array(weights_da.data)
         w = w.astype(np.float32).rechunk(v.chunks)
+        from dask.base import tokenize
+
+        # the key name must be unique to these inputs: a fixed name made the smoothers of two
+        # variables written together (LAI and FCOVER of one product) share their tasks
         stacked = dsk.map_blocks(block, v, w, dtype=np.float32, new_axis=0,
                                  chunks=((5,), (nout,)) + v.chunks[1:],
-                                 name="agriseries-whittaker")
+                                 name="agriseries-whittaker-" + tokenize(v, w, dates, out, kw))
         z, dist, fl = stacked[0], stacked[1], stacked[2].astype(np.uint8)
         lam_l, nv = stacked[3, 0], stacked[4, 0].astype(np.int32)
         if nout == 0:

@@ -1,16 +1,26 @@
-"""Atomic Cloud-Optimized GeoTIFF writing.
+"""Atomic Cloud-Optimized GeoTIFF writing, one compression per file.
 
 :func:`write_cog` writes one band (a numpy or dask array on an odc-geo GeoBox) as a
 COG: internal 512 x 512 tiles, DEFLATE with the predictor that suits the data type,
 overviews down to < 512 px, written first to a temporary file next to the target
 and renamed into place only when complete, so that a crash never leaves a half file
-under the final name. Dask arrays are written block by block (the whole band is
-never in memory): the full-resolution image goes to a temporary tiled GeoTIFF, and
-GDAL's COG driver copies it with its overviews.
+under the final name.
+
+Every file is compressed once. The pixels are gathered uncompressed -- in a GDAL
+``MEM`` dataset, or, past :data:`MEMORY_BUDGET` bytes per call, in a raw file next to
+the target read through a GDAL VRT -- and GDAL's COG driver makes the file from that
+source in one pass: its overviews from the uncompressed pixels, each tile compressed
+once. (The earlier writer compressed every tile twice: a temporary tiled, DEFLATE
+GeoTIFF, then GDAL's COG copy of it; the values written are the same.)
 
 :func:`write_cogs` writes several such files in one pass over their dask graphs, so
 that layers made by one kernel (a composite's bands, weight, date and flags) share its
-tasks instead of recomputing them once per file.
+tasks instead of recomputing them once per file. On the local (threaded) dask scheduler
+the whole write is one graph: block computations, block stores into the uncompressed
+sources and, as soon as every block of a file is in, that file's COG compression (GDAL
+releases the GIL), so that compressing one layer overlaps computing the others. On a
+distributed scheduler (``engine.chunks: cluster``) the blocks are computed by the cluster
+one row of blocks at a time and stored here, then each file is compressed.
 
 :func:`validate_cog` checks a file with rio-cogeo's validator.
 """
@@ -18,6 +28,7 @@ tasks instead of recomputing them once per file.
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +44,10 @@ from rasterio.windows import Window
 from ..core.errors import AgriseriesError, StoreError
 
 BLOCKSIZE = 512
+#: Uncompressed bytes one :func:`write_cogs` call keeps in memory (GDAL ``MEM`` datasets)
+#: before it gathers the further files' pixels in raw files next to them instead (a full
+#: 10980 x 10980 tile of int16 is 241 MB; the 19 layers of a full-tile L3A, 2.4 GB).
+MEMORY_BUDGET = 3 * 2**30
 
 
 def _predictor(dtype: np.dtype) -> int:
@@ -44,7 +59,7 @@ class CogJob:
     """One COG to write with :func:`write_cogs` (the arguments of :func:`write_cog`).
 
     ``on_block`` is called with every block of the data (numpy) as it is written, e.g.
-    to count classes without reading the file again.
+    to count classes without reading the file again (calls for one file never overlap).
 
     ``scale``/``offset``/``units`` (one value for every band, or one per band) are
     written as GDAL band metadata, so that GDAL, QGIS and ``rioxarray``'s
@@ -107,62 +122,138 @@ def write_cog(path: str | Path, data, geobox: GeoBox, *, nodata=None,
                               description, scale=scale, offset=offset, units=units)])[0]
 
 
-def write_cogs(jobs: list[CogJob]) -> list[Path]:
-    """Write several COGs in one pass over their dask graphs.
+def write_cogs(jobs: list[CogJob], *, memory_budget: int | None = None) -> list[Path]:
+    """Write several COGs in one pass over their dask graphs, each compressed once.
 
     Layers computed by one kernel (the weight, date, flag and bands of a composite) share
-    its tasks: the blocks of every dask job are computed together, one row of blocks at a
-    time, so each kernel task runs once and memory stays at a strip of blocks. Each file
-    is written to a temporary tiled GeoTIFF, then copied to a COG with its overviews and
-    renamed into place; on error no final file of an unfinished job is left.
+    its tasks, which run once. Each file's pixels are gathered uncompressed (in memory up
+    to ``memory_budget`` bytes for the whole call, default :data:`MEMORY_BUDGET`; in a raw
+    file next to the target beyond it), then GDAL's COG driver writes the COG with its
+    overviews to a temporary name, renamed into place. On error no file of the call is
+    left, final or temporary.
     """
-    opened = []
+    budget = MEMORY_BUDGET if memory_budget is None else int(memory_budget)
+    sources: list[_Source] = []
     try:
+        used = 0
         for job in jobs:
-            opened.append(_open_full(job))
-        dask_jobs = [(job, dst) for job, (dst, _) in zip(jobs, opened) if hasattr(job.data, "dask")]
-        for job, (dst, _) in zip(jobs, opened):
-            if not hasattr(job.data, "dask"):
-                arr = np.asarray(job.data)
-                dst.write(arr, 1) if arr.ndim == 2 else dst.write(arr)
-                if job.on_block is not None:
-                    job.on_block(arr)
-        _write_dask(dask_jobs)
-        for dst, _ in opened:
-            dst.close()
-        return [_to_cog(job, tmp) for job, (_, tmp) in zip(jobs, opened)]
+            shape = _check(job)
+            nbytes = int(np.prod(shape)) * np.dtype(job.data.dtype).itemsize
+            in_memory = used + nbytes <= budget
+            used += nbytes if in_memory else 0
+            sources.append(_MemSource(job, shape) if in_memory else _RawSource(job, shape))
+        lazy = [s for s in sources if hasattr(s.job.data, "dask")]
+        for s in sources:
+            if not hasattr(s.job.data, "dask"):
+                arr = np.asarray(s.job.data)
+                s[(slice(None),) * arr.ndim] = arr
+        done = set()
+        if lazy:
+            if _local_scheduler(lazy):
+                _write_graph(lazy)
+                done = {id(s) for s in lazy}
+            else:
+                _write_rows(lazy)
+        return [s.path if id(s) in done else s.translate() for s in sources]
     except Exception as exc:
+        for s in sources:  # all or nothing: the files already made by this call go too
+            s.close()
+            if s.made:
+                for f in (s.path, s.path.with_name(s.path.name + ".aux.xml")):
+                    if f.exists():
+                        f.unlink()
         if isinstance(exc, AgriseriesError):  # e.g. a corrupt input found while computing
             raise
         where = (str(jobs[0].path) if len(jobs) == 1 else
                  f"{Path(jobs[0].path).parent} ({', '.join(Path(j.path).name for j in jobs)})")
         raise StoreError(f"{where}: writing the COG failed: {exc}") from exc
     finally:
-        for dst, tmp in opened:
-            if not dst.closed:
-                dst.close()
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        for s in sources:
+            s.close()
 
 
-def _open_full(job: CogJob):
-    data, geobox, path = job.data, job.geobox, Path(job.path)
-    count = 1 if data.ndim == 2 else int(data.shape[0])
-    if tuple(data.shape[-2:]) != tuple(geobox.shape):
-        raise StoreError(f"{path}: data shape {data.shape} does not match its grid {geobox.shape}")
+def _check(job: CogJob) -> tuple[int, int, int]:
+    """``(bands, rows, cols)`` of a job, checked against its grid."""
+    data, path = job.data, Path(job.path)
+    if data.ndim not in (2, 3) or tuple(data.shape[-2:]) != tuple(job.geobox.shape):
+        raise StoreError(f"{path}: data shape {data.shape} does not match its grid "
+                         f"{tuple(job.geobox.shape)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    dtype = np.dtype(data.dtype)
-    tmp_full = _tmp_name(path, ".full.tif")
-    profile = dict(driver="GTiff", width=geobox.shape.x, height=geobox.shape.y, count=count,
-                   dtype=dtype.name, crs=geobox.crs.to_wkt(), transform=geobox.affine,
-                   nodata=job.nodata, tiled=True, blockxsize=BLOCKSIZE, blockysize=BLOCKSIZE,
-                   compress="deflate", predictor=_predictor(dtype), BIGTIFF="IF_SAFER")
-    try:
-        dst = rasterio.open(tmp_full, "w", **profile)
-    except Exception:
-        if os.path.exists(tmp_full):
-            os.unlink(tmp_full)
-        raise
+    return (1 if data.ndim == 2 else int(data.shape[0]),) + tuple(data.shape[-2:])
+
+
+class _Source:
+    """The uncompressed pixels of one job, filled block by block (``src[key] = block``
+    with the array's own index, from any thread), then compressed once by
+    :meth:`translate` into the COG."""
+
+    def __init__(self, job: CogJob, shape: tuple[int, int, int]):
+        self.job, self.shape, self.path = job, shape, Path(job.path)
+        self.two_d = job.data.ndim == 2
+        self.dtype = np.dtype(job.data.dtype)
+        # one lock per file: blocks are put, the COG made and the pixels freed one at a time
+        # (after a failure, dask threads still running may put blocks while we close)
+        self.lock = threading.Lock()
+        self.closed = False
+        self.made = False  # the final file is written
+        self.token = uuid.uuid4().hex
+
+    def __dask_tokenize__(self):  # da.store must not try to hash the dataset
+        return self.token
+
+    def __setitem__(self, key, block) -> None:
+        block = np.asarray(block)
+        key = (slice(0, 1),) + tuple(key) if self.two_d else tuple(key)
+        bands, rows, cols = (k.indices(n)[:2] for k, n in zip(key, self.shape))
+        with self.lock:
+            if self.closed:
+                raise StoreError(f"{self.path}: writing was abandoned")
+            self._put(bands, rows, cols, block if block.ndim == 3 else block[None])
+            if self.job.on_block is not None:
+                self.job.on_block(block)
+
+    def _put(self, bands, rows, cols, block: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def dataset(self):
+        """The open GDAL dataset the COG driver copies from."""
+        raise NotImplementedError
+
+    def translate(self) -> Path:
+        """Write the COG (one compression) under a temporary name, rename it into place,
+        and free the uncompressed pixels."""
+        job, path = self.job, self.path
+        tmp_cog = _tmp_name(path, ".cog.tmp")
+        try:
+            with self.lock:
+                if self.closed:
+                    raise StoreError(f"{self.path}: writing was abandoned")
+                rasterio.shutil.copy(self.dataset(), tmp_cog, driver="COG", compress="DEFLATE",
+                                     predictor=_predictor(self.dtype), blocksize=BLOCKSIZE,
+                                     overview_resampling=job.overview_resampling,
+                                     BIGTIFF="IF_SAFER")
+                os.replace(tmp_cog, path)  # under the lock: never after close() returned
+                self.made = True
+                if job.categories:
+                    _write_categories(path, job.categories, job.colormap)
+        finally:
+            if os.path.exists(tmp_cog):
+                os.unlink(tmp_cog)
+            self.close()
+        return path
+
+    def close(self) -> None:
+        """Free the pixels (waits for a block being put or the COG being made)."""
+        with self.lock:
+            if not self.closed:
+                self.closed = True
+                self._free()
+
+    def _free(self) -> None:
+        raise NotImplementedError
+
+
+def _set_metadata(dst, job: CogJob, count: int) -> None:
     if isinstance(job.description, str):
         dst.set_band_description(1, job.description)
     elif job.description:
@@ -177,7 +268,104 @@ def _open_full(job: CogJob):
         dst.units = _per_band(job.units, count)
     if job.colormap:
         dst.write_colormap(1, job.colormap)
-    return dst, tmp_full
+
+
+class _MemSource(_Source):
+    """Pixels in a GDAL ``MEM`` dataset."""
+
+    def __init__(self, job: CogJob, shape):
+        super().__init__(job, shape)
+        gb = job.geobox
+        _per_band_check(job, shape[0])
+        self.ds = rasterio.open(f"{self.path.name}.mem", "w", driver="MEM", width=shape[2],
+                                height=shape[1], count=shape[0], dtype=self.dtype.name,
+                                crs=gb.crs.to_wkt(), transform=gb.affine, nodata=job.nodata)
+        _set_metadata(self.ds, job, shape[0])
+
+    def _put(self, bands, rows, cols, block):
+        self.ds.write(block, indexes=list(range(bands[0] + 1, bands[1] + 1)),
+                      window=Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0]))
+
+    def dataset(self):
+        return self.ds
+
+    def _free(self):
+        self.ds.close()
+
+
+_GDAL_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16",
+               "uint32": "UInt32", "int32": "Int32", "float32": "Float32", "float64": "Float64"}
+
+
+class _RawSource(_Source):
+    """Pixels in a raw band-sequential file next to the target (written with ``pwrite``,
+    so a full disk is an ``OSError``, never a crash), read by GDAL through a VRT."""
+
+    def __init__(self, job: CogJob, shape):
+        super().__init__(job, shape)
+        if self.dtype.name not in _GDAL_TYPES:
+            raise StoreError(f"{self.path}: cannot write {self.dtype} data as a COG")
+        _per_band_check(job, shape[0])
+        self.raw = _tmp_name(self.path, ".raw")
+        self.vrt = _tmp_name(self.path, ".vrt")
+        self.ds = None
+        self.fd = os.open(self.raw, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        nbytes = int(np.prod(shape)) * self.dtype.itemsize
+        try:
+            os.posix_fallocate(self.fd, 0, nbytes)  # ENOSPC now, not halfway through
+        except AttributeError:  # pragma: no cover - not on Linux
+            os.ftruncate(self.fd, nbytes)
+
+    def _put(self, bands, rows, cols, block):
+        nb, ny, nx = self.shape
+        item = self.dtype.itemsize
+        block = np.ascontiguousarray(block, dtype=self.dtype.newbyteorder("<"))
+        full_rows = cols == (0, nx)
+        for bi, b in enumerate(range(*bands)):
+            base = b * ny * nx
+            if full_rows:  # one contiguous run for the whole block
+                os.pwrite(self.fd, block[bi].data, (base + rows[0] * nx) * item)
+                continue
+            for r in range(rows[0], rows[1]):
+                os.pwrite(self.fd, block[bi, r - rows[0]].data, (base + r * nx + cols[0]) * item)
+
+    def dataset(self):
+        from xml.sax.saxutils import escape
+
+        nb, ny, nx = self.shape
+        gb, item = self.job.geobox, self.dtype.itemsize
+        a = gb.affine
+        gtype = _GDAL_TYPES[self.dtype.name]
+        nodata = "" if self.job.nodata is None else f"<NoDataValue>{self.job.nodata}</NoDataValue>"
+        bands = "".join(
+            f'<VRTRasterBand dataType="{gtype}" band="{b + 1}" subClass="VRTRawRasterBand">'
+            f"{nodata}<SourceFilename relativeToVRT=\"0\">{escape(self.raw)}</SourceFilename>"
+            f"<ImageOffset>{b * ny * nx * item}</ImageOffset><PixelOffset>{item}</PixelOffset>"
+            f"<LineOffset>{nx * item}</LineOffset><ByteOrder>LSB</ByteOrder></VRTRasterBand>"
+            for b in range(nb))
+        with open(self.vrt, "w", encoding="utf-8") as f:
+            f.write(f'<VRTDataset rasterXSize="{nx}" rasterYSize="{ny}">'
+                    f"<SRS>{escape(gb.crs.to_wkt())}</SRS>"
+                    f"<GeoTransform>{a.c!r}, {a.a!r}, {a.b!r}, {a.f!r}, {a.d!r}, {a.e!r}"
+                    f"</GeoTransform>{bands}</VRTDataset>")
+        with rasterio.open(self.vrt, "r+") as dst:  # metadata through GDAL, as for MEM
+            _set_metadata(dst, self.job, nb)
+        self.ds = rasterio.open(self.vrt)
+        return self.ds
+
+    def _free(self):
+        if self.ds is not None and not self.ds.closed:
+            self.ds.close()
+        os.close(self.fd)
+        for f in (self.raw, self.vrt, self.vrt + ".aux.xml"):
+            if os.path.exists(f):
+                os.unlink(f)
+
+
+def _per_band_check(job: CogJob, count: int) -> None:
+    for value in (job.scale, job.offset, job.units):
+        if value is not None:
+            _per_band(value, count)
 
 
 def _per_band(value, count: int) -> tuple:
@@ -227,56 +415,81 @@ def _write_categories(path: Path, categories: dict[int, str],
     os.replace(tmp, target)
 
 
-def _to_cog(job: CogJob, tmp_full: str) -> Path:
-    path = Path(job.path)
-    dtype = np.dtype(job.data.dtype)
-    tmp_cog = _tmp_name(path, ".cog.tmp")
-    try:
-        with rasterio.open(tmp_full) as src:
-            rasterio.shutil.copy(src, tmp_cog, driver="COG", compress="DEFLATE",
-                                 predictor=_predictor(dtype), blocksize=BLOCKSIZE,
-                                 overview_resampling=job.overview_resampling, BIGTIFF="IF_SAFER")
-        os.replace(tmp_cog, path)
-        if job.categories:
-            _write_categories(path, job.categories, job.colormap)
-    finally:
-        if os.path.exists(tmp_cog):
-            os.unlink(tmp_cog)
-    return path
+def _local_scheduler(sources: list[_Source]) -> bool:
+    """Whether the data is computed by threads of this process (the default, or
+    ``scheduler="threads"`` / ``"sync"``), so that dask tasks may store into the sources."""
+    import dask.local
+    import dask.threaded
+    from dask.base import get_scheduler
+
+    sched = get_scheduler(collections=[s.job.data for s in sources])
+    return sched in (dask.threaded.get, dask.local.get_sync)
 
 
-def _write_dask(jobs) -> None:
-    """Compute dask arrays block by block into open datasets (never a whole array).
+def _write_graph(sources: list[_Source]) -> None:
+    """One dask graph: every block computed and put into its source, and each file's COG
+    written by a task that waits for that file's blocks only (so a file is compressed while
+    the blocks of others are still being computed). A task the files share (the kernel of a
+    composite) runs once; finished blocks are not kept."""
+    import dask
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
 
-    2-D arrays go to band 1; 3-D ``(band, y, x)`` arrays are rechunked to one chunk along
-    bands. Row ``i`` of blocks of every job is computed in one ``dask.compute`` call, so
-    tasks shared between jobs run once.
-    """
+    # not optimised: array optimisation fuses a shared task into each consumer's chain,
+    # which would run a composite's kernel once per layer
+    arrays = [s.job.data for s in sources]
+    layer: dict = {}
+    finals = []
+    for s, arr in zip(sources, arrays):
+        starts = [np.cumsum((0,) + c) for c in arr.chunks]
+        puts = []
+        for idx in np.ndindex(*arr.numblocks):
+            region = tuple(slice(int(st[i]), int(st[i + 1])) for st, i in zip(starts, idx))
+            key = (f"cog-put-{s.token}",) + idx
+            layer[key] = (_put, s, region, (arr.name,) + idx)
+            puts.append(key)
+        layer[f"cog-write-{s.token}"] = (_translate_after, s, puts)
+        finals.append(f"cog-write-{s.token}")
+    name = f"cog-all-{uuid.uuid4().hex}"
+    layer[name] = (len, finals)
+    graph = HighLevelGraph.merge(HighLevelGraph.from_collections(name, layer, dependencies=arrays),
+                                 *[a.dask for a in arrays])
+    dask.compute(Delayed(name, graph), optimize_graph=False)
+
+
+def _put(source: _Source, region: tuple, block) -> None:
+    source[region] = block
+
+
+def _translate_after(source: _Source, _stored) -> Path:
+    return source.translate()
+
+
+def _write_rows(sources: list[_Source]) -> None:
+    """Blocks computed by a scheduler elsewhere (a distributed cluster), one row of blocks
+    of every file per ``dask.compute`` call (tasks shared between files run once, memory
+    stays at a strip), each stored here into its source."""
     import dask
 
     plans = []
-    for job, dst in jobs:
-        data = job.data.rechunk({0: -1}) if job.data.ndim == 3 else job.data
+    for s in sources:
+        data = s.job.data
         blocks = data.to_delayed(optimize_graph=False)  # optimised once, together, at compute
-        if data.ndim == 3:
-            blocks = blocks[0]
-        rows = np.cumsum((0,) + data.chunks[-2])
-        cols = np.cumsum((0,) + data.chunks[-1])
-        plans.append((job, dst, blocks, rows, cols))
-    nrows = max((len(p[3]) - 1 for p in plans), default=0)
+        if data.ndim == 2:
+            blocks = blocks[None]
+        starts = [np.cumsum((0,) + c) for c in ((1,) if data.ndim == 2 else data.chunks[0],
+                                                  data.chunks[-2], data.chunks[-1])]
+        plans.append((s, blocks, starts))
+    nrows = max(len(p[2][1]) - 1 for p in plans)
     for i in range(nrows):
-        # one row of blocks at a time keeps memory to a strip while letting dask parallelise it
-        todo = [(p, j) for p in plans if i < len(p[3]) - 1 for j in range(len(p[4]) - 1)]
-        results = dask.compute(*[p[2][i, j] for p, j in todo])
-        for (p, j), block in zip(todo, results):
-            job, dst, _, rows, cols = p
-            win = Window(int(cols[j]), int(rows[i]), block.shape[-1], block.shape[-2])
-            if block.ndim == 2:
-                dst.write(block, 1, window=win)
-            else:
-                dst.write(block, window=win)
-            if job.on_block is not None:
-                job.on_block(block)
+        todo = [(s, blocks, b, j, st) for s, blocks, st in plans if i < len(st[1]) - 1
+                for b in range(len(st[0]) - 1) for j in range(len(st[2]) - 1)]
+        results = dask.compute(*[blocks[b, i, j] for _, blocks, b, j, _ in todo])
+        for (s, _, b, j, st), block in zip(todo, results):
+            key = (slice(st[1][i], st[1][i + 1]), slice(st[2][j], st[2][j + 1]))
+            if s.job.data.ndim == 3:
+                key = (slice(st[0][b], st[0][b + 1]),) + key
+            s[key] = block
 
 
 def validate_cog(path: str | Path) -> tuple[bool, list[str], list[str]]:
@@ -330,5 +543,5 @@ def overview_resampling_for(kind: str) -> str:
     return "nearest" if kind in ("mask", "quality", "class") else "average"
 
 
-__all__ = ["CogJob", "write_cog", "write_cogs", "validate_cog", "overview_resampling_for", "Resampling",
+__all__ = ["CogJob", "MEMORY_BUDGET", "write_cog", "write_cogs", "validate_cog", "overview_resampling_for", "Resampling",
            "class_colormap", "bit_categories", "hex_rgba", "PALETTE"]

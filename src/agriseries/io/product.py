@@ -357,6 +357,28 @@ def _lazy(asset: Asset, geobox: GeoBox, chunks: int, dtype, fill) -> da.Array:
     return da.Array(dsk, name, chunks=(ychunks, xchunks), dtype=dtype)
 
 
+def decoded_mask(product: SourceProduct, geobox: GeoBox, chunks: int = DEFAULT_CHUNK) -> da.Array:
+    """The product's common mask bits on ``geobox`` (uint8, lazy), decoded from its quality
+    layers, before :func:`load` adds NODATA where the first band has no data."""
+    layers = {k: _lazy(a, geobox, chunks, np.uint16, 0) for k, a in product.quality.items()}
+    return da.asarray(product.mask_decoder(layers)).astype(np.uint8)
+
+
+def mask_with_band_nodata(mask, band):
+    """``mask`` with the NODATA bit where ``band`` (reflectance) is NaN."""
+    return mask | (da.isnan(band).astype(np.uint8) * np.uint8(MaskBit.NODATA))
+
+
+def aligned_with(asset: Asset, geobox: GeoBox) -> bool:
+    """Whether the asset's pixels are exactly those of a grid of ``geobox``'s CRS, pixel size
+    and lattice (then a read of ``geobox`` is a plain window, with no resampling)."""
+    try:
+        with rasterio.open(asset.path) as src:
+            return _aligned_window(src, geobox) is not None
+    except RasterioIOError as exc:
+        raise CorruptProductError(asset.path, f"cannot read raster data: {exc}") from exc
+
+
 def target_grid(product: SourceProduct, resolution: int | None = None,
                 geobox: GeoBox | None = None, tile: str | None = None) -> GeoBox:
     """The grid a product is loaded onto.
@@ -448,13 +470,10 @@ def load(product: SourceProduct, resolution: int | None = None, *, geobox: GeoBo
         data_vars[name] = xr.DataArray(arr, dims=("time", "y", "x"),
                                        attrs={"units": "1", "long_name": f"reflectance {name}"})
     if with_mask and product.quality and product.mask_decoder is not None:
-        layers = {k: _lazy(a, gb, chunks, np.uint16, 0) for k, a in product.quality.items()}
-        mask = product.mask_decoder(layers)
-        mask = da.asarray(mask).astype(np.uint8)
+        mask = decoded_mask(product, gb, chunks)
         # Pixels outside every reflectance band's data are NODATA whatever the provider says.
         if names:
-            first = data_vars[names[0]].data[0]
-            mask = mask | (da.isnan(first).astype(np.uint8) * np.uint8(MaskBit.NODATA))
+            mask = mask_with_band_nodata(mask, data_vars[names[0]].data[0])
         data_vars["mask"] = xr.DataArray(mask[None], dims=("time", "y", "x"), attrs=dict(CF_ATTRS))
     for name, asset in (product.aux.items() if with_aux else ()):
         arr = _lazy(asset, gb, chunks, np.float32, np.nan)[None]
