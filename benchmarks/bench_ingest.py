@@ -93,7 +93,7 @@ def run_two_pass(src_path: str, out: str) -> None:
     import rasterio.shutil
 
     from agriseries.io.product import Asset, SourceProduct, file_geobox, load
-    from agriseries.io.store import _encode_reflectance
+    from agriseries.io.store import encode_reflectance
 
     dask.config.set(scheduler="threads")
     gb = file_geobox(src_path)
@@ -102,7 +102,7 @@ def run_two_pass(src_path: str, out: str) -> None:
         datetime=dt.datetime(2022, 10, 5, tzinfo=dt.timezone.utc), crs=str(gb.crs),
         footprint=gb.extent, bands={"B04": Asset(src_path, 1, 1e-4, -0.1, 0, 10)},
         native_grids={10: gb})
-    data = _encode_reflectance(load(product, resolution=10, angles=None)["B04"].data[0])
+    data = encode_reflectance(load(product, resolution=10, angles=None)["B04"].data[0])
     tmp = out + ".full.tif"
     with rasterio.open(tmp, "w", driver="GTiff", width=gb.shape.x, height=gb.shape.y, count=1,
                        dtype="int16", crs=gb.crs.to_wkt(), transform=gb.affine, nodata=-10000,
