@@ -204,3 +204,38 @@ def postgres_server():
 def postgres_url(postgres_server) -> str:
     """URL of a fresh, empty PostgreSQL database (SQLAlchemy, psycopg 3, UNIX socket)."""
     return postgres_server.create_database()
+
+
+# ------------------------------------------------------------------ the acquisition replay server
+#
+# tests/test_acquire*.py run against agriseries.acquire.replay.ReplayServer on 127.0.0.1: the
+# recorded provider catalogues of tests/data/acquire plus the real product samples of tests/data
+# served as files. The served samples (COGs, zipped SAFE, Landsat) are built once per session;
+# each test gets a fresh server. A module sets how long a "stall" fault holds the socket by
+# overriding the ``replay_stall_s`` fixture.
+
+@pytest.fixture(scope="session")
+def samples(tmp_path_factory):
+    """The product samples the replay server serves (agriseries.acquire.replay.build_samples)."""
+    from agriseries.acquire.replay import build_samples
+
+    return build_samples(DATA, tmp_path_factory.mktemp("served"))
+
+
+@pytest.fixture()
+def replay_stall_s() -> float:
+    """Seconds a stalled answer of the replay server holds the socket (its default)."""
+    from agriseries.acquire.replay import ReplayServer
+
+    return ReplayServer.STALL_S
+
+
+@pytest.fixture()
+def srv(samples, replay_stall_s):
+    """A fresh replay server with the recorded and sample provider APIs, stopped after the test."""
+    from agriseries.acquire.replay import ReplayServer, sample_apis
+
+    with ReplayServer() as server:
+        sample_apis(DATA, samples, server)
+        server.stall_s = replay_stall_s
+        yield server

@@ -25,7 +25,7 @@ from agriseries.acquire.fetch import FetchOptions, Fetcher, acquire, staging_roo
 from agriseries.acquire.http import HttpSettings, ProviderSession
 from agriseries.acquire.layout import MANIFEST, manifest_ok
 from agriseries.acquire.providers import get_provider
-from agriseries.acquire.replay import ReplayServer, build_samples, sample_apis
+from agriseries.acquire.replay import ReplayServer
 from agriseries.acquire.verify import check_checksum, multihash_digest
 from agriseries.core.errors import AuthenticationError, DownloadError, VerificationError
 
@@ -37,17 +37,10 @@ FAST = HttpSettings(connect_timeout_s=2, read_timeout_s=1.0, attempts=4, backoff
 AREA = box(-8.30, 52.50, -8.25, 52.53, "EPSG:4326")
 
 
-@pytest.fixture(scope="module")
-def samples(tmp_path_factory, data_dir):
-    return build_samples(data_dir, tmp_path_factory.mktemp("served"))
-
-
 @pytest.fixture()
-def srv(samples, data_dir):
-    with ReplayServer() as server:
-        sample_apis(data_dir, samples, server)
-        server.stall_s = 3.0
-        yield server
+def replay_stall_s() -> float:
+    """The stalled socket outlasts FAST's 1 s read timeout (samples, srv: tests/conftest.py)."""
+    return 3.0
 
 
 def endpoints(server: ReplayServer) -> dict[str, dict[str, str]]:

@@ -29,7 +29,7 @@ import yaml
 from agriseries.acquire.catalog import Acquisition, Selection, search
 from agriseries.acquire.layout import MANIFEST, manifest_ok
 from agriseries.acquire.providers import get_provider
-from agriseries.acquire.replay import S2_SAMPLE, ReplayServer, build_samples, sample_apis
+from agriseries.acquire.replay import S2_SAMPLE, ReplayServer
 from agriseries.acquire.verify import check_checksum
 from agriseries.core.errors import ConfigurationError
 from agriseries.production.jobstore import JobState
@@ -47,16 +47,7 @@ TODAY = dt.date(2022, 12, 1)
 L2A = "L2A_S2A_T29UNU_20221005T115411_SEN2COR"
 
 
-@pytest.fixture(scope="module")
-def samples(tmp_path_factory, data_dir):
-    return build_samples(data_dir, tmp_path_factory.mktemp("served"))
-
-
-@pytest.fixture()
-def srv(samples, data_dir):
-    with ReplayServer() as server:
-        sample_apis(data_dir, samples, server)
-        yield server
+# samples, srv (the replay server): tests/conftest.py
 
 
 @pytest.fixture(scope="module")

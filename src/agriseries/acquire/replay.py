@@ -128,12 +128,15 @@ class _QuietServer(ThreadingHTTPServer):
 class ReplayServer:
     """The loopback server (see the module docstring). Use as a context manager."""
 
+    #: Seconds a "stall" fault holds the socket silent before the rest of the body.
+    STALL_S = 5.0
+
     def __init__(self, files_root: str | Path | None = None) -> None:
         self.files_root = Path(files_root) if files_root else None
         self.apis: dict[str, ReplayApi] = {}
         self.faults: dict[str, list[str]] = {}
         self.log: list[dict] = []
-        self.stall_s = 5.0
+        self.stall_s = self.STALL_S
         self.throttle_bps: float | None = None
         self.retry_after_s = 1
         self._tokens: dict[str, float] = {}
