@@ -253,12 +253,40 @@ def test_full_disk_is_one_clear_line(tmp_path):
     assert lines[-1].startswith(f"error: {mnt / 'store'}: no space left on device (writing L2A_")
     assert "MiB free" in lines[-1]
     assert "Traceback" not in res.stderr and "ERROR" not in res.stderr
-    if any("_tiffSeekProc" in ln for ln in lines):
-        # Known regression, open: since the single-compression COG writer (62bf43c) GDAL's own
-        # "_tiffSeekProc: No space left on device." lines reach stderr before the error line.
-        pytest.xfail("GDAL's _tiffSeekProc messages on stderr (single-compression writer)")
-    assert "TIFF" not in res.stderr
+    # libtiff's own "_tiffSeekProc: No space left on device." lines (its process-wide handler,
+    # from the dask threads that write the COGs) go through GDAL's error handling instead
+    assert "TIFF" not in res.stderr and "_tiff" not in res.stderr
     assert len(lines) <= 2, lines  # the error and, at most, what a progress bar left
+
+
+@needs_namespace
+def test_full_disk_cause_is_libtiffs_message_not_stderr(tmp_path):
+    """A COG written on a full disk, from a dask thread as the store does: nothing on stderr,
+    and the StoreError says why (libtiff's message, which GDAL's last error does not)."""
+    import shlex
+    import subprocess
+    import sys
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    code = (
+        "import numpy as np, dask.array as da\n"
+        "from odc.geo.geobox import GeoBox\n"
+        "from agriseries.io.cog import write_cog\n"
+        "gb = GeoBox.from_bbox((300000, 5000000, 320000, 5020000), 'EPSG:32631', resolution=10)\n"
+        "rng = np.random.default_rng(0)\n"
+        "data = da.from_array(rng.integers(0, 10000, gb.shape, dtype='int16'), chunks=512)\n"
+        "try:\n"
+        f"    write_cog({str(mnt / 'x.tif')!r}, data, gb)\n"
+        "except Exception as e:\n"
+        "    print(type(e).__name__, e)\n")
+    script = (f"mount -t tmpfs -o size=1m tmpfs {shlex.quote(str(mnt))} && "
+              f"{shlex.quote(sys.executable)} -c {shlex.quote(code)}")
+    res = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert res.stderr == "", res.stderr
+    assert res.stdout.startswith(f"StoreError {mnt / 'x.tif'}: writing the COG failed"), res.stdout
+    assert "(libtiff: _tiff" in res.stdout and "No space left on device" in res.stdout
 
 
 @needs_namespace

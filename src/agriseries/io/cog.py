@@ -42,6 +42,10 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from ..core.errors import AgriseriesError, StoreError
+from .tiff_errors import libtiff_messages, route_libtiff_messages
+
+# libtiff's write/seek failures (a full disk) reach GDAL's error handling, not the terminal
+route_libtiff_messages()
 
 BLOCKSIZE = 512
 #: Uncompressed bytes one :func:`write_cogs` call keeps in memory (GDAL ``MEM`` datasets)
@@ -228,10 +232,19 @@ class _Source:
             with self.lock:
                 if self.closed:
                     raise StoreError(f"{self.path}: writing was abandoned")
-                rasterio.shutil.copy(self.dataset(), tmp_cog, driver="COG", compress="DEFLATE",
-                                     predictor=_predictor(self.dtype), blocksize=BLOCKSIZE,
-                                     overview_resampling=job.overview_resampling,
-                                     BIGTIFF="IF_SAFER")
+                with libtiff_messages() as said:
+                    try:
+                        rasterio.shutil.copy(self.dataset(), tmp_cog, driver="COG",
+                                             compress="DEFLATE", predictor=_predictor(self.dtype),
+                                             blocksize=BLOCKSIZE,
+                                             overview_resampling=job.overview_resampling,
+                                             BIGTIFF="IF_SAFER")
+                    except Exception as exc:
+                        if not said:
+                            raise
+                        # GDAL's error names the failing TIFF step; libtiff's, the cause
+                        raise StoreError(f"{path}: writing the COG failed: {exc} (libtiff: "
+                                         f"{'; '.join(dict.fromkeys(said))})") from exc
                 os.replace(tmp_cog, path)  # under the lock: never after close() returned
                 self.made = True
                 if job.categories:
