@@ -26,7 +26,7 @@ from agriseries.acquire.http import HttpSettings, ProviderSession
 from agriseries.acquire.layout import MANIFEST, manifest_ok
 from agriseries.acquire.providers import get_provider
 from agriseries.acquire.replay import ReplayServer
-from agriseries.acquire.verify import check_checksum, multihash_digest
+from agriseries.acquire.verify import check_checksum, find_error_page, multihash_digest
 from agriseries.core.errors import AuthenticationError, DownloadError, VerificationError
 
 pytestmark = pytest.mark.allow_hosts(["127.0.0.1"])
@@ -278,6 +278,41 @@ def test_interrupted_body_is_resumed_with_range(srv, archive, tmp_path, fault):
     assert reqs[0]["bytes"] - (64 if fault == "htmlmid" else 0) <= int(
         reqs[1]["range"][6:-1]) + (1 << 20)
     assert not dest.with_name("p.zip.part").exists()
+
+
+@pytest.mark.parametrize("with_checksum", [True, False])
+def test_error_page_inside_a_well_framed_answer_is_never_kept(srv, archive, tmp_path,
+                                                               with_checksum):
+    """A page written over the middle of a complete, well-framed 200 answer (Content-Length
+    right). With a checksum, the checksum refuses the file and it is fetched again; without
+    one, the file is searched, cut at the page and resumed from there."""
+    url, size, cs, rel = archive
+    srv.inject(rel, "htmlin")
+    dest = tmp_path / "p.zip"
+    assert _get(srv, url, dest, size, cs if with_checksum else None) == size
+    check_checksum(dest, cs)
+    reqs = _bodies(srv, rel)
+    assert len(reqs) == 2
+    if with_checksum:
+        assert reqs[1]["range"] is None  # the whole file again
+    else:
+        assert reqs[1]["range"] == f"bytes={size // 2}-"  # from the first byte of the page
+
+
+def test_find_error_page_across_read_boundaries(tmp_path):
+    data = bytearray(os.urandom(3 << 20))
+    data[:] = data.replace(b"<", b"(")  # no accidental marker in the random bytes
+    page = b"<!DOCTYPE HTML><html><body>Service Unavailable</body></html>"
+    at = (1 << 20) - 5  # the marker straddles the first 1 MiB read
+    data[at:at + len(page)] = page
+    p = tmp_path / "f.bin"
+    p.write_bytes(bytes(data))
+    assert find_error_page(p, 0, len(data)) == at
+    assert find_error_page(p, at + 1, len(data)) == at + page.index(b"<html")
+    assert find_error_page(p, at + len(page), len(data)) is None
+    p.write_bytes(b"<?xml version='1.0'?><Error><Code>SlowDown</Code></Error>")
+    assert find_error_page(p, 0, 60) == 0  # an S3-style XML error where the data begins
+    assert find_error_page(p, 0, 60, expect_markup=True) is None  # an XML file: fine
 
 
 @pytest.mark.parametrize("codes", [("500",), ("502",), ("503",), ("502", "503")])

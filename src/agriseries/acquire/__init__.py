@@ -4,15 +4,15 @@
   Computer, Copernicus Data Space, CNES GEODES, USGS), endpoints and credentials;
 * :mod:`~agriseries.acquire.catalog`: STAC search (pystac-client) and provider-neutral
   acquisition ids, duplicates merged;
-* :mod:`~agriseries.acquire.http`: httpx sessions with timeouts, token handling, tenacity
-  retries, resumable verified downloads;
+* :mod:`~agriseries.acquire.http`: provider sessions (httpx for API calls, urllib3 for file
+  bodies) with timeouts, token handling, tenacity retries, resumable verified downloads;
 * :mod:`~agriseries.acquire.windowed`: only the site's pixels, by windowed COG reads;
 * :mod:`~agriseries.acquire.layout`: the inbox entry of an acquisition (the provider's own
   product layout, read by the existing readers);
 * :mod:`~agriseries.acquire.fetch`: the job-store driven, crash-safe fetch into the inbox;
 * :mod:`~agriseries.acquire.verify`: checksums, error pages, open checks.
 
-httpx, pystac-client and tenacity come with the ``acquire`` extra.
+httpx, urllib3, pystac-client and tenacity come with the ``acquire`` extra.
 """
 
 from __future__ import annotations

@@ -260,7 +260,7 @@ class Fetcher:
                                checksum=_checksum(asset), on_bytes=self.on_bytes)
             if self.on_file:
                 self.on_file(name)
-            os.replace(dest, self.inbox / name)
+            _commit(dest, self.inbox / name)
             shutil.rmtree(stage, ignore_errors=True)
             return self.inbox / name, n, 1
         folder = stage / name
@@ -288,7 +288,7 @@ class Fetcher:
         final = self.inbox / name
         if final.exists():  # a stale, unverified entry (never made by agriseries): replace it
             shutil.rmtree(final) if final.is_dir() else final.unlink()
-        os.replace(folder, final)
+        _commit(folder, final)
         shutil.rmtree(stage, ignore_errors=True)
         return final, nbytes, len(plan)
 
@@ -349,6 +349,27 @@ class Fetcher:
             plan.append(PlannedFile(name, href, True, a.extra_fields.get("file:size"),
                                     a.extra_fields.get("file:checksum")))
         return plan
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _commit(src: Path, dest: Path) -> None:
+    """Rename the finished entry ``src`` (a file, or a folder) to ``dest`` in the inbox, its
+    bytes on disk first: every file and folder of it is fsynced, then the rename, then the
+    inbox folder, so that after a power cut the inbox holds the whole entry or nothing of it
+    (a ``kill -9`` needs none of this: the rename alone is atomic). The one place a fetch
+    waits for the disk: the downloads themselves do not fsync (as curl does not)."""
+    paths = [src] if src.is_file() else [*(p for p in src.rglob("*")), src]
+    for p in paths:
+        _fsync(p)
+    os.replace(src, dest)
+    _fsync(dest.parent)
 
 
 def worker_id() -> str:

@@ -9,9 +9,10 @@ endpoint, CDSE-style OAuth2 password / refresh grants with expiring bearer token
 key header). Faults are queued per file path (:meth:`ReplayServer.inject`): ``drop``
 (connection closed mid-body), ``500``/``502``/``503``, ``429`` (with ``Retry-After``),
 ``stall`` (headers, then silence), ``html200`` (a 200 whose body is an HTML error page),
-``htmlmid`` (an HTML page in the middle of the data), ``short`` (``Content-Length`` longer
-than the body), ``corrupt`` (one byte changed: a checksum mismatch), ``401`` (the token
-refused once).
+``htmlmid`` (an HTML page in the middle of the data, then the connection closed), ``htmlin``
+(an HTML page written over the middle of the data, the answer otherwise whole and well framed),
+``short`` (``Content-Length`` longer than the body), ``corrupt`` (one byte changed: a checksum
+mismatch), ``401`` (the token refused once).
 
 Every request is logged in :attr:`ReplayServer.log` (method, path, range, status, bytes
 sent) for the tests and the benchmarks to count.
@@ -432,6 +433,10 @@ class _ReplayHandler(BaseHTTPRequestHandler):
                     b"Quota exceeded, try again later</body></html>")
             return self._send(200, page, "application/octet-stream")
         data = path.read_bytes()
+        if fault == "htmlin":
+            page = b"<html><head><title>504 Gateway Time-out</title></head></html>"
+            mid = len(data) // 2
+            data = data[:mid] + page + data[mid + len(page):]
         if fault == "corrupt":
             data = data[:len(data) // 2] + bytes([data[len(data) // 2] ^ 0xFF]) + \
                 data[len(data) // 2 + 1:]

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from ..core.errors import VerificationError
 
-__all__ = ["ERROR_PAGE_MARKERS", "check_checksum", "check_opens", "looks_like_error_page",
-           "multihash_digest"]
+__all__ = ["ERROR_PAGE_MARKERS", "check_checksum", "check_opens", "find_error_page",
+           "looks_like_error_page", "multihash_digest", "new_hasher"]
 
 #: multihash code -> hashlib name (https://github.com/multiformats/multicodec table).
 _MULTIHASH = {0x11: "sha1", 0x12: "sha256", 0x13: "sha512", 0xD5: "md5",
@@ -68,13 +68,24 @@ def _hasher(name: str):
     return hashlib.new(name)
 
 
-def check_checksum(path: str | Path, checksum: str) -> None:
-    """Raise :class:`VerificationError` unless ``path`` has the multihash ``checksum``."""
+def new_hasher(checksum: str):
+    """A fresh hashlib object of the algorithm of the multihash ``checksum`` (to hash a
+    file while it is written, then give to :func:`check_checksum`)."""
+    return _hasher(multihash_digest(checksum)[0])
+
+
+def check_checksum(path: str | Path, checksum: str, hashed=None) -> None:
+    """Raise :class:`VerificationError` unless ``path`` has the multihash ``checksum``.
+
+    ``hashed``: a hashlib object (from :func:`new_hasher`) already fed every byte of the file
+    as it was written; the file is then not read again."""
     name, want = multihash_digest(checksum)
-    h = _hasher(name)
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
+    h = hashed
+    if h is None:
+        h = _hasher(name)
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
     if h.digest() != want:
         raise VerificationError(f"{path}: {name} checksum {h.hexdigest()} does not match the "
                                 f"provider's {want.hex()}")
@@ -89,6 +100,31 @@ def looks_like_error_page(chunk: bytes, expect_markup: bool = False,
     if _HTML_PAGE.search(chunk) is not None:
         return True
     return body_start and not expect_markup and chunk.lstrip()[:5].lower() == b"<?xml"
+
+
+def find_error_page(path: str | Path, start: int, end: int,
+                    expect_markup: bool = False) -> int | None:
+    """The offset of the first HTML error page (or, at ``start``, an XML one: see
+    :func:`looks_like_error_page`) in bytes ``[start, end)`` of the file ``path``; ``None``
+    when there is none. Read in 1 MiB pieces overlapping by a marker's length."""
+    overlap = max(len(m) for m in ERROR_PAGE_MARKERS)
+    with open(path, "rb") as f:
+        f.seek(start)
+        if not expect_markup and f.read(64).lstrip()[:5].lower() == b"<?xml":
+            return start  # an XML document (S3-style error) where the data begins
+        f.seek(start)
+        pos = start
+        tail = b""
+        while pos < end:
+            chunk = f.read(min(1 << 20, end - pos))
+            if not chunk:
+                break
+            m = _HTML_PAGE.search(tail + chunk)
+            if m is not None:
+                return pos - len(tail) + m.start()
+            tail = chunk[-overlap:]
+            pos += len(chunk)
+    return None
 
 
 _RASTER = (".tif", ".tiff", ".jp2")
