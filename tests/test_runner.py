@@ -17,6 +17,7 @@ connect to 127.0.0.1 only.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import signal
@@ -682,3 +683,157 @@ def test_a_run_stopped_by_ctrl_c_exits_130_and_the_next_run_finishes(tmp_path, c
     again = run(site, client=cluster)
     assert again.exit_code == 0, again.failed
     assert set(assert_store_whole(site)) == expected_products()
+
+
+# ----------------------------------------------------------- site-level crop maps, two tiles
+
+WC = Path(__file__).parent / "data" / "worldcereal"
+
+
+def _series_copy(src: Path, dst: Path, span: tuple[str, str], step: int, shift_days: int = 0
+                 ) -> int:
+    """Copy a WorldCereal NetCDF series keeping one date in ``step`` of ``span`` (first and
+    last day), every pixel, variable and attribute unchanged, the timestamps moved by
+    ``shift_days``; returns the dates kept."""
+    import netCDF4
+    import numpy as np
+
+    with netCDF4.Dataset(src) as a, netCDF4.Dataset(dst, "w", format="NETCDF4") as b:
+        t = a["timestamp"]
+        times = netCDF4.num2date(t[:], t.units, t.calendar, only_use_cftime_datetimes=False)
+        days = np.array([np.datetime64(x.isoformat(), "D") for x in times])
+        keep = np.flatnonzero((days >= np.datetime64(span[0])) & (days <= np.datetime64(span[1])))
+        keep = keep[::step]
+        b.setncatts({k: a.getncattr(k) for k in a.ncattrs()})
+        for name, dim in a.dimensions.items():
+            b.createDimension(name, keep.size if name == "timestamp" else len(dim))
+        for name, var in a.variables.items():
+            fill = var.getncattr("_FillValue") if "_FillValue" in var.ncattrs() else None
+            out = b.createVariable(name, var.dtype, var.dimensions, fill_value=fill, zlib=True)
+            out.setncatts({k: var.getncattr(k) for k in var.ncattrs() if k != "_FillValue"})
+            var.set_auto_maskandscale(False)
+            out.set_auto_maskandscale(False)
+            data = var[...]
+            if "timestamp" in var.dimensions:
+                data = np.take(data, keep, axis=var.dimensions.index("timestamp"))
+            if name == "timestamp" and shift_days:  # in the file's own units
+                base = dt.datetime(2000, 1, 1)
+                delta = netCDF4.date2num(base + dt.timedelta(days=shift_days), t.units,
+                                         t.calendar) - netCDF4.date2num(base, t.units, t.calendar)
+                data = (data + delta).astype(var.dtype)
+            out[...] = data
+    return int(keep.size)
+
+
+def _merged_parcels(dst: Path) -> Path:
+    """The in-situ polygons of both tiles in one file (the 2019 parcel ids + 1000)."""
+    import numpy as np
+    from pyogrio.raw import read, write
+
+    geoms, fields, names, crs = [], None, None, None
+    for path, offset in ((Path(__file__).parent / "data" / "crop" / "worldcereal_parcels.gpkg", 0),
+                         (Path(__file__).parent / "data" / "crop" / "worldcereal_parcels_2019.gpkg",
+                          1000)):
+        meta, _, geom, data = read(path)
+        names, crs = list(meta["fields"]), meta["crs"]
+        data = [np.asarray(d) + (offset if n == "parcel" else 0) for n, d in zip(names, data)]
+        geoms.append(geom)
+        fields = data if fields is None else [np.concatenate([a, b]) for a, b in zip(fields, data)]
+    write(dst, np.concatenate(geoms), fields, names, crs=crs, geometry_type="Unknown",
+          layer="parcels", driver="GPKG")
+    return dst
+
+
+def _asset_geobox(store, item, key):
+    import rasterio
+    from odc.geo.geobox import GeoBox
+
+    href = item.assets[key].href
+    path = Path(href) if Path(href).is_absolute() else store.item_path(item.id).parent / href
+    with rasterio.open(path) as src:
+        return GeoBox(src.shape, src.transform, src.crs)
+
+
+def test_site_level_crop_maps_on_two_tiles(tmp_path, cluster):
+    """``agriseries run SITE.yaml`` on a two-tile site with ``site_model: true``: one crop
+    mask model and one crop type model (masked with the crop masks), each trained on the
+    in-situ parcels of **both** tiles, map both tiles, in one job each; each tile's map is
+    validated on the parcels the model did not train on (in-season site maps: planned per
+    map date, tests/test_scheduler.py).
+
+    Real data: the WorldCereal Flanders patches of tests/data/worldcereal (one date in three):
+    tile 31UDS (10 m + 20 m files, LPIS 2018) and tile 31UES (its 20 m file, LPIS 2019). The
+    31UES series is of 2019: its timestamps are moved back 365 days so that both tiles are in
+    the site's one 2018 season (the site model reads its features by day of the season, so
+    this is the same as a second tile of that season; pixels, labels and the day of the
+    season of each date are unchanged). ``feature_set: 20m``: the bands both tiles have."""
+    import numpy as np
+
+    from agriseries.crop.samples import rasterize_polygons, read_polygons
+    from agriseries.crop.site import load_site_model
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    t18 = "00002806639B424A_32631_2017-08-01_2018-11-30.nc"
+    for res in ("10m", "20m"):
+        assert _series_copy(WC / f"S2_L2A_{res}_{t18}", inbox / f"S2_L2A_{res}_{t18}",
+                            ("2018-03-01", "2018-10-31"), 3) == 24
+    t19 = "S2_L2A_20m_000028085BF08E7E_32631_2018-08-01_2019-11-30.nc"
+    assert _series_copy(WC / "2019" / t19, inbox / t19, ("2019-03-01", "2019-10-31"), 3,
+                        shift_days=-365) == 24
+    parcels = _merged_parcels(tmp_path / "parcels.gpkg")
+    site_file = write_site(tmp_path, site_dict(
+        tmp_path, name="flanders-two-tiles", area={"tiles": ["T31UDS", "T31UES"]},
+        season={"start": "2018-03-01", "end": "2018-10-31"}, in_situ=str(parcels),
+        products={"L3A": {"enabled": False}, "L3B": {"enabled": False},
+                  "L4A": {"enabled": True, "start": "2018-10-01", "site_model": True,
+                          "feature_set": "20m"},
+                  "L4B": {"enabled": True, "class_field": "CT", "exclude_codes": [0],
+                          "crop_mask": True, "site_model": True, "feature_set": "20m"}}))
+    res = CliRunner().invoke(cli, ["run", str(site_file), "--scheduler",
+                                   cluster.scheduler.address, "--json"])
+    assert res.exit_code == 0, (res.output, res.stderr)
+    site = load_site(site_file)
+    store = site.product_store()
+    maps = {f"{lv}_S2_{t}_20180301-{d}_AGS" for t in ("T31UDS", "T31UES")
+            for lv, d in (("L4A", "20181031"), ("L4B", "20181031"))}
+    assert maps <= {p.name for p in store.root.glob("L4*/*/*/*")}
+    js = site.job_store()
+    try:
+        crop_jobs = [j for j in js.jobs() if j.processor in ("L4A", "L4B")]
+    finally:
+        js.close()
+    # one job per map date for the whole site, not one per tile
+    assert sorted((j.processor, j.tile) for j in crop_jobs) == [("L4A", None), ("L4B", None)]
+    polys = read_polygons(parcels, "CROP")
+    for lv, day in (("L4A", "20181031"), ("L4B", "20181031")):
+        model_file = store.root / "site-models" / f"{lv}_flanders-two-tiles_20180301-{day}.joblib"
+        model = load_site_model(model_file)  # the model the job trained, kept for --model
+        assert [u["tile"] for u in model.units] == ["T31UDS", "T31UES"]
+        assert all(u["training_pixels"] > 100 for u in model.units)  # both tiles train it
+        trained = np.isin(polys.ids, model.training_polygons[str(parcels.resolve())])
+        for tile in ("T31UDS", "T31UES"):
+            item = store.item(f"{lv}_S2_{tile}_20180301-{day}_AGS")
+            p = item.properties
+            assert p["agriseries:site_model"]["units"] == model.units  # one model, both tiles
+            assert p["agriseries:parameters"]["source"]["site_model"] == str(model_file)
+            # validated on the pixels of this tile's parcels the model did not train on
+            index = rasterize_polygons(polys, _asset_geobox(store, item, "crop_mask" if lv ==
+                                                            "L4A" else "crop_type"))
+            held = index[index >= 0]
+            held = held[~trained[held]]
+            if lv == "L4B":  # only the crop type parcels (CT > 0) the model knows
+                ct = read_polygons(parcels, "CT").values
+                held = held[np.isin(ct[held], model.classifier.classes) & (ct[held] != 0)]
+            v = p["agriseries:validation"]
+            assert v["n"] == held.size > 0, (lv, tile)
+            assert "did not train on" in v["split"] and 0 <= v["oa"] <= 1
+    typ = store.item("L4B_S2_T31UES_20180301-20181031_AGS")
+    assert typ.properties["agriseries:parameters"]["source"]["crop_mask"] == \
+        "L4A_S2_T31UES_20180301-20181031_AGS"
+    assert_store_whole(site)
+    again = CliRunner().invoke(cli, ["run", str(site_file), "--scheduler",
+                                     cluster.scheduler.address, "--json"])
+    assert again.exit_code == 0
+    rep = json.loads(again.stdout)
+    assert rep["made"] == [] and rep["failed"] == []

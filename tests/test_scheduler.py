@@ -474,6 +474,54 @@ def test_l4b_one_job_per_date_and_the_latest_crop_mask():
         ("2018-09-30", masks[aug].product_id)]
 
 
+def test_site_model_one_job_per_map_date_for_every_tile():
+    """``site_model: true``: one job per map date for the whole site (tile None), with the
+    L2A of every tile as inputs and every tile's map as outputs; in season too (a model per
+    date); it waits while a tile has too few inputs, and (L4B) for every tile's crop mask."""
+    site = crop_site(L4A={"enabled": True, "start": "2018-09-01", "site_model": True,
+                          "feature_set": "20m"},
+                     L4B={"enabled": True, "class_field": "CT", "site_model": True,
+                          "crop_mask": True, "feature_set": "20m"})
+    uds = s2_every("T31UDS", dt.date(2018, 3, 5), dt.date(2018, 10, 15))
+    ues = s2_every("T31UES", dt.date(2018, 9, 22), dt.date(2018, 10, 15))  # 2 by Sep 30
+    today = dt.date(2018, 10, 20)
+    jobs, waiting = l4a_rule(site, Catalogue(uds + ues), today)
+    (j,) = jobs  # Sep 30 waits for T31UES; the season end (Oct 15) is due
+    assert j.tile is None and j.params["until"] == "2018-10-15"
+    assert j.params["tiles"] == ["T31UDS", "T31UES"] and j.params["feature_set"] == "20m"
+    assert j.outputs == tuple(crop_product_id("L4A", t, site, dt.date(2018, 10, 15))
+                              for t in ("T31UDS", "T31UES"))
+    assert j.params["products"] == list(j.outputs) and j.params["product"] == j.outputs[0]
+    assert j.inputs == tuple(sorted(r.product_id for r in uds + ues))
+    assert [(w.tile, w.what) for w in waiting] == [(None, "2018-09-30")]
+    assert "T31UES (2): fewer than 3 Sentinel-2 L2A products" in waiting[0].reason
+    # one tile's map made already: the job makes the other's (the model still sees both)
+    made = ProductRecord.from_id(j.outputs[0], "/m")
+    (j2,) = l4a_rule(site, Catalogue([*uds, *ues, made]), today)[0]
+    assert j2.outputs == j.outputs[1:] and j2.params["tiles"] == ["T31UDS", "T31UES"]
+    # L4B: waits for the crop mask of every tile, then names them in tile order
+    jobs, waiting = l4b_rule(site, Catalogue([*uds, *ues, made]), today)
+    assert jobs == [] and "waits for its crop mask" in waiting[0].reason
+    masks = [ProductRecord.from_id(p, "/m") for p in j.outputs]
+    (b,) = l4b_rule(site, Catalogue([*uds, *ues, *masks]), today)[0]
+    assert b.tile is None and b.params["crop_masks"] == list(j.outputs)
+    assert set(j.outputs) <= set(b.inputs)
+    # both made: nothing due
+    done = [ProductRecord.from_id(p, "/m") for p in b.outputs]
+    assert l4b_rule(site, Catalogue([*uds, *ues, *masks, *done]), today)[0] == []
+
+
+def test_site_model_settings_are_checked():
+    import pytest
+
+    from agriseries.core.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="products.L4A.site_model"):
+        site_from_dict({**BASE, "area": {"tiles": ["T31UDS"]},
+                        "season": {"start": "2018-03-01", "end": "2018-10-15"},
+                        "products": {"L4A": {"enabled": True, "site_model": True}}})
+
+
 def test_crop_levels_are_in_the_rule_table_and_wait_for_ingest():
     assert {"L4A", "L4B"} <= set(RULES) and {"L4A", "L4B"} <= WAIT_FOR_INGEST
     site = crop_site(L4A={"enabled": True}, L4B={"enabled": True, "class_field": "CT"})

@@ -32,6 +32,7 @@ tile-season's, and the validation uses only polygons the model did not train on.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -49,7 +50,8 @@ from .samples import (
     split_polygons,
 )
 
-__all__ = ["KINDS", "SiteModel", "TrainingUnit", "load_site_model", "train_site_model"]
+__all__ = ["KINDS", "SiteModel", "TrainingUnit", "load_site_model", "map_site",
+           "train_site_model"]
 
 #: What a site model maps.
 KINDS = ("crop_mask", "crop_type")
@@ -126,11 +128,17 @@ class SiteModel:
                 "per_date": self.layout.get("per_date")}
 
     def save(self, path: str | Path) -> Path:
-        """Write the model (joblib) and return the path."""
+        """Write the model (joblib; whole or not at all: written beside, then renamed) and
+        return the path."""
         joblib = optional_import("joblib", "crop")
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        joblib.dump({"format": _FORMAT, "model": self}, p)
+        part = p.with_name(f".{p.name}.part")
+        try:
+            joblib.dump({"format": _FORMAT, "model": self}, part)
+            os.replace(part, p)
+        finally:
+            part.unlink(missing_ok=True)
         return p
 
 
@@ -191,7 +199,7 @@ def _unit_labels(unit: TrainingUnit, gb, kind: str, params, split_of: dict):
 
 
 def train_site_model(store, units: list[TrainingUnit], kind: str = "crop_mask", params=None,
-                     ) -> SiteModel:
+                     *, skip_empty: bool = False) -> SiteModel:
     """Train one crop model on the in-situ data of several tiles (and seasons).
 
     Parameters
@@ -205,11 +213,17 @@ def train_site_model(store, units: list[TrainingUnit], kind: str = "crop_mask", 
         default) or ``crop_type`` (``CropTypeParams``).
     params
         Settings (class field, crop values, samples, series, classifier).
+    skip_empty
+        A unit whose tile no in-situ polygon covers trains nothing (recorded with 0
+        training pixels) instead of raising; a site's tiles need not all have in-situ data.
 
     Raises
     ------
     ConfigurationError
         No unit, an unknown kind, seasons whose grids differ, one class only.
+    InputProductError
+        No polygon of a unit's file covers its tile (and not ``skip_empty``, or no unit
+        has any).
     """
     from .processor import CropMaskParams, CropTypeParams, load_season
 
@@ -234,10 +248,19 @@ def train_site_model(store, units: list[TrainingUnit], kind: str = "crop_mask", 
                 f"{u.tile} {start:%Y-%m-%d}..{end:%Y-%m-%d}: its grid of dates differs from the "
                 f"first unit's ({len(ex.layout()['offsets'])} vs {len(layout['offsets'])} dates):"
                 " the seasons of a site model must have the same length")
-        labels, is_train = _unit_labels(u, ds.odc.geobox, kind, params, split_of)
+        try:
+            labels, is_train = _unit_labels(u, ds.odc.geobox, kind, params, split_of)
+        except InputProductError:
+            if not skip_empty:
+                raise
+            labels = np.full(ds.odc.geobox.shape, -1, np.int64)
+            is_train = np.zeros(ds.odc.geobox.shape, bool)
         rows, cols = np.nonzero(is_train)
         loaded.append((u, ds, items, ex, labels, rows, cols, start, end))
     all_labels = np.concatenate([lab[r, c] for _, _, _, _, lab, r, c, _, _ in loaded])
+    if all_labels.size == 0:
+        raise InputProductError(units[0].insitu, "no training pixel on any tile of the site "
+                                                 f"({', '.join(u.tile for u in units)})")
     if np.unique(all_labels).size < 2:
         raise ConfigurationError(f"the training polygons of the site hold one class only "
                                  f"({np.unique(all_labels).tolist()})")
@@ -254,6 +277,7 @@ def train_site_model(store, units: list[TrainingUnit], kind: str = "crop_mask", 
             ys.append(labels[rows[mine], cols[mine]])
         unit_info.append({"tile": u.tile, "season": [f"{start:%Y-%m-%d}", f"{end:%Y-%m-%d}"],
                           "insitu": str(Path(u.insitu).resolve()), "l2a_products": len(items),
+                          "labelled_pixels": int((labels >= 0).sum()),
                           "training_pixels": int(mine.size)})
     X = np.concatenate(Xs)
     y = np.concatenate(ys)
@@ -266,6 +290,68 @@ def train_site_model(store, units: list[TrainingUnit], kind: str = "crop_mask", 
         trained[path] = sorted(int(i) for i in polys.ids[keep & train])
     return SiteModel(kind=kind, classifier=clf, layout=layout, params=params, units=unit_info,
                      training_polygons=trained)
+
+
+def map_site(store, tiles, season_start, season_end, *, insitu, kind: str = "crop_mask",
+             until=None, params=None, model_path: str | Path | None = None,
+             crop_masks: dict | None = None, overwrite: bool = False):
+    """Train one site model on the in-situ data of every tile, and map every tile with it.
+
+    What the production does for a site with ``products.L4A.site_model`` (or ``L4B``): one
+    :class:`TrainingUnit` per tile over the season up to ``until`` (an in-season site model
+    is trained on the data up to the map date), :func:`train_site_model` (tiles without
+    in-situ polygons train nothing but are mapped), the model written to ``model_path``
+    (when given: ``agriseries cropmask --model`` can apply it elsewhere), then
+    :func:`~agriseries.crop.processor.cropmask` / ``croptype`` with ``model=`` on each
+    tile: the in-situ polygons validate only where the model did not train.
+
+    Parameters
+    ----------
+    store
+        The product store with the tiles' L2A products.
+    tiles
+        The site's tiles.
+    season_start, season_end, until
+        The season and the map date (default the season end).
+    insitu
+        The site's in-situ polygon file (all tiles).
+    kind
+        ``crop_mask`` or ``crop_type``.
+    params
+        :class:`~agriseries.crop.params.CropMaskParams` / ``CropTypeParams``.
+    model_path
+        Where to write the trained model (joblib), or None.
+    crop_masks
+        Crop type only: tile -> the L4A product that masks its map.
+
+    Returns
+    -------
+    tuple
+        The :class:`SiteModel` and one :class:`~agriseries.crop.processor.CropResult` per
+        tile, in ``tiles`` order.
+    """
+    from .processor import cropmask, croptype
+
+    if not tiles:
+        raise ConfigurationError("a site map needs at least one tile")
+    start, end, last = crop_season(season_start, season_end, until)
+    units = [TrainingUnit(t, (start, last), insitu) for t in tiles]
+    model = train_site_model(store, units, kind, params, skip_empty=True)
+    target = model
+    if model_path is not None:
+        target = model.save(model_path)
+    results = []
+    for t, unit in zip(tiles, model.units):
+        where = insitu if unit["labelled_pixels"] else None  # no polygon here: not validated
+        if kind == "crop_mask":
+            r = cropmask(store, t, start, end, insitu=where, until=last, model=target,
+                         overwrite=overwrite)
+        else:
+            mask = (crop_masks or {}).get(t)
+            r = croptype(store, t, start, end, insitu=where, until=last, model=target,
+                         crop_mask=mask, overwrite=overwrite)
+        results.append(r)
+    return model, results
 
 
 def site_model_summary(model: SiteModel) -> dict:

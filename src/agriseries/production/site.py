@@ -316,6 +316,15 @@ class L4ASchedule(_Model):
     tiles): every tile's map is made with it (the ``in_situ`` polygons, when given, only
     validate). Its features are a whole season's: with it, only the season-end map is
     made (``start`` must be the season end's month)."""
+    site_model: bool = False
+    """Train one model per map date on the in-situ polygons of **all** the site's tiles
+    (Sen2Agri's site-level training) and map every tile with it, in one job; ``in_situ``
+    polygons the model did not train on validate each tile's map. False: one model per
+    tile, trained on that tile's polygons."""
+    feature_set: Literal["sen2agri", "20m"] = "sen2agri"
+    """The per-date features (docs/crop.md): ``sen2agri`` (B03 B04 B08 B11, NDVI NDWI
+    brightness) or ``20m`` (the six 20 m bands with NDRE NDMI brightness, for series without
+    10 m bands)."""
 
     @field_validator("crop_values")
     @classmethod
@@ -351,6 +360,11 @@ class L4BSchedule(_Model):
     model: Path | None = None
     """A crop type site model (``agriseries croptrain --kind type``): the maps are made with
     it (``in_situ`` then only validates); season-end maps only."""
+    site_model: bool = False
+    """As ``products.L4A.site_model``: one crop type model per map date trained on the
+    in-situ polygons of all the site's tiles, every tile mapped with it."""
+    feature_set: Literal["sen2agri", "20m"] = "sen2agri"
+    """As ``products.L4A.feature_set``."""
 
     @field_validator("model")
     @classmethod
@@ -746,6 +760,14 @@ def _crop_problems(site: Site) -> list[tuple[str, str]]:
         if not path.is_file():
             out.append((field, f"{what} {path} does not exist"))
 
+    for name, cfg in (("L4A", a), ("L4B", b)):
+        if cfg.enabled and cfg.site_model and cfg.model is not None:
+            out.append((f"products.{name}.site_model", "give either a trained site model "
+                        f"(products.{name}.model) or site_model: true (train one here), not "
+                        "both"))
+    if a.enabled and a.site_model and (a.reference_map is not None or site.in_situ is None):
+        out.append(("products.L4A.site_model", "a site model is trained on the site's "
+                    "'in_situ' polygons: give them (and no reference_map)"))
     if a.enabled and a.model is not None:
         missing("products.L4A.model", a.model, "site model")
         if site.l4a_dates() != [season.end]:
@@ -870,6 +892,10 @@ products:
     model: null            # a site model (agriseries croptrain on the in-situ data of the
                            # site's tiles): every tile mapped with it, 'in_situ' only
                            # validates; season-end map only (start: the season end's month)
+    site_model: false      # true: one model per map date trained on the in-situ polygons of
+                           # all the site's tiles, every tile mapped with it (one job)
+    feature_set: sen2agri  # per-date features: sen2agri (B03 B04 B08 B11 + NDVI NDWI
+                           # brightness) or 20m (B05-B8A B11 B12 + NDRE NDMI brightness)
   # L4B: crop type map (random forest on the in-situ crop codes).
   L4B:
     enabled: false         # make it; needs 'in_situ' and class_field
@@ -882,6 +908,8 @@ products:
                            # before the map date) says non-cropland
     model: null            # a crop type site model (agriseries croptrain --kind type);
                            # season-end map only (dates: [])
+    site_model: false      # true: one crop type model trained on all the site's tiles
+    feature_set: sen2agri  # as L4A's
 
 # l2a: where the L2A (surface reflectance) products come from.
 l2a:

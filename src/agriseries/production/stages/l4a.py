@@ -65,6 +65,7 @@ class L4AJobParams(CropJobParams):
     def processor_params(self):
         """The processor's :class:`~agriseries.crop.params.CropMaskParams`."""
         return CropMaskParams(class_field=self.class_field, crop_values=self.crop_values,
+                              series=self.series_params(),
                               no_insitu=NoInsituParams(crop_values=self.crop_values,
                                                        ignore_values=self.ignore_values))
 
@@ -79,7 +80,8 @@ def job_base(site: Site) -> dict:
             "insitu": None if ref is not None or site.in_situ is None else str(site.in_situ),
             "reference_map": None if ref is None else str(ref),
             "ignore_values": list(cfg.ignore_values),
-            **({"model": str(cfg.model)} if cfg.model is not None else {})}
+            **({"model": str(cfg.model)} if cfg.model is not None else {}),
+            **({"feature_set": cfg.feature_set} if cfg.feature_set != "sen2agri" else {})}
 
 
 def plan(site: Site, catalogue: Catalogue, today: dt.date
@@ -107,19 +109,38 @@ def plan(site: Site, catalogue: Catalogue, today: dt.date
 
 def make(ctx: StageContext, inputs: Sequence[str], params: L4AJobParams) -> StageOutput:
     """A crop mask of the season up to the job's date (:func:`agriseries.crop.processor.cropmask`:
-    it reads the season's L2A products when it runs, see :mod:`.crop`)."""
+    it reads the season's L2A products when it runs, see :mod:`.crop`); a site job
+    (``products.L4A.site_model``) trains one model on all the site's tiles and maps each
+    (:func:`agriseries.crop.site.map_site`), the model kept in the store's ``site-models/``."""
     from ...crop.processor import cropmask
 
     season0, season1 = params.season
+    if params.tiles:  # a site job: one model trained on every tile's polygons, every tile mapped
+        from ...crop.site import map_site
+
+        _, results = map_site(ctx.store, params.tiles, season0, season1, insitu=params.insitu,
+                              kind="crop_mask", until=params.until,
+                              params=params.processor_params(),
+                              model_path=params.model_file(ctx.store, "L4A"))
+        return crop_output(ctx, *results)
     res = cropmask(ctx.store, ctx.tile, season0, season1, insitu=params.insitu,
                    reference_map=None if params.model else params.reference_map,
                    until=params.until, params=params.processor_params(), model=params.model)
     return crop_output(ctx, res)
 
 
+
+def _bands(feature_set: str) -> tuple[str, ...]:
+    """The L2A bands the crop features of ``feature_set`` read (what acquisition fetches)."""
+    from ...crop.params import SeriesParams
+
+    return CROP_BANDS if feature_set == "sen2agri" else SeriesParams(feature_set=feature_set).bands
+
+
 STAGE = Stage(
     level="L4A", params=L4AJobParams, make=make, plan=plan, priority=PRIORITY,
     made_once=True, wait_for_ingest=True, enabled=lambda site: site.products.L4A.enabled,
     site_settings=("products.L4A", "in_situ", "season"), reads=("L2A", "L4A"),
-    outputs=crop_outputs, inputs_in_store=False, bands=lambda site: CROP_BANDS,
+    outputs=crop_outputs, inputs_in_store=False,
+    bands=lambda site: _bands(site.products.L4A.feature_set),
     description="In-season crop mask")

@@ -54,6 +54,10 @@ class L4BJobParams(CropJobParams):
         In-situ polygons file.
     crop_mask
         The L4A product that masks the map (also an input of the job), or ``None``.
+    model
+        A crop type site model file (``products.L4B.model``), or ``None``.
+    crop_masks
+        A site job with ``crop_mask: true``: the crop mask of each of ``tiles``.
     """
 
     class_field: str = CropTypeParams.class_field
@@ -61,10 +65,13 @@ class L4BJobParams(CropJobParams):
     insitu: str | None = None
     crop_mask: str | None = dataclasses.field(default=None, metadata={"json": "omit_none"})
     model: str | None = dataclasses.field(default=None, metadata={"json": "omit_none"})
+    crop_masks: tuple[str, ...] | None = dataclasses.field(default=None,
+                                                           metadata={"json": "omit_none"})
 
     def processor_params(self):
         """The processor's :class:`~agriseries.crop.params.CropTypeParams`."""
-        return CropTypeParams(class_field=self.class_field, exclude_codes=self.exclude_codes)
+        return CropTypeParams(class_field=self.class_field, exclude_codes=self.exclude_codes,
+                              series=self.series_params())
 
 
 def plan(site: Site, catalogue: Catalogue, today: dt.date
@@ -92,7 +99,8 @@ def plan(site: Site, catalogue: Catalogue, today: dt.date
     base = {"season": [f"{site.season.start}", f"{site.season.end}"],
             "class_field": cfg.class_field, "exclude_codes": list(cfg.exclude_codes),
             "insitu": None if site.in_situ is None else str(site.in_situ),
-            **({"model": str(cfg.model)} if cfg.model is not None else {})}
+            **({"model": str(cfg.model)} if cfg.model is not None else {}),
+            **({"feature_set": cfg.feature_set} if cfg.feature_set != "sen2agri" else {})}
 
     def latest_mask(tile: str, day: dt.date) -> tuple[str | None, str | None]:
         """The crop mask of a map: (L4A id, None), or (None, why it waits)."""
@@ -101,8 +109,10 @@ def plan(site: Site, catalogue: Catalogue, today: dt.date
                 if d > day:
                     break
                 pid = crop_product_id(Level.L4A, tile, site, d)
-                if pid not in catalogue and len(
-                        crop_inputs(site, catalogue, tile, d)) >= CROP_MIN_INPUTS:
+                # a site crop mask can be made once every tile has enough inputs
+                need = site.tiles if site.products.L4A.site_model else [tile]
+                if pid not in catalogue and all(len(crop_inputs(site, catalogue, t, d))
+                                                >= CROP_MIN_INPUTS for t in need):
                     return None, (f"waits for its crop mask {pid} (due first; "
                                   "'agriseries status' shows its job if it failed)")
         made = [r for r in catalogue.find(Level.L4A, tile)
@@ -123,6 +133,15 @@ def make(ctx: StageContext, inputs: Sequence[str], params: L4BJobParams) -> Stag
     from ...crop.processor import croptype
 
     season0, season1 = params.season
+    if params.tiles:  # a site job: one model of every tile's polygons maps every tile
+        from ...crop.site import map_site
+
+        masks = dict(zip(params.tiles, params.crop_masks)) if params.crop_masks else None
+        _, results = map_site(ctx.store, params.tiles, season0, season1, insitu=params.insitu,
+                              kind="crop_type", until=params.until,
+                              params=params.processor_params(), crop_masks=masks,
+                              model_path=params.model_file(ctx.store, "L4B"))
+        return crop_output(ctx, *results)
     res = croptype(ctx.store, ctx.tile, season0, season1, insitu=params.insitu,
                    crop_mask=params.crop_mask, until=params.until,
                    params=params.processor_params(), model=params.model)
@@ -133,10 +152,18 @@ def _enabled(site: Site) -> bool:
     return site.products.L4B.enabled
 
 
+
+def _bands(feature_set: str) -> tuple[str, ...]:
+    """The L2A bands the crop features of ``feature_set`` read (what acquisition fetches)."""
+    from ...crop.params import SeriesParams
+
+    return CROP_BANDS if feature_set == "sen2agri" else SeriesParams(feature_set=feature_set).bands
+
+
 STAGE = Stage(
     level="L4B", params=L4BJobParams, make=make, plan=plan, priority=PRIORITY,
     made_once=True, wait_for_ingest=True, enabled=_enabled,
     site_settings=("products.L4B", "products.L4A", "in_situ", "season"),
     reads=("L2A", "L4B", "L4A"), outputs=crop_outputs, inputs_in_store=False,
-    bands=lambda site: CROP_BANDS,
+    bands=lambda site: _bands(site.products.L4B.feature_set),
     description="In-season crop type map")
