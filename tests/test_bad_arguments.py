@@ -100,6 +100,12 @@ CASES = [
      ["until 2018-09-30 is after the season end 2018-07-31"]),
     ("cropmask: reversed season", "cropmask --store {store} --tile T31UDS --season 2018-07-31 "
      "2018-06-01 --insitu {parcels}", 1, ["season end 2018-06-01 is not after its start"]),
+    ("cropmask: no product in the season", "cropmask --store {store} --tile T31UDS --season "
+     "2019-06-01 2019-07-31 --insitu {parcels}", 3,
+     ["nothing to do", "no L2A product of S2A, S2B, S2C on T31UDS between 2019-06-01"]),
+    ("croptype: no product in the season", "croptype --store {store} --tile T31UDS --season "
+     "2019-06-01 2019-07-31 --insitu {parcels}", 3,
+     ["nothing to do", "no L2A product", "make or ingest L2A products first"]),
     ("croptype: polygons missing", "croptype --store {store} --tile T31UDS " + " ".join(SEASON)
      + " --insitu {tmp}/nope.gpkg", 2, ["nope.gpkg"]),
     ("store check: store missing", "store check {tmp}/nope", 1, ["no such folder"]),

@@ -334,3 +334,36 @@ def test_fine_state_grid_refuses_a_product_beyond_it(tmp_path):
     write_l1c(coarse, "T33UUU", when, half)
     l2a(coarse, "T33UUU", params=L2AParams(resolution=240))
     assert TileState.load(state_path(coarse, "T33UUU")).shape == (458, 458)
+
+
+def test_an_l2a_made_otherwise_is_refused_not_kept(tmp_path):
+    """"Already in the store" compares the parameters (cloud thresholds, atmosphere, grid):
+    a request made otherwise says what differs, exits 1 and makes nothing; the same request
+    again, or --overwrite, goes on."""
+    store = slovenia_store(tmp_path / "store")
+    root, to = str(store.root), SLOVENIA[1][:10]
+    base = ["l2a", "--store", root, "--tile", "T33TVL", "--resolution", "20", "--to", to,
+            "--backward-dates", "0"]
+    runner = CliRunner()
+    r = runner.invoke(main, base)
+    assert r.exit_code == 0, r.output
+    before = {p: p.stat().st_mtime_ns for p in store.root.rglob("*.tif")}
+    r = runner.invoke(main, base)  # made as asked: kept
+    assert r.exit_code == 0 and "0 written, 2 already present" in r.output
+    r = runner.invoke(main, [*base, "--blue-threshold", "0.3", "--aot", "0.2"])
+    assert r.exit_code == 1, r.output
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: L2A_S2A_T33TVL_") and "made otherwise" in line
+    assert "cloud.blue_threshold: 0.24 -> 0.3" in line and "atmosphere.aot550: 0.1 -> 0.2" in line
+    assert "1 other L2A product(s) of T33TVL" in line and "--overwrite" in line
+    assert "Traceback" not in r.output
+    assert {p: p.stat().st_mtime_ns for p in store.root.rglob("*.tif")} == before
+    # a later date with the other parameters is refused too: the series is not mixed
+    r = runner.invoke(main, [*base[:-4], "--backward-dates", "0", "--blue-threshold", "0.3"])
+    assert r.exit_code == 1 and "made otherwise" in r.stderr
+    assert len(list(store.items(Level.L2A, "T33TVL"))) == 2
+    r = runner.invoke(main, [*base, "--blue-threshold", "0.3", "--overwrite", "--json"])
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(r.stdout)["written"]) == 2
+    item = store.item(json.loads(r.stdout)["written"][0])
+    assert item.properties["agriseries:parameters"]["cloud"]["blue_threshold"] == 0.3

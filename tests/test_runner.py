@@ -665,20 +665,22 @@ def test_crop_mask_and_crop_type_in_the_production(tmp_path, cluster):
     assert_store_whole(site)
 
 
-def test_a_run_stopped_by_ctrl_c_exits_130_and_the_next_run_finishes(tmp_path, cluster):
+@pytest.mark.parametrize("signame,code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_run_stopped_by_ctrl_c_or_sigterm_exits_128_plus_n_and_the_next_run_finishes(
+        tmp_path, cluster, signame, code):
     make_inbox(tmp_path)
     site_file = write_site(tmp_path, site_dict(tmp_path))
     site = load_site(site_file)
     proc = _run_cli("run", site_file, "--scheduler", cluster.scheduler.address)
     try:
         _wait(lambda: any(site.store.glob("L2A/*/*/*/*.json")), 120, "a first product", proc)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, signame))
         out, err = proc.communicate(timeout=120)
     finally:
         _reap(proc)
     if proc.returncode == 0 and "stopped by a signal" not in out:
         pytest.skip("the run finished before the signal arrived")
-    assert proc.returncode == 130, (out, err)
+    assert proc.returncode == code, (out, err)
     assert "stopped by a signal" in out and "Traceback" not in err
     again = run(site, client=cluster)
     assert again.exit_code == 0, again.failed

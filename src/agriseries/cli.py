@@ -4,7 +4,8 @@ Every subcommand has ``--help``; those whose result a script would read take
 ``--json``. Results go to stdout (never wrapped when it is not a terminal), progress,
 warnings and errors to stderr. Exit codes (docs/robustness.md): 0 all went well, 1 some
 input failed (the rest was still processed) or the store cannot be written, 2 wrong
-usage, 3 nothing to do (no input matched), 130 interrupted (Ctrl-C).
+usage, 3 nothing to do (no input matched), 130 interrupted (Ctrl-C), 143 terminated
+(SIGTERM).
 """
 
 from __future__ import annotations
@@ -32,19 +33,33 @@ from .core.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_NOTHING,
+    EXIT_TERMINATED,
     AgriseriesError,
     NothingToDoError,
+    Terminated,
 )
 from .core.params import click_options, from_options
 
 
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 class _Group(click.Group):
     """Turns agriseries errors raised outside batch loops into one clear line and an exit
-    code: 1 failed, 3 nothing to do (:class:`NothingToDoError`), 130 interrupted (Ctrl-C)."""
+    code: 1 failed, 3 nothing to do (:class:`NothingToDoError`), 130 interrupted (Ctrl-C),
+    143 terminated (SIGTERM: raised as :class:`Terminated`, a ``KeyboardInterrupt``, so that
+    the work is cleaned up as for Ctrl-C)."""
 
     def invoke(self, ctx):
+        import signal
+        import threading
+
         from rich.markup import escape
 
+        old_term = None
+        if threading.current_thread() is threading.main_thread():
+            old_term = signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             return super().invoke(ctx)
         except NothingToDoError as exc:
@@ -53,10 +68,14 @@ class _Group(click.Group):
         except AgriseriesError as exc:
             console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
             sys.exit(EXIT_FAILED)
-        except KeyboardInterrupt:
-            console.print("[red]interrupted[/red] (products already written are whole; "
+        except KeyboardInterrupt as exc:
+            what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+            console.print(f"[red]{what}[/red] (products already written are whole; "
                           "run the command again to finish)", highlight=False)
-            sys.exit(EXIT_INTERRUPTED)
+            sys.exit(EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED)
+        finally:
+            if old_term is not None:
+                signal.signal(signal.SIGTERM, old_term)
 
 
 #: The WASP parameters ``agriseries composite`` takes as options (defaults: WaspParams').

@@ -179,6 +179,24 @@ EXIT_USAGE = 2
 EXIT_NOTHING = 3
 #: Exit code of a command stopped by Ctrl-C (SIGINT), as a shell reports it (128 + 2).
 EXIT_INTERRUPTED = 130
+#: Exit code of a command stopped by SIGTERM (``kill``, a service manager, a batch
+#: scheduler's time limit), as a shell reports it (128 + 15).
+EXIT_TERMINATED = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread by the command line's SIGTERM handler: the work stops
+    and is cleaned up as for Ctrl-C (a ``KeyboardInterrupt``: the half-written product is
+    removed, the ones already written are whole), and the command exits with
+    :data:`EXIT_TERMINATED`."""
+
+    signum = 15
+
+
+def exit_code_of_signal(signum: int | None) -> int:
+    """The exit code of a command stopped by signal ``signum``: 128 + its number, as a shell
+    reports a process killed by it (130 for SIGINT, 143 for SIGTERM)."""
+    return 128 + int(signum) if signum else EXIT_INTERRUPTED
 
 
 class NothingToDoError(AgriseriesError, LookupError):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from ..core.errors import AgriseriesError
+from ..core.errors import AgriseriesError, NothingToDoError
 from .params import (
     FEATURE_SETS,
     METHODS,
@@ -106,6 +106,8 @@ def _report(results, as_json: bool) -> None:
 
 
 def _fail(exc: AgriseriesError) -> None:
+    if isinstance(exc, NothingToDoError):
+        raise exc  # the group's handler: "nothing to do: ...", exit code 3 (EXIT_NOTHING)
     click.echo(f"error: {exc}", err=True)
     sys.exit(1)
 

@@ -51,7 +51,7 @@ import pystac
 import xarray as xr
 
 from ..version import VERSION
-from ..core.errors import ConfigurationError, InputProductError
+from ..core.errors import ConfigurationError, InputProductError, NothingToDoError
 from ..core.ids import Level, ProductId, crop_id, crop_season
 from ..io.product import load
 from ..io.store import Layer, ProductStore
@@ -145,8 +145,10 @@ def load_season(store: ProductStore, tile: str, start, end,
 
     Raises
     ------
+    NothingToDoError
+        No product (the commands exit with code 3).
     ConfigurationError
-        Fewer than 3 products.
+        One or two products.
     """
     from odc.geo.geom import Geometry, unary_union
 
@@ -159,6 +161,10 @@ def load_season(store: ProductStore, tile: str, start, end,
                  and ProductId.parse(it.id).end is None]
     items = list(items)
     items.sort(key=lambda it: (it.datetime, it.id))
+    if not items:
+        raise NothingToDoError(f"no L2A product of {', '.join(sensors)} on {tile} between "
+                               f"{start:%Y-%m-%d} and {end:%Y-%m-%d} in {store.root} (make "
+                               "or ingest L2A products first)")
     if len(items) < 3:
         raise ConfigurationError(f"{len(items)} L2A product(s) of {', '.join(sensors)} on {tile} "
                                  f"between {start:%Y-%m-%d} and {end:%Y-%m-%d}: need at least 3")

@@ -66,6 +66,7 @@ from ..core.errors import (
     ConfigurationError,
     FailureRecord,
     InputProductError,
+    ProductExistsError,
     MissingBandError,
 )
 from ..core.grid import snap_to_tile, tile_footprint, tile_geobox
@@ -430,6 +431,7 @@ def make_product(store: ProductStore, item: pystac.Item, state: TileState | None
         parameters = {
             "mode": mode,
             "coarse_resolution": grid.affine.a,
+            "mask_resolution": mres,
             "coarse_grid": grid_id(grid),
             "atmosphere": {"aot550": atm.aot550, "ozone": atm.ozone,
                            "water_vapour": atm.water_vapour, "pressure_msl": atm.pressure_msl,
@@ -519,6 +521,8 @@ def l2a(store: ProductStore | str | Path, tile: str, start: dt.datetime | None =
         raise ConfigurationError(f"{spath}: the tile state is on a {grid.affine.a:g} m grid, not "
                                  f"{params.resolution:g} m; delete it to change the resolution")
     altitude = coarse_altitude(params, grid)
+    if not overwrite:
+        _refuse_made_otherwise(store, tile, items, params)
 
     for item in items:
         pid_in = item.id
@@ -559,6 +563,39 @@ def l2a(store: ProductStore | str | Path, tile: str, start: dt.datetime | None =
     if params.backward_dates and state is not None and len(state.dates) >= params.backward_dates:
         _backward(store, tile, state, grid, params, altitude, result)
     return result
+
+
+def requested_parameters(params: L2AParams) -> dict:
+    """What an L2A request says about its products, in the shape of their recorded
+    ``agriseries:parameters`` (:meth:`ProductStore.already_made` compares the two): the
+    coarse grid, the mask resolution and the atmosphere when given (``None``, the product's
+    own value, is not compared), every cloud threshold."""
+    atmosphere = {k: getattr(params, k) for k in ("aot550", "ozone", "water_vapour",
+                                                  "pressure_msl")}
+    atmosphere["altitude"] = "dem" if params.dem else params.altitude
+    return {"coarse_resolution": float(params.resolution),
+            "mask_resolution": params.mask_resolution,
+            "atmosphere": atmosphere, "cloud": dataclasses.asdict(params.cloud)}
+
+
+def _refuse_made_otherwise(store: ProductStore, tile: str, items: list[pystac.Item],
+                           params: L2AParams) -> None:
+    """Before any work: the L2A products of ``items`` already in the store must have been made
+    with ``params``; else a :class:`ProductExistsError` naming the first and how many (a
+    series of L2A shares a cloud-detection state: it is not made half one way, half the
+    other)."""
+    request = requested_parameters(params)
+    refused: list[ProductExistsError] = []
+    for item in items:
+        try:
+            store.already_made(l2a_id(item.id, tile), request)
+        except ProductExistsError as exc:
+            refused.append(exc)
+    if refused:
+        more = (f" ({len(refused) - 1} other L2A product(s) of {tile} asked for are in the "
+                "store made otherwise too; nothing was made)" if len(refused) > 1 else
+                " (nothing was made)")
+        raise ProductExistsError(str(refused[0]) + more)
 
 
 def _no_history(state: TileState | None) -> bool:

@@ -12,7 +12,7 @@ also be run on their own as ``python -m agriseries.production.cli``.
   made and what is waiting.
 
 Exit codes: 0 all went well, 1 a job failed or the run stopped on an error (the database
-unavailable...), 2 wrong usage, 130 a run without ``--watch`` stopped by SIGINT or SIGTERM
+unavailable...), 2 wrong usage, 130 (SIGINT) or 143 (SIGTERM) a run without ``--watch`` stopped
 before it finished (running jobs released; run it again to finish).
 """
 
@@ -33,6 +33,10 @@ __all__ = ["cli", "run", "site", "status"]
 
 
 def _fail(exc: AgriseriesError) -> None:
+    from ..core.errors import NothingToDoError
+
+    if isinstance(exc, NothingToDoError):
+        raise exc  # the group's handler: "nothing to do: ...", exit code 3 (EXIT_NOTHING)
     console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
     sys.exit(1)
 
@@ -193,8 +197,11 @@ def run(site_file: Path, watch: bool, poll_s: float | None, scheduler: str | Non
     if report.error:
         console.print(f"[red]error:[/red] {report.error}", highlight=False, soft_wrap=True)
     if report.stopped == "signal" and not watch and not report.exit_code:
-        # a run asked to finish what is due, stopped before: not done (--watch ends this way)
-        sys.exit(130)  # agriseries.core.errors.EXIT_INTERRUPTED
+        # a run asked to finish what is due, stopped before: not done (--watch ends this way);
+        # 130 for SIGINT, 143 for SIGTERM, as a shell reports them
+        from ..core.errors import exit_code_of_signal
+
+        sys.exit(exit_code_of_signal(report.signal))
     sys.exit(report.exit_code)
 
 

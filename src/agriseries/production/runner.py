@@ -204,6 +204,9 @@ class RunReport:
         Inbox entries still being written (last pass).
     stopped
         ``None`` (finished), ``signal`` or ``database``.
+    signal
+        The number of the signal that stopped it (2 SIGINT, 15 SIGTERM; ``None`` when
+        stopped by the ``stop`` event alone).
     error
         The error that stopped the run.
     """
@@ -222,6 +225,7 @@ class RunReport:
     arriving: list[str] = dataclasses.field(default_factory=list)
     stopped: str | None = None
     error: str | None = None
+    signal: int | None = None
 
     @property
     def exit_code(self) -> int:
@@ -724,6 +728,7 @@ def _signals(stop: threading.Event) -> Iterator[None]:
     old = {}
 
     def handler(signum, frame):
+        stop.signum = signum  # the run's exit code says which: 130 SIGINT, 143 SIGTERM
         stop.set()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -806,6 +811,7 @@ def run(site: Site, *, watch: bool = False, poll_s: float | None = None,
                 runner.loop()
                 if stop.is_set():
                     report.stopped = "signal"
+                    report.signal = getattr(stop, "signum", None)
             except DatabaseUnavailable as e:
                 report.stopped, report.error = "database", str(e)
             finally:
