@@ -6,7 +6,8 @@ WorldCereal Flanders patch of tests/data/production/inbox (8 Sentinel-2 L2A date
 Landsat 8 date of June-July 2018, tile T31UDS) with the WorldCereal parcels of
 tests/data/crop as in-situ data, so it holds L2A, L3A (June, July), L3B (LAI, FAPAR, FCOVER
 of each Sentinel-2 date), L4A and L4B; the season profile of the L3B variables is then
-made by ``biophysical_series``.
+made by ``biophysical_series`` and recorded in the production database. ``publish()`` puts
+the products into the service's catalogue (``agriseries publish``).
 """
 
 from __future__ import annotations
@@ -70,9 +71,24 @@ def product_store(tmp_path_factory) -> Path:
         store = site.product_store()
         biophysical_series(store, TILE, dt.datetime(2018, 6, 1), dt.datetime(2018, 7, 31),
                            variables=("LAI", "FAPAR", "FCOVER"))
+        # the season product, made outside a run, recorded as the runner's next pass would
+        # (so that it is in the publication outbox too)
+        from agriseries.production.catalogue import rescan
+
+        js = site.job_store()
+        try:
+            assert rescan(js, store) == (1, 0)
+        finally:
+            js.close()
         _made["store"] = root / "store"
         _made["site"] = site
         return _made["store"]
+
+
+def publish() -> None:
+    """``agriseries publish`` of the site of :func:`product_store` (its outbox into the
+    embedded catalogue of the service; nothing to do the second time)."""
+    cli("publish", str(_made["site"].source), "--json")
 
 
 def site_of_store():

@@ -2,8 +2,9 @@
 map tiles by titiler-core / rio-tiler (true colour, class colours, colour ramps, mask bits),
 map layers of each level, and a pixel's time series (JSON and CSV) checked against the store.
 
-The store is the production's output on real data (tests/portal_helpers.py); the service is
-a FastAPI application the portal is mounted on, run by uvicorn on 127.0.0.1.
+The store is the production's output on real data (tests/portal_helpers.py), published into
+the embedded catalogue; the service is the distribution's application (the portal mounted
+on it), run by uvicorn on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -23,34 +24,33 @@ import morecantile  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from agriseries.distribution.app import create_app  # noqa: E402
+from agriseries.distribution.settings import ServiceSettings  # noqa: E402
 from agriseries.io.store import ProductStore  # noqa: E402
-from agriseries.portal import PortalSettings, mount_portal  # noqa: E402
+from agriseries.portal import PortalSettings  # noqa: E402
 from agriseries.portal.products import read_classes  # noqa: E402
 
-from portal_helpers import L3A_JUNE, L4B, SEASON, product_store, serve  # noqa: E402
+from portal_helpers import (L3A_JUNE, L4B, SEASON, product_store, publish,  # noqa: E402
+                            serve)
 
 pytestmark = pytest.mark.allow_hosts(["127.0.0.1"])
 
 WMQ = morecantile.tms.get("WebMercatorQuad")
 
 
-class _Settings:
-    def __init__(self, store):
-        self.store = store
-        self.public_search = True
-
-
 @pytest.fixture(scope="module")
 def store_dir(tmp_path_factory):
-    return product_store(tmp_path_factory)
+    store = product_store(tmp_path_factory)
+    publish()
+    return store
 
 
 @pytest.fixture(scope="module")
 def service(store_dir):
-    app = FastAPI()
-    mount_portal(app, _Settings(store_dir))
+    app = create_app(ServiceSettings(store=store_dir))
     with serve(app) as url, httpx.Client(base_url=url, timeout=60) as client:
         yield client
+    app.state.accounts.close()
 
 
 def _centre(item) -> tuple[float, float]:
@@ -207,14 +207,14 @@ def test_ramp_and_mask_bit_tiles(service, store_dir):
 
 def test_tile_requests_that_name_no_file_of_the_store(service):
     base = "/portal/tiles/cog/tiles/WebMercatorQuad/15/16659/10927.png"
-    for params, word in [({"item": "../../etc/passwd", "asset": "B04"}, "not an agriseries"),
+    for params, word in [({"item": "../../etc/passwd", "asset": "B04"}, "not the id"),
                          ({"item": "L3A_S2L8_T31UDS_20190601-20190630_AGS", "asset": "B04"},
-                          "not in the store"),
+                          "not published"),
                          ({"item": L3A_JUNE, "asset": "../../jobs.sqlite"}, "no asset")]:
         r = service.get(base, params=params)
         assert r.status_code == 404 and word in r.json()["detail"], (params, r.text)
     r = service.get("/portal/api/layers", params={"item": "L4B_S2_T31UDS_20180601-20990731_AGS"})
-    assert r.status_code == 404 and "not in the store" in r.json()["detail"]
+    assert r.status_code == 404 and "not published" in r.json()["detail"]
 
 
 def _pixel_of(store, item, band: str, lon: float, lat: float, **load) -> float:
@@ -321,3 +321,32 @@ def test_settings_are_checked():
         PortalSettings(basemap_url="https://tiles.example.org/tile.png")
     with pytest.raises(ValidationError, match="leading slash"):
         PortalSettings(prefix="portal/")
+
+
+def test_tiles_carry_an_etag_and_are_revalidated(service, store_dir):
+    """A tile has an ETag and ``Cache-Control: private, no-cache``: asked again with it, the
+    answer is a 304 without a body; another layer's tile or a rewritten file gets another."""
+    import os
+    from pathlib import Path
+
+    item = ProductStore(store_dir).item(L3A_JUNE)
+    lon, lat = _centre(item)
+    layer = _layers(service, L3A_JUNE)["truecolour"]
+    url = _tile_url(layer, lon, lat, 15)
+    first = service.get(url)
+    assert first.status_code == 200 and first.headers["cache-control"] == "private, no-cache"
+    tag = first.headers["etag"]
+    again = service.get(url, headers={"If-None-Match": tag})
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == tag
+    assert service.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
+    mask = _layers(service, L3A_JUNE)["mask"]
+    other = service.get(_tile_url(mask, lon, lat, 15) + '&algorithm_params={"bits":3}')
+    assert other.status_code == 200 and other.headers["etag"] != tag
+    path = Path(item.assets["B04"].get_absolute_href())
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    try:
+        r = service.get(url, headers={"If-None-Match": tag})
+        assert r.status_code == 200 and r.headers["etag"] != tag  # the file changed
+    finally:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))

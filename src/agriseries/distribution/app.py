@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import urllib.parse
 from typing import Any
 
 from ..core.errors import OptionalDependencyError
@@ -31,7 +30,7 @@ except ImportError:  # create_app names the extra
 
 __all__ = ["create_app"]
 
-INTERNAL_HEADER = "x-agriseries-internal"
+from .access import INTERNAL_HEADER  # noqa: E402  (the marker of the service's own calls)
 
 
 def _imports():
@@ -144,15 +143,28 @@ def create_app(settings: ServiceSettings):
     auth = Authenticator(settings, accounts)
     slots = DownloadSlots()
 
-    async def search_user(request: Request):
-        """STAC routes: open when search is public, else a user is needed."""
-        if settings.public_search or _is_internal(request) or "/_mgmt/" in request.url.path:
-            return None
-        return await auth.user(request)
+    # the service's own STAC API, past the reading check (``app`` is made below)
+    async def internal_get(path: str, params: dict | None = None) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://agriseries.internal",
+                                     timeout=settings.statement_timeout_s * 3) as client:
+            return await client.get(path, params=params, headers={INTERNAL_HEADER: internal_key})
 
-    def _is_internal(request: Request) -> bool:
-        key = request.headers.get(INTERNAL_HEADER, "")
-        return bool(key) and secrets.compare_digest(key, internal_key)
+    async def internal_post(path: str, body: dict) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://agriseries.internal",
+                                     timeout=settings.statement_timeout_s * 3) as client:
+            return await client.post(path, json=body, headers={INTERNAL_HEADER: internal_key})
+
+    from .access import Access
+
+    access = Access(settings, auth, internal_get, internal_post, internal_key)
+
+    async def search_user(request: Request):
+        """STAC routes: the reading rule of :class:`~.access.Access`."""
+        if "/_mgmt/" in request.url.path:
+            return None
+        return await access.reader(request)
 
     middlewares = [Middleware(ServedItems, internal_key=internal_key)]
     if settings.backend == "pgstac":
@@ -185,38 +197,18 @@ def create_app(settings: ServiceSettings):
         return JSONResponse({"code": "ServiceUnavailable", "description": str(exc)},
                             status_code=503, headers={"Retry-After": "30"})
 
-    async def internal_get(path: str, params: dict | None = None) -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://agriseries.internal",
-                                     timeout=settings.statement_timeout_s * 3) as client:
-            return await client.get(path, params=params, headers={INTERNAL_HEADER: internal_key})
-
-    async def internal_post(path: str, body: dict) -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://agriseries.internal",
-                                     timeout=settings.statement_timeout_s * 3) as client:
-            return await client.post(path, json=body, headers={INTERNAL_HEADER: internal_key})
-
-    async def published_item(collection_id: str, item_id: str) -> dict | None:
-        q = urllib.parse.quote
-        r = await internal_get(f"/collections/{q(collection_id, safe='')}/items/"
-                               f"{q(item_id, safe='')}")
-        if r.status_code != 200:
-            return None
-        return r.json()
-
     app.state.internal_get = internal_get
     app.state.internal_post = internal_post
-    app.state.published_item = published_item
+    app.state.published_item = access.published
+    app.state.access = access
 
     from .routes import asset_router, account_router
     from .basket import basket_router
 
-    app.include_router(asset_router(settings, auth, accounts, slots, published_item))
+    app.include_router(asset_router(access, accounts, slots))
     app.include_router(account_router(auth, accounts, slots))
-    app.include_router(basket_router(settings, auth, accounts, slots, published_item,
-                                     internal_post))
+    app.include_router(basket_router(settings, auth, accounts, slots, access))
     from ..portal import mount_portal
 
-    mount_portal(app, settings)  # the web page at / (docs/portal.md)
+    mount_portal(app, settings, access=access)  # the web page at / (docs/portal.md)
     return app

@@ -38,7 +38,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from .accounts import Accounts, DownloadSlots, User, basket_table
-from .assets import CHUNK, NotServable, open_in_store
+from .assets import CHUNK, open_in_store
 from .items import served_item, store_path_of
 
 __all__ = ["basket_router", "basket_table"]
@@ -150,10 +150,12 @@ def _zip_producer(entries: list[dict[str, Any]], root: str, q: queue.Queue,
                 pass
 
 
-def basket_router(settings, auth, accounts: Accounts, slots: DownloadSlots, published_item,
-                  internal_post):
+def basket_router(settings, auth, accounts: Accounts, slots: DownloadSlots, access):
+    """The basket routes; what is published and which files may be read is decided by
+    :class:`~.access.Access`."""
     router = APIRouter(prefix="/basket", tags=["Basket"])
-    root = os.path.abspath(settings.store)
+    root = access.root
+    published_item = access.published
 
     async def _files(request: Request, user: User, assets: str | None) -> list[dict[str, Any]]:
         """Every file of the basket: collection, id, key, path, name, size, item."""
@@ -168,9 +170,9 @@ def basket_router(settings, auth, accounts: Accounts, slots: DownloadSlots, publ
                 if rel is None or (keys is not None and key not in keys):
                     continue
                 try:
-                    fd, size = await run_in_threadpool(open_in_store, root, rel)
+                    fd, size, rel = await run_in_threadpool(access.open, item, key)
                     os.close(fd)
-                except NotServable:
+                except HTTPException:
                     continue
                 out.append({"collection": entry["collection"], "id": entry["id"], "key": key,
                             "path": rel, "name": f"{entry['collection']}/{entry['id']}/{rel.name}",
@@ -207,30 +209,8 @@ def basket_router(settings, auth, accounts: Accounts, slots: DownloadSlots, publ
              "bbox": [3.0, 50.8, 3.1, 50.9],
              "filter": {"op": "<", "args": [{"property": "eo:cloud_cover"}, 20]}}])):
         user = await auth.user(request)
-        search = {k: v for k, v in body.items() if k not in ("limit", "token", "offset")}
-        search["limit"] = 500
-        pairs: list[tuple[str, str]] = []
-        page = search
-        while page is not None:
-            r = await internal_post("/search", page)
-            if r.status_code != 200:
-                try:
-                    detail = r.json()
-                except ValueError:
-                    detail = r.text
-                raise HTTPException(r.status_code if 400 <= r.status_code < 500 else 502,
-                                    f"search failed: {detail}")
-            doc = r.json()
-            pairs += [(f.get("collection"), f.get("id")) for f in doc.get("features", [])]
-            if len(pairs) > MAX_SERIES:
-                raise HTTPException(400, f"the search finds more than {MAX_SERIES} items: "
-                                         "narrow it (dates, area, collection)")
-            nxt = [ln for ln in doc.get("links", []) if ln.get("rel") == "next"]
-            page = nxt[0].get("body") if nxt and nxt[0].get("method", "GET") == "POST" else None
-            if page is not None and nxt[0].get("merge"):
-                page = {**search, **page}
-            if nxt and page is None:
-                raise HTTPException(502, "search paging: expected a POST next link")
+        found = await access.search(body, limit=MAX_SERIES)
+        pairs = [(f.get("collection"), f.get("id")) for f in found]
         pairs = [(c, i) for c, i in pairs if c and i]
         added = await run_in_threadpool(_add, accounts, user.name, pairs)
         return {"matched": len(pairs), "added": added}

@@ -10,7 +10,9 @@ A published item is the product's STAC item with
 * no links (the service adds ``self``, ``parent``, ``collection`` and ``root``), except
   absolute ones (a licence page),
 * a ``datetime`` on period products (the middle of the period) when the item has none,
-  since STAC API datetime search looks at ``datetime``.
+  since STAC API datetime search looks at ``datetime``; and ``start_datetime`` =
+  ``end_datetime`` = ``datetime`` on single-date products, since the embedded backend
+  searches a collection by start and end once any of its items has them.
 
 :func:`level_collection` makes the collection of a level: the store's
 ``LEVEL/collection.json`` when there is one (its summaries, providers...), with the extent
@@ -79,6 +81,13 @@ def published_item(item: dict[str, Any], item_path: str | Path, store_root: str 
         b = dt.datetime.fromisoformat(props["end_datetime"].replace("Z", "+00:00"))
         mid = (a + (b - a) / 2).astimezone(dt.UTC).replace(microsecond=0)
         props["datetime"] = mid.strftime("%Y-%m-%dT%H:%M:%SZ")
+    elif props.get("datetime") and not props.get("start_datetime") and \
+            not props.get("end_datetime"):
+        # an instant is also the period [datetime, datetime]: a collection mixing dates and
+        # periods (the L3B dates and their season profiles) is searched by the embedded
+        # backend on start/end once some item has them, and an item without them would
+        # never match a datetime search
+        props["start_datetime"] = props["end_datetime"] = props["datetime"]
     for key, asset in out.get("assets", {}).items():
         href = str(asset.get("href", ""))
         if _is_url(href):

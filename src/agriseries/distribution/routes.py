@@ -10,8 +10,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from .accounts import AccountError, Accounts, DownloadSlots, User
-from .assets import NotServable, open_in_store, parse_range, stream_fd
-from .items import store_path_of
+from .assets import parse_range, stream_fd
 
 __all__ = ["account_router", "asset_router", "start_download"]
 
@@ -36,9 +35,10 @@ async def start_download(accounts: Accounts, slots: DownloadSlots, user: User, n
     return finish
 
 
-def asset_router(settings, auth, accounts: Accounts, slots: DownloadSlots, published_item):
+def asset_router(access, accounts: Accounts, slots: DownloadSlots):
+    """The download route; every check is :class:`~.access.Access`'s (a user, a published
+    item, one of its files reached below the store root without links)."""
     router = APIRouter(tags=["Downloads"])
-    root = os.path.abspath(settings.store)
 
     @router.api_route("/assets/{collection_id}/{item_id}/{asset_key}", methods=["GET", "HEAD"],
                       summary="Download one file of a published item (HTTP Range supported)",
@@ -48,18 +48,10 @@ def asset_router(settings, auth, accounts: Accounts, slots: DownloadSlots, publi
                                  416: {"description": "Range outside the file"},
                                  429: {"description": "Quota or concurrency limit"}})
     async def get_asset(collection_id: str, item_id: str, asset_key: str, request: Request):
-        user = await auth.download_user(request)
-        item = await published_item(collection_id, item_id)
-        asset = (item or {}).get("assets", {}).get(asset_key)
-        rel = store_path_of(asset) if isinstance(asset, dict) else None
-        if rel is None:
-            raise HTTPException(404, f"no file {asset_key!r} in a published item "
-                                     f"{collection_id}/{item_id}")
-        try:
-            fd, size = await run_in_threadpool(open_in_store, root, rel)
-        except NotServable:
-            raise HTTPException(404, f"file {asset_key!r} of {collection_id}/{item_id} is not "
-                                     "in the store") from None
+        user = await access.downloader(request)
+        item = await access.item(collection_id, item_id)
+        fd, size, rel = await run_in_threadpool(access.open, item, asset_key)
+        asset = item["assets"][asset_key]
         try:
             rng = parse_range(request.headers.get("range"), size)
         except ValueError:

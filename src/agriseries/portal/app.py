@@ -52,18 +52,25 @@ def _day(text: str | None, what: str, end: bool = False) -> dt.datetime | None:
 
 
 def mount_portal(app, service_settings: Any, portal: "PortalSettings | None" = None, *,
-                 site: Any = None):
+                 access: Any, site: Any = None):
     """Mount the portal (see the module docstring) on ``app``, the service's FastAPI
-    application, serving the products of ``service_settings.store``.
+    application, serving its published products.
+
+    Every route that shows something of a product (layers, tiles and the other tiler
+    routes, pixel series, quicklooks) and the operator page follow the service's access
+    rules, ``access`` (:class:`~agriseries.distribution.access.Access`): the credential a
+    search needs, a published product, files of its published item only.
 
     Parameters
     ----------
     app
         A FastAPI application (the distribution service's, or any other).
     service_settings
-        The service's settings; ``store`` (the product store folder) is used.
+        The service's settings (``public_search`` is told to the page).
     portal
         The portal's own settings (:class:`~.settings.PortalSettings`).
+    access
+        The service's :class:`~agriseries.distribution.access.Access`.
     site
         The production site (:func:`~agriseries.production.site.load_site`) whose state the
         operator page shows (else ``app.state.agriseries_site`` when a request comes); without
@@ -90,13 +97,14 @@ def mount_portal(app, service_settings: Any, portal: "PortalSettings | None" = N
     from titiler.core.errors import (BadRequestError, TileNotFoundError,
                                      add_exception_handlers)
 
-    from .products import NotInStore, ProductFiles, layers_of
-    from .series import pixel_series, to_csv
-    from .tiles import preview_png, stretch, tile_routers
+    from .products import Products, layers_of
+    from .series import check_request, pixel_series, search_body, to_csv
+    from .tiles import CACHE_CONTROL, CachingHeaders, NotModified, preview_png, stretch, \
+        tile_routers
 
     ps = portal or PortalSettings()
     prefix = ps.prefix
-    files = ProductFiles(service_settings.store)
+    products = Products(access)
     router = APIRouter(prefix=prefix, tags=["Portal"])
 
     def _config(request: Request) -> dict:
@@ -116,13 +124,14 @@ def mount_portal(app, service_settings: Any, portal: "PortalSettings | None" = N
 
     @router.get("/api/layers", summary="How a product can be drawn on the map")
     async def layers(request: Request, item: str = Query(description="Product id")):
+        product = await products.get(request, item)
+
         def build():
-            it = files.item(item)
             out = []
-            for layer in layers_of(it):
+            for layer in layers_of(product.item, lambda k: products.path(product, k)):
                 q: list[tuple[str, str]] = [("item", item)]
                 if layer["kind"] == "rgb":
-                    paths = [files.asset_path(item, a) for a in layer["assets"]]
+                    paths = [products.path(product, a) for a in layer["assets"]]
                     layer["rescale"] = [list(r) for r in stretch(paths)]
                     q += [("assets", a) for a in layer["assets"]]
                     q += [("rescale", f"{lo},{hi}") for lo, hi in layer["rescale"]]
@@ -140,17 +149,16 @@ def mount_portal(app, service_settings: Any, portal: "PortalSettings | None" = N
                     q += [("assets", layer["asset"]), ("algorithm", "maskbits")]
                     layer["tiles"] = _tiles(request, "/tiles/item", q)
                 out.append(layer)
-            return {"item": it.id, "bbox": it.bbox, "layers": out}
+            return {"item": product.id, "bbox": product.item.bbox, "layers": out}
 
         try:
             return await run_in_threadpool(build)
-        except NotInStore as e:
-            raise HTTPException(404, str(e)) from None
         except (RasterioError, OSError) as e:
             raise HTTPException(500, f"the files of {item} cannot be read: {e}") from None
 
     @router.get("/api/series", summary="The time series of the pixel holding a point")
-    async def series(lon: float = Query(description="Longitude (degrees, WGS 84)"),
+    async def series(request: Request,
+                     lon: float = Query(description="Longitude (degrees, WGS 84)"),
                      lat: float = Query(description="Latitude (degrees, WGS 84)"),
                      level: str = Query("L2A", description="L2A, L3A or L3B"),
                      tile: str | None = Query(None, description="Only this tile (T31UDS)"),
@@ -158,13 +166,20 @@ def mount_portal(app, service_settings: Any, portal: "PortalSettings | None" = N
                      end: str | None = Query(None, description="Last day, YYYY-MM-DD"),
                      format: str = Query("json", pattern="^(json|csv)$",
                                          description="json or csv")):
+        await access.reader(request)
         try:
-            s = await run_in_threadpool(pixel_series, files, level, lon, lat, tile=tile,
-                                        start=_day(start, "start"), end=_day(end, "end", True))
+            lv = check_request(level, lon, lat)
+            body = search_body(lv, lon, lat, tile=tile, start=_day(start, "start"),
+                               end=_day(end, "end", True))
         except ConfigurationError as e:
             raise HTTPException(400, str(e)) from None
+        found = [products.product(doc) for doc in await access.search(body, limit=20_000)]
+        try:
+            s = await run_in_threadpool(pixel_series, found, lv.value, lon, lat, products.path)
         except StoreError as e:
             raise HTTPException(503, str(e)) from None
+        except (RasterioError, OSError) as e:
+            raise HTTPException(500, f"a file of the series cannot be read: {e}") from None
         if format == "csv":
             name = f"agriseries_{s.level}_{lon:.5f}_{lat:.5f}.csv"
             return Response(to_csv(s), media_type="text/csv; charset=utf-8",
@@ -172,33 +187,34 @@ def mount_portal(app, service_settings: Any, portal: "PortalSettings | None" = N
         return JSONResponse(s.to_dict())
 
     @router.get("/api/quicklook", summary="The quicklook picture of a product")
-    async def quicklook(item: str = Query(description="Product id")):
+    async def quicklook(request: Request, item: str = Query(description="Product id")):
+        product = await products.get(request, item)
+
         def find():
-            it = files.item(item)
+            it = product.item
             key = next((k for k, a in it.assets.items() if "overview" in (a.roles or [])
                         or "thumbnail" in (a.roles or [])), None)
             if key is not None:
-                return files.asset_path(item, key), it.assets[key].media_type or "image/png"
-            layer = next(iter(layers_of(it)), None)  # no quicklook: the first map layer
-            if layer is None:
-                raise NotInStore(f"product {item} has no quicklook and no map layer")
+                return products.path(product, key), it.assets[key].media_type or "image/png"
+            layer = next(iter(layers_of(it, lambda k: products.path(product, k))), None)
+            if layer is None:  # no quicklook: the first map layer
+                raise HTTPException(404, f"product {item} has no quicklook and no map layer")
             if layer["kind"] == "rgb":
-                layer["rescale"] = stretch([files.asset_path(item, a) for a in layer["assets"]])
-            return preview_png(files, layer, item), "image/png"
+                layer["rescale"] = stretch([products.path(product, a) for a in layer["assets"]])
+            return preview_png(products, layer, product), "image/png"
 
         try:
             found, mtype = await run_in_threadpool(find)
-        except NotInStore as e:
-            raise HTTPException(404, str(e)) from None
         except (RasterioError, OSError) as e:
             raise HTTPException(500, f"the files of {item} cannot be read: {e}") from None
-        headers = {"Cache-Control": "max-age=3600"}
+        headers = {"Cache-Control": CACHE_CONTROL}
         if isinstance(found, bytes):
             return Response(found, media_type=mtype, headers=headers)
         return FileResponse(found, media_type=mtype, headers=headers)
 
     @router.get("/api/status", summary="The production state of the site (agriseries status)")
     async def production_state(request: Request):
+        await access.reader(request)
         the_site = site or getattr(request.app.state, "agriseries_site", None)
         if the_site is None:
             raise HTTPException(404, "this service was started without a site file: no "
@@ -217,7 +233,7 @@ def mount_portal(app, service_settings: Any, portal: "PortalSettings | None" = N
     def page():
         return HTMLResponse(page_html, headers={"Cache-Control": "no-cache"})
 
-    cog, item = tile_routers(files, prefix)
+    cog, item = tile_routers(products, prefix)
     app.include_router(router)
     app.include_router(cog.router, prefix=f"{prefix}/tiles/cog", tags=["Portal tiles"])
     app.include_router(item.router, prefix=f"{prefix}/tiles/item", tags=["Portal tiles"])
@@ -226,6 +242,12 @@ def mount_portal(app, service_settings: Any, portal: "PortalSettings | None" = N
         BadRequestError: 400, TileOutsideBounds: 404, TileNotFoundError: 404,
         MissingBands: 400, MissingAssets: 400, InvalidColorFormat: 400, InvalidAssetName: 404,
         InvalidBandName: 404, InvalidExpression: 400})
+    @app.exception_handler(NotModified)
+    async def _not_modified(request: Request, exc: NotModified):
+        return Response(status_code=304, headers={"ETag": exc.etag,
+                                                  "Cache-Control": CACHE_CONTROL})
+
+    app.add_middleware(CachingHeaders, prefix=f"{prefix}/tiles/")
     app.add_middleware(_BrowserRoot, page=page_html.encode())
     app.state.portal_settings = ps
     return app

@@ -1,30 +1,29 @@
-"""What the portal reads from the product store: items by id, the file of an asset, the
-class table of a classification COG, and how each kind of asset is drawn on the map.
+"""What the portal reads: the published products (through the service's
+:class:`~agriseries.distribution.access.Access`), the class table of a classification COG,
+and how each kind of asset is drawn on the map.
 
-Everything here is read-only and takes ids from the outside world: a product id must be an
-agriseries id (:meth:`~agriseries.core.ids.ProductId.parse`) and an asset file must lie in
-its product's folder, so no request can name a file outside the store.
+A product is named by its id only. The portal never looks in the store for it: the id is
+looked up in the catalogue (an unknown or unpublished product is a 404 before any file is
+opened), after the same credential check as a search; a file is one asset of the published
+item, checked as a download is (below the store root, no link on the way, a regular file).
 """
 
 from __future__ import annotations
 
 import functools
-import os
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
 import pystac
 
-from ..core.errors import AgriseriesError, ConfigurationError, StoreError
-from ..core.ids import Level, ProductId
+from ..core.errors import StoreError
+from ..core.ids import Level
 from ..core.masks import INVALID, MaskBit
+from ..distribution.access import Access, NotPublished
 
-__all__ = ["NotInStore", "ProductFiles", "ClassEntry", "read_classes", "layers_of",
+__all__ = ["NotPublished", "Product", "Products", "ClassEntry", "read_classes", "layers_of",
            "MASK_COLOURS", "RAMPS"]
-
-
-class NotInStore(AgriseriesError, LookupError):
-    """A product id, or one of its assets, that the store does not hold."""
 
 
 #: Colour of each common mask bit on the map (RGBA), drawn in this order (first wins).
@@ -49,65 +48,57 @@ RAMPS: dict[str, tuple[str, float, float]] = {
 }
 
 
-class ProductFiles:
-    """Items and asset files of a product store, by product id (read-only).
+@dataclass
+class Product:
+    """A published product as the portal reads it: the published item (``doc``,
+    store-relative hrefs) and the same as a :class:`pystac.Item` whose local asset hrefs
+    are paths below the store root (not yet checked: :meth:`Products.path` checks them)."""
+
+    doc: dict
+    item: pystac.Item
+
+    @property
+    def id(self) -> str:
+        return self.item.id
+
+
+class Products:
+    """The published products and their files, by product id, for the portal's routes.
 
     Parameters
     ----------
-    root
-        The product store folder.
+    access
+        The service's access rules (:class:`~agriseries.distribution.access.Access`).
     """
 
-    def __init__(self, root: str | Path) -> None:
-        from ..io.store import ProductStore
+    def __init__(self, access: Access) -> None:
+        self.access = access
+        self.root = Path(access.root)
 
-        self.store = ProductStore(root, catalog_updates=False)
-        self.root = Path(os.path.realpath(root))
+    def product(self, doc: dict) -> Product:
+        """A published item (as the catalogue holds it) as a :class:`Product`."""
+        doc = {**doc, "links": []}
+        item = pystac.Item.from_dict(doc, preserve_dict=True)
+        for key, a in item.assets.items():
+            rel = (doc.get("assets") or {}).get(key, {}).get("href", "")
+            if rel and "://" not in rel and not rel.startswith("/"):
+                a.href = str(self.root / posixpath.normpath(rel))
+            else:  # an external URL or a bad path: never read (path() refuses it)
+                a.href = "/nonexistent/" + key
+        return Product(doc, item)
 
-    @staticmethod
-    def parse_id(item_id: str) -> ProductId:
-        try:
-            return ProductId.parse(item_id)
-        except ConfigurationError:
-            raise NotInStore(f"{item_id!r} is not an agriseries product id") from None
+    async def get(self, request, item_id: str) -> Product:
+        """The published product ``item_id`` if the request may read it (401/403 without the
+        right credential when search is private; 404 when not published)."""
+        await self.access.reader(request)
+        return self.product(await self.access.item_by_id(item_id))
 
-    def item_path(self, item_id: str) -> Path:
-        """The STAC item file of a product (raises :class:`NotInStore`)."""
-        path = self.store.item_path(self.parse_id(item_id))
-        if not path.is_file():
-            raise NotInStore(f"product {item_id} is not in the store")
-        return path
-
-    def item(self, item_id: str) -> pystac.Item:
-        """The STAC item of a product, hrefs absolute (raises :class:`NotInStore`)."""
-        path = self.item_path(item_id)
-        return _read_item(str(path), path.stat().st_mtime_ns)
-
-    def asset_path(self, item_id: str, asset: str) -> Path:
-        """The file of one asset of a product; it must be inside the product's folder."""
-        item = self.item(item_id)
-        if asset not in item.assets:
-            raise NotInStore(f"product {item_id} has no asset {asset!r} (it has "
-                             f"{', '.join(sorted(item.assets))})")
-        folder = Path(os.path.realpath(self.item_path(item_id).parent))
-        path = Path(os.path.realpath(item.assets[asset].get_absolute_href()))
-        if folder not in path.parents or not path.is_file():
-            raise NotInStore(f"asset {asset!r} of {item_id} is not a file of the product")
-        return path
-
-    def items(self, level: Level | str, tile: str | None = None, start=None, end=None):
-        """The store's items of a level (and tile, dates)."""
-        try:
-            yield from self.store.items(level=level, tile=tile, start=start, end=end)
-        except StoreError:
-            return
-
-
-@functools.lru_cache(maxsize=512)
-def _read_item(path: str, mtime_ns: int) -> pystac.Item:
-    item = pystac.Item.from_file(path)
-    item.make_asset_hrefs_absolute()
-    return item
+    def path(self, product: Product, key: str) -> Path:
+        """The checked file of asset ``key`` (404 :class:`NotPublished` otherwise)."""
+        if key not in product.item.assets:
+            raise NotPublished(f"product {product.id} has no asset {key!r} (it has "
+                               f"{', '.join(sorted(product.item.assets))})")
+        return self.access.path(product.doc, key)
 
 
 @dataclass(frozen=True)
@@ -180,11 +171,14 @@ def _common_names(item: pystac.Item) -> dict[str, str]:
     return out
 
 
-def layers_of(item: pystac.Item) -> list[dict]:
+def layers_of(item: pystac.Item, path_of=None) -> list[dict]:
     """How a product can be drawn on the map: a list of layers, each a dict with ``id``,
     ``title``, ``kind`` (``rgb``, ``ramp``, ``classes`` or ``maskbits``) and what the page
     needs to ask the tiler and draw the legend (``assets``, ``asset``, ``ramp``, ``range``,
-    ``classes``, ``bits``)."""
+    ``classes``, ``bits``).
+
+    ``path_of(key)`` gives the (checked) file of an asset, for the class tables that are
+    read here; by default the asset's href."""
     level = item.properties.get("agriseries:level") or item.id.split("_", 1)[0]
     names = _common_names(item)
     layers: list[dict] = []
@@ -194,10 +188,10 @@ def layers_of(item: pystac.Item) -> list[dict]:
     for key, a in item.assets.items():
         roles = _roles(a)
         if "classification" in roles and (a.media_type or "").startswith("image/tiff"):
-            path = a.get_absolute_href()
             try:
+                path = path_of(key) if path_of else a.get_absolute_href()
                 classes = read_classes(path)
-            except (StoreError, OSError):
+            except (StoreError, OSError, NotPublished):
                 continue
             wanted = {c["value"] for c in a.extra_fields.get("classification:classes") or []}
             layers.append({"id": key, "title": a.title or key.replace("_", " "), "kind": "classes",

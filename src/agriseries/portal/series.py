@@ -31,7 +31,7 @@ import pystac
 from ..core.errors import ConfigurationError
 from ..core.ids import Level, ProductId
 from ..core.masks import INVALID, MaskBit
-from .products import RAMPS, ProductFiles
+from .products import RAMPS, Product
 
 __all__ = ["PixelSeries", "pixel_series", "to_csv", "REFLECTANCE"]
 
@@ -128,20 +128,18 @@ def _iso(d: dt.datetime | None) -> str | None:
     return d.strftime("%Y-%m-%dT%H:%M:%SZ") if d else None
 
 
-def _reflectance_row(item: pystac.Item, lon: float, lat: float) -> dict:
+def _reflectance_row(item: pystac.Item, lon: float, lat: float, href) -> dict:
     names = _common_names(item)
     row: dict = {}
     for cn in REFLECTANCE:
-        row[cn] = _first(item.assets[names[cn]].get_absolute_href(), lon, lat) \
-            if cn in names else None
+        row[cn] = _first(href(names[cn]), lon, lat) if cn in names else None
     row["ndvi"] = _ndvi(row["red"], row["nir"])
     return row
 
 
-def _l2a_row(item: pystac.Item, lon: float, lat: float) -> dict:
-    row = _reflectance_row(item, lon, lat)
-    mask = _first(item.assets["mask"].get_absolute_href(), lon, lat) \
-        if "mask" in item.assets else None
+def _l2a_row(item: pystac.Item, lon: float, lat: float, href) -> dict:
+    row = _reflectance_row(item, lon, lat, href)
+    mask = _first(href("mask"), lon, lat) if "mask" in item.assets else None
     m = int(mask) if mask is not None else None
     row["mask"] = m
     row["mask_bits"] = " ".join(b.name.lower() for b in MaskBit if m and m & b) if m else ""
@@ -149,37 +147,36 @@ def _l2a_row(item: pystac.Item, lon: float, lat: float) -> dict:
     return row
 
 
-def _l3a_row(item: pystac.Item, lon: float, lat: float) -> dict:
-    row = _reflectance_row(item, lon, lat)
+def _l3a_row(item: pystac.Item, lon: float, lat: float, href) -> dict:
+    row = _reflectance_row(item, lon, lat, href)
     key = next((k for k in ("flag_10m", "flag_20m", "flag") if k in item.assets), None)
-    flag = _first(item.assets[key].get_absolute_href(), lon, lat) if key else None
+    flag = _first(href(key), lon, lat) if key else None
     row["flag"] = _L3A_FLAGS.get(int(flag), str(int(flag))) if flag is not None else None
     row["cloudy"] = row["flag"] in ("cloud", "no data") if flag is not None else None
     return row
 
 
-def _l3b_row(item: pystac.Item, lon: float, lat: float, variables: list[str]) -> dict:
+def _l3b_row(item: pystac.Item, lon: float, lat: float, variables: list[str], href) -> dict:
     row: dict = {}
     masked = False
     for var in variables:
-        a = item.assets.get(var)
-        row[var] = _first(a.get_absolute_href(), lon, lat) if a else None
-        fl = item.assets.get(f"{var}_flags")
-        f = _first(fl.get_absolute_href(), lon, lat) if fl else None
+        row[var] = _first(href(var), lon, lat) if var in item.assets else None
+        fl = f"{var}_flags"
+        f = _first(href(fl), lon, lat) if fl in item.assets else None
         row[f"{var}_flags"] = int(f) if f is not None else None
         masked = masked or bool(f is not None and int(f) & _L3B_MASKED)
     row["masked"] = masked
     return row
 
 
-def _smoothed_rows(item: pystac.Item, lon: float, lat: float, variables: list[str]) -> list[dict]:
+def _smoothed_rows(item: pystac.Item, lon: float, lat: float, variables: list[str],
+                   href) -> list[dict]:
     dates = item.properties.get("agriseries:dates") or []
     per_var: dict[str, list] = {}
     for var in variables:
-        a = item.assets.get(f"{var}_smoothed")
-        if a is None:
+        if f"{var}_smoothed" not in item.assets:
             continue
-        vals = read_pixel(a.get_absolute_href(), lon, lat)
+        vals = read_pixel(href(f"{var}_smoothed"), lon, lat)
         if vals is not None:
             per_var[var] = vals
     rows = []
@@ -192,10 +189,8 @@ def _smoothed_rows(item: pystac.Item, lon: float, lat: float, variables: list[st
     return rows
 
 
-def pixel_series(files: ProductFiles, level: str, lon: float, lat: float, *,
-                 tile: str | None = None, start: dt.datetime | None = None,
-                 end: dt.datetime | None = None) -> PixelSeries:
-    """The time series of the pixel holding ``(lon, lat)`` (see the module docstring).
+def check_request(level: str, lon: float, lat: float) -> Level:
+    """The level of a pixel series request, checked with its point.
 
     Raises
     ------
@@ -210,10 +205,38 @@ def pixel_series(files: ProductFiles, level: str, lon: float, lat: float, *,
                                  "L3B") from None
     if lv not in (Level.L2A, Level.L3A, Level.L3B):
         raise ConfigurationError(f"level {level!r}: a pixel series is made for L2A, L3A or L3B")
-    items = [it for it in files.items(lv, tile, start, end) if _holds(it, lon, lat)]
-    for it in items:
-        it.make_asset_hrefs_absolute()
-    items.sort(key=lambda it: (it.datetime or it.common_metadata.start_datetime, it.id))
+    return lv
+
+
+def search_body(level: Level, lon: float, lat: float, *, tile: str | None = None,
+                start: dt.datetime | None = None, end: dt.datetime | None = None) -> dict:
+    """The STAC search of the products of a level that hold a point (tile, dates)."""
+    body: dict = {"collections": [f"agriseries-{level.value.lower()}"],
+                  "intersects": {"type": "Point", "coordinates": [lon, lat]}}
+    if start or end:
+        body["datetime"] = f"{_iso(start) or '..'}/{_iso(end) or '..'}"
+    if tile:
+        body["filter"] = {"op": "=", "args": [{"property": "agriseries:tile"}, tile]}
+        body["filter-lang"] = "cql2-json"
+    return body
+
+
+def pixel_series(products: list[Product], level: str, lon: float, lat: float,
+                 path_of) -> PixelSeries:
+    """The time series of the pixel holding ``(lon, lat)`` in ``products`` (the published
+    products of the level: :func:`search_body`; see the module docstring).
+    ``path_of(product, key)`` gives the checked file of an asset.
+
+    Raises
+    ------
+    ConfigurationError
+        A point outside [-180, 180] x [-90, 90], or a level without a pixel series.
+    """
+    lv = check_request(level, lon, lat)
+    chosen = [p for p in products if _holds(p.item, lon, lat)
+              and (p.item.properties.get("agriseries:level") or p.id[:3]) == lv.value]
+    chosen.sort(key=lambda p: (p.item.datetime or p.item.common_metadata.start_datetime, p.id))
+    items = [p.item for p in chosen]
     base = ["date", "item", "kind", "sensor"]
     if lv == Level.L3B:
         variables = [v for v in RAMPS if any(v in it.assets or f"{v}_smoothed" in it.assets
@@ -224,22 +247,27 @@ def pixel_series(files: ProductFiles, level: str, lon: float, lat: float, *,
     else:
         columns = base + [*REFLECTANCE, "ndvi", "mask", "mask_bits", "cloudy"]
     out = PixelSeries(lv.value, lon, lat, columns)
-    for it in items:
+    for p in chosen:
+        it = p.item
+
+        def href(key: str, p=p) -> str:
+            return str(path_of(p, key))
+
         pid = ProductId.parse(it.id)
         head = {"item": it.id, "kind": "observation",
                 "sensor": "+".join(it.properties.get("agriseries:sensors") or [pid.sensor])}
         if lv == Level.L2A:
-            row = {"date": _iso(it.datetime), **head, **_l2a_row(it, lon, lat)}
+            row = {"date": _iso(it.datetime), **head, **_l2a_row(it, lon, lat, href)}
         elif lv == Level.L3A:
             s, e = it.common_metadata.start_datetime, it.common_metadata.end_datetime
             mid = s + (e - s) / 2 if s and e else it.datetime
             row = {"date": _iso(mid), **head, "start": _iso(s), "end": _iso(e),
-                   **_l3a_row(it, lon, lat)}
+                   **_l3a_row(it, lon, lat, href)}
         elif pid.end is None:
-            row = {"date": _iso(it.datetime), **head, **_l3b_row(it, lon, lat, variables)}
+            row = {"date": _iso(it.datetime), **head, **_l3b_row(it, lon, lat, variables, href)}
         else:
             out.rows.extend({**r, "sensor": head["sensor"]}
-                            for r in _smoothed_rows(it, lon, lat, variables))
+                            for r in _smoothed_rows(it, lon, lat, variables, href))
             continue
         out.rows.append(row)
     out.rows.sort(key=lambda r: (r["kind"] != "observation", r["date"] or ""))

@@ -1,7 +1,9 @@
 """Map tiles of the store's COGs, by titiler-core / rio-tiler (no resampling of our own).
 
-Two titiler factories, both resolving product ids through :class:`~.products.ProductFiles`
-(so a tile request can only read a file of a product of the store):
+Two titiler factories, both resolving product ids through :class:`~.products.Products`
+(so a tile request follows the service's access rules: the credential of a search when
+search is private, a published product, a file of its published item checked as a download
+is; anything else is a 401 or a 404 before a file is opened):
 
 * ``/tiles/cog/...`` (:class:`titiler.core.factory.TilerFactory`) reads one asset
   (``?item=<id>&asset=<key>``): the colour ramp of a biophysical variable
@@ -18,10 +20,14 @@ Two titiler factories, both resolving product ids through :class:`~.products.Pro
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+import os
 from pathlib import Path
 
 import attr
 import numpy as np
+from fastapi import Request
 from rio_tiler.errors import InvalidAssetName
 from rio_tiler.io import Reader, STACReader
 from rio_tiler.models import ImageData
@@ -29,9 +35,64 @@ from rio_tiler.types import AssetInfo
 from titiler.core.algorithm import BaseAlgorithm, algorithms
 
 from ..core.errors import StoreError
-from .products import MASK_COLOURS, NotInStore, ProductFiles, read_classes
+from .products import MASK_COLOURS, Product, Products, read_classes
 
-__all__ = ["MaskBits", "StoreCOGReader", "item_reader", "tile_routers", "stretch"]
+__all__ = ["MaskBits", "NotModified", "StoreCOGReader", "item_reader", "tile_routers",
+           "stretch", "CACHE_CONTROL", "CachingHeaders"]
+
+#: Cache-Control of the portal's pictures: the browser keeps them but asks again each time
+#: (with the ETag), so an unpublished product or a revoked token takes effect at once; a
+#: revalidated tile costs the access check, not a rendering.
+CACHE_CONTROL = "private, no-cache"
+
+
+class NotModified(Exception):
+    """The client's copy (``If-None-Match``) is current: answered 304."""
+
+    def __init__(self, etag: str) -> None:
+        super().__init__(etag)
+        self.etag = etag
+
+
+def conditional(request: Request, product: Product, paths: list[Path]) -> None:
+    """Give the request its ETag (the published item, the URL, and the size and modification
+    time of the files it reads); raise :class:`NotModified` when the client has it."""
+    h = hashlib.sha256(json.dumps(product.doc, sort_keys=True, default=str).encode())
+    h.update(request.url.path.encode())
+    h.update(repr(sorted(request.query_params.multi_items())).encode())
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}".encode())
+    tag = '"' + h.hexdigest()[:40] + '"'
+    request.state.etag = tag
+    wanted = request.headers.get("if-none-match", "")
+    if wanted and tag in {t.strip().removeprefix("W/") for t in wanted.split(",")}:
+        raise NotModified(tag)
+
+
+class CachingHeaders:
+    """ASGI middleware: a successful answer under ``prefix`` whose request got an ETag
+    (:func:`conditional`) carries it and :data:`CACHE_CONTROL`."""
+
+    def __init__(self, app, prefix: str) -> None:
+        self.app, self.prefix = app, prefix
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or not scope.get("path", "").startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_tag(message) -> None:
+            if message["type"] == "http.response.start" and message.get("status") == 200:
+                tag = (scope.get("state") or {}).get("etag")
+                if tag:
+                    headers = [(k, v) for k, v in message.get("headers", [])
+                               if k.lower() not in (b"etag", b"cache-control")]
+                    headers += [(b"etag", tag.encode()), (b"cache-control", CACHE_CONTROL.encode())]
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_tag)
 
 
 class StoreCOGReader(Reader):
@@ -70,15 +131,32 @@ class StoreCOGReader(Reader):
         return img
 
 
-def item_reader(files: ProductFiles) -> type[STACReader]:
-    """A :class:`rio_tiler.io.STACReader` that takes a product id and reads the item
-    from the store (``input`` is the id)."""
+class ProductRef(str):
+    """The id of a published product, carrying it (what the item tiler's path dependency
+    gives its reader)."""
+
+    product: Product
+
+    def __new__(cls, product: Product) -> ProductRef:
+        ref = super().__new__(cls, product.id)
+        ref.product = product
+        return ref
+
+
+def item_reader(products: Products) -> type[STACReader]:
+    """A :class:`rio_tiler.io.STACReader` of a published product (``input``: a
+    :class:`ProductRef`, or a :class:`~.products.Product`), whose asset files are checked by
+    :meth:`~.products.Products.path` when they are read."""
 
     @attr.s
     class StoreItemReader(STACReader):
         def __attrs_post_init__(self):
-            if self.item is None:
-                self.item = files.item(self.input)
+            product = self.input.product if isinstance(self.input, ProductRef) else self.input
+            if not isinstance(product, Product):
+                raise TypeError(f"expected a published product, not {self.input!r}")
+            self._product = product
+            self.input = product.id
+            self.item = product.item
             super().__attrs_post_init__()
 
         def _get_asset_info(self, asset) -> AssetInfo:
@@ -91,8 +169,9 @@ def item_reader(files: ProductFiles) -> type[STACReader]:
                 raise InvalidAssetName(f"{name!r} is not an asset of {self.item.id}: "
                                        f"expected one of {', '.join(self.assets)}")
             a = self.item.assets[name]
+            path = products.path(self._product, name)
             reader_options, method_options = self._get_options(asset, a)
-            info = AssetInfo(url=a.get_absolute_href(), name=name, media_type=a.media_type,
+            info = AssetInfo(url=str(path), name=name, media_type=a.media_type,
                              reader_options=reader_options, method_options=method_options)
             info["metadata"] = a.extra_fields
             return info
@@ -145,7 +224,7 @@ def stretch(paths: list[Path]) -> list[tuple[float, float]]:
     return [_stretch(str(p), p.stat().st_mtime_ns) for p in paths]
 
 
-def preview_png(files: ProductFiles, layer: dict, item_id: str, max_size: int = 128) -> bytes:
+def preview_png(products: Products, layer: dict, product: Product, max_size: int = 128) -> bytes:
     """A small PNG of a product drawn as one of its layers (:func:`~.products.layers_of`,
     with ``rescale`` for true colour): the picture of the result list when the product
     has no quicklook of its own."""
@@ -153,11 +232,11 @@ def preview_png(files: ProductFiles, layer: dict, item_id: str, max_size: int = 
 
     kind = layer["kind"]
     if kind == "rgb":
-        with item_reader(files)(item_id) as r:
+        with item_reader(products)(product) as r:
             img = r.preview(assets=layer["assets"], max_size=max_size)
         img.rescale(in_range=[tuple(x) for x in layer["rescale"]])
         return img.render(img_format="PNG")
-    path = str(files.asset_path(item_id, layer["asset"]))
+    path = str(products.path(product, layer["asset"]))
     with StoreCOGReader(path) as r:
         img = r.preview(max_size=max_size)
         own = r.colormap
@@ -176,31 +255,37 @@ def preview_png(files: ProductFiles, layer: dict, item_id: str, max_size: int = 
     return img.render(img_format="PNG")
 
 
-def tile_routers(files: ProductFiles, prefix: str = ""):
+def tile_routers(products: Products, prefix: str = ""):
     """The two titiler factories (see the module docstring), ``(cog, item)``; their routers
-    are to be included under ``prefix + "/tiles/cog"`` and ``prefix + "/tiles/item"``."""
-    from fastapi import HTTPException, Query
+    are to be included under ``prefix + "/tiles/cog"`` and ``prefix + "/tiles/item"``.
+    Every route of both (tiles, tilejson, info, statistics, point...) resolves its input
+    through the path dependencies below, so every one follows the access rules."""
+    from fastapi import Query
+    from starlette.concurrency import run_in_threadpool
     from titiler.core.factory import MultiBaseTilerFactory, TilerFactory
 
-    def asset_file(item: str = Query(description="Product id"),
-                   asset: str = Query(description="Asset key of the product")) -> str:
-        try:
-            return str(files.asset_path(item, asset))
-        except NotInStore as e:
-            raise HTTPException(404, str(e)) from None
+    async def asset_file(request: Request, item: str = Query(description="Product id"),
+                         asset: str = Query(description="Asset key of the product")) -> str:
+        product = await products.get(request, item)
+        path = await run_in_threadpool(products.path, product, asset)
+        conditional(request, product, [path])
+        return str(path)
 
-    def item_id(item: str = Query(description="Product id")) -> str:
-        try:
-            files.item_path(item)
-        except NotInStore as e:
-            raise HTTPException(404, str(e)) from None
-        return item
+    async def item_id(request: Request, item: str = Query(description="Product id")) -> str:
+        product = await products.get(request, item)
+        named = [a for v in request.query_params.getlist("assets") for a in v.split(",")]
+
+        def paths():
+            return [products.path(product, a) for a in named if a in product.item.assets]
+
+        conditional(request, product, await run_in_threadpool(paths))
+        return ProductRef(product)
 
     process = algorithms.register({"maskbits": MaskBits}).dependency
     common = dict(add_preview=False, add_part=False, add_viewer=False, add_ogc_maps=False,
                   process_dependency=process)
     cog = TilerFactory(reader=StoreCOGReader, path_dependency=asset_file,
                        router_prefix=f"{prefix}/tiles/cog", **common)
-    item = MultiBaseTilerFactory(reader=item_reader(files), path_dependency=item_id,
+    item = MultiBaseTilerFactory(reader=item_reader(products), path_dependency=item_id,
                                  router_prefix=f"{prefix}/tiles/item", **common)
     return cog, item

@@ -52,6 +52,26 @@ async function call(path, options = {}) {
   return options.raw ? resp : resp.json();
 }
 
+// private search: pictures (tiles, quicklooks) are fetched with the token, since an <img>
+// cannot send a header; the bytes go to the image as an object URL
+function privateMode() {
+  return state.config && !state.config.public_search;
+}
+
+async function pictureURL(src) {
+  const resp = await fetch(src, { headers: state.token ? { Authorization: "Bearer " + state.token } : {} });
+  if (!resp.ok) throw new Error("HTTP " + resp.status);
+  return URL.createObjectURL(await resp.blob());
+}
+
+function loadWithToken(tile, src) {
+  const img = tile.getImage();
+  pictureURL(src).then((url) => {
+    img.addEventListener("load", () => URL.revokeObjectURL(url), { once: true });
+    img.src = url;
+  }).catch(() => tile.setState(3)  /* ol TileState.ERROR */);
+}
+
 function guarded(fn) {
   return async (...args) => {
     try {
@@ -187,8 +207,16 @@ function resultEntry(f) {
   const img = document.createElement("img");
   img.alt = "";
   img.loading = "lazy";
-  img.src = PREFIX + "/api/quicklook?item=" + encodeURIComponent(f.id);
+  const src = PREFIX + "/api/quicklook?item=" + encodeURIComponent(f.id);
   img.onerror = () => { img.style.visibility = "hidden"; };
+  if (privateMode()) {
+    pictureURL(src).then((url) => {
+      img.addEventListener("load", () => URL.revokeObjectURL(url), { once: true });
+      img.src = url;
+    }).catch(() => { img.style.visibility = "hidden"; });
+  } else {
+    img.src = src;
+  }
   const text = document.createElement("div");
   const p = f.properties || {};
   const when = (p.datetime || p.start_datetime || "").slice(0, 10);
@@ -221,7 +249,7 @@ function resultEntry(f) {
 
 async function showProduct(id) {
   const info = await call(PREFIX + "/api/layers?item=" + encodeURIComponent(id),
-                          { what: "layers of " + id, auth: false });
+                          { what: "layers of " + id });
   state.shown = id;
   state.layers = info.layers;
   for (const li of $("results").children) li.setAttribute("aria-selected", String(li.dataset.id === id));
@@ -264,6 +292,7 @@ function setLayer(layer) {
   // classes and mask bits: nearest neighbour when a tile is scaled (no blended colours)
   const source = new ol.source.XYZ({ url: tileUrl(layer), crossOrigin: "anonymous",
                                      transition: 0, interpolate: layer.kind === "rgb" || layer.kind === "ramp" });
+  if (privateMode()) source.setTileLoadFunction(loadWithToken);
   state.tiles = { loading: 0, loaded: 0, failed: 0 };
   source.on("tileloadstart", () => { state.tiles.loading++; });
   source.on("tileloadend", () => { state.tiles.loading--; state.tiles.loaded++; });
@@ -335,7 +364,7 @@ const SERIES_LEVEL = { L2A: "L2A", L3A: "L3A", L3B: "L3B", L4A: "L3B", L4B: "L3B
 async function pixel(lonlat) {
   const level = SERIES_LEVEL[state.shown ? state.shown.slice(0, 3) : $("level").value];
   const q = new URLSearchParams({ lon: lonlat[0].toFixed(6), lat: lonlat[1].toFixed(6), level });
-  const s = await call(PREFIX + "/api/series?" + q, { what: "time series", auth: false });
+  const s = await call(PREFIX + "/api/series?" + q, { what: "time series" });
   state.series = s;
   $("csv").href = PREFIX + "/api/series?" + q + "&format=csv";
   $("chart-title").textContent = level + " at " + lonlat[0].toFixed(5) + ", " + lonlat[1].toFixed(5);
@@ -524,7 +553,7 @@ async function statusPage() {
   box.textContent = "";
   let st;
   try {
-    st = await call(PREFIX + "/api/status", { what: "production state", auth: false });
+    st = await call(PREFIX + "/api/status", { what: "production state" });
   } catch (e) {
     box.textContent = e.message;
     return;
@@ -584,6 +613,17 @@ async function start() {
   $("clear-area").addEventListener("click", () => { areaSource.clear(); state.area = null; });
   $("hide").addEventListener("click", () => { productLayer.setVisible(false); $("layerbox").hidden = true; });
   $("variable").addEventListener("change", chart);
+  $("csv").addEventListener("click", guarded(async (ev) => {
+    if (!privateMode()) return;  // a plain link; with private search the CSV needs the token
+    ev.preventDefault();
+    const url = await pictureURL($("csv").href);
+    const a = document.createElement("a");
+    a.href = url;
+    a.download = "agriseries-series.csv";
+    document.body.appendChild(a);
+    a.click();
+    setTimeout(() => { URL.revokeObjectURL(url); a.remove(); }, 1000);
+  }));
   $("chart-close").addEventListener("click", () => { $("chartbox").hidden = true; map.updateSize(); });
   $("signin").addEventListener("submit", guarded(async (ev) => {
     ev.preventDefault();

@@ -1,0 +1,207 @@
+"""Who may see what: the one access check of every route that reveals a product.
+
+The STAC API (search, collections, items), the asset downloads, the basket and the web
+portal's tiles, pixel series, quicklooks and map layers all decide through one
+:class:`Access` object:
+
+* **reading** (search, browse, the portal's pictures and values): open when search is public
+  (``ServiceSettings.public_search``); otherwise a user is needed: no credential, an unknown,
+  forged or revoked token is a 401, a revoked user a 403 (:meth:`Access.reader`);
+* **downloading** a file: always a user (API token, single sign-on JWT or signed URL;
+  :meth:`Access.downloader`);
+* a product exists for a request only when it is **published**: it is looked up in the
+  catalogue by id (:meth:`Access.item`, :meth:`Access.item_by_id`), never in the store, so an
+  unknown or unpublished product is a 404 before any file of the store is opened;
+* a **file** is one asset of a published item: the store-relative path the publisher wrote
+  for it, opened component by component below the store root without following links
+  (:func:`~.assets.open_in_store`); ``..``, an absolute path, a link or anything but a
+  regular file is a 404 (:meth:`Access.open`, :meth:`Access.path`).
+
+The credential is checked before the catalogue is asked, so a request without the right to
+read learns nothing about which products exist. A product found by id is remembered for
+``ServiceSettings.collections_reload_s`` seconds (2 by default; 0: never), the time the
+embedded catalogue itself takes to see a new collection list: a map asks dozens of tiles of
+one product a second, and a catalogue search costs each of them tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import secrets
+import threading
+import time
+import urllib.parse
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from fastapi import HTTPException
+from starlette.concurrency import run_in_threadpool
+
+from .accounts import User
+from .assets import NotServable, open_in_store
+from .items import store_path_of
+
+__all__ = ["Access", "NotPublished", "INTERNAL_HEADER"]
+
+INTERNAL_HEADER = "x-agriseries-internal"
+MAX_SEARCH = 100_000
+
+
+class NotPublished(HTTPException):
+    """A product or file that is not published (answered 404, with the reason)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(404, detail)
+
+
+class Access:
+    """The service's access rules (see the module docstring).
+
+    Parameters
+    ----------
+    settings
+        The :class:`~.settings.ServiceSettings` (``public_search``, ``store``).
+    auth
+        The :class:`~.auth.Authenticator` of the service.
+    internal_get, internal_post
+        Calls of the service's own STAC API that bypass the reading check (the check is
+        made by the caller, before).
+    internal_key
+        The secret header value that marks those internal calls.
+    """
+
+    def __init__(self, settings, auth, internal_get, internal_post, internal_key: str) -> None:
+        self.settings = settings
+        self.auth = auth
+        self.internal_get = internal_get
+        self.internal_post = internal_post
+        self.internal_key = internal_key
+        self.root = os.path.abspath(settings.store)
+        self.ttl_s = float(getattr(settings, "collections_reload_s", 0) or 0)
+        self._found: collections.OrderedDict[str, tuple[float, dict]] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ who
+
+    def is_internal(self, request) -> bool:
+        key = request.headers.get(INTERNAL_HEADER, "")
+        return bool(key) and secrets.compare_digest(key, self.internal_key)
+
+    async def reader(self, request) -> User | None:
+        """The user allowed to read (search, browse, look at a product), ``None`` when search
+        is public; raises :class:`~.accounts.AccountError` (401/403) otherwise."""
+        if self.settings.public_search or self.is_internal(request):
+            return None
+        return await self.auth.user(request)
+
+    async def downloader(self, request) -> User:
+        """The user of a download (a credential is always needed; signed URLs too)."""
+        return await self.auth.download_user(request)
+
+    # ------------------------------------------------------------------ what
+
+    async def published(self, collection_id: str, item_id: str) -> dict | None:
+        """The published item ``collection_id/item_id`` (store-relative hrefs), or ``None``."""
+        q = urllib.parse.quote
+        r = await self.internal_get(f"/collections/{q(collection_id, safe='')}/items/"
+                                    f"{q(item_id, safe='')}")
+        if r.status_code != 200:
+            return None
+        doc = r.json()
+        return doc if doc.get("id") == item_id else None
+
+    async def item(self, collection_id: str, item_id: str) -> dict:
+        """As :meth:`published`; raises :class:`NotPublished` (404)."""
+        doc = await self.published(collection_id, item_id)
+        if doc is None:
+            raise NotPublished(f"no published item {collection_id}/{item_id}")
+        return doc
+
+    async def item_by_id(self, item_id: str) -> dict:
+        """The published item of a product id, whatever its collection; raises
+        :class:`NotPublished` (404) for an unknown or unpublished one."""
+        if not item_id or len(item_id) > 300 or any(c in item_id for c in "/\\\x00"):
+            raise NotPublished(f"{item_id!r} is not the id of a published product")
+        now = time.monotonic()
+        with self._lock:
+            hit = self._found.get(item_id)
+            if hit is not None and now - hit[0] < self.ttl_s:
+                return hit[1]
+        r = await self.internal_post("/search", {"ids": [item_id], "limit": 2})
+        if r.status_code == 200:
+            for f in r.json().get("features", []):
+                if f.get("id") == item_id:
+                    if self.ttl_s > 0:
+                        with self._lock:
+                            self._found[item_id] = (now, f)
+                            self._found.move_to_end(item_id)
+                            while len(self._found) > 1024:
+                                self._found.popitem(last=False)
+                    return f
+        raise NotPublished(f"product {item_id} is not published")
+
+    async def search(self, body: dict[str, Any], limit: int = MAX_SEARCH) -> list[dict]:
+        """Every published item a STAC search finds (all pages; store-relative hrefs).
+
+        Raises
+        ------
+        HTTPException
+            The search is refused (its status and reason), or finds more than ``limit``.
+        """
+        search = {k: v for k, v in body.items() if k not in ("limit", "token", "offset")}
+        search["limit"] = 500
+        out: list[dict] = []
+        page: dict | None = search
+        while page is not None:
+            r = await self.internal_post("/search", page)
+            if r.status_code != 200:
+                try:
+                    detail = r.json()
+                except ValueError:
+                    detail = r.text
+                raise HTTPException(r.status_code if 400 <= r.status_code < 500 else 502,
+                                    f"search failed: {detail}")
+            doc = r.json()
+            out += doc.get("features", [])
+            if len(out) > limit:
+                raise HTTPException(400, f"the search finds more than {limit} items: narrow "
+                                         "it (dates, area, collection)")
+            nxt = [ln for ln in doc.get("links", []) if ln.get("rel") == "next"]
+            page = nxt[0].get("body") if nxt and nxt[0].get("method", "GET") == "POST" else None
+            if page is not None and nxt[0].get("merge"):
+                page = {**search, **page}
+            if nxt and page is None:
+                raise HTTPException(502, "search paging: expected a POST next link")
+        return out
+
+    # ------------------------------------------------------------------ files
+
+    def rel_path(self, item: dict, key: str) -> PurePosixPath:
+        """The store-relative path of asset ``key`` of a published item (404 if none)."""
+        asset = (item.get("assets") or {}).get(key)
+        rel = store_path_of(asset) if isinstance(asset, dict) else None
+        if rel is None:
+            raise NotPublished(f"no file {key!r} in the published item {item.get('id')}")
+        return rel
+
+    def open(self, item: dict, key: str) -> tuple[int, int, PurePosixPath]:
+        """Open the file of asset ``key`` of a published item: ``(fd, size, rel)``; raises
+        :class:`NotPublished` (404) when it is not a regular file below the store root
+        reached without links."""
+        rel = self.rel_path(item, key)
+        try:
+            fd, size = open_in_store(self.root, rel)
+        except NotServable:
+            raise NotPublished(f"file {key!r} of {item.get('id')} is not in the store") from None
+        return fd, size, rel
+
+    def path(self, item: dict, key: str) -> Path:
+        """The checked absolute path of asset ``key`` of a published item (as :meth:`open`,
+        for readers that open the file themselves: GDAL)."""
+        fd, _, rel = self.open(item, key)
+        os.close(fd)
+        return Path(self.root, *rel.parts)
+
+    async def apath(self, item: dict, key: str) -> Path:
+        return await run_in_threadpool(self.path, item, key)
