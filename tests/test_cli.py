@@ -72,7 +72,7 @@ def test_info_and_tile(tmp_path):
     doc = json.loads(res.stdout)
     assert doc["shape"] == [5490, 5490] and doc["ulx"] == 499980 and doc["uly"] == 5900040
     res = runner.invoke(main, ["tile", "T99XXX"])
-    assert res.exit_code == 1 and "not a Sentinel-2 tile id" in res.output
+    assert res.exit_code == 2 and "not a Sentinel-2 tile id" in res.output
 
 
 def test_wrong_arguments_exit_2(tmp_path):
@@ -83,7 +83,7 @@ def test_wrong_arguments_exit_2(tmp_path):
     shutil.copytree(SAFE, copy)
     res = runner.invoke(main, ["ingest", str(copy), "--store", str(tmp_path / "s"),
                                "--tile", "banana"])
-    assert res.exit_code == 1 and "banana" in res.output
+    assert res.exit_code == 2 and "banana" in res.output
 
 
 def test_biophysical_commands(tmp_path):
@@ -104,4 +104,4 @@ def test_biophysical_commands(tmp_path):
     assert json.loads(res.stdout)["product"] == "L3B_S2_T31UDS_20180701-20180731_AGS"
     bad = runner.invoke(main, ["biophysical", "--store", str(store), "--tile", "T31UDS",
                                "--variables", "NDVI"])
-    assert bad.exit_code == 1 and "unknown biophysical variable" in bad.output
+    assert bad.exit_code == 2 and "unknown biophysical variable" in bad.output

@@ -26,7 +26,7 @@ from rich.table import Table
 
 from .version import VERSION
 from .cli_output import err as console
-from .cli_output import install_store_warnings, out, progress_bar, sensor_families
+from .cli_output import TILE, install_store_warnings, out, progress_bar, sensor_families, usage_check
 from .biophysical.params import BiophysicalParams
 from .composite.params import WaspParams
 from .core.errors import (
@@ -111,7 +111,8 @@ def main() -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--store", "store_dir", required=True, type=click.Path(path_type=Path),
               help="Product store folder (created if absent).")
-@click.option("--tile", default=None, help="Only write products on this Sentinel-2 tile (e.g. T31UDS).")
+@click.option("--tile", default=None, type=TILE,
+              help="Only write products on this Sentinel-2 tile (e.g. T31UDS).")
 @click.option("--overwrite", is_flag=True, help="Rewrite products already in the store.")
 @click.option("--allow-missing-bands", is_flag=True,
               help="Ingest the bands on disk when some are missing (partial downloads) instead "
@@ -241,7 +242,7 @@ def _info_value(key: str, value) -> str:
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Product store folder.")
 @click.option("--level", default=None, type=click.Choice(["L1C", "L2A", "L3A", "L3B", "L4A", "L4B"]))
-@click.option("--tile", default=None, help="Sentinel-2 tile id.")
+@click.option("--tile", default=None, type=TILE, help="Sentinel-2 tile id.")
 @click.option("--from", "start", default=None, type=click.DateTime(), help="First date (inclusive).")
 @click.option("--to", "end", default=None, type=click.DateTime(), help="Last date (inclusive).")
 @click.option("--verbose", "-v", is_flag=True, help="Name every file of each product.")
@@ -285,6 +286,14 @@ def list_(store_dir, level, tile, start, end, verbose, as_json):
         sys.exit(EXIT_NOTHING)
 
 
+def _period(value: str) -> str:
+    """The ``--period`` of ``composite``, checked before any work (a usage error, exit 2)."""
+    from .composite.processor import parse_period
+
+    usage_check(parse_period, value, param_hint="--period")
+    return value
+
+
 def _range_text(start, end) -> str:
     """`` between D1 and D2`` (or ``from D1``, ``until D2``, nothing)."""
     if start and end:
@@ -302,7 +311,7 @@ def _check_range(start, end, names: tuple[str, str] = ("--from", "--to")) -> Non
 
 
 @main.command()
-@click.argument("tile")
+@click.argument("tile", type=TILE)
 @click.option("--resolution", default=10, type=click.Choice(["10", "20", "30", "60"]),
               help="Pixel size in metres.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
@@ -327,8 +336,8 @@ def tile(tile, resolution, as_json):
 @click.option("--store", "store_dir", default=None,
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Product store folder (required unless a subcommand is given).")
-@click.option("--tile", default=None, help="Sentinel-2 tile id, e.g. T31UDS (required unless a "
-                                           "subcommand is given).")
+@click.option("--tile", default=None, type=TILE,
+              help="Sentinel-2 tile id, e.g. T31UDS (required unless a subcommand is given).")
 @click.option("--from", "start", default=None, type=click.DateTime(), help="First date (inclusive).")
 @click.option("--to", "end", default=None, type=click.DateTime(), help="Last date (inclusive).")
 @click.option("--variables", default=",".join(BiophysicalParams.variables), show_default=True,
@@ -361,8 +370,9 @@ def biophysical(ctx, store_dir, tile, start, end, variables, resolution, network
     from .core.grid import parse_tile
     from .io.store import ProductStore
 
-    params = BiophysicalParams(variables=tuple(v.strip() for v in variables.split(",") if v.strip()),
-                               resolution=int(resolution), networks_root=networks_root)
+    params = usage_check(lambda: BiophysicalParams(
+        variables=tuple(v.strip() for v in variables.split(",") if v.strip()),
+        resolution=int(resolution), networks_root=networks_root))
     _check_range(start, end)
     store = ProductStore(store_dir)
     tile = parse_tile(tile).name
@@ -391,8 +401,8 @@ def biophysical(ctx, store_dir, tile, start, end, variables, resolution, network
 @click.option("--store", "store_dir", required=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Product store folder (inputs are its L2A products; the L3A is written there).")
-@click.option("--tile", required=True, help="Sentinel-2 tile id, e.g. T31UDS.")
-@click.option("--period", required=True,
+@click.option("--tile", required=True, type=TILE, help="Sentinel-2 tile id, e.g. T31UDS.")
+@click.option("--period", required=True, callback=lambda ctx, param, v: _period(v),
               help="YYYY-MM (a month) or YYYY-MM-DD/YYYY-MM-DD: names the product; its middle "
                    "day is the synthesis centre unless --centre is given.")
 @click.option("--centre", type=click.DateTime(["%Y-%m-%d"]), default=None,
@@ -451,7 +461,7 @@ def composite(store_dir, tile, period, centre, sensors, s2_weight, landsat_weigh
 @click.option("--store", "store_dir", required=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Product store folder.")
-@click.option("--tile", required=True, help="Sentinel-2 tile id.")
+@click.option("--tile", required=True, type=TILE, help="Sentinel-2 tile id.")
 @click.option("--from", "start", required=True, type=click.DateTime(), help="Season start.")
 @click.option("--to", "end", required=True, type=click.DateTime(), help="Season end.")
 @click.option("--variables", default="LAI,FAPAR,FCOVER", show_default=True,

@@ -89,6 +89,46 @@ def sensor_families(value: str | None) -> tuple[str, ...] | None:
     return names
 
 
+def _click_param_type():
+    import click
+
+    class TileType(click.ParamType):
+        """A Sentinel-2 tile id (``T31UDS`` or ``31UDS``), checked before any work: a wrong one
+        is a usage error (exit code 2) naming it; the value is the tile's name (``T31UDS``)."""
+
+        name = "TILE"
+
+        def convert(self, value, param, ctx):
+            from .core.errors import ConfigurationError
+            from .core.grid import parse_tile
+
+            try:
+                return parse_tile(value).name
+            except ConfigurationError as exc:
+                self.fail(str(exc), param, ctx)
+
+    return TileType()
+
+
+#: The click type of the ``--tile`` options (see ``TileType``).
+TILE = _click_param_type()
+
+
+def usage_check(check, *args, param_hint: str | None = None):
+    """Run a check of the processor's on command-line values before any work: its
+    ``ConfigurationError`` becomes a usage error (exit code 2) with the same message."""
+    import click
+
+    from .core.errors import ConfigurationError
+
+    try:
+        return check(*args)
+    except ConfigurationError as exc:
+        if param_hint:
+            raise click.BadParameter(str(exc), param_hint=param_hint) from None
+        raise click.UsageError(str(exc)) from None
+
+
 class _WarningLine(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -108,5 +148,5 @@ def install_store_warnings() -> None:
         logger.propagate = False
 
 
-__all__ = ["err", "install_store_warnings", "out", "progress_bar", "sensor_families",
-           "UNWRAPPED_WIDTH"]
+__all__ = ["err", "install_store_warnings", "out", "progress_bar", "sensor_families", "TILE",
+           "UNWRAPPED_WIDTH", "usage_check"]

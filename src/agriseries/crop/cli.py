@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from ..cli_output import TILE, usage_check
 from ..core.errors import AgriseriesError, NothingToDoError
 from .params import (
     FEATURE_SETS,
@@ -41,7 +42,7 @@ def _common(f):
         click.option("--store", "store_dir", required=True,
                      type=click.Path(exists=True, file_okay=False, path_type=Path),
                      help="Product store folder (reads L2A, writes the product)."),
-        click.option("--tile", required=True, help="Sentinel-2 tile id, e.g. T31UDS."),
+        click.option("--tile", required=True, type=TILE, help="Sentinel-2 tile id, e.g. T31UDS."),
         click.option("--season", nargs=2, required=True, type=click.DateTime(["%Y-%m-%d"]),
                      metavar="START END", help="First and last day of the season (YYYY-MM-DD)."),
         click.option("--until", "until", multiple=True, type=click.DateTime(["%Y-%m-%d"]),
@@ -87,6 +88,15 @@ def _params(base, classifier, trees, max_depth, min_samples, seed, step_days, re
                                                      seed=seed),
                    series=SeriesParams(step_days=step_days, red_edge=red_edge,
                                        feature_set=feature_set), **kw)
+
+
+def _check_season(season, until) -> None:
+    """The season and every --until, checked before any work (a usage error, exit 2)."""
+    from ..core.ids import crop_season
+
+    for u in sorted(until) or [None]:
+        usage_check(crop_season, season[0], season[1], u,
+                    param_hint="--until" if u is not None else "--season")
 
 
 def _report(results, as_json: bool) -> None:
@@ -149,6 +159,7 @@ def cropmask_cmd(store_dir, tile, season, until, classifier, trees, max_depth, m
             raise click.UsageError("--model maps the tile: give no --reference-map with it")
     elif (insitu is None) == (reference_map is None):
         raise click.UsageError("give --insitu or --reference-map (one of them), or --model")
+    _check_season(season, until)
     values = _codes(crop_values)
     if not values:
         raise click.BadParameter("at least one value", param_hint="--crop-values")
@@ -194,6 +205,7 @@ def croptype_cmd(store_dir, tile, season, until, classifier, trees, max_depth, m
 
     if insitu is None and model_path is None:
         raise click.UsageError("give --insitu (or --model)")
+    _check_season(season, until)
     try:
         base = CropTypeParams(class_field=class_field, exclude_codes=_codes(exclude_codes))
         params = _params(base, classifier, trees, max_depth, min_samples, seed, step_days, red_edge,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from ..cli_output import TILE
 from ..core.errors import AgriseriesError
 from .params import CloudParams, L2AParams
 
@@ -23,7 +24,7 @@ __all__ = ["l2a_cmd"]
 @click.option("--store", "store_dir", required=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Product store folder (reads the L1C products, writes the L2A).")
-@click.option("--tile", required=True, help="Sentinel-2 tile id, e.g. T31UDS.")
+@click.option("--tile", required=True, type=TILE, help="Sentinel-2 tile id, e.g. T31UDS.")
 @click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), default=None,
               help="First acquisition day (default: the first L1C of the tile).")
 @click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), default=None,
