@@ -69,7 +69,8 @@ CELL = 64
 
 
 class PeakRSS:
-    """Peak resident set size (bytes) of this process while the block runs."""
+    """Peak resident set size (bytes) of this process while the block runs, its wall time
+    (``seconds``) and the CPU time of all its threads (``cpu_seconds``)."""
 
     def __init__(self, every: float = 0.1) -> None:
         self.every = every
@@ -91,10 +92,12 @@ class PeakRSS:
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
         self.t0 = time.perf_counter()
+        self.c0 = time.process_time()
         return self
 
     def __exit__(self, *exc):
         self.seconds = time.perf_counter() - self.t0
+        self.cpu_seconds = time.process_time() - self.c0
         self._stop.set()
         self._t.join()
         self.peak = max(self.peak, self._rss())
@@ -205,6 +208,7 @@ def bench(size: int, chunk: int, trees: int, samples: int, io_size: int, workers
                                                                         fm.chunks[1:])).sum()
         total.compute()
     res["baseline_s"], res["baseline_peak_gb"] = m.seconds, m.peak / 1e9
+    res["baseline_cpu_s"] = m.cpu_seconds
     _log(f"baseline {m.seconds:.0f} s")
 
     # training: 40000 pixels, in proportion to the classes, over the whole tile
@@ -221,7 +225,8 @@ def bench(size: int, chunk: int, trees: int, samples: int, io_size: int, workers
         t1 = time.perf_counter()
         model = train_classifier(X, y[pick], ClassifierParams(n_trees=trees), ex.names)
         t2 = time.perf_counter()
-    res.update(train_s=m.seconds, train_extract_s=t1 - t0, train_fit_s=t2 - t1,
+    res.update(train_s=m.seconds, train_cpu_s=m.cpu_seconds, train_extract_s=t1 - t0,
+               train_fit_s=t2 - t1,
                train_peak_gb=m.peak / 1e9, train_samples=int(pick.size),
                mean_tree_nodes=float(np.mean([e.tree_.node_count for e in model.estimator.estimators_])))
     _log(f"train {m.seconds:.0f} s")
@@ -238,7 +243,8 @@ def bench(size: int, chunk: int, trees: int, samples: int, io_size: int, workers
             write_cog(tmp / "crop_mask.tif", out_c, gb, nodata=255, overview_resampling="nearest")
             write_cog(tmp / "confidence.tif", out_f, gb, nodata=float("nan"))
             t2 = time.perf_counter()
-        res.update(predict_s=m.seconds, predict_compute_s=t1 - m.t0, predict_write_s=t2 - t1,
+        res.update(predict_s=m.seconds, predict_cpu_s=m.cpu_seconds,
+                   predict_compute_s=t1 - m.t0, predict_write_s=t2 - t1,
                    predict_peak_gb=m.peak / 1e9,
                    cropland_share=float((out_c == 1).mean()))
         _log(f"predict {m.seconds:.0f} s")
@@ -297,6 +303,7 @@ def io_bench(values, mask, times, lc, size: int, chunk: int, ex, tmp: Path) -> d
         feature_map(series, ex).data.sum().compute()
     return {"io_size": size, "io_products": len(items), "io_write_store_s": write_s,
             "io_memory_s": m_mem.seconds, "io_store_s": m_store.seconds,
+            "io_memory_cpu_s": m_mem.cpu_seconds, "io_store_cpu_s": m_store.cpu_seconds,
             "io_store_peak_gb": m_store.peak / 1e9}
 
 

@@ -115,6 +115,7 @@ def bench(size: int, chunk: int, workers: int, s2c_res: int, root: Path) -> dict
     _log(f"L1C written in {res['setup_s']:.0f} s")
     item = store.item(pid)
     product = store.open(item)
+    res["l1c_mb"] = sum(f.stat().st_size for f in store.product_dir(pid).iterdir()) / 1e6
 
     with PeakRSS() as m:  # read: every band once, dropped
         parts = []
@@ -123,7 +124,7 @@ def bench(size: int, chunk: int, workers: int, s2c_res: int, root: Path) -> dict
                        with_mask=False, with_aux=False)[b].data
             parts.append(da.nansum(arr))
         dask.compute(*parts)
-    res["read_s"], res["read_peak_gb"] = m.seconds, m.peak / 1e9
+    res["read_s"], res["read_peak_gb"], res["read_cpu_s"] = m.seconds, m.peak / 1e9, m.cpu_seconds
     _log(f"read {m.seconds:.1f} s")
 
     params = L2AParams()
@@ -134,14 +135,14 @@ def bench(size: int, chunk: int, workers: int, s2c_res: int, root: Path) -> dict
         scene, _ = read_scene(product, check_inputs(product, item.id), grid,
                               coarse_altitude(params, grid), atmosphere(product, params))
         mres = detect(scene, None, params.cloud)
-    res["mask_s"], res["mask_peak_gb"] = m.seconds, m.peak / 1e9
+    res["mask_s"], res["mask_peak_gb"], res["mask_cpu_s"] = m.seconds, m.peak / 1e9, m.cpu_seconds
     res["cloud_percent"] = float(100 * mres.cloud.sum() / max(1, mres.valid.sum()))
     _log(f"mask {m.seconds:.1f} s")
 
     with PeakRSS() as m:  # the whole L2A of the tile
         out = l2a(store, TILE, params=params)
     assert not out.failed, out.failed
-    res["l2a_s"], res["l2a_peak_gb"] = m.seconds, m.peak / 1e9
+    res["l2a_s"], res["l2a_peak_gb"], res["l2a_cpu_s"] = m.seconds, m.peak / 1e9, m.cpu_seconds
     res["correction_s"] = res["l2a_s"] - res["mask_s"]
     _log(f"l2a {m.seconds:.1f} s")
     res["product_mb"] = sum(f.stat().st_size for f in
