@@ -259,3 +259,49 @@ def test_path_tricks_and_links_are_404(public, published):
     finally:
         path.unlink()
         keep.rename(path)
+
+
+def test_basket_links_are_short_lived_signed_urls(public, published):
+    """POST /basket/links: signed URLs of the archive and list that need no header, valid
+    LINK_TTL_S; without a token no links; a tampered, expired or other user's signature,
+    or the signature used on another path: 401."""
+    import time
+    import urllib.parse
+    import zipfile
+    from io import BytesIO
+
+    from agriseries.distribution.accounts import Accounts
+    from agriseries.distribution.basket import LINK_TTL_S
+
+    _, store, good, _ = published
+    assert httpx.post(public.url + "/basket/links", timeout=30).status_code == 401
+    r = httpx.post(public.url + "/basket/items", headers=bearer(good), timeout=30,
+                   json={"items": [{"collection": "agriseries-l4a", "id": L4A}]})
+    assert r.status_code == 200 and not r.json()["missing"], r.text
+    links = httpx.post(public.url + "/basket/links", headers=bearer(good), timeout=30).json()
+    assert 0 < links["expires"] - time.time() <= LINK_TTL_S
+    z = httpx.get(links["archive"], timeout=60)
+    assert z.status_code == 200 and "attachment" in z.headers["content-disposition"]
+    item = ProductStore(store).item(L4A)
+    with zipfile.ZipFile(BytesIO(z.content)) as zf:
+        for a in item.assets.values():
+            p = Path(a.get_absolute_href())
+            assert zf.read(f"agriseries-l4a/{L4A}/{p.name}") == p.read_bytes()
+    listed = httpx.get(links["list"], timeout=30)
+    assert listed.status_code == 200 and len(listed.text.split()) == len(item.assets)
+    u = urllib.parse.urlsplit(links["archive"])
+    q = dict(urllib.parse.parse_qsl(u.query))
+    accounts = Accounts(str(Path(store) / ".distribution" / "service.sqlite"))
+    try:
+        past = int(time.time()) - 10
+        expired = {**q, "expires": str(past), "signature": accounts.sign(q["user"], u.path, past)}
+    finally:
+        accounts.close()
+    bad = [{**q, "signature": "0" * 64}, {**q, "user": "rex"}, {**q, "expires": str(
+        int(q["expires"]) + 3600)}, expired]
+    for params in bad:
+        r = httpx.get(public.url + u.path, params=params, timeout=30)
+        assert r.status_code == 401, (params, r.text)
+    # the archive's signature is for the archive only
+    r = httpx.get(public.url + f"/assets/agriseries-l4a/{L4A}/crop_mask", params=q, timeout=30)
+    assert r.status_code == 401

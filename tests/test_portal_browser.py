@@ -240,20 +240,44 @@ def test_sign_in_add_a_series_to_the_basket_download_it_sign_out(page, published
         page.click("#add-series")
     page.wait_for_function(f"document.getElementById('basket-state').dataset.count == '{n}'")
     assert "quota left today" in page.inner_text("#basket-state")
+    asked = []
+    page.on("request", lambda r: asked.append(r) if "/basket/" in r.url else None)
     with page.expect_download() as dl:
         page.click("#zip")
+    # a download of a short-lived signed URL, by the browser itself: not fetch() + Blob
+    # (the page itself asked only for the link; the archive went to the download manager)
+    assert [r.url.rsplit("/", 1)[-1] for r in asked] == ["links"], \
+        [(r.url, r.resource_type) for r in asked]
+    url = urllib.parse.urlsplit(dl.value.url)
+    assert url.path == "/basket/archive.zip" and "signature=" in url.query
+    assert dl.value.suggested_filename == "basket-alice.zip"
+    store = ProductStore(store_dir)
+    june = {it.id for it in store.items(level="L3B")
+            if "-" not in it.id.split("_")[3] and it.id.split("_")[3] < "20180701"}
     with zipfile.ZipFile(dl.value.path()) as z:
         names = z.namelist()
-        ids = {name.split("/")[1] for name in names}
-        store = ProductStore(store_dir)
-        june = {it.id for it in store.items(level="L3B")
-                if "-" not in it.id.split("_")[3] and it.id.split("_")[3] < "20180701"}
-        assert ids == june
+        assert {name.split("/")[1] for name in names} == june
+        want = set()
+        for item_id in june:  # every file of every product, and its item
+            item = store.item(item_id)
+            folder = store.item_path(item_id).parent
+            for a in item.assets.values():
+                want.add(f"agriseries-l3b/{item_id}/{Path(a.get_absolute_href()).name}")
+            want.add(f"agriseries-l3b/{item_id}/{item_id}.json")
+        assert set(names) == want, set(names) ^ want
         for name in names:
-            if name.endswith(".tif"):
-                item_id = name.split("/")[1]
-                path = store.item_path(item_id).parent / Path(name).name
+            item_id, fname = name.split("/")[1], name.split("/")[2]
+            if fname == f"{item_id}.json":
+                doc = json.loads(z.read(name))
+                assert doc["id"] == item_id and set(doc["assets"]) == \
+                    set(store.item(item_id).assets)
+            else:
+                path = store.item_path(item_id).parent / fname
                 assert z.read(name) == path.read_bytes(), name
+    with page.expect_download() as dl:
+        page.click("#list")
+    lines = Path(dl.value.path()).read_text().split()
+    assert len(lines) == len(want) - len(june) and all("signature=" in u for u in lines)
     shot(page, "basket")
     page.click("#signout")
     page.wait_for_selector("#signin:not([hidden])")

@@ -15,7 +15,12 @@ Routes (all need a user):
   JSON beside its files;
 * ``GET /basket/files.txt[?assets=...]``: one signed download URL per line, for
   ``wget -c -i`` or ``aria2c -c -i`` (which resume with HTTP Range);
-  ``GET /basket/files`` the same list as JSON with names and sizes.
+  ``GET /basket/files`` the same list as JSON with names and sizes;
+* ``POST /basket/links``: short-lived signed URLs of the archive and of the list
+  (:data:`LINK_TTL_S`), which need no header: a web page hands them to the browser as a
+  plain download (streamed to disk, never held in the page's memory).
+
+The archive and the list take a bearer credential or such a signed URL.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from .items import served_item, store_path_of
 __all__ = ["basket_router", "basket_table"]
 
 MAX_SERIES = 100_000
+LINK_TTL_S = 300  # lifetime of the signed archive / list URLs of POST /basket/links
 ZIP_CHUNK = 64 * 1024  # the archive is sent in pieces of this size, at most 8 waiting
 
 
@@ -247,17 +253,32 @@ def basket_router(settings, auth, accounts: Accounts, slots: DownloadSlots, acce
                            "id": f["id"], "asset": f["key"],
                            "url": _signed(request, user, f, exp)} for f in files]}
 
+    @router.post("/links", summary="Short-lived signed URLs of the archive and the list")
+    async def links(request: Request):
+        user = await auth.user(request)
+        exp = int(time.time()) + LINK_TTL_S
+        base = str(request.base_url).rstrip("/")
+        out = {"expires": exp}
+        for name, route in (("archive", "archive.zip"), ("list", "files.txt")):
+            url = f"{base}/basket/{route}"
+            sig = accounts.sign(user.name, urllib.parse.urlparse(url).path, exp)
+            out[name] = f"{url}?" + urllib.parse.urlencode({"user": user.name, "expires": exp,
+                                                           "signature": sig})
+        return out
+
     @router.get("/files.txt", summary="Signed download URLs, one per line (wget -c -i)",
                 response_class=PlainTextResponse)
     async def files_txt(request: Request, assets: str | None = None):
-        user = await auth.user(request)
+        user = await access.downloader(request)
         exp = int(time.time()) + settings.signed_url_ttl_s
         files = await _files(request, user, assets)
-        return PlainTextResponse("".join(_signed(request, user, f, exp) + "\n" for f in files))
+        return PlainTextResponse("".join(_signed(request, user, f, exp) + "\n" for f in files),
+                                 headers={"Content-Disposition":
+                                          f'attachment; filename="basket-{user.name}.txt"'})
 
     @router.get("/archive.zip", summary="The whole basket as one streamed ZIP archive")
     async def archive(request: Request, assets: str | None = None):
-        user = await auth.user(request)
+        user = await access.downloader(request)
         files = await _files(request, user, assets)
         base = str(request.base_url).rstrip("/")
         entries: list[dict[str, Any]] = []

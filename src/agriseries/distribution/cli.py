@@ -94,8 +94,11 @@ _db_opt = click.option("--service-db", default=None,
 @click.option("--oidc-issuer", default=None, help="Single sign-on: token issuer (iss).")
 @click.option("--oidc-audience", default=None, help="Single sign-on: audience (aud).")
 @click.option("--oidc-jwks-url", default=None, help="Single sign-on: the issuer's JWKS URL.")
+@click.option("--oidc-client-id", default=None,
+              help="Single sign-on on the web page: its client id at the issuer (a public "
+                   "client: authorization code + PKCE; redirect URI http(s)://HOST/portal/).")
 def serve(target, store, host, port, catalog_dsn, catalog_dir, service_db, private_search,
-          quota_gb, max_downloads, oidc_issuer, oidc_audience, oidc_jwks_url):
+          quota_gb, max_downloads, oidc_issuer, oidc_audience, oidc_jwks_url, oidc_client_id):
     """Serve the published products: a STAC API with search, downloads (tokens, quotas,
     HTTP Range) and baskets. TARGET is a site file or a store folder."""
     site, store_dir = _target(target, store)
@@ -103,7 +106,8 @@ def serve(target, store, host, port, catalog_dsn, catalog_dir, service_db, priva
                          public_search=not private_search,
                          quota_bytes_per_day=int(quota_gb * 2**30) if quota_gb else None,
                          max_concurrent_downloads=max_downloads, oidc_issuer=oidc_issuer,
-                         oidc_audience=oidc_audience, oidc_jwks_url=oidc_jwks_url)
+                         oidc_audience=oidc_audience, oidc_jwks_url=oidc_jwks_url,
+                         oidc_client_id=oidc_client_id)
     try:
         import uvicorn
 

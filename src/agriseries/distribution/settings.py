@@ -54,6 +54,9 @@ class ServiceSettings(BaseModel):
     """Single sign-on: where the issuer's signing keys are (JWKS)."""
     oidc_user_claim: str = "sub"
     """Single sign-on: the claim naming the user."""
+    oidc_client_id: str | None = None
+    """Single sign-on on the web portal: the portal's client id at the issuer (a public
+    client; authorization code flow with PKCE; redirect URI ``<service>/portal/``)."""
 
     @model_validator(mode="after")
     def _check(self) -> ServiceSettings:
@@ -63,6 +66,9 @@ class ServiceSettings(BaseModel):
         if any(oidc) and not all(oidc):
             raise ValueError("single sign-on needs all of oidc_issuer, oidc_audience and "
                              "oidc_jwks_url")
+        if self.oidc_client_id and not all(oidc):
+            raise ValueError("oidc_client_id (sign-in on the web page) needs single sign-on: "
+                             "oidc_issuer, oidc_audience and oidc_jwks_url")
         return self
 
     @property

@@ -107,15 +107,42 @@ def mount_portal(app, service_settings: Any, portal: "PortalSettings | None" = N
     products = Products(access)
     router = APIRouter(prefix=prefix, tags=["Portal"])
 
-    def _config(request: Request) -> dict:
+    discovered: dict = {}
+
+    async def _oidc() -> dict | None:
+        """The page's single sign-on: the issuer's endpoints, from its discovery document
+        (fetched by the service, with a time limit, once it answers)."""
+        issuer = getattr(service_settings, "oidc_issuer", None)
+        client_id = getattr(service_settings, "oidc_client_id", None)
+        if not issuer or not client_id:
+            return None
+        if not discovered:
+            import httpx
+
+            url = issuer.rstrip("/") + "/.well-known/openid-configuration"
+            try:
+                async with httpx.AsyncClient(timeout=10) as client:
+                    r = await client.get(url)
+                r.raise_for_status()
+                doc = r.json()
+            except (httpx.HTTPError, ValueError) as e:
+                return {"error": f"the single sign-on issuer cannot be reached ({url}: {e})"}
+            if doc.get("issuer", "").rstrip("/") != issuer.rstrip("/"):
+                return {"error": f"{url} names the issuer {doc.get('issuer')!r}, not {issuer!r}"}
+            if "S256" not in doc.get("code_challenge_methods_supported", ["S256"]):
+                return {"error": f"the issuer {issuer} does not support PKCE with S256"}
+            discovered.update({k: doc.get(k) for k in ("authorization_endpoint",
+                                                       "token_endpoint",
+                                                       "end_session_endpoint")})
+        return {"issuer": issuer, "client_id": client_id, "scope": "openid", **discovered}
+
+    @router.get("/api/config", summary="What the portal page needs to start")
+    async def config(request: Request):
         return {"title": ps.title, "prefix": prefix, "basemap_url": ps.basemap_url,
                 "basemap_attribution": ps.basemap_attribution,
                 "stac": str(request.base_url).rstrip("/") + "/",
-                "public_search": bool(getattr(service_settings, "public_search", True))}
-
-    @router.get("/api/config", summary="What the portal page needs to start")
-    def config(request: Request):
-        return _config(request)
+                "public_search": bool(getattr(service_settings, "public_search", True)),
+                "oidc": await _oidc()}
 
     def _tiles(request: Request, path: str, query: list[tuple[str, str]]) -> str:
         base = str(request.base_url).rstrip("/") + prefix

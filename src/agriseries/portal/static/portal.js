@@ -470,6 +470,69 @@ async function signIn(token) {
   await basket();
 }
 
+// ----------------------------------------------------------------- single sign-on (OIDC)
+// authorization code flow with PKCE (RFC 7636, S256) as a public client: the page goes to the
+// issuer, comes back to PREFIX/ with a code, trades it (and the verifier only it knows) for
+// an access token at the token endpoint; the token (a JWT) is then sent as any bearer token
+// and checked by the service against the issuer's keys.
+
+function b64url(bytes) {
+  let s = "";
+  for (const b of new Uint8Array(bytes)) s += String.fromCharCode(b);
+  return btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+function redirectUri() {
+  return location.origin + PREFIX + "/";
+}
+
+async function ssoStart() {
+  const o = state.config.oidc;
+  const verifier = b64url(crypto.getRandomValues(new Uint8Array(32)));
+  const challenge = b64url(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)));
+  const nonce = b64url(crypto.getRandomValues(new Uint8Array(16)));
+  sessionStorage.setItem("agriseries-oidc", JSON.stringify({ verifier, state: nonce }));
+  const q = new URLSearchParams({ response_type: "code", client_id: o.client_id,
+                                  redirect_uri: redirectUri(), scope: o.scope, state: nonce,
+                                  code_challenge: challenge, code_challenge_method: "S256" });
+  location.assign(o.authorization_endpoint + "?" + q);
+}
+
+// back from the issuer (?code=&state= or ?error=): the token, else an Error in words
+async function ssoFinish() {
+  const p = new URLSearchParams(location.search);
+  if (!p.has("code") && !p.has("error")) return;
+  const saved = JSON.parse(sessionStorage.getItem("agriseries-oidc") || "null");
+  sessionStorage.removeItem("agriseries-oidc");
+  history.replaceState(null, "", location.pathname);  // the code is used once, not kept
+  const o = state.config.oidc;
+  if (p.has("error")) {
+    throw new Error("single sign-on refused: " + p.get("error") +
+                    (p.get("error_description") ? ", " + p.get("error_description") : ""));
+  }
+  if (!o || !o.token_endpoint) throw new Error("single sign-on is not configured on this service");
+  if (!saved || saved.state !== p.get("state")) {
+    throw new Error("single sign-on: the answer is not for a request of this page (state differs)");
+  }
+  const body = new URLSearchParams({ grant_type: "authorization_code", code: p.get("code"),
+                                     redirect_uri: redirectUri(), client_id: o.client_id,
+                                     code_verifier: saved.verifier });
+  let resp;
+  try {
+    resp = await fetch(o.token_endpoint, { method: "POST", body });
+  } catch (e) {
+    throw new Error("single sign-on: the issuer's token endpoint cannot be reached (" + e.message + ")");
+  }
+  if (!resp.ok) {
+    let why = resp.statusText;
+    try { const d = await resp.json(); why = d.error_description || d.error || why; } catch (e) { /* words above */ }
+    throw new Error("single sign-on: the token request failed: HTTP " + resp.status + ", " + why);
+  }
+  const tok = await resp.json();
+  if (!tok.access_token) throw new Error("single sign-on: the issuer gave no access token");
+  await signIn(tok.access_token);
+}
+
 function signOut() {
   state.token = "";
   state.user = null;
@@ -535,15 +598,17 @@ async function addSeries() {
   await basket();
 }
 
-async function download(path, name) {
-  const resp = await call(path, { raw: true, what: "download" });
-  const blob = await resp.blob();
+// the basket's archive or list: the service gives a short-lived signed URL, and the browser
+// downloads it as any link (streamed to disk; the page never holds the bytes)
+async function download(which) {
+  const links = await call("/basket/links", { method: "POST", what: "download" });
   const a = document.createElement("a");
-  a.href = URL.createObjectURL(blob);
-  a.download = name;
+  a.href = links[which];
+  a.download = "";
+  a.rel = "noopener";
   document.body.appendChild(a);
   a.click();
-  setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
+  a.remove();
 }
 
 // ------------------------------------------------------------------------ operator page
@@ -632,8 +697,8 @@ async function start() {
   }));
   $("signout").addEventListener("click", signOut);
   $("add-series").addEventListener("click", guarded(addSeries));
-  $("zip").addEventListener("click", guarded(async (ev) => { ev.preventDefault(); await download("/basket/archive.zip", "agriseries-basket.zip"); }));
-  $("list").addEventListener("click", guarded(async (ev) => { ev.preventDefault(); await download("/basket/files.txt", "agriseries-basket.txt"); }));
+  $("zip").addEventListener("click", guarded(async (ev) => { ev.preventDefault(); await download("archive"); }));
+  $("list").addEventListener("click", guarded(async (ev) => { ev.preventDefault(); await download("list"); }));
   $("empty").addEventListener("click", guarded(async () => { await call("/basket", { method: "DELETE", what: "empty the basket" }); await basket(); }));
   $("tab-map").addEventListener("click", () => page("map"));
   $("tab-status").addEventListener("click", () => page("status"));
@@ -641,7 +706,18 @@ async function start() {
     if (drawInteraction) return;
     await pixel(ol.proj.toLonLat(ev.coordinate));
   }));
-  if (state.token) await signIn(state.token);
+  const o = state.config.oidc;
+  if (o && o.error) message(o.error);
+  $("sso").hidden = !(o && o.authorization_endpoint);
+  $("sso").addEventListener("click", guarded(ssoStart));
+  try {
+    await ssoFinish();
+  } catch (e) {
+    message(e.message);
+  }
+  if (state.token && !state.user) {
+    try { await signIn(state.token); } catch (e) { message(e.message); }
+  }
   document.body.dataset.ready = "true";
 }
 
