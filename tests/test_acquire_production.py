@@ -349,52 +349,156 @@ def test_kill_9_mid_download_then_rerun_resumes_fetches_nothing_twice(srv, sampl
         assert job.state is JobState.DONE and job.outputs == (S2_SAMPLE,)
 
 
-def test_run_killed_with_sigkill_mid_fetch_then_rerun_resumes_and_produces(
+PRODUCTS = (L2A, "L3A_S2_T29UNU_20221001-20221031_AGS", "L3B_S2A_T29UNU_20221005T115411_AGS")
+
+
+def _run_cmd(site) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    return subprocess.Popen([sys.executable, "-m", "agriseries.production.cli", "run",
+                             str(site.source)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+
+
+def _kill_group(proc: subprocess.Popen) -> bool:
+    """SIGKILL the runner and its Dask worker processes; True if it was still running."""
+    alive = proc.poll() is None
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+    return alive
+
+
+def test_run_killed_with_sigkill_at_random_points_then_reruns_produce_everything_once(
         srv, samples, tmp_path, cluster):
-    """``agriseries run`` (a real process with its own Dask workers) killed with SIGKILL while
-    a worker fetches the acquisition (whole files, throttled): no partial entry in the inbox;
-    the rerun takes the dead runner's job over, resumes where the fetch stopped (files done
-    are not fetched again, the interrupted one with ``Range``), verifies and produces."""
-    srv.throttle_bps = 4e5  # about 4 s for the 1.6 MB of the acquisition
+    """``agriseries run`` (a real process with its own Dask worker; ``acquire: {mode:
+    whole}``, throttled) is killed with SIGKILL, with its worker, ten times at random points:
+    a random delay after an event of the run (its start, its search, its first file request,
+    an ingest job running, a product job running), the events chosen so that the kills fall
+    in every phase: twice in the download, then start-up, search, ingest, production (L2A,
+    L3A, L3B) and, once all is made, idle runs. After each kill: the inbox holds whole entries only,
+    nothing partial; the run fetched no file a previous run had completed, and resumed each
+    interrupted one with ``Range`` from the bytes on disk; no job that was done ran again and
+    no product written before was written again. A last run finishes: every product made,
+    each by one done job, every fetched file matching its checksum."""
+    from agriseries.io.store import ProductStore
+
+    rng = random.Random(20261202)
+    srv.throttle_bps = 8e5  # about 2 s for the 1.6 MB of the acquisition
     d = site_dict(tmp_path, srv, providers=["earth-search"], mode="whole")
     d["engine"] = {"n_workers": 1, "memory_limit": "2GiB"}
     site = write_site(tmp_path, d)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    proc = subprocess.Popen([sys.executable, "-m", "agriseries.production.cli", "run",
-                             str(site.source)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
-    try:
-        t0 = time.monotonic()
-        while sum(r["path"].endswith(".tif") for r in file_requests(srv)) < 3:
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
-            assert time.monotonic() - t0 < 180, "the fetch did not start"
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)  # the runner and its worker processes
-    finally:
+    inbox, staging = site.inbox.path, tmp_path / ".inbox.partial"
+    store = ProductStore(site.store)
+
+    def files_on_disk() -> tuple[set[str], dict[str, int]]:
+        complete = {p.name for root in (staging, inbox) if root.exists()
+                    for p in root.rglob("*") if p.is_file()
+                    and not p.name.endswith((".part", ".tmp")) and p.name != MANIFEST}
+        parts = {p.name[:-5]: p.stat().st_size for p in staging.rglob("*.part")} \
+            if staging.exists() else {}
+        return complete, parts
+
+    def job_snapshot() -> dict[str, tuple]:
+        js = site.job_store()
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.communicate(timeout=30)
-    inbox = site.inbox.path
-    assert not (inbox / S2_SAMPLE).exists()  # killed mid-fetch: nothing in the inbox yet
-    staged = {p.name for p in (tmp_path / ".inbox.partial").rglob("*")
-              if p.is_file() and not p.name.endswith((".part", ".tmp"))}
-    assert staged  # some files were complete when it was killed
-    interrupted = [p for p in (tmp_path / ".inbox.partial").rglob("*.part")
-                   if p.stat().st_size > 0]
-    n = len(srv.log)
+            return {j.key: (j.processor, j.attempts, j.finished_at, j.outputs)
+                    for j in js.jobs(JobState.DONE)}
+        finally:
+            js.close()
+
+    def claims() -> set[tuple[str, str, int]]:
+        """(processor, key, attempt) of the running jobs (an attempt is a claim)."""
+        js = site.job_store()
+        try:
+            return {(j.processor, j.key, j.attempts) for j in js.jobs(JobState.RUNNING)}
+        finally:
+            js.close()
+
+    def running(processors) -> bool:  # a job claimed by this run (not one a killed run left)
+        return any(p in processors if processors else p not in ("acquire", "ingest")
+                   for p, _, _ in claims() - stale)
+
+    # the moments of the kills: each a random delay after an event of the run (the event
+    # is waited for; a run that ends first is not killed and the next moment is tried)
+    events = {
+        "start-up": (lambda n0: True, 3.0),
+        "search": (lambda n0: len(srv.log) > n0, 0.5),
+        "fetch": (lambda n0: any("/files/" in r["path"] for r in srv.log[n0:]), 1.5),
+        "ingest": (lambda n0: running({"ingest"}), 1.0),
+        "production": (lambda n0: running(None), 2.5),
+    }
+    plan = ["fetch", "fetch", "start-up", "search", "ingest", "production", "production",
+            "start-up", "search", "production", "start-up", "search", "start-up", "search"]
+    done_before: dict[str, tuple] = {}
+    written: dict[str, int] = {}  # product -> mtime of its item when first seen
+    phases, resumed, kills = [], 0, 0
+    for trial, moment in enumerate(plan):
+        if kills == 10:
+            break
+        complete, parts = files_on_disk()
+        n0, stale = len(srv.log), claims()
+        proc = _run_cmd(site)
+        t0 = time.monotonic()
+        happened, delay = events[moment]
+        while proc.poll() is None and not happened(n0):
+            assert time.monotonic() - t0 < 120, f"trial {trial}: no {moment}"
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.05, delay))
+        at = time.monotonic() - t0
+        killed = _kill_group(proc)
+        kills += killed
+        new = srv.log[n0:]
+        names = [r["path"].rsplit("/", 1)[-1] for r in new if "/files/" in r["path"]]
+        done_now = job_snapshot()
+        phases.append(f"{moment} +{at:.1f}s" if killed else f"{moment}: run ended first")
+        # 1. the inbox holds whole, verified entries only
+        for e in inbox.iterdir() if inbox.exists() else ():
+            assert e.name == S2_SAMPLE and manifest_ok(e), f"trial {trial}: partial {e}"
+            assert not [p for p in e.rglob("*") if p.name.endswith((".part", ".tmp"))]
+        # 2. nothing fetched twice; an interrupted download resumed from the bytes on disk
+        assert not set(names) & complete, f"trial {trial}: fetched again {set(names) & complete}"
+        for name, n in parts.items():
+            reqs = [r for r in new if r["path"].endswith("/" + name)]
+            if reqs and n:
+                assert reqs[0]["range"] == f"bytes={n}-", (trial, name, n, reqs[0]["range"])
+                resumed += 1
+        # 3. a done job never runs again; a product written is never written again
+        for key, snap in done_before.items():
+            assert done_now.get(key) == snap, f"trial {trial}: done job {key[:12]} ran again"
+        done_before = done_now
+        for p in PRODUCTS:
+            if store.exists(p):
+                m = store.item_path(p).stat().st_mtime_ns
+                assert written.setdefault(p, m) == m, f"trial {trial}: {p} written again"
+    assert kills == 10, phases
+    assert resumed >= 1, phases  # at least one download went on where a killed one stopped
+    # the last run finishes the work
     rep = run(site, client=cluster, today=TODAY)
-    assert rep.exit_code == 0, (rep.failed, rep.notes)
-    assert any("is gone; job taken over" in x for x in rep.notes)
-    assert L2A in rep.made and manifest_ok(inbox / S2_SAMPLE)
-    again = [r for r in srv.log[n:] if "/files/" in r["path"]]
-    assert not {r["path"].rsplit("/", 1)[-1] for r in again} & staged  # not fetched twice
-    if interrupted:  # the download in flight went on from where it stopped
-        assert any(r["range"] and not r["range"].startswith("bytes=0-") for r in again)
+    assert rep.exit_code == 0, (rep.failed, rep.notes, phases)
+    for p in PRODUCTS:
+        assert store.exists(p), (p, phases)
+        m = store.item_path(p).stat().st_mtime_ns
+        assert written.setdefault(p, m) == m, f"{p} written again by the last run"
     js = site.job_store()
     try:
-        (job,) = js.jobs(processor="acquire")
-        assert job.state is JobState.DONE and job.outputs == (S2_SAMPLE,)
+        assert not js.jobs([JobState.QUEUED, JobState.RUNNING, JobState.FAILED,
+                            JobState.QUARANTINED])
+        made = [o for j in js.jobs(JobState.DONE) for o in (j.outputs or ())]
+        assert sorted(made) == sorted(set(made)) and set(PRODUCTS) <= set(made)
+        (acq,) = js.jobs(processor="acquire")
+        assert acq.state is JobState.DONE and acq.outputs == (S2_SAMPLE,)
     finally:
         js.close()
+    # every fetched file is the provider's: its checksum matches
+    (item,) = [i for i in srv.apis["earth-search"].items
+               if i["id"].endswith("T29UNU_20221005T115411_L2A")]
+    checked = 0
+    for a in item["assets"].values():
+        found = list((inbox / S2_SAMPLE).rglob(a["href"].rsplit("/", 1)[-1]))
+        if found and a.get("file:checksum"):
+            check_checksum(found[0], a["file:checksum"])
+            checked += 1
+    assert checked >= 10
+    print("kill points:", phases, "resumed downloads:", resumed)
