@@ -162,6 +162,62 @@ def test_check_finds_and_repair_handles_each_kind(store, tmp_path):
         cat.close()
 
 
+def test_check_validates_items_and_catalogue_against_the_stac_schemas(store):
+    """An item that reads but is not valid STAC (core schema, or a schema of an extension it
+    declares) is an invalid-item, found offline and quarantined by repair, made again by
+    the next ingest; an invalid collection is rebuilt."""
+    files = list(store.item_files())
+    doc = json.loads(files[0].read_text())
+    doc["properties"]["eo:cloud_cover"] = -3                        # eo: minimum 0
+    files[0].write_text(json.dumps(doc))
+    doc = json.loads(files[1].read_text())
+    asset = next(a for a in doc["assets"].values() if a.get("raster:bands"))
+    asset["raster:bands"][0]["sampling"] = "middle"                # raster: area or point
+    doc["bbox"] = [0, 0]                                            # core: 4 or 6 numbers
+    files[1].write_text(json.dumps(doc))
+    col = store.root / "L2A" / "collection.json"
+    cdoc = json.loads(col.read_text())
+    del cdoc["license"]                                            # core collection: required
+    col.write_text(json.dumps(cdoc))
+    res = CliRunner().invoke(main, ["store", "check", str(store.root)])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    lines = {ln.split("\t")[1]: ln for ln in res.stdout.splitlines()}
+    first, second = lines[str(files[0])], lines[str(files[1])]
+    assert first.startswith("invalid-item\t") and first.endswith("[quarantine]")
+    assert "eo: properties/eo:cloud_cover: -3 is less than the minimum of 0" in first
+    assert "raster: assets/" in second and "'middle' is not one of ['area', 'point']" in second
+    assert "core: bbox: " in second
+    assert lines[str(col)].startswith("catalogue\t") and "'license' is a required" in \
+        lines[str(col)]
+    # skipped on demand: what is left is sound
+    res = CliRunner().invoke(main, ["store", "check", str(store.root), "--no-schemas"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["store", "repair", str(store.root), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert {a["path"] for a in doc["repair"]["actions"] if a["action"] == "quarantine"} == \
+        {str(files[0].parent), str(files[1].parent)}
+    assert doc["after"]["ok"]
+    ingest(S2, store)  # the quarantined products come back, valid
+    report = check_store(store)
+    assert report.ok and report.products == len(files), report.problems
+
+
+def test_the_shipped_stac_schemas_are_the_tests_copies():
+    """The extension schemas shipped with agriseries (package data, for store check) are the
+    same files as those the tests validate against on their own (tests/data/stac_schemas)."""
+    from agriseries.io.stac_schema import SCHEMAS, shipped_extensions
+
+    tests_copy = DATA / "stac_schemas"
+    names = sorted(f"{p.parent.parent.name}/{p.parent.name}"
+                   for p in tests_copy.glob("*/*/schema.json"))
+    assert shipped_extensions() == names and len(names) == 7
+    for name in names:
+        assert (SCHEMAS / name / "schema.json").read_bytes() == \
+            (tests_copy / name / "schema.json").read_bytes(), name
+    assert "Apache License" in (SCHEMAS / "LICENSE-Apache-2.0.txt").read_text()
+
+
 def test_store_commands(store):
     runner = CliRunner()
     ok = runner.invoke(main, ["store", "check", str(store.root), "--json"])
