@@ -48,15 +48,32 @@ def _open(store_dir: Path | None, site_file: Path | None):
     return ProductStore(store_dir), catalogue
 
 
-def _run_check(store, catalogue, deep: bool, tmp_age_h: float, quiet: bool,
-               schemas: bool = True):
-    from .check import check_store
+def _checked(store_dir, site_file, deep: bool, tmp_age_h: float, schemas: bool,
+             quiet: bool, repair: bool = False):
+    """Open the store (and, with a site, its production catalogue), check it and, with
+    ``repair``, repair what was found and check again: ``(report, repair, report after)``
+    (the last two ``None`` without ``repair``). The production catalogue is closed after."""
     from ..cli_output import progress_bar
+    from .check import check_store, repair_store
 
-    n = sum(1 for _ in store.item_files())
-    with progress_bar("check", n, "product", disable=quiet) as tick:
-        return check_store(store, deep=deep, catalogue=catalogue, tmp_age_s=tmp_age_h * 3600,
-                           schemas=schemas, on_product=lambda p: tick(p.stem))
+    store, catalogue = _open(store_dir, site_file)
+
+    def check(silent: bool):
+        n = sum(1 for _ in store.item_files())
+        with progress_bar("check", n, "product", disable=silent) as tick:
+            return check_store(store, deep=deep, catalogue=catalogue,
+                               tmp_age_s=tmp_age_h * 3600, schemas=schemas,
+                               on_product=lambda p: tick(p.stem))
+
+    try:
+        before = check(quiet)
+        if not repair:
+            return before, None, None
+        done = repair_store(store, before, catalogue=catalogue)
+        return before, done, check(True)
+    finally:
+        if catalogue is not None:
+            catalogue.close()
 
 
 def _print_problems(report) -> None:
@@ -64,15 +81,35 @@ def _print_problems(report) -> None:
         click.echo(f"{p.kind}\t{p.path}\t{p.message}\t[{p.repair}]")
 
 
+def _check_options(json_help: str):
+    """The arguments and options ``store check`` and ``store repair`` share."""
+    options = [
+        click.argument("store_dir", required=False, type=click.Path(path_type=Path)),
+        click.option("--site", "site_file", type=click.Path(exists=True, path_type=Path),
+                     default=None, help="Site file: also compare the production catalogue "
+                     "(its database) with the store."),
+        click.option("--deep", is_flag=True, help="Read every pixel of every COG to find "
+                     "damage (slow)."),
+        click.option("--tmp-age", "tmp_age_h", type=click.FloatRange(min=0), default=24.0,
+                     show_default=True, help="Hours after which an entry of STORE/.tmp is a "
+                     "leftover of an interrupted write."),
+        click.option("--no-schemas", "no_schemas", is_flag=True,
+                     help="Do not validate the items and catalogue files against the STAC "
+                     "core and extension schemas (offline; about 20 ms an item)."),
+        click.option("--json", "as_json", is_flag=True, help=json_help),
+    ]
+
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
 _site_opt = click.option("--site", "site_file", type=click.Path(exists=True, path_type=Path),
-                         default=None, help="Site file: also compare the production "
-                         "catalogue (its database) with the store.")
-_schemas_opt = click.option("--no-schemas", "no_schemas", is_flag=True,
-                            help="Do not validate the items and catalogue files against the "
-                            "STAC core and extension schemas (offline; about 20 ms an item).")
-_tmp_opt = click.option("--tmp-age", "tmp_age_h", type=click.FloatRange(min=0), default=24.0,
-                        show_default=True, help="Hours after which an entry of STORE/.tmp is "
-                        "a leftover of an interrupted write.")
+                         default=None, help="Site file: also remove the products' rows from "
+                         "the production catalogue (its database).")
 
 
 @click.group(name="store")
@@ -81,25 +118,16 @@ def store_cmd() -> None:
 
 
 @store_cmd.command(name="check")
-@click.argument("store_dir", required=False, type=click.Path(path_type=Path))
-@_site_opt
-@click.option("--deep", is_flag=True, help="Read every pixel of every COG (slow).")
-@_tmp_opt
-@_schemas_opt
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_check_options("Print the report as JSON.")
 def check_cmd(store_dir, site_file, deep, tmp_age_h, no_schemas, as_json):
-    """Check every product of STORE: items readable, assets present and valid COGs, the
-    catalogue files in line with the items (and the production catalogue, with --site).
+    """Check every product of STORE: items readable and valid STAC, assets present and valid
+    COGs, the catalogue files in line with the items (and the production catalogue, with
+    --site).
 
     Prints one line per problem (kind, path, what is wrong, what `repair` does), tab
     separated; exit code 0 if the store is sound, 1 if a problem was found.
     """
-    store, catalogue = _open(store_dir, site_file)
-    try:
-        report = _run_check(store, catalogue, deep, tmp_age_h, as_json, not no_schemas)
-    finally:
-        if catalogue is not None:
-            catalogue.close()
+    report, _, _ = _checked(store_dir, site_file, deep, tmp_age_h, not no_schemas, as_json)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=1))
     else:
@@ -115,28 +143,15 @@ def check_cmd(store_dir, site_file, deep, tmp_age_h, no_schemas, as_json):
 
 
 @store_cmd.command(name="repair")
-@click.argument("store_dir", required=False, type=click.Path(path_type=Path))
-@_site_opt
-@click.option("--deep", is_flag=True, help="Read every pixel of every COG to find damage.")
-@_tmp_opt
-@_schemas_opt
-@click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
+@_check_options("Print what was done as JSON.")
 def repair_cmd(store_dir, site_file, deep, tmp_age_h, no_schemas, as_json):
     """Repair what `store check` finds: quarantine broken products (moved into
     STORE/.quarantine with a note; nothing is deleted), rebuild catalog.json and the
     collections, delete leftovers of interrupted writes, bring the production catalogue in
     line (--site). Then check again: exit code 0 if the store is sound.
     """
-    from .check import repair_store
-
-    store, catalogue = _open(store_dir, site_file)
-    try:
-        before = _run_check(store, catalogue, deep, tmp_age_h, as_json, not no_schemas)
-        done = repair_store(store, before, catalogue=catalogue)
-        after = _run_check(store, catalogue, deep, tmp_age_h, True, not no_schemas)
-    finally:
-        if catalogue is not None:
-            catalogue.close()
+    before, done, after = _checked(store_dir, site_file, deep, tmp_age_h, not no_schemas,
+                                   as_json, repair=True)
     if as_json:
         click.echo(json.dumps({"found": before.to_dict(), "repair": done.to_dict(),
                                "after": after.to_dict()}, indent=1))
