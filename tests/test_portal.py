@@ -321,6 +321,8 @@ def test_settings_are_checked():
         PortalSettings(basemap_url="https://tiles.example.org/tile.png")
     with pytest.raises(ValidationError, match="leading slash"):
         PortalSettings(prefix="portal/")
+    with pytest.raises(ValidationError, match="oidc_client_id"):
+        ServiceSettings(store="/nonexistent", oidc_client_id="portal")  # SSO not configured
 
 
 def test_tiles_carry_an_etag_and_are_revalidated(service, store_dir):

@@ -382,6 +382,90 @@ def test_private_search_the_page_sends_the_token(browser, published):
             pg.close()
 
 
+def test_single_sign_on_authorization_code_with_pkce(browser, published):
+    """The service configured for OIDC: the page signs in at the issuer (a provider on
+    loopback issuing RS256 JWTs, tests/oidc_provider.py) with the authorization code flow
+    and PKCE, and the access token it gets is checked by the service through the issuer's
+    JWKS; the basket then works as that user; sign-out forgets the token."""
+    import httpx
+    import jwt
+
+    from oidc_provider import Provider
+
+    site, _, _ = published
+    with Provider("agriseries", users={"eve": "s3cret"}) as idp, Service(
+            site.source, "--oidc-issuer", idp.issuer, "--oidc-audience", "agriseries",
+            "--oidc-jwks-url", idp.issuer + "/jwks", "--oidc-client-id", "portal") as svc:
+        idp.register("portal", svc.url + "/portal/")
+        SERVED.update(urllib.parse.urlsplit(u).netloc for u in (svc.url, idp.issuer))
+        pg = browser.new_page()
+        pg.set_default_timeout(30_000)
+        try:
+            pg.goto(svc.url + "/portal/")
+            pg.wait_for_selector("body[data-ready=true]")
+            assert pg.is_visible("#sso")
+            pg.click("#sso")
+            pg.wait_for_selector("#login")
+            assert pg.url.startswith(idp.issuer + "/authorize?")
+            asked = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(pg.url).query))
+            assert asked["code_challenge_method"] == "S256" and \
+                asked["redirect_uri"] == svc.url + "/portal/"
+            pg.fill("#username", "eve")
+            pg.fill("#password", "wrong")
+            pg.click("#login")
+            pg.wait_for_selector("#error:has-text('wrong user')")
+            pg.fill("#username", "eve")
+            pg.fill("#password", "s3cret")
+            pg.click("#login")
+            pg.wait_for_selector("#signedin:not([hidden])")
+            assert "eve" in pg.inner_text("#user")
+            assert "code=" not in pg.url  # the code is not left in the address
+            token = pg.evaluate("sessionStorage.getItem('agriseries-token')")
+            claims = jwt.decode(token, idp.key.public_key(), algorithms=["RS256"],
+                                audience="agriseries", issuer=idp.issuer)
+            assert claims["sub"] == "eve" and claims["jti"] == idp.issued[-1]["jti"]
+            acct = httpx.get(svc.url + "/account", timeout=30,
+                             headers={"Authorization": f"Bearer {token}"}).json()
+            assert acct["user"] == "eve" and acct["origin"] == "oidc"
+            assert search(pg, "L4B") == 1
+            with pg.expect_response(lambda r: r.url.endswith("/basket/items")) as added:
+                pg.click(f"#results li[data-id='{L4B}'] .add")
+            assert added.value.status == 200
+            pg.wait_for_function("document.getElementById('basket-state').dataset.count == '1'")
+            shot(pg, "sso")
+            pg.click("#signout")
+            pg.wait_for_selector("#signin:not([hidden])")
+            assert pg.evaluate("sessionStorage.getItem('agriseries-token')") is None
+        finally:
+            pg.close()
+        # the provider holds to PKCE: a code is traded only with its verifier, once
+        verifier = "v" * 50
+        import base64
+        import hashlib
+
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()) \
+            .rstrip(b"=").decode()
+        form = {"response_type": "code", "client_id": "portal", "state": "s",
+                "redirect_uri": svc.url + "/portal/", "code_challenge": challenge,
+                "code_challenge_method": "S256", "username": "eve", "password": "s3cret"}
+
+        def code() -> str:
+            r = httpx.post(idp.issuer + "/authorize", data=form, timeout=30)
+            assert r.status_code == 302, r.text
+            return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(
+                r.headers["location"]).query))["code"]
+
+        trade = {"grant_type": "authorization_code", "client_id": "portal",
+                 "redirect_uri": svc.url + "/portal/"}
+        assert httpx.post(idp.issuer + "/token", timeout=30, data={
+            **trade, "code": code(), "code_verifier": "w" * 50}).status_code == 400
+        c = code()
+        assert httpx.post(idp.issuer + "/token", timeout=30, data={
+            **trade, "code": c, "code_verifier": verifier}).status_code == 200
+        assert httpx.post(idp.issuer + "/token", timeout=30, data={
+            **trade, "code": c, "code_verifier": verifier}).status_code == 400
+
+
 def test_no_request_to_another_host(browser, service):
     hosts = {urllib.parse.urlsplit(u).netloc for u in browser.requests
              if not u.startswith(("data:", "blob:"))}
