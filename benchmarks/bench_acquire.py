@@ -19,9 +19,10 @@ sample as COGs and as a zipped SAFE, and the recorded provider catalogues):
 2. **Windowed vs whole**: the same acquisition fetched with ``FetchOptions(mode="window")``
    cut to a ~3 x 3 km area, and with ``mode="whole"`` (every band file whole): bytes the
    server sent and wall time, ratio.
-3. **Season search**: one tile, one season, every provider of the replayed catalogue that
-   has items there (Earth Search, Planetary Computer paged 5 by 5): wall time and HTTP
-   requests.
+3. **Season search**: one tile, one season: Earth Search and Planetary Computer (paged 5
+   by 5), then all five providers of the registry (Earth Search, Planetary Computer, CDSE,
+   GEODES with the replayed key, USGS) with Sentinel-2 and Landsat: wall time, HTTP
+   requests (by provider) and acquisitions.
 
 Run with::
 
@@ -167,25 +168,43 @@ def windowed_vs_whole(srv: ReplayServer, work: Path) -> dict[str, tuple[int, flo
     return out
 
 
-def season_search(srv: ReplayServer) -> dict[str, tuple[float, int, int]]:
-    """(seconds, requests, acquisitions) of a season's search of one tile."""
-    eps = endpoints(srv)
+def season_search(srv: ReplayServer) -> dict[str, tuple[float, int, int, dict[str, int]]]:
+    """(seconds, requests, acquisitions, requests by provider) of a season's search of one
+    tile."""
+    import dataclasses
+    from urllib.parse import urlsplit
+
+    from agriseries.acquire.providers import provider_names
+    from agriseries.acquire.replay import GEODES_KEY
+
+    os.environ.setdefault("GEODES_API_KEY", GEODES_KEY)  # the replayed GEODES' key
+    eps = {n: {"url": srv.api_url(n)} for n in srv.apis}
+    eps["planetary-computer"]["token_url"] = srv.api_url("planetary-computer") + "/token"
+    eps["cdse"]["token_url"] = srv.api_url("cdse") + "/oauth"
+    every = provider_names()
     out = {}
     cases = {
-        "T35MNM 2020-06..07 (planetary-computer, 5 per page)":
+        "T35MNM 2020-06..07, earth-search + planetary-computer":
             (Selection(dt.date(2020, 6, 1), dt.date(2020, 7, 31), tiles=("T35MNM",)),
              ["earth-search", "planetary-computer"]),
-        "T29UNU 2022-03..10 (earth-search, planetary-computer)":
+        "T29UNU 2022-03..10, earth-search + planetary-computer":
             (Selection(dt.date(2022, 3, 1), dt.date(2022, 10, 31), tiles=("T29UNU",)),
              ["earth-search", "planetary-computer"]),
+        f"T29UNU 2022-03..10, all {len(every)} providers, S2 + L8 + L9":
+            (Selection(dt.date(2022, 3, 1), dt.date(2022, 10, 31), tiles=("T29UNU",)), every),
     }
-    import dataclasses
-
     for name, (sel, provs) in cases.items():
         ps = [dataclasses.replace(get_provider(p, eps[p]), search_limit=5) for p in provs]
+        urls: list[str] = []
         t0 = time.perf_counter()
-        res = search(sel, ps)
-        out[name] = (time.perf_counter() - t0, res.requests, len(res.acquisitions))
+        res = search(sel, ps, on_request=urls.append)
+        wall = time.perf_counter() - t0
+        assert not res.failures, res.failures
+        by: dict[str, int] = {}
+        for u in urls:
+            first = urlsplit(u).path.strip("/").split("/")[0]
+            by[first] = by.get(first, 0) + 1
+        out[name] = (wall, res.requests, len(res.acquisitions), by)
     return out
 
 
@@ -237,8 +256,9 @@ def main() -> None:
             print(f"  bytes whole / window = {hb / wb:.1f} x, time whole / window = "
                   f"{ht / wt:.2f} x")
             print("season search (replayed catalogues):")
-            for name, (t, n, k) in season_search(srv).items():
-                print(f"  {name}: {t:.3f} s, {n} requests, {k} acquisitions")
+            for name, (t, n, k, by) in season_search(srv).items():
+                print(f"  {name}: {t:.3f} s, {n} requests, {k} acquisitions "
+                      f"({', '.join(f'{p} {c}' for p, c in by.items())})")
 
 
 if __name__ == "__main__":

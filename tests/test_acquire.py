@@ -228,6 +228,78 @@ def test_cdse_archive_with_oauth2_token_refresh_and_clear_errors(srv, tmp_path, 
     assert "wrong" not in str(e.value)
 
 
+def test_geodes_search_and_muscate_archive_with_api_key(srv, samples, tmp_path, monkeypatch):
+    """CNES GEODES: the recorded PEPS L1C answer and the MUSCATE (MAJA) L2A sample behind an
+    API key (``X-API-Key``, from $GEODES_API_KEY): sensing time from ``start_datetime`` (its
+    ``datetime`` is the publication), tile from ``grid:code``, size and MD5 from the asset
+    description; the zip is verified against that MD5 and read by the MUSCATE reader."""
+    from agriseries.acquire.replay import GEODES_KEY, MUSCATE_SAMPLE
+    from agriseries.io.muscate import read_muscate
+
+    monkeypatch.delenv("GEODES_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    s = Selection(dt.date(2017, 2, 1), dt.date(2017, 2, 28), tiles=("T38KPD",))
+    res = search(s, providers(srv, "geodes"), settings=FAST)
+    assert "GEODES_API_KEY" in res.failures["geodes"] and res.acquisitions == []
+    monkeypatch.setenv("GEODES_API_KEY", "not-the-key")
+    res = search(s, providers(srv, "geodes"), settings=FAST)
+    assert "geodes" in res.failures and "not-the-key" not in res.failures["geodes"]
+    monkeypatch.setenv("GEODES_API_KEY", GEODES_KEY)
+    res = search(s, providers(srv, "geodes"), settings=FAST)
+    assert res.failures == {}
+    (a,) = res.acquisitions
+    assert a.id == "S2A_L2A_T38KPD_20170203" and a.collection == "MUSCATE_SENTINEL2_SENTINEL2_L2A"
+    assert a.size == samples["muscate"].stat().st_size and a.cloud == 24
+    l1c = search(Selection(dt.date(2025, 4, 2), dt.date(2025, 4, 2), tiles=("T14ULD",),
+                           level="L1C"), providers(srv, "geodes"), settings=FAST)
+    (b,) = l1c.acquisitions  # the recorded answer: sensed 2 April, published 3 April
+    assert b.id == "S2A_L1C_T14ULD_20250402_R141" and b.size == 764210185
+    with Fetcher(tmp_path / "inbox", settings=FAST, endpoints=endpoints(srv)) as f:
+        (r,) = acquire(res.acquisitions, f)
+        assert r.status == "fetched", r.error
+        entry = Path(r.entry)
+        assert entry.name == f"{MUSCATE_SAMPLE}.zip" and entry.parent == tmp_path / "inbox"
+        assert entry.read_bytes() == samples["muscate"].read_bytes()
+        # the sample's FRE stack is a one-band extract whose band the metadata cannot tell
+        # (tests/data/muscate/SOURCE.txt): named here, as tests/test_input_errors.py does
+        prod = read_muscate(entry, stack_bands=["B04"])
+        assert prod.tile == "T38KPD" and list(prod.bands) == ["B04"]
+        files = srv.requests("/geodes/files/")
+        assert [x["status"] for x in files] == [200]
+        # a corrupted answer fails the MD5 from the description and is fetched again
+        entry.unlink()
+        srv.inject(f"archives/{MUSCATE_SAMPLE}.zip", "corrupt")
+        (r,) = acquire(res.acquisitions, f)
+        assert r.status == "fetched", r.error
+        assert Path(r.entry).read_bytes() == samples["muscate"].read_bytes()
+        assert len(srv.requests("/geodes/files/")) == 3
+    # the archive without the key: refused, a clear error naming where the key is read
+    monkeypatch.setenv("GEODES_API_KEY", "not-the-key")
+    with ProviderSession(providers(srv, "geodes")[0], FAST) as sess:
+        with pytest.raises(AuthenticationError, match="GEODES_API_KEY") as e:
+            sess.download(res.acquisitions[0].item.assets[f"{MUSCATE_SAMPLE}.zip"].href,
+                          tmp_path / "x.zip")
+    assert "not-the-key" not in str(e.value)
+
+
+def test_cdse_token_is_refreshed_before_it_expires(srv, samples, tmp_path, monkeypatch):
+    """A bearer token that will expire within ``token_margin_s`` is renewed with the refresh
+    token before the request (no 401 is ever seen), not after a refusal."""
+    monkeypatch.setenv("CDSE_USERNAME", "demo")
+    monkeypatch.setenv("CDSE_PASSWORD", "demo")
+    srv.apis["cdse"].token_lifetime_s = 2.0
+    url = srv.api_url("cdse") + f"/files/archives/{samples['archive'].name}"
+    with ProviderSession(providers(srv, "cdse")[0],
+                         dataclasses.replace(FAST, token_margin_s=1.0)) as s:
+        s.download(url, tmp_path / "1.zip")
+        s.download(url, tmp_path / "2.zip")  # the token is still fresh: no token request
+        time.sleep(1.3)  # 0.7 s left, less than the margin: renewed before the next request
+        s.download(url, tmp_path / "3.zip")
+    grants = [r["grant"] for r in srv.requests("/cdse/oauth")]
+    assert grants == ["password", "refresh_token"]
+    assert [r["status"] for r in srv.requests("/cdse/files/")] == [200, 200, 200]
+
+
 def test_missing_credentials_name_where_they_are_read(monkeypatch, tmp_path):
     monkeypatch.delenv("CDSE_USERNAME", raising=False)
     monkeypatch.delenv("CDSE_PASSWORD", raising=False)

@@ -28,10 +28,10 @@ from typing import Callable, Iterable
 from odc.geo.geom import Geometry
 
 from ..core.bands import sensor_name
-from ..core.errors import ConfigurationError, ProviderUnavailableError
+from ..core.errors import AuthenticationError, ConfigurationError, ProviderUnavailableError
 from ..core.grid import parse_tile, tile_footprint
 from .http import HttpSettings
-from .providers import Collection, Provider
+from .providers import Collection, Credentials, Provider
 
 __all__ = ["Acquisition", "SearchResult", "Selection", "acquisition_id", "archive_key", "search"]
 
@@ -380,7 +380,10 @@ def search(selection: Selection, providers: Iterable[Provider], *,
     settings
         Timeouts and retries.
     headers
-        Extra request headers per provider (API keys).
+        Request headers per provider; default: the provider's API key header (GEODES), read
+        as :class:`~agriseries.acquire.providers.Credentials` says. A provider whose key is
+        missing or refused is a failure of that provider (its message says where the key is
+        read); the others are still searched.
     on_request
         Called with the URL of every HTTP request (counting, logging).
     """
@@ -399,11 +402,17 @@ def search(selection: Selection, providers: Iterable[Provider], *,
 
     for order, p in enumerate(providers):
         try:
-            found += _search_provider(p, selection, settings,
-                                      headers(p) if headers else {}, order, counted)
+            h = headers(p) if headers else _auth_headers(p)
+            found += _search_provider(p, selection, settings, h, order, counted)
+        except AuthenticationError as e:
+            failures[p.name] = f"AuthenticationError: {_short(e)}"
         except (requests.RequestException, pystac_client.exceptions.APIError, OSError,
                 ProviderUnavailableError) as e:
-            failures[p.name] = f"{type(e).__name__}: {_short(e)}"
+            msg = f"{type(e).__name__}: {_short(e)}"
+            if p.auth != "none" and re.search(r"\b(401|403)\b|unauthori[sz]ed|forbidden", msg,
+                                              re.IGNORECASE):
+                msg += f" (credentials refused; check {Credentials(p).where()})"
+            failures[p.name] = msg
     groups: dict[str, list[Acquisition]] = {}
     for a in found:
         groups.setdefault(a.id, []).append(a)
@@ -414,6 +423,14 @@ def search(selection: Selection, providers: Iterable[Provider], *,
         merged.append(Acquisition(**{**best.__dict__, "alternatives": tuple(alts[1:])}))
     merged.sort(key=lambda a: (a.datetime, a.id))
     return SearchResult(merged, failures, count[0])
+
+
+def _auth_headers(p: Provider) -> dict[str, str]:
+    """The headers a search of ``p`` needs: its API key (GEODES), none for the others
+    (OAuth2 and SAS tokens guard downloads, not searches)."""
+    if p.auth != "apikey":
+        return {}
+    return {p.apikey_header: Credentials(p).values()[0]}
 
 
 def _short(e: BaseException) -> str:

@@ -90,15 +90,8 @@ def _parse(tiles, start, end, providers, level, sensors, max_cloud, bbox):
 
 def _run_search(sel, provs):
     from .catalog import search
-    from .http import ProviderSession
 
-    def headers(p):
-        if p.auth == "apikey":
-            with ProviderSession(p) as s:
-                return s.headers()
-        return {}
-
-    return search(sel, provs, headers=headers)
+    return search(sel, provs)  # API keys (GEODES) sent by search itself
 
 
 def _print_failures(res) -> None:

@@ -15,7 +15,7 @@ key header). Faults are queued per file path (:meth:`ReplayServer.inject`): ``dr
 mismatch), ``401`` (the token refused once).
 
 Every request is logged in :attr:`ReplayServer.log` (method, path, range, status, bytes
-sent) for the tests and the benchmarks to count.
+sent, the grant of an OAuth2 token request) for the tests and the benchmarks to count.
 """
 
 from __future__ import annotations
@@ -79,23 +79,26 @@ def _intersects(item: dict, geom: dict | None) -> bool:
 def _in_dates(item: dict, interval: str | None) -> bool:
     if not interval:
         return True
+    # STAC API item search: an item with start_datetime/end_datetime matches when that
+    # range meets the interval (GEODES' ``datetime`` is the publication), else its datetime
     p = item.get("properties", {})
-    when = p.get("datetime") or p.get("start_datetime")
-    if not when:
-        return False
-    t = dt.datetime.fromisoformat(when.replace("Z", "+00:00"))
-    t = t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
-    parts = interval.split("/")
-    lo = parts[0] if parts[0] not in ("", "..") else None
-    hi = parts[-1] if len(parts) > 1 and parts[-1] not in ("", "..") else None
 
     def parse(v: str) -> dt.datetime:
         d = dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
         return d if d.tzinfo else d.replace(tzinfo=dt.timezone.utc)
 
-    if lo and t < parse(lo):
+    if p.get("start_datetime") and p.get("end_datetime"):
+        first, last = parse(p["start_datetime"]), parse(p["end_datetime"])
+    elif p.get("datetime"):
+        first = last = parse(p["datetime"])
+    else:
         return False
-    if hi and t > parse(hi):
+    parts = interval.split("/")
+    lo = parts[0] if parts[0] not in ("", "..") else None
+    hi = parts[-1] if len(parts) > 1 and parts[-1] not in ("", "..") else None
+    if lo and last < parse(lo):
+        return False
+    if hi and first > parse(hi):
         return False
     return True
 
@@ -213,7 +216,8 @@ class _ReplayHandler(BaseHTTPRequestHandler):
     def _record(self, status: int, sent: int) -> dict:
         rec = {"method": self.command, "path": urlsplit(self.path).path,
                "range": self.headers.get("Range"), "status": status,
-               "bytes": sent, "time": time.monotonic()}
+               "bytes": sent, "time": time.monotonic(),
+               "grant": getattr(self, "_grant", None)}  # OAuth2 token requests
         with self.replay._lock:
             self.replay.log.append(rec)
         return rec
@@ -393,7 +397,7 @@ class _ReplayHandler(BaseHTTPRequestHandler):
                     "token": f"st=2026-01-01&se=2026-12-31&sp=rl&sv=2021-06-08&sig={tok}"})
 
     def _oauth(self, api: ReplayApi, form: dict) -> None:
-        grant = form.get("grant_type")
+        grant = self._grant = form.get("grant_type")
         ok = False
         if grant == "password":
             ok = api.users.get(form.get("username", "")) == form.get("password") and \
@@ -523,6 +527,10 @@ __all__ += ["rewrite_hrefs"]
 
 S2_SAMPLE = "S2A_MSIL2A_20221005T115411_N0400_R023_T29UNU_20221005T164454.SAFE"
 LANDSAT_SAMPLE = "LC08_L2SP_008059_20191201_20200825_02_T1"
+#: The MUSCATE (MAJA) L2A sample of tests/data/muscate served by the GEODES catalogue.
+MUSCATE_SAMPLE = "SENTINEL2A_20170203-071245-541_L2A_T38KPD_C_V1-0"
+#: The API key the replayed GEODES catalogue accepts.
+GEODES_KEY = "replay-geodes-key"
 
 
 def multihash_sha256(path: Path) -> str:
@@ -540,7 +548,9 @@ def build_samples(data_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
       re-encoded as cloud-optimised GeoTIFFs (same pixels and georeferencing) and its real
       ``MTD_MSIL2A.xml`` / ``MTD_TL.xml``, as a COG provider serves them;
     * ``landsat/<id>/...``: the bundled Landsat 8 C2 L2 sample files as they are;
-    * ``archives/<SAFE>.zip``: the same SAFE as a zip, as an archive provider serves it.
+    * ``archives/<SAFE>.zip``: the same SAFE as a zip, as an archive provider serves it;
+    * ``archives/<MUSCATE>.zip``: the MUSCATE (MAJA) L2A sample of T38KPD zipped, as GEODES
+      serves THEIA products.
     """
     import shutil
     import zipfile
@@ -576,7 +586,17 @@ def build_samples(data_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
                 if src.is_file():
                     z.write(src, f"{S2_SAMPLE}/{src.relative_to(safe).as_posix()}")
         tmp.replace(arch)
-    return {"s2": s2, "landsat": ls, "archive": arch}
+    muscate = data_dir / "muscate" / "S2_MAJA" / "T38KPD" / MUSCATE_SAMPLE
+    march = out_dir / "archives" / f"{MUSCATE_SAMPLE}.zip"
+    if not march.exists():
+        tmp = march.with_suffix(".tmp")
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+            for src in sorted(muscate.rglob("*")):
+                if src.is_file():
+                    z.write(src, f"{MUSCATE_SAMPLE}/{src.relative_to(muscate).as_posix()}")
+        tmp.replace(march)
+    return {"s2": s2, "landsat": ls, "archive": arch, "muscate": march,
+            "muscate_dir": muscate}
 
 
 def _s2_sample_item(template: dict, s2: Path, base: str, prefix: str) -> dict:
@@ -648,7 +668,12 @@ def sample_apis(data_dir: str | Path, samples: dict[str, Path], server: ReplaySe
     * ``planetary-computer``: the 13 recorded Planetary Computer items of tile 35MNM
       (SAS-signed assets) plus the S2 sample as a Planetary Computer item (signed);
     * ``usgs``: the recorded USGS STAC item of the Landsat sample, its hrefs on this server;
-    * ``cdse``: the S2 sample as a zipped SAFE behind OAuth2 (user ``demo``/``demo``).
+    * ``cdse``: the S2 sample as a zipped SAFE behind OAuth2 (user ``demo``/``demo``);
+    * ``geodes``: the recorded GEODES item (PEPS_S2_L1C, T14ULD; its archive is not served)
+      plus the MUSCATE sample of T38KPD as a GEODES item of MUSCATE_SENTINEL2_SENTINEL2_L2A
+      (the recorded item's structure: asset keyed by file name, size and MD5 in its
+      description, ``start_datetime`` the sensing time), search and files behind the API key
+      :data:`GEODES_KEY` (header ``X-API-Key``).
     """
     data = Path(data_dir) / "acquire"
     base = server.url
@@ -703,10 +728,58 @@ def sample_apis(data_dir: str | Path, samples: dict[str, Path], server: ReplaySe
         "roles": ["data", "archive"], "title": "Zipped product",
         "file:size": arch.stat().st_size, "file:checksum": multihash_sha256(arch)}}
     apis["cdse"] = ReplayApi(items=[cd_item], auth="oauth2", users={"demo": "demo"})
+    peps = items("geodes_PEPS_S2_L1C_search.json")
+    apis["geodes"] = ReplayApi(items=peps + [_geodes_muscate_item(
+        peps[0], samples["muscate"], samples["muscate_dir"], f"{base}/geodes/files/archives")],
+        auth="apikey", apikey=GEODES_KEY)
     for name, api in apis.items():
         server.add_api(name, api)
     server.files_root = samples["s2"].parent.parent
     return apis
+
+
+def _geodes_muscate_item(template: dict, archive: Path, folder: Path, base: str) -> dict:
+    """A GEODES item for the zipped MUSCATE sample, shaped as the recorded one."""
+    import hashlib
+
+    import rasterio
+    from lxml import etree
+    from rasterio.warp import transform_bounds
+
+    mtd = etree.parse(str(next(folder.glob("*_MTD_ALL.xml"))))
+
+    def text(tag: str) -> str:
+        return mtd.findtext(f".//{tag}").strip()
+
+    with rasterio.open(next(folder.glob("*_FRE_STACK.tif"))) as src:
+        w, s, e, n = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    item = {k: copy.deepcopy(v) for k, v in template.items()
+            if k in ("stac_version", "stac_extensions", "type", "links")}
+    sensed = text("ACQUISITION_DATE")
+    cloud = mtd.find(".//QUALITY_INDEX[@name='CloudPercent']")
+    item.update({
+        "id": f"URN:FEATURE:DATA:gdh:{md5[:8]}-{md5[8:12]}-{md5[12:16]}-{md5[16:20]}-"
+              f"{md5[20:]}:V1",
+        "collection": "MUSCATE_SENTINEL2_SENTINEL2_L2A",
+        "bbox": [w, s, e, n],
+        "geometry": {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n],
+                                                         [w, s]]]},
+        "properties": {
+            "grid:code": text("GEOGRAPHICAL_ZONE"), "platform": "S2A", "instrument": "MSI",
+            "identifier": text("PRODUCT_ID"), "processing:level": "L2A",
+            "start_datetime": sensed, "end_datetime": sensed,
+            "datetime": text("PRODUCTION_DATE"),  # GEODES: publication, not sensing
+            **({"eo:cloud_cover": float(cloud.text)} if cloud is not None else {}),
+        },
+        "assets": {archive.name: {
+            "href": f"{base}/{archive.name}", "title": archive.name, "type": "application/zip",
+            "roles": ["data"],
+            "description": f"File size: {archive.stat().st_size} bytes\n\nIs reference: "
+                           f"false\n\nIs online: true\n\nDatatype: RAWDATA\n\n"
+                           f"Checksum MD5: {md5}"}},
+    })
+    return item
 
 
 __all__ += ["build_samples", "multihash_sha256", "sample_apis"]

@@ -156,7 +156,7 @@ def acquisition_jobs(site: Site, today: dt.date, known: Collection[str]) -> Sear
     not in the inbox (module docstring)."""
     from ...acquire.catalog import Selection, search
     from ...acquire.fetch import Fetcher
-    from ...acquire.http import HttpSettings, ProviderSession
+    from ...acquire.http import HttpSettings
     from ...acquire.providers import get_provider
 
     a = site.acquire
@@ -172,13 +172,7 @@ def acquisition_jobs(site: Site, today: dt.date, known: Collection[str]) -> Sear
                     area=site.area_geometry(), level=a.level,
                     sensors=tuple(a.sensors or ("S2", "L8", "L9")), max_cloud=a.max_cloud)
 
-    def headers(p) -> dict[str, str]:
-        if p.auth != "apikey":
-            return {}
-        with ProviderSession(p, settings) as s:
-            return s.headers()
-
-    res = search(sel, providers, settings=settings, headers=headers)
+    res = search(sel, providers, settings=settings)  # API keys (GEODES): search sends them
     out.failures, out.requests, out.found = dict(res.failures), res.requests, len(res.acquisitions)
     if not res.acquisitions:
         return out
