@@ -9,8 +9,9 @@ sample as COGs and as a zipped SAFE, and the recorded provider catalogues):
    checks, size and sha256 multihash verified as the bytes are written, open check of the
    zip), by agriseries without a checksum (size only: every byte searched for an error page,
    every zip member's CRC checked), by a plain sequential download of the same URLs (one
-   ``httpx`` client streaming 64 KiB chunks to files, nothing checked) and by one ``curl``
-   process fetching the same URLs (keep-alive, nothing checked). Target (issue 15):
+   ``httpx`` client streaming 64 KiB chunks to files, nothing checked), by one ``curl``
+   process fetching the same URLs (keep-alive, nothing checked) and by that ``curl`` then
+   ``sha256sum`` of the files (what a script that verifies would do). Target (issue 15):
    agriseries within 1.2 x of curl. The server runs in its own process for this measure:
    in the benchmark's process it would share the interpreter lock with the Python clients
    (a provider never does) and charge them its own work, not curl. The clients take turns
@@ -141,11 +142,19 @@ def whole_file(url: str, arch: Path, work: Path, copies: int,
             args += [url, "-o", str(d / f"{i}.zip")]
         subprocess.run(args, check=True)
 
+    def curl_sha256sum(d: Path) -> None:
+        curl(d)
+        sums = subprocess.run(["sha256sum", *(str(d / f"{i}.zip") for i in range(copies))],
+                              check=True, capture_output=True, text=True).stdout.split()
+        assert set(sums[::2]) == {cs[4:]}
+
     timed("agriseries", agriseries(cs))
     timed("no checksum", agriseries(None))
     timed("plain httpx", plain_httpx)
     if shutil.which("curl"):
         timed("curl", curl)
+        if shutil.which("sha256sum"):
+            timed("curl+sha256", curl_sha256sum)
     return out
 
 

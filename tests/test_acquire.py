@@ -428,6 +428,27 @@ def test_checksum_mismatch_is_fetched_again_then_refused(srv, archive, tmp_path)
     assert not dest.exists() and not dest.with_name("p.zip.part").exists()
 
 
+def test_downloads_go_through_the_proxy_the_environment_names(srv, archive, tmp_path,
+                                                               monkeypatch):
+    """``http_proxy`` / ``no_proxy`` are honoured for file bodies (as httpx, GDAL and curl do):
+    the replay server, which also answers absolute-form requests, plays the proxy of a
+    host nobody listens on."""
+    _, size, cs, rel = archive
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{sock.getsockname()[1]}/files/{rel}"
+    for var in ("no_proxy", "NO_PROXY", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("http_proxy", srv.url)
+    assert _get(srv, nowhere, tmp_path / "p.zip", size, cs) == size
+    (r,) = _bodies(srv, rel)
+    assert r["status"] == 200
+    monkeypatch.setenv("no_proxy", "127.0.0.1")  # now straight to the host: nobody there
+    with pytest.raises(DownloadError, match="gave up"):
+        _get(srv, nowhere, tmp_path / "q.zip", size, cs, dataclasses.replace(FAST, attempts=1))
+    assert len(_bodies(srv, rel)) == 1
+
+
 def test_multihash_parsing():
     name, digest = multihash_digest("1220" + "ab" * 32)
     assert name == "sha256" and digest == bytes([0xAB]) * 32
