@@ -408,13 +408,14 @@ def test_run_killed_with_sigkill_at_random_points_then_reruns_produce_everything
         finally:
             js.close()
 
+    watcher = None  # one connection to watch the runner's jobs (opened once the runner made it)
+
     def claims() -> set[tuple[str, str, int]]:
         """(processor, key, attempt) of the running jobs (an attempt is a claim)."""
-        js = site.job_store()
-        try:
-            return {(j.processor, j.key, j.attempts) for j in js.jobs(JobState.RUNNING)}
-        finally:
-            js.close()
+        nonlocal watcher
+        if watcher is None:
+            watcher = site.job_store()
+        return {(j.processor, j.key, j.attempts) for j in watcher.jobs(JobState.RUNNING)}
 
     def running(processors) -> bool:  # a job claimed by this run (not one a killed run left)
         return any(p in processors if processors else p not in ("acquire", "ingest")
@@ -472,6 +473,8 @@ def test_run_killed_with_sigkill_at_random_points_then_reruns_produce_everything
             if store.exists(p):
                 m = store.item_path(p).stat().st_mtime_ns
                 assert written.setdefault(p, m) == m, f"trial {trial}: {p} written again"
+    if watcher is not None:
+        watcher.close()
     assert kills == 10, phases
     assert resumed >= 1, phases  # at least one download went on where a killed one stopped
     # the last run finishes the work
