@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import os
 import socket
 import time
@@ -473,3 +474,50 @@ def test_alternative_provider_is_used_when_the_first_fails_to_fetch(srv, tmp_pat
         (r,) = acquire(res.acquisitions, f)
     assert r.status == "fetched" and r.provider == "planetary-computer", r.error
     assert (Path(r.entry) / MANIFEST).exists()
+
+
+# ---------------------------------------------------------------------------- the commands
+
+
+def test_search_and_acquire_commands(srv, tmp_path, monkeypatch):
+    """``agriseries search`` (table and --json) and ``agriseries acquire`` (the table of what
+    was fetched, skipped, failed) against the replay server, endpoints from the environment;
+    a provider that fails is printed and makes the exit code 1."""
+    from click.testing import CliRunner
+
+    from agriseries.cli import main
+
+    for name in ("earth-search", "planetary-computer"):
+        monkeypatch.setenv(f"AGRISERIES_{name.upper().replace('-', '_')}_URL", srv.api_url(name))
+    monkeypatch.setenv("AGRISERIES_PLANETARY_COMPUTER_TOKEN_URL",
+                       srv.api_url("planetary-computer") + "/token")
+    sel = ["--tile", "T29UNU", "--from", "2022-10-01", "--to", "2022-10-31",
+           "--provider", "earth-search,planetary-computer"]
+    runner = CliRunner()
+    res = runner.invoke(main, ["search", *sel, "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    (a,) = doc["acquisitions"]
+    assert a["id"] == "S2A_L2A_T29UNU_20221005_R023" and a["provider"] == "earth-search"
+    assert doc["failures"] == {} and doc["requests"] >= 2
+    res = runner.invoke(main, ["search", *sel])
+    assert res.exit_code == 0 and "1 acquisition(s)" in res.stdout
+    assert "2022-10-05" in res.stdout  # (an 80-column table: longer cells are folded)
+    store = tmp_path / "store"
+    bbox = ["--bbox", "-8.30,52.50,-8.25,52.53"]
+    res = runner.invoke(main, ["acquire", *sel, *bbox, "--store", str(store)])
+    assert res.exit_code == 0, res.output
+    assert "1 fetched, 0 skipped (already there, verified), 0 failed" in res.stdout
+    assert manifest_ok(store / "inbox" / "S2A_MSIL2A_20221005T115411_N0400_R023_T29UNU_"
+                                         "20221005T164454.SAFE")
+    res = runner.invoke(main, ["acquire", *sel, *bbox, "--store", str(store)])
+    assert res.exit_code == 0 and "0 fetched, 1 skipped" in res.stdout
+    # a provider that fails (GEODES without its key): said, exit code 1, the others searched
+    monkeypatch.setenv("AGRISERIES_GEODES_URL", srv.api_url("geodes"))
+    monkeypatch.delenv("GEODES_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    res = runner.invoke(main, ["search", *sel[:-1], "geodes,earth-search", "--json"])
+    assert res.exit_code == 1
+    doc = json.loads(res.stdout)
+    assert "GEODES_API_KEY" in doc["failures"]["geodes"]
+    assert [x["provider"] for x in doc["acquisitions"]] == ["earth-search"]
