@@ -301,6 +301,23 @@ def test_cdse_token_is_refreshed_before_it_expires(srv, samples, tmp_path, monke
     assert [r["status"] for r in srv.requests("/cdse/files/")] == [200, 200, 200]
 
 
+def test_redirected_download_is_followed(srv, samples, tmp_path, monkeypatch):
+    """A download answered by a redirect (as CDSE's download service does) is followed; the
+    file is verified against the checksum of the item."""
+    from agriseries.acquire.replay import multihash_sha256
+
+    monkeypatch.setenv("CDSE_USERNAME", "demo")
+    monkeypatch.setenv("CDSE_PASSWORD", "demo")
+    arch = samples["archive"]
+    srv.inject(f"archives/{arch.name}", "302")
+    url = srv.api_url("cdse") + f"/files/archives/{arch.name}"
+    with ProviderSession(providers(srv, "cdse")[0], FAST) as s:
+        assert s.download(url, tmp_path / "p.zip", size=arch.stat().st_size,
+                          checksum=multihash_sha256(arch)) == arch.stat().st_size
+    assert [(r["path"].split("/")[1], r["status"]) for r in srv.log if "/files/" in r["path"]] \
+        == [("cdse", 302), ("files", 200)]
+
+
 def test_missing_credentials_name_where_they_are_read(monkeypatch, tmp_path):
     monkeypatch.delenv("CDSE_USERNAME", raising=False)
     monkeypatch.delenv("CDSE_PASSWORD", raising=False)

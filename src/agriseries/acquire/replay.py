@@ -12,7 +12,8 @@ key header). Faults are queued per file path (:meth:`ReplayServer.inject`): ``dr
 ``htmlmid`` (an HTML page in the middle of the data, then the connection closed), ``htmlin``
 (an HTML page written over the middle of the data, the answer otherwise whole and well framed),
 ``short`` (``Content-Length`` longer than the body), ``corrupt`` (one byte changed: a checksum
-mismatch), ``401`` (the token refused once).
+mismatch), ``401`` (the token refused once), ``302`` (a redirect to the same file at
+``/files/...``, the server's unguarded path).
 
 Every request is logged in :attr:`ReplayServer.log` (method, path, range, status, bytes
 sent, the grant of an OAuth2 token request) for the tests and the benchmarks to count.
@@ -429,6 +430,8 @@ class _ReplayHandler(BaseHTTPRequestHandler):
         if fault in ("500", "502", "503"):
             return self._send(int(fault), b"<html><body>Bad Gateway</body></html>",
                               "text/html")
+        if fault == "302":  # to the same file under another path of this server
+            return self._send(302, b"", headers={"Location": "/files/" + rel})
         if fault == "429":
             return self._send(429, b'{"message": "Too Many Requests"}',
                               headers={"Retry-After": str(self.replay.retry_after_s)})
