@@ -380,10 +380,10 @@ def search(selection: Selection, providers: Iterable[Provider], *,
     settings
         Timeouts and retries.
     headers
-        Request headers per provider; default: the provider's API key header (GEODES), read
-        as :class:`~agriseries.acquire.providers.Credentials` says. A provider whose key is
-        missing or refused is a failure of that provider (its message says where the key is
-        read); the others are still searched.
+        Request headers per provider; default: the provider's API key header (GEODES) when
+        a key is configured (:class:`~agriseries.acquire.providers.Credentials`). A provider
+        that refuses the search (no key, a wrong key) is a failure of that provider (its
+        message says where the key is read); the others are still searched.
     on_request
         Called with the URL of every HTTP request (counting, logging).
     """
@@ -426,11 +426,14 @@ def search(selection: Selection, providers: Iterable[Provider], *,
 
 
 def _auth_headers(p: Provider) -> dict[str, str]:
-    """The headers a search of ``p`` needs: its API key (GEODES), none for the others
-    (OAuth2 and SAS tokens guard downloads, not searches)."""
+    """The headers a search of ``p`` is sent with: its API key (GEODES) when one is
+    configured (a catalogue that wants one and gets none answers 401: a failure of that
+    provider, its message saying where the key is read), none for the others (OAuth2 and SAS
+    tokens guard downloads, not searches)."""
     if p.auth != "apikey":
         return {}
-    return {p.apikey_header: Credentials(p).values()[0]}
+    key = Credentials(p).optional()
+    return {p.apikey_header: key[0]} if key else {}
 
 
 def _short(e: BaseException) -> str:
