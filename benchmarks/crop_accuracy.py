@@ -1,6 +1,6 @@
 """Crop mask accuracy on held-out parcels: the WorldCereal patches, feature sets, sampling, site models.
 
-``python benchmarks/crop_accuracy.py [--repeats 2] [--only 2018,2019,type,site]`` prints the
+``python benchmarks/crop_accuracy.py [--repeats 2] [--only 2018,2019,type,candidates,ci,site]`` prints the
 Markdown table of docs/accuracy.md ("Crop mask by parcel: what helps"). Everything comes
 from tests/data and runs through the library (:mod:`agriseries.crop` features, samples and
 classifier, :func:`agriseries.validation.cross_validate`):
@@ -17,6 +17,8 @@ classifier, :func:`agriseries.validation.cross_validate`):
   ``20m`` feature set both tiles have.
 
 Classifier: Sen2Agri's random forest (100 trees, depth 25, 25 samples to split), one thread.
+The data, parcels, features and split are those of ``benchmarks/crop_common.py`` (shared
+with docs/crop_evaluation.py).
 """
 
 from __future__ import annotations
@@ -29,96 +31,40 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import xarray as xr
-from affine import Affine
-from odc.geo.geobox import GeoBox
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from crop_common import (  # noqa: E402
+    K,
+    RF,
+    fmt,
+    parcel_cv,
+    patch_2018,
+    patch_2019,
+    phenology,
+    with_landsat,
+)
+from crop_common import features as patch_features  # noqa: E402
 
 from agriseries.crop.classifier import ClassifierParams, train_classifier  # noqa: E402
-from agriseries.crop.features import (  # noqa: E402
-    SeriesFeatures,
-    SeriesParams,
-    feature_map,
-    merge_resolutions,
-    on_grid,
-    season_dates,
-)
-from agriseries.crop.samples import cap_per_group, interior_pixels, parcel_groups  # noqa: E402
-from agriseries.io.timeseries import read_timeseries  # noqa: E402
-from agriseries.validation import accuracy_report, cross_validate  # noqa: E402
-
-WC = ROOT / "tests" / "data" / "worldcereal"
-T18 = "00002806639B424A_32631_2017-08-01_2018-11-30.nc"
-T19 = "000028085BF08E7E_32631_2018-08-01_2019-11-30.nc"
-K = 8
-RF = ClassifierParams(n_jobs=1)
+from agriseries.crop.features import SeriesFeatures, SeriesParams, season_dates  # noqa: E402
+from agriseries.crop.samples import interior_pixels  # noqa: E402
+from agriseries.validation import accuracy_report, group_bootstrap  # noqa: E402
 
 
-def _labels(path: Path):
-    with xr.open_dataset(path) as lab:
-        lc, ct = lab["LC"].values, lab["CT"].values
-        x, y = lab["x"].values, lab["y"].values
-    gb = GeoBox((lc.shape[0], lc.shape[1]), Affine(10, 0, x[0] - 5, 0, -10, y[0] + 5),
-                "EPSG:32631")
-    groups = parcel_groups(np.where(np.isfinite(ct), ct, lc))
-    return (lc == 11).astype(np.int64), groups, gb
-
-
-def patch_2018():
-    ds = merge_resolutions(read_timeseries(WC / f"S2_L2A_10m_{T18}"),
-                           read_timeseries(WC / f"S2_L2A_20m_{T18}")).compute()
-    y, g, _ = _labels(WC / f"OUTPUT_POLY-110_10m_{T18}")
-    return ds, y, g, ("2018-03-01", "2018-10-31")
-
-
-def patch_2019():
-    y, g, gb = _labels(WC / "2019" / f"OUTPUT_POLY-110_10m_{T19}")
-    ds = on_grid(read_timeseries(WC / "2019" / f"S2_L2A_20m_{T19}"), gb).compute()
-    return ds, y, g, ("2019-03-01", "2019-10-31")
-
-
-def features(ds, season, series: SeriesParams) -> np.ndarray:
-    ex = SeriesFeatures(season_dates(*season, series.step_days), series, relative=True)
-    f = feature_map(ds, ex).values
-    return f.reshape(f.shape[0], -1).T
-
-
-def fit_predict_factory(y, groups, interior=None, parcel_cap=None, params=RF):
-    """A ``fit_predict`` on pixel indices with the sampling options (training folds only)."""
-    def fit_predict(tr, ytr, te):
-        tr, te = tr.astype(np.int64), te.astype(np.int64)
-        if interior is not None:  # a parcel without interior pixel does not train
-            tr = tr[interior[tr]]
-        if parcel_cap:
-            tr = cap_per_group(tr, groups, parcel_cap)
-        m = train_classifier(FEATS[0][tr], y[tr], params)
-        i, _ = m.predict(FEATS[0][te])
-        return m.classes[i]
-    return fit_predict
-
-
-FEATS: list = [None]  # the feature matrix the current fit_predict reads (rows = pixels)
+def features(patch, series: SeriesParams) -> np.ndarray:
+    return patch_features(patch.ds, patch.season, series)
 
 
 def cv_row(X, y, groups, repeats, **kw):
-    FEATS[0] = X
-    idx = np.arange(y.size)
-    cv = cross_validate(idx, y, groups, fit_predict_factory(y, groups, **kw), k=K,
-                        repeats=repeats, labels=[0, 1], class_names=["other", "cropland"])
-    return cv
-
-
-def fmt(ms) -> str:
-    return f"{ms[0]:.3f} ± {ms[1]:.3f}"
+    return parcel_cv(X, y, groups, repeats, labels=[0, 1], **kw)
 
 
 def main() -> None:
     sys.stdout.reconfigure(line_buffering=True)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=2, help="fold draws (mean ± sd)")
-    ap.add_argument("--only", default="2018,2019,type,site", help="parts to run")
+    ap.add_argument("--only", default="2018,2019,type,candidates,ci,site", help="parts to run")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=RuntimeWarning)
     parts = set(args.only.split(","))
@@ -131,9 +77,9 @@ def main() -> None:
     sen2agri = SeriesParams()
     twenty = SeriesParams(feature_set="20m")
     data = {}
-    if parts & {"2018", "site", "type"}:
+    if parts & {"2018", "site", "type", "ci", "candidates"}:
         data["2018"] = patch_2018()
-    if parts & {"2019", "site", "type"}:
+    if parts & {"2019", "site", "type", "ci"}:
         data["2019"] = patch_2019()
 
     def row(patch, feat_label, samp_label, cv):
@@ -151,12 +97,13 @@ def main() -> None:
                                                                      smoothing_lambda=2.0))])):
         if name not in parts:
             continue
-        ds, y, g, season = data[name]
-        yy, gg = y.ravel(), g.ravel()
+        patch = data[name]
+        g = patch.groups
+        yy, gg = patch.cropland, g.ravel()
         inner = interior_pixels(g, 1).ravel()
         label = f"Flanders {name}"
         for i, (flabel, sp) in enumerate(sets):
-            X = features(ds, season, sp)
+            X = features(patch, sp)
             row(label, flabel, "all pixels (today)", cv_row(X, yy, gg, args.repeats))
             if i == 0:
                 row(label, flabel, "parcels eroded by 1 px",
@@ -177,29 +124,89 @@ def main() -> None:
         print("| patch | features | training samples | parcels | OA | kappa | macro F1 |")
         print("|---|---|---|---|---|---|---|")
         for name, sp in (("2018", sen2agri), ("2019", twenty)):
-            ds, _, g, season = data[name]
-            folder = WC if name == "2018" else WC / "2019"
-            tail = T18 if name == "2018" else T19
-            with xr.open_dataset(folder / f"OUTPUT_POLY-110_10m_{tail}") as lab:
-                ct = lab["CT"].values
+            patch = data[name]
+            ct, g = patch.ct, patch.groups
             sel = np.isfinite(ct).ravel()
             yct = np.nan_to_num(ct).astype(np.int64).ravel()[sel]
-            X = features(ds, season, sp)[sel]
+            X = features(patch, sp)[sel]
             gg = g.ravel()[sel]
             inner = interior_pixels(g, 1).ravel()[sel]
             codes = np.unique(yct).tolist()
             for slabel, kw in (("all pixels (today)", {}), ("parcels eroded by 1 px",
                                                             {"interior": inner})):
-                FEATS[0] = X
-                cv = cross_validate(np.arange(yct.size), yct, gg,
-                                    fit_predict_factory(yct, gg, **kw), k=K,
-                                    repeats=args.repeats, labels=codes)
+                cv = parcel_cv(X, yct, gg, args.repeats, labels=codes, **kw)
                 print(f"| Flanders {name} | {sp.feature_set} | {slabel} | {cv.n_groups} | "
                       f"{fmt(cv.oa)} | {fmt(cv.kappa)} | {fmt(cv.macro_f1)} |")
+    if "candidates" in parts:
+        # what a user of the field would try next, on top of the eroded default (2018 patch);
+        # every candidate on the same fold draws
+        patch = data["2018"]
+        g = patch.groups
+        yy, gg = patch.cropland, g.ravel()
+        inner = interior_pixels(g, 1).ravel()
+        X0 = features(patch, sen2agri)
+        nm = SeriesFeatures(season_dates(*patch.season, 10), sen2agri, relative=True).names
+        ph = phenology(X0, nm)
+        Xre = features(patch, replace(sen2agri, red_edge=True))
+        cands = [
+            ("sen2agri", "parcels eroded by 1 px (default)", X0, {"interior": inner}),
+            ("sen2agri", "parcels eroded by 2 px", X0,
+             {"interior": interior_pixels(g, 2).ravel()}),
+            ("sen2agri", "eroded 1 px + class weights balanced", X0,
+             {"interior": inner, "params": replace(RF, class_weight="balanced")}),
+            ("sen2agri", "eroded 1 px, RF min 5 samples to split", X0,
+             {"interior": inner, "params": replace(RF, min_samples=5)}),
+            ("sen2agri", "eroded 1 px, LightGBM", X0,
+             {"interior": inner, "params": ClassifierParams(method="lightgbm", n_jobs=1)}),
+            ("sen2agri + NDVI phenology (15 metrics)", "eroded 1 px", np.hstack([X0, ph]),
+             {"interior": inner}),
+            ("NDVI phenology alone", "eroded 1 px", ph, {"interior": inner}),
+            ("sen2agri + red edge + NDVI phenology", "eroded 1 px", np.hstack([Xre, ph]),
+             {"interior": inner}),
+            ("sen2agri, Whittaker lambda 0.5", "eroded 1 px",
+             features(patch, replace(sen2agri, smoothing_lambda=0.5)), {"interior": inner}),
+            ("sen2agri, 5-day grid", "eroded 1 px",
+             features(patch, replace(sen2agri, step_days=5)), {"interior": inner}),
+            ("sen2agri", "eroded 1 px + 400 px per parcel", X0,
+             {"interior": inner, "parcel_cap": 400}),
+            ("sen2agri, Sentinel-2 + Landsat 8 dates (71 + 15)", "eroded 1 px",
+             patch_features(with_landsat(patch), patch.season, sen2agri), {"interior": inner}),
+        ]
+        print(f"\nCandidates on the 2018 crop mask (parcel {K}-fold, the same {args.repeats} "
+              "draws for every row; OA of each draw in brackets):\n")
+        print("| features | training samples | OA | kappa | OA per draw |")
+        print("|---|---|---|---|---|")
+        for flabel, slabel, X, kw in cands:
+            cv = cv_row(X, yy, gg, args.repeats, **kw)
+            per = ", ".join(f"{r.oa:.3f}" for r in cv.reports)
+            print(f"| {flabel} | {slabel} | {fmt(cv.oa)} | {fmt(cv.kappa)} | {per} |")
+    if "ci" in parts:
+        print("\nWhat the patches can tell: OA and kappa of the default crop mask (parcels eroded "
+              "by 1 px) with 95 % intervals when the **parcels** are the samples (percentile "
+              "bootstrap over the held-out parcels of each draw, 2000 resamples, "
+              "agriseries.validation.group_bootstrap; the interval is the mean of the draws' "
+              "bounds):\n")
+        print("| patch | features | parcels (cropland) | OA | OA 95 % interval | kappa | "
+              "kappa 95 % interval |")
+        print("|---|---|---|---|---|---|---|")
+        for name, sp in (("2018", sen2agri), ("2019", twenty)):
+            patch = data[name]
+            yy, gg = patch.cropland, patch.groups.ravel()
+            X = features(patch, sp)
+            cv = cv_row(X, yy, gg, args.repeats,
+                        interior=interior_pixels(patch.groups, 1).ravel())
+            bs = [group_bootstrap(p_, yy, gg, [0, 1]) for p_ in cv.predictions]
+            oa_lo, oa_hi = np.mean([b["oa"][1] for b in bs]), np.mean([b["oa"][2] for b in bs])
+            k_lo, k_hi = (np.mean([b["kappa"][1] for b in bs]),
+                          np.mean([b["kappa"][2] for b in bs]))
+            ncrop = len({int(v) for v in np.unique(gg[yy == 1])})
+            print(f"| Flanders {name} | {sp.feature_set} | {cv.n_groups} ({ncrop}) | "
+                  f"{fmt(cv.oa)} | {oa_lo:.2f} - {oa_hi:.2f} | {fmt(cv.kappa)} | "
+                  f"{k_lo:.2f} - {k_hi:.2f} |")
     if "site" in parts:
-        X = {n: features(data[n][0], data[n][3], twenty) for n in ("2018", "2019")}
-        y = {n: data[n][1].ravel() for n in X}
-        inner = {n: interior_pixels(data[n][2], 1).ravel() for n in X}
+        X = {n: features(data[n], twenty) for n in ("2018", "2019")}
+        y = {n: data[n].cropland for n in X}
+        inner = {n: interior_pixels(data[n].groups, 1).ravel() for n in X}
         print("\nSite model (tiles 31UDS 2018 + 31UES 2019, `20m` features named by their day "
               "in the season):\n")
         print("| validated on | trained on | training samples | OA | kappa | F1 other / cropland |")
@@ -215,7 +222,7 @@ def main() -> None:
                       f"{r.f1[0]:.2f} / {r.f1[1]:.2f} |")
         Xall = np.vstack([X["2018"], X["2019"]])
         yall = np.concatenate([y["2018"], y["2019"]])
-        gall = np.concatenate([data["2018"][2].ravel(), data["2019"][2].ravel() + 10000])
+        gall = np.concatenate([data["2018"].groups.ravel(), data["2019"].groups.ravel() + 10000])
         iall = np.concatenate([inner["2018"], inner["2019"]])
         for slabel, kw in (("all pixels", {}), ("parcels eroded by 1 px", {"interior": iall})):
             cv = cv_row(Xall, yall, gall, args.repeats, **kw)

@@ -12,7 +12,8 @@ import pytest
 from agriseries.core.errors import ConfigurationError
 from agriseries.crop.classifier import ClassifierParams, train_classifier
 from agriseries.crop.samples import parcel_groups
-from agriseries.validation.crossval import block_groups, cross_validate, group_folds
+from agriseries.validation.crossval import block_groups, cross_validate, group_bootstrap, group_folds
+from agriseries.validation.metrics import accuracy_report
 from agriseries.validation.report import report_markdown
 
 
@@ -104,3 +105,35 @@ def test_parcel_split_is_far_below_the_leaky_pixel_split(wc_patch, wc_season_fea
     assert leaky.oa[0] > 0.9
     assert grouped.oa[0] < leaky.oa[0] - 0.15
     assert grouped.kappa[0] < 0.4
+
+
+def test_group_bootstrap_intervals_count_groups_not_pixels():
+    # 10 parcels of 100 px, each mapped all right (8) or all wrong (2): OA 0.8 on 1000 px.
+    # Were the pixels independent, the 95 % interval would be 0.8 +- 0.025; by parcel it is
+    # the binomial spread of 10 draws (about 0.5 .. 1.0).
+    y = np.repeat(np.array([0, 1] * 5), 100)
+    groups = np.repeat(np.arange(1, 11), 100)
+    wrong = np.isin(groups, [3, 8])
+    pred = np.where(wrong, 1 - y, y)
+    b = group_bootstrap(pred, y, groups, [0, 1], n=4000, seed=1)
+    rep = accuracy_report(pred, y, labels=[0, 1])
+    assert b["oa"][0] == pytest.approx(rep.oa) == 0.8
+    assert b["kappa"][0] == pytest.approx(rep.kappa)
+    assert b["groups"] == 10
+    lo, hi = b["oa"][1:]
+    assert lo <= 0.6 and hi == 1.0
+    # the same errors spread over 100 parcels of 10 px: a much narrower interval
+    groups100 = np.repeat(np.arange(1, 101), 10)
+    wrong100 = np.isin(groups100, np.arange(1, 101, 5))  # 20 of 100 parcels wrong
+    pred100 = np.where(wrong100, 1 - y, y)
+    b100 = group_bootstrap(pred100, y, groups100, [0, 1], n=4000, seed=1)
+    assert b100["oa"][0] == pytest.approx(0.8)
+    assert b100["oa"][2] - b100["oa"][1] < 0.5 * (hi - lo)
+    # unlabelled groups and classes outside labels are left out; bad input is named
+    g2 = groups.copy()
+    g2[:100] = 0
+    assert group_bootstrap(pred, y, g2, [0, 1], n=100)["groups"] == 9
+    with pytest.raises(ConfigurationError, match="differ in length"):
+        group_bootstrap(pred[:5], y, groups, [0, 1])
+    with pytest.raises(ConfigurationError, match="no labelled group"):
+        group_bootstrap(pred, y, np.zeros_like(groups), [0, 1])

@@ -244,6 +244,12 @@ class RunReport:
 # ------------------------------------------------------------------------------ runner
 
 
+def _made_once(params) -> list:
+    """The products a made-once job makes, from its parameters (``products`` of a site crop
+    job, else ``product``)."""
+    return list(params.get("products") or [params.get("product")])
+
+
 def _job_failure(job: Job, error: str, traceback: str | None) -> FailureRecord:
     """The failure record of a failed job (``error`` is ``Type: message`` when the
     processor raised)."""
@@ -439,16 +445,16 @@ class Runner:
         specs += sched.jobs
         # a crop map is made once: a job of the same product queued, running or waiting to
         # retry (it reads the store when it runs, so it uses the late inputs too) is enough
-        making = {(j.processor, j.params.get("product")) for j in active.values()
+        # (a site job makes several: params["products"])
+        making = {(j.processor, p) for j in active.values()
                   if j.processor in STAGES and STAGES[j.processor].made_once
-                  and j.state is not JobState.QUARANTINED}
+                  and j.state is not JobState.QUARANTINED for p in _made_once(j.params)}
         n_new = 0
         for spec in specs:
             if spec.key in active:
                 continue
             once = spec.processor in STAGES and STAGES[spec.processor].made_once
-            if once and (spec.processor,
-                                                spec.params.get("product")) in making:
+            if once and any((spec.processor, p) in making for p in _made_once(spec.params)):
                 continue  # another job (made from fewer inputs) is making this product
             job = self.db(f"submit {spec.processor}", self.js.submit, spec.processor,
                           spec.inputs, dict(spec.params), tile=spec.tile,

@@ -14,12 +14,19 @@ Method and formulas: docs/validation.md. The modules:
     :func:`write_report`: JSON, Markdown, self-contained HTML and a PNG of the matrix.
 ``crossval``
     k-fold cross-validation by group (parcel, polygon, location or spatial block):
-    :func:`cross_validate`, :func:`group_folds`, :func:`block_groups`.
+    :func:`cross_validate`, :func:`group_folds`, :func:`block_groups`, and
+    :func:`group_bootstrap` (confidence intervals with the groups as samples).
 ``cli``
     the ``agriseries validate`` command.
 """
 
-from .crossval import CrossValidation, block_groups, cross_validate, group_folds
+from .crossval import (
+    CrossValidation,
+    block_groups,
+    cross_validate,
+    group_bootstrap,
+    group_folds,
+)
 from .maps import validate_map
 from .metrics import (
     AccuracyReport,
@@ -36,6 +43,7 @@ __all__ = [
     "CrossValidation",
     "block_groups",
     "cross_validate",
+    "group_bootstrap",
     "group_folds",
     "AreaAdjusted",
     "accuracy_report",

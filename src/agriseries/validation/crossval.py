@@ -14,7 +14,11 @@ therefore computed on **held-out groups**:
 * :func:`cross_validate` runs the k-fold cross-validation with any ``fit_predict``
   callable, ``repeats`` times with different fold draws, and returns the **pooled**
   confusion matrix of each draw as an :class:`~agriseries.validation.metrics.AccuracyReport`
-  whose metadata states the split (:attr:`CrossValidation.split`).
+  whose metadata states the split (:attr:`CrossValidation.split`);
+* :func:`group_bootstrap` gives the confidence interval of OA and kappa when the groups,
+  not the pixels, are the independent samples: the groups are drawn with replacement and
+  the confusion matrix summed over the groups drawn (a percentile bootstrap). With few
+  parcels the interval is wide, which is what the pixel count hides.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import numpy as np
 from ..core.errors import ConfigurationError
 from .metrics import AccuracyReport, accuracy_report
 
-__all__ = ["CrossValidation", "block_groups", "cross_validate", "group_folds"]
+__all__ = ["CrossValidation", "block_groups", "cross_validate", "group_bootstrap", "group_folds"]
 
 
 def group_folds(groups, classes, k: int, seed: int = 0) -> np.ndarray:
@@ -221,3 +225,58 @@ def cross_validate(X, y, groups, fit_predict: Callable[[np.ndarray, np.ndarray, 
         preds.append(np.where(done, pred, np.iinfo(np.int64).min) if y.dtype.kind in "iu"
                      else pred)
     return CrossValidation(reports, split, int(k), int(repeats), n_groups, preds)
+
+
+def group_bootstrap(pred, y, groups, labels: Sequence, *, n: int = 2000, level: float = 0.95,
+                    seed: int = 0) -> dict:
+    """Percentile bootstrap over groups of OA and kappa of held-out predictions.
+
+    Parameters
+    ----------
+    pred, y, groups
+        Predicted and reference class of each sample, and its group (parcel) id; samples of
+        groups <= 0, or whose reference is not in ``labels``, are left out.
+    labels
+        The classes of the confusion matrix.
+    n, level, seed
+        Bootstrap draws, interval level and seed.
+
+    Returns
+    -------
+    dict
+        ``oa``, ``kappa``: (value on all the groups, low, high); ``groups``: groups used.
+
+    Raises
+    ------
+    ConfigurationError
+        Shapes differ or no group.
+    """
+    pred, y, g = (np.asarray(a).ravel() for a in (pred, y, groups))
+    if not (pred.size == y.size == g.size):
+        raise ConfigurationError(f"pred ({pred.size}), y ({y.size}) and groups ({g.size}) "
+                                 "differ in length")
+    codes = np.asarray(list(labels))
+    use = (g > 0) & np.isin(y, codes) & np.isin(pred, codes)
+    if not use.any():
+        raise ConfigurationError("no labelled group to bootstrap")
+    ug, ginv = np.unique(g[use], return_inverse=True)
+    m = codes.size
+    pi = np.searchsorted(np.sort(codes), pred[use])
+    yi = np.searchsorted(np.sort(codes), y[use])
+    counts = np.zeros((ug.size, m * m), np.float64)
+    np.add.at(counts, (ginv, pi * m + yi), 1)
+    rng = np.random.default_rng(seed)
+    w = rng.multinomial(ug.size, np.full(ug.size, 1.0 / ug.size), size=n).astype(np.float64)
+    cm = np.vstack([counts.sum(axis=0)[None], w @ counts]).reshape(-1, m, m)
+    tot = cm.sum(axis=(1, 2))
+    diag = np.trace(cm, axis1=1, axis2=2)
+    oa = diag / tot
+    pe = (cm.sum(axis=1) * cm.sum(axis=2)).sum(axis=1) / tot ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kappa = np.where(pe < 1, (oa - pe) / (1 - pe), np.nan)
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    lo_oa, hi_oa = np.nanpercentile(oa[1:], q)
+    lo_k, hi_k = np.nanpercentile(kappa[1:], q)
+    return {"oa": (float(oa[0]), float(lo_oa), float(hi_oa)),
+            "kappa": (float(kappa[0]), float(lo_k), float(hi_k)), "groups": int(ug.size),
+            "draws": int(n), "level": float(level)}
