@@ -42,6 +42,7 @@ from ..core.bands import S2_TO_LANDSAT, bands_of, is_sentinel2
 from ..core.errors import ConfigurationError, FailureRecord, InputProductError, NothingToDoError
 from ..core.grid import snap_to_tile, tile_geobox
 from ..core.ids import Level, ProductId, l3a_id, sensor_code
+from ..core.jit import compiled
 from ..core.masks import MaskBit
 from ..core.stac import AssetSpec
 from ..io.product import (
@@ -276,23 +277,54 @@ def _repeat_2x2(block: np.ndarray) -> np.ndarray:
     return np.repeat(np.repeat(block, 2, axis=0), 2, axis=1)
 
 
+@compiled(nogil=True)
+def _mean_2x2_block(b, scale, offset, out):  # pragma: no cover - compiled
+    """``out[i, j]``: the mean of the valid digital numbers of ``b[2i:2i+2, 2j:2j+2]``
+    (``(value - offset) / scale`` rounded half to even), rounded half up, scaled back in
+    float32; NaN where none is valid. One pass, no temporaries."""
+    s32, o32 = np.float32(scale), np.float32(offset)
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            n = 0
+            total = 0.0
+            for di in range(2):
+                for dj in range(2):
+                    v = b[2 * i + di, 2 * j + dj]
+                    if not np.isnan(v):
+                        n += 1
+                        total += np.rint((np.float64(v) - offset) / scale)
+            if n == 0:
+                out[i, j] = np.nan
+            else:
+                out[i, j] = np.float32(np.floor(total / n + 0.5)) * s32 + o32
+
+
 def _mean_2x2(fine, scale: float, offset: float):
     """The 20 m reflectance of a 10 m band (lazy, block by block): the mean of the valid
     digital numbers of each 2 x 2 block rounded half up, scaled as the file says; NaN where
-    none is valid."""
+    none is valid (one compiled pass per block: the numpy version of the same arithmetic
+    took four times as long as reading the band)."""
     def block(b: np.ndarray) -> np.ndarray:
-        h, w = b.shape[0] // 2, b.shape[1] // 2
-        valid = ~np.isnan(b)
-        dn = np.where(valid, np.rint((b.astype(np.float64) - offset) / scale), 0.0)
-        n = valid.reshape(h, 2, w, 2).sum(axis=(1, 3))
-        total = dn.reshape(h, 2, w, 2).sum(axis=(1, 3))
-        out = np.floor(total / np.maximum(n, 1) + 0.5).astype(np.float32)
-        out = out * np.float32(scale) + np.float32(offset)
-        out[n == 0] = np.nan
+        out = np.empty((b.shape[0] // 2, b.shape[1] // 2), np.float32)
+        _mean_2x2_block(np.ascontiguousarray(b, dtype=np.float32), float(scale), float(offset),
+                        out)
         return out
 
     return fine.map_blocks(block, chunks=tuple(tuple(c // 2 for c in cs) for cs in fine.chunks),
                            dtype=np.float32)
+
+
+def _mean_2x2_numpy(b: np.ndarray, scale: float, offset: float) -> np.ndarray:
+    """The same as :func:`_mean_2x2_block` with numpy (the reference of the tests)."""
+    h, w = b.shape[0] // 2, b.shape[1] // 2
+    valid = ~np.isnan(b)
+    dn = np.where(valid, np.rint((b.astype(np.float64) - offset) / scale), 0.0)
+    n = valid.reshape(h, 2, w, 2).sum(axis=(1, 3))
+    total = dn.reshape(h, 2, w, 2).sum(axis=(1, 3))
+    out = np.floor(total / np.maximum(n, 1) + 0.5).astype(np.float32)
+    out = out * np.float32(scale) + np.float32(offset)
+    out[n == 0] = np.nan
+    return out
 
 
 def acquisitions_from_dataset(ds: xr.Dataset) -> list[Acquisition]:
