@@ -318,6 +318,26 @@ def test_redirected_download_is_followed(srv, samples, tmp_path, monkeypatch):
         == [("cdse", 302), ("files", 200)]
 
 
+def test_an_archive_in_the_inbox_counts_as_present_only_when_it_reads(srv, samples, tmp_path,
+                                                                       monkeypatch):
+    """A zip already in the inbox is that acquisition, fetched, when its directory reads; a
+    truncated one (a copy cut short by hand) is not, and the acquisition is fetched again."""
+    monkeypatch.setenv("CDSE_USERNAME", "demo")
+    monkeypatch.setenv("CDSE_PASSWORD", "demo")
+    (a,) = search(sel(), providers(srv, "cdse")).acquisitions
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    arch = samples["archive"]
+    (inbox / arch.name).write_bytes(arch.read_bytes()[:-1000])
+    with Fetcher(inbox, settings=FAST, endpoints=endpoints(srv)) as f:
+        assert f.present(a) is None
+        (r,) = acquire([a], f)
+        assert r.status == "fetched" and Path(r.entry).read_bytes() == arch.read_bytes()
+        assert f.present(a) == inbox / arch.name
+        (r,) = acquire([a], f)
+        assert r.status == "skipped"
+
+
 def test_missing_credentials_name_where_they_are_read(monkeypatch, tmp_path):
     monkeypatch.delenv("CDSE_USERNAME", raising=False)
     monkeypatch.delenv("CDSE_PASSWORD", raising=False)
