@@ -15,12 +15,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import shutil
-import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from serve_helpers import ServeProcess  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 INBOX = DATA / "production" / "inbox"
@@ -123,49 +125,14 @@ class LoopbackServer:
         self.thread.join(10)
 
 
-class Service:
+class Service(ServeProcess):
     """``agriseries serve SITE.yaml`` in its own process on a loopback port (the way a user
-    runs it); ``url`` once started."""
+    runs it); ``url`` once started (``with Service(site_file) as svc``)."""
 
     def __init__(self, site_file: Path, *args: str) -> None:
-        self.site_file, self.args = Path(site_file), args
-        self.proc: subprocess.Popen | None = None
-        self.url = ""
-
-    def __enter__(self) -> Service:
-        import httpx
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = open(self.site_file.parent / f"serve-{port}.log", "w+")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agriseries.cli", "serve", str(self.site_file),
-             "--port", str(port), *self.args], stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.log.seek(0)
-                raise RuntimeError(f"agriseries serve exited: {self.log.read()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/portal/api/config", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.__exit__()
-        raise RuntimeError("agriseries serve did not answer within 60 s")
-
-    def __exit__(self, *exc) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.log.close()
+        self.site_file = Path(site_file)
+        super().__init__([str(self.site_file)], *args, log_dir=self.site_file.parent,
+                         ready_path="/portal/api/config")
 
 
 def cli(*args: str) -> str:

@@ -15,7 +15,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -29,62 +28,20 @@ import yaml
 from agriseries.production.runner import run
 from agriseries.production.site import load_site
 
+sys.path.insert(0, str(Path(__file__).parent))
+from serve_helpers import ServeProcess  # noqa: E402
+
 pytestmark = pytest.mark.allow_hosts(["127.0.0.1"])
 
 INBOX = Path(__file__).parent / "data" / "production" / "inbox"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Service:
-    """``agriseries serve`` in its own process on a loopback port."""
+class Service(ServeProcess):
+    """``agriseries serve --store STORE ARGS`` in its own process on a loopback port."""
 
     def __init__(self, store: Path, *args: str) -> None:
-        self.store, self.args = store, args
-        self.proc: subprocess.Popen | None = None
-        self.url = ""
-
-    def start(self) -> Service:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = open(self.store.parent / f"serve-{port}.log", "w+")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agriseries.cli", "serve", "--store", str(self.store),
-             "--port", str(port), *self.args], stdout=self.log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONWARNINGS": "ignore"})
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.log.seek(0)
-                text = self.log.read()[-3000:]
-                self.stop()
-                raise AssertionError(f"agriseries serve exited: {text}")
-            try:
-                if httpx.get(f"{self.url}/_mgmt/ping", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise AssertionError("agriseries serve did not answer within 60 s")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.log.close()
-
-    def restart(self) -> Service:
-        self.stop()
-        return self.start()
+        self.store = store
+        super().__init__(["--store", str(store)], *args, log_dir=store.parent)
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -213,6 +213,18 @@ def _accounts(target, store, service_db):
         _fail(str(e))
 
 
+def _with_accounts(target, store, service_db, action):
+    """``action(accounts)`` on the service's accounts, closed afterwards; an
+    :class:`AgriseriesError` (unknown user, name taken) is reported and exits 1."""
+    acc = _accounts(target, store, service_db)
+    try:
+        return action(acc)
+    except AgriseriesError as e:
+        _fail(str(e))
+    finally:
+        acc.close()
+
+
 _users_target = click.option("--site", "target", type=click.Path(path_type=Path), default=None,
                              help="Site file (or give --store).")
 
@@ -226,14 +238,9 @@ _users_target = click.option("--site", "target", type=click.Path(path_type=Path)
 @click.option("--max-downloads", type=int, default=None, help="Concurrent downloads.")
 def users_add(name, target, store, service_db, quota_gb, max_downloads):
     """Create user NAME and print its API token (shown only once)."""
-    acc = _accounts(target, store, service_db)
-    try:
-        token = acc.add_user(name, quota_bytes_per_day=int(quota_gb * 2**30) if quota_gb else None,
-                             max_concurrent=max_downloads)
-    except AgriseriesError as e:
-        _fail(str(e))
-    finally:
-        acc.close()
+    token = _with_accounts(target, store, service_db, lambda acc: acc.add_user(
+        name, quota_bytes_per_day=int(quota_gb * 2**30) if quota_gb else None,
+        max_concurrent=max_downloads))
     out.print(token, highlight=False)
 
 
@@ -244,13 +251,8 @@ def users_add(name, target, store, service_db, quota_gb, max_downloads):
 @_db_opt
 def users_token(name, target, store, service_db):
     """Make a new API token for user NAME (printed once)."""
-    acc = _accounts(target, store, service_db)
-    try:
-        out.print(acc.new_token(name), highlight=False)
-    except AgriseriesError as e:
-        _fail(str(e))
-    finally:
-        acc.close()
+    out.print(_with_accounts(target, store, service_db, lambda acc: acc.new_token(name)),
+              highlight=False)
 
 
 @users.command(name="list")
@@ -260,11 +262,7 @@ def users_token(name, target, store, service_db):
 @click.option("--json", "as_json", is_flag=True)
 def users_list(target, store, service_db, as_json):
     """List the users, their limits and today's downloads."""
-    acc = _accounts(target, store, service_db)
-    try:
-        rows = acc.users()
-    finally:
-        acc.close()
+    rows = _with_accounts(target, store, service_db, lambda acc: acc.users())
     if as_json:
         out.print_json(json.dumps(rows))
         return
@@ -285,11 +283,5 @@ def users_list(target, store, service_db, as_json):
 @_db_opt
 def users_revoke(name, target, store, service_db):
     """Disable user NAME and every token of it."""
-    acc = _accounts(target, store, service_db)
-    try:
-        acc.revoke(name)
-    except AgriseriesError as e:
-        _fail(str(e))
-    finally:
-        acc.close()
+    _with_accounts(target, store, service_db, lambda acc: acc.revoke(name))
     out.print(f"user {name} revoked", highlight=False)
