@@ -111,6 +111,9 @@ CASES = [
      ["nothing to do", "no L2A product", "make or ingest L2A products first"]),
     ("croptype: polygons missing", "croptype --store {store} --tile T31UDS " + " ".join(SEASON)
      + " --insitu {tmp}/nope.gpkg", 2, ["nope.gpkg"]),
+    ("croptype: unknown crop mask", "croptype --store {store} --tile T31UDS " + " ".join(SEASON)
+     + " --insitu {parcels} --class-field CT --crop-mask {tmp}/nope.tif", 1,
+     ["{tmp}/nope.tif: no such crop mask"]),
     ("store check: store missing", "store check {tmp}/nope", 1, ["no such folder"]),
     ("store check: store is a file", "store check {file}", 1, ["is a file, not a folder"]),
     ("store remove: unknown product", "store remove {store} L2A_S2A_T31UDS_20990101T000000_SEN2COR",

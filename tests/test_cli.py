@@ -105,3 +105,29 @@ def test_biophysical_commands(tmp_path):
     bad = runner.invoke(main, ["biophysical", "--store", str(store), "--tile", "T31UDS",
                                "--variables", "NDVI"])
     assert bad.exit_code == 2 and "unknown biophysical variable" in bad.output
+
+
+def test_task_progress_counts_the_dask_tasks_of_a_product_on_a_terminal_only(monkeypatch):
+    """The bar of the long commands (composite, biophysical-series, cropmask, croptype)
+    counts the tasks of the computation inside the product; nothing when not a terminal."""
+    import io
+    import re
+
+    import dask.array as da
+    from rich.console import Console
+
+    import agriseries.cli_output as co
+
+    x = da.ones((400, 400), chunks=100) + 1
+    buf = io.StringIO()
+    monkeypatch.setattr(co, "err", Console(file=buf, force_terminal=True, width=120))
+    with co.task_progress("L3A T31UDS 2018-07"):
+        assert float(x.sum().compute(scheduler="threads")) == 2 * 400 * 400
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buf.getvalue())
+    done = re.findall(r"L3A T31UDS 2018-07 \S+ (\d+)/(\d+) tasks", text)
+    assert done and done[-1][0] == done[-1][1] and int(done[-1][1]) > 1, text
+    quiet = io.StringIO()
+    monkeypatch.setattr(co, "err", Console(file=quiet, width=120))  # a pipe, a file
+    with co.task_progress("L3A"):
+        x.sum().compute(scheduler="threads")
+    assert quiet.getvalue() == ""

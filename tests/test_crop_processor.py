@@ -205,7 +205,7 @@ def test_croptype_with_a_crop_mask(store, mask_product, labels):
     assert names == [0, 1200, 2130, 5100, 7900, 9120]
     assert item.properties["agriseries:parameters"]["source"]["crop_mask"] == mask_product.product
     assert (raw[np.isfinite(ct)] == ct[np.isfinite(ct)]).mean() > 0.6
-    with pytest.raises(ConfigurationError, match="code 0"):
+    with pytest.raises(InputProductError, match="crop code 0.*--exclude-codes 0"):
         croptype(store, "T31UDS", *SEASON, insitu=PARCELS, crop_mask=mask_product.product,
                  params=CropTypeParams(class_field="CT", classifier=FAST), overwrite=True)
 
@@ -361,3 +361,59 @@ def test_training_polygons_lose_their_border_pixels(store, mask_product):
     # leave the store's product as the other tests expect it
     cropmask(store, "T31UDS", *SEASON, insitu=PARCELS, overwrite=True,
              params=CropMaskParams(classifier=FAST))
+
+
+def test_a_crop_map_asked_otherwise_is_refused_not_returned(store, mask_product, tmp_path):
+    """"Already in the store" compares the request with the stored map: a crop mask asked
+    from a reference map after one was made from in-situ polygons, another class field, or a
+    crop type map asked with a crop mask it was not made with, say what differs (before any
+    work); a crop mask that does not exist is said so before the training."""
+    from agriseries.core.errors import ProductExistsError
+
+    pid = mask_product.product
+    with pytest.raises(ProductExistsError) as err:
+        cropmask(store, "T31UDS", *SEASON, reference_map=tmp_path / "reference.tif",
+                 params=CropMaskParams(classifier=FAST))
+    msg = str(err.value)
+    assert msg.startswith(f"{pid} is already in the store") and "made otherwise" in msg
+    assert "source.reference_map: (none) -> " in msg and "source.insitu: " in msg
+    with pytest.raises(ProductExistsError, match='class_field: "CROP" -> "LC"'):
+        cropmask(store, "T31UDS", *SEASON, insitu=PARCELS,
+                 params=CropMaskParams(classifier=FAST, class_field="LC"))
+    runner = CliRunner()
+    args = ["--store", str(store.root), "--tile", "T31UDS", "--season", *SEASON,
+            "--trees", "20", "--insitu", str(PARCELS)]
+    res = runner.invoke(cropmask_cmd, [*args, "--class-field", "LC"])
+    assert res.exit_code == 1 and "made otherwise" in res.output and "Traceback" not in res.output
+    for mask, words in ((tmp_path / "nope.tif", "no such crop mask: expected an L4A product id"),
+                        ("L4A_S2_T31UDS_20180301-20180615_AGS", "the L4A product is not in the "
+                                                                 "store"),
+                        ("L2A_S2A_T31UDS_20180620T105211_SEN2COR", "expected an L4A crop mask")):
+        res = runner.invoke(croptype_cmd, [*args, "--class-field", "CT", "--exclude-codes", "0",
+                                           "--until", "2018-09-30", "--crop-mask", str(mask)])
+        assert res.exit_code == 1, res.output
+        assert res.output.startswith(f"error: {mask}: ") and len(res.output.splitlines()) == 1
+        assert words in res.output, res.output
+    # code 0 among the polygons, with a crop mask: said before the training, with the option
+    # (test_croptype_with_a_crop_mask checks the message)
+
+
+def test_a_reference_map_too_small_for_its_validation_blocks_is_said_so(store, labels, tmp_path):
+    """A reference map that fits in one validation block (here 640 m, blocks of 1 km): no
+    held-out pixel; the message names the map and what to change, not "give more polygons"
+    (no polygon was given)."""
+    lc, _ = labels
+    gb = store.open(store.item(next(store.items(level="L2A")).id)).native_grids[10]
+    codes = np.where((lc.reshape(8, 8, 8, 8) == 11).mean(axis=(1, 3)) >= 0.5, 11, 13)
+    path = tmp_path / "small_reference.tif"
+    a = gb.affine
+    with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8",
+                       crs=gb.crs.to_wkt(), transform=Affine(80, 0, a.c, 0, -80, a.f)) as dst:
+        dst.write(codes.astype(np.uint8), 1)
+    params = CropMaskParams(classifier=FAST, no_insitu=NoInsituParams(crop_values=(11,)))
+    with pytest.raises(ConfigurationError) as err:
+        cropmask(store, "T31UDS", *SEASON, until="2018-09-30", reference_map=path, params=params)
+    msg = str(err.value)
+    assert str(path.resolve()) in msg or str(path) in msg, msg
+    assert "polygons" not in msg, msg
+    assert not store.exists("L4A_S2_T31UDS_20180301-20180930_AGS")  # nothing half made

@@ -218,6 +218,36 @@ def test_the_shipped_stac_schemas_are_the_tests_copies():
     assert "Apache License" in (SCHEMAS / "LICENSE-Apache-2.0.txt").read_text()
 
 
+def test_the_production_catalogue_notices_an_item_broken_after_it_was_recorded(store, tmp_path,
+                                                                             caplog):
+    """An item that breaks after its product was recorded: the next rescan (each production
+    run does one) reads it again, warns naming it and drops its row (the product is missing,
+    not made); an item rewritten whole updates its row."""
+    from agriseries.production.catalogue import ProductCatalogue, rescan
+
+    cat = ProductCatalogue(tmp_path / "jobs.sqlite")
+    try:
+        assert rescan(cat, store) == (8, 0)
+        assert rescan(cat, store) == (0, 0)  # nothing changed: nothing read again
+        broken, rewritten = list(store.item_files())[:2]
+        later = time.time() + 10
+        _truncate(broken)
+        doc = json.loads(rewritten.read_text())
+        doc["properties"]["eo:cloud_cover"] = 12.5
+        rewritten.write_text(json.dumps(doc))
+        for p in (broken, rewritten):
+            os.utime(p, (later, later))
+        with caplog.at_level("WARNING", logger="agriseries.store"):
+            assert rescan(cat, store) == (0, 1)
+        assert f"skipped {broken}" in caplog.text and "truncated" in caplog.text
+        rows = {r.product_id: r for r in cat.products(with_items=True)}
+        assert broken.stem not in rows and len(rows) == 7
+        assert rows[rewritten.stem].item["properties"]["eo:cloud_cover"] == 12.5
+        assert rescan(cat, store) == (0, 0)  # no row left to drop
+    finally:
+        cat.close()
+
+
 def test_store_commands(store):
     runner = CliRunner()
     ok = runner.invoke(main, ["store", "check", str(store.root), "--json"])
@@ -486,6 +516,27 @@ def test_a_series_without_its_partner_is_flagged_then_completed(tmp_path):
     assert all(r.status == "skipped" for r in ingest([ten, twenty], store))
     # an ingest of the 10 m file alone does not undo a whole product
     assert all(r.status == "skipped" for r in ingest([ten], store))
+
+
+@pytest.mark.parametrize("how", ["missing", "garbage"])
+def test_a_series_whose_partner_is_missing_or_garbage_is_flagged(tmp_path, how):
+    """The 20 m file absent (only the 10 m one given) or replaced by an error page: the
+    products are flagged incomplete with what they lack, never stored as whole."""
+    store = ProductStore(tmp_path / "store")
+    ten, twenty = S2
+    paths = [ten]
+    if how == "garbage":
+        page = tmp_path / twenty.name
+        page.write_bytes(b"<!DOCTYPE html><html><body>502 Bad Gateway</body></html>")
+        paths.append(page)
+    res = CliRunner().invoke(main, ["ingest", *map(str, paths), "--store", str(store.root)])
+    assert res.exit_code == (1 if how == "garbage" else 0), res.output
+    first = res.stdout.splitlines()[0]
+    assert first.startswith(f"ingested\t{ten}") and "8 incomplete (without B05 B06 B07" in first
+    if how == "garbage":
+        assert f"failed\t{paths[1]}" in res.stdout and "not a NetCDF file" in res.stdout
+    items = list(store.items())
+    assert len(items) == 8 and all(it.properties["agriseries:incomplete"] for it in items)
 
 
 @pytest.mark.parametrize("signame,code,said", [("SIGINT", 130, "interrupted"),

@@ -26,7 +26,15 @@ from rich.table import Table
 
 from .version import VERSION
 from .cli_output import err as console
-from .cli_output import TILE, install_store_warnings, out, progress_bar, sensor_families, usage_check
+from .cli_output import (
+    TILE,
+    install_store_warnings,
+    out,
+    progress_bar,
+    sensor_families,
+    task_progress,
+    usage_check,
+)
 from .biophysical.params import BiophysicalParams
 from .composite.params import WaspParams
 from .core.errors import (
@@ -435,7 +443,7 @@ def composite(store_dir, tile, period, centre, sensors, s2_weight, landsat_weigh
     params = from_options(WaspParams, wasp, sensor_weights={"S2": s2_weight, "L8": landsat_weight,
                                                             "L9": landsat_weight})
     fams = sensors
-    with console.status(f"L3A {tile} {period}"):
+    with task_progress(f"L3A {tile} {period}", disable=as_json):
         r = make(ProductStore(store_dir), parse_tile(tile).name, period,
                  centre=centre.date() if centre else None, sensors=fams, params=params,
                  overwrite=overwrite)
@@ -480,7 +488,8 @@ def biophysical_series_cmd(store_dir, tile, start, end, variables, step_days, la
 
     _check_range(start, end)
 
-    with console.status(f"L3B series {tile} {start:%Y-%m-%d} to {end:%Y-%m-%d}"):
+    with task_progress(f"L3B series {tile} {start:%Y-%m-%d} to {end:%Y-%m-%d}",
+                       disable=as_json):
         pid = biophysical_series(ProductStore(store_dir), parse_tile(tile).name, start, end,
                                  variables=tuple(v.strip() for v in variables.split(",")
                                                  if v.strip()),

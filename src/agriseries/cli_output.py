@@ -4,7 +4,8 @@
   when they do not write to a terminal: a table piped into ``grep`` or a file keeps each
   product id on one line;
 * :func:`progress_bar` shows a bar on stderr counting a unit of work (products, dates,
-  blocks) only when stderr is a terminal; elsewhere it does nothing;
+  blocks) only when stderr is a terminal; elsewhere it does nothing; :func:`task_progress`
+  counts the dask tasks inside one product (long syntheses, series, crop maps);
 * :func:`install_store_warnings` prints the store's warnings (a corrupt item skipped) as one
   ``warning:`` line each on stderr.
 """
@@ -68,6 +69,49 @@ def progress_bar(label: str, total: int | None, unit: str, *,
             progress.update(task, advance=1, description=description[:72])
 
         yield tick
+
+
+@contextlib.contextmanager
+def task_progress(label: str, *, disable: bool = False) -> Iterator[None]:
+    """A progress bar on stderr for the work inside one product: the dask tasks (block
+    reads, block computations, block writes, each file's compression) done out of those of
+    the graph being computed, for every computation on the local scheduler while in the
+    block (a product made in several computations shows each in turn). Silent when stderr is
+    not a terminal or ``disable``. Costs one counter update per task."""
+    import threading
+
+    from dask.callbacks import Callback
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    if disable or not err.is_terminal:
+        yield
+        return
+    with Progress(TextColumn(f"[bold]{label}[/bold]"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("tasks"), TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("", total=None)
+        lock = threading.Lock()
+        state = {"done": 0}
+
+        def start_state(dsk, st):
+            with lock:
+                state["done"] = 0
+                total = len(st.get("ready", ())) + len(st.get("waiting", ())) + \
+                    len(st.get("finished", ()))
+                bar.update(task, total=total or None, completed=0)
+
+        def posttask(key, result, dsk, st, worker_id):
+            with lock:
+                state["done"] += 1
+                bar.update(task, completed=state["done"])
+
+        with Callback(start_state=start_state, posttask=posttask):
+            yield
 
 
 def sensor_families(value: str | None) -> tuple[str, ...] | None:
@@ -149,4 +193,5 @@ def install_store_warnings() -> None:
 
 
 __all__ = ["err", "install_store_warnings", "out", "progress_bar", "sensor_families", "TILE",
+           "task_progress",
            "UNWRAPPED_WIDTH", "usage_check"]

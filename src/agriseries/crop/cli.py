@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from ..cli_output import TILE, usage_check
+from ..cli_output import TILE, task_progress, usage_check
 from ..core.errors import AgriseriesError, NothingToDoError
 from .params import (
     FEATURE_SETS,
@@ -171,10 +171,11 @@ def cropmask_cmd(store_dir, tile, season, until, classifier, trees, max_depth, m
                                                        alpha=trim_alpha, seed=seed))
         params = _params(base, classifier, trees, max_depth, min_samples, seed, step_days, red_edge,
                          feature_set, erosion)
-        results = [cropmask(ProductStore(store_dir), parse_tile(tile).name, season[0], season[1],
-                            insitu=insitu, reference_map=reference_map, until=u, params=params,
-                            overwrite=overwrite, model=model_path)
-                   for u in (sorted(until) or [None])]
+        with task_progress(f"L4A {tile}", disable=as_json):
+            results = [cropmask(ProductStore(store_dir), parse_tile(tile).name, season[0],
+                                season[1], insitu=insitu, reference_map=reference_map, until=u,
+                                params=params, overwrite=overwrite, model=model_path)
+                       for u in (sorted(until) or [None])]
     except AgriseriesError as exc:
         _fail(exc)
     _report(results, as_json)
@@ -210,10 +211,11 @@ def croptype_cmd(store_dir, tile, season, until, classifier, trees, max_depth, m
         base = CropTypeParams(class_field=class_field, exclude_codes=_codes(exclude_codes))
         params = _params(base, classifier, trees, max_depth, min_samples, seed, step_days, red_edge,
                          feature_set, erosion)
-        results = [croptype(ProductStore(store_dir), parse_tile(tile).name, season[0], season[1],
-                            insitu=insitu, crop_mask=crop_mask, until=u, params=params,
-                            overwrite=overwrite, model=model_path)
-                   for u in (sorted(until) or [None])]
+        with task_progress(f"L4B {tile}", disable=as_json):
+            results = [croptype(ProductStore(store_dir), parse_tile(tile).name, season[0],
+                                season[1], insitu=insitu, crop_mask=crop_mask, until=u,
+                                params=params, overwrite=overwrite, model=model_path)
+                       for u in (sorted(until) or [None])]
     except AgriseriesError as exc:
         _fail(exc)
     _report(results, as_json)

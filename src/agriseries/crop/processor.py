@@ -465,10 +465,13 @@ def croptype(store: ProductStore, tile: str, season_start, season_end, *, insitu
         raise ConfigurationError("the crop type map needs in-situ polygons or a site model")
     start, end, last = crop_season(season_start, season_end, until)
     pid = crop_id(Level.L4B, tile, start, end, last)
-    source = {"insitu": str(Path(insitu).resolve()),
-              "crop_mask": str(crop_mask) if crop_mask is not None else None}
+    source = {"insitu": str(Path(insitu).resolve())}
+    if crop_mask is not None:  # absent, not None: a map made with a crop mask is not this one
+        source["crop_mask"] = str(crop_mask)
     if not overwrite and store.already_made(pid, {**_jsonable(asdict(params)), "source": source}):
         return CropResult(str(pid), False)
+    if crop_mask is not None:
+        _check_crop_mask(store, crop_mask)  # before any work, not after the training
     sp = params.series
     ds, items = load_season(store, tile, start, last, sp.bands, chunk=sp.chunk, items=items)
     gb = ds.odc.geobox
@@ -480,6 +483,8 @@ def croptype(store: ProductStore, tile: str, season_start, season_end, *, insitu
                                           exclude=params.exclude_codes,
                                           erosion=params.erosion_radius)
     class_dtype(np.unique(polys.values))  # codes must fit the map
+    if crop_mask is not None and 0 in set(polys.values.tolist()):
+        raise _code_zero_error(insitu, params)
     rows, cols = _sampled(labels, split, params.samples, seed, params.min_per_class)
     X = extract_samples(ds, extractor, rows, cols)
     model = train_classifier(X, labels[rows, cols], params.classifier, extractor.names)
@@ -503,7 +508,8 @@ def _masked(store, crop_mask, gb, model: CropClassifier, cls, conf):
     """Code 0 where the crop mask says non-cropland; returns (map, confidence, raw map)."""
     if 0 in set(model.classes.tolist()):
         raise ConfigurationError("crop code 0 marks non-cropland when a crop mask is given: "
-                                 "recode the in-situ class 0")
+                                 "leave the in-situ class 0 out (--exclude-codes 0, "
+                                 "exclude_codes=(0,)) or recode it")
     mask = _read_crop_mask(store, crop_mask, gb)
     raw = cls.copy()
     _, nodata = class_dtype(model.classes)
@@ -581,6 +587,37 @@ def _apply_site_model(kind, store, tile, season_start, season_end, model, *, ins
                    names, codes, last, start, end, until, params, source, ref_name,
                    {"agriseries:site_model": model.describe()}, overwrite, title=title,
                    extra_codes=extra_codes, split_text=split_text)
+
+
+def _code_zero_error(insitu, params) -> InputProductError:
+    excluded = list(params.exclude_codes)
+    return InputProductError(
+        insitu, f"polygons of crop code 0 in field {params.class_field!r}: with a crop mask, "
+        "code 0 marks the pixels it calls non-cropland; leave them out with --exclude-codes "
+        f"{','.join(map(str, [0, *excluded]))} (exclude_codes={tuple([0, *excluded])!r}; "
+        f"excluded now: {excluded or 'none'}) or recode them")
+
+
+def _check_crop_mask(store: ProductStore, crop_mask) -> None:
+    """A crop mask that is neither an L4A product of the store nor a file: a clear error
+    before any work."""
+    text = str(crop_mask)
+    try:
+        pid = ProductId.parse(text)
+    except (ConfigurationError, ValueError):
+        pid = None
+    if pid is not None:
+        if pid.level is not Level.L4A:
+            raise InputProductError(text, f"a {pid.level.value} product id: expected an L4A "
+                                          "crop mask (of the store) or a GeoTIFF")
+        if not store.exists(pid):
+            raise InputProductError(text, f"no such crop mask: the L4A product is not in the "
+                                          f"store {store.root} (agriseries list --store "
+                                          f"{store.root} --level L4A)")
+        return
+    if not Path(text).is_file():
+        raise InputProductError(text, "no such crop mask: expected an L4A product id of the "
+                                      "store or a GeoTIFF file (1 = cropland)")
 
 
 def _read_crop_mask(store: ProductStore, crop_mask, gb) -> np.ndarray:

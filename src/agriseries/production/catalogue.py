@@ -206,9 +206,11 @@ def rescan(job_store: ProductCatalogue, product_store, *, full: bool = False) ->
     """Bring the catalogue in line with the STAC items on disk.
 
     Products on disk but not in the catalogue are added (with their items); catalogue
-    rows whose product is no longer on disk are removed. ``full`` re-reads and rewrites
-    every item (to rebuild the catalogue from disk). A product whose item cannot be read
-    is skipped with a warning naming the file (``agriseries store check`` reports it).
+    rows whose product is no longer on disk are removed, and so are those whose item was
+    rewritten since and no longer reads (a corrupt item: the product is made again); a
+    rewritten item that reads updates its row. ``full`` re-reads and rewrites every item (to
+    rebuild the catalogue from disk). A product whose item cannot be read is skipped with a
+    warning naming the file (``agriseries store check`` reports it).
 
     Returns
     -------
@@ -217,9 +219,28 @@ def rescan(job_store: ProductCatalogue, product_store, *, full: bool = False) ->
     from ..io.store import log, read_item
 
     on_disk = {p.stem: p for p in product_store.item_files()}
-    known = {r.product_id for r in job_store.products()}
+    rows = {r.product_id: r for r in job_store.products()}
+    known = set(rows)
     todo = sorted(on_disk) if full else sorted(set(on_disk) - known)
+    # an item rewritten since its row was recorded (by hand, a repair, a tool outside the
+    # production, a disk fault) is read again: a corrupt one loses its row, so that the
+    # production sees the product as missing instead of made
+    changed = [] if full else sorted(pid for pid in set(on_disk) & known
+                                     if _changed_since(on_disk[pid], rows[pid].created_at))
     records = []
+    corrupt: list[str] = []
+    for pid in changed:
+        try:
+            item = read_item(on_disk[pid])
+            records.append(ProductRecord.from_id(pid, on_disk[pid],
+                                                 item=item.to_dict(transform_hrefs=False)))
+        except FileNotFoundError:
+            continue
+        except (CorruptItemError, OSError, ValueError, AgriseriesError) as e:
+            log.warning("skipped %s (the production catalogue's row is removed: the product "
+                        "is made again)", e)
+            corrupt.append(pid)
+    n_changed = len(records)
     for pid in todo:
         try:
             item = read_item(on_disk[pid])
@@ -233,10 +254,23 @@ def rescan(job_store: ProductCatalogue, product_store, *, full: bool = False) ->
             log.warning("skipped %s: not an agriseries product (%s)", on_disk[pid], e)
     for i in range(0, len(records), 500):
         job_store.add_products(records[i:i + 500])
-    gone = sorted(known - set(on_disk))
+    gone = sorted((known - set(on_disk)) | set(corrupt))
     for pid in gone:
         job_store.remove_product(pid)
-    return len(records), len(gone)
+    return len(records) - n_changed, len(gone)
+
+
+def _changed_since(path: Path, recorded: dt.datetime | None) -> bool:
+    """Whether an item file was modified after its catalogue row was written (with a second
+    of slack for file systems with coarse times)."""
+    if recorded is None:
+        return False
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return False
+    when = recorded if recorded.tzinfo else recorded.replace(tzinfo=dt.timezone.utc)
+    return mtime > when.timestamp() + 1.0
 
 
 def load_catalogue(job_store: ProductCatalogue, site: Site) -> Catalogue:
