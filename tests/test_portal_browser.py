@@ -99,6 +99,7 @@ def search(page, level: str, start: str = "", end: str = "", **fields) -> int:
     page.fill("#to", end)
     for k, v in fields.items():
         page.fill(f"#{k}", str(v))
+    page.evaluate("document.getElementById('count').textContent = ''")  # this search's count
     with page.expect_response(lambda r: r.url.endswith("/search")):
         page.click("#go")
     page.wait_for_function("document.getElementById('count').textContent !== ''")
@@ -221,6 +222,130 @@ def test_pixel_chart_values_match_the_store(page, published):
     assert text.splitlines()[0].startswith("date,item,kind") and \
         len(text.splitlines()) == len(items) + 1
     shot(page, "chart")
+
+
+def _ids(page) -> set[str]:
+    return set(page.eval_on_selector_all("#results li", "els => els.map(e => e.dataset.id)"))
+
+
+def test_search_filters_cloud_sensor_tile_and_drawn_area(page, published):
+    _, store_dir, _ = published
+    items = list(ProductStore(store_dir).items(level="L2A"))
+    every = {it.id for it in items}
+    cover = sorted(it.properties["eo:cloud_cover"] for it in items)
+    limit = cover[len(cover) // 2]
+    search(page, "L2A", cloud=limit)
+    assert _ids(page) == {it.id for it in items if it.properties["eo:cloud_cover"] <= limit}
+    assert 0 < len(_ids(page)) < len(every)
+    page.select_option("#sensor", "landsat")
+    search(page, "L2A", cloud="")
+    assert _ids(page) == {i for i in every if "_L8_" in i or "_L9_" in i} != set()
+    page.select_option("#sensor", "sentinel-2")
+    search(page, "L2A")
+    assert _ids(page) == {i for i in every if "_S2" in i}
+    page.select_option("#sensor", "")
+    search(page, "L2A", tile="31UDS")  # with or without the T
+    assert _ids(page) == every
+    assert search(page, "L2A", tile="T31UES") == 0
+    search(page, "L2A", tile="")  # the map fits the footprints
+
+    def draw(x0, y0, x1, y1) -> None:
+        box = page.locator("#map").bounding_box()
+        before = page.evaluate("JSON.stringify(window.agriseries.state.area)")
+        page.click("#draw")
+        page.mouse.click(box["x"] + x0, box["y"] + y0)
+        page.mouse.move(box["x"] + x1, box["y"] + y1)
+        page.mouse.click(box["x"] + x1, box["y"] + y1)
+        page.wait_for_function(f"JSON.stringify(window.agriseries.state.area) !== '{before}'")
+
+    b = items[0].bbox
+    cx, cy = page.evaluate(f"window.agriseries.map.getPixelFromCoordinate(ol.proj.fromLonLat("
+                           f"[{(b[0] + b[2]) / 2}, {(b[1] + b[3]) / 2}]))")
+    draw(cx - 10, cy - 10, cx + 10, cy + 10)
+    area = page.evaluate("window.agriseries.state.area")
+    assert area[0] < (b[0] + b[2]) / 2 < area[2] and area[1] < (b[1] + b[3]) / 2 < area[3]
+    search(page, "L2A")
+    assert _ids(page) == every
+    w, h = (lambda b: (b["width"], b["height"]))(page.locator("#map").bounding_box())
+    draw(w - 30, h - 30, w - 10, h - 10)  # a corner of the map, away from the footprints
+    assert search(page, "L2A") == 0
+    page.click("#clear-area")
+    assert search(page, "L2A") == len(every)
+
+
+def test_l3b_chart_shows_the_smoothed_season_profile(page, published):
+    import rasterio
+    from rasterio.warp import transform
+
+    from portal_helpers import SEASON
+
+    _, store_dir, _ = published
+    store = ProductStore(store_dir)
+    path = store.item(SEASON).assets["LAI_smoothed"].get_absolute_href()
+    with rasterio.open(path) as src:  # a pixel with a profile
+        r0, c0 = np.argwhere(np.isfinite(src.read()).all(axis=0))[0]
+        x, y = src.xy(r0, c0)
+        lon, lat = (v[0] for v in transform(src.crs, "EPSG:4326", [x], [y]))
+    search(page, "L3B", "2018-06-01", "2018-07-31")
+    first = page.eval_on_selector("#results li", "e => e.dataset.id")
+    show(page, first)
+    page.evaluate(f"window.agriseries.map.getView().setCenter(ol.proj.fromLonLat([{lon}, {lat}]))")
+    page.evaluate("window.agriseries.map.getView().setZoom(17)")
+    page.wait_for_timeout(200)
+    _click_lonlat(page, lon, lat)
+    page.wait_for_selector("#chart polyline[data-series=smoothed]")
+    assert page.input_value("#variable") == "LAI"
+    drawn = page.eval_on_selector_all("#chart circle[data-series=smoothed]",
+                                      "els => els.map(e => [e.dataset.date, Number(e.dataset.value)])")
+    clicked = page.evaluate("[window.agriseries.state.series.lon, window.agriseries.state.series.lat]")
+    with rasterio.open(path) as src:
+        xs, ys = transform("EPSG:4326", src.crs, [clicked[0]], [clicked[1]])
+        want = [float(v) for v in next(src.sample([(xs[0], ys[0])]))]
+    dates = store.item(SEASON).properties["agriseries:dates"]
+    assert [d[:10] for d, _ in drawn] == [d for d, v in zip(dates, want) if np.isfinite(v)]
+    assert [v for _, v in drawn] == pytest.approx([v for v in want if np.isfinite(v)], abs=1e-5)
+    assert page.locator("#chart circle.obs, #chart circle.cloudy").count() >= 1  # the dates
+    shot(page, "chart-l3b")
+
+
+def test_mask_bits_toggled_on_the_page(page, published):
+    _, store_dir, _ = published
+    cloudy = max(ProductStore(store_dir).items(level="L2A"),
+                 key=lambda it: it.properties.get("eo:cloud_cover", 0))
+    day = cloudy.datetime.strftime("%Y-%m-%d")
+    search(page, "L2A", day, day)
+    show(page, cloudy.id)
+    asked = []
+    page.on("response", lambda r: asked.append(r) if "/portal/tiles/" in r.url else None)
+    page.check("#layerchoice input[value=mask]")
+    page.wait_for_function("(() => { const t = window.agriseries.state.tiles;"
+                           " return t.loaded + t.failed > 0 && t.loading === 0; })()")
+    page.wait_for_timeout(300)
+    assert asked and all(r.status == 200 for r in asked)
+    bits = {json.loads(urllib.parse.parse_qs(urllib.parse.urlsplit(r.url).query)
+                       ["algorithm_params"][0])["bits"] for r in asked}
+    assert bits == {page.evaluate("window.agriseries.state.bits")}
+    def shown():  # the product layer's visible pixels (drawn at 75 % opacity)
+        data = page.evaluate("""() => [...document.querySelectorAll('.product-layer canvas')]
+            .map(c => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data))""")
+        px = np.concatenate([np.asarray(d, np.uint8).reshape(-1, 4) for d in data])
+        return px[px[:, 3] > 0]
+
+    seen = shown()
+    assert len(seen) and (seen[:, :3] >= 250).all(axis=1).any()  # the clouds, in white
+    boxes = page.locator("#legend input[type=checkbox]")
+    asked.clear()
+    for i in range(boxes.count()):
+        boxes.nth(i).uncheck()
+    assert page.evaluate("window.agriseries.state.bits") == 0
+    page.wait_for_function(
+        "[...document.querySelectorAll('#legend input')].every(b => !b.checked)")
+    page.wait_for_function("(() => { const t = window.agriseries.state.tiles;"
+                           " return t.loaded + t.failed > 0 && t.loading === 0; })()")
+    page.wait_for_timeout(300)
+    last = [r for r in asked if '"bits":0' in urllib.parse.unquote(r.url).replace(" ", "")]
+    assert last and all(r.status == 200 for r in asked), [urllib.parse.unquote(r.url)[-60:] for r in asked]
+    assert len(shown()) == 0  # no bit chosen: nothing drawn
 
 
 def test_sign_in_add_a_series_to_the_basket_download_it_sign_out(page, published):

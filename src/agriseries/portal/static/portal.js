@@ -284,25 +284,32 @@ function tileUrl(layer) {
   return url;
 }
 
+// the tile source of a layer (a new one for each change of the layer or of its mask bits:
+// OpenLayers keeps the tiles of a source it has drawn, a changed URL alone redraws nothing)
+function layerSource(layer) {
+  // classes and mask bits: nearest neighbour when a tile is scaled (no blended colours)
+  const source = new ol.source.XYZ({ url: tileUrl(layer), crossOrigin: "anonymous",
+                                     transition: 0, interpolate: layer.kind === "rgb" || layer.kind === "ramp" });
+  if (privateMode()) source.setTileLoadFunction(loadWithToken);
+  const count = { loading: 0, loaded: 0, failed: 0 };  // this source's tiles
+  state.tiles = count;
+  source.on("tileloadstart", () => { count.loading++; });
+  source.on("tileloadend", () => { count.loading--; count.loaded++; });
+  source.on("tileloaderror", () => {
+    count.loading--;
+    count.failed++;
+    message("a map tile of " + state.shown + " could not be loaded");
+  });
+  return source;
+}
+
 function setLayer(layer) {
   state.layer = layer;
   if (layer.kind === "maskbits" && state.bits === null) {
     state.bits = layer.bits.filter((b) => b.default).reduce((s, b) => s + b.value, 0);
   }
-  // classes and mask bits: nearest neighbour when a tile is scaled (no blended colours)
-  const source = new ol.source.XYZ({ url: tileUrl(layer), crossOrigin: "anonymous",
-                                     transition: 0, interpolate: layer.kind === "rgb" || layer.kind === "ramp" });
-  if (privateMode()) source.setTileLoadFunction(loadWithToken);
-  state.tiles = { loading: 0, loaded: 0, failed: 0 };
-  source.on("tileloadstart", () => { state.tiles.loading++; });
-  source.on("tileloadend", () => { state.tiles.loading--; state.tiles.loaded++; });
-  source.on("tileloaderror", () => {
-    state.tiles.loading--;
-    state.tiles.failed++;
-    message("a map tile of " + state.shown + " could not be loaded");
-  });
   productLayer.setExtent(state.extent);
-  productLayer.setSource(source);
+  productLayer.setSource(layerSource(layer));
   productLayer.setVisible(true);
   productLayer.setOpacity(layer.kind === "maskbits" ? 0.75 : 1);
   legend(layer);
@@ -342,7 +349,7 @@ function legend(layer) {
       cb.checked = (state.bits & b.value) !== 0;
       cb.addEventListener("change", () => {
         state.bits = cb.checked ? state.bits | b.value : state.bits & ~b.value;
-        productLayer.getSource().setUrl(tileUrl(layer));
+        productLayer.setSource(layerSource(layer));
       });
       const sw = document.createElement("span");
       sw.className = "swatch";
