@@ -27,8 +27,7 @@ def test_the_example_block_covers_the_command_summary():
     summary = (REPO / "README.md").read_text().split("## Commands", 1)[1].split("\n\n", 2)[1]
     named = {cell.split("`agriseries ", 1)[1].split()[0].split("`")[0].split("\\")[0]
              for cell in summary.splitlines()[2:] if "`agriseries " in cell}
-    # l2a needs an L1C series, which the bundled data lacks (docs/robustness.md)
-    assert named - used <= {"l2a"}, named - used
+    assert named <= used, named - used
 
 
 def test_readme_examples_run(tmp_path):

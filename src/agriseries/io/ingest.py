@@ -426,11 +426,14 @@ def ingest_series(parts: list[tuple[str, xr.Dataset]], store: ProductStore, *,
         inputs = sorted({str(one["source_id"].values[0]) if "source_id" in one.coords else src
                          for src, one, _ in ones})
         names = [Path(src).name for src, _, _ in ones]
+        # an L1C series keeps its angles as grids too: the L2A processor needs them
+        grids = _series_angle_grids(ones, [layer.key for layer in layers]) \
+            if level == "L1C" else None
         if not write_unless_stored(store, pid, inputs, dict(
             layers=layers, footprint=ones[0][2].extent, sensors=[sensor], inputs=inputs,
             parameters={"sources": names},
             lineage=f"ingested from the time series {', '.join(names)} by agriseries {VERSION}",
-            datetime=when, overwrite=replace,
+            datetime=when, overwrite=replace, angle_grids=grids,
             properties={"agriseries:source_files": names,
                         # the file did not say which Sentinel-2 unit: the sensor is an assumption
                         "agriseries:sensor_assumed": any(bool(one.attrs.get("sensor_assumed"))
@@ -443,6 +446,38 @@ def ingest_series(parts: list[tuple[str, xr.Dataset]], store: ProductStore, *,
             incomplete[str(pid)] = missing
         written.append(str(pid))
     return written, skipped
+
+
+def _series_angle_grids(ones, bands: list[str]) -> dict | None:
+    """The sun and view angles of one date of a series as constant grids (their means over
+    the series' area, the azimuths through sine and cosine), the view grid for each band;
+    ``None`` when the series has no sun or no view angles."""
+    from .product import AngleGrid
+
+    def mean(one, zen: str, azi: str):
+        if zen not in one or azi not in one:
+            return None
+        z = np.asarray(one[zen].values, np.float64)
+        a = np.radians(np.asarray(one[azi].values, np.float64))
+        if not np.isfinite(z).any():
+            return None
+        az = np.degrees(np.arctan2(np.nanmean(np.sin(a)), np.nanmean(np.cos(a)))) % 360
+        return float(np.nanmean(z)), float(az)
+
+    for _, one, tgb in ones:
+        sun = mean(one, "sun_zenith", "sun_azimuth")
+        view = mean(one, "view_zenith", "view_azimuth")
+        if sun is None or view is None:
+            continue
+        crs = str(tgb.crs)
+
+        def grid(za):
+            return AngleGrid(np.array([[za[0]]], np.float32), np.array([[za[1]]], np.float32),
+                             0.0, 0.0, 1.0, crs)
+
+        names = [b for b in bands if b.startswith("B")]
+        return {"sun": grid(sun), **{b: grid(view) for b in names}}
+    return None
 
 
 def _to_datetime(value) -> dt.datetime:
