@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import shutil
 import tempfile
 import threading
@@ -177,12 +178,12 @@ def _covered_tiles(n: int) -> list[str]:
     return sorted(t.name for t in sorted(tiles, key=share, reverse=True)[:n])
 
 
-def speedup(n_tiles: int, chunks: str) -> None:
+def speedup(n_tiles: int, chunks: str, worker_counts: list[int] = (1, 2)) -> dict:
     tiles = _covered_tiles(n_tiles)
     print(f"site: {LANDSAT.name} on {len(tiles)} tiles {', '.join(tiles)}; L3A 2019-12 and L3B; "
           f"chunks: {chunks}")
     times = {}
-    for workers in (1, 2):
+    for workers in worker_counts:
         tmp = Path(tempfile.mkdtemp(prefix="agriseries-bench-"))
         try:
             (tmp / "inbox").mkdir()
@@ -221,8 +222,17 @@ def speedup(n_tiles: int, chunks: str) -> None:
             times[workers] = (total, last - first)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    (t1, j1), (t2, j2) = times[1], times[2]
-    print(f"speed-up 1 -> 2 workers: {t1 / t2:.2f}x (whole run), {j1 / j2:.2f}x (jobs span)")
+    base = min(worker_counts)
+    t1, j1 = times[base]
+    for n in worker_counts:
+        if n == base:
+            continue
+        tn, jn = times[n]
+        print(f"speed-up {base} -> {n} workers: {t1 / tn:.2f}x (whole run), {j1 / jn:.2f}x (jobs "
+              f"span); per worker {t1 / tn / (n / base):.2f} (whole run)")
+    print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} "
+          f"({os.cpu_count()} cores)")
+    return times
 
 
 def main() -> None:
@@ -231,11 +241,13 @@ def main() -> None:
     ap.add_argument("--products", type=int, default=10_000)
     ap.add_argument("--tiles", type=int, default=4)
     ap.add_argument("--chunks", choices=["worker", "cluster"], default="worker")
+    ap.add_argument("--workers", default="1,2",
+                    help="comma-separated worker counts of the speed-up part (1 thread each)")
     a = ap.parse_args()
     if a.part in ("overhead", "all"):
         overhead(a.products)
     if a.part in ("speedup", "all"):
-        speedup(a.tiles, a.chunks)
+        speedup(a.tiles, a.chunks, [int(x) for x in a.workers.split(",")])
 
 
 if __name__ == "__main__":
