@@ -73,8 +73,11 @@ class PgstacCatalog:
     def _kwargs(self) -> dict[str, Any]:
         ms = max(1, int(self.timeout_s * 1000))
         return {"connect_timeout": max(2, math.ceil(self.timeout_s)),
+                # synchronous_commit on whatever the server's default: the outbox row
+                # is deleted once the catalogue's commit returns, so that commit must
+                # survive a crash of the catalogue server
                 "options": f"-c statement_timeout={ms} -c lock_timeout={ms} "
-                           "-c search_path=pgstac,public",
+                           "-c synchronous_commit=on -c search_path=pgstac,public",
                 "application_name": "agriseries-publisher", "keepalives": 1,
                 "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
 
