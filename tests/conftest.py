@@ -6,6 +6,7 @@ Also a real PostgreSQL server for the job-store tests (``postgres_server``, ``po
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
@@ -15,6 +16,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -94,12 +96,20 @@ def _postgres_bindir() -> Path | None:
     return None
 
 
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"
+
+
 class PostgresServer:
     """A throw-away PostgreSQL server in a temporary folder (see the comment above)."""
 
     user = "agriseries"
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
+        self.durable = durable
         bindir = _postgres_bindir()
         if bindir is None:
             pytest.fail(
@@ -142,6 +152,17 @@ class PostgresServer:
         return subprocess.run(self._cmd(*args), capture_output=True, text=True, timeout=timeout,
                               env=env, cwd=self.root, check=False)
 
+    def _pg_start(self, port: int) -> subprocess.CompletedProcess:
+        # fast and not crash-safe by default (fsync, synchronous commit and full page writes
+        # off); durable=True keeps a commit once acknowledged when the server is killed
+        # (the OS does not crash in a test: fsync may stay off)
+        lossy = "" if self.durable else "-c synchronous_commit=off -c full_page_writes=off "
+        opts = (f"-p {port} -c listen_addresses=127.0.0.1 "
+                f"-c unix_socket_directories='{self.root}' -c fsync=off "
+                f"{lossy}-c max_connections=60 -c shared_buffers=16MB")
+        return self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
+                         "-w", "-t", "60", "-o", opts, "start", timeout=90)
+
     def start(self) -> None:
         res = self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", self.user,
                         "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync")
@@ -150,12 +171,7 @@ class PostgresServer:
         last = ""
         for _ in range(8):  # a random free port; another server may hold the one we picked
             port = random.randint(20000, 60000)
-            opts = (f"-p {port} -c listen_addresses=127.0.0.1 "
-                    f"-c unix_socket_directories='{self.root}' -c fsync=off "
-                    "-c synchronous_commit=off -c full_page_writes=off -c max_connections=60 "
-                    "-c shared_buffers=16MB")
-            res = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
-                            "-w", "-t", "60", "-o", opts, "start", timeout=90)
+            res = self._pg_start(port)
             if res.returncode == 0:
                 self.port = port
                 return
@@ -164,6 +180,41 @@ class PostgresServer:
                 break
         pytest.fail(f"the PostgreSQL server did not start ({self.bindir}/pg_ctl):\n{res.stderr}\n"
                     f"{last[-2000:]}", pytrace=False)
+
+    def pids(self) -> list[int]:
+        """The server's processes: the postmaster and its children (from /proc)."""
+        pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        kids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:  # the parent pid
+                kids.append(int(stat.parent.name))
+        return [pid, *kids]
+
+    def kill(self) -> None:
+        """``kill -9`` every process of the server (a crash: no shutdown, open connections
+        cut); :meth:`restart` brings it back on the same port with the same data."""
+        import signal
+
+        procs = self.pids()
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while any(Path(f"/proc/{p}").exists() and "Z" not in _proc_state(p) for p in procs):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the PostgreSQL server processes {procs} did not die")
+            time.sleep(0.05)
+
+    def restart(self) -> None:
+        """Start the server again on its port after :meth:`kill` (crash recovery runs)."""
+        res = self._pg_start(self.port)
+        if res.returncode != 0:
+            raise RuntimeError(f"the PostgreSQL server did not restart: {res.stderr}\n"
+                               f"{self.log.read_text()[-2000:]}")
 
     def url(self, dbname: str) -> str:
         """SQLAlchemy URL of a database, over the UNIX socket."""

@@ -29,7 +29,7 @@ from agriseries.production.runner import run
 from agriseries.production.site import load_site
 
 sys.path.insert(0, str(Path(__file__).parent))
-from serve_helpers import ServeProcess  # noqa: E402
+from serve_helpers import ServeProcess, free_port  # noqa: E402
 
 pytestmark = pytest.mark.allow_hosts(["127.0.0.1"])
 
@@ -180,20 +180,13 @@ def test_publish_drains_outbox_once(published, backend):
 # ------------------------------------------------------------------ the STAC API
 
 
-def _schema_validator(kind: str):
-    import jsonschema
-    from pystac.validation.local_validator import get_local_schema_cache
-    from referencing import Registry, Resource
-
-    cache = get_local_schema_cache()
-    reg = Registry().with_resources([(u, Resource.from_contents(s)) for u, s in cache.items()])
-    uri = next(u for u in cache if u.endswith(f"{kind}-spec/json-schema/{kind}.json"))
-    return jsonschema.Draft7Validator(cache[uri], registry=reg)
-
-
 def assert_valid(doc: dict, kind: str) -> None:
-    errors = list(_schema_validator(kind).iter_errors(doc))
-    assert not errors, f"{kind} {doc.get('id')}: {errors[0].message}"
+    """A served document valid against the STAC core schema and every extension it
+    declares (offline schemas: tests/stac_check.py, tests/data/stac_schemas)."""
+    from stac_check import assert_valid_stac
+
+    assert doc.get("type") == {"item": "Feature", "collection": "Collection"}[kind], doc
+    assert_valid_stac(doc)
 
 
 @pytest.fixture()
@@ -231,6 +224,10 @@ def test_landing_collections_items(service, published, c):
     one = c.get(f"/collections/agriseries-l2a/items/{items['features'][0]['id']}").json()
     assert one["id"] == items["features"][0]["id"]
     assert_valid(one, "item")
+    every = c.get("/search", params={"limit": 100}).json()["features"]  # every level
+    assert len(every) == len(product_ids(published))
+    for f in every:
+        assert_valid(f, "item")
     assert c.get("/collections/agriseries-l2a/items/nothing").status_code == 404
 
 
@@ -565,6 +562,77 @@ def test_basket_whole_series_zip_and_list(service, published, token, tmp_path, c
     acc.close()
 
 
+def test_basket_metalink_and_interrupted_list_resumed(service, published, token, tmp_path, c):
+    """The basket's Metalink 4 list names every file with its size and a signed URL, and
+    aria2c downloads it (checking the sizes); a ``wget -c -i`` of the URL list killed in the
+    middle of its first file and started again resumes it (HTTP Range) and ends with every
+    file equal to the store's."""
+    import signal
+    from xml.etree import ElementTree as ET
+
+    c.headers.update(auth(token))
+    c.delete("/basket")
+    r = c.post("/basket/search", json={"collections": ["agriseries-l2a"],
+                                       "datetime": "2018-06-01T00:00:00Z/2018-06-30T23:59:59Z"})
+    assert r.status_code == 200 and r.json()["added"] >= 2, r.text
+    files = c.get("/basket/files", params={"assets": "B04,mask"}).json()["files"]
+    store = Path(published.store)
+
+    def store_file(fi) -> Path:
+        return next(store.glob(f"*/*/*/{fi['id']}")) / Path(fi["name"]).name
+
+    # metalink: RFC 5854 document, then aria2c fetches every file
+    meta = c.get("/basket/files.meta4", params={"assets": "B04,mask"})
+    assert meta.status_code == 200 and meta.headers["content-type"].startswith(
+        "application/metalink4+xml")
+    ns = {"m": "urn:ietf:params:xml:ns:metalink"}
+    doc = ET.fromstring(meta.content)
+    entries = doc.findall("m:file", ns)
+    assert sorted(e.get("name") for e in entries) == sorted(f["name"] for f in files)
+    for e in entries:
+        fi = next(f for f in files if f["name"] == e.get("name"))
+        assert int(e.find("m:size", ns).text) == fi["size"] == store_file(fi).stat().st_size
+        assert httpx.URL(e.find("m:url", ns).text).path == httpx.URL(fi["url"]).path
+    if shutil.which("aria2c") is None:
+        pytest.fail("aria2c not found: install Debian's aria2 (.ci/run does)", pytrace=False)
+    (tmp_path / "basket.meta4").write_bytes(meta.content)
+    got = tmp_path / "aria2"
+    res = subprocess.run(["aria2c", "-q", "--allow-overwrite=true", "-d", str(got),
+                          "-M", str(tmp_path / "basket.meta4")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    for fi in files:
+        assert (got / fi["name"]).read_bytes() == store_file(fi).read_bytes()
+    # wget -i of the URL list, killed in the middle of the largest file, then resumed
+    lst = c.get("/basket/files.txt", params={"assets": "B04,mask"}).text
+    (tmp_path / "list.txt").write_text(lst)
+    out = tmp_path / "wget"
+    out.mkdir()
+    big = files[0]  # the first of the list: wget is in its middle when killed
+    part = out / Path(big["name"]).name
+    cmd = ["wget", "-q", "-c", "--content-disposition", "-i", str(tmp_path / "list.txt")]
+    slow = subprocess.Popen([*cmd, "--limit-rate", str(max(1024, big["size"] // 20))], cwd=out,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and slow.poll() is None:
+            if part.exists() and 0 < part.stat().st_size < big["size"] // 2:
+                break
+            time.sleep(0.02)
+        assert slow.poll() is None, "wget ended before it could be interrupted"
+        os.killpg(slow.pid, signal.SIGKILL)
+        slow.wait(10)
+    finally:
+        if slow.poll() is None:
+            os.killpg(slow.pid, signal.SIGKILL)
+    cut = part.stat().st_size
+    assert 0 < cut < big["size"]
+    res = subprocess.run(cmd, cwd=out, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    for fi in files:
+        assert (out / Path(fi["name"]).name).read_bytes() == store_file(fi).read_bytes()
+
+
 def test_basket_survives_restart(service, token):
     before = httpx.get(f"{service.url}/basket", headers=auth(token), timeout=30).json()
     service.restart()
@@ -591,53 +659,51 @@ def _freeze(server, sig) -> None:
     hung database looks to its clients (connections accepted, nothing answered)."""
     import signal as _signal
 
-    pid = int((server.data / "postmaster.pid").read_text().split()[0])
-    kids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:  # the parent pid
-            kids.append(int(stat.parent.name))
-    for p in [pid, *kids]:
+    for p in server.pids():
         os.kill(p, getattr(_signal, sig))
 
 
-def test_frozen_catalogue_stalls_neither_production_nor_publisher(tmp_path):
-    """The pgstac catalogue's server frozen (SIGSTOP) while a site runs: production finishes
-    every product, the publisher's calls time out and are retried; after SIGCONT every
-    product is published exactly once."""
+def _l2a_site(tmp_path, name: str, **over):
+    """A site of the demo inbox making only L2A products (9 of them, a few seconds)."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir(exist_ok=True)
+    for f in INBOX.glob("*.nc"):
+        shutil.copy2(f, inbox / f.name)
+    d = {"name": name, "area": {"tiles": ["T31UDS"]},
+         "season": {"start": "2018-06-01", "end": "2018-07-31"},
+         "products": {"L3A": {"enabled": False}, "L3B": {"enabled": False}},
+         "inbox": {"path": str(inbox), "settle_s": 0}, "store": str(tmp_path / "store"),
+         "engine": {"n_workers": 2, "memory_limit": "2GiB"}, **over}
+    (tmp_path / "site.yaml").write_text(yaml.safe_dump(d))
+    return load_site(tmp_path / "site.yaml")
+
+
+def _production_through_catalogue_outage(tmp_path, name, outage, recover, durable=False):
+    """A site produced while its pgstac catalogue (on its own PostgreSQL server) is out
+    (``outage(server)``), a publisher following the outbox all along; the catalogue is
+    brought back (``recover(server)``) once production is done. Checks that production
+    finished, the publisher noticed, the outbox held every product, and that after the
+    recovery the catalogue holds each product exactly once. Returns (production s, n)."""
     import threading
 
     from conftest import PostgresServer
+    from sqlalchemy.engine import make_url
 
     from agriseries.distribution.catalog.pgstac import PgstacCatalog
     from agriseries.distribution.publisher import Publisher
 
-    server = PostgresServer()
+    server = PostgresServer(durable=durable)
     server.start()
     try:
-        from sqlalchemy.engine import make_url
-
-        name = make_url(server.create_database()).database
-        dsn = f"postgresql://{server.user}@127.0.0.1:{server.port}/{name}"
+        dbname = make_url(server.create_database()).database
+        dsn = f"postgresql://{server.user}@127.0.0.1:{server.port}/{dbname}"
         PgstacCatalog(dsn).close()  # schema created while the server answers
-        inbox = tmp_path / "inbox"
-        inbox.mkdir()
-        for f in INBOX.glob("*.nc"):
-            shutil.copy2(f, inbox / f.name)
-        d = {"name": "frozen-catalogue", "area": {"tiles": ["T31UDS"]},
-             "season": {"start": "2018-06-01", "end": "2018-07-31"},
-             "products": {"L3A": {"enabled": False}, "L3B": {"enabled": False}},
-             "inbox": {"path": str(inbox), "settle_s": 0}, "store": str(tmp_path / "store"),
-             "engine": {"n_workers": 2, "memory_limit": "2GiB"}}
-        (tmp_path / "site.yaml").write_text(yaml.safe_dump(d))
-        s = load_site(tmp_path / "site.yaml")
-        _freeze(server, "SIGSTOP")
-        frozen = True
+        s = _l2a_site(tmp_path, name)
         pub = Publisher(s.database_url, PgstacCatalog(dsn, timeout_s=3, migrate=False),
                         s.store, timeout_s=3, backoff_s=0.5, backoff_max_s=1)
+        pub.backend.count()  # the publisher holds a live connection when the outage starts
+        outage(server)
+        out = True
         stop = threading.Event()
         reports = []
         t = threading.Thread(target=pub.follow, kwargs={"poll_s": 0.5, "stop": stop,
@@ -650,19 +716,23 @@ def test_frozen_catalogue_stalls_neither_production_nor_publisher(tmp_path):
             assert not report.failed and report.made
             made = product_ids(s)
             assert len(made) >= 5
-            time.sleep(5)
-            assert any(r.failures for r in reports), "the publisher did not notice the hang"
+            deadline = time.monotonic() + 10
+            while not any(r.failures for r in reports) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert any(r.failures for r in reports), "the publisher did not notice the outage"
+            assert not any(r.published for r in reports)
             assert pub.outbox.backlog()["pending"] >= len(made)
-            _freeze(server, "SIGCONT")
-            frozen = False
+            recover(server)
+            out = False
             deadline = time.monotonic() + 60
             while pub.outbox.backlog()["pending"] and time.monotonic() < deadline:
                 time.sleep(0.5)
-            assert pub.outbox.backlog()["pending"] == 0
+            left = pub.outbox.backlog()
+            assert left["pending"] == 0, (left, [r.failures for r in reports[-3:]])
         finally:
             stop.set()
-            if frozen:
-                _freeze(server, "SIGCONT")
+            if out:
+                recover(server)
             t.join(30)
         cat = PgstacCatalog(dsn, migrate=False)
         try:
@@ -670,9 +740,109 @@ def test_frozen_catalogue_stalls_neither_production_nor_publisher(tmp_path):
         finally:
             cat.close()
             pub.close()
-        print(f"production with the catalogue frozen: {took:.1f} s, {len(made)} products")
+        return took, len(made)
     finally:
         server.stop()
+
+
+def test_frozen_catalogue_stalls_neither_production_nor_publisher(tmp_path):
+    """The pgstac catalogue's server frozen (SIGSTOP) while a site runs: production finishes
+    every product, the publisher's calls time out and are retried; after SIGCONT every
+    product is published exactly once."""
+    took, n = _production_through_catalogue_outage(
+        tmp_path, "frozen-catalogue", lambda srv: _freeze(srv, "SIGSTOP"),
+        lambda srv: _freeze(srv, "SIGCONT"))
+    print(f"production with the catalogue frozen: {took:.1f} s, {n} products")
+
+
+def test_killed_catalogue_restarted_every_product_published_once(tmp_path):
+    """The pgstac catalogue's server killed (kill -9 of every process: connections cut, no
+    shutdown) while a site runs: production finishes, the publisher's attempts fail and
+    are retried; once the server is restarted (crash recovery) every product is published
+    exactly once."""
+    took, n = _production_through_catalogue_outage(
+        tmp_path, "killed-catalogue", lambda srv: srv.kill(), lambda srv: srv.restart(),
+        durable=True)  # commits survive the kill (the fast test settings lose the last ones)
+    print(f"production with the catalogue killed: {took:.1f} s, {n} products")
+
+
+def test_production_killed_while_service_serves(tmp_path):
+    """``agriseries serve`` keeps answering searches and downloads, with the same results,
+    while a production run of the same site (same store, same production database) is
+    killed with SIGKILL in the middle of its jobs (its Dask workers with it)."""
+    import signal
+    import threading
+
+    from agriseries.production.records import JobState
+
+    s = _l2a_site(tmp_path, "production-killed")
+    assert not run(s).failed
+    cli("publish", str(s.source))
+    tok = cli("users", "add", "bob", "--store", str(s.store)).stdout.strip()
+    # more work for the second run: the monthly composites and the LAI of every date
+    d = yaml.safe_load(s.source.read_text())
+    d["products"] = {"L3A": {"schedule": "monthly"},
+                     "L3B": {"sensors": ["S2"], "variables": ["LAI"]}}
+    s.source.write_text(yaml.safe_dump(d))
+    with Service(Path(s.store)) as svc:
+        items = httpx.get(f"{svc.url}/search", params={"limit": 100}, timeout=30).json()
+        ids = sorted(f["id"] for f in items["features"])
+        assert ids
+        href = next(a["href"] for a in items["features"][0]["assets"].values()
+                    if a["href"].startswith(f"{svc.url}/assets/"))
+        body = httpx.get(href, headers=auth(tok), timeout=30).content
+        assert body
+        errors, answers = [], [0]
+        stop = threading.Event()
+
+        def client() -> None:
+            with httpx.Client(timeout=30) as h:
+                while not stop.is_set():
+                    try:
+                        r = h.get(f"{svc.url}/search", params={"limit": 100})
+                        got = sorted(f["id"] for f in r.json()["features"])
+                        if r.status_code != 200 or not set(ids) <= set(got):
+                            errors.append(f"search: {r.status_code} {got}")
+                        r = h.get(href, headers=auth(tok))
+                        if r.status_code != 200 or r.content != body:
+                            errors.append(f"download: {r.status_code}")
+                        answers[0] += 1
+                    except httpx.HTTPError as e:
+                        errors.append(f"{type(e).__name__}: {e}")
+                    time.sleep(0.05)
+
+        t = threading.Thread(target=client)
+        t.start()
+        log = open(tmp_path / "run.log", "w+")
+        prod = subprocess.Popen([sys.executable, "-m", "agriseries.cli", "run", str(s.source)],
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            # killed once a job of the second run is running (leased in the job store)
+            deadline = time.monotonic() + 120
+            js = s.job_store()
+            try:
+                while time.monotonic() < deadline and prod.poll() is None:
+                    if js.jobs(JobState.RUNNING):
+                        break
+                    time.sleep(0.2)
+            finally:
+                js.close()
+            assert prod.poll() is None, "the production ended before it could be killed"
+            during = answers[0]
+            os.killpg(prod.pid, signal.SIGKILL)
+            prod.wait(30)
+            time.sleep(3)  # the service answers on after the kill
+            stop.set()
+            t.join(60)
+        finally:
+            stop.set()
+            if prod.poll() is None:
+                os.killpg(prod.pid, signal.SIGKILL)
+            log.close()
+        assert not errors, errors[:5]
+        assert answers[0] > during > 0
+        r = httpx.get(href, headers=auth(tok), timeout=30)
+        assert r.status_code == 200 and r.content == body
 
 
 # ------------------------------------------------------------------ single sign-on
@@ -739,3 +909,51 @@ def test_oidc_bearer_jwt_checked_against_jwks(published):
     assert expired.status_code == 401 and "expired" in expired.text
     for r in (wrong_aud, wrong_iss, forged, mangled):
         assert r.status_code == 401, r.text
+
+
+# ------------------------------------------------------------------ publish as a stage of the run
+
+
+def test_run_publishes_what_it_makes(tmp_path):
+    """With ``publish.enabled`` the run publishes its products itself (the embedded
+    catalogue): every product once, nothing left in the outbox, ``agriseries status``
+    says so; the served search finds them."""
+    s = _l2a_site(tmp_path, "publish-stage", publish={"enabled": True, "poll_s": 0.5})
+    report = run(s)
+    assert not report.failed
+    made = product_ids(s)
+    pub = report.publication
+    assert pub["published"] == len(made) and pub["backlog"] == 0, pub
+    st = json.loads(cli("status", str(s.source), "--json").stdout)
+    assert st["publication"]["pending"] == 0
+    cat = open_catalog(("geoparquet", (), s.store))
+    try:
+        assert cat.ids() == made and cat.count() == len(made)
+    finally:
+        cat.close()
+    with Service(Path(s.store)) as svc:
+        got = httpx.get(f"{svc.url}/search", params={"limit": 100}, timeout=30).json()
+        assert {f["id"] for f in got["features"]} == made
+
+
+def test_run_with_catalogue_down_is_not_slowed(tmp_path):
+    """The publish stage's catalogue down (nothing listens on its port): the run makes every
+    product, ends with them all in the outbox (reported, shown by ``agriseries status``)
+    after waiting no more than the stage's time limits, and ``agriseries publish`` to a
+    catalogue that answers drains them later."""
+    dead = f"postgresql://agriseries@127.0.0.1:{free_port()}/nothing"
+    s = _l2a_site(tmp_path, "publish-down",
+                  publish={"enabled": True, "catalog_dsn": dead, "timeout_s": 2, "poll_s": 0.5},
+                  database={"statement_timeout_s": 5})
+    report = run(s)
+    assert not report.failed
+    made = product_ids(s)
+    pub = report.publication
+    assert pub["published"] == 0 and pub["backlog"] >= len(made) and pub["failures"], pub
+    assert pub["final_wait_s"] < 2 + 5 + 5
+    st = cli("status", str(s.source)).stdout
+    assert f"{pub['backlog']} product change(s) waiting to be published" in st
+    # the rows wait their backoff; an operator's publish tries them now (another catalogue)
+    rep = json.loads(cli("publish", str(s.source), "--json", "--catalog-dir",
+                         str(s.store / ".distribution" / "catalog")).stdout)
+    assert rep["published"] == len(made) and rep["backlog"] == 0

@@ -15,7 +15,8 @@ Routes (all need a user):
   JSON beside its files;
 * ``GET /basket/files.txt[?assets=...]``: one signed download URL per line, for
   ``wget -c -i`` or ``aria2c -c -i`` (which resume with HTTP Range);
-  ``GET /basket/files`` the same list as JSON with names and sizes;
+  ``GET /basket/files`` the same list as JSON with names and sizes,
+  ``GET /basket/files.meta4`` as a Metalink 4 file (names, sizes, URLs: ``aria2c -M``);
 * ``POST /basket/links``: short-lived signed URLs of the archive and of the list
   (:data:`LINK_TTL_S`), which need no header: a web page hands them to the browser as a
   plain download (streamed to disk, never held in the page's memory).
@@ -39,7 +40,7 @@ from typing import Any, ClassVar
 import anyio
 import sqlalchemy as sa
 from fastapi import APIRouter, Body, HTTPException, Request
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from .accounts import Accounts, DownloadSlots, User, basket_table
@@ -156,6 +157,28 @@ def _zip_producer(entries: list[dict[str, Any]], root: str, q: queue.Queue,
                 pass
 
 
+def metalink(files: list[dict[str, Any]]) -> bytes:
+    """A Metalink 4 document (RFC 5854) of ``files`` (``name``, ``size``, ``url``, and
+    ``checksum``: a STAC ``file:checksum`` multihash, written as the file's SHA-256 when it
+    is one): what ``aria2c -M`` downloads, resumes and checks."""
+    from xml.etree import ElementTree as ET
+
+    ns = "urn:ietf:params:xml:ns:metalink"
+    ET.register_namespace("", ns)
+    root = ET.Element(f"{{{ns}}}metalink")
+    ET.SubElement(root, f"{{{ns}}}generator").text = "agriseries"
+    ET.SubElement(root, f"{{{ns}}}published").text = time.strftime(
+        "%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for f in files:
+        el = ET.SubElement(root, f"{{{ns}}}file", name=f["name"])
+        ET.SubElement(el, f"{{{ns}}}size").text = str(int(f["size"]))
+        mh = f.get("checksum")
+        if isinstance(mh, str) and mh.startswith("1220") and len(mh) == 68:  # sha2-256
+            ET.SubElement(el, f"{{{ns}}}hash", type="sha-256").text = mh[4:]
+        ET.SubElement(el, f"{{{ns}}}url").text = f["url"]
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
 def basket_router(settings, auth, accounts: Accounts, slots: DownloadSlots, access):
     """The basket routes; what is published and which files may be read is decided by
     :class:`~.access.Access`."""
@@ -259,7 +282,8 @@ def basket_router(settings, auth, accounts: Accounts, slots: DownloadSlots, acce
         exp = int(time.time()) + LINK_TTL_S
         base = str(request.base_url).rstrip("/")
         out = {"expires": exp}
-        for name, route in (("archive", "archive.zip"), ("list", "files.txt")):
+        for name, route in (("archive", "archive.zip"), ("list", "files.txt"),
+                            ("metalink", "files.meta4")):
             url = f"{base}/basket/{route}"
             sig = accounts.sign(user.name, urllib.parse.urlparse(url).path, exp)
             out[name] = f"{url}?" + urllib.parse.urlencode({"user": user.name, "expires": exp,
@@ -275,6 +299,19 @@ def basket_router(settings, auth, accounts: Accounts, slots: DownloadSlots, acce
         return PlainTextResponse("".join(_signed(request, user, f, exp) + "\n" for f in files),
                                  headers={"Content-Disposition":
                                           f'attachment; filename="basket-{user.name}.txt"'})
+
+    @router.get("/files.meta4", summary="The download list as a Metalink 4 file (aria2c -M)",
+                response_class=Response)
+    async def files_metalink(request: Request, assets: str | None = None):
+        user = await access.downloader(request)
+        exp = int(time.time()) + settings.signed_url_ttl_s
+        files = await _files(request, user, assets)
+        doc = metalink([{"name": f["name"], "size": f["size"],
+                         "url": _signed(request, user, f, exp),
+                         "checksum": (f["item"]["assets"][f["key"]] or {}).get("file:checksum")}
+                        for f in files])
+        return Response(doc, media_type="application/metalink4+xml", headers={
+            "Content-Disposition": f'attachment; filename="basket-{user.name}.meta4"'})
 
     @router.get("/archive.zip", summary="The whole basket as one streamed ZIP archive")
     async def archive(request: Request, assets: str | None = None):

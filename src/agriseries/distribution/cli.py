@@ -50,10 +50,14 @@ def _target(target: Path | None, store: Path | None):
     return None, store
 
 
-def _settings(store: Path, catalog_dsn: str | None, catalog_dir: Path | None, **kw):
+def _settings(store: Path, catalog_dsn: str | None, catalog_dir: Path | None, site=None, **kw):
     from pydantic import ValidationError
 
     from .settings import ServiceSettings
+
+    if site is not None and catalog_dsn is None and catalog_dir is None:
+        # the catalogue the site's run publishes to (site section 'publish')
+        catalog_dsn, catalog_dir = site.publish.catalog_dsn, site.publish.catalog_dir
 
     try:
         return ServiceSettings(store=store, backend="pgstac" if catalog_dsn else "geoparquet",
@@ -102,7 +106,7 @@ def serve(target, store, host, port, catalog_dsn, catalog_dir, service_db, priva
     """Serve the published products: a STAC API with search, downloads (tokens, quotas,
     HTTP Range) and baskets. TARGET is a site file or a store folder."""
     site, store_dir = _target(target, store)
-    settings = _settings(store_dir, catalog_dsn, catalog_dir, service_db=service_db,
+    settings = _settings(store_dir, catalog_dsn, catalog_dir, site, service_db=service_db,
                          public_search=not private_search,
                          quota_bytes_per_day=int(quota_gb * 2**30) if quota_gb else None,
                          max_concurrent_downloads=max_downloads, oidc_issuer=oidc_issuer,
@@ -144,7 +148,7 @@ def publish(target, store, database, catalog_dsn, catalog_dir, follow, poll, tim
         if site is None:
             raise click.UsageError("--store needs --database (the production database URL)")
         database = site.database_url
-    settings = _settings(store_dir, catalog_dsn, catalog_dir)
+    settings = _settings(store_dir, catalog_dsn, catalog_dir, site)
     from .catalog import open_backend
     from .publisher import Publisher
 
@@ -178,7 +182,7 @@ def publish(target, store, database, catalog_dsn, catalog_dir, follow, poll, tim
                 pass
             return
         try:
-            rep = pub.drain()
+            rep = pub.drain(waiting_too=True)  # an operator's "now": backoffs not waited
         except AgriseriesError as e:
             _fail(str(e))
     finally:

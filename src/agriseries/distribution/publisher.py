@@ -118,12 +118,14 @@ class Publisher:
             raise StoreError(f"catalogue call did not finish within {self.timeout_s:g} s "
                              "(catalogue down or hanging); will retry") from None
 
-    def run_once(self, batch: int = 500, report: PublishReport | None = None) -> PublishReport:
-        """One batch: read, apply, acknowledge. Raises nothing for a catalogue failure (it
-        is recorded in the report and in the outbox); production database errors raise
+    def run_once(self, batch: int = 500, report: PublishReport | None = None, *,
+                 waiting_too: bool = False) -> PublishReport:
+        """One batch: read, apply, acknowledge (``waiting_too``: also the rows still waiting
+        the backoff of an earlier failure). Raises nothing for a catalogue failure (it is
+        recorded in the report and in the outbox); production database errors raise
         :class:`~agriseries.core.errors.StoreError`."""
         report = report or PublishReport()
-        entries = self.outbox.due(batch)
+        entries = self.outbox.due(batch, waiting_too=waiting_too)
         if not entries:
             return report
         latest = {e.product_id: e for e in entries}  # the last change of each product wins
@@ -165,14 +167,16 @@ class Publisher:
             enqueue(conn, self.catalogue._insert, ids, "publish", self.catalogue._now(conn))
         return len(ids)
 
-    def drain(self, batch: int = 500, *, max_batches: int | None = None) -> PublishReport:
-        """Batches until the outbox has nothing due (or a batch fails)."""
+    def drain(self, batch: int = 500, *, max_batches: int | None = None,
+              waiting_too: bool = False) -> PublishReport:
+        """Batches until the outbox has nothing due (or a batch fails); ``waiting_too``:
+        rows waiting the backoff of an earlier failure are tried now too."""
         report = PublishReport()
         n = 0
         while max_batches is None or n < max_batches:
             before = (report.published, report.removed, len(report.rejected),
                       len(report.failures))
-            self.run_once(batch, report)
+            self.run_once(batch, report, waiting_too=waiting_too)
             n += 1
             after = (report.published, report.removed, len(report.rejected),
                      len(report.failures))

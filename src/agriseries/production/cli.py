@@ -192,6 +192,13 @@ def run(site_file: Path, watch: bool, poll_s: float | None, scheduler: str | Non
         for f in report.failed:
             out.print(f"  [red]{f['state']}[/red] {f['processor']} {f['tile'] or ''} "
                       f"(attempt {f['attempts']}): {f['error']}", highlight=False, soft_wrap=True)
+        pub = report.publication
+        if pub is not None:
+            line = (f"published {pub['published']}, removed {pub['removed']}; "
+                    f"{pub['backlog']} waiting to be published")
+            if pub["failures"]:
+                line += f" (last failure: {pub['failures'][-1]})"
+            out.print(line, highlight=False, soft_wrap=True)
         if report.stopped == "signal":
             out.print("stopped by a signal; running jobs were released")
     if report.error:

@@ -106,12 +106,15 @@ class Outbox(Database):
         self.backoff_s = float(backoff_s)
         self.backoff_max_s = float(backoff_max_s)
 
-    def due(self, limit: int = 500) -> list[OutboxEntry]:
-        """The oldest changes whose backoff has passed, in order."""
+    def due(self, limit: int = 500, *, waiting_too: bool = False) -> list[OutboxEntry]:
+        """The oldest changes whose backoff has passed (``waiting_too``: every change, also
+        those still waiting their backoff: an operator's "publish now"), in order."""
         with self.transaction("read the publication outbox", write=False) as conn:
             now = self._now(conn)
-            rows = conn.execute(sa.select(outbox_table).where(_O.next_try_at <= now)
-                                .order_by(_O.seq).limit(limit)).mappings().all()
+            q = sa.select(outbox_table)
+            if not waiting_too:
+                q = q.where(_O.next_try_at <= now)
+            rows = conn.execute(q.order_by(_O.seq).limit(limit)).mappings().all()
         return [OutboxEntry(r["seq"], r["product_id"], r["op"],
                             dt.datetime.fromtimestamp(r["created_at"], UTC), r["attempts"],
                             r["error"]) for r in rows]

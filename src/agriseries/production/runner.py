@@ -209,6 +209,10 @@ class RunReport:
         stopped by the ``stop`` event alone).
     error
         The error that stopped the run.
+    publication
+        The publish stage (site ``publish.enabled``): ``published``, ``removed``,
+        ``rejected``, ``failures`` (the last few), ``failed_passes``, ``backlog`` (outbox
+        rows left), ``final_wait_s``; ``None`` when the run does not publish.
     """
 
     site: str
@@ -226,6 +230,7 @@ class RunReport:
     stopped: str | None = None
     error: str | None = None
     signal: int | None = None
+    publication: dict[str, Any] | None = None
 
     @property
     def exit_code(self) -> int:
@@ -813,6 +818,11 @@ def run(site: Site, *, watch: bool = False, poll_s: float | None = None,
             runner = Runner(site, js, engine, watch=watch, poll_s=poll_s or site.engine.poll_s,
                              today=today, on_event=on_event, stop=stop, local_slots=slots)
             report = runner.report
+            publishing = None
+            if site.publish.enabled:  # the publish stage: its own thread, never waited on
+                from ..distribution.stage import PublishStage
+
+                publishing = PublishStage(site).start()
             try:
                 runner.loop()
                 if stop.is_set():
@@ -822,6 +832,8 @@ def run(site: Site, *, watch: bool = False, poll_s: float | None = None,
                 report.stopped, report.error = "database", str(e)
             finally:
                 runner.release_all()
+                if publishing is not None:
+                    report.publication = publishing.finish()
     finally:
         js.close()
     return report

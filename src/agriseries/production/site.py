@@ -588,6 +588,35 @@ class Retries(_Model):
     """Longest wait between two attempts."""
 
 
+class Publish(_Model):
+    """Publication into the distribution catalogue as a stage of the run
+    (:mod:`agriseries.distribution.stage`)."""
+
+    enabled: bool = False
+    """The run publishes what it makes (a publisher thread beside production)."""
+    catalog_dsn: str | None = None
+    """pgstac catalogue (``postgresql://user@host/db``); default the embedded
+    stac-geoparquet catalogue of the store."""
+    catalog_dir: Path | None = None
+    """Folder of the embedded catalogue (default ``STORE/.distribution/catalog``)."""
+    timeout_s: float = Field(30.0, gt=0)
+    """Time limit of one catalogue call."""
+    poll_s: float = Field(2.0, gt=0)
+    """Seconds between two looks at the outbox."""
+
+    @field_validator("catalog_dir")
+    @classmethod
+    def _dir(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve(value, info)
+
+    @field_validator("catalog_dsn")
+    @classmethod
+    def _dsn(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^postgres(ql)?(\+psycopg)?://", value):
+            raise ValueError(f"{value!r}: expected a PostgreSQL URL, postgresql://user@host/db")
+        return value
+
+
 # ------------------------------------------------------------------------------- site
 
 
@@ -614,6 +643,9 @@ class Site(_Model):
     database: Database = Field(default_factory=Database)
     engine: Engine = Field(default_factory=Engine)
     retries: Retries = Field(default_factory=Retries)
+    publish: Publish = Field(default_factory=Publish)
+    """Publish what the run makes into the distribution catalogue (default: no; then
+    ``agriseries publish`` does it)."""
 
     _source: Path | None = PrivateAttr(default=None)
 
@@ -974,6 +1006,20 @@ database:
                            # taken over by another runner (the runner died)
   retry_s: 120             # how long the runner retries a failing database call before it
                            # stops cleanly
+
+# publish: the run puts each product it makes into the distribution catalogue that
+# 'agriseries serve' serves (docs/distribution.md), from the outbox, in a thread of its own:
+# every catalogue call has the time limit timeout_s, so a catalogue that is down or hangs
+# never slows production; what is not published yet waits in the outbox ('agriseries
+# status' shows it) for the next run or 'agriseries publish'. false: only 'agriseries
+# publish' publishes.
+publish:
+  enabled: true            # the run publishes what it makes
+  catalog_dsn: null        # pgstac catalogue, postgresql://user@host/db; null: the embedded
+                           # stac-geoparquet catalogue in STORE/.distribution/catalog
+  catalog_dir: null        # folder of the embedded catalogue (null: the default one)
+  timeout_s: 30            # time limit of one catalogue call (s)
+  poll_s: 2                # seconds between two looks at the outbox
 
 # engine: where the jobs run (Dask distributed). Default: a LocalCluster on this machine.
 engine:
