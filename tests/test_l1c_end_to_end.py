@@ -164,3 +164,51 @@ def test_run_fetches_an_l1c_makes_its_l2a_here_then_the_l3a(tmp_path):
         assert r.returncode == 0, r.stderr[-3000:]
         assert json.loads(r.stdout)["made"] == []
         assert len([q for q in srv.log if "/files/" in q["path"]]) == n_files
+
+
+@pytest.mark.allow_hosts(["127.0.0.1"])
+def test_an_l1c_item_without_a_band_the_processor_needs_fails_by_name(tmp_path):
+    """The same served L1C, its item without the blue band (B02): the run says which band
+    of which product is missing, exits 1, and makes no L2A or L3A from it."""
+    import yaml
+    from odc.geo.geom import box
+
+    from agriseries.acquire.replay import ReplayApi, ReplayServer
+
+    safe = build_l1c_safe(tmp_path / "assembled")
+    served = tmp_path / "served"
+    area = box(333840 + 240, 5814360 + 240, 336720 - 240, 5817240 - 240, "EPSG:32633")
+    with ReplayServer(files_root=served) as srv:
+        item = serve_l1c_safe(safe, served, srv.url)
+        del item["assets"]["blue"]
+        srv.add_api("earth-search", ReplayApi(items=[item]))
+        site = {"name": "l1c-test", "area": {"geometry": area.to_crs("EPSG:4326").json},
+                "season": {"start": "2017-02-01", "end": "2017-02-28"},
+                "products": {"L3B": {"enabled": False}, "L4A": {"enabled": False},
+                             "L4B": {"enabled": False}},
+                "l2a": {"source": "agriseries"},
+                "acquire": {"providers": ["earth-search"], "level": "L1C",
+                            "endpoints": {"earth-search": {"url": srv.api_url("earth-search")}},
+                            "read_timeout_s": 5, "attempts": 2},
+                "inbox": {"path": str(tmp_path / "inbox")}, "store": str(tmp_path / "store"),
+                "engine": {"n_workers": 1, "memory_limit": "2GiB"}}
+        path = tmp_path / "site.yaml"
+        path.write_text(yaml.safe_dump(site))
+        r = agriseries("run", str(path))
+        assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
+        l1c = "L1C_S2A_T33UUU_20170216T102101_ESA"
+        failure = (f"L2A of {l1c} failed: {tmp_path / 'store'}/L1C/T33UUU/2017/{l1c}: {l1c}: "
+                   "band(s) B02 missing; the cloud tests need B02, B03, B04, B08, B11")
+        assert failure in r.stderr, r.stderr
+        # the job that could not make it is not said to have lost a product
+        assert "removed by hand" not in r.stdout + r.stderr
+        assert "done without L2A_S2A_T33UUU_20170216T102101_AGS: an input failed" in r.stderr
+        assert "Traceback" not in r.stdout + r.stderr
+        store = ProductStore(tmp_path / "store")
+        assert [i.id for i in store.items(Level.L1C, TILE)] == [l1c]  # kept, as fetched
+        assert not list(store.items(Level.L2A, TILE)) and not list(store.items(Level.L3A, TILE))
+        # a later run does not try it again, and says why there is no L2A
+        r = agriseries("run", str(path))
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]  # nothing new
+        assert "0 product(s) made, 0 failure(s), 0 new job(s)" in r.stdout
+        assert "done without L2A_S2A_T33UUU_20170216T102101_AGS: an input failed" in r.stderr

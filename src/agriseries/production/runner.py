@@ -471,9 +471,15 @@ class Runner:
             if job.state is JobState.DONE:
                 if job.key not in self.warned_done and spec.processor != "ingest":
                     self.warned_done.add(job.key)
-                    self.note(f"{job} is done but its product(s) {', '.join(spec.outputs)} "
-                              "are not in the store (removed by hand?); not remade -- "
-                              "delete the job to remake it")
+                    gone = [o for o in spec.outputs if o in job.outputs]
+                    if gone:  # made by the job, since gone from the store
+                        self.note(f"{job} is done but its product(s) {', '.join(gone)} are "
+                                  "not in the store (removed by hand?); not remade -- "
+                                  "delete the job to remake it")
+                    else:  # never made: an input failed in the job (reported when it ran)
+                        self.note(f"{job} is done without {', '.join(spec.outputs)}: an "
+                                  "input failed in it (see the job's failure); not tried "
+                                  "again -- fix the input, then delete the job to retry")
                 continue
             if job.attempts == 0 and job.state is JobState.QUEUED:
                 n_new += 1
