@@ -233,6 +233,13 @@ def _client_class():
     from stac_fastapi.geoparquet.client import Client
 
     class AgriseriesClient(Client):
+        def get_search(self, *args, **kwargs):
+            try:
+                return super().get_search(*args, **kwargs)
+            except json.JSONDecodeError as exc:  # the intersects parameter is not JSON
+                raise HTTPException(400, f"a search parameter is not valid JSON: {exc}") \
+                    from None
+
         def search(self, *, request, url, search, **kwargs):
             for sb in getattr(search, "sortby", None) or []:
                 if isinstance(getattr(sb, "field", None), str):

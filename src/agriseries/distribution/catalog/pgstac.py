@@ -186,6 +186,9 @@ def _client_class():
             except (asyncpg.DataError, asyncpg.SyntaxOrAccessError,
                     asyncpg.exceptions.RaiseError) as exc:
                 raise HTTPException(400, f"search cannot be run: {exc}") from None
+            except json.JSONDecodeError as exc:  # intersects/query/filter not JSON (orjson's too)
+                raise HTTPException(400, f"a search parameter is not valid JSON: {exc}") \
+                    from None
             except (asyncio.TimeoutError, OSError, asyncpg.PostgresConnectionError,
                     asyncpg.QueryCanceledError, asyncpg.InterfaceError) as exc:
                 raise HTTPException(503, f"the catalogue database does not answer: "
