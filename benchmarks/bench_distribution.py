@@ -1,98 +1,438 @@
-"""Search latency of the embedded catalogue (stac-fastapi-geoparquet) on 10,000 items, over
-loopback HTTP, and the time to publish them.
+"""Distribution benchmarks, each with a baseline measured in the same run (ratios printed).
 
-    python benchmarks/bench_distribution.py STORE [--items 10000] [--requests 200]
+    python benchmarks/bench_distribution.py STORE [--items 10000,100000]
+        [--backends geoparquet,pgstac] [--clients 1,10,50] [--requests 300] [--zip-gb 10]
+        [--only publish,search,assets,zip]
 
-STORE: a product store whose products are published (agriseries publish). The catalogue
-of ``--items`` items is made in a temporary folder from the store's real items (copies
-with new ids and dates, same footprints and assets); ``agriseries serve`` runs in its own
-process; requests come from this process with 1 and 10 concurrent clients (bounded in
-count). Prints p50/p95 latency and requests per second. (No baseline in the same run yet:
-the pgstac backend and the ZIP throughput against reading the files are still to add.)
+STORE: a product store whose products are published (the demo site's, or the tests'); its
+real L2A items are copied with new ids and dates (same footprints, same files) to make the
+catalogues. Nothing in STORE is modified: catalogues, accounts and the production database
+of the backlog live in a temporary folder; pgstac runs on a PostgreSQL server started for
+the run (the tests' ``PostgresServer``: Debian's postgresql + postgis).
+
+* publish: a backlog of N products in a production database's outbox (SQLite) drained by
+  the publisher into each backend (items/s; the time to drain), against the backend's own
+  bulk write of the same items without outbox or production database (baseline);
+* search: ``agriseries serve`` on each catalogue, loaded from a **second process** (this
+  script with ``--client``, asyncio + httpx) by 1, 10 and 50 concurrent clients, a bounded
+  number of STAC searches (date range + cloud filter, 10 items a page): p50/p95 and req/s,
+  against ``/_mgmt/ping`` of the same service under the same load (the framework's floor);
+* assets: one published file downloaded repeatedly through ``/assets`` (token, Range-capable
+  route) by 1 and 4 clients of the second process, against ``python -m http.server``
+  serving the same file in the same run (MB/s, ratio);
+* zip: a basket of about ``--zip-gb`` GB (many catalogue items sharing the store's real
+  files: nothing is copied) streamed as ``archive.zip``; the service's resident memory is
+  sampled during the stream and compared with a basket of a tenth of the size (flat: the
+  same peak whatever the size).
+
+Every phase is bounded (requests, bytes, a time limit): minutes in all on two cores.
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
+import asyncio
 import copy
 import datetime as dt
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import httpx
 
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+
+# ------------------------------------------------------------------ the load client (2nd process)
+
+async def _load(url: str, method: str, bodies: list, conc: int, headers: dict, limit_s: float,
+                count_bytes: bool) -> dict:
+    lat: list[float] = []
+    nbytes = 0
+    errors = 0
+    q: asyncio.Queue = asyncio.Queue()
+    for b in bodies:
+        q.put_nowait(b)
+    t_end = time.perf_counter() + limit_s
+    limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
+    async with httpx.AsyncClient(timeout=120, limits=limits, headers=headers) as c:
+        async def worker():
+            nonlocal nbytes, errors
+            while not q.empty() and time.perf_counter() < t_end:
+                b = q.get_nowait()
+                t = time.perf_counter()
+                if method == "POST":
+                    r = await c.post(url, json=b)
+                    n = len(r.content)
+                else:
+                    n = 0
+                    async with c.stream("GET", url) as r:
+                        async for chunk in r.aiter_raw(1 << 20):
+                            n += len(chunk)
+                if r.status_code != 200:
+                    errors += 1
+                lat.append(time.perf_counter() - t)
+                nbytes += n
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*[worker() for _ in range(conc)])
+        wall = time.perf_counter() - t0
+    lat.sort()
+    return {"n": len(lat), "errors": errors, "wall": wall, "bytes": nbytes,
+            "p50": statistics.median(lat) if lat else None,
+            "p95": lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else None}
+
+
+def client_main(a) -> None:
+    spec = json.loads(Path(a.client).read_text())
+    res = asyncio.run(_load(spec["url"], spec["method"], spec["bodies"], spec["conc"],
+                            spec.get("headers", {}), spec.get("limit_s", 60),
+                            spec.get("bytes", False)))
+    print(json.dumps(res))
+
+
+def load(tmp: Path, **spec) -> dict:
+    """Run the load client in its own process; its figures."""
+    f = tmp / "load.json"
+    f.write_text(json.dumps(spec))
+    out = subprocess.run([sys.executable, __file__, "--client", str(f)], capture_output=True,
+                         text=True, timeout=spec.get("limit_s", 60) + 120, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------ helpers
+
+def base_items(store: Path) -> list[tuple[Path, dict]]:
+    """The store's L2A items (item file, item)."""
+    out = []
+    for f in sorted(store.glob("L2A/*/*/*/*.json")):
+        if f.stem == f.parent.name:
+            out.append((f, json.loads(f.read_text())))
+    if not out:
+        sys.exit(f"{store}: no L2A product (STORE/L2A/<tile>/<year>/<id>/<id>.json)")
+    return out
+
+
+def synth(base: list[tuple[Path, dict]], n: int, start: int = 0) -> list[tuple[Path, dict]]:
+    t0 = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+    out = []
+    for i in range(start, start + n):
+        path, item = base[i % len(base)]
+        it = copy.deepcopy(item)
+        it["id"] = f"{item['id']}-{i:07d}"
+        it["collection"] = "agriseries-l2a"
+        when = (t0 + dt.timedelta(hours=3 * i)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        it["properties"]["datetime"] = when
+        it["properties"].pop("start_datetime", None)
+        it["properties"].pop("end_datetime", None)
+        out.append((path, it))
+    return out
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class Serve:
+    def __init__(self, store: Path, tmp: Path, *args: str) -> None:
+        from serve_helpers import ServeProcess
+
+        self.p = ServeProcess(["--store", str(store)], "--service-db",
+                              str(tmp / "service.sqlite"), *args, log_dir=tmp, start_s=120)
+
+    def __enter__(self):
+        self.p.start()
+        return self.p
+
+    def __exit__(self, *exc):
+        self.p.stop()
+
+
+def cli(*args: str) -> str:
+    return subprocess.run([sys.executable, "-m", "agriseries.cli", *args], check=True,
+                          capture_output=True, text=True, timeout=600).stdout
+
+
+# ------------------------------------------------------------------ phases
+
+def bench_publish(store, base, n, backends, tmp) -> dict:
+    """Drain a backlog of n products through the outbox, against the backend's own write."""
+    from agriseries.distribution.items import published_item
+    from agriseries.distribution.publisher import Publisher
+    from agriseries.production.catalogue import ProductCatalogue
+    from agriseries.production.records import ProductRecord
+
+    items = synth(base, n)
+    pubs = [published_item(it, path, store) for path, it in items]
+    out = {}
+    for name, make in backends.items():
+        cat = make(f"bulk-{n}")
+        t = time.perf_counter()
+        for i in range(0, len(pubs), 500):
+            cat.apply(pubs[i:i + 500], [], store)
+        bulk = time.perf_counter() - t
+        cat.close()
+        db = f"sqlite:///{tmp / f'jobs-{name}-{n}.sqlite'}"
+        pc = ProductCatalogue(db)
+        recs = []
+        for path, it in items:
+            when = dt.datetime.fromisoformat(it["properties"]["datetime"].replace("Z", "+00:00"))
+            recs.append(ProductRecord(it["id"], "L2A", path.parts[-4], when, when, str(path), it))
+        t = time.perf_counter()
+        for i in range(0, len(recs), 1000):
+            pc.add_products(recs[i:i + 1000])
+        record = time.perf_counter() - t
+        pc.close()
+        pub = Publisher(db, make(f"drain-{n}"), store, timeout_s=120)
+        t = time.perf_counter()
+        rep = pub.drain()
+        drain = time.perf_counter() - t
+        pub.close()
+        assert rep.published == n and rep.backlog == 0, rep
+        out[name] = (bulk, drain)
+        print(f"publish {n} items, {name}: backlog drained in {drain:.1f} s "
+              f"({n / drain:.0f} items/s); the backend's own bulk write {bulk:.1f} s "
+              f"({n / bulk:.0f} items/s): ratio {drain / bulk:.2f}; recording the {n} "
+              f"products + outbox rows (production side) {record:.1f} s", flush=True)
+    return out
+
+
+def bench_search(store, n, backend, args, clients, requests, tmp) -> None:
+    bodies = [{"collections": ["agriseries-l2a"], "limit": 10,
+               "datetime": f"{2000 + k % 20}-{1 + k % 12:02d}-01T00:00:00Z/"
+                           f"{2000 + k % 20}-{1 + k % 12:02d}-20T00:00:00Z",
+               "filter": {"op": "<", "args": [{"property": "eo:cloud_cover"}, 50]}}
+              for k in range(requests)]
+    with Serve(store, tmp, *args) as svc:
+        r = httpx.post(f"{svc.url}/search", json=bodies[0], timeout=120)
+        assert r.status_code == 200, r.text
+        for conc in clients:
+            s = load(tmp, url=f"{svc.url}/search", method="POST", bodies=bodies, conc=conc,
+                     limit_s=90)
+            p = load(tmp, url=f"{svc.url}/_mgmt/ping", method="GET", bodies=[0] * requests,
+                     conc=conc, limit_s=30)
+            print(f"search {backend}, {n} items, {conc:2d} client(s): p50 {1000 * s['p50']:.0f} ms, "
+                  f"p95 {1000 * s['p95']:.0f} ms, {s['n'] / s['wall']:.1f} req/s ({s['n']} "
+                  f"requests, {s['errors']} errors); ping p50 {1000 * p['p50']:.1f} ms, "
+                  f"{p['n'] / p['wall']:.0f} req/s: search/ping p50 x{s['p50'] / p['p50']:.0f}",
+                  flush=True)
+
+
+def bench_assets(store, base, tmp) -> None:
+    """A 1 GiB file (sparse, :func:`make_zstore`) through ``/assets`` and through
+    ``python -m http.server`` of the same folder, 1 and 4 clients of a second process."""
+    from serve_helpers import ServeProcess
+
+    zstore, zcat, items, big = make_zstore(store, base, tmp, 1)
+    tok = cli("users", "add", "bench-dl", "--store", str(zstore), "--service-db",
+              str(tmp / "dlservice.sqlite"), "--quota-gb", "100000",
+              "--max-downloads", "8").strip()
+    item = items[0][1]
+    key = next(k for k, a in item["assets"].items() if a["href"] == big.name)
+    svc = ServeProcess(["--store", str(zstore)], "--catalog-dir", str(zcat), "--service-db",
+                       str(tmp / "dlservice.sqlite"), log_dir=tmp, start_s=120)
+    with svc:
+        href = f"{svc.url}/assets/agriseries-l2a/{item['id']}/{key}"
+        h = httpx.head(href, headers={"Authorization": f"Bearer {tok}"}, timeout=60)
+        assert h.status_code == 200 and int(h.headers["content-length"]) == 2**30, h.headers
+        static = subprocess.Popen([sys.executable, "-m", "http.server", "0", "--bind",
+                                   "127.0.0.1", "--directory", str(zstore)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            line = static.stdout.readline()
+            port = int(line.split("port ")[1].split()[0])
+            surl = f"http://127.0.0.1:{port}/{big.relative_to(zstore).as_posix()}"
+            for conc in (1, 4):
+                reps = 2 * conc  # 2 GiB per client
+                ours = load(tmp, url=href, method="GET", bodies=[0] * reps, conc=conc,
+                            headers={"Authorization": f"Bearer {tok}"}, limit_s=120, bytes=True)
+                base_ = load(tmp, url=surl, method="GET", bodies=[0] * reps, conc=conc,
+                             limit_s=120, bytes=True)
+                a_mb = ours["bytes"] / ours["wall"] / 1e6
+                b_mb = base_["bytes"] / base_["wall"] / 1e6
+                print(f"download of a 1 GiB file, {conc} client(s), {ours['n']} downloads: "
+                      f"/assets {a_mb:.0f} MB/s ({ours['errors']} errors), python http.server "
+                      f"{b_mb:.0f} MB/s ({base_['errors']} errors): ratio {a_mb / b_mb:.2f}",
+                      flush=True)
+        finally:
+            static.terminate()
+            static.wait(10)
+
+
+def make_zstore(store, base, tmp, n_big):
+    """A store of one product folder of hard links (copies across file systems) whose
+    largest file is replaced by a sparse 1 GiB file (no block written), published under
+    ``n_big`` ids in an embedded catalogue: (store, catalogue folder, items, big file)."""
+    import shutil
+
+    from agriseries.distribution.catalog.geoparquet import GeoparquetCatalog
+    from agriseries.distribution.items import published_item
+
+    path, item = base[0]
+    zstore = tmp / "zstore"
+    folder = zstore / path.parent.relative_to(store)
+    if not folder.exists():
+        folder.mkdir(parents=True)
+        for f in path.parent.iterdir():
+            if f.is_file():
+                try:
+                    os.link(f, folder / f.name)
+                except OSError:
+                    shutil.copy2(f, folder / f.name)
+    big = max((a["href"] for a in item["assets"].values()),
+              key=lambda h: (path.parent / h).stat().st_size)
+    (folder / big).unlink()
+    with open(folder / big, "wb") as fh:
+        fh.truncate(2**30)
+    items = [(folder / path.name, it) for _, it in synth([(path, item)], n_big)]
+    zcat = tmp / f"zcat-{n_big}"
+    cat = GeoparquetCatalog(zcat, timeout_s=300)
+    cat.apply([published_item(it, p, zstore) for p, it in items], [], zstore)
+    cat.close()
+    return zstore, zcat, items, folder / big
+
+
+def bench_zip(store, base, zip_gb, tmp) -> None:
+    """A basket of ``zip_gb`` GB (:func:`make_zstore`), against one of a tenth of it."""
+    n_big = max(2, int(round(zip_gb * 1e9 / 2**30)))
+    zstore, zcat, items, _ = make_zstore(store, base, tmp, n_big)
+    tok = cli("users", "add", "bench-zip", "--store", str(zstore), "--service-db",
+              str(tmp / "zservice.sqlite"), "--quota-gb", "100000").strip()
+    h = {"Authorization": f"Bearer {tok}"}
+    from serve_helpers import ServeProcess
+
+    svc = ServeProcess(["--store", str(zstore)], "--catalog-dir", str(zcat),
+                       "--service-db", str(tmp / "zservice.sqlite"), log_dir=tmp, start_s=120)
+    with svc:
+        results = {}
+        for k in (max(1, n_big // 10), n_big):
+            ids = [it["id"] for _, it in items[:k]]
+            httpx.delete(f"{svc.url}/basket", headers=h, timeout=60)
+            r = httpx.post(f"{svc.url}/basket/items", headers=h, timeout=600, json={
+                "items": [{"collection": "agriseries-l2a", "id": x} for x in ids]})
+            assert r.status_code == 200 and r.json()["added"] == k, r.text
+            pid = svc.proc.pid
+            before = rss_kb(pid)
+            samples, stop = [before], threading.Event()
+
+            def sample():
+                while not stop.is_set():
+                    samples.append(rss_kb(pid))
+                    time.sleep(0.2)
+
+            th = threading.Thread(target=sample, daemon=True)
+            th.start()
+            t = time.perf_counter()
+            got = 0
+            with httpx.stream("GET", f"{svc.url}/basket/archive.zip", headers=h,
+                              timeout=600) as r:
+                assert r.status_code == 200, r.read()
+                for chunk in r.iter_raw(1 << 20):
+                    got += len(chunk)
+            wall = time.perf_counter() - t
+            stop.set()
+            th.join()
+            results[k] = max(samples)
+            print(f"basket zip {k} items, {got / 1e9:.2f} GB streamed in {wall:.0f} s "
+                  f"({got / wall / 1e6:.0f} MB/s): service RSS before {before / 1024:.0f} MiB, "
+                  f"peak {max(samples) / 1024:.0f} MiB", flush=True)
+        lo, hi = min(results), max(results)
+        print(f"basket zip memory: peak RSS at {hi} GiB-files / at {lo}: "
+              f"{results[hi] / results[lo]:.2f} (flat: 1.00)", flush=True)
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("store", type=Path)
-    ap.add_argument("--items", type=int, default=10_000)
-    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("store", type=Path, nargs="?")
+    ap.add_argument("--items", default="10000,100000")
+    ap.add_argument("--backends", default="geoparquet,pgstac")
+    ap.add_argument("--clients", default="1,10,50")
+    ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--zip-gb", type=float, default=10.0)
+    ap.add_argument("--only", default="publish,search,assets,zip")
+    ap.add_argument("--client", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
-    from agriseries.distribution.catalog.geoparquet import GeoparquetCatalog
-    from agriseries.distribution.settings import catalog_dir_of
-
-    src = GeoparquetCatalog(catalog_dir_of(a.store))
-    with src._db() as db:
-        base = [json.loads(s) for (s,) in db.execute(
-            "SELECT item FROM items WHERE collection = 'agriseries-l2a'")]
+    if a.client:
+        return client_main(a)
+    store = a.store.resolve()
+    only = set(a.only.split(","))
+    sizes = [int(x) for x in a.items.split(",")]
+    clients = [int(x) for x in a.clients.split(",")]
+    names = a.backends.split(",")
     tmp = Path(tempfile.mkdtemp(prefix="agriseries-bench-"))
-    cat = GeoparquetCatalog(tmp / "catalog")
-    items = []
-    t0 = dt.datetime(2015, 1, 1, tzinfo=dt.UTC)
-    for i in range(a.items):
-        it = copy.deepcopy(base[i % len(base)])
-        it["id"] = f"{it['id']}-{i:06d}"
-        it["properties"]["datetime"] = (t0 + dt.timedelta(hours=6 * i)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        items.append(it)
-    t = time.perf_counter()
-    cat.apply(items, [], a.store)
-    print(f"publish {a.items} items into stac-geoparquet: {time.perf_counter() - t:.1f} s")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "agriseries.cli", "serve", "--store", str(a.store),
-                             "--port", str(port), "--catalog-dir", str(tmp / "catalog")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    base = base_items(store)
+    server = None
+    backends = {}
+    catalog_args = {}
+    from agriseries.distribution.catalog.geoparquet import GeoparquetCatalog
+    from agriseries.distribution.catalog.pgstac import PgstacCatalog
+
+    if "pgstac" in names:
+        from conftest import PostgresServer
+
+        server = PostgresServer()
+        server.start()
+        dbn = [0]
+
+        def make_pg(tag):
+            import psycopg
+
+            name = f"bench_{tag.replace('-', '_')}"
+            with psycopg.connect(host=str(server.root), port=server.port, user=server.user,
+                                 dbname="postgres", autocommit=True) as conn:
+                if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                    (name,)).fetchone():
+                    conn.execute(f'CREATE DATABASE "{name}"')
+            dbn[0] += 1
+            dsn = f"postgresql://{server.user}@127.0.0.1:{server.port}/{name}"
+            catalog_args[tag] = ("--catalog-dsn", dsn)
+            return PgstacCatalog(dsn, timeout_s=300)
+
+        backends["pgstac"] = make_pg
+    if "geoparquet" in names:
+        def make_gp(tag):
+            d = tmp / f"gp-{tag}"
+            catalog_args[tag + "-gp"] = ("--catalog-dir", str(d))
+            return GeoparquetCatalog(d, timeout_s=300)
+
+        backends["geoparquet"] = make_gp
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/_mgmt/ping", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        bodies = [{"collections": ["agriseries-l2a"], "limit": 10,
-                   "datetime": f"{2015 + k % 6}-0{1 + k % 9}-01T00:00:00Z/{2015 + k % 6}-0{1 + k % 9}-20T00:00:00Z",
-                   "filter": {"op": "<", "args": [{"property": "eo:cloud_cover"}, 50]}}
-                  for k in range(a.requests)]
-        with httpx.Client(timeout=60) as c:
-            c.post(f"{url}/search", json=bodies[0])  # warm up
+        for n in sizes:
+            if "publish" in only:
+                bench_publish(store, base, n, backends, tmp)
+            elif "search" in only:  # the catalogues in one bulk write each, no outbox
+                from agriseries.distribution.items import published_item
 
-            def one(b):
-                t = time.perf_counter()
-                r = c.post(f"{url}/search", json=b)
-                assert r.status_code == 200, r.text
-                return time.perf_counter() - t
-
-            for conc in (1, 10):
-                t = time.perf_counter()
-                with concurrent.futures.ThreadPoolExecutor(conc) as ex:
-                    lat = sorted(ex.map(one, bodies))
-                wall = time.perf_counter() - t
-                print(f"search, {a.items} items, {conc:2d} client(s): p50 {1000 * statistics.median(lat):.0f} ms, "
-                      f"p95 {1000 * lat[int(0.95 * len(lat))]:.0f} ms, {len(lat) / wall:.1f} req/s")
+                pubs = [published_item(it, p, store) for p, it in synth(base, n)]
+                for name, make in backends.items():
+                    cat = make(f"drain-{n}")
+                    t = time.perf_counter()
+                    cat.apply(pubs, [], store)
+                    cat.close()
+                    print(f"catalogue of {n} items, {name}: one bulk write "
+                          f"{time.perf_counter() - t:.1f} s", flush=True)
+            if "search" in only:
+                for name in backends:
+                    args = (catalog_args[f"drain-{n}"] if name == "pgstac"
+                            else catalog_args[f"drain-{n}-gp"])
+                    bench_search(store, n, name, args, clients, a.requests, tmp)
+        if "assets" in only:
+            bench_assets(store, base, tmp)
+        if "zip" in only:
+            bench_zip(store, base, a.zip_gb, tmp)
     finally:
-        proc.terminate()
-        proc.wait(20)
+        if server is not None:
+            server.stop()
 
 
 if __name__ == "__main__":
