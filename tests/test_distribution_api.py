@@ -5,6 +5,9 @@ token, against both catalogue backends; no answer may be a server error (5xx).
 
 The number of examples per operation is bounded (``EXAMPLES``) so that the module stays
 around a minute; the products and fixtures are those of tests/test_distribution.py.
+
+Also stac-api-validator over both backends (its schema look-ups served from the offline
+copies the tests have: nothing is downloaded).
 """
 
 from __future__ import annotations
@@ -50,3 +53,100 @@ def test_no_server_error(service, token):  # noqa: F811
         check()
     assert len(ops) >= 15 and "POST /search" in ops and calls[0] >= 2 * len(ops), (ops, calls)
     assert not failures, "\n".join(failures[:10])
+
+
+def _offline_schemas(monkeypatch) -> list[str]:
+    """stac-validator (inside stac-api-validator) reads the JSON schemas it needs from the
+    copies the tests have (pystac's core schemas, tests/data/stac_schemas) instead of
+    fetching them; a schema it has no copy of is an error, never a download. Returns the
+    list of schemas it asked for."""
+    import json
+    import re
+
+    import stac_validator.utilities as su
+    from pystac.validation.local_validator import get_local_schema_cache
+
+    from stac_check import SCHEMAS
+
+    core = get_local_schema_cache()
+    ext = re.compile(r"https://stac-extensions\.github\.io/([^/]+)/(v[^/]+)/schema\.json$")
+    asked: list[str] = []
+
+    def fetch(path: str) -> dict:
+        asked.append(path)
+        if path in core:
+            return core[path]
+        m = ext.match(path)
+        if m and (SCHEMAS / m.group(1) / m.group(2) / "schema.json").is_file():
+            return json.loads((SCHEMAS / m.group(1) / m.group(2) / "schema.json").read_text())
+        m = re.match(r"https://schemas\.stacspec\.org/(v[^/]+)/(.+)$", path)
+        if m:
+            for uri, doc in core.items():
+                if uri.endswith(f"/{m.group(1)}/{m.group(2)}"):
+                    return doc
+        raise ValueError(f"no offline copy of the schema {path}")
+
+    monkeypatch.setattr(su, "_schema_cache", fetch)
+    return asked
+
+
+def _validator():
+    """stac-api-validator's QueryConfig and validate_api, and the PyPI package stac_check it
+    uses (tests/stac_check.py shadows it on the tests' path: imported here with the tests
+    folder off the path, the tests' module put back after)."""
+    import os
+    import sys
+
+    here = os.path.abspath(os.path.dirname(__file__))
+    mine = {k: sys.modules.pop(k) for k in list(sys.modules)
+            if k == "stac_check" or k.startswith("stac_api_validator")}
+    saved = sys.path[:]
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != here]
+    try:
+        import stac_check.lint  # noqa: F401  (the PyPI package)
+        from stac_api_validator.validations import QueryConfig, validate_api
+
+        real = sys.modules["stac_check"]
+    finally:
+        sys.path[:] = saved
+        sys.modules["stac_check"] = mine["stac_check"]
+    return QueryConfig, validate_api, real
+
+
+def test_stac_api_validator(service, token, backend, monkeypatch):  # noqa: F811
+    """stac-api-validator over the service, both backends, with the conformance classes it
+    declares among core, browseable, collections, features, item-search and filter: no
+    error (schemas offline, its stac-check and stac-validator runs included)."""
+    asked = _offline_schemas(monkeypatch)
+    QueryConfig, validate_api, real_stac_check = _validator()
+    import sys
+    import warnings as _warnings
+
+    monkeypatch.setitem(sys.modules, "stac_check", real_stac_check)  # while it runs
+    conf = httpx.get(f"{service.url}/conformance", timeout=30).json()["conformsTo"]
+    classes = [c for c, uri in (
+        ("core", "https://api.stacspec.org/v1.0.0/core"),
+        ("browseable", "https://api.stacspec.org/v1.0.0/browseable"),
+        ("collections", "https://api.stacspec.org/v1.0.0/collections"),
+        ("features", "https://api.stacspec.org/v1.0.0/ogcapi-features"),
+        ("item-search", "https://api.stacspec.org/v1.0.0/item-search"),
+        ("filter", "https://api.stacspec.org/v1.0.0-rc.2/item-search#filter"))
+        if uri in conf]
+    # declared but not checked here (open, docs/distribution.md): item-search#fields and
+    # item-search#sort, where the validator reports errors of the stac-fastapi backends
+    # (pgstac: a fields answer typed application/json, not geo+json, include/exclude
+    # precedence, a sort on properties.datetime refused with 400)
+    assert {"core", "features", "item-search"} <= set(classes), conf
+    geometry = ('{"type": "Polygon", "coordinates": [[[3.0, 50.8], [3.1, 50.8], [3.1, 50.9], '
+                '[3.0, 50.9], [3.0, 50.8]]]}')
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore", DeprecationWarning)  # pystac's, inside the validator
+        warnings, errors = validate_api(
+            root_url=service.url, ccs_to_validate=classes, collection="agriseries-l2a",
+            geometry=geometry, auth_bearer_token=token, auth_query_parameter=None,
+            fields_nested_property="properties.eo:cloud_cover", validate_pagination=False,
+            query_config=QueryConfig(*([None] * 13)), transaction_collection=None,
+            headers=None, open_assets_urls=False)
+    print(f"{backend[0]}: {classes}; warnings {warnings.errors}; schemas {sorted(set(asked))}")
+    assert asked, "stac-validator validated nothing"
+    assert not errors.errors, "\n".join(msg for _, msg in errors.errors[:20])
