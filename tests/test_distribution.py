@@ -598,7 +598,9 @@ def test_basket_metalink_and_interrupted_list_resumed(service, published, token,
         pytest.fail("aria2c not found: install Debian's aria2 (.ci/run does)", pytrace=False)
     (tmp_path / "basket.meta4").write_bytes(meta.content)
     got = tmp_path / "aria2"
-    res = subprocess.run(["aria2c", "-q", "--allow-overwrite=true", "-d", str(got),
+    # -j 2: aria2c's default of 5 files at once is past the user's limit of 4 concurrent
+    # downloads, and aria2c takes the 429 as a failure (exit 22; seen in a CI run)
+    res = subprocess.run(["aria2c", "-q", "-j", "2", "--allow-overwrite=true", "-d", str(got),
                           "-M", str(tmp_path / "basket.meta4")],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
