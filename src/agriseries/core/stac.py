@@ -25,11 +25,9 @@ stac-extensions.github.io).
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -256,93 +254,22 @@ def _add_asset(item: pystac.Item, spec: AssetSpec) -> None:
 
 
 def stac_schema_errors(doc: dict, schemas: str | os.PathLike | None = None) -> list[str]:
-    """Schema errors of a STAC document (item, collection or catalogue), offline.
+    """Schema errors of a STAC document (item, collection or catalogue), offline: the core
+    schema of its version and every extension it declares, from the folder ``schemas``
+    (default: ``AGRISERIES_STAC_SCHEMAS``, else the schemas shipped with agriseries); a
+    declared extension without a local schema is an error. One line per error; ``[]`` when
+    valid. (:func:`agriseries.io.stac_schema.stac_errors`, the package's one validator.)"""
+    from ..io.stac_schema import stac_errors
 
-    The core schema comes from pystac; each declared extension's schema from the folder
-    ``schemas`` (default: the environment variable ``AGRISERIES_STAC_SCHEMAS``), laid out as
-    ``<extension>/<version>/schema.json`` (the URL path under stac-extensions.github.io).
-    Without such a folder only the core schema is checked. A declared extension whose schema
-    is not in the folder is an error.
-    """
-    import jsonschema
-
-    registry, cache = _schema_registry(str(schemas or os.environ.get(_SCHEMAS_ENV) or ""))
-    kind = doc.get("type")
-    core = {"Feature": "item-spec/json-schema/item.json",
-            "Collection": "collection-spec/json-schema/collection.json",
-            "Catalog": "catalog-spec/json-schema/catalog.json"}.get(kind)
-    if core is None:
-        return [f"type {kind!r} is not a STAC Item, Collection or Catalog"]
-    core_uri = f"https://schemas.stacspec.org/v{doc.get('stac_version')}/{core}"
-    if core_uri not in cache:
-        return [f"no core schema for STAC version {doc.get('stac_version')!r}"]
-    uris = [core_uri]
-    folder = schemas or os.environ.get(_SCHEMAS_ENV)
-    if folder:
-        uris += list(doc.get("stac_extensions") or [])
-    out = []
-    for uri in uris:
-        try:
-            schema = registry.get_or_retrieve(uri).value.contents
-        except Exception:
-            out.append(f"no local schema for the declared extension {uri} in {folder}")
-            continue
-        validator = jsonschema.Draft7Validator(schema, registry=registry)
-        for e in sorted(validator.iter_errors(doc), key=lambda e: list(e.path)):
-            e = _deepest_error(e)
-            where = "/".join(str(p) for p in e.absolute_path) or "(top)"
-            name = "core" if uri == core_uri else "/".join(uri.split("/")[-3:-1])
-            out.append(f"{name}: {where}: {e.message[:200]}")
-    return out
-
-
-_SCHEMAS_ENV = "AGRISERIES_STAC_SCHEMAS"
-_EXT_URL = re.compile(r"https://stac-extensions\.github\.io/([^/]+)/(v[^/]+)/schema\.json$")
-
-
-def _deepest_error(error):
-    best = error
-    for sub in error.context or ():
-        cand = _deepest_error(sub)
-        if len(cand.absolute_path) > len(best.absolute_path):
-            best = cand
-    return best
-
-
-@functools.lru_cache(maxsize=4)
-def _schema_registry(folder: str):
-    from pathlib import Path
-
-    from pystac.validation.local_validator import get_local_schema_cache
-    from referencing import Registry, Resource
-    from referencing.exceptions import NoSuchResource
-
-    cache = get_local_schema_cache()
-
-    def retrieve(uri: str):
-        m = _EXT_URL.match(uri)
-        if m and folder:
-            path = Path(folder) / m.group(1) / m.group(2) / "schema.json"
-            if path.is_file():
-                return Resource.from_contents(json.loads(path.read_text()))
-        elif uri.startswith("https://proj.org/schemas/"):
-            import pyproj
-
-            path = Path(pyproj.datadir.get_data_dir()) / "projjson.schema.json"
-            return Resource.from_contents(json.loads(path.read_text()))
-        elif uri in cache:
-            return Resource.from_contents(cache[uri])
-        raise NoSuchResource(uri)
-
-    return Registry(retrieve=retrieve), cache
+    return stac_errors(doc, limit=50, schemas=schemas)
 
 
 def validate_item(item: pystac.Item | dict, online: bool = False,
                   schemas: str | os.PathLike | None = None) -> None:
     """Validate an item; raise ``ValueError`` if invalid.
 
-    Offline (default): the STAC 1.1 core item schema shipped with pystac, every declared
-    extension's schema when a schema folder is given (``schemas`` or the environment
+    Offline (default): the STAC 1.1 core item schema shipped with pystac and every declared
+    extension's schema (shipped with agriseries, or from ``schemas`` / the environment
     variable ``AGRISERIES_STAC_SCHEMAS``, see :func:`stac_schema_errors`), plus checks of
     the fields agriseries writes (projection code and per-asset shape/transform, raster data
     type, eo bands, processing level, provenance).

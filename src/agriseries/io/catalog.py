@@ -96,8 +96,8 @@ def listed_item_ids(path: Path) -> set[str]:
 def write_catalog(root: Path, title: str, items_of: Callable[[str], list[pystac.Item]],
                   write_json: Callable[[Path, dict], None]) -> Path:
     """(Re)write the root catalogue, the level collections and the tile / year / month
-    catalogues of a store from its items; every document is checked against the STAC schemas
-    (and the extension schemas of ``AGRISERIES_STAC_SCHEMAS`` when set) before it is written."""
+    catalogues of a store from its items; every document is checked against the STAC core
+    schema and the schema of every extension it declares before it is written."""
     root.mkdir(parents=True, exist_ok=True)
     levels = sorted(p.name for p in root.iterdir()
                     if p.is_dir() and p.name in {lv.value for lv in Level})
