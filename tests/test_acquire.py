@@ -558,3 +558,35 @@ def test_search_and_acquire_commands(srv, tmp_path, monkeypatch):
     doc = json.loads(res.stdout)
     assert "GEODES_API_KEY" in doc["failures"]["geodes"]
     assert [x["provider"] for x in doc["acquisitions"]] == ["earth-search"]
+
+
+def test_search_and_acquire_exit_codes_for_a_wrong_tile_and_nothing_found(srv, tmp_path,
+                                                                        monkeypatch):
+    """A tile that does not exist is a usage error (exit 2) naming it, before any request;
+    a selection no provider has anything for is "nothing to do" (exit 3), for ``search`` and
+    for ``acquire`` (which then fetches nothing)."""
+    from click.testing import CliRunner
+
+    from agriseries.cli import main
+
+    monkeypatch.setenv("AGRISERIES_EARTH_SEARCH_URL", srv.api_url("earth-search"))
+    runner = CliRunner()
+    n_requests = len(srv.log)
+    for cmd in (["search"], ["acquire", "--store", str(tmp_path / "store")]):
+        res = runner.invoke(main, [*cmd, "--tile", "T99ZZZ", "--from", "2022-10-01",
+                                   "--to", "2022-10-31", "--provider", "earth-search"])
+        assert res.exit_code == 2, res.output
+        assert "T99ZZZ" in res.output
+    assert len(srv.log) == n_requests  # refused before any request
+    # October 2021: the served catalogue has nothing then
+    sel = ["--tile", "T29UNU", "--from", "2021-10-01", "--to", "2021-10-31",
+           "--provider", "earth-search"]
+    res = runner.invoke(main, ["search", *sel, "--json"])
+    assert res.exit_code == 3, res.output
+    assert json.loads(res.stdout)["acquisitions"] == []
+    assert "nothing to do" in res.stderr
+    res = runner.invoke(main, ["acquire", *sel, "--store", str(tmp_path / "store")])
+    assert res.exit_code == 3, res.output
+    assert "0 fetched, 0 skipped (already there, verified), 0 failed" in res.stdout
+    assert not any((tmp_path / "store" / "inbox").glob("*"))
+    assert len(srv.log) > n_requests  # this time the provider was asked

@@ -5,8 +5,10 @@ Both take the same selection (tile, dates, providers, level, sensors, cloud cove
 progress bar (files, bytes, rate, ETA; none when stderr is not a terminal) and prints what
 was fetched, skipped (already there, verified) and failed (with the reason).
 
-Exit codes: 0 all went well (or nothing to do), 1 an acquisition or a provider failed,
-2 wrong usage.
+Exit codes (``agriseries.core.errors``): 0 all went well (for ``acquire``: every acquisition
+found is in the inbox, fetched now or before), 1 an acquisition or a provider failed, 2 wrong
+usage (an unknown tile, option or value), 3 nothing to do: no provider has an acquisition
+matching the selection (and none failed).
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.table import Table
+
+from ..cli_output import TILE
+from ..core.errors import EXIT_FAILED, EXIT_NOTHING, EXIT_OK
 
 console = Console(stderr=True)
 out = Console()
@@ -37,7 +42,7 @@ def _sizeof(n: int | None) -> str:
 
 def _selection_options(f):
     opts = [
-        click.option("--tile", "tiles", multiple=True, required=True,
+        click.option("--tile", "tiles", multiple=True, required=True, type=TILE,
                      help="Sentinel-2 tile (T31UDS); repeat for several."),
         click.option("--from", "start", required=True, type=click.DateTime(["%Y-%m-%d"]),
                      help="First day (YYYY-MM-DD)."),
@@ -100,6 +105,13 @@ def _print_failures(res) -> None:
                       soft_wrap=True)
 
 
+def _exit_code(res, failed=()) -> int:
+    """1 when a provider or an acquisition failed, 3 when nothing matched, else 0."""
+    if failed or res.failures:
+        return EXIT_FAILED
+    return EXIT_OK if res.acquisitions else EXIT_NOTHING
+
+
 @click.command(name="search")
 @_selection_options
 def search_cmd(tiles, start, end, providers, level, sensors, max_cloud, bbox, as_json):
@@ -120,7 +132,9 @@ def search_cmd(tiles, start, end, providers, level, sensors, max_cloud, bbox, as
                       ", ".join(sorted({f"{x.provider}:{x.collection}" for x in a.alternatives})))
         out.print(t)
     _print_failures(res)
-    sys.exit(1 if res.failures else 0)
+    if not res.acquisitions and not res.failures:
+        console.print("nothing to do: no acquisition matches the selection", highlight=False)
+    sys.exit(_exit_code(res))
 
 
 @click.command(name="acquire")
@@ -196,5 +210,7 @@ def acquire_cmd(tiles, start, end, providers, level, sensors, max_cloud, bbox, a
         n = {s: sum(r.status == s for r in results) for s in ("fetched", "skipped", "failed")}
         out.print(f"{n['fetched']} fetched, {n['skipped']} skipped (already there, verified), "
                   f"{n['failed']} failed", highlight=False)
-    sys.exit(1 if failed or res.failures else 0)
+    if not res.acquisitions and not res.failures:
+        console.print("nothing to do: no acquisition matches the selection", highlight=False)
+    sys.exit(_exit_code(res, failed))
 
