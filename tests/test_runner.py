@@ -35,6 +35,7 @@ from click.testing import CliRunner
 from agriseries.biophysical.processor import l3b_id
 from agriseries.composite.processor import l3a_id
 from agriseries.core.ids import Level, ProductId
+from agriseries.io.store import ProductStore
 from agriseries.production.cli import cli
 from agriseries.production.jobstore import JobState, JobStore
 from agriseries.production.runner import run, status
@@ -326,9 +327,10 @@ def test_a_failing_job_is_retried_after_its_backoff_then_quarantined(tmp_path, c
     """The Landsat series carries no view angles: its L3B fails every time, with a clear
     error; retried after the backoff, then quarantined with its traceback, then left alone."""
     make_inbox(tmp_path, files=[L8_FILE])
-    site = site_from_dict(site_dict(tmp_path, products={"L3A": {"enabled": False},
-                                                        "L3B": {"sensors": ["L8"]}},
-                                    retries={"max_attempts": 2, "backoff_s": 1}))
+    path = write_site(tmp_path, site_dict(tmp_path, products={"L3A": {"enabled": False},
+                                                              "L3B": {"sensors": ["L8"]}},
+                                          retries={"max_attempts": 2, "backoff_s": 1}))
+    site = load_site(path)
     first = run(site, client=cluster)
     assert first.exit_code == 1 and [f["state"] for f in first.failed] == ["failed"]
     err = first.failed[0]["error"]
@@ -346,6 +348,63 @@ def test_a_failing_job_is_retried_after_its_backoff_then_quarantined(tmp_path, c
     finally:
         js.close()
     assert [p["state"] for p in status(site).problems] == ["quarantined"]
+
+    # `agriseries retry` puts it back (attempts reset): the next run tries it once more
+    from agriseries.cli import main
+
+    runner = CliRunner()
+    res = runner.invoke(main, ["status", str(path)])
+    assert res.exit_code == 0 and job.key[:12] in res.stdout, res.output
+    res = runner.invoke(main, ["retry", str(path)])
+    assert res.exit_code == 2 and "--all" in res.output  # neither keys nor --all
+    res = runner.invoke(main, ["retry", str(path), "ffffffffffff"])
+    assert res.exit_code == 2 and "no job of flanders-test" in res.output, res.output
+    res = runner.invoke(main, ["retry", str(path), job.key[:12]])
+    assert res.exit_code == 0, res.output
+    assert "was quarantined after 2 attempt(s) (InputProductError" in res.stdout
+    (back,) = js_jobs(site, JobState.QUEUED)
+    assert (back.key, back.attempts) == (job.key, 0)
+    fourth = run(site, client=cluster)
+    assert [(f["state"], f["attempts"]) for f in fourth.failed] == [("failed", 1)]
+    res = runner.invoke(main, ["retry", str(path), "--all", "--json"])  # no backoff to wait
+    assert res.exit_code == 0 and [r["key"] for r in json.loads(res.stdout)] == [job.key]
+    res = runner.invoke(main, ["retry", str(path), "--all", "--processor", "L3A"])
+    assert res.exit_code == 3 and "no failed or quarantined L3A job" in res.output, res.output
+
+
+def test_a_product_removed_by_hand_is_remade_after_retry_of_its_done_job(tmp_path, cluster):
+    """A done job whose product was removed (`agriseries store remove --site`) is not
+    remade by itself: the run says so and names the job; `agriseries retry SITE JOB` puts
+    it back and the next run makes that product again, and nothing else."""
+    from agriseries.cli import main
+
+    make_inbox(tmp_path, files=S2_FILES)
+    path = write_site(tmp_path, site_dict(tmp_path, products={"L3B": {"enabled": False}}))
+    site = load_site(path)
+    first = run(site, client=cluster)
+    assert first.exit_code == 0, first.failed
+    june = str(l3a_id("T31UDS", *JUNE, ["S2A"]))
+    assert june in first.made
+    runner = CliRunner()
+    res = runner.invoke(main, ["store", "remove", str(site.store), june, "--site", str(path)])
+    assert res.exit_code == 0, res.output
+    second = run(site, client=cluster)
+    assert second.made == []
+    (job,) = [j for j in js_jobs(site, JobState.DONE) if june in (j.outputs or ())]
+    assert any(f"agriseries retry SITE {job.key[:12]}" in n for n in second.notes), second.notes
+    res = runner.invoke(main, ["retry", str(path), job.key[:12]])
+    assert res.exit_code == 0 and "was done after 1 attempt(s)" in res.stdout, res.output
+    third = run(site, client=cluster)
+    assert third.made == [june] and third.exit_code == 0
+    assert june in {it.id for it in ProductStore(site.store).items(Level.L3A)}
+
+
+def js_jobs(site, state=None):
+    js = site.job_store()
+    try:
+        return js.jobs(state)
+    finally:
+        js.close()
 
 
 _LOCKER = """

@@ -540,12 +540,13 @@ def _register() -> None:
     from .io.cli import store_cmd
     from .distribution.cli import publish, serve, users
     from .l2a.cli import l2a_cmd
-    from .production.cli import run, site, status
+    from .production.cli import retry, run, site, status
     from .validation.cli import validate
 
     main.add_command(site)
     main.add_command(run)
     main.add_command(status)
+    main.add_command(retry)
 
     main.add_command(l2a_cmd)
     main.add_command(validate)

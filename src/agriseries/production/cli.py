@@ -1,15 +1,17 @@
-"""Command-line commands of the automatic production: ``site``, ``run`` and ``status``.
+"""Command-line commands of the automatic production: ``site``, ``run``, ``status``, ``retry``.
 
 They are registered on the main ``agriseries`` group by :mod:`agriseries.cli`
-(``main.add_command(site)``, ``main.add_command(run)``, ``main.add_command(status)``), and can
-also be run on their own as ``python -m agriseries.production.cli``.
+(``main.add_command(site)``, ``main.add_command(run)``, ...), and can also be run on their own
+as ``python -m agriseries.production.cli``.
 
 * ``agriseries site template`` prints a commented site file; ``agriseries site check
   SITE.yaml`` validates one and shows its tiles and months;
 * ``agriseries run SITE.yaml [--watch] [--scheduler tcp://host:8786]`` runs the production
   (progress bars on a terminal; ``--json`` prints the report);
 * ``agriseries status SITE.yaml`` prints the jobs by state with their errors, the products
-  made and what is waiting.
+  made and what is waiting;
+* ``agriseries retry SITE.yaml KEY... | --all`` puts failed and quarantined jobs back in the
+  queue (attempts reset) once their cause is fixed; the next ``run`` takes them.
 
 Exit codes: 0 all went well, 1 a job failed or the run stopped on an error (the database
 unavailable...), 2 wrong usage, 130 (SIGINT) or 143 (SIGTERM) a run without ``--watch`` stopped
@@ -25,11 +27,11 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from ..cli_output import TILE, out
 from ..cli_output import err as console
-from ..cli_output import out
 from ..core.errors import AgriseriesError
 
-__all__ = ["cli", "run", "site", "status"]
+__all__ = ["cli", "retry", "run", "site", "status"]
 
 
 def _fail(exc: AgriseriesError) -> None:
@@ -250,12 +252,12 @@ def status(site_file: Path, as_json: bool) -> None:
             r.add_row(j["processor"], j["tile"] or "", j["runner"] or "", j["heartbeat"] or "")
         out.print(r)
     if st.problems:
-        f = Table(title="failed and quarantined jobs")
-        for col in ("processor", "tile", "state", "attempts", "error"):
+        f = Table(title="failed and quarantined jobs (agriseries retry SITE JOB puts one back)")
+        for col in ("job", "processor", "tile", "state", "attempts", "error"):
             f.add_column(col, overflow="fold")
         for j in st.problems:
-            f.add_row(j["processor"], j["tile"] or "", j["state"], str(j["attempts"]),
-                      j["error"] or "")
+            f.add_row(j["key"][:KEY_SHOWN], j["processor"], j["tile"] or "", j["state"],
+                      str(j["attempts"]), j["error"] or "")
         out.print(f)
     if st.waiting:
         w = Table(title="waiting")
@@ -277,6 +279,84 @@ def status(site_file: Path, as_json: bool) -> None:
         out.print(f"[yellow]note:[/yellow] {n}", highlight=False)
 
 
+#: How many characters of a job's key ``status`` shows (``retry`` takes any unique prefix).
+KEY_SHOWN = 12
+
+
+@click.command(name="retry")
+@click.argument("site_file", type=click.Path(path_type=Path))
+@click.argument("keys", nargs=-1)
+@click.option("--all", "all_", is_flag=True,
+              help="Every failed and quarantined job (of --processor / --tile when given).")
+@click.option("--processor", default=None, help="Only jobs of this processor (L3A, L3B, ...).")
+@click.option("--tile", type=TILE, default=None, help="Only jobs of this tile.")
+@click.option("--json", "as_json", is_flag=True, help="Print the retried jobs as JSON.")
+def retry(site_file: Path, keys: tuple[str, ...], all_: bool, processor: str | None,
+          tile: str | None, as_json: bool) -> None:
+    """Put jobs of SITE_FILE back in the queue, their attempts reset and no backoff left,
+    for the next `agriseries run`: failed and quarantined jobs once their cause is fixed (an
+    input replaced, more memory, a provider back), and done jobs named by KEYS, to run them
+    again (their product removed from the store, or an input that failed in them fixed).
+    KEYS: job keys, or their first characters as `agriseries status` and `run` show them.
+
+    Exit code 0 when jobs were put back, 2 for a key that names no job (or several, or a
+    running or queued one), 3 when --all finds none. --all takes failed and quarantined jobs
+    only."""
+    from ..core.errors import NothingToDoError
+    from .records import JobState
+
+    if bool(keys) == all_:
+        raise click.UsageError("name the jobs to retry (the job column of `agriseries status`)"
+                               " or give --all, not both" if keys else
+                               "name the jobs to retry (the job column of `agriseries "
+                               "status`), or give --all")
+    s = _load(site_file)
+    retryable = (JobState.FAILED, JobState.QUARANTINED)
+    try:
+        js = s.job_store()
+        try:
+            if all_:
+                chosen = js.jobs(retryable, processor=processor, tile=tile)
+                if not chosen:
+                    what = " ".join(x for x in (processor, tile) if x)
+                    raise NothingToDoError(f"no failed or quarantined {what + ' ' if what else ''}"
+                                           f"job in {js.url}")
+            else:
+                every = js.jobs(processor=processor, tile=tile)
+                chosen = []
+                for k in keys:
+                    hits = [j for j in every if j.key.startswith(k.lower())]
+                    if len(hits) != 1:
+                        raise click.BadParameter(
+                            f"{k!r}: " + (f"{len(hits)} jobs have a key starting so; give more "
+                                          "characters" if hits else
+                                          f"no job of {s.name} has a key starting so"),
+                            param_hint="KEYS")
+                    if hits[0].state not in (*retryable, JobState.DONE):
+                        raise click.BadParameter(
+                            f"{k!r}: the {hits[0].processor} job of {hits[0].tile or 'the site'} "
+                            f"is {hits[0].state.value}; only failed, quarantined or done jobs "
+                            "are put back", param_hint="KEYS")
+                    chosen.append(hits[0])
+            done = [(was, js.retry(was.key, done=True)) for was in chosen]
+        finally:
+            js.close()
+    except AgriseriesError as e:
+        _fail(e)
+    if as_json:
+        out.print_json(json.dumps([{"key": now.key, "processor": now.processor,
+                                    "tile": now.tile, "was": was.state.value,
+                                    "error": was.error} for was, now in done]))
+        return
+    for was, now in done:
+        why = f" ({was.error})" if was.error else ""
+        out.print(f"retry {now.key[:KEY_SHOWN]} {now.processor} {now.tile or ''}: was "
+                  f"{was.state.value} after {was.attempts} attempt(s){why}",
+                  highlight=False, soft_wrap=True)
+    out.print(f"{len(done)} job(s) queued again; `agriseries run {site_file}` runs them",
+              highlight=False)
+
+
 @click.group(name="agriseries-production",
              context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
@@ -286,6 +366,7 @@ def cli() -> None:
 cli.add_command(site)
 cli.add_command(run)
 cli.add_command(status)
+cli.add_command(retry)
 
 if __name__ == "__main__":
     cli()

@@ -13,7 +13,7 @@ Life of a job (:class:`~agriseries.production.records.JobState`)::
                  ^                 |  \\--fail (attempts < max)--> failed --(backoff)--> claimable
                  |                 |   \\-fail (attempts = max)--> quarantined (error + traceback)
                  |                 \\-lease expired (runner killed) --> claimable again
-                 \\------------- retry_quarantined / release --------------/
+                 \\-------- retry (failed, quarantined) / release -----------/
 
 A claim counts as an attempt. A runner keeps its lease alive with :meth:`JobQueue.heartbeat`
 (every ``lease_s / 3`` seconds, say); when a runner dies (``kill -9``, lost machine) its lease
@@ -430,16 +430,41 @@ class JobQueue(Database):
         ConfigurationError
             If there is no such job or it is not quarantined.
         """
+        return self._requeue(key, (JobState.QUARANTINED,), "only a quarantined job")
+
+    def retry(self, key: str, *, done: bool = False) -> Job:
+        """Put a failed or quarantined job back in the queue, claimable at once (no backoff
+        left) and with its attempt count reset: for after its cause was fixed (an input
+        replaced, more memory, a provider back). With ``done=True`` a done job too: run it
+        again (its product was removed from the store, or an input failed in it and was
+        fixed; a product still in the store made the same way is kept as it is).
+        ``agriseries retry`` calls it.
+
+        Its last error and traceback (or outputs) stay until the next attempt ends.
+
+        Raises
+        ------
+        ConfigurationError
+            If there is no such job or it is in another state.
+        """
+        if done:
+            return self._requeue(key, (JobState.FAILED, JobState.QUARANTINED, JobState.DONE),
+                                 "only a failed, quarantined or done job")
+        return self._requeue(key, (JobState.FAILED, JobState.QUARANTINED),
+                             "only a failed or quarantined job")
+
+    def _requeue(self, key: str, allowed: tuple[JobState, ...], what: str) -> Job:
         with self.transaction(f"retry {key[:12]}", write=True) as conn:
             cur = self._get(conn, key)
             if cur is None:
                 raise ConfigurationError(f"job store {self.url}: no job with key {key!r}")
-            if cur.state is not JobState.QUARANTINED:
+            if cur.state not in allowed:
                 raise ConfigurationError(
-                    f"{cur}: only a quarantined job can be retried, this one is {cur.state.value}")
+                    f"{cur}: {what} can be retried, this one is {cur.state.value}")
             now = self._now(conn)
             conn.execute(sa.update(jobs_table).where(_J.key == key).values(
-                state=JobState.QUEUED.value, attempts=0, next_try_at=now, updated_at=now))
+                state=JobState.QUEUED.value, attempts=0, next_try_at=now, finished_at=None,
+                updated_at=now))
             out = self._get(conn, key)
         assert out is not None
         return out

@@ -475,11 +475,12 @@ class Runner:
                     if gone:  # made by the job, since gone from the store
                         self.note(f"{job} is done but its product(s) {', '.join(gone)} are "
                                   "not in the store (removed by hand?); not remade -- "
-                                  "delete the job to remake it")
+                                  f"`agriseries retry SITE {job.key[:12]}` remakes it")
                     else:  # never made: an input failed in the job (reported when it ran)
                         self.note(f"{job} is done without {', '.join(spec.outputs)}: an "
                                   "input failed in it (see the job's failure); not tried "
-                                  "again -- fix the input, then delete the job to retry")
+                                  "again -- fix the input, then `agriseries retry SITE "
+                                  f"{job.key[:12]}`")
                 continue
             if job.attempts == 0 and job.state is JobState.QUEUED:
                 n_new += 1
