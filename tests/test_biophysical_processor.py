@@ -51,6 +51,26 @@ def test_one_l3b_per_l2a_with_flags_and_network_named(l3b_store):
     assert rb["data_type"] == "float32" and rb["spatial_resolution"] == 20
 
 
+def test_an_l3b_product_loads_on_its_own_grid_without_a_resolution(l3b_store):
+    """``agriseries.load`` of an L3B (variables, no reflectance band): its 20 m grid by
+    default, the stored values; a product with neither bands nor grids is an error naming it."""
+    import dataclasses
+
+    from agriseries import load
+    from agriseries.core.errors import CorruptProductError
+
+    item = next(iter(l3b_store.items(level="L3B", tile="T31UDS")))
+    product = l3b_store.open(item)
+    ds = load(product)
+    assert ds.odc.geobox.resolution.x == 20 and ds.sizes["y"] == ds.sizes["x"] == 32
+    with rasterio.open(item.assets["LAI"].get_absolute_href()) as src:
+        stored = src.read(1)
+    np.testing.assert_array_equal(ds["LAI"].values[0], stored)
+    with pytest.raises(CorruptProductError, match="no band and no grid") as e:
+        load(dataclasses.replace(product, native_grids={}))
+    assert item.id in str(e.value)
+
+
 def _raw_inputs(date_index):
     """The network inputs of one date straight from the provider NetCDF files (an independent path:
     raw DNs x 1e-4, 0 = no data, the 10 m bands averaged 2 x 2 onto the 20 m grid)."""

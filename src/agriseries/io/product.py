@@ -379,6 +379,25 @@ def aligned_with(asset: Asset, geobox: GeoBox) -> bool:
         raise CorruptProductError(asset.path, f"cannot read raster data: {exc}") from exc
 
 
+def finest_resolution(product: SourceProduct, default: int = 10) -> int:
+    """The finest resolution of a product's reflectance bands (a band of unknown resolution
+    counts as ``default``); for a product without reflectance bands (L3B variables, L4
+    maps), the finest of its native grids.
+
+    Raises
+    ------
+    CorruptProductError
+        If the product has neither bands nor a native grid to take a resolution from.
+    """
+    if product.bands:
+        return int(min(b.resolution or default for b in product.bands.values()))
+    if product.native_grids:
+        return int(min(product.native_grids))
+    raise CorruptProductError(product.path, "no band and no grid to take a resolution from "
+                                            "(expected reflectance bands or a native grid; "
+                                            "pass resolution= or geobox=)")
+
+
 def target_grid(product: SourceProduct, resolution: int | None = None,
                 geobox: GeoBox | None = None, tile: str | None = None) -> GeoBox:
     """The grid a product is loaded onto.
@@ -397,7 +416,7 @@ def target_grid(product: SourceProduct, resolution: int | None = None,
         res = resolution or 10
         tb = tile_geobox(tile, res)
         fp = product.footprint if product.footprint is not None else product.grid(
-            int(min(a.resolution or res for a in product.bands.values()))).extent
+            finest_resolution(product, res)).extent
         gb = snap_to_tile(tb, fp)
         if gb is None:
             raise EmptyIntersectionError(
@@ -405,9 +424,7 @@ def target_grid(product: SourceProduct, resolution: int | None = None,
             )
         return gb
     else:
-        if resolution is None:
-            resolution = int(min(a.resolution or 10 for a in product.bands.values()))
-        gb = product.grid(resolution)
+        gb = product.grid(resolution or finest_resolution(product))
     if product.footprint is not None:
         fp = product.footprint.to_crs(gb.crs)
         if not gb.extent.intersects(fp) or gb.extent.intersection(fp).area <= 0:
