@@ -52,6 +52,7 @@ from ..core.errors import (
 )
 from ..core.grid import snap_to_tile, tile_geobox
 from ..core.masks import CF_ATTRS, MaskBit
+from .blockcodec import decode_block
 from .files import file_geobox
 
 Kind = Literal["reflectance", "quality", "aux"]
@@ -296,9 +297,15 @@ def _read_block(asset: Asset, geobox: GeoBox, dtype, fill) -> np.ndarray:
         with rasterio.open(asset.path) as src:
             nodata = asset.nodata if asset.nodata is not None else src.nodata
             win = _aligned_window(src, geobox)
+            fast = asset.kind != "quality" and np.dtype(dtype) == np.float32
             if win is not None:
                 data = src.read(asset.band_index, window=win, boundless=True,
                                 fill_value=nodata if nodata is not None else 0)
+                if fast:  # one compiled pass, the values of the numpy path below
+                    out = decode_block(data, nodata, asset.scale, asset.offset,
+                                       inside=_inside_rect(src, win))
+                    if out is not None:
+                        return out
                 valid = _inside_mask(src, win)
             else:
                 # Without a no-data value, an alpha band tells the target pixels the source
@@ -311,7 +318,13 @@ def _read_block(asset: Asset, geobox: GeoBox, dtype, fill) -> np.ndarray:
                                resampling=resampling, src_nodata=nodata,
                                nodata=nodata, add_alpha=nodata is None) as vrt:
                     data = vrt.read(asset.band_index)
-                    valid = vrt.read(vrt.count) > 0 if nodata is None else np.ones(data.shape, bool)
+                    valid = vrt.read(vrt.count) > 0 if nodata is None else None
+                if fast:
+                    out = decode_block(data, nodata, asset.scale, asset.offset, valid=valid)
+                    if out is not None:
+                        return out
+                if valid is None:
+                    valid = np.ones(data.shape, bool)
             if nodata is not None:
                 valid &= ~np.isnan(data) if np.isnan(nodata) else data != nodata
     except RasterioIOError as exc:
@@ -335,6 +348,15 @@ def _aligned_window(src, geobox: GeoBox) -> Window | None:
     if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
         return None
     return Window(int(round(col)), int(round(row)), geobox.shape.x, geobox.shape.y)
+
+
+def _inside_rect(src, window: Window) -> tuple[int, int, int, int]:
+    """``(row0, row1, col0, col1)``: the rows and columns of ``window`` (counted from its
+    corner) that lie inside ``src``; what :func:`_inside_mask` is true on."""
+    r0, c0 = int(window.row_off), int(window.col_off)
+    h, w = int(window.height), int(window.width)
+    return (min(max(-r0, 0), h), max(min(src.height - r0, h), 0),
+            min(max(-c0, 0), w), max(min(src.width - c0, w), 0))
 
 
 def _inside_mask(src, window: Window) -> np.ndarray:

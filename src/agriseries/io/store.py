@@ -204,11 +204,34 @@ def _xp(arr):
     return np
 
 
-def _encode_scaled(arr, scale: float, offset: float = 0.0, *, clip: bool = True):
+def _compiled_encoding(arr, scale, offset) -> bool:
+    """Whether :func:`encode_scaled` takes the compiled pass: a float32/float64 numpy or
+    dask array (other types, e.g. xarray objects or integers, take numpy's)."""
+    import dask.array as da
+
+    floats = (np.dtype(np.float32), np.dtype(np.float64))
+    return (isinstance(arr, (np.ndarray, da.Array)) and np.dtype(arr.dtype) in floats
+            and np.result_type(arr.dtype, scale, offset) in floats)
+
+
+def encode_scaled(arr, scale: float, offset: float = 0.0, *, clip: bool = True):
     """``round((arr - offset) / scale)`` as int16, -10000 where NaN (reflectance x 10000,
     weight x 1000, temperature (K - 150) x 100). Values beyond the int16 range are clipped
     (``clip``: a reflectance above 3.2767) or no data (a "temperature" of 6453.7 K is a
     provider's fill value, not a measurement)."""
+    if _compiled_encoding(arr, scale, offset):  # one pass per block, the values of numpy's
+        from .blockcodec import encode_block
+
+        args = (scale, offset, bool(clip), REFLECTANCE_NODATA)
+        if isinstance(arr, np.ndarray):
+            return encode_block(arr, *args)
+        return arr.map_blocks(encode_block, *args, dtype=np.int16,
+                              meta=np.empty((0,) * arr.ndim, np.int16))
+    return encode_scaled_numpy(arr, scale, offset, clip=clip)
+
+
+def encode_scaled_numpy(arr, scale: float, offset: float = 0.0, *, clip: bool = True):
+    """:func:`encode_scaled` in numpy (or dask) operations, several passes over the data."""
     xp = _xp(arr)
     q = xp.round((arr - offset) / scale)
     bad = xp.isnan(arr)
@@ -221,7 +244,7 @@ def _encode_scaled(arr, scale: float, offset: float = 0.0, *, clip: bool = True)
 
 def encode_reflectance(arr):
     """Reflectance (float, NaN = no data) as stored: int16 x 10000, -10000 for no data."""
-    return _encode_scaled(arr, 1.0 / REFLECTANCE_SCALE)
+    return encode_scaled(arr, 1.0 / REFLECTANCE_SCALE)
 
 
 class ProductStore:
@@ -493,7 +516,7 @@ class ProductStore:
             scale = layer.scale or 1.0
             offset = layer.offset or 0.0
             roles = ("data", "temperature") if layer.unit == "K" else ("data",)
-            data = _encode_scaled(layer.data, scale, offset, clip=layer.unit != "K")
+            data = encode_scaled(layer.data, scale, offset, clip=layer.unit != "K")
             return (CogJob(path, data, layer.geobox,
                            REFLECTANCE_NODATA, "average", description=layer.key,
                            scale=scale, offset=offset, units=layer.unit),
