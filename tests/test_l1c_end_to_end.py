@@ -173,9 +173,11 @@ def test_run_fetches_an_l1c_makes_its_l2a_here_then_the_l3a(tmp_path):
 
 
 @pytest.mark.allow_hosts(["127.0.0.1"])
-def test_an_l1c_item_without_a_band_the_processor_needs_fails_by_name(tmp_path):
-    """The same served L1C, its item without the blue band (B02): the run says which band
-    of which product is missing, exits 1, and makes no L2A or L3A from it."""
+def test_an_l1c_item_without_a_band_the_processor_needs_is_not_fetched(tmp_path):
+    """The same served L1C, its item without the blue band (B02): the acquisition fails
+    before any band is downloaded (the next provider would be tried; here there is none),
+    naming the item, the band and why it is needed; the run exits 1, nothing reaches the
+    inbox or the store, and no L2A or L3A is made."""
     from agriseries.acquire.replay import ReplayApi, ReplayServer
 
     safe = build_l1c_safe(tmp_path / "assembled")
@@ -187,19 +189,23 @@ def test_an_l1c_item_without_a_band_the_processor_needs_fails_by_name(tmp_path):
         path = l1c_site(tmp_path, srv)
         r = agriseries("run", str(path))
         assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
-        l1c = "L1C_S2A_T33UUU_20170216T102101_ESA"
-        failure = (f"L2A of {l1c} failed: {tmp_path / 'store'}/L1C/T33UUU/2017/{l1c}: {l1c}: "
-                   "band(s) B02 missing; the cloud tests need B02, B03, B04, B08, B11")
+        failure = (f"item {item['id']} of earth-search: no asset 'blue' for band B02 (the L2A "
+                   "processor's cloud tests need B02, B03, B04, B08, B11)")
         assert failure in r.stderr, r.stderr
-        # the job that could not make it is not said to have lost a product
-        assert "removed by hand" not in r.stdout + r.stderr
-        assert "done without L2A_S2A_T33UUU_20170216T102101_AGS: an input failed" in r.stderr
         assert "Traceback" not in r.stdout + r.stderr
+        assert not [q for q in srv.log if q["path"].endswith(".tif")]  # no band downloaded
+        assert not (tmp_path / "inbox").exists() or not any((tmp_path / "inbox").iterdir())
         store = ProductStore(tmp_path / "store")
-        assert [i.id for i in store.items(Level.L1C, TILE)] == [l1c]  # kept, as fetched
-        assert not list(store.items(Level.L2A, TILE)) and not list(store.items(Level.L3A, TILE))
-        # a later run does not try it again, and says why there is no L2A
+        for level in (Level.L1C, Level.L2A, Level.L3A):
+            assert not list(store.items(level, TILE))
+        # the failed acquisition is retried after its backoff, not at once
         r = agriseries("run", str(path))
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]  # nothing new
-        assert "0 product(s) made, 0 failure(s), 0 new job(s)" in r.stdout
-        assert "done without L2A_S2A_T33UUU_20170216T102101_AGS: an input failed" in r.stderr
+        assert r.returncode == 0 and "0 product(s) made" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+        assert not [q for q in srv.log if q["path"].endswith(".tif")]
+
+
+def test_the_bands_an_l1c_cannot_lack_are_those_the_l2a_processor_needs():
+    from agriseries.acquire.fetch import S2_NEEDED
+    from agriseries.l2a.processor import REQUIRED_SCENE_BANDS, SCENE_BANDS
+
+    assert S2_NEEDED["L1C"] == tuple(SCENE_BANDS["S2"][k] for k in REQUIRED_SCENE_BANDS)

@@ -69,6 +69,12 @@ S2_BANDS = {
 }
 #: Layers fetched with the bands: the Sen2Cor scene classification (the mask) and AOT.
 S2_QUALITY = {"L2A": ("SCL", "AOT"), "L1C": ()}
+#: Bands an item of each level cannot lack (when they are among those fetched): the L2A's
+#: scene classification (its mask); the bands the L2A processor's cloud tests need from an
+#: L1C (blue, green, red, NIR, SWIR 1.6 um: ``agriseries.l2a.processor.REQUIRED_SCENE_BANDS``).
+#: An item without one fails its fetch, so that the acquisition's next provider is tried,
+#: rather than being fetched to fail later.
+S2_NEEDED = {"L2A": ("SCL",), "L1C": ("B02", "B03", "B04", "B08", "B11")}
 
 
 @dataclass(frozen=True)
@@ -321,11 +327,16 @@ class Fetcher:
             for b in wanted:
                 key = prov.s2_bands.get(b, b)
                 if key not in assets:
-                    if b != "SCL" and not (self.options.bands and b in self.options.bands
+                    needed = b in S2_NEEDED[acq.level]
+                    if not needed and not (self.options.bands and b in self.options.bands
                                            and self.options.require_bands):
                         continue  # a band the item lacks and nobody asked for by name
+                    why = ""
+                    if needed and acq.level == "L1C":
+                        why = (" (the L2A processor's cloud tests need "
+                               f"{', '.join(S2_NEEDED['L1C'])})")
                     raise DownloadError(f"item {acq.item.id} of {prov.name}: no asset {key!r} "
-                                        f"for band {b}")
+                                        f"for band {b}{why}")
                 a = assets[key]
                 gsd = a.extra_fields.get("gsd")
                 rb = a.extra_fields.get("raster:bands") or [{}]
