@@ -440,34 +440,50 @@ def _local_scheduler(sources: list[_Source]) -> bool:
 
 
 def _write_graph(sources: list[_Source]) -> None:
-    """One dask graph: every block computed and put into its source, and each file's COG
-    written by a task that waits for that file's blocks only (so a file is compressed while
-    the blocks of others are still being computed). A task the files share (the kernel of a
-    composite) runs once; finished blocks are not kept."""
+    """The blocks of every file computed and put into its source one strip of block rows
+    at a time (row ``i`` of every file's blocks, by position, in one graph: a task the files
+    share -- the kernel of a composite, a read two resolutions use -- runs once), and each
+    file's COG written by a task of the graph of its last strip, which waits for that file's
+    blocks only (two files are compressed at once on two threads). Finished blocks are not
+    kept. One graph for the whole tile let dask's ordering run ahead: it computed one
+    resolution's kernel over the whole tile first, holding the reads the other shares (the
+    10 m blue of every date for the 20 m grid, 4.7 GB on a full tile of 8 dates)."""
     import dask
     from dask.delayed import Delayed
     from dask.highlevelgraph import HighLevelGraph
+    from dask.optimization import cull
 
     # not optimised: array optimisation fuses a shared task into each consumer's chain,
     # which would run a composite's kernel once per layer
     arrays = [s.job.data for s in sources]
+    nstrips = max(a.numblocks[-2] for a in arrays)
+    strips: list[list] = [[] for _ in range(nstrips)]
     layer: dict = {}
-    finals = []
     for s, arr in zip(sources, arrays):
         starts = [np.cumsum((0,) + c) for c in arr.chunks]
+        height = int(starts[-2][-1])
         puts = []
         for idx in np.ndindex(*arr.numblocks):
             region = tuple(slice(int(st[i]), int(st[i + 1])) for st, i in zip(starts, idx))
             key = (f"cog-put-{s.token}",) + idx
             layer[key] = (_put, s, region, (arr.name,) + idx)
-            puts.append(key)
-        layer[f"cog-write-{s.token}"] = (_translate_after, s, puts)
-        finals.append(f"cog-write-{s.token}")
-    name = f"cog-all-{uuid.uuid4().hex}"
-    layer[name] = (len, finals)
-    graph = HighLevelGraph.merge(HighLevelGraph.from_collections(name, layer, dependencies=arrays),
-                                 *[a.dask for a in arrays])
-    dask.compute(Delayed(name, graph), optimize_graph=False)
+            strip = min(nstrips - 1, int(starts[-2][idx[-2]]) * nstrips // max(height, 1))
+            strips[strip].append(key)
+            puts.append((strip, key))
+        last = max(k for k, _ in puts)
+        # the strips run one after the other: the puts of the last one are all it waits for
+        layer[f"cog-write-{s.token}"] = (_translate_after, s, [k for i, k in puts if i == last])
+        strips[last].append(f"cog-write-{s.token}")
+    graph = dict(HighLevelGraph.merge(HighLevelGraph.from_collections(
+        f"cog-puts-{uuid.uuid4().hex}", layer, dependencies=arrays), *[a.dask for a in arrays]))
+    for keys in strips:
+        if not keys:
+            continue
+        name = f"cog-strip-{uuid.uuid4().hex}"
+        graph[name] = (len, keys)
+        sub, _ = cull(graph, [name])
+        dask.compute(Delayed(name, sub), optimize_graph=False)
+        del graph[name]
 
 
 def _put(source: _Source, region: tuple, block) -> None:
