@@ -16,9 +16,12 @@ GeoTIFF, then GDAL's COG copy of it; the values written are the same.)
 :func:`write_cogs` writes several such files in one pass over their dask graphs, so
 that layers made by one kernel (a composite's bands, weight, date and flags) share its
 tasks instead of recomputing them once per file. On the local (threaded) dask scheduler
-the whole write is one graph: block computations, block stores into the uncompressed
-sources and, as soon as every block of a file is in, that file's COG compression (GDAL
-releases the GIL), so that compressing one layer overlaps computing the others. On a
+the write is one graph per strip of block rows (row ``i`` of every file's blocks): block
+computations and block stores into the uncompressed sources, and in the last strip each
+file's COG compression as soon as its blocks are in (GDAL releases the GIL), so that
+compressing one layer overlaps computing the others; a strip at a time keeps dask from
+computing one file's blocks over the whole tile ahead of the others that share its
+inputs (memory). On a
 distributed scheduler (``engine.chunks: cluster``) the blocks are computed by the cluster
 one row of blocks at a time and stored here, then each file is compressed.
 
