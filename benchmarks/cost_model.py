@@ -297,10 +297,18 @@ def measure(size: int, out: Path, only: list[str] | None) -> dict:
                   flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    res["meta"] = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "size": size,
-                   "commit": _git_commit(), "cpus": os.cpu_count(),
-                   "load_average_start": load0, "load_average_end": os.getloadavg(),
-                   "command": "benchmarks/cost_model.py measure --size %d" % size}
+    meta = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "size": size,
+            "commit": _git_commit(), "cpus": os.cpu_count(),
+            "load_average_start": load0, "load_average_end": os.getloadavg(),
+            "command": "benchmarks/cost_model.py measure --size %d" % size}
+    for name in want:  # each stage says when, and at which commit, it was measured
+        res["stages"][name].update(date=meta["date"], commit=meta["commit"])
+    old_meta = runs.get(str(size), {}).get("meta")
+    if only and old_meta:  # the other stages keep their own run's date, commit and load
+        meta["command"] += " --only " + " ".join(only)
+        res["meta"] = {**old_meta, "updates": [*old_meta.get("updates", []), meta]}
+    else:
+        res["meta"] = meta
     runs[str(size)] = res
     out.write_text(json.dumps({"runs": dict(sorted(runs.items(), key=lambda kv: int(kv[0])))},
                               indent=1) + "\n")
@@ -515,10 +523,15 @@ def report(args) -> None:
     cost = per_tile(meas)
     sea = season(args, cost)
     for size, run in meas["runs"].items():
-        m = run["meta"]
-        print(f"measured {m['date']} at commit {m['commit']} on {m['cpus']} cores at {size} px "
-              f"(load average {m['load_average_start'][0]:.1f} at the start, "
-              f"{m['load_average_end'][0]:.1f} at the end): {', '.join(run['stages'])}")
+        for m in [run["meta"], *run["meta"].get("updates", [])]:
+            names = [k for k, r in run["stages"].items()
+                     if r.get("commit", run["meta"]["commit"]) == m["commit"]
+                     and r.get("date", run["meta"]["date"]) == m["date"]]
+            if not names:
+                continue
+            print(f"measured {m['date']} at commit {m['commit']} on {m['cpus']} cores at {size} px "
+                  f"(load average {m['load_average_start'][0]:.1f} at the start, "
+                  f"{m['load_average_end'][0]:.1f} at the end): {', '.join(names)}")
     print(f"each stage fitted as a + b * pixels over the sizes measured, taken at {TILE_PX} px; "
           f"CPU efficiency {args.efficiency:.2f} (CPU / (cores x wall) in the least loaded run)")
     t = cost["texture"]["real_bytes_per_px"]
