@@ -90,13 +90,25 @@ def duckdb_client(folder: Path):
                                install_extensions=False)
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file (or a folder's entries) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
+    """``path`` replaced by ``data`` whole or not at all, also across a power cut: written
+    under a temporary name, flushed, renamed, and the folder's entry flushed."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync(path.parent)
 
 
 class GeoparquetCatalog:
@@ -176,7 +188,9 @@ class GeoparquetCatalog:
 
         try:
             asyncio.run(write())
+            _fsync(tmp)  # rustac closes the file without flushing it to disk
             os.replace(tmp, path)
+            _fsync(path.parent)
         finally:
             tmp.unlink(missing_ok=True)
 
