@@ -282,7 +282,7 @@ def test_commands(store, mask_product):
 def test_crop_maps_and_their_catalogue_are_valid_stac(store, mask_product):
     """Every item (L2A inputs, L4A, and L4B when the tests above made it), collection and
     catalogue of the store validates against core + its extensions (classification v1.1.0)."""
-    from stac_check import assert_valid_stac, store_stac_files
+    from stac_offline import assert_valid_stac, store_stac_files
 
     store.update_catalog()
     files = store_stac_files(store.root)

@@ -182,8 +182,8 @@ def test_publish_drains_outbox_once(published, backend):
 
 def assert_valid(doc: dict, kind: str) -> None:
     """A served document valid against the STAC core schema and every extension it
-    declares (offline schemas: tests/stac_check.py, tests/data/stac_schemas)."""
-    from stac_check import assert_valid_stac
+    declares (offline schemas: tests/stac_offline.py, tests/data/stac_schemas)."""
+    from stac_offline import assert_valid_stac
 
     assert doc.get("type") == {"item": "Feature", "collection": "Collection"}[kind], doc
     assert_valid_stac(doc)

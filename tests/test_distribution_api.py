@@ -66,7 +66,7 @@ def _offline_schemas(monkeypatch) -> list[str]:
     import stac_validator.utilities as su
     from pystac.validation.local_validator import get_local_schema_cache
 
-    from stac_check import SCHEMAS
+    from stac_offline import SCHEMAS
 
     core = get_local_schema_cache()
     ext = re.compile(r"https://stac-extensions\.github\.io/([^/]+)/(v[^/]+)/schema\.json$")
@@ -92,25 +92,13 @@ def _offline_schemas(monkeypatch) -> list[str]:
 
 def _validator():
     """stac-api-validator's QueryConfig and validate_api, and the PyPI package stac_check it
-    uses (tests/stac_check.py shadows it on the tests' path: imported here with the tests
-    folder off the path, the tests' module put back after)."""
-    import os
+    uses (the tests' own offline validator is tests/stac_offline.py, not in its way)."""
     import sys
 
-    here = os.path.abspath(os.path.dirname(__file__))
-    mine = {k: sys.modules.pop(k) for k in list(sys.modules)
-            if k == "stac_check" or k.startswith("stac_api_validator")}
-    saved = sys.path[:]
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != here]
-    try:
-        import stac_check.lint  # noqa: F401  (the PyPI package)
-        from stac_api_validator.validations import QueryConfig, validate_api
+    import stac_check.lint  # noqa: F401  (the PyPI package)
+    from stac_api_validator.validations import QueryConfig, validate_api
 
-        real = sys.modules["stac_check"]
-    finally:
-        sys.path[:] = saved
-        sys.modules["stac_check"] = mine["stac_check"]
-    return QueryConfig, validate_api, real
+    return QueryConfig, validate_api, sys.modules["stac_check"]
 
 
 def test_stac_api_validator(service, token, backend, monkeypatch):  # noqa: F811

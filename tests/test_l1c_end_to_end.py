@@ -21,7 +21,7 @@ import pytest
 import rasterio
 
 from l1c_sample import BANDS, TILE, build_l1c_safe, serve_l1c_safe
-from stac_check import assert_valid_stac, store_stac_files
+from stac_offline import assert_valid_stac, store_stac_files
 
 from agriseries.core.ids import Level
 from agriseries.core.masks import MaskBit

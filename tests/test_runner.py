@@ -106,7 +106,7 @@ def product_folders(store: Path) -> dict[str, Path]:
 def assert_store_whole(site) -> dict[str, float]:
     """Every product folder complete (its STAC item written last), catalogue == disk;
     returns the item modification times."""
-    from stac_check import assert_valid_stac, store_stac_files
+    from stac_offline import assert_valid_stac, store_stac_files
 
     folders = product_folders(site.store)
     for pid, folder in folders.items():
@@ -284,7 +284,7 @@ def test_runner_killed_with_sigkill_mid_job_then_rerun(tmp_path, cluster):
     assert interrupted
     js.close()
     # whatever was being written is not in the product tree: whole products only
-    from stac_check import assert_valid_stac, store_stac_files
+    from stac_offline import assert_valid_stac, store_stac_files
 
     folders = product_folders(site.store)
     for pid, folder in folders.items():

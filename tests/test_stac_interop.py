@@ -3,7 +3,7 @@
 A real store of every level the module can make quickly: L2A ingested from the WorldCereal
 Sentinel-2 and Landsat 8 series (June-August 2018) and the ESA SAFE sample, the July L3A,
 the per-date L3B of the window and its season product. Every STAC document of it validates
-against the core schema and every extension it declares (tests/stac_check.py, offline);
+against the core schema and every extension it declares (tests/stac_offline.py, offline);
 pystac walks it, pystac-client opens it; odc-stac and stackstac read the items onto the
 same grid and the same values as agriseries.load, at native and non-native resolution;
 rioxarray and GDAL see reflectance 0-1; the Landsat thermal bands keep their kelvin.
@@ -22,7 +22,7 @@ import pytest
 import rasterio
 from rasterio.enums import Resampling
 import xarray as xr
-from stac_check import assert_valid_stac, stac_errors, store_stac_files
+from stac_offline import assert_valid_stac, stac_errors, store_stac_files
 
 import agriseries
 from agriseries.biophysical.processor import biophysical_series, run_biophysical

@@ -4,7 +4,7 @@ Independent of agriseries' own checks: jsonschema with the STAC core schemas pys
 the extension schemas of ``tests/data/stac_schemas`` (see its SOURCE.txt) and the PROJJSON
 schema of pyproj. Any other remote reference is an error (the tests run offline).
 
-    from stac_check import assert_valid_stac, store_stac_files
+    from stac_offline import assert_valid_stac, store_stac_files
     assert_valid_stac(*store_stac_files(store.root))
 """
 
