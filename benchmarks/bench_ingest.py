@@ -9,13 +9,15 @@ is measured separately):
   COG writer has;
 * agriseries: ``SourceProduct`` -> ``load`` (dask, 2048 px chunks, scale/offset to float32
   reflectance) -> int16 x 10000 encoding -> ``write_cog`` (one compression: the pixels are
-  gathered uncompressed, then GDAL's COG driver writes the file). The decoding and the
+  gathered uncompressed, their overview levels computed from them in memory, then GDAL's
+  COG driver writes the file, copying those levels). The decoding and the
   encoding are one compiled (numba) pass per block each; numba's start-up, paid once per
   process before the first of them, is measured and printed apart (like the imports, which
   no side's time includes) and in a ratio of its own;
 * two_pass: the same read and encoding written the way ``write_cog`` did before (a temporary
-  tiled DEFLATE GeoTIFF, then GDAL's COG copy of it: every tile compressed twice), kept here
-  to show what the single compression saves.
+  tiled DEFLATE GeoTIFF, then GDAL's COG copy of it: every tile compressed twice, GDAL's
+  overviews), kept here to show what the single compression saves, and to check that
+  agriseries' file holds the same pixels and overview levels.
 
 It prints wall time and peak RSS of each, and their ratios to the baseline, all measured in
 the same run (so a loaded machine slows every side). Run with:
@@ -192,6 +194,13 @@ def main() -> None:
         with rasterio.open(Path(tmp) / "agriseries.tif") as a, \
                 rasterio.open(Path(tmp) / "two_pass.tif") as b:
             assert np.array_equal(a.read(1), b.read(1)), "the two writers disagree"
+            assert a.overviews(1) == b.overviews(1)
+            levels = len(a.overviews(1))
+        for k in range(levels):  # agriseries' own overviews against GDAL's (two_pass)
+            with rasterio.open(Path(tmp) / "agriseries.tif", overview_level=k) as a, \
+                    rasterio.open(Path(tmp) / "two_pass.tif", overview_level=k) as b:
+                assert np.array_equal(a.read(1), b.read(1)), f"overview level {k} differs"
+        print(f"overviews: the {levels} levels equal GDAL's (two_pass) pixel for pixel")
         base = res["baseline"]
         for which in order[1:]:
             print(f"ratio {which} / baseline (best of {args.repeat}): time "

@@ -6,12 +6,16 @@ overviews down to < 512 px, written first to a temporary file next to the target
 and renamed into place only when complete, so that a crash never leaves a half file
 under the final name.
 
-Every file is compressed once. The pixels are gathered uncompressed -- in a GDAL
-``MEM`` dataset, or, past :data:`MEMORY_BUDGET` bytes per call, in a raw file next to
-the target read through a GDAL VRT -- and GDAL's COG driver makes the file from that
-source in one pass: its overviews from the uncompressed pixels, each tile compressed
-once. (The earlier writer compressed every tile twice: a temporary tiled, DEFLATE
-GeoTIFF, then GDAL's COG copy of it; the values written are the same.)
+Every file is compressed once. The pixels are gathered uncompressed -- in memory (a
+numpy array), or, past :data:`MEMORY_BUDGET` bytes per call, in a raw file next to the
+target -- read by GDAL through a VRT, and GDAL's COG driver makes the file from that
+source in one pass, each tile compressed once. The overviews of a file held in memory
+are computed here from its pixels (:mod:`agriseries.io.overviews`, GDAL's values pixel
+for pixel) and given to the COG driver as the source's own, which it copies; otherwise
+(raw files, the cases that module leaves to GDAL) the COG driver computes them, through
+a temporary compressed file of its own. (The earlier writer compressed every tile twice:
+a temporary tiled, DEFLATE GeoTIFF, then GDAL's COG copy of it; the values written are
+the same.)
 
 :func:`write_cogs` writes several such files in one pass over their dask graphs, so
 that layers made by one kernel (a composite's bands, weight, date and flags) share its
@@ -45,6 +49,7 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from ..core.errors import AgriseriesError, StoreError
+from .overviews import build_overviews
 from .tiff_errors import libtiff_messages, route_libtiff_messages
 
 # libtiff's write/seek failures (a full disk) reach GDAL's error handling, not the terminal
@@ -235,7 +240,7 @@ class _Source:
             with self.lock:
                 if self.closed:
                     raise StoreError(f"{self.path}: writing was abandoned")
-                with libtiff_messages() as said:
+                with libtiff_messages() as said, rasterio.Env(**_MEM_VRT):
                     try:
                         rasterio.shutil.copy(self.dataset(), tmp_cog, driver="COG",
                                              compress="DEFLATE", predictor=_predictor(self.dtype),
@@ -287,30 +292,87 @@ def _set_metadata(dst, job: CogJob, count: int) -> None:
 
 
 class _MemSource(_Source):
-    """Pixels in a GDAL ``MEM`` dataset."""
+    """Pixels in a numpy array, given to GDAL as ``MEM`` datasets in a VRT, with the
+    overview levels computed from them (when :mod:`agriseries.io.overviews` covers the
+    case; else GDAL's COG driver computes them)."""
 
     def __init__(self, job: CogJob, shape):
         super().__init__(job, shape)
-        gb = job.geobox
+        if self.dtype.name not in _GDAL_TYPES:
+            raise StoreError(f"{self.path}: cannot write {self.dtype} data as a COG")
         _per_band_check(job, shape[0])
-        self.ds = rasterio.open(f"{self.path.name}.mem", "w", driver="MEM", width=shape[2],
-                                height=shape[1], count=shape[0], dtype=self.dtype.name,
-                                crs=gb.crs.to_wkt(), transform=gb.affine, nodata=job.nodata)
-        _set_metadata(self.ds, job, shape[0])
+        self.pixels = np.zeros(shape, self.dtype)  # zero pages: touched when filled
+        self.levels: list[np.ndarray] = []
+        self.vrt = _tmp_name(self.path, ".vrt")
+        self.ds = None
 
     def _put(self, bands, rows, cols, block):
-        self.ds.write(block, indexes=list(range(bands[0] + 1, bands[1] + 1)),
-                      window=Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0]))
+        self.pixels[bands[0]:bands[1], rows[0]:rows[1], cols[0]:cols[1]] = block
 
     def dataset(self):
+        job = self.job
+        self.levels = build_overviews(self.pixels, job.overview_resampling, job.nodata,
+                                      job.colormap, BLOCKSIZE) or []
+        bands = []
+        for b in range(self.shape[0]):
+            overviews = "".join(f"<Overview>{_mem_source(level, b)}</Overview>"
+                                for level in self.levels)
+            bands.append(f"<SimpleSource>{_mem_source(self.pixels, b)}</SimpleSource>{overviews}")
+        self.ds = _open_vrt(self, self.vrt, bands)
         return self.ds
 
     def _free(self):
-        self.ds.close()
+        if self.ds is not None and not self.ds.closed:
+            self.ds.close()
+        self.pixels = None
+        self.levels = []
+        for f in (self.vrt, self.vrt + ".aux.xml"):
+            if os.path.exists(f):
+                os.unlink(f)
+
+
+#: GDAL options to open the in-memory pixels by address from a VRT (set for the COG copy
+#: only): ``MEM:::`` names and VRT sources pointing at them are refused by default
+_MEM_VRT = {"GDAL_MEM_ENABLE_OPEN": "YES", "VRT_ALLOW_MEM_DRIVER": "YES"}
+
+
+def _mem_source(arr: np.ndarray, band: int) -> str:
+    """VRT source elements reading band ``band`` of a C-contiguous ``(bands, rows, cols)``
+    array in place (GDAL's ``MEM:::DATAPOINTER`` name)."""
+    nb, ny, nx = arr.shape
+    name = (f"MEM:::DATAPOINTER={arr.__array_interface__['data'][0]},PIXELS={nx},LINES={ny},"
+            f"BANDS={nb},DATATYPE={_GDAL_TYPES[arr.dtype.name]},PIXELOFFSET={arr.strides[2]},"
+            f"LINEOFFSET={arr.strides[1]},BANDOFFSET={arr.strides[0]}")
+    return (f'<SourceFilename relativeToVRT="0">{name}</SourceFilename>'
+            f"<SourceBand>{band + 1}</SourceBand>")
+
+
+def _open_vrt(source: "_Source", vrt: str, bands: list[str], subclass: str = ""):
+    """The VRT of a source (its grid, no-data value and metadata; ``bands``: the inner XML
+    of each band), written to ``vrt`` and opened."""
+    from xml.sax.saxutils import escape
+
+    nb, ny, nx = source.shape
+    gb = source.job.geobox
+    a = gb.affine
+    gtype = _GDAL_TYPES[source.dtype.name]
+    nodata = "" if source.job.nodata is None else f"<NoDataValue>{source.job.nodata}</NoDataValue>"
+    sub = f' subClass="{subclass}"' if subclass else ""
+    xml = "".join(f'<VRTRasterBand dataType="{gtype}" band="{b + 1}"{sub}>{nodata}{inner}'
+                  "</VRTRasterBand>" for b, inner in enumerate(bands))
+    with open(vrt, "w", encoding="utf-8") as f:
+        f.write(f'<VRTDataset rasterXSize="{nx}" rasterYSize="{ny}">'
+                f"<SRS>{escape(gb.crs.to_wkt())}</SRS>"
+                f"<GeoTransform>{a.c!r}, {a.a!r}, {a.b!r}, {a.f!r}, {a.d!r}, {a.e!r}"
+                f"</GeoTransform>{xml}</VRTDataset>")
+    with rasterio.open(vrt, "r+") as dst:  # metadata through GDAL
+        _set_metadata(dst, source.job, nb)
+    return rasterio.open(vrt)
 
 
 _GDAL_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16",
-               "uint32": "UInt32", "int32": "Int32", "float32": "Float32", "float64": "Float64"}
+               "uint32": "UInt32", "int32": "Int32", "int64": "Int64", "uint64": "UInt64",
+               "float32": "Float32", "float64": "Float64"}
 
 
 class _RawSource(_Source):
@@ -349,24 +411,12 @@ class _RawSource(_Source):
         from xml.sax.saxutils import escape
 
         nb, ny, nx = self.shape
-        gb, item = self.job.geobox, self.dtype.itemsize
-        a = gb.affine
-        gtype = _GDAL_TYPES[self.dtype.name]
-        nodata = "" if self.job.nodata is None else f"<NoDataValue>{self.job.nodata}</NoDataValue>"
-        bands = "".join(
-            f'<VRTRasterBand dataType="{gtype}" band="{b + 1}" subClass="VRTRawRasterBand">'
-            f"{nodata}<SourceFilename relativeToVRT=\"0\">{escape(self.raw)}</SourceFilename>"
-            f"<ImageOffset>{b * ny * nx * item}</ImageOffset><PixelOffset>{item}</PixelOffset>"
-            f"<LineOffset>{nx * item}</LineOffset><ByteOrder>LSB</ByteOrder></VRTRasterBand>"
-            for b in range(nb))
-        with open(self.vrt, "w", encoding="utf-8") as f:
-            f.write(f'<VRTDataset rasterXSize="{nx}" rasterYSize="{ny}">'
-                    f"<SRS>{escape(gb.crs.to_wkt())}</SRS>"
-                    f"<GeoTransform>{a.c!r}, {a.a!r}, {a.b!r}, {a.f!r}, {a.d!r}, {a.e!r}"
-                    f"</GeoTransform>{bands}</VRTDataset>")
-        with rasterio.open(self.vrt, "r+") as dst:  # metadata through GDAL, as for MEM
-            _set_metadata(dst, self.job, nb)
-        self.ds = rasterio.open(self.vrt)
+        item = self.dtype.itemsize
+        bands = [f'<SourceFilename relativeToVRT="0">{escape(self.raw)}</SourceFilename>'
+                 f"<ImageOffset>{b * ny * nx * item}</ImageOffset><PixelOffset>{item}</PixelOffset>"
+                 f"<LineOffset>{nx * item}</LineOffset><ByteOrder>LSB</ByteOrder>"
+                 for b in range(nb)]
+        self.ds = _open_vrt(self, self.vrt, bands, "VRTRawRasterBand")
         return self.ds
 
     def _free(self):
