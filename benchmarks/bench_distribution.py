@@ -2,7 +2,7 @@
 
     python benchmarks/bench_distribution.py STORE [--items 10000,100000]
         [--backends geoparquet,pgstac] [--clients 1,10,50] [--requests 300] [--zip-gb 10]
-        [--only publish,search,assets,zip]
+        [--only publish,search,assets,zip] [--baseline-pgstac 500] [--baseline-geoparquet 3000]
 
 STORE: a product store whose products are published (the demo site's, or the tests'); its
 real L2A items are copied with new ids and dates (same footprints, same files) to make the
@@ -10,9 +10,11 @@ catalogues. Nothing in STORE is modified: catalogues, accounts and the productio
 of the backlog live in a temporary folder; pgstac runs on a PostgreSQL server started for
 the run (the tests' ``PostgresServer``: Debian's postgresql + postgis).
 
-* publish: a backlog of N products in a production database's outbox (SQLite) drained by
-  the publisher into each backend (items/s; the time to drain), against the backend's own
-  bulk write of the same items without outbox or production database (baseline);
+* publish: the catalogue write before and after the bulk load / deferred rewrites, on the
+  same items in batches of 500 (``--baseline-pgstac`` items, ``pgstac.upsert_items`` vs the
+  bulk load; ``--baseline-geoparquet`` items, a file rewrite per batch vs one), then a
+  backlog of N products in a production database's outbox (SQLite) drained by the publisher
+  into each backend, as ``agriseries publish`` does (the time to drain, items/s);
 * search: ``agriseries serve`` on each catalogue, loaded from a **second process** (this
   script with ``--client``, asyncio + httpx) by 1, 10 and 50 concurrent clients, a bounded
   number of STAC searches (date range + cloud filter, 10 items a page): p50/p95 and req/s,
@@ -165,45 +167,87 @@ def cli(*args: str) -> str:
 
 # ------------------------------------------------------------------ phases
 
-def bench_publish(store, base, n, backends, tmp) -> dict:
-    """Drain a backlog of n products through the outbox, against the backend's own write."""
-    from agriseries.distribution.items import published_item
-    from agriseries.distribution.publisher import Publisher
+def _upsert_items_catalog(cat):
+    """The pgstac catalogue ``cat`` (migrated) opened again with the write before the bulk
+    load (the baseline): ``pgstac.upsert_items`` of the whole batch, in the same
+    transaction as the collection update."""
+    from agriseries.distribution.catalog.pgstac import PgstacCatalog
+
+    class UpsertItems(PgstacCatalog):
+        def _load_items(self, cur, items):
+            cur.execute("SELECT pgstac.upsert_items(%s::jsonb)", (json.dumps(items),))
+
+    cat.close()
+    return UpsertItems(cat.dsn, timeout_s=cat.timeout_s, migrate=False)
+
+
+def _record(tmp, name, n, items):
+    """A production database (SQLite job store) holding ``items`` as products with their
+    outbox rows (what production writes); its URL and the time it took."""
     from agriseries.production.catalogue import ProductCatalogue
     from agriseries.production.records import ProductRecord
 
-    items = synth(base, n)
-    pubs = [published_item(it, path, store) for path, it in items]
-    out = {}
-    for name, make in backends.items():
-        cat = make(f"bulk-{n}")
-        t = time.perf_counter()
-        for i in range(0, len(pubs), 500):
-            cat.apply(pubs[i:i + 500], [], store)
-        bulk = time.perf_counter() - t
-        cat.close()
-        db = f"sqlite:///{tmp / f'jobs-{name}-{n}.sqlite'}"
-        pc = ProductCatalogue(db)
+    db = f"sqlite:///{tmp / f'jobs-{name}-{n}.sqlite'}"
+    pc = ProductCatalogue(db)
+    t = time.perf_counter()
+    for i in range(0, len(items), 1000):
         recs = []
-        for path, it in items:
+        for path, it in items[i:i + 1000]:
             when = dt.datetime.fromisoformat(it["properties"]["datetime"].replace("Z", "+00:00"))
             recs.append(ProductRecord(it["id"], "L2A", path.parts[-4], when, when, str(path), it))
+        pc.add_products(recs)
+    record = time.perf_counter() - t
+    pc.close()
+    return db, record
+
+
+def bench_publish(store, base, n, backends, tmp, baseline_n) -> dict:
+    """Publication, per backend: (1) the write before this change against the write now, on
+    the same ``baseline_n`` items in batches of 500 (pgstac: ``pgstac.upsert_items`` against
+    the bulk load; geoparquet: a rewrite of the collection's file per batch against batches
+    deferred and one rewrite); (2) the drain of a backlog of ``n`` products through the
+    outbox of a production database, as ``agriseries publish`` does (time, items/s)."""
+    from agriseries.distribution.items import published_item
+    from agriseries.distribution.publisher import Publisher
+
+    out = {}
+    for name, make in backends.items():
+        m = min(n, baseline_n[name])
+        pubs = [published_item(it, path, store) for path, it in synth(base, m)]
+        cat = make(f"before-{m}")
+        if name == "pgstac":
+            cat = _upsert_items_catalog(cat)
         t = time.perf_counter()
-        for i in range(0, len(recs), 1000):
-            pc.add_products(recs[i:i + 1000])
-        record = time.perf_counter() - t
-        pc.close()
-        pub = Publisher(db, make(f"drain-{n}"), store, timeout_s=120)
+        for i in range(0, m, 500):
+            cat.apply(pubs[i:i + 500], [], store)
+        before = time.perf_counter() - t
+        cat.close()
+        cat = make(f"after-{m}")
+        t = time.perf_counter()
+        for i in range(0, m, 500):
+            cat.apply(pubs[i:i + 500], [], store, **({"defer": True} if name != "pgstac" else {}))
+        if name != "pgstac":
+            cat.flush(store)
+        after = time.perf_counter() - t
+        cat.close()
+        del pubs
+        print(f"publish {m} items in batches of 500, {name}: before {before:.1f} s "
+              f"({m / before:.1f} items/s), now {after:.1f} s ({m / after:.0f} items/s): "
+              f"x{before / after:.1f}; load average {os.getloadavg()[0]:.1f}", flush=True)
+        items = synth(base, n)
+        db, record = _record(tmp, name, n, items)
+        del items
+        pub = Publisher(db, make(f"drain-{n}"), store, timeout_s=300)
         t = time.perf_counter()
         rep = pub.drain()
         drain = time.perf_counter() - t
+        count = pub.backend.count()
         pub.close()
-        assert rep.published == n and rep.backlog == 0, rep
-        out[name] = (bulk, drain)
-        print(f"publish {n} items, {name}: backlog drained in {drain:.1f} s "
-              f"({n / drain:.0f} items/s); the backend's own bulk write {bulk:.1f} s "
-              f"({n / bulk:.0f} items/s): ratio {drain / bulk:.2f}; recording the {n} "
-              f"products + outbox rows (production side) {record:.1f} s", flush=True)
+        assert rep.published == n and rep.backlog == 0 and count == n, (rep, count)
+        out[name] = (before, after, drain)
+        print(f"publish: a backlog of {n} products drained into {name} in {drain:.1f} s "
+              f"({n / drain:.0f} items/s; production recorded them with their outbox rows in "
+              f"{record:.1f} s); load average {os.getloadavg()[0]:.1f}", flush=True)
     return out
 
 
@@ -360,6 +404,10 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--zip-gb", type=float, default=10.0)
     ap.add_argument("--only", default="publish,search,assets,zip")
+    ap.add_argument("--baseline-pgstac", type=int, default=500,
+                    help="publish: items of the before/now comparison on pgstac")
+    ap.add_argument("--baseline-geoparquet", type=int, default=3000,
+                    help="publish: items of the before/now comparison on geoparquet")
     ap.add_argument("--client", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.client:
@@ -409,7 +457,8 @@ def main() -> None:
     try:
         for n in sizes:
             if "publish" in only:
-                bench_publish(store, base, n, backends, tmp)
+                bench_publish(store, base, n, backends, tmp,
+                              {"pgstac": a.baseline_pgstac, "geoparquet": a.baseline_geoparquet})
             elif "search" in only:  # the catalogues in one bulk write each, no outbox
                 from agriseries.distribution.items import published_item
 

@@ -71,7 +71,10 @@ def published_item(item: dict[str, Any], item_path: str | Path, store_root: str 
     except ValueError:
         raise PublishError(f"product {item.get('id')}: its item {path} is not inside the "
                            f"store {root}") from None
-    out = copy.deepcopy(item)
+    try:  # a copy: JSON's round trip is ~10x faster than deepcopy on a STAC item
+        out = json.loads(json.dumps(item))
+    except (TypeError, ValueError):  # not plain JSON (a datetime...)
+        out = copy.deepcopy(item)
     out["collection"] = collection_id_of(item)
     out["links"] = [ln for ln in item.get("links", []) if _is_url(str(ln.get("href", "")))
                     and ln.get("rel") not in ("self", "root", "parent", "collection")]

@@ -119,11 +119,12 @@ class Publisher:
                              "(catalogue down or hanging); will retry") from None
 
     def run_once(self, batch: int = 500, report: PublishReport | None = None, *,
-                 waiting_too: bool = False) -> PublishReport:
+                 waiting_too: bool = False, defer: bool = False) -> PublishReport:
         """One batch: read, apply, acknowledge (``waiting_too``: also the rows still waiting
-        the backoff of an earlier failure). Raises nothing for a catalogue failure (it is
-        recorded in the report and in the outbox); production database errors raise
-        :class:`~agriseries.core.errors.StoreError`."""
+        the backoff of an earlier failure; ``defer``: a backend that rewrites files
+        (geoparquet) only records the changes, :meth:`flush` writes them). Raises nothing
+        for a catalogue failure (it is recorded in the report and in the outbox);
+        production database errors raise :class:`~agriseries.core.errors.StoreError`."""
         report = report or PublishReport()
         entries = self.outbox.due(batch, waiting_too=waiting_too)
         if not entries:
@@ -143,8 +144,14 @@ class Publisher:
             else:  # removed, or removed again since it was recorded
                 removes.append(pid)
         seqs = [e.seq for e in entries]
+        if defer and hasattr(self.backend, "flush"):
+            def apply() -> None:
+                self.backend.apply(upserts, removes, self.store_root, defer=True)
+        else:
+            def apply() -> None:
+                self.backend.apply(upserts, removes, self.store_root)
         try:
-            self._call(lambda: self.backend.apply(upserts, removes, self.store_root))
+            self._call(apply)
         except (AgriseriesError, OSError, TimeoutError, RuntimeError, ValueError) as exc:
             msg = f"{type(exc).__name__}: {exc}"
             report.failures.append(msg)
@@ -167,21 +174,47 @@ class Publisher:
             enqueue(conn, self.catalogue._insert, ids, "publish", self.catalogue._now(conn))
         return len(ids)
 
+    def flush(self, report: PublishReport | None = None) -> PublishReport:
+        """Have the backend write what deferred batches recorded (geoparquet: rewrite the
+        files of the collections they changed), within ``timeout_s``; a failure is recorded
+        in the report (the changes stay recorded: the next flush writes them)."""
+        report = report or PublishReport()
+        flush = getattr(self.backend, "flush", None)
+        if flush is None:
+            return report
+        try:
+            self._call(lambda: flush(self.store_root))
+        except (AgriseriesError, OSError, TimeoutError, RuntimeError, ValueError) as exc:
+            report.failures.append(f"writing the catalogue files: {type(exc).__name__}: {exc}")
+        return report
+
     def drain(self, batch: int = 500, *, max_batches: int | None = None,
-              waiting_too: bool = False) -> PublishReport:
+              waiting_too: bool = False, flush_s: float = 60.0) -> PublishReport:
         """Batches until the outbox has nothing due (or a batch fails); ``waiting_too``:
-        rows waiting the backoff of an earlier failure are tried now too."""
+        rows waiting the backoff of an earlier failure are tried now too.
+
+        A backend that rewrites whole files per change (geoparquet) gets deferred batches
+        and one :meth:`flush` at the end, and one whenever ``flush_s`` seconds (or three
+        times the last flush's duration, if longer) have passed since the last: a backlog
+        costs one rewrite per collection, not one per batch, and what was published is
+        visible after at most that long."""
         report = PublishReport()
         n = 0
+        last, took = time.monotonic(), 0.0
         while max_batches is None or n < max_batches:
             before = (report.published, report.removed, len(report.rejected),
                       len(report.failures))
-            self.run_once(batch, report, waiting_too=waiting_too)
+            self.run_once(batch, report, waiting_too=waiting_too, defer=True)
             n += 1
             after = (report.published, report.removed, len(report.rejected),
                      len(report.failures))
             if after == before or len(report.failures) > before[3]:
                 break
+            if time.monotonic() - last >= max(flush_s, 3 * took):
+                t = time.monotonic()
+                self.flush(report)
+                last, took = time.monotonic(), time.monotonic() - t
+        self.flush(report)
         report.backlog = int(self.outbox.backlog()["pending"])
         return report
 

@@ -19,6 +19,15 @@ and renames it into place, then the collection list: a search that runs meanwhil
 the old file (it holds it open) or the new one, never half a file. The service re-reads
 the collection list every ``collections_reload_s`` seconds; it reads the parquet files at
 every search, so a published item is searchable as soon as its file is renamed.
+
+Rewriting a collection's file costs the whole collection, so a publisher draining a backlog
+batch by batch would rewrite it once per batch (quadratic in the backlog). It defers the
+rewrites instead (``apply(..., defer=True)``: the index changes, and the collections it
+touched are marked ``stale`` in the same transaction) and calls :meth:`flush` at the end
+of its drain and now and then during a long one (:meth:`Publisher.drain
+<agriseries.distribution.publisher.Publisher.drain>`): each collection is rewritten once
+for the whole backlog. A flush that fails or is killed leaves the marks, and the next one
+rewrites them.
 """
 
 from __future__ import annotations
@@ -134,6 +143,8 @@ class GeoparquetCatalog:
             db.execute("CREATE TABLE IF NOT EXISTS items (id TEXT PRIMARY KEY, collection TEXT "
                        "NOT NULL, item TEXT NOT NULL, updated_at REAL NOT NULL)")
             db.execute("CREATE INDEX IF NOT EXISTS ix_items_collection ON items (collection)")
+            # collections changed in the index and not yet in their files (a deferred apply)
+            db.execute("CREATE TABLE IF NOT EXISTS stale (collection TEXT PRIMARY KEY)")
         if not (self.folder / "collections.json").exists():
             _atomic_write(self.folder / "collections.json", b"[]")
 
@@ -143,8 +154,14 @@ class GeoparquetCatalog:
         db.execute("PRAGMA journal_mode=WAL")
         return _Closing(db)
 
-    def apply(self, upserts: list[dict[str, Any]], removes: list[str], store_root=None) -> None:
-        """Publish ``upserts`` (published items) and unpublish the ids ``removes``."""
+    def apply(self, upserts: list[dict[str, Any]], removes: list[str], store_root=None, *,
+              defer: bool = False) -> None:
+        """Publish ``upserts`` (published items) and unpublish the ids ``removes``.
+
+        The index changes in one transaction, which also marks the collections it touches
+        as to be rewritten; then those collections' files are rewritten (:meth:`flush`),
+        unless ``defer``: a publisher draining a backlog defers them and flushes once at the
+        end (or now and then), instead of rewriting a whole collection per batch."""
         with self._lock, self._db() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -164,15 +181,64 @@ class GeoparquetCatalog:
                                "excluded.collection, item = excluded.item, updated_at = "
                                "excluded.updated_at",
                                (it["id"], it["collection"], json.dumps(it), now))
-                for c in sorted(touched):
-                    items = [json.loads(s) for (s,) in db.execute(
-                        "SELECT item FROM items WHERE collection = ? ORDER BY id", (c,))]
-                    self._write_parquet(c, items)
-                self._write_collections(db, store_root)
+                db.executemany("INSERT OR IGNORE INTO stale (collection) VALUES (?)",
+                               [(c,) for c in sorted(touched)])
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+        if not defer:
+            self.flush(store_root)
+
+    def pending(self) -> list[str]:
+        """The collections whose files do not show the index yet (deferred changes)."""
+        with self._db() as db:
+            return [c for (c,) in db.execute("SELECT collection FROM stale ORDER BY 1")]
+
+    def flush(self, store_root=None) -> list[str]:
+        """Rewrite the files of the collections changed since their last rewrite, and the
+        collection list; the collections rewritten. Each file is replaced whole (see the
+        module docstring); the marks are cleared in the transaction that holds the index
+        meanwhile, so a flush that fails or is killed is done again by the next one."""
+        with self._lock, self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                stale = {c for (c,) in db.execute("SELECT collection FROM stale")}
+                names = {c for (c,) in db.execute("SELECT DISTINCT collection FROM items")}
+                listed = self._listed()
+                stale |= names - set(listed)  # a collection list older than the index
+                stale |= set(listed) - names
+                if not stale:
+                    db.execute("ROLLBACK")
+                    return []
+                for c in sorted(stale):
+                    items = [json.loads(s) for (s,) in db.execute(
+                        "SELECT item FROM items WHERE collection = ? ORDER BY id", (c,))]
+                    self._write_parquet(c, items)
+                    if items:
+                        col = level_collection(c, items, store_root)
+                        col["assets"] = {"data": {"href": f"./{c}.parquet",
+                                                  "type": GEOPARQUET_MEDIA_TYPE,
+                                                  "roles": ["data"]}}
+                        listed[c] = col
+                    else:
+                        listed.pop(c, None)
+                _atomic_write(self.folder / "collections.json",
+                              json.dumps([listed[c] for c in sorted(listed)]).encode())
+                db.execute("DELETE FROM stale")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return sorted(stale)
+
+    def _listed(self) -> dict[str, dict[str, Any]]:
+        """The collection list as written (an unreadable one: empty, so rewritten whole)."""
+        try:
+            cols = json.loads((self.folder / "collections.json").read_text())
+            return {c["id"]: c for c in cols}
+        except (OSError, ValueError, TypeError, KeyError):
+            return {}
 
     def _write_parquet(self, collection: str, items: list[dict[str, Any]]) -> None:
         import rustac
@@ -193,18 +259,6 @@ class GeoparquetCatalog:
             _fsync(path.parent)
         finally:
             tmp.unlink(missing_ok=True)
-
-    def _write_collections(self, db: sqlite3.Connection, store_root) -> None:
-        cols = []
-        names = [c for (c,) in db.execute("SELECT DISTINCT collection FROM items ORDER BY 1")]
-        for c in names:
-            items = [json.loads(s) for (s,) in db.execute(
-                "SELECT item FROM items WHERE collection = ?", (c,))]
-            col = level_collection(c, items, store_root)
-            col["assets"] = {"data": {"href": f"./{c}.parquet", "type": GEOPARQUET_MEDIA_TYPE,
-                                      "roles": ["data"]}}
-            cols.append(col)
-        _atomic_write(self.folder / "collections.json", json.dumps(cols).encode())
 
     def count(self) -> int:
         """Number of published items."""
