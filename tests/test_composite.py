@@ -514,3 +514,103 @@ def test_20m_blue_is_the_rounded_mean_of_the_10m_digital_numbers(wc_store):
                       with_aux=False)["B02"].values[0]
         warp_diff.append(np.nanmax(np.abs(warped - blue20)))
     assert max(warp_diff) <= 1.5e-4  # one digital number (scale 1e-4)
+
+
+def test_mask_cloud_share_equals_the_boolean_share():
+    """The compiled share of cloudy pixels counted on the uint8 mask equals
+    coarse_cloud_share of the boolean masks (numpy and dask), for every mask value, on grids
+    whose size is not a multiple of the factor, and on the real 20 m masks."""
+    import dask.array as da
+
+    from agriseries.composite.wasp import mask_cloud_share
+
+    p = WaspParams()
+    rng = np.random.default_rng(7)
+    real = list(_real_20m_masks()[::3])
+    randoms = [rng.integers(0, 256, (37, 50)).astype(np.uint8),
+               np.arange(256, dtype=np.uint8).reshape(16, 16)]
+    for k, mask in enumerate(randoms + real):
+        for factor in (1, 2, 5, 12):
+            cloud, valid = (mask & p.cloud_bits) != 0, (mask & p.invalid_bits) == 0
+            expected = coarse_cloud_share(cloud, valid, factor)
+            got = mask_cloud_share(mask, p.cloud_bits, p.invalid_bits, factor)
+            assert got.dtype == np.float32 and got.shape == expected.shape
+            np.testing.assert_array_equal(got, expected)
+            if k < len(randoms):
+                lazy = coarse_cloud_share(da.from_array(cloud, chunks=7),
+                                          da.from_array(valid, chunks=7), factor)
+                np.testing.assert_array_equal(got, lazy)
+    assert any(0 < s < 1 for m in real for s in
+               mask_cloud_share(m, p.cloud_bits, p.invalid_bits, 12).ravel())
+
+
+def _real_20m_masks() -> np.ndarray:
+    from agriseries.io.timeseries import read_timeseries
+
+    s20 = read_timeseries(next(WC.glob("S2_L2A_20m_*.nc")))
+    return np.asarray(s20["mask"].values, np.uint8)
+
+
+def test_masks_held_from_the_coarse_pass_equal_the_reads(wc_store, tmp_path):
+    """The main pass takes each date's 20 m mask from the coarse pass (in memory) and makes
+    the 10 m mask from it (repeated 2 x 2, NODATA where the 10 m blue is NaN) instead of
+    reading and decoding the mask again. On real Sentinel-2 dates (every eighth) and on one
+    whose 10 m blue has no-data pixels written in (single pixels and whole 2 x 2 blocks), on
+    the inputs' grid and on a grid reaching past the files (boundless reads), in several
+    blocks: both masks equal the read ones, value for value, and so do the coarse fields."""
+    import dataclasses
+
+    from odc.geo.geom import Geometry
+
+    from agriseries.composite.processor import (
+        acquisition_from_product,
+        coarse_pass,
+        compute_coarse_fields,
+        with_held_mask,
+    )
+    from agriseries.core.grid import snap_to_tile, tile_geobox
+
+    params = WaspParams()
+    items = [it for it in wc_store.items(level="L2A") if it.id.startswith("L2A_S2")]
+    t20 = tile_geobox("T31UDS", 20)
+    patch = snap_to_tile(t20, Geometry(items[0].geometry, "EPSG:4326").to_crs(t20.crs))
+    r0 = int(round((patch.affine.f - t20.affine.f) / t20.affine.e))
+    c0 = int(round((patch.affine.c - t20.affine.c) / t20.affine.a))
+    wide = t20[r0 - 3:r0 + patch.shape.y + 5, c0 - 6:c0 + patch.shape.x + 2]
+    bands = {10: ("B02", "B03", "B04", "B08"), 20: ("B05", "B11", "B02")}
+    chunks = {10: 48, 20: 24}
+    # one date with no-data pixels in its 10 m blue
+    sp_holes = wc_store.open(items[5])
+    b02 = sp_holes.bands["B02"]
+    with rasterio.open(b02.path) as src:
+        prof, dn = src.profile, src.read(1)
+    rng = np.random.default_rng(3)
+    dn[rng.random(dn.shape) < 0.05] = int(b02.nodata)
+    dn[10:14, 20:24] = int(b02.nodata)  # whole 2 x 2 blocks
+    holes = tmp_path / "B02_holes.tif"
+    with rasterio.open(holes, "w", **{**prof, "driver": "GTiff"}) as dst:
+        dst.write(dn, 1)
+    holed = dataclasses.replace(b02, path=str(holes))
+    sp_holes = dataclasses.replace(sp_holes, bands={**sp_holes.bands, "B02": holed})
+    products = [wc_store.open(it) for it in items[::8]] + [sp_holes]
+    for base in (patch, wide):
+        grids = CompositeGrids.from_grid(base, (10, 20))
+        acqs = [acquisition_from_product(sp, grids, bands, chunks) for sp in products]
+        assert all(a.mask_from == {10: (20, "B02")} for a in acqs)
+        fields, res, masks = coarse_pass(acqs, grids, params)
+        assert res == 20
+        for f, g in zip(fields, compute_coarse_fields(acqs, grids, params)):
+            np.testing.assert_array_equal(f, g)
+        nodata_seen = 0
+        for a, m in zip(acqs, masks):
+            held = with_held_mask(a, 20, m)
+            for r in (10, 20):
+                read = a.layers[r]["mask"].values
+                np.testing.assert_array_equal(held.layers[r]["mask"].values, read,
+                                              err_msg=f"{a.id} {r} m")
+                nodata_seen += int(((read & NODATA) != 0).sum())
+                # no read of the mask: at 20 m no read at all, at 10 m the blue's only
+                reads = {k[0] for k in dict(held.layers[r]["mask"].data.dask)
+                         if isinstance(k, tuple) and str(k[0]).startswith("read-")}
+                assert len(reads) == (0 if r == 20 else 1), reads
+        assert nodata_seen > (0 if base is patch else 1000)

@@ -58,11 +58,11 @@ from .wasp import (
     FLAG_MEANING,
     BlockSetup,
     WaspParams,
-    coarse_cloud_share,
     coarse_fields,
     composite_dask,
     date_weight,
     days_since_epoch,
+    mask_cloud_share,
 )
 
 #: Output bands per resolution (WASP's R1 and R2; docs/l3a.md).
@@ -109,6 +109,11 @@ class Acquisition:
         has it, ``aot``.
     angles
         Sun and view angles (degrees) on the coarse grid, or ``None``.
+    mask_from
+        ``{fine: (coarse, band)}``: the ``fine`` resolution's mask is the ``coarse`` one
+        with each pixel repeated 2 x 2 and NODATA where ``band`` (at ``fine``) is NaN, the
+        coarse mask's own NODATA coming from the 2 x 2 mean of that band (so that once the
+        coarse mask is in memory, the fine one is made from it, not read again).
     """
 
     id: str
@@ -116,6 +121,7 @@ class Acquisition:
     datetime: dt.datetime
     layers: dict[int, xr.Dataset]
     angles: dict[str, np.ndarray] | None = None
+    mask_from: dict[int, tuple[int, str]] = field(default_factory=dict)
 
     @property
     def has_aot(self) -> bool:
@@ -222,7 +228,7 @@ def acquisition_from_product(product: SourceProduct, grids: CompositeGrids,
         decoded[fine] = decoded[coarse].map_blocks(
             _repeat_2x2, chunks=tuple(tuple(2 * c for c in cs) for cs in decoded[coarse].chunks),
             dtype=np.uint8)
-    layers = {}
+    layers, first_band = {}, {}
     for res, mapping in mappings.items():
         ds = loaded[res]
         yx = {"y": ds.coords["y"], "x": ds.coords["x"]}
@@ -232,7 +238,7 @@ def acquisition_from_product(product: SourceProduct, grids: CompositeGrids,
         mask = decoded[res] if res in decoded else decoded_mask(product, grids.fine[res],
                                                                 chunks[res])
         if mapping:  # as load does: NODATA where the first band (by file name) has no data
-            first = min(mapping, key=lambda s2: mapping[s2])
+            first = first_band[res] = min(mapping, key=lambda s2: mapping[s2])
             mask = mask_with_band_nodata(mask, vars_[first].data)
         vars_["mask"] = xr.DataArray(mask, dims=("y", "x"), coords=yx)
         if "aot" in ds:
@@ -246,7 +252,13 @@ def acquisition_from_product(product: SourceProduct, grids: CompositeGrids,
                with_aux=True, chunks=4096)
     if all(n in ang for n in ANGLE_NAMES):
         angles = {n: ang[n].data[0] for n in ANGLE_NAMES}
-    return Acquisition(product.product_id, product.sensor, product.datetime, layers, angles)
+    mask_from = {}
+    if "mask" in shared and "B02" in shared:
+        coarse, fine = shared["mask"]
+        if first_band.get(fine) == "B02" and first_band.get(coarse) == "B02":
+            mask_from[fine] = (coarse, "B02")
+    return Acquisition(product.product_id, product.sensor, product.datetime, layers, angles,
+                       mask_from)
 
 
 def shared_reads(product: SourceProduct, grids: CompositeGrids,
@@ -434,29 +446,74 @@ def compute_coarse_fields(acqs: list[Acquisition], grids: CompositeGrids,
                           params: WaspParams) -> list[np.ndarray]:
     """The coarse fields of every date, computed in one pass before the main one.
 
-    This reads each date's 20 m mask (and its angles on the coarse grid) once; the main
-    pass reads the mask again, block by block (a uint8 layer: small beside the bands).
+    This reads each date's mask at the resolution the cloud share is counted at (20 m;
+    with what makes its NODATA, the 10 m blue of a Sentinel-2 input) and its angles on the
+    coarse grid, once. :func:`synthesize` keeps those masks for the main pass
+    (:func:`coarse_pass`).
     """
+    return coarse_pass(acqs, grids, params)[0]
+
+
+def coarse_pass(acqs: list[Acquisition], grids: CompositeGrids, params: WaspParams
+                ) -> tuple[list[np.ndarray], int, list[np.ndarray]]:
+    """``(fields, res, masks)``: the coarse fields of every date (:func:`compute_coarse_fields`),
+    the resolution the cloud share is counted at and each date's mask at that resolution
+    (uint8, in memory: 30 MB per date of a full tile at 20 m), from one read of the mask."""
     res = _share_resolution(grids)
     factor = int(round(abs(grids.coarse.affine.a) / res))
-    shares, angle_arrays = [], []
+    masks = [a.layers[res]["mask"].data for a in acqs]
+    angle_arrays = []
     for a in acqs:
-        mask = a.layers[res]["mask"].data
-        cloud = (mask & np.uint8(params.cloud_bits)) != 0
-        valid = (mask & np.uint8(params.invalid_bits)) == 0
-        shares.append(dask.delayed(coarse_cloud_share)(cloud, valid, factor))
         angle_arrays += [a.angles[n] for n in ANGLE_NAMES] if a.angles is not None else []
-    # one flat compute (dask does not repack nested mixes of delayed and arrays reliably)
-    computed = dask.compute(*shares, *angle_arrays)
-    shares, flat_angles = computed[:len(acqs)], list(computed[len(acqs):])
+    # one flat compute: the reads of the masks (and of what makes their NODATA) run once
+    computed = dask.compute(*masks, *angle_arrays)
+    masks = [np.asarray(m).astype(np.uint8, copy=False) for m in computed[:len(acqs)]]
+    flat_angles = list(computed[len(acqs):])
     out = []
     cy, cx = grids.coarse.shape
-    for a, share in zip(acqs, shares):
+    for a, mask in zip(acqs, masks):
+        share = mask_cloud_share(mask, params.cloud_bits, params.invalid_bits, factor)
         angles = None
         if a.angles is not None:
             angles = {n: np.asarray(flat_angles.pop(0), np.float64)[:cy, :cx] for n in ANGLE_NAMES}
         out.append(coarse_fields(share[:cy, :cx], angles, params))
-    return out
+    return out, res, masks
+
+
+def _in_memory(arr: np.ndarray, like) -> object:
+    """``arr`` as a dask array of ``like``'s chunks, one block per key (views of ``arr``),
+    or ``arr`` itself when ``like`` is not a dask array."""
+    if not hasattr(like, "dask"):
+        return arr
+    from dask.base import tokenize
+
+    name = f"held-mask-{tokenize(like.name, arr.shape, arr.dtype.str)}"
+    rows = np.cumsum((0,) + like.chunks[0])
+    cols = np.cumsum((0,) + like.chunks[1])
+    dsk = {(name, i, j): arr[rows[i]:rows[i + 1], cols[j]:cols[j + 1]]
+           for i in range(len(rows) - 1) for j in range(len(cols) - 1)}
+    return da.Array(dsk, name, chunks=like.chunks, dtype=arr.dtype)
+
+
+def with_held_mask(a: Acquisition, res: int, mask: np.ndarray) -> Acquisition:
+    """``a`` with its mask at ``res`` taken from ``mask`` (computed by :func:`coarse_pass`)
+    instead of read again, and the masks :attr:`Acquisition.mask_from` derives from it
+    made from it in memory (repeated 2 x 2, NODATA where their band is NaN): the same
+    values as the reads they replace."""
+    layers = dict(a.layers)
+    ds = layers[res]
+    held = _in_memory(mask, ds["mask"].data)
+    layers[res] = ds.assign(mask=ds["mask"].copy(data=held))
+    for fine, (coarse, band) in a.mask_from.items():
+        if coarse != res or fine not in layers or not hasattr(held, "dask"):
+            continue
+        fds = layers[fine]
+        repeated = held.map_blocks(
+            _repeat_2x2, chunks=tuple(tuple(2 * c for c in cs) for cs in held.chunks),
+            dtype=np.uint8)
+        layers[fine] = fds.assign(mask=fds["mask"].copy(
+            data=mask_with_band_nodata(repeated, fds[band].data)))
+    return Acquisition(a.id, a.sensor, a.datetime, layers, a.angles, dict(a.mask_from))
 
 
 def synthesize(acqs: list[Acquisition], centre: dt.date, grids: CompositeGrids,
@@ -474,7 +531,9 @@ def synthesize(acqs: list[Acquisition], centre: dt.date, grids: CompositeGrids,
     if not acqs:
         raise ConfigurationError("no input date to composite")
     acqs = sorted(acqs, key=lambda a: a.datetime)
-    coarse = compute_coarse_fields(acqs, grids, params)
+    coarse, share_res, masks = coarse_pass(acqs, grids, params)
+    acqs = [with_held_mask(a, share_res, m) for a, m in zip(acqs, masks)]
+    del masks
     days = np.array([days_since_epoch(a.datetime) for a in acqs])
     deltas = np.array([abs((a.datetime.date() - centre).days) for a in acqs])
     wdate = date_weight(deltas, params.half_period, params.date_weight_min,

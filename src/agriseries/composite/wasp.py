@@ -159,6 +159,36 @@ def coarse_cloud_share(cloud, valid, factor: int):
         return np.where(vs > 0, cs / np.maximum(vs, 1), 0.0).astype(np.float32)
 
 
+@compiled(nogil=True)
+def _cloud_counts(mask, cloud_bits, invalid_bits, factor, cs, vs):  # pragma: no cover - compiled
+    for i in range(mask.shape[0]):
+        ci = i // factor
+        for j in range(mask.shape[1]):
+            m = mask[i, j]
+            if (m & invalid_bits) == 0:
+                cj = j // factor
+                vs[ci, cj] += 1
+                if m & cloud_bits:
+                    cs[ci, cj] += 1
+
+
+def mask_cloud_share(mask: np.ndarray, cloud_bits: int, invalid_bits: int, factor: int
+                     ) -> np.ndarray:
+    """:func:`coarse_cloud_share` of ``(mask & cloud_bits) != 0`` among
+    ``(mask & invalid_bits) == 0``, counted in one compiled pass over a 2-D mask in memory
+    (its low 8 bits, as the update reads it); the same float32 values."""
+    m = np.ascontiguousarray(np.asarray(mask).astype(np.uint8, copy=False))
+    ny, nx = m.shape
+    cy, cx = -(-ny // factor), -(-nx // factor)
+    cs = np.zeros((cy, cx), np.int64)
+    vs = np.zeros((cy, cx), np.int64)
+    _cloud_counts(m, np.uint8(cloud_bits & 0xFF), np.uint8(invalid_bits & 0xFF), int(factor),
+                  cs, vs)
+    cs, vs = cs.astype(np.float32), vs.astype(np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(vs > 0, cs / np.maximum(vs, 1), 0.0).astype(np.float32)
+
+
 def _multiple_chunks(chunks, factor):
     out = []
     for axis in chunks:
@@ -551,7 +581,7 @@ def days_since_epoch(when: dt.datetime) -> float:
 __all__ = [
     "FLAG_NODATA", "FLAG_CLOUD", "FLAG_SNOW", "FLAG_WATER", "FLAG_LAND", "FLAG_MEANING",
     "WASP_BRDF_COEFFICIENTS", "COARSE_FIELDS", "WaspParams", "BlockSetup", "date_weight",
-    "aot_weight", "coarse_cloud_share", "cloud_fractions", "cloud_weight",
+    "aot_weight", "coarse_cloud_share", "mask_cloud_share", "cloud_fractions", "cloud_weight",
     "directional_kernels", "directional_factor", "coarse_fields", "update_block",
     "composite_dask", "coarse_window", "days_since_epoch",
 ]
