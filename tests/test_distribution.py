@@ -273,6 +273,154 @@ def test_search(service, published, c):
     assert "assets" not in slim["features"][0]
 
 
+def _pages(c, first: httpx.Response) -> list[dict]:
+    """Every feature of a search, following its next links (GET or POST)."""
+    assert first.status_code == 200, first.text[:300]
+    r, out = first.json(), []
+    for _ in range(100):
+        out += r["features"]
+        nxt = [ln for ln in r["links"] if ln["rel"] == "next"]
+        if not nxt:
+            return out
+        ln = nxt[0]
+        resp = (c.post(ln["href"], json=ln["body"]) if ln.get("method") == "POST"
+                else c.get(ln["href"]))
+        assert resp.status_code == 200, (ln, resp.text[:300])
+        r = resp.json()
+    raise AssertionError("more than 100 pages")
+
+
+def _sort_key(backend):
+    """What a backend sorts ``datetime`` by: the item's datetime; on pgstac the start of a
+    period item's period (pgstac's own datetime column: L3A composites, whose datetime is
+    the middle of their month, sort at its first day)."""
+    if backend[0] == "pgstac":
+        return lambda f: (f["properties"].get("start_datetime") or f["properties"]["datetime"]
+                          ).replace("+00:00", "Z")
+    return lambda f: f["properties"]["datetime"]
+
+
+def test_sort_by_datetime_get_and_post(service, published, backend, c):
+    """sortby datetime, ascending and descending, GET and POST, one collection and all of
+    them (one order over every collection, also across pages), with and without the
+    properties. prefix; POST collections as one string (the GET form) is read as a list."""
+    ids = product_ids(published)
+    key = _sort_key(backend)
+    every = c.get("/search", params={"limit": 100}).json()["features"]
+    all_keys = sorted(key(f) for f in every)
+    l2a_keys = sorted(key(f) for f in every if f["collection"] == "agriseries-l2a")
+    assert len(set(f["collection"] for f in every)) == 3 and len(set(all_keys)) > 10
+    for coll, want in ((None, all_keys), ("agriseries-l2a", l2a_keys)):
+        where = {"collections": coll} if coll else {}
+        for spec, desc in (("properties.datetime", False), ("+properties.datetime", False),
+                           ("datetime", False), ("-properties.datetime", True),
+                           ("-datetime", True)):
+            r = c.get("/search", params={**where, "sortby": spec, "limit": 100})
+            assert r.status_code == 200, (spec, r.text[:300])
+            got = [key(f) for f in r.json()["features"]]
+            assert got == (want[::-1] if desc else want), (coll, spec, got)
+        for direction in ("asc", "desc"):
+            body = {"sortby": [{"field": "properties.datetime", "direction": direction}],
+                    "limit": 100, **({"collections": [coll]} if coll else {})}
+            r = c.post("/search", json=body)
+            assert r.status_code == 200, r.text[:300]
+            got = [key(f) for f in r.json()["features"]]
+            assert got == (want[::-1] if direction == "desc" else want), (coll, direction)
+    # the validator's form: collections as a string
+    r = c.post("/search", json={"collections": "agriseries-l2a", "limit": 100,
+                                "sortby": [{"field": "properties.datetime", "direction": "asc"}]})
+    assert r.status_code == 200, r.text[:300]
+    assert [key(f) for f in r.json()["features"]] == l2a_keys
+    # paged: one order over all pages, every item once
+    for first in (c.post("/search", json={"limit": 4, "sortby": [
+                      {"field": "properties.datetime", "direction": "desc"}]}),
+                  c.get("/search", params={"limit": 4, "sortby": "-properties.datetime"})):
+        feats = _pages(c, first)
+        assert sorted(f["id"] for f in feats) == sorted(ids)
+        assert [key(f) for f in feats] == all_keys[::-1]
+
+
+def test_fields_include_exclude(service, published, c):
+    """The fields extension, same answers on both backends: the default set, include,
+    exclude, their precedence (a field in both is included, the most specific path wins),
+    typed application/geo+json, kept in the paging links; a malformed fields is a 400."""
+    full = {f["id"]: f for f in c.get("/search", params={"collections": "agriseries-l2a",
+                                                           "limit": 100}).json()["features"]}
+    assert len(full) > 5
+
+    def one(r: httpx.Response) -> dict:
+        assert r.status_code == 200, r.text[:300]
+        assert r.headers["content-type"].startswith("application/geo+json"), r.headers
+        f = r.json()["features"][0]
+        return f
+
+    q = {"collections": "agriseries-l2a", "limit": 1}
+    body = {"collections": ["agriseries-l2a"], "limit": 1}
+    default_keys = {"type", "stac_version", "stac_extensions", "id", "collection", "geometry",
+                    "bbox", "links", "assets", "properties"}
+    for f in (one(c.get("/search", params={**q, "fields": ""})),
+              one(c.post("/search", json={**body, "fields": {}})),
+              one(c.post("/search", json={**body, "fields": {"include": None, "exclude": None}})),
+              one(c.post("/search", json={**body, "fields": {"include": [], "exclude": []}}))):
+        assert set(f) == default_keys and set(f["properties"]) == {"datetime"}, f.keys()
+        assert f["geometry"] == full[f["id"]]["geometry"]
+        assert f["assets"] == full[f["id"]]["assets"]  # served hrefs (download URLs)
+    # include: those fields (and id, type, collection, links)
+    for f in (one(c.get("/search", params={**q, "fields": "properties.eo:cloud_cover"})),
+              one(c.get("/search", params={**q, "fields": "+eo:cloud_cover"})),
+              one(c.post("/search", json={**body, "fields": {
+                  "include": ["properties.eo:cloud_cover"]}}))):
+        assert set(f) == {"id", "type", "collection", "links", "properties"}, f.keys()
+        assert f["properties"] == {"eo:cloud_cover": full[f["id"]]["properties"]["eo:cloud_cover"]}
+    # exclude only: every field but those
+    for f in (one(c.get("/search", params={**q, "fields": "-geometry"})),
+              one(c.post("/search", json={**body, "fields": {"exclude": ["geometry"]}}))):
+        want = {k: v for k, v in full[f["id"]].items() if k != "geometry"}
+        assert f == want
+    # exclude with include null or []: the default set but those
+    for inc in (None, []):
+        f = one(c.post("/search", json={**body, "fields": {"include": inc,
+                                                           "exclude": ["geometry"]}}))
+        assert set(f) == default_keys - {"geometry"} and set(f["properties"]) == {"datetime"}
+    # precedence: in both -> included; the more specific path wins either way
+    for f in (one(c.get("/search", params={**q, "fields": "+geometry,-geometry"})),
+              one(c.post("/search", json={**body, "fields": {"include": ["geometry"],
+                                                             "exclude": ["geometry"]}}))):
+        assert f["geometry"] == full[f["id"]]["geometry"] and "assets" not in f
+    for f in (one(c.get("/search", params={**q, "fields": "-properties,+properties.platform"})),
+              one(c.post("/search", json={**body, "fields": {"exclude": ["properties"],
+                                                             "include": ["properties.platform"]}}))):
+        assert f["properties"] == {"platform": full[f["id"]]["properties"]["platform"]}
+        assert "geometry" not in f
+    for f in (one(c.get("/search", params={**q, "fields": "properties,-properties.eo:cloud_cover"})),
+              one(c.post("/search", json={**body, "fields": {"include": ["properties"],
+                                                             "exclude": ["eo:cloud_cover"]}}))):
+        want = {k: v for k, v in full[f["id"]]["properties"].items() if k != "eo:cloud_cover"}
+        assert f["properties"] == want and "eo:cloud_cover" in full[f["id"]]["properties"]
+    # fields do not get in the way of a spatial search (the embedded backend's own did)
+    box = [3.0, 50.8, 3.1, 50.9]
+    ref = c.post("/search", json={"bbox": box, "collections": ["agriseries-l2a"],
+                                  "limit": 100}).json()["features"]
+    slim = c.post("/search", json={"bbox": box, "collections": ["agriseries-l2a"], "limit": 100,
+                                   "fields": {"include": ["id"]}}).json()["features"]
+    assert ref and [f["id"] for f in slim] == [f["id"] for f in ref]
+    assert all("geometry" not in f and "assets" not in f for f in slim)
+    # kept across pages, GET and POST, and on a collection's items
+    for first in (c.post("/search", json={"collections": ["agriseries-l2a"], "limit": 3,
+                                          "fields": {"include": ["id"]}}),
+                  c.get("/search", params={"collections": "agriseries-l2a", "limit": 3,
+                                           "fields": "id"}),
+                  c.get("/collections/agriseries-l2a/items", params={"limit": 3,
+                                                                     "fields": "id"})):
+        feats = _pages(c, first)
+        assert sorted(f["id"] for f in feats) == sorted(full)
+        assert all(set(f) == {"id", "type", "collection", "links"} for f in feats), feats[-1]
+    # malformed
+    for bad in (None, [], "id", {"includes": ["id"]}, {"include": "id"}, {"exclude": [1]}):
+        r = c.post("/search", json={**body, "fields": bad})
+        assert r.status_code == 400 and "fields" in r.json()["description"], (bad, r.text)
+
+
 def test_bad_search_is_400_not_500(service, c):
     for r in (c.get("/search", params={"bbox": "1,2,3"}),
               c.get("/search", params={"bbox": "a,b,c,d"}),

@@ -45,8 +45,16 @@ def _imports():
 class ServedItems:
     """ASGI middleware: turns the published items of STAC responses (``/search``,
     ``/collections/<c>/items[/<id>]``) into served ones
-    (:func:`~agriseries.distribution.items.served_item`: download URLs, no null fields).
-    Internal calls of the service itself (asset look-ups) get the published items."""
+    (:func:`~agriseries.distribution.items.served_item`: download URLs, no null fields),
+    and applies the fields extension itself (:mod:`.fields`): ``fields`` is taken out of the
+    request before the backend sees it and applied to the whole items it answers, so both
+    backends answer alike (``application/geo+json``). A ``POST /search`` whose
+    ``collections`` or ``ids`` is one string (``"a"`` or ``"a,b"``, the GET form) is read as
+    the list it names. Internal calls of the service itself (asset look-ups) get the
+    published items."""
+
+    #: a search body larger than this is refused (413) before it is parsed
+    MAX_BODY = 16 << 20
 
     def __init__(self, app, internal_key: str = "") -> None:
         self.app = app
@@ -57,6 +65,12 @@ class ServedItems:
         parts = [p for p in path.split("/") if p]
         return (parts[-1:] == ["search"]) or ("collections" in parts and "items" in parts)
 
+    @staticmethod
+    def _searches(path: str) -> bool:
+        """A route that answers a FeatureCollection (search, a collection's items)."""
+        parts = [p for p in path.split("/") if p]
+        return parts[-1:] in (["search"], ["items"])
+
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or not self._wanted(scope.get("path", "")):
             await self.app(scope, receive, send)
@@ -66,6 +80,18 @@ class ServedItems:
         if key and self.internal_key and secrets.compare_digest(key, self.internal_key):
             await self.app(scope, receive, send)
             return
+        fields = None
+        if self._searches(scope.get("path", "")):
+            from .fields import FieldsError
+
+            try:
+                scope, receive, fields = await self._take_fields(scope, receive)
+            except FieldsError as exc:
+                await _json_error(send, 400, "BadRequest", str(exc))
+                return
+            except _TooLarge as exc:
+                await _json_error(send, 413, "PayloadTooLarge", str(exc))
+                return
         start: dict[str, Any] = {}
         body = bytearray()
 
@@ -77,7 +103,7 @@ class ServedItems:
                 body.extend(message.get("body", b""))
                 if message.get("more_body"):
                     return
-                head, out = self._rewrite(scope, start, bytes(body))
+                head, out = self._rewrite(scope, start, bytes(body), fields)
                 await send(head)
                 await send({"type": "http.response.body", "body": out})
                 return
@@ -85,7 +111,68 @@ class ServedItems:
 
         await self.app(scope, receive, capture)
 
-    def _rewrite(self, scope, start: dict, body: bytes) -> tuple[dict, bytes]:
+    async def _take_fields(self, scope, receive):
+        """The request without its ``fields`` (and with POST ``collections``/``ids`` strings
+        made lists): ``(scope, receive, Fields or None)``."""
+        import urllib.parse
+
+        from .fields import parse_get, parse_post
+
+        method = scope.get("method", "GET").upper()
+        if method == "GET":
+            query = urllib.parse.parse_qsl(scope.get("query_string", b"").decode("latin-1"),
+                                           keep_blank_values=True)
+            values = [v for k, v in query if k == "fields"]
+            if not values:
+                return scope, receive, None
+            rest = [(k, v) for k, v in query if k != "fields"]
+            scope = {**scope, "query_string": urllib.parse.urlencode(rest).encode("latin-1")}
+            return scope, receive, parse_get(",".join(values))
+        if method != "POST":
+            return scope, receive, None
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return scope, receive, None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.MAX_BODY:
+                raise _TooLarge(f"a search body of more than {self.MAX_BODY} bytes")
+            if not message.get("more_body"):
+                break
+        raw = b"".join(chunks)
+        fields = None
+        try:
+            doc = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            doc = None  # the backend says what is wrong with it
+        if isinstance(doc, dict):
+            changed = False
+            if "fields" in doc:
+                fields = parse_post(doc.pop("fields"))
+                changed = True
+            for k in ("collections", "ids"):
+                if isinstance(doc.get(k), str):
+                    doc[k] = [x.strip() for x in doc[k].split(",") if x.strip()]
+                    changed = True
+            if changed:
+                raw = json.dumps(doc).encode()
+        hdrs = [(k, v) for k, v in scope.get("headers") or [] if k.lower() != b"content-length"]
+        hdrs.append((b"content-length", str(len(raw)).encode()))
+        scope = {**scope, "headers": hdrs}
+        sent = [False]
+
+        async def replay():
+            if not sent[0]:
+                sent[0] = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+            return await receive()
+
+        return scope, replay, fields
+
+    def _rewrite(self, scope, start: dict, body: bytes, fields=None) -> tuple[dict, bytes]:
+        from .fields import select
         from .items import served_item
 
         hdrs = [(k, v) for k, v in start.get("headers", [])]
@@ -99,15 +186,54 @@ class ServedItems:
                 doc = None
             if isinstance(doc, dict):
                 base = _base_url(scope)
-                feats = doc.get("features") if doc.get("type") == "FeatureCollection" else (
-                    [doc] if doc.get("type") == "Feature" else [])
+                kind = doc.get("type")
+                feats = doc.get("features") if kind == "FeatureCollection" else (
+                    [doc] if kind == "Feature" else [])
                 for f in feats or []:
                     if isinstance(f, dict):
                         served_item(f, base)
+                if fields is not None and kind == "FeatureCollection":
+                    doc["features"] = [select(f, fields) if isinstance(f, dict) else f
+                                       for f in doc.get("features") or []]
+                    _links_with_fields(doc, fields)
+                if kind in ("FeatureCollection", "Feature"):
+                    hdrs = [(k, v) for k, v in hdrs if k.lower() != b"content-type"]
+                    hdrs.append((b"content-type", b"application/geo+json"))
                 out = json.dumps(doc, separators=(",", ":")).encode()
         hdrs = [(k, v) for k, v in hdrs if k.lower() != b"content-length"]
         hdrs.append((b"content-length", str(len(out)).encode()))
         return {**start, "headers": hdrs}, out
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _json_error(send, status: int, code: str, description: str) -> None:
+    body = json.dumps({"code": code, "description": description}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _links_with_fields(doc: dict, fields) -> None:
+    """The ``fields`` of the request put back into the answer's self and paging links (the
+    backend saw the request without them)."""
+    import urllib.parse
+
+    for link in doc.get("links") or []:
+        if not isinstance(link, dict) or link.get("rel") not in ("self", "next", "prev",
+                                                                  "previous"):
+            continue
+        if isinstance(link.get("body"), dict):
+            link["body"]["fields"] = fields.post_value()
+        elif str(link.get("method", "GET")).upper() == "GET" and link.get("href"):
+            u = urllib.parse.urlsplit(link["href"])
+            q = [(k, v) for k, v in urllib.parse.parse_qsl(u.query, keep_blank_values=True)
+                 if k != "fields"]
+            q.append(("fields", fields.get_value()))
+            link["href"] = urllib.parse.urlunsplit(u._replace(query=urllib.parse.urlencode(q)))
 
 
 def _base_url(scope) -> str:

@@ -290,15 +290,33 @@ _CLIENT_ERRORS = ("Binder Error", "Parser Error", "Conversion Error", "Invalid I
                   "Not implemented Error", "cql2", "Catalog Error")
 
 
+def _sort_field(spec: str) -> str:
+    """A GET ``sortby`` term (``[+-]name``) with the ``properties.`` prefix stripped."""
+    spec = spec.strip()
+    sign = spec[0] if spec[:1] in ("+", "-") else ""
+    return sign + spec[len(sign):].strip().removeprefix("properties.")
+
+
+def _get_value(v: Any) -> str:
+    """A search value in its GET form (paging links)."""
+    if isinstance(v, dict):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return ",".join(str(x) for x in v)
+    return str(v)
+
+
 def _client_class():
-    """stac-fastapi-geoparquet's client, with three fixes: ``properties.`` prefixes in
-    ``sortby`` (the STAC API form) are stripped for DuckDB, a CQL2 filter is parsed first
-    (a malformed one is a 400 instead of being ignored or a 500), and DuckDB errors caused by
-    the request are 400s naming the problem."""
+    """stac-fastapi-geoparquet's client, with four fixes: ``properties.`` prefixes in
+    ``sortby`` (the STAC API form, POST and GET) are stripped for DuckDB; a sorted search
+    over several collections is one query over all their files, so the sort is over the
+    whole answer (the upstream client searches one collection after the other); a CQL2
+    filter is parsed first (a malformed one is a 400 instead of being ignored or a 500); and
+    DuckDB errors caused by the request are 400s naming the problem."""
     import cql2
     import rustac
     from fastapi import HTTPException
-    from stac_fastapi.geoparquet.client import Client
+    from stac_fastapi.geoparquet.client import Client, _public_search_body
 
     class AgriseriesClient(Client):
         def get_search(self, *args, **kwargs):
@@ -308,10 +326,73 @@ def _client_class():
                 raise HTTPException(400, f"a search parameter is not valid JSON: {exc}") \
                     from None
 
+        def _sorted_search(self, request, url, search, collections, kwargs):
+            """One DuckDB query over the files of every collection searched (they are in
+            one folder), sorted and paged as a whole; ``None`` when that cannot be done."""
+            hrefs = request.state.hrefs
+            folders = {os.path.dirname(hrefs[c]) for c in collections}
+            if len(folders) != 1 or "://" in next(iter(folders)):
+                return None
+            search_dict = search.model_dump(exclude_none=True, by_alias=True)
+            search_dict.update({k: v for k, v in kwargs.items() if v is not None})
+            search_dict.pop("filter_crs", None)
+            fields = search_dict.pop("fields", None)
+            if fields and (not isinstance(fields, dict) or fields.get("include")
+                           or fields.get("exclude")):
+                return None  # the service applies fields itself (app.ServedItems)
+            if filter_expr := search_dict.pop("filter_expr", None):
+                search_dict["filter"] = filter_expr
+            if filter_lang := search_dict.pop("filter_lang", None):
+                search_dict["filter-lang"] = filter_lang
+            if "filter" not in search_dict:
+                search_dict.pop("filter-lang", None)
+            limit = search.limit or 10
+            offset = search_dict.pop("offset", 0) or 0
+            query = {k: v for k, v in search_dict.items()
+                     if k not in ("collections", "limit", "offset")}
+            # ties (an L2A date and its L3B products) broken by id: pages do not overlap
+            sortby = list(query.get("sortby") or [])
+            if sortby and all(isinstance(x, str) for x in sortby):
+                query["sortby"] = [*sortby, "id"]
+            elif sortby and all(isinstance(x, dict) for x in sortby):
+                query["sortby"] = [*sortby, {"field": "id", "direction": "asc"}]
+            found = request.state.client.search(
+                os.path.join(next(iter(folders)), "*.parquet"), collections=list(collections),
+                limit=limit, offset=offset, **query)
+            items = [self.item_with_links(it, request, it["collection"]) for it in found]
+            public = _public_search_body(search_dict)
+            public["collections"] = list(collections)
+            nxt = ({**public, "limit": limit, "offset": offset + len(items)}
+                   if len(items) >= limit else None)
+            root = {"href": str(request.url_for("Landing Page")), "rel": "root",
+                    "type": "application/json"}
+            links = [root]
+            if request.method == "GET":
+                links.append({"href": str(request.url), "rel": "self",
+                              "type": "application/geo+json", "method": "GET"})
+                if nxt:
+                    import urllib.parse
+
+                    q = {k: _get_value(v) for k, v in nxt.items() if v not in (None, "", [])}
+                    if "filter" in q:
+                        q["filter-lang"] = "cql2-json"
+                    links.append({"href": f"{url}?{urllib.parse.urlencode(q)}", "rel": "next",
+                                  "type": "application/geo+json", "method": "GET"})
+            else:
+                links.append({"href": str(request.url), "rel": "self",
+                              "type": "application/geo+json", "method": "POST", "body": public})
+                if nxt:
+                    links.append({"href": url, "rel": "next", "type": "application/geo+json",
+                                  "method": "POST", "body": nxt})
+            return {"type": "FeatureCollection", "features": items, "links": links}
+
         def search(self, *, request, url, search, **kwargs):
             for sb in getattr(search, "sortby", None) or []:
                 if isinstance(getattr(sb, "field", None), str):
                     sb.field = sb.field.removeprefix("properties.")
+            if isinstance(kwargs.get("sortby"), list):  # GET: ["-properties.datetime", ...]
+                kwargs["sortby"] = [_sort_field(s) if isinstance(s, str) else s
+                                    for s in kwargs["sortby"]]
             expr = kwargs.get("filter_expr")
             if expr is None:
                 expr = getattr(search, "filter_expr", None)
@@ -331,6 +412,13 @@ def _client_class():
                     if hasattr(search, "filter_lang"):
                         search.filter_lang = "cql2-json"
             try:
+                hrefs = request.state.hrefs
+                collections = [c for c in (search.collections or list(hrefs)) if c in hrefs]
+                if (kwargs.get("sortby") or getattr(search, "sortby", None)) and \
+                        len(collections) > 1:
+                    out = self._sorted_search(request, url, search, collections, kwargs)
+                    if out is not None:
+                        return out
                 return super().search(request=request, url=url, search=search, **kwargs)
             except rustac.RustacError as exc:
                 msg = str(exc)
