@@ -784,6 +784,81 @@ def test_basket_metalink_and_interrupted_list_resumed(service, published, token,
         assert (out / Path(fi["name"]).name).read_bytes() == store_file(fi).read_bytes()
 
 
+def test_basket_file_list_opens_no_file(published, token, backend):
+    """The basket's file lists (JSON, URL list, Metalink) of a basket holding every product:
+    the items are looked up a batch at a time (not one catalogue call per item), each file
+    is opened at most once (its size remembered), and a list asked again opens none; the
+    sizes are the store's. The same application as ``agriseries serve``, in this process,
+    so that the real ``open_in_store`` and catalogue calls can be counted."""
+    import asyncio
+
+    import agriseries.distribution.access as access_mod
+    from agriseries.distribution.app import create_app
+    from agriseries.distribution.settings import ServiceSettings
+
+    app = create_app(ServiceSettings(store=published.store, backend=backend[0],
+                                     catalog_dsn=backend[1][1] if backend[1] else None))
+    opened: list[str] = []
+    real_open = access_mod.open_in_store
+
+    def counting_open(root, rel):
+        opened.append(str(rel))
+        return real_open(root, rel)
+
+    access = app.state.access
+    calls: list[dict] = []
+    real_post = access.internal_post
+
+    async def counting_post(path, body):
+        calls.append(body)
+        return await real_post(path, body)
+
+    async def scenario():
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                         base_url="http://svc", timeout=60) as tc:
+                h = auth(token)
+                await tc.delete("/basket", headers=h)
+                r = await tc.post("/basket/search", headers=h, json={})
+                assert r.json()["matched"] == len(product_ids(published)), r.text
+                calls.clear()
+                first = (await tc.get("/basket/files", headers=h)).json()
+                n_calls, n_opened = len(calls), list(opened)
+                opened.clear()
+                again = (await tc.get("/basket/files", headers=h)).json()
+                txt = (await tc.get("/basket/files.txt", headers=h)).text.split()
+                meta = (await tc.get("/basket/files.meta4", headers=h)).text
+                reopened = list(opened)
+                opened.clear()
+                url = httpx.URL(first["files"][0]["url"])
+                dl = await tc.get(url.raw_path.decode())
+                await tc.delete("/basket", headers=h)
+                return first, n_calls, n_opened, again, txt, meta, reopened, dl, list(opened)
+
+    access.internal_post = counting_post
+    access_mod.open_in_store = counting_open
+    try:
+        first, n_calls, n_opened, again, txt, meta, reopened, dl, dl_opened = \
+            asyncio.run(scenario())
+    finally:
+        access_mod.open_in_store = real_open
+        app.state.accounts.close()
+    n = first["count"]
+    assert n >= len(product_ids(published)), n
+    assert n_calls <= 3, n_calls  # one search per collection (fewer than 500 items each)
+    assert len(n_opened) <= n and len(set(n_opened)) == len(n_opened)
+    for f in first["files"]:
+        item_dir = next(Path(published.store).glob(f"*/*/*/{f['id']}"))
+        assert f["size"] == (item_dir / f["name"].rsplit("/", 1)[-1]).stat().st_size
+    assert reopened == [], reopened[:5]  # asked again: no file opened
+    assert again["files"] == [{**f, "url": g["url"]} for f, g in
+                              zip(first["files"], again["files"])]
+    assert len(txt) == n and meta.count("<file ") == n
+    # a download still opens its file, with every check
+    assert dl.status_code == 200 and len(dl.content) == first["files"][0]["size"]
+    assert len(dl_opened) == 1 and dl_opened[0].endswith(first["files"][0]["name"].rsplit("/", 1)[-1])
+
+
 def test_basket_survives_restart(service, token):
     before = httpx.get(f"{service.url}/basket", headers=auth(token), timeout=30).json()
     service.restart()

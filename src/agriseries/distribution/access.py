@@ -46,6 +46,7 @@ __all__ = ["Access", "NotPublished", "INTERNAL_HEADER"]
 
 INTERNAL_HEADER = "x-agriseries-internal"
 MAX_SEARCH = 100_000
+SIZE_CACHE = 200_000  # file sizes remembered (Access.size), about 40 MB at most
 
 
 class NotPublished(HTTPException):
@@ -81,6 +82,7 @@ class Access:
         self.ttl_s = float(getattr(settings, "collections_reload_s", 0) or 0)
         self._found: collections.OrderedDict[str, tuple[float, dict]] = collections.OrderedDict()
         self._lock = threading.Lock()
+        self._sizes: collections.OrderedDict[tuple, int] = collections.OrderedDict()
 
     # ------------------------------------------------------------------ who
 
@@ -175,6 +177,28 @@ class Access:
                 raise HTTPException(502, "search paging: expected a POST next link")
         return out
 
+    async def published_many(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+        """The published items of many ``(collection, id)`` pairs, with one catalogue search
+        per collection and 500 ids (not one look-up per item); unpublished ones are left
+        out."""
+        by_coll: dict[str, list[str]] = {}
+        for c, i in dict.fromkeys(pairs):
+            by_coll.setdefault(c, []).append(i)
+        out: dict[tuple[str, str], dict] = {}
+        for c, ids in sorted(by_coll.items()):
+            for k in range(0, len(ids), 500):
+                chunk = ids[k:k + 500]
+                try:
+                    found = await self.search({"collections": [c], "ids": chunk})
+                except HTTPException as e:
+                    if 400 <= e.status_code < 500:  # a collection the catalogue refuses
+                        continue
+                    raise
+                for f in found:
+                    if f.get("collection") == c and f.get("id") in chunk:
+                        out[(c, f["id"])] = f
+        return out
+
     # ------------------------------------------------------------------ files
 
     def rel_path(self, item: dict, key: str) -> PurePosixPath:
@@ -195,6 +219,35 @@ class Access:
         except NotServable:
             raise NotPublished(f"file {key!r} of {item.get('id')} is not in the store") from None
         return fd, size, rel
+
+    def size(self, item: dict, key: str) -> int:
+        """The size of the file of asset ``key`` of a published item, without opening it
+        each time: the asset's ``file:size`` when the item has one, else the size found by
+        :meth:`open` the first time, remembered for that file of that version of the item
+        (its ``processing:datetime``: a reprocessed product is a new version). Raises
+        :class:`NotPublished` as :meth:`open` does. Downloads still open the file with every
+        check (:meth:`open`); a file removed from the store since is a 404 there."""
+        asset = (item.get("assets") or {}).get(key)
+        declared = asset.get("file:size") if isinstance(asset, dict) else None
+        if isinstance(declared, int) and not isinstance(declared, bool) and declared >= 0:
+            self.rel_path(item, key)
+            return declared
+        rel = self.rel_path(item, key)
+        props = item.get("properties") or {}
+        ck = (rel.as_posix(), str(item.get("id")), str(props.get("processing:datetime")),
+              str(props.get("updated")))
+        with self._lock:
+            hit = self._sizes.get(ck)
+            if hit is not None:
+                self._sizes.move_to_end(ck)
+                return hit
+        fd, size, _ = self.open(item, key)
+        os.close(fd)
+        with self._lock:
+            self._sizes[ck] = size
+            while len(self._sizes) > SIZE_CACHE:
+                self._sizes.popitem(last=False)
+        return size
 
     def path(self, item: dict, key: str) -> Path:
         """The checked absolute path of asset ``key`` of a published item (as :meth:`open`,

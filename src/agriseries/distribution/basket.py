@@ -184,29 +184,44 @@ def basket_router(settings, auth, accounts: Accounts, slots: DownloadSlots, acce
     :class:`~.access.Access`."""
     router = APIRouter(prefix="/basket", tags=["Basket"])
     root = access.root
-    published_item = access.published
 
-    async def _files(request: Request, user: User, assets: str | None) -> list[dict[str, Any]]:
-        """Every file of the basket: collection, id, key, path, name, size, item."""
+    async def _files(request: Request, user: User, assets: str | None,
+                     opened: bool = False) -> list[dict[str, Any]]:
+        """Every file of the basket: collection, id, key, path, name, size, item. The items
+        are looked up in the catalogue in batches (:meth:`~.access.Access.published_many`:
+        only published ones), the sizes come from :meth:`~.access.Access.size` (the item's
+        ``file:size`` or a size remembered per file and item version), so a list of a large
+        basket opens no file; ``opened``: open each one now (the archive, which reads them
+        all anyway, leaves out what it could not open)."""
         keys = {k.strip() for k in assets.split(",") if k.strip()} if assets else None
-        out = []
-        for entry in await run_in_threadpool(_list, accounts, user.name):
-            item = await published_item(entry["collection"], entry["id"])
-            if item is None:
-                continue  # unpublished since it was added
-            for key, a in sorted(item.get("assets", {}).items()):
-                rel = store_path_of(a) if isinstance(a, dict) else None
-                if rel is None or (keys is not None and key not in keys):
-                    continue
-                try:
-                    fd, size, rel = await run_in_threadpool(access.open, item, key)
-                    os.close(fd)
-                except HTTPException:
-                    continue
-                out.append({"collection": entry["collection"], "id": entry["id"], "key": key,
-                            "path": rel, "name": f"{entry['collection']}/{entry['id']}/{rel.name}",
-                            "size": size, "item": item})
-        return out
+        entries = await run_in_threadpool(_list, accounts, user.name)
+        items = await access.published_many([(e["collection"], e["id"]) for e in entries])
+
+        def sizes() -> list[dict[str, Any]]:
+            out = []
+            for entry in entries:
+                item = items.get((entry["collection"], entry["id"]))
+                if item is None:
+                    continue  # unpublished since it was added
+                for key, a in sorted(item.get("assets", {}).items()):
+                    rel = store_path_of(a) if isinstance(a, dict) else None
+                    if rel is None or (keys is not None and key not in keys):
+                        continue
+                    try:
+                        if opened:
+                            fd, size, rel = access.open(item, key)
+                            os.close(fd)
+                        else:
+                            size = access.size(item, key)
+                    except HTTPException:
+                        continue
+                    out.append({"collection": entry["collection"], "id": entry["id"],
+                                "key": key, "path": rel,
+                                "name": f"{entry['collection']}/{entry['id']}/{rel.name}",
+                                "size": size, "item": item})
+            return out
+
+        return await run_in_threadpool(sizes)
 
     @router.get("", summary="The items in the basket")
     async def list_basket(request: Request):
@@ -224,11 +239,12 @@ def basket_router(settings, auth, accounts: Accounts, slots: DownloadSlots, acce
                 and isinstance(x.get("id"), str) for x in items):
             raise HTTPException(400, "expected {\"items\": [{\"collection\": ..., \"id\": ...}]}")
         found, missing = [], []
+        known = await access.published_many([(x["collection"], x["id"]) for x in items])
         for x in items:
-            if await published_item(x["collection"], x["id"]) is None:
-                missing.append(x)
-            else:
+            if (x["collection"], x["id"]) in known:
                 found.append((x["collection"], x["id"]))
+            else:
+                missing.append(x)
         added = await run_in_threadpool(_add, accounts, user.name, found)
         return {"added": added, "missing": missing}
 
@@ -316,7 +332,7 @@ def basket_router(settings, auth, accounts: Accounts, slots: DownloadSlots, acce
     @router.get("/archive.zip", summary="The whole basket as one streamed ZIP archive")
     async def archive(request: Request, assets: str | None = None):
         user = await access.downloader(request)
-        files = await _files(request, user, assets)
+        files = await _files(request, user, assets, opened=True)
         base = str(request.base_url).rstrip("/")
         entries: list[dict[str, Any]] = []
         seen = set()
