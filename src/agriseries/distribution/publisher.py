@@ -138,7 +138,9 @@ class Publisher:
                 try:
                     if not item:
                         raise PublishError(f"product {pid}: the catalogue has no STAC item")
-                    upserts.append(published_item(item, path, self.store_root))
+                    # the item was just read from the database: no copy needed
+                    upserts.append(published_item(item, path, self.store_root,
+                                                  copy_item=False))
                 except (PublishError, KeyError, TypeError, ValueError) as exc:
                     rejected.append((pid, str(exc)))
             else:  # removed, or removed again since it was recorded
