@@ -138,6 +138,72 @@ def synth(base: list[tuple[Path, dict]], n: int, start: int = 0) -> list[tuple[P
     return out
 
 
+# ------------------------------------------------------------------ search catalogues (streamed)
+
+#: The synthetic catalogue of the search benchmark: a grid of tiles (10 x 10, about one
+#: MGRS tile apart, over western Europe) observed at regular dates over ten years; a
+#: catalogue of N items has N / 100 dates per tile (36 days apart at 10,000, 3.7 at 100,000).
+GRID = 10
+SPAN = (dt.datetime(2016, 1, 1, tzinfo=dt.UTC), dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+_SQ_COL, _SQ_ROW = "ABCDEFGHJKLMNPQRSTUVWXYZ", "ABCDEFGHJKLMNPQRSTUV"
+
+
+def template_item(store: Path, base: list[tuple[Path, dict]]) -> dict:
+    """The published form (:func:`published_item`) of one real L2A item of the store: a
+    Sentinel-2 one with the most assets (the largest item), the first by id among those."""
+    from agriseries.distribution.items import published_item
+
+    s2 = [b for b in base if b[1]["properties"].get("constellation") == "sentinel-2"] or base
+    path, item = min(s2, key=lambda b: (-len(b[1].get("assets", {})), b[1]["id"]))
+    return published_item(item, path, store)
+
+
+def _tile(k: int) -> tuple[str, str, list[list[float]]]:
+    """Tile ``k`` of the grid: its name, EPSG code and footprint (lon/lat ring)."""
+    col, row = k % GRID, k // GRID
+    lon0, lat0 = -4.0 + 1.2 * col, 43.0 + 0.9 * row
+    zone = int((lon0 + 0.7 + 180) // 6) + 1
+    band = "CDEFGHJKLMNPQRSTUVWX"[int((lat0 + 0.5 + 80) // 8)]
+    name = f"T{zone}{band}{_SQ_COL[col + 4]}{_SQ_ROW[row + 4]}"
+    ring = [[lon0, lat0], [lon0 + 1.4, lat0], [lon0 + 1.4, lat0 + 1.0], [lon0, lat0 + 1.0],
+            [lon0, lat0]]
+    return name, f"EPSG:326{zone:02d}", ring
+
+
+def synth_items(template: dict, n: int, piece: int = 1000):
+    """``n`` published items made from ``template`` (id, datetime, tile, footprint and cloud
+    cover varied; assets, lineage and extensions the template's), in pieces of ``piece``
+    items and in datetime order: a catalogue of any size in bounded memory."""
+    tiles = GRID * GRID
+    dates = max(1, -(-n // tiles))
+    step = (SPAN[1] - SPAN[0]) / dates
+    tmpl = json.dumps(template)
+    old_tile = template["properties"]["agriseries:tile"]
+    out = []
+    for i in range(n):
+        d, k = divmod(i, tiles)
+        name, epsg, ring = _tile(k)
+        when = (SPAN[0] + d * step + dt.timedelta(hours=10, minutes=30, seconds=17 * k)
+                ).replace(microsecond=0)
+        stamp = when.strftime("%Y%m%dT%H%M%S")
+        it = json.loads(tmpl)
+        it["id"] = it["id"].replace(old_tile, name).replace(
+            template["id"].split("_")[3], stamp)
+        p = it["properties"]
+        p["datetime"] = p["start_datetime"] = p["end_datetime"] = when.strftime(
+            "%Y-%m-%dT%H:%M:%SZ")
+        p["agriseries:tile"], p["grid:code"], p["proj:code"] = name, f"MGRS-{name[1:]}", epsg
+        p["eo:cloud_cover"] = float((i * 37) % 101)
+        it["geometry"] = {"type": "Polygon", "coordinates": [ring]}
+        it["bbox"] = [ring[0][0], ring[0][1], ring[2][0], ring[2][1]]
+        out.append(it)
+        if len(out) == piece:
+            yield out
+            out = []
+    if out:
+        yield out
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

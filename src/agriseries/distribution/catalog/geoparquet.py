@@ -49,7 +49,7 @@ from typing import Any
 from ...core.errors import OptionalDependencyError, StoreError
 from ..items import level_collection
 
-__all__ = ["GeoparquetCatalog", "create_api", "duckdb_client"]
+__all__ = ["GeoparquetCatalog", "create_api", "duckdb_client", "write_items"]
 
 GEOPARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
 #: The DuckDB extensions rustac loads, shipped as PyPI wheels (no download at run time).
@@ -118,6 +118,94 @@ def _atomic_write(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     _fsync(path.parent)
+
+
+#: Items per parquet row group. DuckDB skips the row groups whose statistics (the min/max
+#: of each column) exclude a search's datetime range, and decodes a whole page of every
+#: column it returns from the groups it reads (the nested asset columns are most of the
+#: work): the files are written in datetime order in groups of this many items.
+ROW_GROUP_ITEMS = 1000
+
+
+def _merge_geo(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """GeoParquet ``geo`` metadata of two pieces: geometry types and bbox united."""
+    if old is None:
+        return new
+    for name, col in new.get("columns", {}).items():
+        mine = old.setdefault("columns", {}).setdefault(name, col)
+        if mine is col:
+            continue
+        mine["geometry_types"] = sorted(set(mine.get("geometry_types", [])) |
+                                        set(col.get("geometry_types", [])))
+        a, b = mine.get("bbox"), col.get("bbox")
+        if a and b:
+            mine["bbox"] = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+    return old
+
+
+async def _rustac_write(path: Path, items: list[dict[str, Any]]) -> None:
+    import rustac
+
+    await rustac.write(str(path), items, format="geoparquet")
+
+
+def write_items(path: str | Path, items, *, row_group_items: int = ROW_GROUP_ITEMS) -> int:
+    """Write the STAC items of the iterable ``items`` (in its order) as one stac-geoparquet
+    file ``path``, flushed to disk; the number of items.
+
+    rustac converts ``row_group_items`` items at a time into a piece file (next to
+    ``path``); the pieces' schemas are united (items that lack a property or an asset
+    have nulls there) and the pieces copied into ``path`` as its row groups, so memory
+    holds one piece whatever the number of items."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    pieces_dir = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.pieces")
+    pieces_dir.mkdir()
+    try:
+        files: list[Path] = []
+        n = 0
+        it = iter(items)
+        while True:
+            chunk = [x for _, x in zip(range(row_group_items), it, strict=False)]
+            if not chunk:
+                break
+            f = pieces_dir / f"{len(files):06d}.parquet"
+            asyncio.run(_rustac_write(f, chunk))
+            files.append(f)
+            n += len(chunk)
+        if not files:
+            raise ValueError(f"{path}: no item to write")
+        schemas, kv = [], {}
+        geo = None
+        for f in files:
+            schemas.append(pq.read_schema(f).remove_metadata())
+            meta = pq.read_metadata(f).metadata or {}
+            for k, v in meta.items():
+                if k == b"geo":
+                    geo = _merge_geo(geo, json.loads(v))
+                elif k != b"ARROW:schema":
+                    kv.setdefault(k, v)
+        schema = schemas[0]
+        if len(files) > 1 and any(s != schema for s in schemas[1:]):
+            schema = pa.unify_schemas(schemas, promote_options="permissive")
+        if geo is not None:
+            kv[b"geo"] = json.dumps(geo).encode()
+        schema = schema.with_metadata(kv)
+        with pq.ParquetWriter(path, schema, compression="zstd") as w:
+            for f in files:
+                t = pq.read_table(f).replace_schema_metadata(kv)
+                if t.schema != schema:
+                    t = pa.concat_tables([schema.empty_table(), t],
+                                         promote_options="permissive").cast(schema)
+                w.write_table(t, row_group_size=row_group_items)
+        _fsync(path)
+        return n
+    finally:
+        for f in pieces_dir.glob("*"):
+            f.unlink()
+        pieces_dir.rmdir()
 
 
 class GeoparquetCatalog:
@@ -241,20 +329,13 @@ class GeoparquetCatalog:
             return {}
 
     def _write_parquet(self, collection: str, items: list[dict[str, Any]]) -> None:
-        import rustac
-
         path = self.folder / f"{collection}.parquet"
         if not items:
             path.unlink(missing_ok=True)
             return
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-
-        async def write() -> None:
-            await rustac.write(str(tmp), items, format="geoparquet")
-
         try:
-            asyncio.run(write())
-            _fsync(tmp)  # rustac closes the file without flushing it to disk
+            write_items(tmp, items)
             os.replace(tmp, path)
             _fsync(path.parent)
         finally:
