@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import copy
 import datetime as dt
+import itertools
 import json
 import os
 import statistics
@@ -170,25 +171,28 @@ def _tile(k: int) -> tuple[str, str, list[list[float]]]:
     return name, f"EPSG:326{zone:02d}", ring
 
 
-def synth_items(template: dict, n: int, piece: int = 1000):
+def synth_items(template: dict, n: int, piece: int = 1000, order: str = "datetime"):
     """``n`` published items made from ``template`` (id, datetime, tile, footprint and cloud
     cover varied; assets, lineage and extensions the template's), in pieces of ``piece``
-    items and in datetime order: a catalogue of any size in bounded memory."""
+    items: a catalogue of any size in bounded memory. Tile ``k``'s dates are offset by
+    ``k / 100`` of the revisit, so that every date range holds items. ``order``:
+    ``datetime`` (the published file's order) or ``tile`` (tile by tile, i.e. about the
+    id order the embedded catalogue wrote its files in before)."""
     tiles = GRID * GRID
     dates = max(1, -(-n // tiles))
     step = (SPAN[1] - SPAN[0]) / dates
     tmpl = json.dumps(template)
     old_tile = template["properties"]["agriseries:tile"]
+    old_stamp = template["id"].split("_")[3]
+    seq = range(n) if order == "datetime" else sorted(range(n), key=lambda i: (i % tiles, i))
     out = []
-    for i in range(n):
+    for i in seq:
         d, k = divmod(i, tiles)
         name, epsg, ring = _tile(k)
-        when = (SPAN[0] + d * step + dt.timedelta(hours=10, minutes=30, seconds=17 * k)
-                ).replace(microsecond=0)
-        stamp = when.strftime("%Y%m%dT%H%M%S")
+        when = (SPAN[0] + (d + k / tiles) * step).replace(microsecond=0)
         it = json.loads(tmpl)
-        it["id"] = it["id"].replace(old_tile, name).replace(
-            template["id"].split("_")[3], stamp)
+        it["id"] = it["id"].replace(old_tile, name).replace(old_stamp,
+                                                            when.strftime("%Y%m%dT%H%M%S"))
         p = it["properties"]
         p["datetime"] = p["start_datetime"] = p["end_datetime"] = when.strftime(
             "%Y-%m-%dT%H:%M:%SZ")
@@ -202,6 +206,79 @@ def synth_items(template: dict, n: int, piece: int = 1000):
             out = []
     if out:
         yield out
+
+
+def synth_extent(n: int) -> dict:
+    """The extent of :func:`synth_items` (``n``) without making the items."""
+    from agriseries.distribution.items import extent_of
+
+    rings = [_tile(k)[2] for k in range(GRID * GRID)]
+    last = synth_items_last_datetime(n)
+    return extent_of([{"bbox": [min(r[0][0] for r in rings), min(r[0][1] for r in rings),
+                                max(r[2][0] for r in rings), max(r[2][1] for r in rings)],
+                       "properties": {"start_datetime": SPAN[0].isoformat(),
+                                      "end_datetime": last}}])
+
+
+def synth_items_last_datetime(n: int) -> str:
+    tiles = GRID * GRID
+    dates = max(1, -(-n // tiles))
+    d, k = divmod(n - 1, tiles)
+    return (SPAN[0] + (d + k / tiles) * ((SPAN[1] - SPAN[0]) / dates)).replace(
+        microsecond=0).isoformat()
+
+
+def search_catalogue_gp(folder: Path, template: dict, n: int, store: Path,
+                        layout: str = "new") -> None:
+    """An embedded catalogue folder of ``n`` synthetic items: the collection's parquet file
+    written in pieces (:func:`write_items`) and the collection list (the index is left
+    empty: the service reads only these two). ``layout``: ``new``, the publisher's
+    (datetime order, row groups of ROW_GROUP_ITEMS); ``old``, the one before (id order,
+    one row group: rustac's default)."""
+    from agriseries.distribution.catalog import geoparquet as gp
+    from agriseries.distribution.items import level_collection
+
+    gp.GeoparquetCatalog(folder)
+    cid = template["collection"]
+    kw = {} if layout == "new" else {"row_group_items": 1 << 20}
+    gp.write_items(folder / f"{cid}.parquet", itertools.chain.from_iterable(
+        synth_items(template, n, order="datetime" if layout == "new" else "tile")), **kw)
+    col = level_collection(cid, [], store)
+    col["extent"] = synth_extent(n)
+    col["assets"] = {"data": {"href": f"./{cid}.parquet", "type": gp.GEOPARQUET_MEDIA_TYPE,
+                              "roles": ["data"]}}
+    gp._atomic_write(folder / "collections.json", json.dumps([col]).encode())
+
+
+def search_catalogue_pg(dsn: str, template: dict, n: int, store: Path) -> None:
+    """A pgstac catalogue of ``n`` synthetic items: the first piece published as the
+    publisher does (the collection with it), the rest loaded by pypgstac's ``Loader``
+    (COPY into the partition, a piece at a time), then the collection's extent and
+    ANALYZE."""
+    import psycopg
+    from pypgstac.db import PgstacDB
+    from pypgstac.load import Loader, Methods
+
+    from agriseries.distribution.catalog.pgstac import PgstacCatalog
+    from agriseries.distribution.items import level_collection
+
+    pieces = synth_items(template, n, piece=2000)
+    cat = PgstacCatalog(dsn, timeout_s=600)
+    cat.apply(next(pieces), [], store)
+    cat.close()
+    db = PgstacDB(dsn=dsn)
+    try:
+        Loader(db).load_items(itertools.chain.from_iterable(pieces), insert_mode=Methods.insert,
+                              chunksize=2000)
+    finally:
+        db.close()
+    col = level_collection(template["collection"], [], store)
+    col["extent"] = synth_extent(n)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pgstac.upsert_collection(%s::jsonb)", (json.dumps(col),))
+        conn.execute("ANALYZE")
+        got = conn.execute("SELECT count(*) FROM pgstac.items").fetchone()[0]
+    assert got == n, (got, n)
 
 
 def rss_kb(pid: int) -> int:
@@ -317,25 +394,36 @@ def bench_publish(store, base, n, backends, tmp, baseline_n) -> dict:
     return out
 
 
-def bench_search(store, n, backend, args, clients, requests, tmp) -> None:
+def bench_search(store, n, backend, args, clients, requests, tmp, limit_s=60.0) -> None:
+    """POST /search (collection + 20-day datetime range + CQL2 cloud filter, 10 a page)
+    by ``clients`` concurrent clients of a second process, ``requests`` per level or
+    ``limit_s`` seconds, whichever ends first; the same service's ``/_mgmt/ping`` under the
+    same concurrency as the floor."""
     bodies = [{"collections": ["agriseries-l2a"], "limit": 10,
-               "datetime": f"{2000 + k % 20}-{1 + k % 12:02d}-01T00:00:00Z/"
-                           f"{2000 + k % 20}-{1 + k % 12:02d}-20T00:00:00Z",
+               "datetime": f"{SPAN[0].year + k % 10}-{1 + k % 12:02d}-01T00:00:00Z/"
+                           f"{SPAN[0].year + k % 10}-{1 + k % 12:02d}-20T00:00:00Z",
                "filter": {"op": "<", "args": [{"property": "eo:cloud_cover"}, 50]}}
               for k in range(requests)]
     with Serve(store, tmp, *args) as svc:
-        r = httpx.post(f"{svc.url}/search", json=bodies[0], timeout=120)
-        assert r.status_code == 200, r.text
+        got = []
+        for b in bodies[:12]:
+            r = httpx.post(f"{svc.url}/search", json=b, timeout=120)
+            assert r.status_code == 200, r.text
+            got.append(len(r.json()["features"]))
+        assert min(got) > 0, got  # every date range holds items
+        print(f"search {backend}, {n} items: {sum(got) / len(got):.1f} items a page "
+              f"(limit 10) on the first {len(got)} searches", flush=True)
         for conc in clients:
             s = load(tmp, url=f"{svc.url}/search", method="POST", bodies=bodies, conc=conc,
-                     limit_s=90)
+                     limit_s=limit_s)
+            la = os.getloadavg()[0]
             p = load(tmp, url=f"{svc.url}/_mgmt/ping", method="GET", bodies=[0] * requests,
-                     conc=conc, limit_s=30)
+                     conc=conc, limit_s=20)
             print(f"search {backend}, {n} items, {conc:2d} client(s): p50 {1000 * s['p50']:.0f} ms, "
                   f"p95 {1000 * s['p95']:.0f} ms, {s['n'] / s['wall']:.1f} req/s ({s['n']} "
-                  f"requests, {s['errors']} errors); ping p50 {1000 * p['p50']:.1f} ms, "
-                  f"{p['n'] / p['wall']:.0f} req/s: search/ping p50 x{s['p50'] / p['p50']:.0f}",
-                  flush=True)
+                  f"requests in {s['wall']:.0f} s, {s['errors']} errors); ping p50 "
+                  f"{1000 * p['p50']:.1f} ms, {p['n'] / p['wall']:.0f} req/s: search/ping p50 "
+                  f"x{s['p50'] / p['p50']:.0f}; load average {la:.1f}", flush=True)
 
 
 def bench_assets(store, base, tmp) -> None:
@@ -474,6 +562,10 @@ def main() -> None:
                     help="publish: items of the before/now comparison on pgstac")
     ap.add_argument("--baseline-geoparquet", type=int, default=3000,
                     help="publish: items of the before/now comparison on geoparquet")
+    ap.add_argument("--search-s", type=float, default=60.0,
+                    help="search: time limit of each concurrency level (seconds)")
+    ap.add_argument("--gp-layout", default="new",
+                    help="search: embedded file layouts to compare (new, old)")
     ap.add_argument("--client", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.client:
@@ -525,22 +617,26 @@ def main() -> None:
             if "publish" in only:
                 bench_publish(store, base, n, backends, tmp,
                               {"pgstac": a.baseline_pgstac, "geoparquet": a.baseline_geoparquet})
-            elif "search" in only:  # the catalogues in one bulk write each, no outbox
-                from agriseries.distribution.items import published_item
-
-                pubs = [published_item(it, p, store) for p, it in synth(base, n)]
-                for name, make in backends.items():
-                    cat = make(f"drain-{n}")
-                    t = time.perf_counter()
-                    cat.apply(pubs, [], store)
-                    cat.close()
-                    print(f"catalogue of {n} items, {name}: one bulk write "
-                          f"{time.perf_counter() - t:.1f} s", flush=True)
             if "search" in only:
-                for name in backends:
-                    args = (catalog_args[f"drain-{n}"] if name == "pgstac"
-                            else catalog_args[f"drain-{n}-gp"])
-                    bench_search(store, n, name, args, clients, a.requests, tmp)
+                template = template_item(store, base)
+                for name, make in backends.items():
+                    for layout in (a.gp_layout.split(",") if name == "geoparquet" else [""]):
+                        t = time.perf_counter()
+                        if name == "pgstac":
+                            cat = make(f"search-{n}")  # the database, migrated
+                            cat.close()
+                            search_catalogue_pg(cat.dsn, template, n, store)
+                            args = catalog_args[f"search-{n}"]
+                        else:
+                            d = tmp / f"gp-search-{n}-{layout}"
+                            search_catalogue_gp(d, template, n, store, layout)
+                            args = ("--catalog-dir", str(d))
+                        label = name + (f" ({layout} file layout)" if layout else "")
+                        print(f"catalogue of {n} synthetic items, {label}: built in "
+                              f"{time.perf_counter() - t:.0f} s (not measured: setup)",
+                              flush=True)
+                        bench_search(store, n, label, args, clients, a.requests, tmp,
+                                     a.search_s)
         if "assets" in only:
             bench_assets(store, base, tmp)
         if "zip" in only:

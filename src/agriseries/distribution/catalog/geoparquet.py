@@ -120,11 +120,14 @@ def _atomic_write(path: Path, data: bytes) -> None:
     _fsync(path.parent)
 
 
-#: Items per parquet row group. DuckDB skips the row groups whose statistics (the min/max
-#: of each column) exclude a search's datetime range, and decodes a whole page of every
-#: column it returns from the groups it reads (the nested asset columns are most of the
-#: work): the files are written in datetime order in groups of this many items.
-ROW_GROUP_ITEMS = 1000
+#: Items per parquet row group. DuckDB skips the row groups whose statistics (min/max of
+#: each column) exclude a search's datetime range, so the files are written in datetime
+#: order; smaller groups prune finer but cost more per group read (a whole page of each of
+#: the ~200 nested asset columns is decoded) and a larger footer (benchmarks.md,
+#: "Distribution": 1,000 was slower than 10,000 at 100,000 items).
+ROW_GROUP_ITEMS = 10_000
+#: Items rustac converts at a time (what a write holds in memory besides one row group).
+PIECE_ITEMS = 1000
 
 
 def _merge_geo(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
@@ -149,14 +152,16 @@ async def _rustac_write(path: Path, items: list[dict[str, Any]]) -> None:
     await rustac.write(str(path), items, format="geoparquet")
 
 
-def write_items(path: str | Path, items, *, row_group_items: int = ROW_GROUP_ITEMS) -> int:
+def write_items(path: str | Path, items, *, row_group_items: int = ROW_GROUP_ITEMS,
+                piece_items: int = PIECE_ITEMS) -> int:
     """Write the STAC items of the iterable ``items`` (in its order) as one stac-geoparquet
-    file ``path``, flushed to disk; the number of items.
+    file ``path``, flushed to disk, in row groups of ``row_group_items``; the number of
+    items.
 
-    rustac converts ``row_group_items`` items at a time into a piece file (next to
-    ``path``); the pieces' schemas are united (items that lack a property or an asset
-    have nulls there) and the pieces copied into ``path`` as its row groups, so memory
-    holds one piece whatever the number of items."""
+    rustac converts ``piece_items`` items at a time into a piece file (next to ``path``);
+    the pieces' schemas are united (an item that lacks a property or an asset has nulls
+    there, as in rustac's own write of all the items at once) and the pieces copied into
+    ``path``, so memory holds a piece and a row group whatever the number of items."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -168,38 +173,44 @@ def write_items(path: str | Path, items, *, row_group_items: int = ROW_GROUP_ITE
         n = 0
         it = iter(items)
         while True:
-            chunk = [x for _, x in zip(range(row_group_items), it, strict=False)]
+            chunk = [x for _, x in zip(range(piece_items), it, strict=False)]
             if not chunk:
                 break
             f = pieces_dir / f"{len(files):06d}.parquet"
             asyncio.run(_rustac_write(f, chunk))
             files.append(f)
             n += len(chunk)
+            del chunk
         if not files:
             raise ValueError(f"{path}: no item to write")
         schemas, kv = [], {}
         geo = None
         for f in files:
             schemas.append(pq.read_schema(f).remove_metadata())
-            meta = pq.read_metadata(f).metadata or {}
-            for k, v in meta.items():
+            for k, v in (pq.read_metadata(f).metadata or {}).items():
                 if k == b"geo":
                     geo = _merge_geo(geo, json.loads(v))
                 elif k != b"ARROW:schema":
                     kv.setdefault(k, v)
         schema = schemas[0]
-        if len(files) > 1 and any(s != schema for s in schemas[1:]):
+        if any(s != schema for s in schemas[1:]):
             schema = pa.unify_schemas(schemas, promote_options="permissive")
         if geo is not None:
             kv[b"geo"] = json.dumps(geo).encode()
         schema = schema.with_metadata(kv)
         with pq.ParquetWriter(path, schema, compression="zstd") as w:
+            rest = schema.empty_table()
             for f in files:
                 t = pq.read_table(f).replace_schema_metadata(kv)
                 if t.schema != schema:
                     t = pa.concat_tables([schema.empty_table(), t],
                                          promote_options="permissive").cast(schema)
-                w.write_table(t, row_group_size=row_group_items)
+                rest = pa.concat_tables([rest, t])
+                while rest.num_rows >= row_group_items:
+                    w.write_table(rest.slice(0, row_group_items))
+                    rest = rest.slice(row_group_items)
+            if rest.num_rows:
+                w.write_table(rest)
         _fsync(path)
         return n
     finally:
@@ -300,8 +311,10 @@ class GeoparquetCatalog:
                     db.execute("ROLLBACK")
                     return []
                 for c in sorted(stale):
+                    # datetime order: row groups of disjoint date ranges (ROW_GROUP_ITEMS)
                     items = [json.loads(s) for (s,) in db.execute(
-                        "SELECT item FROM items WHERE collection = ? ORDER BY id", (c,))]
+                        "SELECT item FROM items WHERE collection = ? ORDER BY "
+                        "json_extract(item, '$.properties.datetime'), id", (c,))]
                     self._write_parquet(c, items)
                     if items:
                         col = level_collection(c, items, store_root)
