@@ -3,6 +3,7 @@
     python benchmarks/bench_distribution.py STORE [--items 10000,100000]
         [--backends geoparquet,pgstac] [--clients 1,10,50] [--requests 300] [--zip-gb 10]
         [--only publish,search,assets,zip] [--baseline-pgstac 500] [--baseline-geoparquet 3000]
+        [--search-s 60] [--gp-layout new,old]
 
 STORE: a product store whose products are published (the demo site's, or the tests'); its
 real L2A items are copied with new ids and dates (same footprints, same files) to make the
@@ -15,10 +16,16 @@ the run (the tests' ``PostgresServer``: Debian's postgresql + postgis).
   bulk load; ``--baseline-geoparquet`` items, a file rewrite per batch vs one), then a
   backlog of N products in a production database's outbox (SQLite) drained by the publisher
   into each backend, as ``agriseries publish`` does (the time to drain, items/s);
-* search: ``agriseries serve`` on each catalogue, loaded from a **second process** (this
-  script with ``--client``, asyncio + httpx) by 1, 10 and 50 concurrent clients, a bounded
-  number of STAC searches (date range + cloud filter, 10 items a page): p50/p95 and req/s,
-  against ``/_mgmt/ping`` of the same service under the same load (the framework's floor);
+* search: catalogues of N synthetic items made from one real published L2A item of STORE
+  (:func:`synth_items`: a 10 x 10 grid of tiles over ten years, id / datetime / tile /
+  footprint / cloud cover varied), generated and written a piece at a time (pgstac: the
+  first piece through the publisher, the rest by pypgstac's ``Loader``, COPY; embedded: the
+  publisher's file writer ``write_items``; ``--gp-layout new,old`` also builds the file as
+  it was written before, id order in one row group); ``agriseries serve`` on each, loaded
+  from a **second process** (this script with ``--client``, asyncio + httpx) by 1, 10 and
+  50 concurrent clients, ``--requests`` STAC searches per level or ``--search-s`` seconds
+  (20-day date range + CQL2 cloud filter, 10 items a page): p50/p95 and req/s, against
+  ``/_mgmt/ping`` of the same service under the same load (the framework's floor);
 * assets: one published file downloaded repeatedly through ``/assets`` (token, Range-capable
   route) by 1 and 4 clients of the second process, against ``python -m http.server``
   serving the same file in the same run (MB/s, ratio);

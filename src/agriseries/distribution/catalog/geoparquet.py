@@ -10,7 +10,9 @@ Layout of the catalogue folder (written by the publisher only)::
 
     CATALOG/
       index.sqlite            the published items (id, collection, JSON): what the files hold
-      <collection>.parquet    one stac-geoparquet file per collection (rustac)
+      <collection>.parquet    one stac-geoparquet file per collection (rustac, by
+                              :func:`write_items`): the items in datetime order, in row
+                              groups of ROW_GROUP_ITEMS
       collections.json        the collections, each with its parquet file as an asset
       duckdb-extensions/      the DuckDB extensions DuckDB loads (from PyPI wheels)
 
