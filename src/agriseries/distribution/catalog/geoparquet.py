@@ -402,6 +402,16 @@ def _get_value(v: Any) -> str:
     return str(v)
 
 
+def _link_body(search_dict: dict) -> dict:
+    """The search as a paging link carries it: rustac's ``include`` / ``exclude`` keys
+    (if any) given back as the API's ``fields`` object."""
+    body = json.loads(json.dumps(search_dict, default=str))
+    projection = {k: v for k in ("include", "exclude") if (v := body.pop(k, None))}
+    if projection:
+        body["fields"] = projection
+    return body
+
+
 def _client_class():
     """stac-fastapi-geoparquet's client, with four fixes: ``properties.`` prefixes in
     ``sortby`` (the STAC API form, POST and GET) are stripped for DuckDB; a sorted search
@@ -412,7 +422,7 @@ def _client_class():
     import cql2
     import rustac
     from fastapi import HTTPException
-    from stac_fastapi.geoparquet.client import Client, _public_search_body
+    from stac_fastapi.geoparquet.client import Client
 
     class AgriseriesClient(Client):
         def get_search(self, *args, **kwargs):
@@ -456,7 +466,7 @@ def _client_class():
                 os.path.join(next(iter(folders)), "*.parquet"), collections=list(collections),
                 limit=limit, offset=offset, **query)
             items = [self.item_with_links(it, request, it["collection"]) for it in found]
-            public = _public_search_body(search_dict)
+            public = _link_body(search_dict)
             public["collections"] = list(collections)
             nxt = ({**public, "limit": limit, "offset": offset + len(items)}
                    if len(items) >= limit else None)
