@@ -254,7 +254,7 @@ def search_catalogue_gp(folder: Path, template: dict, n: int, store: Path,
     col["extent"] = synth_extent(n)
     col["assets"] = {"data": {"href": f"./{cid}.parquet", "type": gp.GEOPARQUET_MEDIA_TYPE,
                               "roles": ["data"]}}
-    gp._atomic_write(folder / "collections.json", json.dumps([col]).encode())
+    gp.atomic_write(folder / "collections.json", json.dumps([col]).encode())
 
 
 def search_catalogue_pg(dsn: str, template: dict, n: int, store: Path) -> None:

@@ -39,7 +39,7 @@ def _plain(x):
 
 def test_pieces_and_row_groups_hold_what_one_rustac_write_holds(tmp_path):
     from agriseries.distribution.catalog.geoparquet import (
-        _rustac_write,
+        rustac_write,
         duckdb_client,
         write_items,
     )
@@ -48,7 +48,7 @@ def test_pieces_and_row_groups_hold_what_one_rustac_write_holds(tmp_path):
     assert len({json.dumps(sorted(it["assets"])) for it in items}) >= 2  # schemas differ
     ours, ref = tmp_path / "ours.parquet", tmp_path / "ref.parquet"
     assert write_items(ours, iter(items), row_group_items=4, piece_items=3) == len(items)
-    asyncio.run(_rustac_write(ref, items))
+    asyncio.run(rustac_write(ref, items))
     md = pq.read_metadata(ours)
     sizes = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
     assert sizes == [4] * (len(items) // 4) + ([len(items) % 4] if len(items) % 4 else [])

@@ -110,7 +110,7 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     """``path`` replaced by ``data`` whole or not at all, also across a power cut: written
     under a temporary name, flushed, renamed, and the folder's entry flushed."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
@@ -148,7 +148,7 @@ def _merge_geo(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any
     return old
 
 
-async def _rustac_write(path: Path, items: list[dict[str, Any]]) -> None:
+async def rustac_write(path: Path, items: list[dict[str, Any]]) -> None:
     import rustac
 
     await rustac.write(str(path), items, format="geoparquet")
@@ -179,7 +179,7 @@ def write_items(path: str | Path, items, *, row_group_items: int = ROW_GROUP_ITE
             if not chunk:
                 break
             f = pieces_dir / f"{len(files):06d}.parquet"
-            asyncio.run(_rustac_write(f, chunk))
+            asyncio.run(rustac_write(f, chunk))
             files.append(f)
             n += len(chunk)
             del chunk
@@ -247,7 +247,7 @@ class GeoparquetCatalog:
             # collections changed in the index and not yet in their files (a deferred apply)
             db.execute("CREATE TABLE IF NOT EXISTS stale (collection TEXT PRIMARY KEY)")
         if not (self.folder / "collections.json").exists():
-            _atomic_write(self.folder / "collections.json", b"[]")
+            atomic_write(self.folder / "collections.json", b"[]")
 
     def _db(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.folder / "index.sqlite", timeout=self.timeout_s,
@@ -326,7 +326,7 @@ class GeoparquetCatalog:
                         listed[c] = col
                     else:
                         listed.pop(c, None)
-                _atomic_write(self.folder / "collections.json",
+                atomic_write(self.folder / "collections.json",
                               json.dumps([listed[c] for c in sorted(listed)]).encode())
                 db.execute("DELETE FROM stale")
                 db.execute("COMMIT")
