@@ -243,6 +243,7 @@ def search_catalogue_gp(folder: Path, template: dict, n: int, store: Path,
     (datetime order, row groups of ROW_GROUP_ITEMS); ``old``, the one before (id order,
     one row group: rustac's default)."""
     from agriseries.distribution.catalog import geoparquet as gp
+    from agriseries.io.durable import atomic_write
     from agriseries.distribution.items import level_collection
 
     gp.GeoparquetCatalog(folder)
@@ -254,7 +255,7 @@ def search_catalogue_gp(folder: Path, template: dict, n: int, store: Path,
     col["extent"] = synth_extent(n)
     col["assets"] = {"data": {"href": f"./{cid}.parquet", "type": gp.GEOPARQUET_MEDIA_TYPE,
                               "roles": ["data"]}}
-    gp.atomic_write(folder / "collections.json", json.dumps([col]).encode())
+    atomic_write(folder / "collections.json", json.dumps([col]).encode())
 
 
 def search_catalogue_pg(dsn: str, template: dict, n: int, store: Path) -> None:

@@ -40,6 +40,7 @@ from ..core.errors import (
     VerificationError,
     WithFailure,
 )
+from ..io.durable import fsync_path
 from .catalog import Acquisition, archive_key
 from .http import HttpSettings, ProviderSession
 from .layout import (
@@ -365,14 +366,6 @@ class Fetcher:
         return plan
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _commit(src: Path, dest: Path) -> None:
     """Rename the finished entry ``src`` (a file, or a folder) to ``dest`` in the inbox, its
     bytes on disk first: every file and folder of it is fsynced, then the rename, then the
@@ -381,9 +374,9 @@ def _commit(src: Path, dest: Path) -> None:
     waits for the disk: the downloads themselves do not fsync (as curl does not)."""
     paths = [src] if src.is_file() else [*(p for p in src.rglob("*")), src]
     for p in paths:
-        _fsync(p)
+        fsync_path(p)
     os.replace(src, dest)
-    _fsync(dest.parent)
+    fsync_path(dest.parent)
 
 
 def worker_id() -> str:

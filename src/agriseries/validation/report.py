@@ -27,12 +27,11 @@ import html
 import io
 import json
 import math
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 
+from ..io.durable import atomic_write
 from .metrics import AccuracyReport
 
 __all__ = ["confusion_figure_png", "report_html", "report_markdown", "write_report"]
@@ -250,18 +249,6 @@ def report_html(report: AccuracyReport, title: str = "Validation report",
     return "\n".join(parts)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    # a plain open() (not mkstemp) so that the file gets the usual umask permissions
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
-    try:
-        with open(tmp, "xb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_report(report: AccuracyReport, out_stem, title: str = "Validation report"
                  ) -> dict[str, Path]:
     """Write the JSON, Markdown, HTML and PNG files of a validation report.
@@ -291,9 +278,9 @@ def write_report(report: AccuracyReport, out_stem, title: str = "Validation repo
     png = confusion_figure_png(report, title)
     doc = report.to_dict()
     doc["title"] = title
-    _atomic_write(paths["json"], (json.dumps(doc, indent=2, ensure_ascii=False,
+    atomic_write(paths["json"], (json.dumps(doc, indent=2, ensure_ascii=False,
                                              allow_nan=False) + "\n").encode("utf-8"))
-    _atomic_write(paths["png"], png)
-    _atomic_write(paths["md"], report_markdown(report, title, paths["png"].name).encode("utf-8"))
-    _atomic_write(paths["html"], report_html(report, title, png).encode("utf-8"))
+    atomic_write(paths["png"], png)
+    atomic_write(paths["md"], report_markdown(report, title, paths["png"].name).encode("utf-8"))
+    atomic_write(paths["html"], report_html(report, title, png).encode("utf-8"))
     return paths

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from ...core.errors import OptionalDependencyError, StoreError
+from ...io.durable import atomic_write, fsync_path
 from ..items import level_collection
 
 __all__ = ["GeoparquetCatalog", "create_api", "duckdb_client", "write_items"]
@@ -99,27 +100,6 @@ def duckdb_client(folder: Path):
         raise OptionalDependencyError("rustac", "server") from e
     return rustac.DuckdbClient(extension_directory=str(extension_directory(folder)),
                                install_extensions=False)
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file (or a folder's entries) to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """``path`` replaced by ``data`` whole or not at all, also across a power cut: written
-    under a temporary name, flushed, renamed, and the folder's entry flushed."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync(path.parent)
 
 
 #: Items per parquet row group. DuckDB skips the row groups whose statistics (min/max of
@@ -213,7 +193,7 @@ def write_items(path: str | Path, items, *, row_group_items: int = ROW_GROUP_ITE
                     rest = rest.slice(row_group_items)
             if rest.num_rows:
                 w.write_table(rest)
-        _fsync(path)
+        fsync_path(path)
         return n
     finally:
         for f in pieces_dir.glob("*"):
@@ -352,7 +332,7 @@ class GeoparquetCatalog:
         try:
             write_items(tmp, items)
             os.replace(tmp, path)
-            _fsync(path.parent)
+            fsync_path(path.parent)
         finally:
             tmp.unlink(missing_ok=True)
 
