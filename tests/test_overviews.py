@@ -12,6 +12,8 @@ are byte for byte the ones the driver makes by itself."""
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 from pathlib import Path
 
 import dask.array as da
@@ -21,7 +23,7 @@ import rasterio
 import rasterio.shutil
 
 from agriseries.core.grid import tile_geobox
-from agriseries.io.cog import write_cog
+from agriseries.io.cog import CogJob, write_cog, write_cogs
 from agriseries.io.overviews import build_overviews, overview_sizes, supported
 
 DATA = Path(__file__).parent / "data"
@@ -142,10 +144,12 @@ def test_cases_left_to_gdal():
     assert build_overviews(np.zeros((1, 600, 600), np.int16), "average", -0.5) is None
 
 
+@pytest.mark.parametrize("budget", [None, 0], ids=["in memory", "raw file"])
 @pytest.mark.parametrize("dtype, nodata", [("int16", -10000), ("float32", None)])
-def test_writer_makes_the_cog_drivers_file_byte_for_byte(tmp_path, dtype, nodata):
-    """write_cog with its own overviews (int16) and with GDAL's (float32 without no data,
-    left to GDAL) gives the file GDAL's COG driver makes from the pixels alone."""
+def test_writer_makes_the_cog_drivers_file_byte_for_byte(tmp_path, dtype, nodata, budget):
+    """write_cogs with its own overviews (int16) and with GDAL's (float32 without no data,
+    left to GDAL), the pixels held in memory or in a raw file (``memory_budget=0``), gives
+    the file GDAL's COG driver makes from the pixels alone."""
     h, w = 1371, 1037
     gb = tile_geobox("T29UNU", 10)[:h, :w]
     arr = (_real((h, w)) - 1000).astype(dtype)
@@ -153,8 +157,8 @@ def test_writer_makes_the_cog_drivers_file_byte_for_byte(tmp_path, dtype, nodata
         arr[:200, :77] = nodata
     else:
         arr /= 10000
-    mine = write_cog(tmp_path / "mine.tif", da.from_array(arr, chunks=(500, 400)), gb,
-                     nodata=nodata)
+    [mine] = write_cogs([CogJob(tmp_path / "mine.tif", da.from_array(arr, chunks=(500, 400)),
+                                gb, nodata)], memory_budget=budget)
     ref = tmp_path / "ref.tif"
     with rasterio.open("ref.mem", "w", driver="MEM", width=w, height=h, count=1, dtype=dtype,
                        crs=gb.crs.to_wkt(), transform=gb.affine, nodata=nodata) as ds:
@@ -165,3 +169,35 @@ def test_writer_makes_the_cog_drivers_file_byte_for_byte(tmp_path, dtype, nodata
     assert (hashlib.sha256(mine.read_bytes()).hexdigest()
             == hashlib.sha256(ref.read_bytes()).hexdigest())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.tif", "ref.tif"]
+
+
+def _open_files_under(folder: Path) -> list[str]:
+    """Files under ``folder`` this process has open or mapped (``/proc/self``)."""
+    fds = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+           if os.path.exists(f"/proc/self/fd/{fd}")]
+    with open("/proc/self/maps") as f:
+        maps = [line.split(None, 5)[-1].strip() for line in f if len(line.split()) == 6]
+    return [p for p in fds + maps if p.startswith(str(folder))]
+
+
+@pytest.mark.parametrize("budget", [None, 0], ids=["in memory", "raw file"])
+def test_cog_driver_copies_the_writers_levels(tmp_path, budget, caplog):
+    """GDAL's COG driver copies the levels the writer computed instead of generating its
+    own (it says in a debug message when it generates them), for pixels held in memory and
+    in a raw file; a case left to GDAL (float32 without no data) has it generate them. The
+    raw file, read in place for its levels, is neither open nor mapped after the write."""
+    gb = tile_geobox("T29UNU", 10)[:1300, :1100]
+    arr = (_real((1300, 1100)) - 1000).astype(np.int16)
+    for dtype, nodata, generated in (("int16", -10000, False), ("float32", None, True)):
+        caplog.clear()
+        data = da.from_array(arr.astype(dtype), chunks=(500, 400))
+        with caplog.at_level(logging.DEBUG, logger="rasterio._env"), rasterio.Env(CPL_DEBUG=True):
+            write_cogs([CogJob(tmp_path / f"x_{dtype}.tif", data, gb, nodata)],
+                       memory_budget=budget)
+        said = [r.getMessage() for r in caplog.records if "COG:" in r.getMessage()]
+        assert any("Generating final product" in m for m in said), said  # messages seen
+        assert any("Generating overviews" in m for m in said) == generated, said
+        with rasterio.open(tmp_path / f"x_{dtype}.tif") as src:
+            assert src.overviews(1) == [2, 4]
+    assert _open_files_under(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x_float32.tif", "x_int16.tif"]

@@ -11,9 +11,10 @@ numpy array), or, past :data:`MEMORY_BUDGET` bytes per call, in a raw file next 
 target -- read by GDAL through a VRT, and GDAL's COG driver makes the file from that
 source in one pass, each tile compressed once. The overviews of a file held in memory
 are computed here from its pixels (:mod:`agriseries.io.overviews`, GDAL's values pixel
-for pixel) and given to the COG driver as the source's own, which it copies; otherwise
-(raw files, the cases that module leaves to GDAL) the COG driver computes them, through
-a temporary compressed file of its own. (The earlier writer compressed every tile twice:
+for pixel) and given to the COG driver as the source's own, which it copies (for a raw
+file, from the file read in place, the levels held in memory while the COG is written);
+in the cases that module leaves to GDAL the COG driver computes them, through a temporary
+compressed file of its own. (The earlier writer compressed every tile twice:
 a temporary tiled, DEFLATE GeoTIFF, then GDAL's COG copy of it; the values written are
 the same.)
 
@@ -377,7 +378,8 @@ _GDAL_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "In
 
 class _RawSource(_Source):
     """Pixels in a raw band-sequential file next to the target (written with ``pwrite``,
-    so a full disk is an ``OSError``, never a crash), read by GDAL through a VRT."""
+    so a full disk is an ``OSError``, never a crash), read by GDAL through a VRT, with the
+    overview levels computed from it."""
 
     def __init__(self, job: CogJob, shape):
         super().__init__(job, shape)
@@ -387,6 +389,7 @@ class _RawSource(_Source):
         self.raw = _tmp_name(self.path, ".raw")
         self.vrt = _tmp_name(self.path, ".vrt")
         self.ds = None
+        self.levels: list[np.ndarray] = []
         self.fd = os.open(self.raw, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         nbytes = int(np.prod(shape)) * self.dtype.itemsize
         try:
@@ -412,9 +415,20 @@ class _RawSource(_Source):
 
         nb, ny, nx = self.shape
         item = self.dtype.itemsize
+        job = self.job
+        # the levels from the raw file read in place (uncompressed), held in memory while
+        # the COG is written: a third of the file at most
+        pixels = np.memmap(self.raw, dtype=self.dtype.newbyteorder("<"), mode="r",
+                           shape=self.shape)
+        try:
+            self.levels = build_overviews(np.asarray(pixels), job.overview_resampling,
+                                          job.nodata, job.colormap, BLOCKSIZE) or []
+        finally:
+            del pixels
         bands = [f'<SourceFilename relativeToVRT="0">{escape(self.raw)}</SourceFilename>'
                  f"<ImageOffset>{b * ny * nx * item}</ImageOffset><PixelOffset>{item}</PixelOffset>"
                  f"<LineOffset>{nx * item}</LineOffset><ByteOrder>LSB</ByteOrder>"
+                 + "".join(f"<Overview>{_mem_source(level, b)}</Overview>" for level in self.levels)
                  for b in range(nb)]
         self.ds = _open_vrt(self, self.vrt, bands, "VRTRawRasterBand")
         return self.ds
@@ -422,6 +436,7 @@ class _RawSource(_Source):
     def _free(self):
         if self.ds is not None and not self.ds.closed:
             self.ds.close()
+        self.levels = []
         os.close(self.fd)
         for f in (self.raw, self.vrt, self.vrt + ".aux.xml"):
             if os.path.exists(f):
