@@ -535,6 +535,113 @@ def test_no_path_traversal_nor_listing(service, published, token, tmp_path):
     assert httpx.get(url, headers=h, timeout=30).status_code == 200
 
 
+def test_withdrawn_product_not_served_at_once(service, published, token, backend, c):
+    """A product withdrawn from the catalogue (what the publisher does with a removal) is a
+    404 at the very next request: its downloads, a signed URL of it, its portal quicklook
+    (whose look-up the service remembers while the catalogue does not change), its item;
+    the other products are still served. Republished afterwards."""
+    f, key, href = _first_asset(service)
+    pid = f["id"]
+    other, okey, ohref = _first_asset(service, "agriseries-l3a")
+    assert httpx.get(href, headers=auth(token), timeout=30).status_code == 200
+    assert c.get("/portal/api/quicklook", params={"item": pid}).status_code == 200
+    c.post("/basket/items", headers=auth(token),
+           json={"items": [{"collection": "agriseries-l2a", "id": pid}]})
+    signed = [u for u in c.get("/basket/files.txt", headers=auth(token)).text.split()
+              if f"/{pid}/" in u]
+    assert signed and httpx.get(signed[0], timeout=30).status_code == 200
+    cat = open_catalog((*backend, published.store))
+    try:
+        # the portal remembers a product it looked up (the old rule: 2 s, whatever happened
+        # meanwhile): a quick route twice, the withdrawal, the same route at once
+        for _ in range(2):
+            assert c.get("/portal/api/layers", params={"item": pid}).status_code == 200
+        cat.apply([], [pid], published.store)
+        assert c.get("/portal/api/layers", params={"item": pid}).status_code == 404
+        assert c.get("/portal/api/quicklook", params={"item": pid}).status_code == 404
+        r = httpx.get(href, headers=auth(token), timeout=30)
+        assert r.status_code == 404, (r.status_code, r.text[:200])
+        assert httpx.get(href, headers={**auth(token), "Range": "bytes=0-9"},
+                         timeout=30).status_code == 404
+        assert httpx.get(signed[0], timeout=30).status_code == 404
+        assert c.get(f"/collections/agriseries-l2a/items/{pid}").status_code == 404
+        assert c.post("/search", json={"ids": [pid]}).json()["features"] == []
+        assert pid not in c.get("/basket/files.txt", headers=auth(token)).text
+        assert httpx.get(ohref, headers=auth(token), timeout=30).status_code == 200
+        assert c.get("/portal/api/quicklook", params={"item": other["id"]}).status_code == 200
+    finally:
+        cat.close()
+        cli("publish", str(published.source), "--json", "--all", *backend[1])
+        c.delete("/basket", headers=auth(token))
+    assert httpx.get(href, headers=auth(token), timeout=30).status_code == 200
+    assert c.get("/portal/api/quicklook", params={"item": pid}).status_code == 200
+
+
+def test_product_lookups_remembered_while_catalogue_unchanged(published, backend):
+    """The portal's look-ups by product id (tiles, pixel series, quicklooks, layers): on the
+    embedded catalogue a found product is looked up once while its collection's file is the
+    same, again as soon as that file is replaced (here by a copy of itself with the same
+    size and modification time: only the inode tells them apart), and not again when
+    another collection's file changes; on pgstac every request asks the catalogue. The
+    same application as ``agriseries serve``, in this process, its catalogue calls counted."""
+    import asyncio
+
+    from agriseries.distribution.app import create_app
+    from agriseries.distribution.settings import ServiceSettings, catalog_dir_of
+
+    app = create_app(ServiceSettings(store=published.store, backend=backend[0],
+                                     catalog_dsn=backend[1][1] if backend[1] else None))
+    access = app.state.access
+    calls: list[dict] = []
+    real_post = access.internal_post
+
+    async def counting_post(path, body):
+        calls.append(body)
+        return await real_post(path, body)
+
+    folder = catalog_dir_of(published.store)
+
+    def replaced_by_a_copy(collection: str) -> None:
+        f = folder / f"{collection}.parquet"
+        tmp = folder / f".{collection}.parquet.copy"
+        shutil.copy2(f, tmp)
+        before, after = f.stat(), tmp.stat()
+        assert (before.st_mtime_ns, before.st_size) == (after.st_mtime_ns, after.st_size)
+        os.replace(tmp, f)
+
+    async def scenario():
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                         base_url="http://svc", timeout=60) as tc:
+                pid = (await tc.get("/collections/agriseries-l2a/items",
+                                    params={"limit": 1})).json()["features"][0]["id"]
+                counts = []
+
+                async def layers(n):
+                    calls.clear()
+                    for _ in range(n):
+                        r = await tc.get("/portal/api/layers", params={"item": pid})
+                        assert r.status_code == 200, r.text
+                    counts.append(len(calls))
+
+                await layers(3)
+                if backend[0] == "geoparquet":
+                    replaced_by_a_copy("agriseries-l2a")
+                    await layers(2)
+                    replaced_by_a_copy("agriseries-l3a")
+                    await layers(2)
+                assert (await tc.get("/portal/api/layers",
+                                     params={"item": "no-such-product"})).status_code == 404
+                return counts
+
+    access.internal_post = counting_post
+    try:
+        counts = asyncio.run(scenario())
+    finally:
+        app.state.accounts.close()
+    assert counts == ([1, 1, 0] if backend[0] == "geoparquet" else [3]), counts
+
+
 def test_quota_limit(service, published, backend):
     """Past the daily quota: 429 with Retry-After until UTC midnight. Past the number of
     concurrent downloads: 429 with Retry-After while the first is still being sent."""

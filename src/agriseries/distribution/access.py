@@ -18,10 +18,16 @@ portal's tiles, pixel series, quicklooks and map layers all decide through one
   regular file is a 404 (:meth:`Access.open`, :meth:`Access.path`).
 
 The credential is checked before the catalogue is asked, so a request without the right to
-read learns nothing about which products exist. A product found by id is remembered for
-``ServiceSettings.collections_reload_s`` seconds (2 by default; 0: never), the time the
-embedded catalogue itself takes to see a new collection list: a map asks dozens of tiles of
-one product a second, and a catalogue search costs each of them tens of milliseconds.
+read learns nothing about which products exist. Downloads (``/assets``, the basket) ask the
+catalogue at every request: a withdrawn product is a 404 as soon as the catalogue has dropped
+it. The portal's look-ups by product id (:meth:`Access.item_by_id`: a map asks dozens of
+tiles of one product a second, and a catalogue search costs each of them tens of
+milliseconds) are remembered, but only while the catalogue has not changed: on the embedded
+catalogue the product is remembered with the identity (inode, modification time, size) of
+its collection's file as it was before the look-up, and a hit whose file has been replaced
+or removed since (a withdrawal, a republication) is looked up again; a pgstac catalogue has
+no such cheap mark, so nothing is remembered there. ``ServiceSettings.collections_reload_s``
+(2 s by default; 0: never remember) bounds how long an entry lives anyway.
 """
 
 from __future__ import annotations
@@ -80,9 +86,12 @@ class Access:
         self.internal_key = internal_key
         self.root = os.path.abspath(settings.store)
         self.ttl_s = float(getattr(settings, "collections_reload_s", 0) or 0)
-        self._found: collections.OrderedDict[str, tuple[float, dict]] = collections.OrderedDict()
+        self._found: collections.OrderedDict[str, tuple[float, dict, tuple]] = \
+            collections.OrderedDict()
         self._lock = threading.Lock()
         self._sizes: collections.OrderedDict[tuple, int] = collections.OrderedDict()
+        self._folder = (Path(settings.catalog_folder) if getattr(settings, "backend", None)
+                        == "geoparquet" and self.ttl_s > 0 else None)
 
     # ------------------------------------------------------------------ who
 
@@ -128,20 +137,60 @@ class Access:
         now = time.monotonic()
         with self._lock:
             hit = self._found.get(item_id)
-            if hit is not None and now - hit[0] < self.ttl_s:
-                return hit[1]
+        if hit is not None and now - hit[0] < self.ttl_s and \
+                self._file_mark(hit[1].get("collection")) == hit[2]:
+            return hit[1]
+        marks = self._file_marks()  # before the look-up: a change meanwhile is seen next time
         r = await self.internal_post("/search", {"ids": [item_id], "limit": 2})
         if r.status_code == 200:
             for f in r.json().get("features", []):
                 if f.get("id") == item_id:
-                    if self.ttl_s > 0:
+                    mark = marks.get(f.get("collection"))
+                    if mark is not None:
                         with self._lock:
-                            self._found[item_id] = (now, f)
+                            self._found[item_id] = (now, f, mark)
                             self._found.move_to_end(item_id)
                             while len(self._found) > 1024:
                                 self._found.popitem(last=False)
                     return f
         raise NotPublished(f"product {item_id} is not published")
+
+    def _file_marks(self) -> dict[str, tuple]:
+        """Collection -> mark (:meth:`_mark`) of its file in the embedded catalogue (empty
+        for pgstac, or when nothing is remembered): taken before a look-up, whose collection
+        is not known yet."""
+        if self._folder is None:
+            return {}
+        out = {}
+        try:
+            with os.scandir(self._folder) as it:
+                for e in it:
+                    if e.name.endswith(".parquet") and not e.name.startswith("."):
+                        out[e.name[:-len(".parquet")]] = self._mark(
+                            e.stat(follow_symlinks=False))
+        except OSError:
+            return {}
+        return out
+
+    def _file_mark(self, collection: str | None) -> tuple | None:
+        """The mark of one collection's file now (``None``: no such file, or pgstac)."""
+        if self._folder is None or not collection or "/" in collection or \
+                collection.startswith("."):
+            return None
+        try:
+            return self._mark(os.stat(self._folder / f"{collection}.parquet",
+                                      follow_symlinks=False))
+        except OSError:
+            return None
+
+    @staticmethod
+    def _mark(st: os.stat_result) -> tuple:
+        """What tells one version of a collection's file from another: the publisher never
+        writes a file in place, it writes a new one (a new inode while the old one is still
+        there) and renames it over the old, so the inode changes at every change; the
+        modification time (ns) and the size are there too, should an inode number be
+        reused after the old file is gone."""
+        return st.st_ino, st.st_dev, st.st_mtime_ns, st.st_size
 
     async def search(self, body: dict[str, Any], limit: int = MAX_SEARCH) -> list[dict]:
         """Every published item a STAC search finds (all pages; store-relative hrefs).
