@@ -3,7 +3,7 @@
     python benchmarks/bench_distribution.py STORE [--items 10000,100000]
         [--backends geoparquet,pgstac] [--clients 1,10,50] [--requests 300] [--zip-gb 10]
         [--only publish,search,assets,zip] [--baseline-pgstac 500] [--baseline-geoparquet 3000]
-        [--search-s 60] [--gp-layout new,old]
+        [--search-s 60] [--gp-layout new,old] [--pgstac-hydrate api,database]
 
 STORE: a product store whose products are published (the demo site's, or the tests'); its
 real L2A items are copied with new ids and dates (same footprints, same files) to make the
@@ -26,6 +26,9 @@ the run (the tests' ``PostgresServer``: Debian's postgresql + postgis).
   50 concurrent clients, ``--requests`` STAC searches per level or ``--search-s`` seconds
   (20-day date range + CQL2 cloud filter, 10 items a page): p50/p95 and req/s, against
   ``/_mgmt/ping`` of the same service under the same load (the framework's floor);
+  ``--pgstac-hydrate database,api`` runs a service of each hydration setting over the same
+  pgstac catalogue, checks their first pages are the same bytes and measures them one after
+  the other at each level; then the portal's look-up by product id (one client);
 * assets: one published file downloaded repeatedly through ``/assets`` (token, Range-capable
   route) by 1 and 4 clients of the second process, against ``python -m http.server``
   serving the same file in the same run (MB/s, ratio);
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import copy
 import datetime as dt
 import itertools
@@ -402,36 +406,63 @@ def bench_publish(store, base, n, backends, tmp, baseline_n) -> dict:
     return out
 
 
-def bench_search(store, n, backend, args, clients, requests, tmp, limit_s=60.0) -> None:
+def bench_search(store, n, backend, variants, clients, requests, tmp, limit_s=60.0) -> None:
     """POST /search (collection + 20-day datetime range + CQL2 cloud filter, 10 a page)
     by ``clients`` concurrent clients of a second process, ``requests`` per level or
     ``limit_s`` seconds, whichever ends first; the same service's ``/_mgmt/ping`` under the
-    same concurrency as the floor."""
+    same concurrency as the floor. ``variants``: ``(label, serve arguments)`` of services
+    over the same catalogue (pgstac: ``--pgstac-hydrate database`` and ``api``), all up at
+    once and measured one after the other at each level, so that they share the minutes'
+    load. Then, one client, the look-up by product id a portal request makes (``POST
+    /search`` with ``ids``: the service asks it at every tile, pixel series, quicklook and
+    layers request on pgstac, where nothing is remembered) and ``GET /portal/api/layers``."""
     bodies = [{"collections": ["agriseries-l2a"], "limit": 10,
                "datetime": f"{SPAN[0].year + k % 10}-{1 + k % 12:02d}-01T00:00:00Z/"
                            f"{SPAN[0].year + k % 10}-{1 + k % 12:02d}-20T00:00:00Z",
                "filter": {"op": "<", "args": [{"property": "eo:cloud_cover"}, 50]}}
               for k in range(requests)]
-    with Serve(store, tmp, *args) as svc:
-        got = []
-        for b in bodies[:12]:
-            r = httpx.post(f"{svc.url}/search", json=b, timeout=120)
-            assert r.status_code == 200, r.text
-            got.append(len(r.json()["features"]))
-        assert min(got) > 0, got  # every date range holds items
-        print(f"search {backend}, {n} items: {sum(got) / len(got):.1f} items a page "
-              f"(limit 10) on the first {len(got)} searches", flush=True)
+    with contextlib.ExitStack() as stack:
+        svcs = [(f"{backend}{f', {label}' if label else ''}",
+                 stack.enter_context(Serve(store, tmp, *args))) for label, args in variants]
+        first = None
+        for name, svc in svcs:
+            got = []
+            for b in bodies[:12]:
+                r = httpx.post(f"{svc.url}/search", json=b, timeout=120)
+                assert r.status_code == 200, r.text
+                got.append(r.json()["features"])
+            assert min(map(len, got)) > 0, got  # every date range holds items
+            text = json.dumps(got).replace(svc.url, "SERVICE")  # its links name its port
+            if first is None:
+                first, first_text = got, text
+            else:  # the same answers, byte for byte, whichever variant
+                assert text == first_text, name
+            print(f"search {name}, {n} items: {sum(map(len, got)) / len(got):.1f} items a "
+                  f"page (limit 10) on the first {len(got)} searches", flush=True)
+        pid = first[0][0]["id"]
         for conc in clients:
-            s = load(tmp, url=f"{svc.url}/search", method="POST", bodies=bodies, conc=conc,
-                     limit_s=limit_s)
-            la = os.getloadavg()[0]
-            p = load(tmp, url=f"{svc.url}/_mgmt/ping", method="GET", bodies=[0] * requests,
-                     conc=conc, limit_s=20)
-            print(f"search {backend}, {n} items, {conc:2d} client(s): p50 {1000 * s['p50']:.0f} ms, "
-                  f"p95 {1000 * s['p95']:.0f} ms, {s['n'] / s['wall']:.1f} req/s ({s['n']} "
-                  f"requests in {s['wall']:.0f} s, {s['errors']} errors); ping p50 "
-                  f"{1000 * p['p50']:.1f} ms, {p['n'] / p['wall']:.0f} req/s: search/ping p50 "
-                  f"x{s['p50'] / p['p50']:.0f}; load average {la:.1f}", flush=True)
+            for name, svc in svcs:
+                s = load(tmp, url=f"{svc.url}/search", method="POST", bodies=bodies,
+                         conc=conc, limit_s=limit_s)
+                la = os.getloadavg()[0]
+                p = load(tmp, url=f"{svc.url}/_mgmt/ping", method="GET",
+                         bodies=[0] * requests, conc=conc, limit_s=20)
+                print(f"search {name}, {n} items, {conc:2d} client(s): p50 "
+                      f"{1000 * s['p50']:.0f} ms, p95 {1000 * s['p95']:.0f} ms, "
+                      f"{s['n'] / s['wall']:.1f} req/s ({s['n']} requests in {s['wall']:.0f} s, "
+                      f"{s['errors']} errors); ping p50 {1000 * p['p50']:.1f} ms, "
+                      f"{p['n'] / p['wall']:.0f} req/s: search/ping p50 "
+                      f"x{s['p50'] / p['p50']:.0f}; load average {la:.1f}", flush=True)
+        for name, svc in svcs:
+            ids = load(tmp, url=f"{svc.url}/search", method="POST",
+                       bodies=[{"ids": [pid], "limit": 2}] * min(requests, 100), conc=1,
+                       limit_s=min(limit_s, 20))
+            lay = load(tmp, url=f"{svc.url}/portal/api/layers?item={pid}", method="GET",
+                       bodies=[0] * min(requests, 100), conc=1, limit_s=min(limit_s, 20))
+            print(f"look-up {name}, {n} items, 1 client: search by id p50 "
+                  f"{1000 * ids['p50']:.1f} ms ({ids['n']} requests, {ids['errors']} errors), "
+                  f"/portal/api/layers p50 {1000 * lay['p50']:.1f} ms ({lay['n']} requests, "
+                  f"{lay['errors']} errors); load average {os.getloadavg()[0]:.1f}", flush=True)
 
 
 def bench_assets(store, base, tmp) -> None:
@@ -574,6 +605,9 @@ def main() -> None:
                     help="search: time limit of each concurrency level (seconds)")
     ap.add_argument("--gp-layout", default="new",
                     help="search: embedded file layouts to compare (new, old)")
+    ap.add_argument("--pgstac-hydrate", default="api",
+                    help="search: where pgstac's items are hydrated, one or both of "
+                         "database,api (both: the two services measured in the same run)")
     ap.add_argument("--client", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.client:
@@ -643,7 +677,10 @@ def main() -> None:
                         print(f"catalogue of {n} synthetic items, {label}: built in "
                               f"{time.perf_counter() - t:.0f} s (not measured: setup)",
                               flush=True)
-                        bench_search(store, n, label, args, clients, a.requests, tmp,
+                        variants = ([(f"{h} hydration", (*args, "--pgstac-hydrate", h))
+                                     for h in a.pgstac_hydrate.split(",")]
+                                    if name == "pgstac" else [("", args)])
+                        bench_search(store, n, label, variants, clients, a.requests, tmp,
                                      a.search_s)
         if "assets" in only:
             bench_assets(store, base, tmp)

@@ -642,6 +642,85 @@ def test_product_lookups_remembered_while_catalogue_unchanged(published, backend
     assert counts == ([1, 1, 0] if backend[0] == "geoparquet" else [3]), counts
 
 
+def test_pgstac_items_the_same_hydrated_by_the_service_or_by_pgstac(published, backend):
+    """pgstac: the service hydrates the items itself by default (stac-fastapi-pgstac's API
+    hydration: pgstac answers the stored rows, without what their collection's
+    ``item_assets`` hold); what it serves is byte for byte what pgstac's own SQL hydration
+    gives: every item of a search over all collections, of each collection's pages, each
+    item at its own URL, sorted and filtered searches, ``fields`` answers. Two applications
+    as ``agriseries serve`` makes them, one per setting, over the same catalogue."""
+    if backend[0] != "pgstac":
+        pytest.skip("pgstac's hydration")
+    import asyncio
+
+    from agriseries.distribution.app import create_app
+    from agriseries.distribution.settings import ServiceSettings
+
+    apps = {h: create_app(ServiceSettings(store=published.store, backend="pgstac",
+                                          catalog_dsn=backend[1][1], pgstac_hydrate=h))
+            for h in ("api", "database")}
+    assert apps["api"].state.settings.use_api_hydrate is True
+    assert apps["database"].state.settings.use_api_hydrate is False
+    every = product_ids(published)
+
+    async def answers(app) -> list[tuple[str, int, bytes]]:
+        out = []
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                         base_url="http://svc", timeout=60) as tc:
+                async def ask(method, path, **kw):
+                    r = await (tc.post(path, **kw) if method == "POST" else tc.get(path, **kw))
+                    out.append((f"{method} {path} {kw}", r.status_code, r.content))
+                    return r
+
+                r = await ask("GET", "/search", params={"limit": 1000})
+                feats = r.json()["features"]
+                assert {f["id"] for f in feats} == every, r.text[:300]
+                await ask("POST", "/search", json={"limit": 1000})
+                for cid in sorted({f["collection"] for f in feats}):
+                    await ask("GET", f"/collections/{cid}/items", params={"limit": 3})
+                    await ask("GET", f"/collections/{cid}/items", params={"limit": 1000})
+                    await ask("POST", "/search", json={
+                        "collections": [cid], "limit": 1000,
+                        "sortby": [{"field": "properties.datetime", "direction": "desc"}]})
+                for f in feats:
+                    await ask("GET", f"/collections/{f['collection']}/items/{f['id']}")
+                await ask("POST", "/search", json={"ids": sorted(every)[:3], "limit": 10})
+                await ask("POST", "/search", json={
+                    "limit": 1000, "filter-lang": "cql2-json",
+                    "filter": {"op": "<", "args": [{"property": "eo:cloud_cover"}, 50]}})
+                await ask("POST", "/search", json={"limit": 1000,
+                                                   "query": {"eo:cloud_cover": {"lt": 50}}})
+                for fields in ("", "properties.eo:cloud_cover", "-geometry,-assets",
+                               "assets,-properties"):
+                    await ask("GET", "/search", params={"limit": 1000, "fields": fields})
+                await ask("POST", "/search", json={"limit": 1000, "fields": {
+                    "include": ["assets"], "exclude": ["assets.B02"]}})
+        return out
+
+    try:
+        got = {h: asyncio.run(answers(app)) for h, app in apps.items()}
+    finally:
+        for app in apps.values():
+            app.state.accounts.close()
+    assert [a[:2] for a in got["api"]] == [a[:2] for a in got["database"]]
+    assert all(status == 200 for _, status, _ in got["api"]), \
+        [a[:2] for a in got["api"] if a[1] != 200]
+    differ = [what for (what, _, a), (_, _, b) in zip(got["api"], got["database"]) if a != b]
+    assert not differ, differ[:5]
+    # what pgstac stores of an item lacks what its collection gives every item: the
+    # hydration did something (the stored rows are dehydrated)
+    import psycopg
+
+    served = json.loads(got["api"][0][2])["features"]
+    with psycopg.connect(backend[1][1]) as conn:
+        rows = dict(conn.execute("SELECT id, content FROM pgstac.items").fetchall())
+    stripped = [f["id"] for f in served if any(
+        set(a) - set((rows[f["id"]].get("assets") or {}).get(k) or {})
+        for k, a in f["assets"].items())]
+    assert stripped, "every stored item is whole: the hydration was not tried"
+
+
 def test_quota_limit(service, published, backend):
     """Past the daily quota: 429 with Retry-After until UTC midnight. Past the number of
     concurrent downloads: 429 with Retry-After while the first is still being sent."""

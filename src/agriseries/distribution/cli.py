@@ -101,8 +101,12 @@ _db_opt = click.option("--service-db", default=None,
 @click.option("--oidc-client-id", default=None,
               help="Single sign-on on the web page: its client id at the issuer (a public "
                    "client: authorization code + PKCE; redirect URI http(s)://HOST/portal/).")
+@click.option("--pgstac-hydrate", type=click.Choice(["api", "database"]), default=None,
+              help="pgstac: hydrate the items in the service (api, the default) or in "
+                   "pgstac's SQL (database); the same items either way.")
 def serve(target, store, host, port, catalog_dsn, catalog_dir, service_db, private_search,
-          quota_gb, max_downloads, oidc_issuer, oidc_audience, oidc_jwks_url, oidc_client_id):
+          quota_gb, max_downloads, oidc_issuer, oidc_audience, oidc_jwks_url, oidc_client_id,
+          pgstac_hydrate):
     """Serve the published products: a STAC API with search, downloads (tokens, quotas,
     HTTP Range) and baskets. TARGET is a site file or a store folder."""
     site, store_dir = _target(target, store)
@@ -111,7 +115,7 @@ def serve(target, store, host, port, catalog_dsn, catalog_dir, service_db, priva
                          quota_bytes_per_day=int(quota_gb * 2**30) if quota_gb else None,
                          max_concurrent_downloads=max_downloads, oidc_issuer=oidc_issuer,
                          oidc_audience=oidc_audience, oidc_jwks_url=oidc_jwks_url,
-                         oidc_client_id=oidc_client_id)
+                         oidc_client_id=oidc_client_id, pgstac_hydrate=pgstac_hydrate)
     try:
         import uvicorn
 

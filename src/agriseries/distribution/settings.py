@@ -46,6 +46,12 @@ class ServiceSettings(BaseModel):
     """Lifetime of the signed URLs of a basket's download list."""
     collections_reload_s: int = Field(2, ge=0)
     """geoparquet: how often the collection list the publisher writes is re-read."""
+    pgstac_hydrate: Literal["api", "database"] = "api"
+    """pgstac: where a found item gets back what the catalogue keeps once per collection (the
+    collection's ``item_assets``, stripped from every stored item): ``api``, in the service
+    (stac-fastapi-pgstac's API hydration: pgstac answers the stored rows, ``nohydrate``);
+    ``database``, in pgstac's SQL (about 15 ms per item; docs/benchmarks.md,
+    "Distribution"). The items served are the same bytes either way."""
     oidc_issuer: str | None = None
     """Single sign-on: the issuer (``iss``) bearer JWTs must have."""
     oidc_audience: str | None = None
