@@ -166,6 +166,7 @@ def _period(store_dir: Path) -> tuple[str, dt.date]:
 def _read_only(store_dir: str) -> None:
     import dask
 
+    from agriseries.io.opened import held_open
     from agriseries.io.product import load
     from agriseries.io.store import ProductStore
 

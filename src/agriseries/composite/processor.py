@@ -54,6 +54,7 @@ from ..io.product import (
     nanmean_angles,
 )
 from ..io.store import Layer, ProductStore
+from ..io.opened import held_open
 from .wasp import (
     FLAG_MEANING,
     BlockSetup,
@@ -733,38 +734,40 @@ def composite(store: ProductStore, tile: str, period: str, *, centre: dt.date | 
     if not acqs:
         raise ConfigurationError(f"no usable L2A product of {tile} for {period}: "
                                  f"{'; '.join(map(str, skipped))}")
-    acqs, merged = merge_passes(acqs)
-    out, inputs = synthesize(acqs, centre, grids, bands, helpers, params)
-    layers = []
-    for res, ds in out.items():
-        gb = grids.fine[res]
-        table = bands_of("S2A")
-        for b in bands[res]:
-            if b in ds:
-                layers.append(Layer(b, ds[b].data, gb, "reflectance", band=table[b]))
-        layers += [Layer(f"weight_{res}m", ds["weight"].data, gb, "scaled", unit="1", scale=1e-3),
-                   Layer(f"date_{res}m", ds["date"].data, gb, "aux", unit=DATE_UNIT),
-                   Layer(f"flag_{res}m", ds["flag"].data, gb, "flags", unit=FLAG_MEANING)]
-    mres = 20 if 20 in out else min(out)
-    layers.append(Layer("mask", mask_from_flags(out[mres]["flag"].data), grids.fine[mres], "mask"))
-    used = sorted({a.sensor for a in acqs})
-    weights_summary = {"dates": len(acqs), "sentinel2": sum(is_sentinel2(a.sensor) for a in acqs),
-                       "landsat": sum(not is_sentinel2(a.sensor) for a in acqs)}
-    store.write_product(
-        pid, layers, footprint=grids.fine[mres].extent, sensors=used,
-        inputs=[a.id for a in acqs] + [m["id"] for m in merged],
-        parameters=request,
-        lineage=f"WASP weighted-average synthesis of {len(acqs)} L2A products "
-                f"({', '.join(used)}) centred on {centre.isoformat()} +- {params.half_period} "
-                f"days, by agriseries {VERSION}",
-        datetime=None,
-        properties={"agriseries:synthesis": {
-            "centre": centre.isoformat(), "half_period_days": params.half_period,
-            "window": [w0.date().isoformat(), w1.date().isoformat()],
-            "inputs": inputs, "merged": merged, "summary": weights_summary,
-            "skipped": [{"id": f.input, "error": f"{f.error_type}: {f.message}"}
-                        for f in skipped]}},
-        extras=_write_quicklook, overwrite=overwrite)
+    # the inputs' files stay open across their blocks (one handle per thread) until written
+    with held_open():
+        acqs, merged = merge_passes(acqs)
+        out, inputs = synthesize(acqs, centre, grids, bands, helpers, params)
+        layers = []
+        for res, ds in out.items():
+            gb = grids.fine[res]
+            table = bands_of("S2A")
+            for b in bands[res]:
+                if b in ds:
+                    layers.append(Layer(b, ds[b].data, gb, "reflectance", band=table[b]))
+            layers += [Layer(f"weight_{res}m", ds["weight"].data, gb, "scaled", unit="1", scale=1e-3),
+                       Layer(f"date_{res}m", ds["date"].data, gb, "aux", unit=DATE_UNIT),
+                       Layer(f"flag_{res}m", ds["flag"].data, gb, "flags", unit=FLAG_MEANING)]
+        mres = 20 if 20 in out else min(out)
+        layers.append(Layer("mask", mask_from_flags(out[mres]["flag"].data), grids.fine[mres], "mask"))
+        used = sorted({a.sensor for a in acqs})
+        weights_summary = {"dates": len(acqs), "sentinel2": sum(is_sentinel2(a.sensor) for a in acqs),
+                           "landsat": sum(not is_sentinel2(a.sensor) for a in acqs)}
+        store.write_product(
+            pid, layers, footprint=grids.fine[mres].extent, sensors=used,
+            inputs=[a.id for a in acqs] + [m["id"] for m in merged],
+            parameters=request,
+            lineage=f"WASP weighted-average synthesis of {len(acqs)} L2A products "
+                    f"({', '.join(used)}) centred on {centre.isoformat()} +- {params.half_period} "
+                    f"days, by agriseries {VERSION}",
+            datetime=None,
+            properties={"agriseries:synthesis": {
+                "centre": centre.isoformat(), "half_period_days": params.half_period,
+                "window": [w0.date().isoformat(), w1.date().isoformat()],
+                "inputs": inputs, "merged": merged, "summary": weights_summary,
+                "skipped": [{"id": f.input, "error": f"{f.error_type}: {f.message}"}
+                            for f in skipped]}},
+            extras=_write_quicklook, overwrite=overwrite)
     if update_catalog:
         store.update_catalog()
     return CompositeResult(str(pid), True, inputs, skipped)

@@ -54,6 +54,7 @@ from ..core.grid import snap_to_tile, tile_geobox
 from ..core.masks import CF_ATTRS, MaskBit
 from .blockcodec import decode_block
 from .files import file_geobox
+from .opened import open_raster
 
 Kind = Literal["reflectance", "quality", "aux"]
 
@@ -294,16 +295,20 @@ def _read_block(asset: Asset, geobox: GeoBox, dtype, fill) -> np.ndarray:
     """
     ny, nx = geobox.shape
     try:
-        with rasterio.open(asset.path) as src:
+        with open_raster(asset.path) as src:
             nodata = asset.nodata if asset.nodata is not None else src.nodata
             win = _aligned_window(src, geobox)
             fast = asset.kind != "quality" and np.dtype(dtype) == np.float32
             if win is not None:
-                data = src.read(asset.band_index, window=win, boundless=True,
+                inside = _inside_rect(src, win)
+                # a window inside the file is read directly (a boundless read builds a VRT
+                # for every block); one reaching past it is filled with the no-data value
+                whole = inside == (0, int(win.height), 0, int(win.width))
+                data = src.read(asset.band_index, window=win, boundless=not whole,
                                 fill_value=nodata if nodata is not None else 0)
                 if fast:  # one compiled pass, the values of the numpy path below
                     out = decode_block(data, nodata, asset.scale, asset.offset,
-                                       inside=_inside_rect(src, win))
+                                       inside=inside)
                     if out is not None:
                         return out
                 valid = _inside_mask(src, win)
