@@ -40,7 +40,7 @@ from ..core.errors import (
     VerificationError,
     WithFailure,
 )
-from ..io.durable import fsync_path
+from ..io.durable import fsync_path, fsync_tree
 from .catalog import Acquisition, archive_key
 from .http import HttpSettings, ProviderSession
 from .layout import (
@@ -372,9 +372,7 @@ def _commit(src: Path, dest: Path) -> None:
     inbox folder, so that after a power cut the inbox holds the whole entry or nothing of it
     (a ``kill -9`` needs none of this: the rename alone is atomic). The one place a fetch
     waits for the disk: the downloads themselves do not fsync (as curl does not)."""
-    paths = [src] if src.is_file() else [*(p for p in src.rglob("*")), src]
-    for p in paths:
-        fsync_path(p)
+    fsync_tree(src)
     os.replace(src, dest)
     fsync_path(dest.parent)
 

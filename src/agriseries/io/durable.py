@@ -2,6 +2,8 @@
 
 :func:`fsync_path`
     Flush a file, or a folder's entries, to disk.
+:func:`fsync_tree`
+    Flush a file, or a folder with everything in it, before it is renamed into place.
 :func:`atomic_write`
     Replace a file by some bytes: written under a temporary name in the same folder,
     flushed, renamed over the file, the folder's entry flushed; the temporary file is
@@ -17,7 +19,7 @@ import os
 import uuid
 from pathlib import Path
 
-__all__ = ["atomic_write", "fsync_path"]
+__all__ = ["atomic_write", "fsync_path", "fsync_tree"]
 
 
 def fsync_path(path: str | os.PathLike) -> None:
@@ -27,6 +29,16 @@ def fsync_path(path: str | os.PathLike) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_tree(path: str | os.PathLike) -> None:
+    """Flush ``path`` to disk: a file, or a folder's files, sub-folders and the folder
+    itself, so that a rename of it that reaches the disk finds its bytes there too."""
+    path = Path(path)
+    if path.is_dir():
+        for p in sorted(path.rglob("*")):
+            fsync_path(p)
+    fsync_path(path)
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:

@@ -60,6 +60,7 @@ from ..core.masks import MaskBit
 from ..core.stac import AssetSpec, build_item, validate_item
 from .catalog import collection_id, item_links
 from .cog import CogJob, bit_categories, class_colormap, write_cog, write_cogs
+from .durable import atomic_write, fsync_path, fsync_tree
 from .product import AngleGrid, Asset, SourceProduct, nanmean_angles
 
 #: Where warnings about the store go (a corrupt item skipped): the CLI prints them on stderr.
@@ -444,13 +445,18 @@ class ProductStore:
             if not overwrite and self.exists(pid):  # written by another process meanwhile
                 raise AlreadyStoredError(f"{final}: product {pid} is already in the store "
                                          "(written by another process meanwhile)")
+            # the product's bytes on disk before its rename: after a power cut the store
+            # holds the whole product or none of it (a kill -9 needs only the rename)
+            fsync_tree(tmp)
             if final.exists():
                 trash = tmp_root / f"{pid}.old.{uuid.uuid4().hex[:8]}"
                 os.rename(final, trash)
                 os.rename(tmp, final)
+                fsync_path(final.parent)
                 shutil.rmtree(trash, ignore_errors=True)
             else:
                 os.rename(tmp, final)
+                fsync_path(final.parent)
         except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             failure = store_write_error(self.root, exc, f"writing {pid}") \
@@ -1001,17 +1007,10 @@ def _utc(d: dt.datetime) -> dt.datetime:
 
 
 def _atomic_write_json(path: Path, obj: dict) -> None:
+    """``path`` replaced by ``obj`` as JSON whole or not at all, the file and its folder's
+    entry flushed to disk (:func:`agriseries.io.durable.atomic_write`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps(obj, indent=1, allow_nan=False).encode())
 
 
 def dataset_layers(ds: xr.Dataset, sensor: str) -> list[Layer]:
