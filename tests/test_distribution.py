@@ -721,24 +721,6 @@ def test_pgstac_items_the_same_hydrated_by_the_service_or_by_pgstac(published, b
     assert stripped, "every stored item is whole: the hydration was not tried"
 
 
-def test_query_extension_not_declared(service, published, backend, c):
-    """Neither backend declares the query extension (``item-search#query``,
-    ``ogcapi-features#query``): its conformance class has the operators ``neq``,
-    ``startsWith``, ``endsWith``, ``contains`` and ``in``, which stac-fastapi-pgstac refuses
-    (400; stac-api-validator's query checks, configured for the tests' items, stop at the
-    first). A CQL2 ``filter`` does all of it on both backends."""
-    conf = c.get("/conformance").json()["conformsTo"]
-    assert not [u for u in conf if u.endswith("#query")], conf
-    if backend[0] != "pgstac":
-        return
-    for q in ({"eo:cloud_cover": {"neq": 0}}, {"platform": {"startsWith": "sentinel"}},
-              {"instruments": {"in": ["msi"]}}):
-        r = c.post("/search", json={"collections": ["agriseries-l2a"], "query": q})
-        assert r.status_code == 400, (q, r.status_code, r.text[:200])
-    # (what pgstac serves of it, eq/ne/lt/lte/gt/gte, compared eo:cloud_cover as text here:
-    # lt 50 found an item of 100.0; docs/distribution.md)
-
-
 def test_quota_limit(service, published, backend):
     """Past the daily quota: 429 with Retry-After until UTC midnight. Past the number of
     concurrent downloads: 429 with Retry-After while the first is still being sent."""

@@ -103,9 +103,11 @@ def _validator():
 
 def test_stac_api_validator(service, token, backend, monkeypatch):  # noqa: F811
     """stac-api-validator over the service, both backends, with the conformance classes it
-    declares among core, browseable, collections, features, item-search, its fields and sort
-    and filter: no error (schemas offline, its stac-check and stac-validator runs
-    included)."""
+    declares among core, browseable, collections, features, item-search, its fields, sort,
+    query and filter (query: both backends must declare it; the validator's checks of
+    eq, neq, lt, lte, gt, gte, startsWith, endsWith, contains and in, GET and POST, each
+    with results that all match): no error (schemas offline, its stac-check and
+    stac-validator runs included)."""
     asked = _offline_schemas(monkeypatch)
     QueryConfig, validate_api, real_stac_check = _validator()
     import sys
@@ -121,10 +123,12 @@ def test_stac_api_validator(service, token, backend, monkeypatch):  # noqa: F811
         ("item-search", "https://api.stacspec.org/v1.0.0/item-search"),
         ("item-search#fields", "https://api.stacspec.org/v1.0.0/item-search#fields"),
         ("item-search#sort", "https://api.stacspec.org/v1.0.0/item-search#sort"),
-        ("filter", "https://api.stacspec.org/v1.0.0-rc.2/item-search#filter"))
+        ("filter", "https://api.stacspec.org/v1.0.0-rc.2/item-search#filter"),
+        ("item-search#query", "https://api.stacspec.org/v1.0.0/item-search#query"),
+        ("features#query", "https://api.stacspec.org/v1.0.0/ogcapi-features#query"))
         if uri in conf]
-    assert {"core", "features", "item-search", "item-search#fields",
-            "item-search#sort"} <= set(classes), conf
+    assert {"core", "features", "item-search", "item-search#fields", "item-search#sort",
+            "item-search#query", "features#query"} <= set(classes), conf
     geometry = ('{"type": "Polygon", "coordinates": [[[3.0, 50.8], [3.1, 50.8], [3.1, 50.9], '
                 '[3.0, 50.9], [3.0, 50.8]]]}')
     with _warnings.catch_warnings():
@@ -135,7 +139,19 @@ def test_stac_api_validator(service, token, backend, monkeypatch):  # noqa: F811
             # a property every item has with a non-empty value: the validator takes a
             # present 0.0 (the cloud cover of some items) for a missing field
             fields_nested_property="properties.platform", validate_pagination=False,
-            query_config=QueryConfig(*([None] * 13)), transaction_collection=None,
+            # the query checks, for the L2A items: eo:cloud_cover 0.0 (two), 0.098 (three),
+            # 0.293, 4.59, 94.824, 100.0; platform sentinel-2a or landsat-8; instruments
+            # ["msi"] or ["oli", "tirs"]. Numbers given as numbers: the validator sends the
+            # values as given, and its command line's strings ("50") are not numbers to the
+            # query extension (lt "50" is refused, eq "0" compares a string)
+            query_config=QueryConfig(
+                query_comparison_field="eo:cloud_cover", query_eq_value=0.0,
+                query_neq_value=0.0, query_lt_value=50, query_lte_value=4.59,
+                query_gt_value=0.098, query_gte_value=94.824, query_substring_field="platform",
+                query_starts_with_value="sentinel", query_ends_with_value="2a",
+                query_contains_value="tinel", query_in_field="instruments",
+                query_in_values="msi,oli"),
+            transaction_collection=None,
             headers=None, open_assets_urls=False)
     print(f"{backend[0]}: {classes}; warnings {warnings.errors}; schemas {sorted(set(asked))}")
     assert asked, "stac-validator validated nothing"

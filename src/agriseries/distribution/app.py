@@ -2,7 +2,8 @@
 
 * the **STAC API** of stac-fastapi over the chosen catalogue backend
   (:mod:`agriseries.distribution.catalog`): landing page, conformance, collections,
-  items, item search (bbox, datetime, intersects, ids, sort, fields, CQL2 filter, paging);
+  items, item search (bbox, datetime, intersects, ids, sort, fields, query, CQL2 filter,
+  paging);
 * **assets** at ``/assets/<collection>/<item>/<key>`` (:mod:`.assets`): what the served
   items' asset hrefs point at; need a user (token, single sign-on JWT or signed URL);
 * **accounts** (:mod:`.accounts`): ``GET /account`` says who the token is and what is
@@ -50,15 +51,22 @@ class ServedItems:
     request before the backend sees it and applied to the whole items it answers, so both
     backends answer alike (``application/geo+json``). A ``POST /search`` whose
     ``collections`` or ``ids`` is one string (``"a"`` or ``"a,b"``, the GET form) is read as
-    the list it names. Internal calls of the service itself (asset look-ups) get the
-    published items."""
+    the list it names. The query extension is served here too (:mod:`.query`): ``query`` is
+    replaced by the equivalent CQL2-JSON ``filter`` (ANDed with the request's own), so
+    neither backend sees it; the answer's links carry the request's ``query`` and ``filter``
+    again. Internal calls of the service itself (asset look-ups, the basket's searches) get
+    the published items, their ``query`` translated all the same.
+
+    ``property_kinds(collections)`` (optional): what the catalogue says the properties of
+    those collections (``None``: all) hold, for :func:`~.query.query_filter`."""
 
     #: a search body larger than this is refused (413) before it is parsed
     MAX_BODY = 16 << 20
 
-    def __init__(self, app, internal_key: str = "") -> None:
+    def __init__(self, app, internal_key: str = "", property_kinds=None) -> None:
         self.app = app
         self.internal_key = internal_key
+        self.property_kinds = property_kinds
 
     @staticmethod
     def _wanted(path: str) -> bool:
@@ -77,21 +85,25 @@ class ServedItems:
             return
         headers = dict(scope.get("headers") or [])
         key = headers.get(INTERNAL_HEADER.encode(), b"").decode()
-        if key and self.internal_key and secrets.compare_digest(key, self.internal_key):
-            await self.app(scope, receive, send)
-            return
-        fields = None
+        internal = bool(key and self.internal_key and
+                        secrets.compare_digest(key, self.internal_key))
+        fields = restore = None
         if self._searches(scope.get("path", "")):
             from .fields import FieldsError
+            from .query import QueryError
 
             try:
-                scope, receive, fields = await self._take_fields(scope, receive)
-            except FieldsError as exc:
+                scope, receive, fields, restore = await self._take_params(scope, receive,
+                                                                          internal)
+            except (FieldsError, QueryError) as exc:
                 await _json_error(send, 400, "BadRequest", str(exc))
                 return
             except _TooLarge as exc:
                 await _json_error(send, 413, "PayloadTooLarge", str(exc))
                 return
+        if internal:
+            await self.app(scope, receive, send)
+            return
         start: dict[str, Any] = {}
         body = bytearray()
 
@@ -103,7 +115,7 @@ class ServedItems:
                 body.extend(message.get("body", b""))
                 if message.get("more_body"):
                     return
-                head, out = self._rewrite(scope, start, bytes(body), fields)
+                head, out = self._rewrite(scope, start, bytes(body), fields, restore)
                 await send(head)
                 await send({"type": "http.response.body", "body": out})
                 return
@@ -111,30 +123,75 @@ class ServedItems:
 
         await self.app(scope, receive, capture)
 
-    async def _take_fields(self, scope, receive):
-        """The request without its ``fields`` (and with POST ``collections``/``ids`` strings
-        made lists): ``(scope, receive, Fields or None)``."""
+    async def _filter_of(self, query, scope, collections) -> dict | None:
+        """The CQL2-JSON filter of a request's ``query`` value (GET text or POST value)."""
+        from starlette.concurrency import run_in_threadpool
+
+        from .query import parse_query, query_filter
+
+        q = parse_query(query)
+        if not q:
+            return None
+        parts = [p for p in scope.get("path", "").split("/") if p]
+        if parts[-1:] == ["items"] and len(parts) >= 3 and parts[-3] == "collections":
+            collections = [parts[-2]]
+        kinds = None
+        if self.property_kinds is not None:
+            kinds = await run_in_threadpool(self.property_kinds, collections or None)
+        return query_filter(q, kinds)
+
+    async def _take_params(self, scope, receive, internal: bool):
+        """The request without its ``fields`` (internal calls keep theirs) and with its
+        ``query`` made part of its ``filter`` (and with POST ``collections``/``ids`` strings
+        made lists): ``(scope, receive, Fields or None, what to put back in the answer's
+        links or None)``."""
         import urllib.parse
 
         from .fields import parse_get, parse_post
+        from .query import QueryError, and_filters, filter_as_json
 
         method = scope.get("method", "GET").upper()
         if method == "GET":
-            query = urllib.parse.parse_qsl(scope.get("query_string", b"").decode("latin-1"),
-                                           keep_blank_values=True)
-            values = [v for k, v in query if k == "fields"]
-            if not values:
-                return scope, receive, None
-            rest = [(k, v) for k, v in query if k != "fields"]
-            scope = {**scope, "query_string": urllib.parse.urlencode(rest).encode("latin-1")}
-            return scope, receive, parse_get(",".join(values))
+            params = urllib.parse.parse_qsl(scope.get("query_string", b"").decode("latin-1"),
+                                            keep_blank_values=True)
+            fields = restore = None
+            changed = False
+            values = [v for k, v in params if k == "fields"]
+            if values and not internal:
+                fields = parse_get(",".join(values))
+                params = [(k, v) for k, v in params if k != "fields"]
+                changed = True
+            queries = [v for k, v in params if k == "query"]
+            if queries:
+                if len(queries) > 1:
+                    raise QueryError(f"query given {len(queries)} times: expected one JSON "
+                                     "object")
+                colls = [c.strip() for k, v in params if k == "collections"
+                         for c in v.split(",") if c.strip()]
+                flt = await self._filter_of(queries[0], scope, colls)
+                own = [v for k, v in params if k == "filter"]
+                langs = [v for k, v in params if k == "filter-lang"]
+                restore = {"query": queries[0], "filter": own[-1] if own else None,
+                           "filter-lang": langs[-1] if langs else None}
+                params = [(k, v) for k, v in params if k != "query"]
+                if flt is not None:
+                    mine = filter_as_json(own[-1], langs[-1] if langs else None) \
+                        if own and own[-1].strip() else None
+                    params = [(k, v) for k, v in params if k not in ("filter", "filter-lang")]
+                    params += [("filter", json.dumps(and_filters(mine, flt))),
+                               ("filter-lang", "cql2-json")]
+                changed = True
+            if changed:
+                scope = {**scope,
+                         "query_string": urllib.parse.urlencode(params).encode("latin-1")}
+            return scope, receive, fields, restore
         if method != "POST":
-            return scope, receive, None
+            return scope, receive, None, None
         chunks, size = [], 0
         while True:
             message = await receive()
             if message["type"] != "http.request":  # the client went away
-                return scope, receive, None
+                return scope, receive, None, None
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.MAX_BODY:
@@ -142,20 +199,38 @@ class ServedItems:
             if not message.get("more_body"):
                 break
         raw = b"".join(chunks)
-        fields = None
+        fields = restore = None
         try:
             doc = json.loads(raw) if raw.strip() else None
         except ValueError:
             doc = None  # the backend says what is wrong with it
         if isinstance(doc, dict):
             changed = False
-            if "fields" in doc:
+            if "fields" in doc and not internal:
                 fields = parse_post(doc.pop("fields"))
                 changed = True
             for k in ("collections", "ids"):
                 if isinstance(doc.get(k), str):
                     doc[k] = [x.strip() for x in doc[k].split(",") if x.strip()]
                     changed = True
+            if "query" in doc:
+                query = doc.pop("query")
+                changed = True
+                if query is not None:
+                    colls = doc.get("collections")
+                    flt = await self._filter_of(
+                        query, scope, colls if isinstance(colls, list) else None)
+                    lang_key = "filter-lang" if "filter-lang" in doc else "filter_lang"
+                    restore = {"query": query, "filter": doc.get("filter"),
+                               "filter-lang": doc.get(lang_key)}
+                    if flt is not None:
+                        own = doc.get("filter")
+                        mine = None if own is None or own == "" else filter_as_json(
+                            own, doc.get(lang_key) or ("cql2-json" if isinstance(own, dict)
+                                                        else None))
+                        doc.pop("filter_lang", None)
+                        doc["filter"] = and_filters(mine, flt)
+                        doc["filter-lang"] = "cql2-json"
             if changed:
                 raw = json.dumps(doc).encode()
         hdrs = [(k, v) for k, v in scope.get("headers") or [] if k.lower() != b"content-length"]
@@ -169,9 +244,10 @@ class ServedItems:
                 return {"type": "http.request", "body": raw, "more_body": False}
             return await receive()
 
-        return scope, replay, fields
+        return scope, replay, fields, restore
 
-    def _rewrite(self, scope, start: dict, body: bytes, fields=None) -> tuple[dict, bytes]:
+    def _rewrite(self, scope, start: dict, body: bytes, fields=None,
+                 restore: dict | None = None) -> tuple[dict, bytes]:
         from .fields import select
         from .items import served_item
 
@@ -196,6 +272,8 @@ class ServedItems:
                     doc["features"] = [select(f, fields) if isinstance(f, dict) else f
                                        for f in doc.get("features") or []]
                     _links_with_fields(doc, fields)
+                if restore is not None and kind == "FeatureCollection":
+                    _links_with_query(doc, restore)
                 if kind in ("FeatureCollection", "Feature"):
                     hdrs = [(k, v) for k, v in hdrs if k.lower() != b"content-type"]
                     hdrs.append((b"content-type", b"application/geo+json"))
@@ -233,6 +311,29 @@ def _links_with_fields(doc: dict, fields) -> None:
             q = [(k, v) for k, v in urllib.parse.parse_qsl(u.query, keep_blank_values=True)
                  if k != "fields"]
             q.append(("fields", fields.get_value()))
+            link["href"] = urllib.parse.urlunsplit(u._replace(query=urllib.parse.urlencode(q)))
+
+
+def _links_with_query(doc: dict, restore: dict) -> None:
+    """The request's own ``query``, ``filter`` and ``filter-lang`` put back into the
+    answer's self and paging links (the backend saw the filter they make together)."""
+    import urllib.parse
+
+    for link in doc.get("links") or []:
+        if not isinstance(link, dict) or link.get("rel") not in ("self", "next", "prev",
+                                                                  "previous"):
+            continue
+        if isinstance(link.get("body"), dict):
+            b = link["body"]
+            for k in ("filter", "filter-lang", "filter_lang"):
+                b.pop(k, None)
+            b.update({k: v for k, v in restore.items() if v is not None})
+        elif str(link.get("method", "GET")).upper() == "GET" and link.get("href"):
+            u = urllib.parse.urlsplit(link["href"])
+            q = [(k, v) for k, v in urllib.parse.parse_qsl(u.query, keep_blank_values=True)
+                 if k not in ("query", "filter", "filter-lang")]
+            q += [(k, v if isinstance(v, str) else json.dumps(v))
+                  for k, v in restore.items() if v is not None]
             link["href"] = urllib.parse.urlunsplit(u._replace(query=urllib.parse.urlencode(q)))
 
 
@@ -292,11 +393,17 @@ def create_app(settings: ServiceSettings):
             return None
         return await access.reader(request)
 
-    middlewares = [Middleware(ServedItems, internal_key=internal_key)]
     if settings.backend == "pgstac":
         from .catalog.pgstac import create_api
+
+        kinds = None  # pgstac's JSON has no fixed types (agriseries.distribution.query)
     else:
-        from .catalog.geoparquet import create_api
+        import functools
+
+        from .catalog.geoparquet import create_api, property_kinds
+
+        kinds = functools.partial(property_kinds, settings.catalog_folder)
+    middlewares = [Middleware(ServedItems, internal_key=internal_key, property_kinds=kinds)]
     api = create_api(settings, middlewares=middlewares,
                      route_dependencies=[([{"path": "*", "method": "*"}],
                                           [Depends(search_user)])])

@@ -52,7 +52,8 @@ from ...core.errors import OptionalDependencyError, StoreError
 from ...io.durable import atomic_write, fsync_path
 from ..items import level_collection
 
-__all__ = ["GeoparquetCatalog", "create_api", "duckdb_client", "write_items"]
+__all__ = ["GeoparquetCatalog", "create_api", "duckdb_client", "duckdb_like",
+           "property_kinds", "write_items"]
 
 GEOPARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
 #: The DuckDB extensions rustac loads, shipped as PyPI wheels (no download at run time).
@@ -361,6 +362,111 @@ class _Closing:
         self.db.close()
 
 
+def _kind(t) -> str:
+    """What a parquet column of arrow type ``t`` holds, in :mod:`..query`'s words."""
+    import pyarrow as pa
+
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return "array"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "string"
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "number"
+    if pa.types.is_boolean(t):
+        return "boolean"
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        return "datetime"
+    return "other"
+
+
+_KINDS: dict[str, tuple[tuple, dict[str, str]]] = {}
+
+
+def _file_kinds(path: Path) -> dict[str, str]:
+    """The kinds of the columns of one collection's file (remembered while the file is the
+    same: the publisher replaces a file, never writes it in place)."""
+    import pyarrow.parquet as pq
+
+    try:
+        st = path.stat()
+    except OSError:
+        return {}
+    mark = (st.st_ino, st.st_dev, st.st_mtime_ns, st.st_size)
+    got = _KINDS.get(str(path))
+    if got is not None and got[0] == mark:
+        return got[1]
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, ValueError):  # replaced meanwhile: not remembered
+        return {}
+    kinds = {f.name: _kind(f.type) for f in schema}
+    _KINDS[str(path)] = (mark, kinds)
+    return kinds
+
+
+def property_kinds(folder: str | Path, collections: list[str] | None = None) -> dict[str, str]:
+    """What each property of the collections' files holds (``"array"``, ``"string"``,
+    ``"number"``, ``"boolean"``, ``"datetime"``, ``"other"``; ``collections`` ``None``: every
+    collection of the catalogue folder), for the query extension
+    (:func:`agriseries.distribution.query.query_filter`): stac-geoparquet keeps each property
+    as a column, whose type DuckDB compares by. A property of two kinds in two files is
+    left out (not known)."""
+    folder = Path(folder)
+    if collections is None:
+        paths = sorted(folder.glob("*.parquet"))
+    else:
+        paths = [folder / f"{c}.parquet" for c in collections
+                 if c and "/" not in c and not c.startswith(".")]
+    out: dict[str, str] = {}
+    mixed: set[str] = set()
+    for path in paths:
+        for name, kind in _file_kinds(path).items():
+            if out.setdefault(name, kind) != kind:
+                mixed.add(name)
+    for name in mixed:
+        out.pop(name)
+    return out
+
+
+def duckdb_like(expr: Any) -> Any:
+    """A CQL2-JSON expression whose LIKE patterns with an escape (``\\``, CQL2's escape
+    character) are DuckDB's ``like_escape(value, pattern, '\\')``: rustac writes a CQL2
+    LIKE as DuckDB's LIKE, which has no escape character, so ``a\\_b`` matched only a
+    backslash (pgstac's PostgreSQL LIKE escapes with it)."""
+    if isinstance(expr, list):
+        return [duckdb_like(x) for x in expr]
+    if not isinstance(expr, dict):
+        return expr
+    out = {k: duckdb_like(v) for k, v in expr.items()}
+    args = out.get("args")
+    if out.get("op") == "like" and isinstance(args, list) and len(args) == 2:
+        pat = args[1]
+        if isinstance(pat, dict) and pat.get("op") == "casei" and pat.get("args"):
+            pat = pat["args"][0]
+        if isinstance(pat, str) and "\\" in pat:
+            out = {"op": "like_escape", "args": [*args, "\\"]}
+    return out
+
+
+class _EscapingClient:
+    """The rustac DuckDB client, its searches' filters given :func:`duckdb_like` (the
+    search's links keep the filter as asked)."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def search(self, href, **kwargs):
+        if kwargs.get("filter") is not None:
+            f = kwargs["filter"]
+            if isinstance(f, str) and f.lstrip().startswith("{"):
+                f = json.loads(f)
+            kwargs["filter"] = duckdb_like(f)
+        return self.client.search(href, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+
 #: DuckDB errors that come from what the request asked (an unknown field, a bad filter).
 _CLIENT_ERRORS = ("Binder Error", "Parser Error", "Conversion Error", "Invalid Input Error",
                   "Not implemented Error", "cql2", "Catalog Error")
@@ -393,12 +499,13 @@ def _link_body(search_dict: dict) -> dict:
 
 
 def _client_class():
-    """stac-fastapi-geoparquet's client, with four fixes: ``properties.`` prefixes in
+    """stac-fastapi-geoparquet's client, with five fixes: ``properties.`` prefixes in
     ``sortby`` (the STAC API form, POST and GET) are stripped for DuckDB; a sorted search
     over several collections is one query over all their files, so the sort is over the
     whole answer (the upstream client searches one collection after the other); a CQL2
-    filter is parsed first (a malformed one is a 400 instead of being ignored or a 500); and
-    DuckDB errors caused by the request are 400s naming the problem."""
+    filter is parsed first (a malformed one is a 400 instead of being ignored or a 500);
+    a CQL2 LIKE pattern's escapes are DuckDB's too (:func:`duckdb_like`); and DuckDB errors
+    caused by the request are 400s naming the problem."""
     import cql2
     import rustac
     from fastapi import HTTPException
@@ -473,6 +580,12 @@ def _client_class():
             return {"type": "FeatureCollection", "features": items, "links": links}
 
         def search(self, *, request, url, search, **kwargs):
+            # the service serves query as a filter (app.ServedItems); none reaches here
+            if kwargs.get("query") is not None or getattr(search, "query", None) is not None:
+                raise HTTPException(400, "query is served by the service's middleware")
+            kwargs.pop("query", None)
+            if not isinstance(request.state.client, _EscapingClient):
+                request.state.client = _EscapingClient(request.state.client)
             for sb in getattr(search, "sortby", None) or []:
                 if isinstance(getattr(sb, "field", None), str):
                     sb.field = sb.field.removeprefix("properties.")
@@ -523,14 +636,18 @@ def create_api(settings, *, middlewares=(), route_dependencies=()):
         from fastapi import FastAPI
         from stac_fastapi.api.app import StacApi
         from stac_fastapi.api.middleware import ProxyHeaderMiddleware
-        from stac_fastapi.geoparquet import api as gp_api
-        from stac_fastapi.geoparquet.models import (
-            EXTENSIONS,
-            GetSearchRequestModel,
-            ItemsGetRequestModel,
-            PostSearchRequestModel,
+        from stac_fastapi.api.models import (
+            ItemCollectionUri,
+            create_get_request_model,
+            create_post_request_model,
         )
+        from stac_fastapi.extensions.core import QueryExtension
+        from stac_fastapi.extensions.core.query import QueryConformanceClasses
+        from stac_fastapi.geoparquet import api as gp_api
+        from stac_fastapi.geoparquet.models import EXTENSIONS
+        from stac_fastapi.geoparquet.search import FixedSearchGetRequest
         from stac_fastapi.geoparquet.settings import Settings
+        from stac_fastapi.types.search import BaseSearchPostRequest
         from starlette.middleware import Middleware
         from starlette.middleware.cors import CORSMiddleware
     except ImportError as e:
@@ -558,11 +675,18 @@ def create_api(settings, *, middlewares=(), route_dependencies=()):
     app = FastAPI(lifespan=lifespan, openapi_url=gp_settings.openapi_url,
                   docs_url=gp_settings.docs_url, redoc_url=None)
     app.middleware("http")(gp_api.make_collections_middleware(gp_settings, []))
+    # the query extension: declared and documented here, served by the service's middleware
+    # (app.ServedItems turns it into a CQL2 filter before this client sees the request)
+    extensions = [*EXTENSIONS, QueryExtension(conformance_classes=[
+        QueryConformanceClasses.SEARCH, QueryConformanceClasses.ITEMS])]
     return StacApi(
         settings=gp_settings, client=_client_class()(), app=app,
-        search_get_request_model=GetSearchRequestModel,
-        search_post_request_model=PostSearchRequestModel,
-        items_get_request_model=ItemsGetRequestModel, extensions=EXTENSIONS,
+        search_get_request_model=create_get_request_model(
+            base_model=FixedSearchGetRequest, extensions=extensions),
+        search_post_request_model=create_post_request_model(
+            base_model=BaseSearchPostRequest, extensions=extensions),
+        items_get_request_model=create_get_request_model(
+            base_model=ItemCollectionUri, extensions=extensions), extensions=extensions,
         middlewares=[*middlewares, Middleware(CORSMiddleware, allow_origins=["*"],
                                               allow_methods=["OPTIONS", "POST", "GET"],
                                               allow_headers=["Content-Type", "Authorization"],

@@ -328,16 +328,17 @@ def create_api(settings, *, middlewares=(), route_dependencies=()):
         from stac_fastapi.extensions.core import (
             FieldsExtension,
             ItemCollectionFilterExtension,
+            QueryExtension,
             SearchFilterExtension,
             SortExtension,
             TokenPaginationExtension,
         )
         from stac_fastapi.extensions.core.fields import FieldsConformanceClasses
+        from stac_fastapi.extensions.core.query import QueryConformanceClasses
         from stac_fastapi.extensions.core.sort import SortConformanceClasses
         from stac_fastapi.pgstac.config import Settings
         from stac_fastapi.pgstac.core import health_check
         from stac_fastapi.pgstac.db import con_init, get_connection
-        from stac_fastapi.pgstac.extensions import QueryExtension
         from stac_fastapi.pgstac.extensions.filter import FiltersClient
         from stac_fastapi.pgstac.types.search import PgstacSearch
         from starlette.middleware import Middleware
@@ -353,14 +354,15 @@ def create_api(settings, *, middlewares=(), route_dependencies=()):
         pgdatabase="unused",
         # the items hydrated in Python (hydraters) rather than in pgstac's PL/pgSQL
         use_api_hydrate=getattr(settings, "pgstac_hydrate", "api") == "api")
-    # the query extension is served (eq, ne, lt, lte, gt, gte) but not declared: the
-    # conformance class's neq, startsWith, endsWith, contains and in are refused by
-    # stac-fastapi-pgstac (400), so item-search#query is not met (CQL2 filter covers them)
-    search_extensions = [QueryExtension(conformance_classes=[]), SortExtension(),
+    # the query extension: declared and documented here, served by the service's middleware
+    # (app.ServedItems turns it into a CQL2 filter before this client sees the request:
+    # stac-fastapi-pgstac's own compared numbers as text and refused neq, startsWith,
+    # endsWith, contains and in)
+    search_extensions = [QueryExtension(), SortExtension(),
                          FieldsExtension(),
                          SearchFilterExtension(client=FiltersClient()),
                          TokenPaginationExtension()]
-    item_extensions = [QueryExtension(conformance_classes=[]),
+    item_extensions = [QueryExtension(conformance_classes=[QueryConformanceClasses.ITEMS]),
                        SortExtension(conformance_classes=[SortConformanceClasses.ITEMS]),
                        FieldsExtension(conformance_classes=[FieldsConformanceClasses.ITEMS]),
                        ItemCollectionFilterExtension(client=FiltersClient()),
