@@ -280,114 +280,175 @@ def coarse_fields(share: np.ndarray, angles: Mapping[str, np.ndarray] | None,
 
 # -- the per-pixel update -------------------------------------------------------------
 
+# What one date does at one pixel (the kernel's first pass over a row, see _update).
+_SKIP, _TAKE_CLOUD, _TAKE_SNOW, _TAKE_WATER, _LAND_MEAN, _LAND_FIRST = 0, 1, 2, 3, 4, 5
+
+
 @compiled(nogil=True, error_model="numpy")
 def _update(refl, avail, mask, aot, coarse, iy0, iy1, fy, ix0, ix1, fx, dates, wds, coefs,
             blue, red, nir, brdf, cloud_bits, invalid_bits, water_bit, snow_bit,
             aot_min, aot_maxw, aot_max, state_w, state_d, state_f, state_r, state_wb
             ):  # pragma: no cover - compiled (tested through update_block)
+    # Rows outside, dates inside: a row's state (nb x w values) stays in the cache over the
+    # dates; each pixel still sees the dates in time order. For each (row, date): one
+    # branchy pass over the pixels decides what the date does at each (``kind``, the
+    # weight ``wcur``, the directional kernels), then one branch-free pass per band over
+    # the pixels (LLVM vectorises it: the weighted mean's and the correction's float64
+    # divisions go 4-8 at a time), then one pass for the weight, date and flag. Every
+    # pixel goes through the same operations, in the same order and types, as the
+    # per-pixel update of docs/l3a.md (no fastmath: no contraction into FMA).
     nt, nb, h, w = refl.shape
     nf = coarse.shape[1]
     cw = coarse.shape[3]
     nan = np.float32(np.nan)
     row = np.empty((nf, cw), np.float32)
-    cur = np.empty(nb, np.float32)
-    # rows outside, dates inside: a row's state (nb x w values) stays in the cache over the
-    # dates instead of the whole block's state going through memory once per date; each
-    # pixel still sees the dates in time order (the same arithmetic)
+    kind = np.empty(w, np.uint8)
+    anyv = np.empty(w, np.bool_)
+    wcur = np.empty(w, np.float64)
+    bok = np.empty(w, np.bool_)  # the directional correction applies (land, kernels known)
+    ndvi = np.empty(w, np.float64)
+    kfv = np.empty(w, np.float64)
+    kfr = np.empty(w, np.float64)
+    kfv0 = np.empty(w, np.float64)
+    kfr0 = np.empty(w, np.float64)
     for i in range(h):
         a0, a1, f = iy0[i], iy1[i], fy[i]
+        sw, sd, sf = state_w[i], state_d[i], state_f[i]
         for t in range(nt):
             d = dates[t]
+            wd = wds[t]
+            mrow, arow = mask[t, i], aot[t, i]
             for k in range(nf):
                 for c in range(cw):
                     row[k, c] = coarse[t, k, a0, c] * (1.0 - f) + coarse[t, k, a1, c] * f
+            # a date with no valid band at a pixel changes nothing there
+            anyv[:] = False
+            for b in range(nb):
+                if avail[t, b]:
+                    rb = refl[t, b, i]
+                    for j in range(w):
+                        anyv[j] = anyv[j] | (rb[j] == rb[j])
+            has_blue = avail[t, blue]
+            rblue, sblue = refl[t, blue, i], state_r[blue, i]
+            rred, rnir = refl[t, red, i], refl[t, nir, i]
+            has_ndvi = red >= 0 and nir >= 0 and avail[t, red] and avail[t, nir]
+            nland = 0
+            corr_any = False
             for j in range(w):
-                m = mask[t, i, j]
-                if m & invalid_bits:
-                    continue
-                anyv = False
-                for b in range(nb):
-                    v = refl[t, b, i, j] if avail[t, b] else nan
-                    cur[b] = v
-                    if v == v:
-                        anyv = True
-                if not anyv:
-                    continue
-                fprev = state_f[i, j]
-                wprev = state_w[i, j]
-                replace = False
-                if m & cloud_bits:
-                    # cloud or shadow: kept only where nothing better exists; darkest blue wins
-                    if fprev == 0:
-                        replace = True
-                    elif fprev == 1:
-                        bc, bp = cur[blue], state_r[blue, i, j]
-                        if bc == bc and (bp != bp or bc < bp or (bc == bp and d > state_d[i, j])):
-                            replace = True
-                    if replace:
-                        state_f[i, j] = 1
-                elif m & (water_bit | snow_bit):
-                    # snow or water: only where no clear land was seen; the latest one wins
-                    if wprev <= 0.0 and not ((fprev == 2 or fprev == 3) and d < state_d[i, j]):
-                        replace = True
-                        state_f[i, j] = 3 if m & water_bit else 2
-                if replace:
-                    for b in range(nb):
-                        state_r[b, i, j] = cur[b]
-                        state_wb[b, i, j] = 0.0
-                    state_d[i, j] = d
-                    state_w[i, j] = 0.0
-                if m & (cloud_bits | water_bit | snow_bit):
-                    continue
-                # clear land: weight, directional correction, weighted mean
-                c0, c1, g = ix0[j], ix1[j], fx[j]
-                ca = abs(row[0, c0] * (1.0 - g) + row[0, c1] * g)
-                cb = abs(row[1, c0] * (1.0 - g) + row[1, c1] * g)
-                wcld = 0.0 if (ca >= 1.0 or cb >= 1.0) else (1.0 - ca) * (1.0 - cb)
-                wcur = wcld * _aot_weight(aot[t, i, j], aot_min, aot_maxw, aot_max) * wds[t]
-                if wcur < 1e-6:
-                    wcur = 1e-6
-                if brdf:
-                    fv = row[2, c0] * (1.0 - g) + row[2, c1] * g
-                    fr = row[3, c0] * (1.0 - g) + row[3, c1] * g
-                    fv0 = row[4, c0] * (1.0 - g) + row[4, c1] * g
-                    fr0 = row[5, c0] * (1.0 - g) + row[5, c1] * g
-                    if fv == fv and fr == fr and fv0 == fv0 and fr0 == fr0:
-                        ndvi = 0.0
-                        if red >= 0 and nir >= 0:
-                            rr, nn = cur[red], cur[nir]
-                            if rr == rr and nn == nn and abs(nn + rr) > 1e-6:
-                                ndvi = (nn - rr) / (nn + rr)
-                        for b in range(nb):
-                            if cur[b] == cur[b]:
-                                kv = coefs[b, 0] + coefs[b, 1] * ndvi
-                                kr = coefs[b, 2] + coefs[b, 3] * ndvi
-                                den = 1.0 + kv * fv + kr * fr
-                                if den != 0.0:
-                                    corr = cur[b] * (1.0 + kv * fv0 + kr * fr0) / den
-                                    if corr >= 0.0:
-                                        cur[b] = corr
-                if wprev > 0.0:
-                    # each band is averaged over the clear observations that measured it
-                    for b in range(nb):
-                        if cur[b] == cur[b]:
-                            wb = state_wb[b, i, j]
-                            if wb > 0.0:
-                                state_r[b, i, j] = (wb * state_r[b, i, j] + wcur * cur[b]) / (wb + wcur)
-                            else:
-                                state_r[b, i, j] = cur[b]
-                            state_wb[b, i, j] = wb + wcur
-                    ws = wprev + wcur
-                    state_d[i, j] = (wprev * state_d[i, j] + wcur * d) / ws
-                    state_w[i, j] = ws
+                m = mrow[j]
+                kd = _SKIP
+                if (m & invalid_bits) == 0 and anyv[j]:
+                    fprev = sf[j]
+                    wprev = sw[j]
+                    if m & cloud_bits:
+                        # cloud or shadow: kept only where nothing better exists; darkest blue
+                        if fprev == 0:
+                            kd = _TAKE_CLOUD
+                        elif fprev == 1:
+                            bc = rblue[j] if has_blue else nan
+                            bp = sblue[j]
+                            if bc == bc and (bp != bp or bc < bp or (bc == bp and d > sd[j])):
+                                kd = _TAKE_CLOUD
+                    elif m & (water_bit | snow_bit):
+                        # snow or water: only where no clear land was seen; the latest wins
+                        if wprev <= 0.0 and not ((fprev == 2 or fprev == 3) and d < sd[j]):
+                            kd = _TAKE_WATER if m & water_bit else _TAKE_SNOW
+                    else:
+                        kd = _LAND_MEAN if wprev > 0.0 else _LAND_FIRST
+                kind[j] = kd
+                bok[j] = False
+                if kd >= _LAND_MEAN:
+                    nland += 1
+                    # clear land: weight and directional kernels
+                    c0, c1, g = ix0[j], ix1[j], fx[j]
+                    ca = abs(row[0, c0] * (1.0 - g) + row[0, c1] * g)
+                    cb = abs(row[1, c0] * (1.0 - g) + row[1, c1] * g)
+                    wcld = 0.0 if (ca >= 1.0 or cb >= 1.0) else (1.0 - ca) * (1.0 - cb)
+                    wc = wcld * _aot_weight(arow[j], aot_min, aot_maxw, aot_max) * wd
+                    if wc < 1e-6:
+                        wc = 1e-6
+                    wcur[j] = wc
+                    if brdf:
+                        fv = row[2, c0] * (1.0 - g) + row[2, c1] * g
+                        fr = row[3, c0] * (1.0 - g) + row[3, c1] * g
+                        fv0 = row[4, c0] * (1.0 - g) + row[4, c1] * g
+                        fr0 = row[5, c0] * (1.0 - g) + row[5, c1] * g
+                        if fv == fv and fr == fr and fv0 == fv0 and fr0 == fr0:
+                            bok[j] = True
+                            corr_any = True
+                            kfv[j], kfr[j], kfv0[j], kfr0[j] = fv, fr, fv0, fr0
+                            nd = 0.0
+                            if has_ndvi:
+                                rr, nn = rred[j], rnir[j]
+                                if rr == rr and nn == nn and abs(nn + rr) > 1e-6:
+                                    nd = (nn - rr) / (nn + rr)
+                            ndvi[j] = nd
                 else:
-                    # the first clear observation replaces whatever was kept
-                    for b in range(nb):
-                        state_r[b, i, j] = cur[b]
-                        state_wb[b, i, j] = wcur if cur[b] == cur[b] else 0.0
-                    state_d[i, j] = d
-                    state_w[i, j] = wcur
-                state_f[i, j] = 4
+                    wcur[j] = 0.0
+                if not bok[j]:
+                    # harmless values for the branch-free band pass (its result is not used)
+                    kfv[j], kfr[j], kfv0[j], kfr0[j], ndvi[j] = 0.0, 0.0, 0.0, 0.0, 0.0
+            # one branch-free pass per band
+            for b in range(nb):
+                sr, swb = state_r[b, i], state_wb[b, i]
+                if not avail[t, b]:
+                    # the band is no data at this date: a kept observation brings it as no
+                    # data; a weighted mean leaves it
+                    for j in range(w):
+                        kd = kind[j]
+                        take = kd != _SKIP and kd != _LAND_MEAN
+                        sr[j] = nan if take else sr[j]
+                        swb[j] = np.float32(0.0) if take else swb[j]
+                    continue
+                rb = refl[t, b, i]
+                cv0, cv1, cr0, cr1 = coefs[b, 0], coefs[b, 1], coefs[b, 2], coefs[b, 3]
+                for j in range(w):
+                    kd = kind[j]
+                    raw = rb[j]
+                    v = raw
+                    if corr_any:
+                        nd = ndvi[j]
+                        kv = cv0 + cv1 * nd
+                        kr = cr0 + cr1 * nd
+                        den = 1.0 + kv * kfv[j] + kr * kfr[j]
+                        corr = raw * (1.0 + kv * kfv0[j] + kr * kfr0[j]) / den
+                        v = np.float32(corr) if (bok[j] and den != 0.0 and corr >= 0.0) else raw
+                    wb, r0, wc = swb[j], sr[j], wcur[j]
+                    valid = v == v
+                    mean = np.float32((wb * r0 + wc * v) / (wb + wc))
+                    r_mean = (mean if wb > 0.0 else v) if valid else r0
+                    w_mean = np.float32(wb + wc) if valid else wb
+                    w_first = np.float32(wc) if valid else np.float32(0.0)
+                    if kd == _LAND_MEAN:
+                        r_new, w_new = r_mean, w_mean
+                    elif kd == _LAND_FIRST:
+                        r_new, w_new = v, w_first
+                    elif kd == _SKIP:
+                        r_new, w_new = r0, wb
+                    else:
+                        r_new, w_new = raw, np.float32(0.0)
+                    sr[j] = r_new
+                    swb[j] = w_new
+            # weight, date and flag
+            if nland == 0:
+                for j in range(w):
+                    kd = kind[j]
+                    if kd != _SKIP:
+                        sf[j] = kd
+                        sd[j] = d
+                        sw[j] = 0.0
+                continue
+            for j in range(w):
+                kd = kind[j]
+                wprev, dprev, wc = sw[j], sd[j], wcur[j]
+                ws = wprev + wc
+                d_mean = (wprev * dprev + wc * d) / ws
+                if kd == _LAND_MEAN:
+                    sw[j], sd[j], sf[j] = np.float32(ws), d_mean, _LAND_MEAN
+                elif kd == _LAND_FIRST:
+                    sw[j], sd[j], sf[j] = np.float32(wc), d, 4
+                elif kd != _SKIP:
+                    sw[j], sd[j], sf[j] = np.float32(0.0), d, kd
 
 
 @dataclass(frozen=True)
