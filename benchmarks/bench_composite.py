@@ -180,7 +180,8 @@ def _read_only(store_dir: str) -> None:
                       with_mask=res == 20, chunks=1024 if res == 10 else 512)
             sums += [ds[v].data.sum() if v != "mask" else ds[v].data.astype("u4").sum()
                      for v in ds.data_vars]
-    dask.compute(*sums)
+    with held_open():  # as the composite reads: each file opened once per thread
+        dask.compute(*sums)
 
 
 def _composite(store_dir: str) -> None:

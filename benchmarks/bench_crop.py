@@ -273,6 +273,7 @@ def io_bench(values, mask, times, lc, size: int, chunk: int, ex, tmp: Path) -> d
     from agriseries.core.ids import Level, ProductId
     from agriseries.crop.features import feature_map
     from agriseries.crop.processor import load_season
+    from agriseries.io.opened import held_open
     from agriseries.io.store import Layer, ProductStore
 
     ds = synthetic_tile(values, mask, times, size, chunk, y0=2048, x0=2048).compute()
@@ -297,7 +298,7 @@ def io_bench(values, mask, times, lc, size: int, chunk: int, ex, tmp: Path) -> d
     write_s = time.perf_counter() - t0
     with PeakRSS() as m_mem:
         feature_map(ds.chunk({"y": chunk, "x": chunk}), ex).data.sum().compute()
-    with PeakRSS() as m_store:
+    with PeakRSS() as m_store, held_open():  # as the processor reads (files kept open)
         series, items = load_season(store, "T31UDS", "2018-03-01", "2018-10-31", BANDS,
                                     chunk=chunk)
         feature_map(series, ex).data.sum().compute()

@@ -105,3 +105,55 @@ def test_gdal_cache_capped_while_held_and_set_back():
         assert get_gdal_config("GDAL_CACHEMAX") == 4 * HELD_CACHE
     finally:
         set_gdal_config("GDAL_CACHEMAX", before)
+
+
+def test_handles_per_thread_follow_the_open_file_limit():
+    import resource
+
+    from agriseries.io.opened import PER_THREAD, per_thread
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        assert per_thread() == 32  # an eighth of the limit
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        assert per_thread() == 16
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft == resource.RLIM_INFINITY or soft >= 8 * PER_THREAD:
+        assert per_thread() == PER_THREAD
+
+
+def test_least_recently_used_handle_closed_past_the_cap(real_band, tmp_path, monkeypatch):
+    import shutil
+
+    from agriseries.io import opened
+
+    path, arr = real_band
+    copies = [path]
+    for k in range(2):
+        copies.append(tmp_path / f"copy{k}.tif")
+        shutil.copy(path, copies[-1])
+    monkeypatch.setattr(opened, "PER_THREAD", 2)
+    with held_open():
+        first = _read(copies[0])[0]
+        second = _read(copies[1])[0]
+        assert _read(copies[0])[0] is first  # used again: now the most recent
+        third, data = _read(copies[2])
+        assert second.closed and not first.closed and not third.closed
+        assert np.array_equal(data, arr)
+    assert first.closed and third.closed
+
+
+def test_held_open_as_a_decorator_holds_for_the_call(real_band):
+    path, arr = real_band
+
+    @held_open()
+    def job():
+        a = _read(path)[0]
+        assert _read(path)[0] is a and _open_fds(path) == 1
+        return a
+
+    handle = job()
+    assert handle.closed and _open_fds(path) == 0
+    assert job().closed  # the decorator holds again for each call

@@ -53,6 +53,7 @@ import xarray as xr
 from ..version import VERSION
 from ..core.errors import ConfigurationError, InputProductError, NothingToDoError
 from ..core.ids import Level, ProductId, crop_id, crop_season
+from ..io.opened import held_open
 from ..io.product import load
 from ..io.store import Layer, ProductStore
 from .classifier import (
@@ -279,6 +280,7 @@ def _classification_extra(codes, names) -> dict:
 # L4A
 
 
+@held_open()  # the season's files stay open across its blocks (io.opened)
 def cropmask(store: ProductStore, tile: str, season_start, season_end, *, insitu=None,
              reference_map=None, until=None, params: CropMaskParams = CropMaskParams(),
              overwrite: bool = False, items: list[pystac.Item] | None = None,
@@ -424,6 +426,7 @@ def _trimmed_samples(ds, extractor, labels, split, ni: NoInsituParams):
 # L4B
 
 
+@held_open()  # the season's files stay open across its blocks (io.opened)
 def croptype(store: ProductStore, tile: str, season_start, season_end, *, insitu=None,
              crop_mask=None, until=None, params: CropTypeParams = CropTypeParams(),
              overwrite: bool = False, items: list[pystac.Item] | None = None,

@@ -40,6 +40,7 @@ import numpy as np
 
 from ..core.errors import ConfigurationError, InputProductError, optional_import
 from ..core.ids import crop_season
+from ..io.opened import held_open
 from .classifier import CropClassifier, extract_samples, train_classifier
 from .features import SeriesFeatures, season_dates
 from .samples import (
@@ -198,6 +199,7 @@ def _unit_labels(unit: TrainingUnit, gb, kind: str, params, split_of: dict):
     return labels, is_train
 
 
+@held_open()  # the units' files stay open across their blocks (io.opened)
 def train_site_model(store, units: list[TrainingUnit], kind: str = "crop_mask", params=None,
                      *, skip_empty: bool = False) -> SiteModel:
     """Train one crop model on the in-situ data of several tiles (and seasons).
