@@ -40,6 +40,7 @@ from odc.geo.geobox import GeoBox
 from ..version import VERSION
 from ..core.bands import S2_TO_LANDSAT, bands_of, is_sentinel2
 from ..core.errors import ConfigurationError, FailureRecord, InputProductError, NothingToDoError
+from ..core.graphs import graph_data
 from ..core.grid import snap_to_tile, tile_geobox
 from ..core.ids import Level, ProductId, l3a_id, sensor_code
 from ..core.jit import compiled
@@ -482,17 +483,25 @@ def coarse_pass(acqs: list[Acquisition], grids: CompositeGrids, params: WaspPara
 
 
 def _in_memory(arr: np.ndarray, like) -> object:
-    """``arr`` as a dask array of ``like``'s chunks, one block per key (views of ``arr``),
-    or ``arr`` itself when ``like`` is not a dask array."""
+    """``arr`` as a dask array of ``like``'s chunks, one block per key, or ``arr`` itself
+    when ``like`` is not a dask array. On the local scheduler the blocks are views of
+    ``arr``; on a distributed one they are scattered to the workers once and the graph
+    refers to them by key (:func:`agriseries.core.graphs.graph_data`), so that the
+    computations of the main pass do not each carry the mask."""
     if not hasattr(like, "dask"):
         return arr
     from dask.base import tokenize
 
-    name = f"held-mask-{tokenize(like.name, arr.shape, arr.dtype.str)}"
     rows = np.cumsum((0,) + like.chunks[0])
     cols = np.cumsum((0,) + like.chunks[1])
-    dsk = {(name, i, j): arr[rows[i]:rows[i + 1], cols[j]:cols[j + 1]]
-           for i in range(len(rows) - 1) for j in range(len(cols) - 1)}
+    index = [(i, j) for i in range(len(rows) - 1) for j in range(len(cols) - 1)]
+    blocks = graph_data([arr[rows[i]:rows[i + 1], cols[j]:cols[j + 1]] for i, j in index],
+                        [like])
+    # scattered: the name says which copies (two jobs holding the same input's mask on the
+    # same grid would otherwise give one key two different definitions on the scheduler)
+    held = [b.key for b in blocks if not isinstance(b, np.ndarray)]
+    name = f"held-mask-{tokenize(like.name, arr.shape, arr.dtype.str, *held)}"
+    dsk = {(name, i, j): b for (i, j), b in zip(index, blocks)}
     return da.Array(dsk, name, chunks=like.chunks, dtype=arr.dtype)
 
 

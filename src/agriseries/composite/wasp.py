@@ -72,6 +72,7 @@ import dask.array as da
 import numpy as np
 
 from ..core.errors import ConfigurationError
+from ..core.graphs import graph_data
 from ..core.jit import compiled
 from ..core.masks import MaskBit
 from .params import WASP_BRDF_COEFFICIENTS, WaspParams  # noqa: F401 -- re-exported
@@ -646,8 +647,9 @@ def composite_dask(bands: Sequence[Sequence[da.Array | None]], masks: Sequence[d
     (``None`` when the sensor lacks it), ``masks[t]`` its mask, ``aots[t]`` its AOT or
     ``None``; every array has the same shape and chunks. ``coarse[t]`` are the date's
     coarse fields on the whole grid's coarse grid. One task per block; each task gets
-    only the window of the coarse fields it interpolates from, so the graph stays small
-    and can be shipped to a distributed cluster.
+    only the window of the coarse fields it interpolates from: in the graph on the local
+    scheduler, scattered to the workers once on a distributed one (the graph names it by
+    key), so that the graph a distributed computation sends holds no pixels.
     """
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph
@@ -664,25 +666,29 @@ def composite_dask(bands: Sequence[Sequence[da.Array | None]], masks: Sequence[d
     cy, cx = stack.shape[2:]
     deps = [a for row in bands for a in row if a is not None] + list(masks) + \
         [a for a in aots if a is not None]
-    name = "wasp-composite-" + tokenize([a.name for a in deps], stack, setup.days,
-                                        setup.date_sensor_weight, setup.bands, setup.params)
     rows = np.cumsum((0,) + ref.chunks[0])
     cols = np.cumsum((0,) + ref.chunks[1])
     buffers = WorkBuffers()  # shared by this grid's block tasks, freed with the graph
+    blocks = [(bi, bj, int(rows[bi]), int(cols[bj]),
+               *coarse_window(int(rows[bi]), int(ref.chunks[0][bi]), setup.ratio, cy),
+               *coarse_window(int(cols[bj]), int(ref.chunks[1][bj]), setup.ratio, cx))
+              for bi in range(len(ref.chunks[0])) for bj in range(len(ref.chunks[1]))]
+    # each block's window of the coarse fields: in the task (local scheduler), or scattered
+    # once to the workers on a distributed one (graph_data), the task naming it by key
+    windows = graph_data([np.ascontiguousarray(stack[:, :, y0:y1, x0:x1])
+                          for _, _, _, _, y0, y1, x0, x1 in blocks], deps)
+    scattered = [w.key for w in windows if not isinstance(w, np.ndarray)]
+    name = "wasp-composite-" + tokenize([a.name for a in deps], stack, setup.days,
+                                        setup.date_sensor_weight, setup.bands, setup.params,
+                                        *scattered)
     dsk = {}
-    for bi in range(len(ref.chunks[0])):
-        r0, nr = int(rows[bi]), int(ref.chunks[0][bi])
-        y0, y1 = coarse_window(r0, nr, setup.ratio, cy)
-        for bj in range(len(ref.chunks[1])):
-            c0, nc = int(cols[bj]), int(ref.chunks[1][bj])
-            x0, x1 = coarse_window(c0, nc, setup.ratio, cx)
-            band_keys = [[(a.name, bi, bj) if a is not None else None for a in row]
-                         for row in bands]
-            mask_keys = [(m.name, bi, bj) for m in masks]
-            aot_keys = [(a.name, bi, bj) if a is not None else None for a in aots]
-            window = np.ascontiguousarray(stack[:, :, y0:y1, x0:x1])
-            dsk[(name, 0, bi, bj)] = (_block_task, band_keys, mask_keys, aot_keys, window, setup,
-                                      r0, c0, y0, x0, buffers)
+    for (bi, bj, r0, c0, y0, _, x0, _), window in zip(blocks, windows):
+        band_keys = [[(a.name, bi, bj) if a is not None else None for a in row]
+                     for row in bands]
+        mask_keys = [(m.name, bi, bj) for m in masks]
+        aot_keys = [(a.name, bi, bj) if a is not None else None for a in aots]
+        dsk[(name, 0, bi, bj)] = (_block_task, band_keys, mask_keys, aot_keys, window, setup,
+                                  r0, c0, y0, x0, buffers)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=deps)
     return da.Array(graph, name, chunks=((3 + setup.n_out,),) + ref.chunks, dtype=np.float32)
 

@@ -565,24 +565,32 @@ def _translate_after(source: _Source, _stored) -> Path:
 def _write_rows(sources: list[_Source]) -> None:
     """Blocks computed by a scheduler elsewhere (a distributed cluster), one row of blocks
     of every file per ``dask.compute`` call (tasks shared between files run once, memory
-    stays at a strip), each stored here into its source."""
-    import dask
+    stays at a strip), each stored here into its source.
 
+    Each call sends the scheduler only the tasks its row needs: the graph is culled here,
+    once per row. (Given the files' whole graphs, dask sends them whole with every call
+    and culls them on the scheduler: 11 tile rows sent the 11 rows' tasks 11 times.)"""
+    from dask.base import get_scheduler
+    from dask.highlevelgraph import HighLevelGraph
+    from dask.optimization import cull
+
+    get = get_scheduler(collections=[s.job.data for s in sources])
+    graph = dict(HighLevelGraph.merge(*[s.job.data.dask for s in sources]))
     plans = []
     for s in sources:
         data = s.job.data
-        blocks = data.to_delayed(optimize_graph=False)  # optimised once, together, at compute
-        if data.ndim == 2:
-            blocks = blocks[None]
         starts = [np.cumsum((0,) + c) for c in ((1,) if data.ndim == 2 else data.chunks[0],
                                                   data.chunks[-2], data.chunks[-1])]
-        plans.append((s, blocks, starts))
-    nrows = max(len(p[2][1]) - 1 for p in plans)
+        plans.append((s, starts))
+    nrows = max(len(p[1][1]) - 1 for p in plans)
     for i in range(nrows):
-        todo = [(s, blocks, b, j, st) for s, blocks, st in plans if i < len(st[1]) - 1
+        todo = [(s, b, j, st) for s, st in plans if i < len(st[1]) - 1
                 for b in range(len(st[0]) - 1) for j in range(len(st[2]) - 1)]
-        results = dask.compute(*[blocks[b, i, j] for _, blocks, b, j, _ in todo])
-        for (s, _, b, j, st), block in zip(todo, results):
+        keys = [(s.job.data.name, i, j) if s.job.data.ndim == 2 else (s.job.data.name, b, i, j)
+                for s, b, j, _ in todo]
+        row, _ = cull(graph, keys)
+        results = get(row, keys)
+        for (s, b, j, st), block in zip(todo, results):
             key = (slice(st[1][i], st[1][i + 1]), slice(st[2][j], st[2][j + 1]))
             if s.job.data.ndim == 3:
                 key = (slice(st[0][b], st[0][b + 1]),) + key
