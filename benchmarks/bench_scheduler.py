@@ -36,7 +36,8 @@ Run with::
    one-tile site (ingest, then L3A, then L3B: one job at a time, the other worker idle
    unless the job's chunks go to it) and on a multi-tile one (jobs of several tiles at once,
    where spreading a job's chunks only adds transfers). Order worker, cluster, then cluster,
-   worker, so that a drifting load weighs on both.
+   worker, so that a drifting load weighs on both (``--first cluster`` starts with cluster,
+   for a second run of another site size).
 """
 
 from __future__ import annotations
@@ -243,12 +244,13 @@ def speedup(n_tiles: int, chunks: str, worker_counts: list[int] = (1, 2)) -> dic
     return times
 
 
-def chunks_compare(tile_counts: list[int], workers: int = 2) -> dict:
+def chunks_compare(tile_counts: list[int], workers: int = 2, first: str = "worker") -> dict:
     """``engine.chunks: worker`` against ``cluster`` on the same cluster size, in one run:
-    for each site size, worker, cluster (then cluster, worker for the next size: ABBA, so a
-    load that drifts through the run weighs on both modes alike)."""
+    for each site size, ``first`` then the other (then the other order for the next size:
+    ABBA, so a load that drifts through the run weighs on both modes alike; ``--first``
+    alternates the order across runs split to stay short)."""
     times = {}
-    order = ["worker", "cluster"]
+    order = [first, "cluster" if first == "worker" else "worker"]
     for n_tiles in tile_counts:
         for mode in order:
             la = os.getloadavg()[0]
@@ -278,13 +280,16 @@ def main() -> None:
     ap.add_argument("--chunk-tiles", default="1,2",
                     help="comma-separated site sizes (tiles) of the chunks part; its worker "
                          "count is the last of --workers")
+    ap.add_argument("--first", choices=["worker", "cluster"], default="worker",
+                    help="the chunks part's first mode (for its first site size)")
     a = ap.parse_args()
     if a.part in ("overhead", "all"):
         overhead(a.products)
     if a.part in ("speedup", "all"):
         speedup(a.tiles, a.chunks, [int(x) for x in a.workers.split(",")])
     if a.part == "chunks":
-        chunks_compare([int(x) for x in a.chunk_tiles.split(",")], int(a.workers.split(",")[-1]))
+        chunks_compare([int(x) for x in a.chunk_tiles.split(",")], int(a.workers.split(",")[-1]),
+                       a.first)
 
 
 if __name__ == "__main__":

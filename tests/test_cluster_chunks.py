@@ -208,3 +208,70 @@ def test_l3a_graphs_sent_to_the_cluster_carry_no_pixels(tmp_path, cluster):
         gc.collect()
         time.sleep(0.1)
     assert left == []
+
+
+def test_two_syntheses_sharing_dates_never_give_a_key_two_definitions(tmp_path, cluster):
+    """Two L3A months share five dates, read onto the same grid: the same keys. While one
+    job's row holds a read of a shared date in memory (here: persisted, unoptimised, as a
+    row graph is), the other job's synthesis, through a client of its own with the jobs'
+    settings (``CLUSTER_JOB_CONFIG``), must not define those keys another way (before, its
+    coarse pass was optimised, which made the read's ``getitem`` an alias of a fused
+    ``read-getitem``: the scheduler kept the first definition and warned "Detected
+    different `run_spec`" for each). The product is the one the local scheduler makes."""
+    import logging
+
+    from distributed import Client, wait
+    from odc.geo.geom import Geometry
+
+    from agriseries.composite import composite
+    from agriseries.composite.processor import (
+        R1_BANDS,
+        R2_BANDS,
+        CompositeGrids,
+        acquisition_from_product,
+    )
+    from agriseries.io.ingest import ingest
+    from agriseries.io.store import ProductStore
+    from agriseries.production.tasks import CLUSTER_JOB_CONFIG
+
+    client, _ = cluster
+    store = ProductStore(tmp_path / "store")
+    assert all(r.status == "ingested" for r in ingest(sorted(INBOX.glob("*.nc")), store))
+    items = list(store.items(level="L2A"))
+    july = [it for it in items if it.datetime.date() >= dt.date(2018, 6, 23)]
+    shared = min(july, key=lambda it: it.datetime)  # in June's window and in July's
+    # the grids and blocks the processor uses (composite(): default WaspParams)
+    grids = CompositeGrids.for_tile("T31UDS", [Geometry(it.geometry, "EPSG:4326")
+                                               for it in items])
+    acq = acquisition_from_product(store.open(shared), grids,
+                                   {10: R1_BANDS, 20: R2_BANDS + ("B02",)}, {10: 1024, 20: 512})
+    reads = [acq.layers[r][v].data for r in (10, 20) for v in acq.layers[r].data_vars]
+
+    class Seen(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    seen = Seen()
+    logging.getLogger("distributed.scheduler").addHandler(seen)
+    try:
+        with Client(client.scheduler.address, set_as_default=False) as first:
+            held = first.persist(reads, optimize_graph=False)
+            wait(held)
+            with Client(client.scheduler.address, set_as_default=False) as second, \
+                    second.as_current(), dask.config.set(CLUSTER_JOB_CONFIG):
+                composite(store, "T31UDS", "2018-07", update_catalog=False)
+            del held
+    finally:
+        logging.getLogger("distributed.scheduler").removeHandler(seen)
+    assert [m for m in seen.messages if "different `run_spec`" in m] == []
+    on_cluster = _pixels(store.root / "L3A")
+    with dask.config.set(scheduler="threads"):
+        composite(store, "T31UDS", "2018-07", overwrite=True, update_catalog=False)
+    local = _pixels(store.root / "L3A")
+    assert sorted(on_cluster) == sorted(local) and len(local) == 17
+    for name in local:
+        np.testing.assert_array_equal(on_cluster[name], local[name], err_msg=name)

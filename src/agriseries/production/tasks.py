@@ -33,8 +33,8 @@ from typing import Any
 from ..core.errors import AgriseriesError, FailureRecord
 from .stages import Stage, StageContext, get
 
-__all__ = ["JobError", "TaskResult", "TaskSpec", "execute_task", "lost_to_the_cluster",
-           "run_job"]
+__all__ = ["CLUSTER_JOB_CONFIG", "JobError", "TaskResult", "TaskSpec", "execute_task",
+           "lost_to_the_cluster", "run_job"]
 
 
 class JobError(AgriseriesError, RuntimeError):
@@ -261,6 +261,18 @@ def lost_to_the_cluster(exc: BaseException | None) -> bool:
     return False
 
 
+#: The dask settings of a job whose chunks go to the cluster (``chunks: cluster``), beside its
+#: client as the scheduler. Array graphs are not optimised: optimising fuses and rewrites
+#: tasks per graph while keeping some of their keys, so that one key got two definitions
+#: -- a ``getitem`` of a read in one graph, an alias of a fused ``read-getitem`` in the
+#: next -- when two jobs read the same input onto the same grid (two L3A months sharing
+#: dates) or one job's successive computations overlapped on the scheduler, which then
+#: kept the first and warned of a possible duplicate key ("can cause failures and
+#: deadlocks"). Unoptimised, a key is always its one task. (The row graphs of the COG
+#: writes were never optimised; only the computations before them were.)
+CLUSTER_JOB_CONFIG = {"array_optimize": False}
+
+
 def _execute(stage: Stage, store, spec: TaskSpec) -> TaskResult:
     import dask
 
@@ -275,7 +287,7 @@ def _execute(stage: Stage, store, spec: TaskSpec) -> TaskResult:
         try:
             with Client(worker.scheduler.address, security=worker.security, timeout="60s",
                         set_as_default=False, name=f"job-{spec.key[:12]}") as c, \
-                    dask.config.set(scheduler=c):
+                    dask.config.set(scheduler=c, **CLUSTER_JOB_CONFIG):
                 return run_job(stage, store, spec)
         finally:
             rejoin()
