@@ -37,7 +37,9 @@ Run with::
    unless the job's chunks go to it) and on a multi-tile one (jobs of several tiles at once,
    where spreading a job's chunks only adds transfers). Order worker, cluster, then cluster,
    worker, so that a drifting load weighs on both (``--first cluster`` starts with cluster,
-   for a second run of another site size).
+   for a second run of another site size). ``--without-l3b``: no L3B jobs, so that a one-tile
+   site runs one job at a time (ingest, then the L3A), the other worker idle in ``worker``
+   mode.
 """
 
 from __future__ import annotations
@@ -187,10 +189,11 @@ def _covered_tiles(n: int) -> list[str]:
     return sorted(t.name for t in sorted(tiles, key=share, reverse=True)[:n])
 
 
-def speedup(n_tiles: int, chunks: str, worker_counts: list[int] = (1, 2)) -> dict:
+def speedup(n_tiles: int, chunks: str, worker_counts: list[int] = (1, 2),
+            l3b: bool = True) -> dict:
     tiles = _covered_tiles(n_tiles)
-    print(f"site: {LANDSAT.name} on {len(tiles)} tiles {', '.join(tiles)}; L3A 2019-12 and L3B; "
-          f"chunks: {chunks}")
+    print(f"site: {LANDSAT.name} on {len(tiles)} tiles {', '.join(tiles)}; L3A 2019-12"
+          f"{' and L3B' if l3b else ''}; chunks: {chunks}")
     times = {}
     for workers in worker_counts:
         tmp = Path(tempfile.mkdtemp(prefix="agriseries-bench-"))
@@ -202,6 +205,7 @@ def speedup(n_tiles: int, chunks: str, worker_counts: list[int] = (1, 2)) -> dic
                 "season": {"start": "2019-12-01", "end": "2019-12-31"},
                 "inbox": {"path": str(tmp / "inbox"), "settle_s": 0},
                 "store": str(tmp / "store"),
+                "products": {"L3B": {"enabled": l3b}},
                 "engine": {"n_workers": workers, "threads_per_worker": 1,
                            "memory_limit": "6GiB", "chunks": chunks}})
             marks = []
@@ -220,6 +224,8 @@ def speedup(n_tiles: int, chunks: str, worker_counts: list[int] = (1, 2)) -> dic
                 kinds[d["processor"]] = kinds.get(d["processor"], 0) + 1
             print(f"{workers} worker(s): run {total:.1f} s, jobs {last - first:.1f} s; "
                   f"done {kinds}, failed {len(report.failed)}")
+            print("   job seconds: " + ", ".join(f"{d['processor']} {d['tile']} {d['seconds']:.1f}"
+                                                 for d in report.done))
             for f in report.failed:
                 print(f"   failed {f['processor']} {f['tile']}: {f['error'][:200]}")
             for n in report.notes:
@@ -244,7 +250,8 @@ def speedup(n_tiles: int, chunks: str, worker_counts: list[int] = (1, 2)) -> dic
     return times
 
 
-def chunks_compare(tile_counts: list[int], workers: int = 2, first: str = "worker") -> dict:
+def chunks_compare(tile_counts: list[int], workers: int = 2, first: str = "worker",
+                   l3b: bool = True) -> dict:
     """``engine.chunks: worker`` against ``cluster`` on the same cluster size, in one run:
     for each site size, ``first`` then the other (then the other order for the next size:
     ABBA, so a load that drifts through the run weighs on both modes alike; ``--first``
@@ -254,7 +261,7 @@ def chunks_compare(tile_counts: list[int], workers: int = 2, first: str = "worke
     for n_tiles in tile_counts:
         for mode in order:
             la = os.getloadavg()[0]
-            t = speedup(n_tiles, mode, [workers])[workers]
+            t = speedup(n_tiles, mode, [workers], l3b)[workers]
             times[(n_tiles, mode)] = (*t, la, os.getloadavg()[0])
         order = order[::-1]
     print(f"\nengine.chunks on {workers} worker processes of 1 thread "
@@ -282,6 +289,8 @@ def main() -> None:
                          "count is the last of --workers")
     ap.add_argument("--first", choices=["worker", "cluster"], default="worker",
                     help="the chunks part's first mode (for its first site size)")
+    ap.add_argument("--without-l3b", action="store_true",
+                    help="no L3B jobs: ingest then L3A, one job at a time on a one-tile site")
     a = ap.parse_args()
     if a.part in ("overhead", "all"):
         overhead(a.products)
@@ -289,7 +298,7 @@ def main() -> None:
         speedup(a.tiles, a.chunks, [int(x) for x in a.workers.split(",")])
     if a.part == "chunks":
         chunks_compare([int(x) for x in a.chunk_tiles.split(",")], int(a.workers.split(",")[-1]),
-                       a.first)
+                       a.first, not a.without_l3b)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ compressing one layer overlaps computing the others; a strip at a time keeps das
 computing one file's blocks over the whole tile ahead of the others that share its
 inputs (memory). On a
 distributed scheduler (``engine.chunks: cluster``) the blocks are computed by the cluster
-one row of blocks at a time and stored here, then each file is compressed.
+one row of blocks at a time (each computation sent only its row's tasks) and stored here,
+then each file is compressed.
 
 :func:`validate_cog` checks a file with rio-cogeo's validator.
 """
