@@ -29,17 +29,9 @@ Run with::
     .venv/bin/python benchmarks/bench_scheduler.py            # both parts
     .venv/bin/python benchmarks/bench_scheduler.py --part overhead
     .venv/bin/python benchmarks/bench_scheduler.py --part speedup --tiles 4
-    .venv/bin/python benchmarks/bench_scheduler.py --part chunks --workers 2 --chunk-tiles 1,2
 
-3. **engine.chunks: worker against cluster** (``--part chunks``): the same run on one
-   cluster of ``--workers`` processes (1 thread each) with each of the two settings, on a
-   one-tile site (ingest, then L3A, then L3B: one job at a time, the other worker idle
-   unless the job's chunks go to it) and on a multi-tile one (jobs of several tiles at once,
-   where spreading a job's chunks only adds transfers). Order worker, cluster, then cluster,
-   worker, so that a drifting load weighs on both (``--first cluster`` starts with cluster,
-   for a second run of another site size). ``--without-l3b``: no L3B jobs, so that a one-tile
-   site runs one job at a time (ingest, then the L3A), the other worker idle in ``worker``
-   mode.
+(A third part, ``--part chunks``, compared ``engine.chunks: worker`` with ``cluster``, one
+job's chunks spread over the cluster; the mode was removed after it, docs/benchmarks.md.)
 """
 
 from __future__ import annotations
@@ -189,11 +181,9 @@ def _covered_tiles(n: int) -> list[str]:
     return sorted(t.name for t in sorted(tiles, key=share, reverse=True)[:n])
 
 
-def speedup(n_tiles: int, chunks: str, worker_counts: list[int] = (1, 2),
-            l3b: bool = True) -> dict:
+def speedup(n_tiles: int, worker_counts: list[int] = (1, 2)) -> dict:
     tiles = _covered_tiles(n_tiles)
-    print(f"site: {LANDSAT.name} on {len(tiles)} tiles {', '.join(tiles)}; L3A 2019-12"
-          f"{' and L3B' if l3b else ''}; chunks: {chunks}")
+    print(f"site: {LANDSAT.name} on {len(tiles)} tiles {', '.join(tiles)}; L3A 2019-12 and L3B")
     times = {}
     for workers in worker_counts:
         tmp = Path(tempfile.mkdtemp(prefix="agriseries-bench-"))
@@ -205,9 +195,8 @@ def speedup(n_tiles: int, chunks: str, worker_counts: list[int] = (1, 2),
                 "season": {"start": "2019-12-01", "end": "2019-12-31"},
                 "inbox": {"path": str(tmp / "inbox"), "settle_s": 0},
                 "store": str(tmp / "store"),
-                "products": {"L3B": {"enabled": l3b}},
                 "engine": {"n_workers": workers, "threads_per_worker": 1,
-                           "memory_limit": "6GiB", "chunks": chunks}})
+                           "memory_limit": "6GiB"}})
             marks = []
 
             def on_event(ev, marks=marks):
@@ -250,55 +239,18 @@ def speedup(n_tiles: int, chunks: str, worker_counts: list[int] = (1, 2),
     return times
 
 
-def chunks_compare(tile_counts: list[int], workers: int = 2, first: str = "worker",
-                   l3b: bool = True) -> dict:
-    """``engine.chunks: worker`` against ``cluster`` on the same cluster size, in one run:
-    for each site size, ``first`` then the other (then the other order for the next size:
-    ABBA, so a load that drifts through the run weighs on both modes alike; ``--first``
-    alternates the order across runs split to stay short)."""
-    times = {}
-    order = [first, "cluster" if first == "worker" else "worker"]
-    for n_tiles in tile_counts:
-        for mode in order:
-            la = os.getloadavg()[0]
-            t = speedup(n_tiles, mode, [workers], l3b)[workers]
-            times[(n_tiles, mode)] = (*t, la, os.getloadavg()[0])
-        order = order[::-1]
-    print(f"\nengine.chunks on {workers} worker processes of 1 thread "
-          f"({os.cpu_count()} cores):")
-    print("tiles | chunks | whole run s | jobs span s | load avg start -> end")
-    for (n_tiles, mode), (total, span, la0, la1) in times.items():
-        print(f"{n_tiles} | {mode} | {total:.1f} | {span:.1f} | {la0:.1f} -> {la1:.1f}")
-    for n_tiles in tile_counts:
-        w, c = times[(n_tiles, "worker")], times[(n_tiles, "cluster")]
-        print(f"{n_tiles} tile(s): cluster / worker = {c[0] / w[0]:.2f} (whole run), "
-              f"{c[1] / w[1]:.2f} (jobs span); < 1 means 'cluster' is faster")
-    return times
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--part", choices=["overhead", "speedup", "chunks", "all"], default="all")
+    ap.add_argument("--part", choices=["overhead", "speedup", "all"], default="all")
     ap.add_argument("--products", type=int, default=10_000)
     ap.add_argument("--tiles", type=int, default=4)
-    ap.add_argument("--chunks", choices=["worker", "cluster"], default="worker")
     ap.add_argument("--workers", default="1,2",
                     help="comma-separated worker counts of the speed-up part (1 thread each)")
-    ap.add_argument("--chunk-tiles", default="1,2",
-                    help="comma-separated site sizes (tiles) of the chunks part; its worker "
-                         "count is the last of --workers")
-    ap.add_argument("--first", choices=["worker", "cluster"], default="worker",
-                    help="the chunks part's first mode (for its first site size)")
-    ap.add_argument("--without-l3b", action="store_true",
-                    help="no L3B jobs: ingest then L3A, one job at a time on a one-tile site")
     a = ap.parse_args()
     if a.part in ("overhead", "all"):
         overhead(a.products)
     if a.part in ("speedup", "all"):
-        speedup(a.tiles, a.chunks, [int(x) for x in a.workers.split(",")])
-    if a.part == "chunks":
-        chunks_compare([int(x) for x in a.chunk_tiles.split(",")], int(a.workers.split(",")[-1]),
-                       a.first, not a.without_l3b)
+        speedup(a.tiles, [int(x) for x in a.workers.split(",")])
 
 
 if __name__ == "__main__":

@@ -212,9 +212,7 @@ def test_a_worker_killed_mid_job_is_retried_on_another(tmp_path, cluster):
     make_inbox(tmp_path)
     off = {"enabled": False}
     run(site_from_dict(site_dict(tmp_path, products={"L3A": off, "L3B": off})), client=cluster)
-    # chunks spread over the cluster: the job's task and its chunk tasks on both workers
-    site = site_from_dict(site_dict(tmp_path, products={"L3B": off},
-                                    engine={"chunks": "cluster"}))
+    site = site_from_dict(site_dict(tmp_path, products={"L3B": off}))
     out = []
     t = threading.Thread(target=lambda: out.append(run(site, client=cluster)))
     t.start()

@@ -80,6 +80,8 @@ def test_paths_are_relative_to_the_site_file_not_the_working_folder(tmp_path, mo
     ({"l2a": {"source": "sen2cor"}}, "l2a.source", "provider"),
     ({"engine": {"scheduler": "localhost:8786"}}, "engine.scheduler", "tcp://host:port"),
     ({"engine": {"memory_limit": "lots"}}, "engine.memory_limit", "4GiB"),
+    ({"engine": {"chunks": "cluster"}}, "engine.chunks", "'cluster' (one job's chunks spread "
+                                                        "over the whole cluster) was removed"),
     ({"retries": {"max_attempts": 0}}, "retries.max_attempts", "greater than"),
     ({"colour": "blue"}, "colour", "unknown field"),
     ({"name": "my site!"}, "name", "pattern"),

@@ -6,7 +6,7 @@ puts the arrays in that graph. On the local (threaded) scheduler that costs noth
 tasks get the arrays themselves (views, no copies). On a distributed scheduler every
 ``dask.compute`` serialises the graph it is given and sends it to the scheduler, so data in
 the graph travels with every computation that uses it (the L3A write computes one row of
-blocks at a time: 11 to 40 MiB per row on one tile). :func:`graph_data` gives the tasks
+blocks at a time: up to 40 MiB per row on one tile). :func:`graph_data` gives the tasks
 either the arrays (local) or futures of copies scattered once to the workers, referenced
 by key, which the graph holds as long as it lives.
 """

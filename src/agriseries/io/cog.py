@@ -27,7 +27,7 @@ file's COG compression as soon as its blocks are in (GDAL releases the GIL), so 
 compressing one layer overlaps computing the others; a strip at a time keeps dask from
 computing one file's blocks over the whole tile ahead of the others that share its
 inputs (memory). On a
-distributed scheduler (``engine.chunks: cluster``) the blocks are computed by the cluster
+distributed scheduler (a caller's ``distributed.Client``) the blocks are computed by the cluster
 one row of blocks at a time (each computation sent only its row's tasks) and stored here,
 then each file is compressed.
 

@@ -20,8 +20,8 @@ the engine and the job store (:mod:`agriseries.production.jobstore`) as the memo
    parameters: submitting it twice is harmless, a done job stays done);
 4. **execute**: claimable jobs are claimed (leased to this runner), each becomes **one Dask
    task** on the cluster (jobs of different tiles and dates run in parallel on the workers;
-   a job's own dask chunks run on its worker's threads, or with ``engine.chunks: cluster``
-   are spread over the whole cluster; :mod:`agriseries.production.tasks` runs it through
+   a job's own dask chunks run on its worker's threads; :mod:`agriseries.production.tasks`
+   runs it through
    the shared stage driver, :mod:`agriseries.production.engine` provides the cluster); the runner -- not the workers, which never touch
    the database -- keeps the leases alive with heartbeats (a thread of its own), and when
    a task ends registers its products in the catalogue and marks the job done, or records
@@ -518,7 +518,7 @@ class Runner:
                 raise
         for job in jobs:
             spec = TaskSpec(job.processor, job.key, job.tile, tuple(job.inputs),
-                            dict(job.params), str(self.site.store), self.site.engine.chunks)
+                            dict(job.params), str(self.site.store))
             fut = self.client.submit(  # the stage travels with the task (a plug-in's too)
                 execute_task, spec, STAGES[job.processor], pure=False, priority=job.priority,
                 key=f"agriseries-{job.processor}-{job.key[:12]}-a{job.attempts}-"

@@ -540,8 +540,8 @@ class Engine(_Model):
     """LocalCluster: threads per worker."""
     memory_limit: str = "4GiB"
     """LocalCluster: memory per worker (4GiB, 'auto')."""
-    chunks: Literal["worker", "cluster"] = "worker"
-    """Where a job's chunks run: on the job's worker, or spread over the cluster."""
+    chunks: Literal["worker"] = "worker"
+    """Where a job's chunks run: on the job's worker's threads (the only choice)."""
     poll_s: float = Field(300.0, gt=0)
     """--watch: seconds between two looks at the inbox."""
 
@@ -555,6 +555,16 @@ class Engine(_Model):
     def _address(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^(tcp|tls|ucx|ws|wss|inproc)://\S+$", value):
             raise ValueError(f"{value!r}: expected a Dask scheduler address, tcp://host:port")
+        return value
+
+    @field_validator("chunks", mode="before")
+    @classmethod
+    def _chunks(cls, value):
+        if value == "cluster":
+            raise ValueError(
+                "'cluster' (one job's chunks spread over the whole cluster) was removed: "
+                "measured, it made no job faster and several tiles slower "
+                "(docs/benchmarks.md, 'Scale-out'); remove the line or write 'worker'")
         return value
 
     @field_validator("memory_limit")
@@ -1029,9 +1039,9 @@ engine:
   n_workers: 2             # LocalCluster: worker processes
   threads_per_worker: 1    # LocalCluster: threads per worker
   memory_limit: 4GiB       # LocalCluster: memory per worker ('auto': share the machine's)
-  chunks: worker           # where a job's chunks run: on its own worker's threads ('worker':
-                           # many jobs at once) or spread over the whole cluster ('cluster':
-                           # a few very large jobs)
+  chunks: worker           # where a job's chunks run: on its own worker's threads (the only
+                           # choice: 'cluster', a job's chunks over the whole cluster, was
+                           # removed; docs/benchmarks.md)
   poll_s: 300              # --watch: seconds between two looks at the inbox
 
 # retries: what happens when a job fails.

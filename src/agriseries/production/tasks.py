@@ -2,7 +2,7 @@
 
 A worker gets a :class:`TaskSpec` (what the job store says of one job, no database access
 needed) and returns a :class:`TaskResult`. :func:`execute_task` sets up the job's dask
-scheduler (its worker's threads, or the whole cluster) and calls :func:`run_job`, the
+scheduler (its worker's threads) and calls :func:`run_job`, the
 driver that does for every stage (:mod:`agriseries.production.stages`) what each would
 otherwise repeat:
 
@@ -33,8 +33,8 @@ from typing import Any
 from ..core.errors import AgriseriesError, FailureRecord
 from .stages import Stage, StageContext, get
 
-__all__ = ["CLUSTER_JOB_CONFIG", "JobError", "TaskResult", "TaskSpec", "execute_task",
-           "lost_to_the_cluster", "run_job"]
+__all__ = ["JobError", "TaskResult", "TaskSpec", "execute_task", "lost_to_the_cluster",
+           "run_job"]
 
 
 class JobError(AgriseriesError, RuntimeError):
@@ -74,9 +74,6 @@ class TaskSpec:
         The job's parameters (JSON of the stage's parameter class).
     store_root
         The product store folder.
-    chunks
-        ``worker``: the job's dask chunks run on its worker's own threads; ``cluster``: on
-        the whole cluster.
     """
 
     processor: str
@@ -85,7 +82,6 @@ class TaskSpec:
     inputs: tuple[str, ...]
     params: dict[str, Any]
     store_root: str
-    chunks: str = "worker"
 
 
 @dataclasses.dataclass
@@ -223,10 +219,10 @@ def execute_task(spec: TaskSpec, stage: Stage | None = None) -> TaskResult:
     runner sends it with the task, so that a stage registered by a plug-in in the runner's
     process runs on workers that never imported the plug-in.
 
-    With ``spec.chunks == "cluster"`` and on a Dask worker, the job's own dask graphs
-    (reading and computing chunks) are computed by the whole cluster through a client of
-    the job's own, and the task leaves the worker's thread pool while it waits for them
-    (:func:`distributed.secede`). Otherwise they run on this process's threads.
+    The job's own dask graphs (reading and computing chunks) run on this process's threads:
+    on a Dask worker, as many as the worker has. (Spreading them over the whole cluster,
+    ``engine.chunks: cluster``, was removed: measured, it made no job faster;
+    docs/benchmarks.md.)
     """
     from ..io.store import ProductStore
 
@@ -261,36 +257,9 @@ def lost_to_the_cluster(exc: BaseException | None) -> bool:
     return False
 
 
-#: The dask settings of a job whose chunks go to the cluster (``chunks: cluster``), beside its
-#: client as the scheduler. Array graphs are not optimised: optimising fuses and rewrites
-#: tasks per graph while keeping some of their keys, so that one key got two definitions
-#: -- a ``getitem`` of a read in one graph, an alias of a fused ``read-getitem`` in the
-#: next -- when two jobs read the same input onto the same grid (two L3A months sharing
-#: dates) or one job's successive computations overlapped on the scheduler, which then
-#: kept the first and warned of a possible duplicate key ("can cause failures and
-#: deadlocks"). Unoptimised, a key is always its one task. (The row graphs of the COG
-#: writes were never optimised; only the computations before them were.)
-CLUSTER_JOB_CONFIG = {"array_optimize": False}
-
-
 def _execute(stage: Stage, store, spec: TaskSpec) -> TaskResult:
     import dask
 
-    if spec.chunks == "cluster" and _in_dask_worker():
-        from distributed import Client, get_worker, rejoin, secede
-
-        # A client of its own (not the worker's shared one): two jobs running on one worker
-        # often build the same chunk keys (the same input read onto the same grid), and
-        # their graphs must be counted apart on the scheduler.
-        worker = get_worker()
-        secede()  # leave the worker's thread pool while the cluster computes the chunks
-        try:
-            with Client(worker.scheduler.address, security=worker.security, timeout="60s",
-                        set_as_default=False, name=f"job-{spec.key[:12]}") as c, \
-                    dask.config.set(scheduler=c, **CLUSTER_JOB_CONFIG):
-                return run_job(stage, store, spec)
-        finally:
-            rejoin()
     threads = None
     if _in_dask_worker():  # the worker's own threads, not every core of the machine
         from distributed import get_worker
