@@ -614,3 +614,54 @@ def test_masks_held_from_the_coarse_pass_equal_the_reads(wc_store, tmp_path):
                          if isinstance(k, tuple) and str(k[0]).startswith("read-")}
                 assert len(reads) == (0 if r == 20 else 1), reads
         assert nodata_seen > (0 if base is patch else 1000)
+
+
+def test_20m_mask_nodata_is_where_the_20m_blue_mean_is_nan(wc_store, tmp_path):
+    """The 20 m mask's NODATA comes from the first 20 m band, the blue averaged 2 x 2 from
+    the 10 m read; it is taken from the four 10 m pixels directly (NaN mean exactly where
+    all four are NaN), so that the coarse pass does not compute the means. On real dates and
+    on one whose 10 m blue has no-data pixels written in (single pixels, whole 2 x 2 blocks,
+    three of four), on the inputs' grid and on one reaching past the files: the mask equals
+    the decoded mask with NODATA where the computed 20 m blue is NaN."""
+    import dataclasses
+
+    from odc.geo.geom import Geometry
+
+    from agriseries.composite.processor import acquisition_from_product
+    from agriseries.core.grid import snap_to_tile, tile_geobox
+    from agriseries.io.product import decoded_mask, mask_with_band_nodata
+
+    items = [it for it in wc_store.items(level="L2A") if it.id.startswith("L2A_S2")]
+    t20 = tile_geobox("T31UDS", 20)
+    patch = snap_to_tile(t20, Geometry(items[0].geometry, "EPSG:4326").to_crs(t20.crs))
+    r0 = int(round((patch.affine.f - t20.affine.f) / t20.affine.e))
+    c0 = int(round((patch.affine.c - t20.affine.c) / t20.affine.a))
+    wide = t20[r0 - 3:r0 + patch.shape.y + 5, c0 - 6:c0 + patch.shape.x + 2]
+    bands = {10: ("B02", "B03"), 20: ("B05", "B02")}
+    chunks = {10: 48, 20: 24}
+    sp_holes = wc_store.open(items[3])
+    b02 = sp_holes.bands["B02"]
+    with rasterio.open(b02.path) as src:
+        prof, dn = src.profile, src.read(1)
+    rng = np.random.default_rng(5)
+    dn[rng.random(dn.shape) < 0.3] = int(b02.nodata)
+    dn[10:14, 20:24] = int(b02.nodata)  # whole 2 x 2 blocks
+    dn[30:32, 40:42] = int(b02.nodata)
+    dn[31, 41] = 1200  # three of four
+    holes = tmp_path / "B02_holes.tif"
+    with rasterio.open(holes, "w", **{**prof, "driver": "GTiff"}) as dst:
+        dst.write(dn, 1)
+    sp_holes = dataclasses.replace(
+        sp_holes, bands={**sp_holes.bands, "B02": dataclasses.replace(b02, path=str(holes))})
+    products = [wc_store.open(it) for it in items[::10]] + [sp_holes]
+    nodata_seen = 0
+    for base in (patch, wide):
+        grids = CompositeGrids.from_grid(base, (10, 20))
+        for sp in products:
+            layer = acquisition_from_product(sp, grids, bands, chunks).layers[20]
+            expected = mask_with_band_nodata(decoded_mask(sp, grids.fine[20], chunks[20]),
+                                             layer["B02"].data).compute()
+            got = layer["mask"].values
+            np.testing.assert_array_equal(got, expected, err_msg=sp.product_id)
+            nodata_seen += int(((got & NODATA) != 0).sum())
+    assert nodata_seen > 1000

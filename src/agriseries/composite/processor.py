@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -229,7 +230,7 @@ def acquisition_from_product(product: SourceProduct, grids: CompositeGrids,
         decoded[coarse] = decoded_mask(product, grids.fine[coarse], chunks[coarse])
         decoded[fine] = decoded[coarse].map_blocks(
             _repeat_2x2, chunks=tuple(tuple(2 * c for c in cs) for cs in decoded[coarse].chunks),
-            dtype=np.uint8)
+            dtype=np.uint8, meta=np.empty((0, 0), np.uint8))
     layers, first_band = {}, {}
     for res, mapping in mappings.items():
         ds = loaded[res]
@@ -241,7 +242,15 @@ def acquisition_from_product(product: SourceProduct, grids: CompositeGrids,
                                                                 chunks[res])
         if mapping:  # as load does: NODATA where the first band (by file name) has no data
             first = first_band[res] = min(mapping, key=lambda s2: mapping[s2])
-            mask = mask_with_band_nodata(mask, vars_[first].data)
+            fine_blue = (loaded[shared["B02"][0]]["B02"].data[0]
+                         if (res, first) == (shared.get("B02", (None, None))[1], "B02") else None)
+            if fine_blue is not None and _halves(mask, fine_blue):
+                # the band is the 2 x 2 mean of the fine read, NaN exactly where its four fine
+                # pixels are: taken from them, so a pass that needs the mask only (the coarse
+                # pass) does not compute the means
+                mask = _pairwise_blocks(_coarse_nodata_block, mask, fine_blue, mask.chunks)
+            else:
+                mask = mask_with_band_nodata(mask, vars_[first].data)
         vars_["mask"] = xr.DataArray(mask, dims=("y", "x"), coords=yx)
         if "aot" in ds:
             vars_["aot"] = ds["aot"].isel(time=0, drop=True)
@@ -325,7 +334,66 @@ def _mean_2x2(fine, scale: float, offset: float):
         return out
 
     return fine.map_blocks(block, chunks=tuple(tuple(c // 2 for c in cs) for cs in fine.chunks),
-                           dtype=np.float32)
+                           dtype=np.float32, meta=np.empty((0, 0), np.float32))
+
+
+@compiled(nogil=True)
+def _coarse_nodata_2x2(mask, fine, bit, out):  # pragma: no cover - compiled
+    """``out``: ``mask`` with ``bit`` set where the four pixels of ``fine`` under a pixel
+    are all NaN (where their 2 x 2 mean, :func:`_mean_2x2_block`, is NaN)."""
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            empty = True
+            for di in range(2):
+                for dj in range(2):
+                    if not np.isnan(fine[2 * i + di, 2 * j + dj]):
+                        empty = False
+            out[i, j] = mask[i, j] | bit if empty else mask[i, j]
+
+
+@compiled(nogil=True)
+def _fine_nodata_2x2(mask, fine, bit, out):  # pragma: no cover - compiled
+    """``out``: ``mask`` repeated 2 x 2 (:func:`_repeat_2x2`), with ``bit`` set where
+    ``fine`` is NaN (:func:`mask_with_band_nodata` of the repeated mask)."""
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            v = mask[i // 2, j // 2]
+            out[i, j] = v | bit if np.isnan(fine[i, j]) else v
+
+
+def _coarse_nodata_block(mask: np.ndarray, fine: np.ndarray) -> np.ndarray:
+    out = np.empty(mask.shape, np.uint8)
+    _coarse_nodata_2x2(np.ascontiguousarray(mask, np.uint8), np.ascontiguousarray(fine, np.float32),
+                       np.uint8(MaskBit.NODATA), out)
+    return out
+
+
+def _fine_nodata_block(mask: np.ndarray, fine: np.ndarray) -> np.ndarray:
+    out = np.empty(fine.shape, np.uint8)
+    _fine_nodata_2x2(np.ascontiguousarray(mask, np.uint8), np.ascontiguousarray(fine, np.float32),
+                     np.uint8(MaskBit.NODATA), out)
+    return out
+
+
+def _halves(coarse, fine) -> bool:
+    """Whether the dask array ``coarse``'s blocks are those of ``fine`` halved, block for block."""
+    return (hasattr(coarse, "dask") and hasattr(fine, "dask") and coarse.ndim == fine.ndim == 2
+            and all(len(c) == len(f) and all(2 * x == y for x, y in zip(c, f))
+                    for c, f in zip(coarse.chunks, fine.chunks)))
+
+
+def _pairwise_blocks(fn, a, b, chunks) -> da.Array:
+    """``fn(a_block, b_block)`` for each block position of two dask arrays with the same
+    number of blocks (one at 20 m, the other at 10 m), as a uint8 array of ``chunks``:
+    one task per block."""
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    name = f"{fn.__name__.strip('_')}-{tokenize(fn.__name__, a.name, b.name)}"
+    dsk = {(name, i, j): (fn, (a.name, i, j), (b.name, i, j))
+           for i in range(len(chunks[0])) for j in range(len(chunks[1]))}
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[a, b])
+    return da.Array(graph, name, chunks=chunks, dtype=np.uint8)
 
 
 def _mean_2x2_numpy(b: np.ndarray, scale: float, offset: float) -> np.ndarray:
@@ -463,23 +531,26 @@ def coarse_pass(acqs: list[Acquisition], grids: CompositeGrids, params: WaspPara
     (uint8, in memory: 30 MB per date of a full tile at 20 m), from one read of the mask."""
     res = _share_resolution(grids)
     factor = int(round(abs(grids.coarse.affine.a) / res))
-    masks = [a.layers[res]["mask"].data for a in acqs]
-    angle_arrays = []
-    for a in acqs:
-        angle_arrays += [a.angles[n] for n in ANGLE_NAMES] if a.angles is not None else []
-    # one flat compute: the reads of the masks (and of what makes their NODATA) run once
-    computed = dask.compute(*masks, *angle_arrays)
-    masks = [np.asarray(m).astype(np.uint8, copy=False) for m in computed[:len(acqs)]]
-    flat_angles = list(computed[len(acqs):])
-    out = []
     cy, cx = grids.coarse.shape
-    for a, mask in zip(acqs, masks):
-        share = mask_cloud_share(mask, params.cloud_bits, params.invalid_bits, factor)
-        angles = None
-        if a.angles is not None:
-            angles = {n: np.asarray(flat_angles.pop(0), np.float64)[:cy, :cx] for n in ANGLE_NAMES}
-        out.append(coarse_fields(share[:cy, :cx], angles, params))
-    return out, res, masks
+    # one flat compute: the reads of the masks (and of what makes their NODATA) run once, and
+    # each date's cloud share and coarse fields are tasks of it, computed as soon as its
+    # mask is in (while the other dates are read)
+    one_date = functools.partial(_date_fields, params=params, factor=factor, cy=cy, cx=cx)
+    per_date = [dask.delayed(one_date, pure=False)(
+        a.layers[res]["mask"].data,
+        [a.angles[n] for n in ANGLE_NAMES] if a.angles is not None else None) for a in acqs]
+    computed = dask.compute(*per_date)
+    return [c[1] for c in computed], res, [c[0] for c in computed]
+
+
+def _date_fields(mask, angles, params: WaspParams, factor: int, cy: int, cx: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """One date of :func:`coarse_pass`: its mask (uint8) and its coarse fields."""
+    mask = np.asarray(mask).astype(np.uint8, copy=False)
+    share = mask_cloud_share(mask, params.cloud_bits, params.invalid_bits, factor)
+    if angles is not None:
+        angles = {n: np.asarray(v, np.float64)[:cy, :cx] for n, v in zip(ANGLE_NAMES, angles)}
+    return mask, coarse_fields(share[:cy, :cx], angles, params)
 
 
 def _in_memory(arr: np.ndarray, like) -> object:
@@ -518,11 +589,14 @@ def with_held_mask(a: Acquisition, res: int, mask: np.ndarray) -> Acquisition:
         if coarse != res or fine not in layers or not hasattr(held, "dask"):
             continue
         fds = layers[fine]
-        repeated = held.map_blocks(
-            _repeat_2x2, chunks=tuple(tuple(2 * c for c in cs) for cs in held.chunks),
-            dtype=np.uint8)
-        layers[fine] = fds.assign(mask=fds["mask"].copy(
-            data=mask_with_band_nodata(repeated, fds[band].data)))
+        band_data = fds[band].data
+        if _halves(held, band_data):  # one task per block
+            fine_mask = _pairwise_blocks(_fine_nodata_block, held, band_data, band_data.chunks)
+        else:
+            fine_mask = mask_with_band_nodata(held.map_blocks(
+                _repeat_2x2, chunks=tuple(tuple(2 * c for c in cs) for cs in held.chunks),
+                dtype=np.uint8, meta=np.empty((0, 0), np.uint8)), band_data)
+        layers[fine] = fds.assign(mask=fds["mask"].copy(data=fine_mask))
     return Acquisition(a.id, a.sensor, a.datetime, layers, a.angles, dict(a.mask_from))
 
 
@@ -591,7 +665,8 @@ def mask_from_flags(flag):
     lut = np.array([MaskBit.NODATA, MaskBit.CLOUD, MaskBit.SNOW, MaskBit.WATER, 0, 0, 0, 0],
                    np.uint8)
     if hasattr(flag, "dask"):
-        return flag.map_blocks(lambda f: lut[np.minimum(f, 7)], dtype=np.uint8)
+        return flag.map_blocks(lambda f: lut[np.minimum(f, 7)], dtype=np.uint8,
+                               meta=np.empty((0, 0), np.uint8))
     return lut[np.minimum(np.asarray(flag), 7)]
 
 

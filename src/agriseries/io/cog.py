@@ -22,11 +22,11 @@ the same.)
 that layers made by one kernel (a composite's bands, weight, date and flags) share its
 tasks instead of recomputing them once per file. On the local (threaded) dask scheduler
 the write is one graph per strip of block rows (row ``i`` of every file's blocks): block
-computations and block stores into the uncompressed sources, and in the last strip each
-file's COG compression as soon as its blocks are in (GDAL releases the GIL), so that
-compressing one layer overlaps computing the others; a strip at a time keeps dask from
-computing one file's blocks over the whole tile ahead of the others that share its
-inputs (memory). On a
+computations and block stores into the uncompressed sources; a strip at a time keeps dask
+from computing one file's blocks over the whole tile ahead of the others that share its
+inputs (memory). Two strips are in flight at once on the same threads, so that the next
+strip's tasks fill the threads while one strip's last blocks finish; then the files are
+compressed on those threads (GDAL releases the GIL), the largest first. On a
 distributed scheduler (a caller's ``distributed.Client``) the blocks are computed by the cluster
 one row of blocks at a time (each computation sent only its row's tasks) and stored here,
 then each file is compressed.
@@ -511,13 +511,20 @@ def _local_scheduler(sources: list[_Source]) -> bool:
 def _write_graph(sources: list[_Source]) -> None:
     """The blocks of every file computed and put into its source one strip of block rows
     at a time (row ``i`` of every file's blocks, by position, in one graph: a task the files
-    share -- the kernel of a composite, a read two resolutions use -- runs once), and each
-    file's COG written by a task of the graph of its last strip, which waits for that file's
-    blocks only (two files are compressed at once on two threads). Finished blocks are not
-    kept. One graph for the whole tile let dask's ordering run ahead: it computed one
-    resolution's kernel over the whole tile first, holding the reads the other shares (the
-    10 m blue of every date for the 20 m grid, 4.7 GB on a full tile of 8 dates)."""
+    share -- the kernel of a composite, a read two resolutions use -- runs once), then each
+    file's COG written. Finished blocks are not kept. One graph for the whole tile let
+    dask's ordering run ahead: it computed one resolution's kernel over the whole tile
+    first, holding the reads the other shares (the 10 m blue of every date for the 20 m
+    grid, 4.7 GB on a full tile of 8 dates).
+
+    On the threaded scheduler two strips are in flight at once (:func:`_strip_window`): the
+    next strip's tasks keep the threads busy while the last blocks of one strip finish, so
+    no thread idles at the end of each strip; memory stays at two strips. The COGs are then
+    compressed on the same threads, the largest files first (so that the last one to finish
+    is a small one)."""
     import dask
+    import dask.local
+    from dask.base import get_scheduler
     from dask.delayed import Delayed
     from dask.highlevelgraph import HighLevelGraph
     from dask.optimization import cull
@@ -531,36 +538,74 @@ def _write_graph(sources: list[_Source]) -> None:
     for s, arr in zip(sources, arrays):
         starts = [np.cumsum((0,) + c) for c in arr.chunks]
         height = int(starts[-2][-1])
-        puts = []
         for idx in np.ndindex(*arr.numblocks):
             region = tuple(slice(int(st[i]), int(st[i + 1])) for st, i in zip(starts, idx))
             key = (f"cog-put-{s.token}",) + idx
             layer[key] = (_put, s, region, (arr.name,) + idx)
             strip = min(nstrips - 1, int(starts[-2][idx[-2]]) * nstrips // max(height, 1))
             strips[strip].append(key)
-            puts.append((strip, key))
-        last = max(k for k, _ in puts)
-        # the strips run one after the other: the puts of the last one are all it waits for
-        layer[f"cog-write-{s.token}"] = (_translate_after, s, [k for i, k in puts if i == last])
-        strips[last].append(f"cog-write-{s.token}")
     graph = dict(HighLevelGraph.merge(HighLevelGraph.from_collections(
         f"cog-puts-{uuid.uuid4().hex}", layer, dependencies=arrays), *[a.dask for a in arrays]))
-    for keys in strips:
-        if not keys:
-            continue
+
+    def strip_graph(keys):
         name = f"cog-strip-{uuid.uuid4().hex}"
         graph[name] = (len, keys)
         sub, _ = cull(graph, [name])
-        dask.compute(Delayed(name, sub), optimize_graph=False)
         del graph[name]
+        return Delayed(name, sub)
+
+    todo = [keys for keys in strips if keys]
+    largest_first = sorted(sources, key=lambda s: -int(np.prod(s.shape)) * s.dtype.itemsize)
+    if get_scheduler(collections=arrays) is dask.local.get_sync or len(todo) < 2:
+        for keys in todo:
+            dask.compute(strip_graph(keys), optimize_graph=False)
+        for s in largest_first:
+            s.translate()
+        return
+    _strip_window(strip_graph, todo, largest_first)
+
+
+def _strip_window(make: Callable, strips: list[list], sources: list[_Source],
+                  window: int = 2) -> None:
+    """Compute the strips (``make(strips[i])`` gives strip ``i``'s graph), at most
+    ``window`` at once, each by its own dask scheduler over one shared pool of threads
+    (dask's number of workers): strip ``i + window`` starts when strip ``i`` has finished.
+    Then the ``sources`` are compressed on the same threads, in that order. On an error the
+    strips already started are waited for, then the first error is raised."""
+    import dask
+    import dask.threaded
+    from concurrent.futures import ThreadPoolExecutor
+    from dask.system import CPU_COUNT
+
+    workers = dask.config.get("num_workers", None)
+    pool = own = None
+    if workers is None and dask.config.get("pool", None) is None:
+        pool = dask.threaded.default_pool  # dask's own threads (their open input files)
+    if pool is None or getattr(pool, "_shutdown", False):
+        pool = own = ThreadPoolExecutor(int(workers or CPU_COUNT), thread_name_prefix="cog-write")
+    drivers = ThreadPoolExecutor(window, thread_name_prefix="cog-strip")
+    running = []
+    try:
+        for keys in strips:
+            if len(running) >= window:
+                running.pop(0).result()
+            graph = make(keys)
+            running.append(drivers.submit(dask.compute, graph, optimize_graph=False,
+                                          scheduler="threads", pool=pool))
+        while running:
+            running.pop(0).result()
+        for f in [pool.submit(s.translate) for s in sources]:
+            f.result()
+    finally:
+        for f in running:  # after an error: let the started strips end before cleaning up
+            f.exception()
+        drivers.shutdown(wait=True)
+        if own is not None:
+            own.shutdown(wait=True)
 
 
 def _put(source: _Source, region: tuple, block) -> None:
     source[region] = block
-
-
-def _translate_after(source: _Source, _stored) -> Path:
-    return source.translate()
 
 
 def _write_rows(sources: list[_Source]) -> None:
