@@ -24,9 +24,10 @@ tasks instead of recomputing them once per file. On the local (threaded) dask sc
 the write is one graph per strip of block rows (row ``i`` of every file's blocks): block
 computations and block stores into the uncompressed sources; a strip at a time keeps dask
 from computing one file's blocks over the whole tile ahead of the others that share its
-inputs (memory). Two strips are in flight at once on the same threads, so that the next
-strip's tasks fill the threads while one strip's last blocks finish; then the files are
-compressed on those threads (GDAL releases the GIL), the largest first. On a
+inputs (memory). The next strip starts on the same threads as soon as one strip has no
+task left to start, so that its tasks fill the threads while that strip's last blocks
+finish; then the files are compressed on those threads (GDAL releases the GIL), the
+largest first. On a
 distributed scheduler (a caller's ``distributed.Client``) the blocks are computed by the cluster
 one row of blocks at a time (each computation sent only its row's tasks) and stored here,
 then each file is compressed.
@@ -517,11 +518,10 @@ def _write_graph(sources: list[_Source]) -> None:
     first, holding the reads the other shares (the 10 m blue of every date for the 20 m
     grid, 4.7 GB on a full tile of 8 dates).
 
-    On the threaded scheduler two strips are in flight at once (:func:`_strip_window`): the
-    next strip's tasks keep the threads busy while the last blocks of one strip finish, so
-    no thread idles at the end of each strip; memory stays at two strips. The COGs are then
-    compressed on the same threads, the largest files first (so that the last one to finish
-    is a small one)."""
+    On the threaded scheduler the next strip starts while the last blocks of one strip
+    finish (:func:`_strip_window`), so that no thread idles at the end of each strip. The
+    COGs are then compressed on the same threads, the largest files first (so that the last
+    one to finish is a small one)."""
     import dask
     import dask.local
     from dask.base import get_scheduler
@@ -565,16 +565,19 @@ def _write_graph(sources: list[_Source]) -> None:
     _strip_window(strip_graph, todo, largest_first)
 
 
-def _strip_window(make: Callable, strips: list[list], sources: list[_Source],
-                  window: int = 2) -> None:
-    """Compute the strips (``make(strips[i])`` gives strip ``i``'s graph), at most
-    ``window`` at once, each by its own dask scheduler over one shared pool of threads
-    (dask's number of workers): strip ``i + window`` starts when strip ``i`` has finished.
-    Then the ``sources`` are compressed on the same threads, in that order. On an error the
-    strips already started are waited for, then the first error is raised."""
+def _strip_window(make: Callable, strips: list[list], sources: list[_Source]) -> None:
+    """Compute the strips (``make(strips[i])`` gives strip ``i``'s graph) one after the other,
+    each by its own dask scheduler over one shared pool of threads (dask's number of workers),
+    starting strip ``i + 1`` as soon as strip ``i`` has no task ready to start (all its reads
+    begun: what is left are its last blocks, which would leave threads idle), and strip
+    ``i + 2`` only once strip ``i`` has finished: two strips in flight at most, and only in
+    the tail of the first, so memory stays near one strip's. Then the ``sources`` are
+    compressed on the same threads, in that order. On an error the strips already started
+    are waited for, then the first error is raised."""
     import dask
     import dask.threaded
     from concurrent.futures import ThreadPoolExecutor
+    from dask.callbacks import Callback
     from dask.system import CPU_COUNT
 
     workers = dask.config.get("num_workers", None)
@@ -583,21 +586,36 @@ def _strip_window(make: Callable, strips: list[list], sources: list[_Source],
         pool = dask.threaded.default_pool  # dask's own threads (their open input files)
     if pool is None or getattr(pool, "_shutdown", False):
         pool = own = ThreadPoolExecutor(int(workers or CPU_COUNT), thread_name_prefix="cog-write")
-    drivers = ThreadPoolExecutor(window, thread_name_prefix="cog-strip")
-    running = []
+    nthreads = int(getattr(pool, "_max_workers", workers or CPU_COUNT))
+    drivers = ThreadPoolExecutor(2, thread_name_prefix="cog-strip")
+
+    def run(graph, tail: threading.Event):
+        def posttask(key, result, dsk, state, worker_id):
+            if len(state["ready"]) < nthreads:
+                tail.set()
+
+        watch = Callback(posttask=posttask)._callback
+        try:
+            return dask.compute(graph, optimize_graph=False, scheduler="threads", pool=pool,
+                                callbacks=[*Callback.active, watch])
+        finally:
+            tail.set()
+
+    running = []  # (future, tail event) of the strips in flight, oldest first
     try:
         for keys in strips:
-            if len(running) >= window:
-                running.pop(0).result()
-            graph = make(keys)
-            running.append(drivers.submit(dask.compute, graph, optimize_graph=False,
-                                          scheduler="threads", pool=pool))
+            if running:
+                running[-1][1].wait()  # the previous strip's tail
+            if len(running) == 2:
+                running.pop(0)[0].result()
+            tail = threading.Event()
+            running.append((drivers.submit(run, make(keys), tail), tail))
         while running:
-            running.pop(0).result()
+            running.pop(0)[0].result()
         for f in [pool.submit(s.translate) for s in sources]:
             f.result()
     finally:
-        for f in running:  # after an error: let the started strips end before cleaning up
+        for f, _ in running:  # after an error: let the started strips end before cleaning up
             f.exception()
         drivers.shutdown(wait=True)
         if own is not None:
