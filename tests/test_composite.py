@@ -558,40 +558,20 @@ def test_masks_held_from_the_coarse_pass_equal_the_reads(wc_store, tmp_path):
     whose 10 m blue has no-data pixels written in (single pixels and whole 2 x 2 blocks), on
     the inputs' grid and on a grid reaching past the files (boundless reads), in several
     blocks: both masks equal the read ones, value for value, and so do the coarse fields."""
-    import dataclasses
-
-    from odc.geo.geom import Geometry
-
     from agriseries.composite.processor import (
         acquisition_from_product,
         coarse_pass,
         compute_coarse_fields,
         with_held_mask,
     )
-    from agriseries.core.grid import snap_to_tile, tile_geobox
 
     params = WaspParams()
     items = [it for it in wc_store.items(level="L2A") if it.id.startswith("L2A_S2")]
-    t20 = tile_geobox("T31UDS", 20)
-    patch = snap_to_tile(t20, Geometry(items[0].geometry, "EPSG:4326").to_crs(t20.crs))
-    r0 = int(round((patch.affine.f - t20.affine.f) / t20.affine.e))
-    c0 = int(round((patch.affine.c - t20.affine.c) / t20.affine.a))
-    wide = t20[r0 - 3:r0 + patch.shape.y + 5, c0 - 6:c0 + patch.shape.x + 2]
+    patch, wide = patch_and_wide_grids(items[0])
     bands = {10: ("B02", "B03", "B04", "B08"), 20: ("B05", "B11", "B02")}
     chunks = {10: 48, 20: 24}
     # one date with no-data pixels in its 10 m blue
-    sp_holes = wc_store.open(items[5])
-    b02 = sp_holes.bands["B02"]
-    with rasterio.open(b02.path) as src:
-        prof, dn = src.profile, src.read(1)
-    rng = np.random.default_rng(3)
-    dn[rng.random(dn.shape) < 0.05] = int(b02.nodata)
-    dn[10:14, 20:24] = int(b02.nodata)  # whole 2 x 2 blocks
-    holes = tmp_path / "B02_holes.tif"
-    with rasterio.open(holes, "w", **{**prof, "driver": "GTiff"}) as dst:
-        dst.write(dn, 1)
-    holed = dataclasses.replace(b02, path=str(holes))
-    sp_holes = dataclasses.replace(sp_holes, bands={**sp_holes.bands, "B02": holed})
+    sp_holes = product_with_blue_holes(wc_store.open(items[5]), tmp_path, seed=3, share=0.05)
     products = [wc_store.open(it) for it in items[::8]] + [sp_holes]
     for base in (patch, wide):
         grids = CompositeGrids.from_grid(base, (10, 20))
@@ -623,36 +603,20 @@ def test_20m_mask_nodata_is_where_the_20m_blue_mean_is_nan(wc_store, tmp_path):
     on one whose 10 m blue has no-data pixels written in (single pixels, whole 2 x 2 blocks,
     three of four), on the inputs' grid and on one reaching past the files: the mask equals
     the decoded mask with NODATA where the computed 20 m blue is NaN."""
-    import dataclasses
-
-    from odc.geo.geom import Geometry
-
     from agriseries.composite.processor import acquisition_from_product
-    from agriseries.core.grid import snap_to_tile, tile_geobox
     from agriseries.io.product import decoded_mask, mask_with_band_nodata
 
     items = [it for it in wc_store.items(level="L2A") if it.id.startswith("L2A_S2")]
-    t20 = tile_geobox("T31UDS", 20)
-    patch = snap_to_tile(t20, Geometry(items[0].geometry, "EPSG:4326").to_crs(t20.crs))
-    r0 = int(round((patch.affine.f - t20.affine.f) / t20.affine.e))
-    c0 = int(round((patch.affine.c - t20.affine.c) / t20.affine.a))
-    wide = t20[r0 - 3:r0 + patch.shape.y + 5, c0 - 6:c0 + patch.shape.x + 2]
+    patch, wide = patch_and_wide_grids(items[0])
     bands = {10: ("B02", "B03"), 20: ("B05", "B02")}
     chunks = {10: 48, 20: 24}
-    sp_holes = wc_store.open(items[3])
-    b02 = sp_holes.bands["B02"]
-    with rasterio.open(b02.path) as src:
-        prof, dn = src.profile, src.read(1)
-    rng = np.random.default_rng(5)
-    dn[rng.random(dn.shape) < 0.3] = int(b02.nodata)
-    dn[10:14, 20:24] = int(b02.nodata)  # whole 2 x 2 blocks
-    dn[30:32, 40:42] = int(b02.nodata)
-    dn[31, 41] = 1200  # three of four
-    holes = tmp_path / "B02_holes.tif"
-    with rasterio.open(holes, "w", **{**prof, "driver": "GTiff"}) as dst:
-        dst.write(dn, 1)
-    sp_holes = dataclasses.replace(
-        sp_holes, bands={**sp_holes.bands, "B02": dataclasses.replace(b02, path=str(holes))})
+
+    def three_of_four(dn, nodata):
+        dn[30:32, 40:42] = nodata
+        dn[31, 41] = 1200  # three of four
+
+    sp_holes = product_with_blue_holes(wc_store.open(items[3]), tmp_path, seed=5, share=0.3,
+                                       more=three_of_four)
     products = [wc_store.open(it) for it in items[::10]] + [sp_holes]
     nodata_seen = 0
     for base in (patch, wide):
@@ -665,3 +629,38 @@ def test_20m_mask_nodata_is_where_the_20m_blue_mean_is_nan(wc_store, tmp_path):
             np.testing.assert_array_equal(got, expected, err_msg=sp.product_id)
             nodata_seen += int(((got & NODATA) != 0).sum())
     assert nodata_seen > 1000
+
+
+def patch_and_wide_grids(item):
+    """The 20 m grid of ``item``'s footprint on tile T31UDS, and one reaching past it on
+    every side (by 3 / 5 rows, 6 / 2 columns)."""
+    from odc.geo.geom import Geometry
+
+    from agriseries.core.grid import snap_to_tile, tile_geobox
+
+    t20 = tile_geobox("T31UDS", 20)
+    patch = snap_to_tile(t20, Geometry(item.geometry, "EPSG:4326").to_crs(t20.crs))
+    r0 = int(round((patch.affine.f - t20.affine.f) / t20.affine.e))
+    c0 = int(round((patch.affine.c - t20.affine.c) / t20.affine.a))
+    return patch, t20[r0 - 3:r0 + patch.shape.y + 5, c0 - 6:c0 + patch.shape.x + 2]
+
+
+def product_with_blue_holes(sp, tmp_path, seed: int, share: float, more=None):
+    """``sp`` with its 10 m blue replaced by a copy in ``tmp_path`` holding no-data pixels:
+    a random ``share`` of them, a whole 2 x 2 block at rows 10-13, columns 20-23, and what
+    ``more(dn, nodata)`` writes."""
+    import dataclasses
+
+    b02 = sp.bands["B02"]
+    with rasterio.open(b02.path) as src:
+        prof, dn = src.profile, src.read(1)
+    rng = np.random.default_rng(seed)
+    dn[rng.random(dn.shape) < share] = int(b02.nodata)
+    dn[10:14, 20:24] = int(b02.nodata)  # whole 2 x 2 blocks
+    if more is not None:
+        more(dn, int(b02.nodata))
+    holes = tmp_path / "B02_holes.tif"
+    with rasterio.open(holes, "w", **{**prof, "driver": "GTiff"}) as dst:
+        dst.write(dn, 1)
+    return dataclasses.replace(
+        sp, bands={**sp.bands, "B02": dataclasses.replace(b02, path=str(holes))})
