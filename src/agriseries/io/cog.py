@@ -586,7 +586,7 @@ def _strip_window(make: Callable, strips: list[list], sources: list[_Source]) ->
         pool = dask.threaded.default_pool  # dask's own threads (their open input files)
     if pool is None or getattr(pool, "_shutdown", False):
         pool = own = ThreadPoolExecutor(int(workers or CPU_COUNT), thread_name_prefix="cog-write")
-    nthreads = int(getattr(pool, "_max_workers", workers or CPU_COUNT))
+    nthreads = int(workers or CPU_COUNT)  # dask's default pool has CPU_COUNT threads
     drivers = ThreadPoolExecutor(2, thread_name_prefix="cog-strip")
 
     def run(graph, tail: threading.Event):
@@ -594,7 +594,7 @@ def _strip_window(make: Callable, strips: list[list], sources: list[_Source]) ->
             if len(state["ready"]) < nthreads:
                 tail.set()
 
-        watch = Callback(posttask=posttask)._callback
+        watch = (None, None, None, posttask, None)  # dask's callback tuple: posttask only
         try:
             return dask.compute(graph, optimize_graph=False, scheduler="threads", pool=pool,
                                 callbacks=[*Callback.active, watch])
