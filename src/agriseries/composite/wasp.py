@@ -286,6 +286,62 @@ _SKIP, _TAKE_CLOUD, _TAKE_SNOW, _TAKE_WATER, _LAND_MEAN, _LAND_FIRST = 0, 1, 2, 
 
 
 @compiled(nogil=True, error_model="numpy")
+def _band_pass(rb, sr, swb, kind, wcur, ndvi, kfv, kfr, kfv0, kfr0, bok, corr_any, cv0, cv1,
+               cr0, cr1):  # pragma: no cover - compiled (tested through update_block)
+    # One band of one row at one date: the directional correction and the state update of
+    # each pixel (what ``kind`` says the date does there). A function of its own, not a
+    # loop inside _update: there LLVM left it scalar (its remarks blame the cost model and
+    # the mixed float32/float64 arithmetic), here it vectorises it (the float64 divisions
+    # of the correction and of the weighted mean go four at a time, ``vdivpd`` on AVX2),
+    # with the same operations per pixel, so the same values; the kernel takes about a
+    # quarter less time (docs/benchmarks.md, L3A).
+    for j in range(rb.shape[0]):
+        kd = kind[j]
+        raw = rb[j]
+        v = raw
+        if corr_any:
+            nd = ndvi[j]
+            kv = cv0 + cv1 * nd
+            kr = cr0 + cr1 * nd
+            den = 1.0 + kv * kfv[j] + kr * kfr[j]
+            corr = raw * (1.0 + kv * kfv0[j] + kr * kfr0[j]) / den
+            v = np.float32(corr) if (bok[j] and den != 0.0 and corr >= 0.0) else raw
+        wb, r0, wc = swb[j], sr[j], wcur[j]
+        valid = v == v
+        mean = np.float32((wb * r0 + wc * v) / (wb + wc))
+        r_mean = (mean if wb > 0.0 else v) if valid else r0
+        w_mean = np.float32(wb + wc) if valid else wb
+        w_first = np.float32(wc) if valid else np.float32(0.0)
+        if kd == _LAND_MEAN:
+            r_new, w_new = r_mean, w_mean
+        elif kd == _LAND_FIRST:
+            r_new, w_new = v, w_first
+        elif kd == _SKIP:
+            r_new, w_new = r0, wb
+        else:
+            r_new, w_new = raw, np.float32(0.0)
+        sr[j] = r_new
+        swb[j] = w_new
+
+
+@compiled(nogil=True, error_model="numpy")
+def _state_pass(sw, sd, sf, kind, wcur, d):  # pragma: no cover - compiled
+    # The weight, date and flag of one row at one date, as _band_pass for the bands: every
+    # pixel's state is written (a skipped pixel gets its own values back), so the loop
+    # has no branch.
+    for j in range(kind.shape[0]):
+        kd = kind[j]
+        wprev, dprev, fprev, wc = sw[j], sd[j], sf[j], wcur[j]
+        ws = wprev + wc
+        d_mean = (wprev * dprev + wc * d) / ws
+        land = kd == _LAND_MEAN or kd == _LAND_FIRST
+        sw[j] = (np.float32(ws) if kd == _LAND_MEAN else np.float32(wc)) if land else (
+            wprev if kd == _SKIP else np.float32(0.0))
+        sd[j] = (d_mean if kd == _LAND_MEAN else d) if kd != _SKIP else dprev
+        sf[j] = (np.uint8(4) if land else kd) if kd != _SKIP else fprev
+
+
+@compiled(nogil=True, error_model="numpy")
 def _update(refl, avail, mask, aot, coarse, iy0, iy1, fy, ix0, ix1, fx, dates, wds, coefs,
             blue, red, nir, brdf, cloud_bits, invalid_bits, water_bit, snow_bit,
             aot_min, aot_maxw, aot_max, state_w, state_d, state_f, state_r, state_wb
@@ -294,10 +350,10 @@ def _update(refl, avail, mask, aot, coarse, iy0, iy1, fy, ix0, ix1, fx, dates, w
     # dates; each pixel still sees the dates in time order. For each (row, date): one
     # branchy pass over the pixels decides what the date does at each (``kind``, the
     # weight ``wcur``, the directional kernels), then one branch-free pass per band over
-    # the pixels (LLVM vectorises it: the weighted mean's and the correction's float64
-    # divisions go 4-8 at a time), then one pass for the weight, date and flag. Every
-    # pixel goes through the same operations, in the same order and types, as the
-    # per-pixel update of docs/l3a.md (no fastmath: no contraction into FMA).
+    # the pixels (:func:`_band_pass`), then one for the weight, date and flag
+    # (:func:`_state_pass`). Every pixel goes through the same operations, in the same order
+    # and types, as the per-pixel update of docs/l3a.md (no fastmath: no contraction into
+    # FMA).
     nt, nb, h, w = refl.shape
     nf = coarse.shape[1]
     cw = coarse.shape[3]
@@ -401,35 +457,8 @@ def _update(refl, avail, mask, aot, coarse, iy0, iy1, fy, ix0, ix1, fx, dates, w
                         sr[j] = nan if take else sr[j]
                         swb[j] = np.float32(0.0) if take else swb[j]
                     continue
-                rb = refl[t, b, i]
-                cv0, cv1, cr0, cr1 = coefs[b, 0], coefs[b, 1], coefs[b, 2], coefs[b, 3]
-                for j in range(w):
-                    kd = kind[j]
-                    raw = rb[j]
-                    v = raw
-                    if corr_any:
-                        nd = ndvi[j]
-                        kv = cv0 + cv1 * nd
-                        kr = cr0 + cr1 * nd
-                        den = 1.0 + kv * kfv[j] + kr * kfr[j]
-                        corr = raw * (1.0 + kv * kfv0[j] + kr * kfr0[j]) / den
-                        v = np.float32(corr) if (bok[j] and den != 0.0 and corr >= 0.0) else raw
-                    wb, r0, wc = swb[j], sr[j], wcur[j]
-                    valid = v == v
-                    mean = np.float32((wb * r0 + wc * v) / (wb + wc))
-                    r_mean = (mean if wb > 0.0 else v) if valid else r0
-                    w_mean = np.float32(wb + wc) if valid else wb
-                    w_first = np.float32(wc) if valid else np.float32(0.0)
-                    if kd == _LAND_MEAN:
-                        r_new, w_new = r_mean, w_mean
-                    elif kd == _LAND_FIRST:
-                        r_new, w_new = v, w_first
-                    elif kd == _SKIP:
-                        r_new, w_new = r0, wb
-                    else:
-                        r_new, w_new = raw, np.float32(0.0)
-                    sr[j] = r_new
-                    swb[j] = w_new
+                _band_pass(refl[t, b, i], sr, swb, kind, wcur, ndvi, kfv, kfr, kfv0, kfr0, bok,
+                           corr_any, coefs[b, 0], coefs[b, 1], coefs[b, 2], coefs[b, 3])
             # weight, date and flag
             if nland == 0:
                 for j in range(w):
@@ -439,17 +468,7 @@ def _update(refl, avail, mask, aot, coarse, iy0, iy1, fy, ix0, ix1, fx, dates, w
                         sd[j] = d
                         sw[j] = 0.0
                 continue
-            for j in range(w):
-                kd = kind[j]
-                wprev, dprev, wc = sw[j], sd[j], wcur[j]
-                ws = wprev + wc
-                d_mean = (wprev * dprev + wc * d) / ws
-                if kd == _LAND_MEAN:
-                    sw[j], sd[j], sf[j] = np.float32(ws), d_mean, _LAND_MEAN
-                elif kd == _LAND_FIRST:
-                    sw[j], sd[j], sf[j] = np.float32(wc), d, 4
-                elif kd != _SKIP:
-                    sw[j], sd[j], sf[j] = np.float32(0.0), d, kd
+            _state_pass(sw, sd, sf, kind, wcur, d)
 
 
 @dataclass(frozen=True)
