@@ -389,7 +389,6 @@ def _update(refl, avail, mask, aot, coarse, iy0, iy1, fy, ix0, ix1, fx, dates, w
             rblue, sblue = refl[t, blue, i], state_r[blue, i]
             rred, rnir = refl[t, red, i], refl[t, nir, i]
             has_ndvi = red >= 0 and nir >= 0 and avail[t, red] and avail[t, nir]
-            nland = 0
             corr_any = False
             for j in range(w):
                 m = mrow[j]
@@ -415,7 +414,6 @@ def _update(refl, avail, mask, aot, coarse, iy0, iy1, fy, ix0, ix1, fx, dates, w
                 kind[j] = kd
                 bok[j] = False
                 if kd >= _LAND_MEAN:
-                    nland += 1
                     # clear land: weight and directional kernels
                     c0, c1, g = ix0[j], ix1[j], fx[j]
                     ca = abs(row[0, c0] * (1.0 - g) + row[0, c1] * g)
@@ -460,14 +458,6 @@ def _update(refl, avail, mask, aot, coarse, iy0, iy1, fy, ix0, ix1, fx, dates, w
                 _band_pass(refl[t, b, i], sr, swb, kind, wcur, ndvi, kfv, kfr, kfv0, kfr0, bok,
                            corr_any, coefs[b, 0], coefs[b, 1], coefs[b, 2], coefs[b, 3])
             # weight, date and flag
-            if nland == 0:
-                for j in range(w):
-                    kd = kind[j]
-                    if kd != _SKIP:
-                        sf[j] = kd
-                        sd[j] = d
-                        sw[j] = 0.0
-                continue
             _state_pass(sw, sd, sf, kind, wcur, d)
 
 
