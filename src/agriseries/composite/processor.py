@@ -37,6 +37,7 @@ import pystac
 import xarray as xr
 from affine import Affine
 from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_coords
 
 from ..version import VERSION
 from ..core.bands import S2_TO_LANDSAT, bands_of, is_sentinel2
@@ -51,6 +52,7 @@ from ..io.product import (
     SourceProduct,
     aligned_with,
     decoded_mask,
+    layer_arrays,
     load,
     mask_with_band_nodata,
     nanmean_angles,
@@ -216,14 +218,13 @@ def acquisition_from_product(product: SourceProduct, grids: CompositeGrids,
     loaded = {}
     for res in sorted(bands):
         own = sorted({src for s2, src in mappings[res].items() if (res, s2) not in skip})
-        loaded[res] = load(product, geobox=grids.fine[res], bands=own, angles=None,
-                           with_mask=False, with_aux=True, chunks=chunks[res])
+        loaded[res] = layer_arrays(product, grids.fine[res], own, with_aux=True,
+                                   chunks=chunks[res])
     derived = {}  # (res, S2 band) -> lazy 2-D array made from the read at another resolution
     if "B02" in shared:
         fine, coarse = shared["B02"]
         asset = product.bands["B02"]
-        derived[(coarse, "B02")] = _mean_2x2(loaded[fine]["B02"].data[0], asset.scale,
-                                             asset.offset)
+        derived[(coarse, "B02")] = _mean_2x2(loaded[fine]["B02"], asset.scale, asset.offset)
     decoded = {}
     if "mask" in shared:
         coarse, fine = shared["mask"]
@@ -233,16 +234,17 @@ def acquisition_from_product(product: SourceProduct, grids: CompositeGrids,
             dtype=np.uint8, meta=np.empty((0, 0), np.uint8))
     layers, first_band = {}, {}
     for res, mapping in mappings.items():
-        ds = loaded[res]
-        yx = {"y": ds.coords["y"], "x": ds.coords["x"]}
-        vars_ = {s2: (xr.DataArray(derived[(res, s2)], dims=("y", "x"), coords=yx)
-                      if (res, s2) in derived else ds[src].isel(time=0, drop=True))
+        arrays = loaded[res]
+        coords = xr_coords(grids.fine[res])
+        yx = {"y": coords["y"], "x": coords["x"]}
+        vars_ = {s2: xr.DataArray(derived[(res, s2)] if (res, s2) in derived else arrays[src],
+                                  dims=("y", "x"), coords=yx)
                  for s2, src in mapping.items()}
         mask = decoded[res] if res in decoded else decoded_mask(product, grids.fine[res],
                                                                 chunks[res])
         if mapping:  # as load does: NODATA where the first band (by file name) has no data
             first = first_band[res] = min(mapping, key=lambda s2: mapping[s2])
-            fine_blue = (loaded[shared["B02"][0]]["B02"].data[0]
+            fine_blue = (loaded[shared["B02"][0]]["B02"]
                          if (res, first) == (shared.get("B02", (None, None))[1], "B02") else None)
             if fine_blue is not None and _halves(mask, fine_blue):
                 # the band is the 2 x 2 mean of the fine read, NaN exactly where its four fine
@@ -252,8 +254,8 @@ def acquisition_from_product(product: SourceProduct, grids: CompositeGrids,
             else:
                 mask = mask_with_band_nodata(mask, vars_[first].data)
         vars_["mask"] = xr.DataArray(mask, dims=("y", "x"), coords=yx)
-        if "aot" in ds:
-            vars_["aot"] = ds["aot"].isel(time=0, drop=True)
+        if "aot" in arrays:
+            vars_["aot"] = xr.DataArray(arrays["aot"], dims=("y", "x"), coords=yx)
         layers[res] = xr.Dataset(vars_)
     if not any(set(ds.data_vars) - {"mask", "aot"} for ds in layers.values()):
         raise InputProductError(product.path, f"none of the bands {sorted(set(sum(map(list, bands.values()), [])))} "
