@@ -288,7 +288,7 @@ def coarse_fields(share: np.ndarray, angles: Mapping[str, np.ndarray] | None,
 
 # The kernel reads each date's inputs (the blocks of its bands, mask and AOT) where the reads
 # left them, through their addresses, instead of from one (dates, bands, rows, columns) stack
-# copied together for each block (4.3 of the 104 CPU seconds of a full-tile month): numba
+# copied together for each block (4.3 of the 103 CPU seconds of a full-tile month): numba
 # takes a fixed number of arrays, and a typed list of them costs a compilation per process.
 # The caller keeps every array alive until the kernel returns (_BlockInputs).
 
@@ -591,9 +591,8 @@ def coarse_window(start: int, n: int, ratio: float, total: int) -> tuple[int, in
 
 
 class WorkBuffers:
-    """Work arrays the block tasks of one composite reuse (the stacked inputs of a block,
-    the update's state), so that a block does not allocate and fault in fresh pages for
-    each of them: about a quarter of a block's time went there. A task takes an array of a
+    """Work arrays the block tasks of one composite reuse (the update's state), so that a
+    block does not allocate and fault in fresh pages for each of them: about a quarter of a block's time went there. A task takes an array of a
     shape and type (a free one, else a new one) and gives it back when done; the pool
     holds at most what the tasks running at once used. Pickled (a distributed cluster)
     it arrives empty."""

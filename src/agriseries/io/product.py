@@ -409,15 +409,13 @@ def layer_arrays(product: SourceProduct, geobox: GeoBox, bands: list[str], *,
     EmptyIntersectionError
         The product does not overlap ``geobox``.
     """
-    gb = target_grid(product, geobox=geobox)
-    _check_bands(product, bands)
-    out = {name: _lazy(product.bands[name], gb, chunks, np.float32, np.nan) for name in bands}
-    for name, asset in (product.aux.items() if with_aux else ()):
-        out[name] = _lazy(asset, gb, chunks, np.float32, np.nan)
-    return out
+    return _band_arrays(product, target_grid(product, geobox=geobox), bands, with_aux, chunks)
 
 
-def _check_bands(product: SourceProduct, names: list[str]) -> None:
+def _band_arrays(product: SourceProduct, gb: GeoBox, names: list[str], with_aux: bool,
+                 chunks: int, in_time: bool = False) -> dict[str, da.Array]:
+    """The lazy reads of :func:`layer_arrays` and :func:`load` (``in_time``: with load's
+    time axis), the bands checked first."""
     from ..core.errors import MissingBandError
 
     missing = [b for b in names if b not in product.bands]
@@ -426,6 +424,9 @@ def _check_bands(product: SourceProduct, names: list[str]) -> None:
             product.path, f"band(s) {', '.join(missing)} not in the product "
             f"(it has {', '.join(product.bands)})"
         )
+    assets = [(n, product.bands[n]) for n in names]
+    assets += list(product.aux.items()) if with_aux else []
+    return {n: _lazy(a, gb, chunks, np.float32, np.nan, in_time=in_time) for n, a in assets}
 
 
 def decoded_mask(product: SourceProduct, geobox: GeoBox, chunks: int = DEFAULT_CHUNK) -> da.Array:
@@ -543,12 +544,11 @@ def load(product: SourceProduct, resolution: int | None = None, *, geobox: GeoBo
     """
     gb = target_grid(product, resolution, geobox, tile)
     names = list(product.bands) if bands is None else list(bands)
-    _check_bands(product, names)
+    reads = _band_arrays(product, gb, names, with_aux, chunks, in_time=True)
     coords = xr_coords(gb)
     data_vars: dict[str, xr.DataArray] = {}
     for name in names:
-        arr = _lazy(product.bands[name], gb, chunks, np.float32, np.nan, in_time=True)
-        data_vars[name] = xr.DataArray(arr, dims=("time", "y", "x"),
+        data_vars[name] = xr.DataArray(reads[name], dims=("time", "y", "x"),
                                        attrs={"units": "1", "long_name": f"reflectance {name}"})
     if with_mask and product.quality and product.mask_decoder is not None:
         mask = decoded_mask(product, gb, chunks)
@@ -557,8 +557,7 @@ def load(product: SourceProduct, resolution: int | None = None, *, geobox: GeoBo
             mask = mask_with_band_nodata(mask, data_vars[names[0]].data[0])
         data_vars["mask"] = xr.DataArray(mask[None], dims=("time", "y", "x"), attrs=dict(CF_ATTRS))
     for name, asset in (product.aux.items() if with_aux else ()):
-        arr = _lazy(asset, gb, chunks, np.float32, np.nan, in_time=True)
-        data_vars[name] = xr.DataArray(arr, dims=("time", "y", "x"),
+        data_vars[name] = xr.DataArray(reads[name], dims=("time", "y", "x"),
                                        attrs={"units": asset.unit} if asset.unit else {})
     if angles is not None:
         data_vars.update(_angle_vars(product, gb, angles, names, chunks))
