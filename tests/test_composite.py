@@ -32,6 +32,7 @@ from agriseries.composite.wasp import (
     cloud_fractions,
     cloud_weight,
     coarse_cloud_share,
+    composite_dask,
     date_weight,
     directional_factor,
     directional_kernels,
@@ -64,6 +65,55 @@ def _run(refl, mask, days, wds=None, bands=("B02", "B04"), avail=None, params=NO
     aot = np.full((nt, h, w), np.nan, np.float32) if aot is None else aot
     return update_block(refl, np.asarray(mask, np.uint8), aot, coarse, setup)
 
+
+
+def test_block_inputs_of_any_layout_and_type_give_what_contiguous_ones_give():
+    """The kernel reads each block where its read left it: blocks that are strided views,
+    float64 bands, a uint16 mask, a band and an AOT a date lacks (None) give, bit for bit,
+    what contiguous float32 / uint8 blocks with NaN in place of the missing ones give."""
+    import dask.array as da
+
+    rng = np.random.default_rng(7)
+    nt, h, w, bands = 3, 40, 52, ("B02", "B04", "B08")
+    refl = rng.uniform(0.0, 0.5, (nt, 3, h, w)).astype(np.float32)
+    refl[rng.random(refl.shape) < 0.1] = np.nan
+    bits = np.array([0, 0, 0, CLOUD, SNOW, WATER, NODATA], np.uint8)
+    mask = bits[rng.integers(0, len(bits), (nt, h, w))]
+    aot = rng.uniform(0.0, 1.0, (nt, h, w)).astype(np.float32)
+    avail = np.ones((nt, 3), bool)
+    avail[1, 2] = False  # date 1 has no B08
+    coarse = [rng.uniform(0.0, 0.6, (6, 3, 3)).astype(np.float32) for _ in range(nt)]
+    setup = BlockSetup(bands, 3, avail, np.array([100.0, 104.0, 109.0]),
+                       np.array([1.0, 0.8, 0.5]), 1 / 24, WaspParams())
+    chunks = (16, 20)
+
+    want = composite_dask(
+        [[da.from_array(refl[t, b] if avail[t, b] else np.full((h, w), np.nan, np.float32),
+                        chunks=chunks) for b in range(3)] for t in range(nt)],
+        [da.from_array(mask[t], chunks=chunks) for t in range(nt)],
+        [da.from_array(aot[0], chunks=chunks), da.from_array(np.full((h, w), np.nan, np.float32),
+                                                              chunks=chunks),
+         da.from_array(aot[2], chunks=chunks)], coarse, setup).compute(scheduler="sync")
+    wide = np.full((nt, 3, h, 2 * w), np.nan, np.float32)  # blocks as strided views
+    wide[:, :, :, ::2] = refl
+
+    def given(t, b):
+        if not avail[t, b]:
+            return None
+        if b == 1:
+            return da.from_array(refl[t, b].astype(np.float64), chunks=chunks)
+        # each block a view of every other column of its wide block (row stride 2 x its width)
+        return da.from_array(wide[t, b], chunks=(chunks[0], 2 * chunks[1])).map_blocks(
+            lambda blk: blk[:, ::2], chunks=da.core.normalize_chunks(chunks, (h, w)),
+            dtype=np.float32)
+
+    got = composite_dask(
+        [[given(t, b) for b in range(3)] for t in range(nt)],
+        [da.from_array(mask[t].astype(np.uint16), chunks=chunks) for t in range(nt)],
+        [da.from_array(aot[0], chunks=chunks), None, da.from_array(aot[2], chunks=chunks)],
+        coarse, setup).compute(scheduler="sync")
+    assert got.shape == want.shape == (6, h, w)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
 
 # -- unit cases (docs/l3a.md, "Checks") ----------------------------------------------
 
