@@ -201,3 +201,139 @@ def test_cog_driver_copies_the_writers_levels(tmp_path, budget, caplog):
             assert src.overviews(1) == [2, 4]
     assert _open_files_under(tmp_path) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x_float32.tif", "x_int16.tif"]
+
+
+def _gdal_replacement(dtype: np.dtype, nodata: float):
+    """GDAL's value for a mean equal to the no-data value: the next value up (down at the
+    type's largest)."""
+    if dtype.kind in "iu":
+        return nodata - 1 if nodata == np.iinfo(dtype).max else nodata + 1
+    up = np.float32(-np.inf) if np.float32(nodata) == np.finfo(np.float32).max else np.float32(np.inf)
+    return np.nextafter(np.float32(nodata), up)
+
+
+def _plain_2x2(a: np.ndarray, nodata) -> np.ndarray:
+    """GDAL's 2 x 2 ``average`` of one 2-D level written out plainly with NumPy: each line
+    sum starts at 0.0 and adds the cell's valid pixels of that line left to right (a no-data
+    pixel is skipped, not added as 0), the cell's sum is 0.0 + line 0 + line 1, divided by
+    the count of valid pixels in double precision; integer work (uint8/uint16) adds 0.5 and
+    truncates, float32 work (int16/float32) rounds the mean to float32, then int16 rounds
+    half away from zero and clips; a mean equal to the no-data value gets GDAL's
+    replacement; a cell of no data only is no data."""
+    dt = a.dtype
+    px = [a[0::2, 0::2], a[0::2, 1::2], a[1::2, 0::2], a[1::2, 1::2]]
+    if nodata is None:
+        ok = [np.ones(p.shape, bool) for p in px]
+    elif np.isnan(nodata):
+        ok = [~np.isnan(p) for p in px]
+    else:
+        ok = [p != dt.type(nodata) for p in px]
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN, as in GDAL's sum
+        return _plain_2x2_sums(dt, px, ok, nodata)
+
+
+def _plain_2x2_sums(dt, px, ok, nodata):
+    lines = []
+    for (p, q), (kp, kq) in (((px[0], px[1]), (ok[0], ok[1])), ((px[2], px[3]), (ok[2], ok[3]))):
+        line = np.zeros(p.shape)
+        line = np.where(kp, line + p.astype(np.float64), line)
+        line = np.where(kq, line + q.astype(np.float64), line)
+        lines.append(line)
+    total = 0.0 + lines[0] + lines[1]
+    count = ok[0].astype(int) + ok[1] + ok[2] + ok[3]
+    mean = total / np.maximum(count, 1)
+    numeric = nodata is not None and not np.isnan(nodata)
+    if dt.kind == "u":
+        out = (mean + 0.5).astype(np.int64)
+        if numeric:
+            out = np.where(out == nodata, _gdal_replacement(dt, nodata), out)
+    else:
+        out = mean.astype(np.float32)
+        if numeric:
+            out = np.where(out == np.float32(nodata), _gdal_replacement(dt, nodata), out)
+        if dt == np.int16:
+            half = np.float32(0.5)
+            r = np.where(out >= 0, out + half, out - half)
+            r = np.where(r > 32767, np.float32(32767), np.where(r < -32768, np.float32(-32768), r))
+            out = r.astype(np.int64)
+    if nodata is not None:
+        out = np.where(count == 0, dt.type(nodata), out)
+    return out.astype(dt)
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return a.view({1: np.uint8, 2: np.uint16, 4: np.uint32}[a.dtype.itemsize])
+
+
+@pytest.mark.parametrize("dtype, nodata", [
+    ("uint8", None), ("uint8", 0), ("uint8", 255), ("uint8", 2), ("uint16", None), ("uint16", 0),
+    ("uint16", 65535), ("int16", None), ("int16", -10000), ("int16", -32768), ("int16", 32767),
+    ("float32", float("nan")), ("float32", -9999.0), ("float32", 0.0),
+    ("float32", float(np.finfo(np.float32).max))])
+def test_2x2_levels_bit_for_bit_a_plain_reference(dtype, nodata):
+    """The 2 x 2 levels (both sides even: a 1200 x 1040 band, two levels) bit for bit the
+    plain reference above, on random data holding what could go wrong: the type's extreme
+    values (int16 +-32767/-32768, means that round past the limits), no data in a quarter of
+    the pixels and whole cells of it, neighbours of the no-data value whose means equal it,
+    for float32 -0.0 and +0.0, valid NaN (with a numeric no-data value), +inf, the largest
+    float32, subnormals and magnitudes from 1e-30 to 1e30 (sums that round)."""
+    rng = np.random.default_rng(18)
+    dt = np.dtype(dtype)
+    shape = (1, 1200, 1040)
+
+    def put(a, frac, value):
+        a[rng.random(a.shape) < frac] = value
+
+    if dt.kind in "iu":
+        info = np.iinfo(dt)
+        arr = rng.integers(info.min, info.max + 1, shape).astype(dt)
+        for v in (info.max, info.max - 1, info.min, info.min + 1):
+            put(arr, 0.08, v)
+        if nodata is not None:
+            put(arr, 0.1, nodata - 1 if nodata > info.min else nodata + 2)
+            put(arr, 0.1, nodata + 1 if nodata < info.max else nodata - 2)
+    else:
+        arr = (rng.standard_normal(shape) * 10.0 ** rng.integers(-30, 31, shape)).astype(dt)
+        for v, frac in ((-0.0, 0.05), (0.0, 0.05), (1.0, 0.05), (np.float32(1e-45), 0.02),
+                        (np.finfo(dt).max, 0.01), (-np.finfo(dt).max, 0.01), (np.inf, 0.005)):
+            put(arr, frac, v)
+        if not np.isnan(nodata):
+            put(arr, 0.01, np.nan)
+            put(arr, 0.1, np.float32(nodata) - 1)
+            put(arr, 0.1, np.float32(nodata) + 1)
+    if nodata is not None:
+        put(arr, 0.25, nodata)
+        arr[0, :64, :90] = nodata
+    mine = build_overviews(arr, "average", nodata)
+    assert [m.shape for m in mine] == [(1, 600, 520), (1, 300, 260)]
+    ref = arr[0]
+    for k, level in enumerate(mine):
+        ref = _plain_2x2(ref, nodata)
+        assert level.dtype == dt
+        same = _bits(level[0]) == _bits(ref)
+        assert same.all(), f"level {k}: {np.count_nonzero(~same)} pixels differ"
+    if nodata is not None and not np.isnan(nodata) and nodata != np.finfo(np.float32).max:
+        # the replacement value occurs (no mean equals the largest float32)
+        assert (mine[0] == _gdal_replacement(dt, nodata)).sum() > 100
+    if dt.kind == "f":  # -0.0 stays in the cells of no other valid pixel: only +0.0 means
+        assert (np.signbit(mine[0]) & (mine[0] == 0)).sum() == 0
+        assert (mine[0] == 0).sum() > 0
+
+
+def test_2x2_levels_with_both_infinities():
+    """float32 with a numeric no-data value and pixels of +inf and -inf: inf - inf is a NaN
+    (negative on x86), and a cell of the next level with valid NaN of both signs gets either
+    sign (IEEE 754 leaves open which NaN a sum of two propagates, the compiler's operand
+    order decides it): every other pixel bit for bit the plain reference, NaN where it is."""
+    rng = np.random.default_rng(3)
+    arr = (rng.standard_normal((1, 1200, 1040)) * 1e3).astype(np.float32)
+    for v in (np.inf, -np.inf, np.nan, -9999.0):
+        arr[rng.random(arr.shape) < 0.15] = v
+    mine = build_overviews(arr, "average", -9999.0)
+    ref = arr[0]
+    for level in mine:
+        ref = _plain_2x2(ref, -9999.0)
+        nan = np.isnan(ref)
+        assert (np.isnan(level[0]) == nan).all()
+        assert (_bits(level[0])[~nan] == _bits(ref)[~nan]).all()
+    assert (np.isnan(mine[0]) & np.signbit(mine[0])).sum() > 100  # -NaN occurs
