@@ -166,3 +166,27 @@ def test_real_landsat_bands_warped_onto_a_tile_read_as_numpy(monkeypatch):
     fast, slow = _load_both(monkeypatch, product, geobox=gb, bands=["B4", "B5"])
     _same(fast, slow)
     assert np.isfinite(fast["B4"].values).any()
+
+
+def test_encode_into_a_strided_view_writes_numpy_values_in_place_and_nothing_else():
+    """``out=``: the block's place in a whole file's pixels (rows strided, 2-D or 3-D),
+    written with the values of the numpy encoding; the pixels around it untouched."""
+    x = _float32_values()[:600_000].reshape(2, 500, 600)
+    with np.errstate(all="ignore"):
+        want = encode_scaled_numpy(x, 1e-4)
+    with np.errstate(all="ignore"):  # signalling NaN bits among the values
+        blocks = (x[0], x[1].astype(np.float64), x, x[:, ::2, 1::3])
+    for block in blocks:
+        pixels = np.full((3, 700, 900), 7, np.int16)
+        view = pixels[1:1 + block.shape[0], 50:50 + block.shape[-2], 100:100 + block.shape[-1]]
+        view = view[0] if block.ndim == 2 else view
+        got = encode_block(block, 1e-4, 0.0, True, REFLECTANCE_NODATA, out=view)
+        assert got is view and np.array_equal(view, encode_block(block, 1e-4, 0.0, True,
+                                                                  REFLECTANCE_NODATA))
+        with np.errstate(all="ignore"):
+            assert np.array_equal(view, encode_scaled_numpy(block, 1e-4))
+        view[...] = 7
+        assert (pixels == 7).all()  # nothing written outside the block's place
+    assert np.array_equal(encode_block(x, 1e-4, 0.0, True, REFLECTANCE_NODATA), want)
+    with pytest.raises(ValueError, match="int16 array of shape"):
+        encode_block(x[0], 1e-4, 0.0, True, REFLECTANCE_NODATA, out=np.empty((500, 60), np.int16))

@@ -212,9 +212,126 @@ def test_one_compression_writer_failure_leaves_nothing(tmp_path, small_box, budg
             raise RuntimeError("disk on fire")
         return block
 
+    import functools
+
+    from agriseries.io.blockcodec import encode_block
+    from agriseries.io.cog import BlockEncoding
+
     good = da.ones(tuple(small_box.shape), dtype=np.int16, chunks=400)
     bad = good.map_blocks(boom, dtype=np.int16)
+    floats = da.ones(tuple(small_box.shape), dtype=np.float32, chunks=400)
+    encode = functools.partial(encode_block, scale=1e-4, offset=0.0, clip=True, nodata=-10000)
+    encoded = CogJob(tmp_path / "c.tif", floats.map_blocks(encode, dtype=np.int16), small_box,
+                     encoding=BlockEncoding(floats, encode))  # blocks encoded in place
     with pytest.raises(StoreError, match="disk on fire"):
         write_cogs([CogJob(tmp_path / "a.tif", good, small_box),
-                    CogJob(tmp_path / "b.tif", bad, small_box)], memory_budget=budget)
+                    CogJob(tmp_path / "b.tif", bad, small_box), encoded], memory_budget=budget)
     assert list(tmp_path.iterdir()) == []
+
+
+def _float_values(shape, seed=5) -> np.ndarray:
+    """Reflectance-like float32 with NaN, infinities and values beyond the int16 range."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0.3, 2.0, shape).astype(np.float32)
+    x[::9, ::4] = np.nan
+    x[3, :50] = np.inf
+    x[4, :50] = -np.inf
+    x[5, :50] = 3.27675  # a rounding tie at the top of the range
+    return x
+
+
+@pytest.mark.parametrize("budget", [None, 0])
+def test_blocks_encoded_into_the_pixels_give_the_files_of_the_encoded_data(tmp_path, small_box,
+                                                                          budget):
+    """A job whose int16 data is the block-by-block encoding of a float dask array: in
+    memory, the writer encodes the float blocks straight into the file's pixels (the int16
+    blocks are never made); in raw files past the budget, or with an ``on_block``
+    callback, it writes the int16 blocks. Every way the same bytes as the data written
+    without the encoding."""
+    import functools
+    import hashlib
+
+    from agriseries.io.blockcodec import encode_block
+    from agriseries.io.cog import BlockEncoding, CogJob, write_cogs
+    from agriseries.io.store import encode_scaled_numpy
+
+    x = _float_values(small_box.shape)
+    floats = da.from_array(x, chunks=(300, 400))
+    encode = functools.partial(encode_block, scale=1e-4, offset=0.0, clip=True, nodata=-10000)
+    made = []
+
+    def encode_counted(block):
+        made.append(block.shape)
+        return encode(block)
+
+    def data(name):  # one int16 array per job: its blocks are not shared
+        return floats.map_blocks(encode_counted, dtype=np.int16, name=f"{name}-{budget}",
+                                 meta=np.empty((0, 0), np.int16))
+
+    seen = []
+    jobs = [CogJob(tmp_path / "enc.tif", data("enc"), small_box, -10000,
+                   encoding=BlockEncoding(floats, encode)),
+            CogJob(tmp_path / "cb.tif", data("cb"), small_box, -10000, on_block=seen.append,
+                   encoding=BlockEncoding(floats, encode)),
+            CogJob(tmp_path / "ref.tif", encode(x), small_box, -10000)]
+    write_cogs(jobs, memory_budget=budget)
+    # the callback's file always computes data's blocks; the other one only past the budget
+    assert len(made) == floats.npartitions * (1 if budget is None else 2)
+    assert len(seen) == floats.npartitions and sum(b.size for b in seen) == x.size
+    assert all(b.dtype == np.int16 for b in seen)
+    with np.errstate(all="ignore"):
+        want = encode_scaled_numpy(x, 1e-4)
+    digest = {p: hashlib.sha256((tmp_path / p).read_bytes()).hexdigest()
+              for p in ("enc.tif", "cb.tif", "ref.tif")}
+    assert digest["enc.tif"] == digest["ref.tif"] == digest["cb.tif"]
+    with rasterio.open(tmp_path / "enc.tif") as src:
+        assert np.array_equal(src.read(1), want)
+
+
+def test_float_layers_stored_from_dask_blocks_are_the_numpy_encoded_files(tmp_path, small_box,
+                                                                         monkeypatch):
+    """Reflectance and scaled layers (clipped or not, with an offset) of float dask blocks
+    -- NaN, infinities, values beyond int16 -- written with the memory budget above and
+    below the data: the files of the same layers given as numpy arrays, pixel for pixel
+    the numpy encoding."""
+    import datetime as dt
+
+    from agriseries.io import cog
+    from agriseries.io.store import Layer, ProductStore, encode_scaled_numpy
+
+    refl = _float_values(small_box.shape, 1)
+    refl64 = _float_values(small_box.shape, 2).astype(np.float64)
+    weight = np.abs(_float_values(small_box.shape, 3)) * 20
+    kelvin = _float_values(small_box.shape, 4) * 200 + 290  # beyond (K - 150) x 100 too
+
+    def layers(wrap):
+        bands = bands_of("S2A")
+        return [Layer("B04", wrap(refl), small_box, "reflectance", band=bands["B04"]),
+                Layer("B08", wrap(refl64), small_box, "reflectance", band=bands["B08"]),
+                Layer("weight", wrap(weight), small_box, "scaled", scale=1e-3),
+                Layer("lst", wrap(kelvin), small_box, "scaled", unit="K", scale=0.01,
+                      offset=150.0)]
+
+    with np.errstate(all="ignore"):
+        want = {"B04": encode_scaled_numpy(refl, 1e-4), "B08": encode_scaled_numpy(refl64, 1e-4),
+                "weight": encode_scaled_numpy(weight, 1e-3),
+                "lst": encode_scaled_numpy(kelvin, 0.01, 150.0, clip=False)}
+    pid = ProductId(Level.L3A, "S2", "T31UDS", dt.datetime(2018, 6, 29, tzinfo=dt.UTC), "AGS",
+                    dt.datetime(2018, 6, 29, tzinfo=dt.UTC))
+    kw = {"footprint": small_box.extent, "sensors": ["S2A"], "inputs": ["x"], "parameters": {},
+          "lineage": "test"}
+    files = {}
+    for name, wrap, budget in (("numpy", np.asarray, None),
+                               ("dask", lambda a: da.from_array(a, chunks=(256, 384)), None),
+                               ("dask-raw", lambda a: da.from_array(a, chunks=(256, 384)), 0)):
+        store = ProductStore(tmp_path / name)
+        with monkeypatch.context() as m:
+            if budget is not None:
+                m.setattr(cog, "MEMORY_BUDGET", budget)
+            store.write_product(pid, layers(wrap), **kw)
+        files[name] = {p.name: p.read_bytes() for p in store.product_dir(pid).glob("*.tif")}
+        for key, values in want.items():
+            with rasterio.open(store.product_dir(pid) / f"{pid}_{key}.tif") as src:
+                assert src.dtypes == ("int16",) and np.array_equal(src.read(1), values), (name, key)
+    assert len(files["numpy"]) == 4
+    assert files["dask"] == files["numpy"] and files["dask-raw"] == files["numpy"]

@@ -91,41 +91,57 @@ def decode_block(data: np.ndarray, nodata, scale: float, offset: float, *,
 
 @compiled(nogil=True)
 def _encode(x, scale, offset, clip, nodata, out):
+    # 2-D, any strides (``out`` may be a view into a writer's whole-file buffer)
     lo = nodata + 1
-    for k in range(x.size):
-        v = x[k]
-        if np.isnan(v):
-            out[k] = nodata
-            continue
-        q = np.rint((v - offset) / scale)
-        if clip:
-            if q < lo:
-                out[k] = lo
-            elif q > 32767:
-                out[k] = 32767
+    ny, nx = x.shape
+    for i in range(ny):
+        for j in range(nx):
+            v = x[i, j]
+            if np.isnan(v):
+                out[i, j] = nodata
+                continue
+            q = np.rint((v - offset) / scale)
+            if clip:
+                if q < lo:
+                    out[i, j] = lo
+                elif q > 32767:
+                    out[i, j] = 32767
+                else:
+                    out[i, j] = np.int16(q)
+            elif q <= nodata or q > 32767:
+                out[i, j] = nodata
             else:
-                out[k] = np.int16(q)
-        elif q <= nodata or q > 32767:
-            out[k] = nodata
-        else:
-            out[k] = np.int16(q)
+                out[i, j] = np.int16(q)
 
 
 def encode_block(x: np.ndarray, scale: float, offset: float, clip: bool,
-                 nodata: int) -> np.ndarray:
+                 nodata: int, *, out: np.ndarray | None = None) -> np.ndarray:
     """``round((x - offset) / scale)`` as int16 in one pass: ``nodata`` where ``x`` is NaN;
     values beyond ``(nodata, 32767]`` clipped into ``[nodata + 1, 32767]`` (``clip``) or
     ``nodata``. ``x`` is float32 or float64; the arithmetic is done in the type numpy would
-    use for ``x - offset`` and ``/ scale`` (NEP 50: ``x``'s own type with Python numbers)."""
+    use for ``x - offset`` and ``/ scale`` (NEP 50: ``x``'s own type with Python numbers).
+
+    ``out``: an int16 array of ``x``'s shape, with any strides (e.g. the place of the block
+    in a whole file's pixels), written in place and returned; default a new array."""
     x = np.asarray(x)
     t = np.result_type(x.dtype, scale, offset)
     if x.dtype not in (np.float32, np.float64) or t not in (np.float32, np.float64):
         raise TypeError(f"encode_block: float32/float64 data and scale expected, not "
                         f"{x.dtype} with {type(scale).__name__}/{type(offset).__name__}")
-    flat = np.ascontiguousarray(x).reshape(-1)
-    out = np.empty(flat.shape, np.int16)
-    _encode(flat, t.type(scale), t.type(offset), bool(clip), np.int16(nodata), out)
-    return out.reshape(x.shape)
+    if out is None:
+        out = np.empty(x.shape, np.int16)
+    elif (not isinstance(out, np.ndarray) or out.dtype != np.int16 or out.shape != x.shape
+          or not out.flags.writeable):
+        raise ValueError(f"encode_block: out must be a writeable int16 array of shape "
+                         f"{x.shape}, not {getattr(out, 'dtype', type(out).__name__)} "
+                         f"{getattr(out, 'shape', '')}")
+    if x.size == 0:
+        return out
+    xs, outs = np.atleast_2d(x), np.atleast_2d(out)  # views: writes reach ``out``
+    args = (t.type(scale), t.type(offset), bool(clip), np.int16(nodata))
+    for idx in np.ndindex(*xs.shape[:-2]):  # one compiled pass per 2-D plane
+        _encode(xs[idx], *args, outs[idx])
+    return out
 
 
 __all__ = ["DECODE_TYPES", "decode_block", "encode_block"]

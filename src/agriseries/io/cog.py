@@ -18,6 +18,13 @@ compressed file of its own. (The earlier writer compressed every tile twice:
 a temporary tiled, DEFLATE GeoTIFF, then GDAL's COG copy of it; the values written are
 the same.)
 
+A layer stored as int16 from float blocks (reflectance, a composite's weight: the
+store's :func:`~agriseries.io.store.encode_scaled`) comes with its :class:`BlockEncoding`:
+for a file gathered in memory on the local scheduler, each float block is encoded straight
+into its place in the file's pixels, by the pass that would have made the int16 block
+(no block allocated, no copy; the same values). Raw files, a distributed scheduler and an
+``on_block`` callback get the int16 blocks.
+
 :func:`write_cogs` writes several such files in one pass over their dask graphs, so
 that layers made by one kernel (a composite's bands, weight, date and flags) share its
 tasks instead of recomputing them once per file. On the local (threaded) dask scheduler
@@ -69,6 +76,22 @@ def _predictor(dtype: np.dtype) -> int:
     return 3 if np.issubdtype(dtype, np.floating) else 2
 
 
+@dataclass(frozen=True)
+class BlockEncoding:
+    """How the blocks of a :class:`CogJob`'s ``data`` are made from another dask array's:
+    ``data``'s block is ``encode(block)`` of the ``source`` block in the same place
+    (``source`` has ``data``'s shape and chunks), and ``encode(block, out=view)`` writes
+    those same values into ``view`` (an array of ``data``'s type and the block's shape,
+    with the strides of the file's pixels). With it, the writer encodes each ``source``
+    block straight into its place in a file gathered in memory, without making ``data``'s
+    block and copying it (e.g. float reflectance as int16: :func:`agriseries.io.blockcodec.
+    encode_block`); elsewhere (raw files, a distributed scheduler, an ``on_block``
+    callback) ``data`` is computed and written as without it."""
+
+    source: object
+    encode: Callable
+
+
 @dataclass
 class CogJob:
     """One COG to write with :func:`write_cogs` (the arguments of :func:`write_cog`).
@@ -83,6 +106,9 @@ class CogJob:
     class map; ``categories`` (value -> name) its class names, written as GDAL category
     names and a thematic raster attribute table in the ``.aux.xml`` sidecar GDAL reads
     with the file (GeoTIFF has no tag for them).
+
+    ``encoding`` (optional): how ``data``'s blocks are made from another array's
+    (:class:`BlockEncoding`), for the writer to encode them into the file's pixels in place.
     """
 
     path: Path
@@ -98,6 +124,7 @@ class CogJob:
     units: str | list[str] | None = None
     colormap: dict[int, tuple[int, int, int, int]] | None = None
     categories: dict[int, str] | None = None
+    encoding: BlockEncoding | None = None
 
 
 def write_cog(path: str | Path, data, geobox: GeoBox, *, nodata=None,
@@ -207,8 +234,12 @@ class _Source:
         self.two_d = job.data.ndim == 2
         self.dtype = np.dtype(job.data.dtype)
         # one lock per file: blocks are put, the COG made and the pixels freed one at a time
-        # (after a failure, dask threads still running may put blocks while we close)
+        # (after a failure, dask threads still running may put blocks while we close);
+        # blocks encoded in place (:meth:`put_encoded`) are written outside it, counted in
+        # ``writers``: the COG is made and the pixels freed once none is left
         self.lock = threading.Lock()
+        self.idle = threading.Condition(self.lock)
+        self.writers = 0
         self.closed = False
         self.made = False  # the final file is written
         self.token = uuid.uuid4().hex
@@ -230,6 +261,14 @@ class _Source:
     def _put(self, bands, rows, cols, block: np.ndarray) -> None:
         raise NotImplementedError
 
+    def encodes_in_place(self) -> bool:
+        """Whether :meth:`put_encoded` writes the job's blocks without making them first."""
+        return False
+
+    def put_encoded(self, key, block, encode: Callable) -> None:
+        """``self[key] = encode(block)`` (the job's :class:`BlockEncoding`)."""
+        self[key] = encode(block)
+
     def dataset(self):
         """The open GDAL dataset the COG driver copies from."""
         raise NotImplementedError
@@ -241,6 +280,7 @@ class _Source:
         tmp_cog = _tmp_name(path, ".cog.tmp")
         try:
             with self.lock:
+                self.idle.wait_for(lambda: self.writers == 0)
                 if self.closed:
                     raise StoreError(f"{self.path}: writing was abandoned")
                 with libtiff_messages() as said, rasterio.Env(**_MEM_VRT):
@@ -269,6 +309,7 @@ class _Source:
     def close(self) -> None:
         """Free the pixels (waits for a block being put or the COG being made)."""
         with self.lock:
+            self.idle.wait_for(lambda: self.writers == 0)
             if not self.closed:
                 self.closed = True
                 self._free()
@@ -311,6 +352,29 @@ class _MemSource(_Source):
 
     def _put(self, bands, rows, cols, block):
         self.pixels[bands[0]:bands[1], rows[0]:rows[1], cols[0]:cols[1]] = block
+
+    def encodes_in_place(self) -> bool:
+        return self.job.on_block is None  # a callback sees the block made as without
+
+    def put_encoded(self, key, block, encode: Callable) -> None:
+        """``encode(block, out=...)`` straight into the block's place in the pixels. The
+        pixels are written outside the lock (blocks of one file encoded on several threads
+        at once), counted as a writer that :meth:`translate` and :meth:`close` wait for."""
+        if not self.encodes_in_place():
+            return super().put_encoded(key, block, encode)
+        key = (slice(0, 1),) + tuple(key) if self.two_d else tuple(key)
+        (b0, b1), (r0, r1), (c0, c1) = (k.indices(n)[:2] for k, n in zip(key, self.shape))
+        with self.lock:
+            if self.closed:
+                raise StoreError(f"{self.path}: writing was abandoned")
+            view = self.pixels[b0:b1, r0:r1, c0:c1]
+            self.writers += 1
+        try:
+            encode(block, out=view[0] if self.two_d else view)
+        finally:
+            with self.lock:
+                self.writers -= 1
+                self.idle.notify_all()
 
     def dataset(self):
         job = self.job
@@ -531,17 +595,20 @@ def _write_graph(sources: list[_Source]) -> None:
 
     # not optimised: array optimisation fuses a shared task into each consumer's chain,
     # which would run a composite's kernel once per layer
-    arrays = [s.job.data for s in sources]
+    # a layer encoded in place (e.g. float reflectance as int16) takes its source's blocks
+    arrays = [s.job.data if a is None else a for s, a in
+              ((s, _encoded_source(s)) for s in sources)]
     nstrips = max(a.numblocks[-2] for a in arrays)
     strips: list[list] = [[] for _ in range(nstrips)]
     layer: dict = {}
     for s, arr in zip(sources, arrays):
         starts = [np.cumsum((0,) + c) for c in arr.chunks]
         height = int(starts[-2][-1])
+        put = (_put,) if arr is s.job.data else (_put_encoded, s.job.encoding.encode)
         for idx in np.ndindex(*arr.numblocks):
             region = tuple(slice(int(st[i]), int(st[i + 1])) for st, i in zip(starts, idx))
             key = (f"cog-put-{s.token}",) + idx
-            layer[key] = (_put, s, region, (arr.name,) + idx)
+            layer[key] = put + (s, region, (arr.name,) + idx)
             strip = min(nstrips - 1, int(starts[-2][idx[-2]]) * nstrips // max(height, 1))
             strips[strip].append(key)
     graph = dict(HighLevelGraph.merge(HighLevelGraph.from_collections(
@@ -624,6 +691,24 @@ def _strip_window(make: Callable, strips: list[list], sources: list[_Source]) ->
 
 def _put(source: _Source, region: tuple, block) -> None:
     source[region] = block
+
+
+def _put_encoded(encode: Callable, source: _Source, region: tuple, block) -> None:
+    source.put_encoded(region, block, encode)
+
+
+def _encoded_source(source: _Source):
+    """The dask array whose blocks the writer encodes into ``source`` in place (its job's
+    :class:`BlockEncoding`), or ``None``: no encoding, a source that does not take it, or
+    an encoding source that does not match the data block for block."""
+    enc, data = source.job.encoding, source.job.data
+    if enc is None or not source.encodes_in_place():
+        return None
+    src = enc.source
+    if (not hasattr(src, "dask") or getattr(src, "chunks", None) != data.chunks
+            or src.ndim != data.ndim):
+        return None
+    return src
 
 
 def _write_rows(sources: list[_Source]) -> None:
@@ -712,5 +797,5 @@ def overview_resampling_for(kind: str) -> str:
     return "nearest" if kind in ("mask", "quality", "class") else "average"
 
 
-__all__ = ["CogJob", "MEMORY_BUDGET", "write_cog", "write_cogs", "validate_cog", "overview_resampling_for", "Resampling",
+__all__ = ["BlockEncoding", "CogJob", "MEMORY_BUDGET", "write_cog", "write_cogs", "validate_cog", "overview_resampling_for", "Resampling",
            "class_colormap", "bit_categories", "hex_rgba", "PALETTE"]

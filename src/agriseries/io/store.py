@@ -59,7 +59,7 @@ from ..core.ids import Level, ProductId
 from ..core.masks import MaskBit
 from ..core.stac import AssetSpec, build_item, validate_item
 from .catalog import collection_id, item_links
-from .cog import CogJob, bit_categories, class_colormap, write_cog, write_cogs
+from .cog import BlockEncoding, CogJob, bit_categories, class_colormap, write_cog, write_cogs
 from .durable import atomic_write, fsync_path, fsync_tree
 from .product import AngleGrid, Asset, SourceProduct, nanmean_angles
 
@@ -241,6 +241,22 @@ def encode_scaled_numpy(arr, scale: float, offset: float = 0.0, *, clip: bool = 
     else:
         bad = bad | (q <= REFLECTANCE_NODATA) | (q > 32767)
     return xp.where(bad, REFLECTANCE_NODATA, q).astype(np.int16)
+
+
+def _block_encoding(arr, scale: float, offset: float, clip: bool) -> BlockEncoding | None:
+    """For a dask array :func:`encode_scaled` encodes block by block: the writer's
+    :class:`~agriseries.io.cog.BlockEncoding`, which encodes each float block straight into
+    the file's pixels (the same :func:`~agriseries.io.blockcodec.encode_block` values)."""
+    import dask.array as da
+
+    if not (isinstance(arr, da.Array) and _compiled_encoding(arr, scale, offset)):
+        return None
+    from functools import partial
+
+    from .blockcodec import encode_block
+
+    return BlockEncoding(arr, partial(encode_block, scale=scale, offset=offset, clip=bool(clip),
+                                      nodata=REFLECTANCE_NODATA))
 
 
 def encode_reflectance(arr):
@@ -514,7 +530,9 @@ class ProductStore:
         if layer.kind == "reflectance":
             return (CogJob(path, encode_reflectance(layer.data), layer.geobox,
                            REFLECTANCE_NODATA, "average", description=layer.key,
-                           scale=1.0 / REFLECTANCE_SCALE, offset=0.0),
+                           scale=1.0 / REFLECTANCE_SCALE, offset=0.0,
+                           encoding=_block_encoding(layer.data, 1.0 / REFLECTANCE_SCALE, 0.0,
+                                                    True)),
                     AssetSpec(layer.key, fname, layer.geobox, "int16", ("data", "reflectance"),
                               f"Reflectance {layer.key}", nodata=REFLECTANCE_NODATA,
                               scale=1.0 / REFLECTANCE_SCALE, offset=0.0, band=layer.band))
@@ -522,10 +540,12 @@ class ProductStore:
             scale = layer.scale or 1.0
             offset = layer.offset or 0.0
             roles = ("data", "temperature") if layer.unit == "K" else ("data",)
-            data = encode_scaled(layer.data, scale, offset, clip=layer.unit != "K")
+            clip = layer.unit != "K"
+            data = encode_scaled(layer.data, scale, offset, clip=clip)
             return (CogJob(path, data, layer.geobox,
                            REFLECTANCE_NODATA, "average", description=layer.key,
-                           scale=scale, offset=offset, units=layer.unit),
+                           scale=scale, offset=offset, units=layer.unit,
+                           encoding=_block_encoding(layer.data, scale, offset, clip)),
                     AssetSpec(layer.key, fname, layer.geobox, "int16", roles,
                               layer.title or layer.key, nodata=REFLECTANCE_NODATA, scale=scale,
                               offset=offset, unit=layer.unit, band=layer.band))
