@@ -714,3 +714,115 @@ def product_with_blue_holes(sp, tmp_path, seed: int, share: float, more=None):
         dst.write(dn, 1)
     return dataclasses.replace(
         sp, bands={**sp.bands, "B02": dataclasses.replace(b02, path=str(holes))})
+
+
+def test_a_read_through_a_block_holder_keeps_its_raw_blocks_once(wc_store, tmp_path):
+    """A lazy read through a BlockHolder: computed while the holder records, it keeps every
+    block's digital numbers (2 bytes a pixel: the uint16 blue) and gives the plain read's
+    values; computed again while recording, the same, still held; computed once more after,
+    the same values without the file (moved away), the holder emptied; a fourth time, the
+    file is read (gone: the error names it; back: the same values). A pickled holder (what a
+    distributed worker gets) is empty and does not record."""
+    import pickle
+
+    from agriseries.core.errors import CorruptProductError
+    from agriseries.io.product import BlockHolder, layer_arrays
+
+    items = [it for it in wc_store.items(level="L2A") if it.id.startswith("L2A_S2")]
+    patch, wide = patch_and_wide_grids(items[0])
+    sp = product_with_blue_holes(wc_store.open(items[2]), tmp_path, seed=1, share=0.02)
+    blue = Path(sp.bands["B02"].path)
+    for base in (patch, wide):  # on the file's grid, and reaching past it (boundless reads)
+        grid = CompositeGrids.from_grid(base, (10, 20)).fine[10]
+        plain = layer_arrays(sp, grid, ["B02"], chunks=48)["B02"].compute()
+        assert np.isnan(plain).any() and not np.isnan(plain).all()
+        holder = BlockHolder()
+        lazy = layer_arrays(sp, grid, ["B02"], chunks=48, held={"B02": holder})["B02"]
+        nblocks = lazy.numblocks[0] * lazy.numblocks[1]
+        assert nblocks >= 4
+        for _ in range(2):
+            with holder.recording():
+                np.testing.assert_array_equal(lazy.compute(), plain)
+            assert len(holder) == nblocks and holder.nbytes == 2 * plain.size
+        copy = pickle.loads(pickle.dumps(holder))
+        assert isinstance(copy, BlockHolder) and len(copy) == 0
+        through_copy = layer_arrays(sp, grid, ["B02"], chunks=48, held={"B02": copy})["B02"]
+        with holder.recording():
+            np.testing.assert_array_equal(through_copy.compute(), plain)
+        assert len(copy) == 0 and len(holder) == nblocks
+        away = blue.rename(blue.with_suffix(".away"))
+        try:
+            np.testing.assert_array_equal(lazy.compute(), plain)
+            assert len(holder) == 0
+            with pytest.raises(CorruptProductError, match="B02_holes"):
+                lazy.compute()
+        finally:
+            away.rename(blue)
+        np.testing.assert_array_equal(lazy.compute(), plain)
+        assert len(holder) == 0
+
+
+def test_the_main_pass_takes_the_blue_the_coarse_pass_read(wc_store, tmp_path):
+    """synthesize's coarse pass reads each Sentinel-2 date's 10 m blue (for the 20 m mask's
+    no-data) and keeps its blocks; the first computation of the composite (both
+    resolutions) takes them back, so it reads no blue file (all moved away here) and
+    leaves nothing held. A second computation reads the files (gone: the error names one;
+    back: the same composite, value for value). Blocks never taken (only one resolution
+    computed) go with the result and the dates: no holder outlives them."""
+    import gc
+    import weakref
+
+    import dask
+
+    from agriseries.composite.processor import (
+        R1_BANDS,
+        R2_BANDS,
+        acquisition_from_product,
+    )
+    from agriseries.core.errors import CorruptProductError
+
+    items = [it for it in wc_store.items(level="L2A") if it.id.startswith("L2A_S2")][:12:3]
+    patch, _ = patch_and_wide_grids(items[0])
+    grids = CompositeGrids.from_grid(patch, (10, 20))
+    bands, helpers = {10: R1_BANDS, 20: R2_BANDS}, {20: ("B02",)}
+    chunks = {10: 48, 20: 24}
+    to_read = {10: R1_BANDS, 20: R2_BANDS + ("B02",)}
+    products = [product_with_blue_holes(wc_store.open(it), tmp_path / str(k), seed=k,
+                                        share=0.01) for k, it in enumerate(items)
+                if (tmp_path / str(k)).mkdir() is None]
+    blues = [Path(sp.bands["B02"].path) for sp in products]
+    centre = dt.date(2018, 7, 1)
+    params = WaspParams()
+
+    def synthesis():
+        acqs = [acquisition_from_product(sp, grids, to_read, chunks) for sp in products]
+        return acqs, synthesize(acqs, centre, grids, bands, helpers, params)[0]
+
+    acqs, out = synthesis()
+    assert all(len(a.held) == 1 for a in acqs)
+    blocks = out[10]["B02"].data.numblocks
+    assert blocks[0] * blocks[1] >= 4
+    assert all(len(a.held[0]) == blocks[0] * blocks[1] for a in acqs)
+    aways = [b.rename(b.with_suffix(".away")) for b in blues]
+    try:
+        first = dask.compute(out[10], out[20])
+        assert all(len(a.held[0]) == 0 for a in acqs)
+        with pytest.raises(CorruptProductError, match="B02_holes"):
+            out[20].compute()
+    finally:
+        for a, b in zip(aways, blues):
+            a.rename(b)
+    second = dask.compute(out[10], out[20])
+    for f, s in zip(first, second):
+        xr.testing.assert_identical(f, s)
+    assert set(first[0].data_vars) == {"B02", "B03", "B04", "B08", "weight", "date", "flag"}
+    assert not np.isnan(first[0]["B02"].values).all()
+    # only the 20 m flag computed: the 10 m blue blocks its graph does not need stay held
+    # until the result and the dates go
+    acqs, out = synthesis()
+    out[20]["flag"][:24].compute()
+    left = [weakref.ref(a.held[0]) for a in acqs]
+    assert all(0 < len(r()) < blocks[0] * blocks[1] for r in left)
+    del acqs, out
+    gc.collect()
+    assert all(r() is None for r in left)

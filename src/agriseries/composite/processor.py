@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import calendar
+import contextlib
 import datetime as dt
 import functools
 import math
@@ -42,13 +43,14 @@ from odc.geo.xr import xr_coords
 from ..version import VERSION
 from ..core.bands import S2_TO_LANDSAT, bands_of, is_sentinel2
 from ..core.errors import ConfigurationError, FailureRecord, InputProductError, NothingToDoError
-from ..core.graphs import graph_data
+from ..core.graphs import graph_data, local_scheduler
 from ..core.grid import snap_to_tile, tile_geobox
 from ..core.ids import Level, ProductId, l3a_id, sensor_code
 from ..core.jit import compiled
 from ..core.masks import MaskBit
 from ..core.stac import AssetSpec
 from ..io.product import (
+    BlockHolder,
     SourceProduct,
     aligned_with,
     decoded_mask,
@@ -119,6 +121,10 @@ class Acquisition:
         with each pixel repeated 2 x 2 and NODATA where ``band`` (at ``fine``) is NaN, the
         coarse mask's own NODATA coming from the 2 x 2 mean of that band (so that once the
         coarse mask is in memory, the fine one is made from it, not read again).
+    held
+        The holders its reads go through (:class:`~agriseries.io.product.BlockHolder`): the
+        10 m blue of a Sentinel-2 input, which :func:`synthesize` keeps from its coarse pass
+        (which reads it for the 20 m mask's no-data) for its main pass.
     """
 
     id: str
@@ -127,6 +133,7 @@ class Acquisition:
     layers: dict[int, xr.Dataset]
     angles: dict[str, np.ndarray] | None = None
     mask_from: dict[int, tuple[int, str]] = field(default_factory=dict)
+    held: tuple[BlockHolder, ...] = ()
 
     @property
     def has_aot(self) -> bool:
@@ -215,11 +222,15 @@ def acquisition_from_product(product: SourceProduct, grids: CompositeGrids,
     shared = shared_reads(product, grids, bands, chunks)
     mappings = {res: _s2_bands(product, names) for res, names in bands.items()}
     skip = {(shared["B02"][1], "B02")} if "B02" in shared else set()
+    # the shared 10 m blue: the coarse pass reads it (the 20 m mask's no-data), the main pass
+    # again (the 10 m band, the 20 m means, the 10 m mask): held from one to the other
+    holder = BlockHolder() if "B02" in shared else None
     loaded = {}
     for res in sorted(bands):
         own = sorted({src for s2, src in mappings[res].items() if (res, s2) not in skip})
+        held = {"B02": holder} if holder is not None and res == shared["B02"][0] else None
         loaded[res] = layer_arrays(product, grids.fine[res], own, with_aux=True,
-                                   chunks=chunks[res])
+                                   chunks=chunks[res], held=held)
     derived = {}  # (res, S2 band) -> lazy 2-D array made from the read at another resolution
     if "B02" in shared:
         fine, coarse = shared["B02"]
@@ -271,7 +282,7 @@ def acquisition_from_product(product: SourceProduct, grids: CompositeGrids,
         if first_band.get(fine) == "B02" and first_band.get(coarse) == "B02":
             mask_from[fine] = (coarse, "B02")
     return Acquisition(product.product_id, product.sensor, product.datetime, layers, angles,
-                       mask_from)
+                       mask_from, (holder,) if holder is not None else ())
 
 
 def shared_reads(product: SourceProduct, grids: CompositeGrids,
@@ -501,7 +512,7 @@ def _merge_two(a: Acquisition, b: Acquisition) -> Acquisition:
             else:
                 vars_[name] = xr.where(first_empty | np.isnan(da_[name]), db[name], da_[name])
         layers[res] = xr.Dataset(vars_)
-    return Acquisition(a.id, a.sensor, a.datetime, layers, a.angles)
+    return Acquisition(a.id, a.sensor, a.datetime, layers, a.angles, held=a.held + b.held)
 
 
 def _share_resolution(grids: CompositeGrids) -> int:
@@ -599,13 +610,19 @@ def with_held_mask(a: Acquisition, res: int, mask: np.ndarray) -> Acquisition:
                 _repeat_2x2, chunks=tuple(tuple(2 * c for c in cs) for cs in held.chunks),
                 dtype=np.uint8, meta=np.empty((0, 0), np.uint8)), band_data)
         layers[fine] = fds.assign(mask=fds["mask"].copy(data=fine_mask))
-    return Acquisition(a.id, a.sensor, a.datetime, layers, a.angles, dict(a.mask_from))
+    return Acquisition(a.id, a.sensor, a.datetime, layers, a.angles, dict(a.mask_from), a.held)
 
 
 def synthesize(acqs: list[Acquisition], centre: dt.date, grids: CompositeGrids,
                bands: dict[int, tuple[str, ...]], helpers: dict[int, tuple[str, ...]],
                params: WaspParams = WaspParams()) -> tuple[dict[int, xr.Dataset], list[dict]]:
     """The composite of ``acqs`` (lazy), per resolution, and a summary of each input.
+
+    The coarse pass (:func:`coarse_pass`) is computed here; the rest is lazy. On the local
+    scheduler the coarse pass keeps the 10 m blue blocks it reads (the digital numbers, in
+    each date's :class:`~agriseries.io.product.BlockHolder`) and the first computation of
+    the result takes them back instead of reading the files again, each block once (a
+    later computation reads the files).
 
     Returns
     -------
@@ -617,7 +634,16 @@ def synthesize(acqs: list[Acquisition], centre: dt.date, grids: CompositeGrids,
     if not acqs:
         raise ConfigurationError("no input date to composite")
     acqs = sorted(acqs, key=lambda a: a.datetime)
-    coarse, share_res, masks = coarse_pass(acqs, grids, params)
+    with contextlib.ExitStack() as hold:
+        lazy = [v.data for a in acqs for ds in a.layers.values() for v in ds.data_vars.values()
+                if hasattr(v.data, "dask")]
+        if local_scheduler(lazy[:1]):
+            # the reads of the coarse pass that the main pass makes again are kept (the 10 m
+            # blue of the Sentinel-2 dates: 2 bytes a pixel) and taken back by it, block by
+            # block; on a distributed scheduler the workers read the files again
+            for h in {id(h): h for a in acqs for h in a.held}.values():
+                hold.enter_context(h.recording())
+        coarse, share_res, masks = coarse_pass(acqs, grids, params)
     acqs = [with_held_mask(a, share_res, m) for a, m in zip(acqs, masks)]
     del masks
     days = np.array([days_since_epoch(a.datetime) for a in acqs])

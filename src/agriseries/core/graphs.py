@@ -16,7 +16,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["distributed_client", "graph_data"]
+__all__ = ["distributed_client", "graph_data", "local_scheduler"]
+
+
+def local_scheduler(collections: Sequence[Any] | None = None) -> bool:
+    """Whether dask computes ``collections`` with threads of this process in this context
+    (the default, or ``scheduler="threads"`` / ``"sync"``): then its tasks share this
+    process's objects (and may keep data in them for a later computation)."""
+    import dask.local
+    import dask.threaded
+    from dask.base import get_scheduler
+
+    return get_scheduler(collections=list(collections or ())) in (dask.threaded.get,
+                                                                   dask.local.get_sync)
 
 
 def distributed_client(collections: Sequence[Any] | None = None):

@@ -565,12 +565,9 @@ def _write_categories(path: Path, categories: dict[int, str],
 def _local_scheduler(sources: list[_Source]) -> bool:
     """Whether the data is computed by threads of this process (the default, or
     ``scheduler="threads"`` / ``"sync"``), so that dask tasks may store into the sources."""
-    import dask.local
-    import dask.threaded
-    from dask.base import get_scheduler
+    from ..core.graphs import local_scheduler
 
-    sched = get_scheduler(collections=[s.job.data for s in sources])
-    return sched in (dask.threaded.get, dask.local.get_sync)
+    return local_scheduler([s.job.data for s in sources])
 
 
 def _write_graph(sources: list[_Source]) -> None:

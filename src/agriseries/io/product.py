@@ -21,14 +21,21 @@ returns the agriseries Dataset (README, "The in-memory object"):
   ``angles="per_band"`` adds ``view_zenith_<band>`` / ``view_azimuth_<band>``);
 * coordinates on ``time``: ``sensor``, ``source_id``, ``level``, ``producer``,
   ``tile``.
+
+A :class:`BlockHolder` keeps the blocks of one lazy read (:func:`layer_arrays`) from one
+computation of its graph to the next, so that the second decodes them without reading
+the file (the composite's coarse and main passes).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import math
+import threading
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Mapping
+from typing import Callable, Iterator, Literal, Mapping, NamedTuple
 
 import dask.array as da
 from dask.base import tokenize
@@ -287,18 +294,33 @@ class SourceProduct:
         )
 
 
+class _Raw(NamedTuple):
+    """One block as GDAL read it, before :func:`_decode`: the digital numbers, the no-data
+    value, and which pixels the source covers (``inside``: the rows and columns of an
+    aligned window inside the file; ``valid``: a warp's alpha band; neither: all)."""
+
+    data: np.ndarray
+    nodata: float | None
+    inside: tuple[int, int, int, int] | None = None
+    valid: np.ndarray | None = None
+
+
 def _read_block(asset: Asset, geobox: GeoBox, dtype, fill) -> np.ndarray:
     """Read one asset onto ``geobox`` (one dask block).
 
     When the file's pixels line up with the target (same CRS, pixel size and lattice)
     the block is a plain windowed read; otherwise GDAL warps the source onto it.
     """
+    return _decode(asset, _read_raw(asset, geobox), dtype, fill)
+
+
+def _read_raw(asset: Asset, geobox: GeoBox) -> _Raw:
+    """The digital numbers of one asset on ``geobox``, as :func:`_read_block` reads them."""
     ny, nx = geobox.shape
     try:
         with open_raster(asset.path) as src:
             nodata = asset.nodata if asset.nodata is not None else src.nodata
             win = _aligned_window(src, geobox)
-            fast = asset.kind != "quality" and np.dtype(dtype) == np.float32
             if win is not None:
                 inside = _inside_rect(src, win)
                 # a window inside the file is read directly (a boundless read builds a VRT
@@ -306,34 +328,42 @@ def _read_block(asset: Asset, geobox: GeoBox, dtype, fill) -> np.ndarray:
                 whole = inside == (0, int(win.height), 0, int(win.width))
                 data = src.read(asset.band_index, window=win, boundless=not whole,
                                 fill_value=nodata if nodata is not None else 0)
-                if fast:  # one compiled pass, the values of the numpy path below
-                    out = decode_block(data, nodata, asset.scale, asset.offset,
-                                       inside=inside)
-                    if out is not None:
-                        return out
-                valid = _inside_mask(src, win)
-            else:
-                # Without a no-data value, an alpha band tells the target pixels the source
-                # does not cover (else they would read as DN 0).
-                resampling = asset.resampling
-                if resampling == Resampling.bilinear and src.crs == geobox.crs \
-                        and abs(geobox.resolution.x) > abs(src.res[0]) * 1.5:
-                    resampling = Resampling.average  # reading a coarser grid: aggregate pixels
-                with WarpedVRT(src, crs=geobox.crs, transform=geobox.affine, width=nx, height=ny,
-                               resampling=resampling, src_nodata=nodata,
-                               nodata=nodata, add_alpha=nodata is None) as vrt:
-                    data = vrt.read(asset.band_index)
-                    valid = vrt.read(vrt.count) > 0 if nodata is None else None
-                if fast:
-                    out = decode_block(data, nodata, asset.scale, asset.offset, valid=valid)
-                    if out is not None:
-                        return out
-                if valid is None:
-                    valid = np.ones(data.shape, bool)
-            if nodata is not None:
-                valid &= ~np.isnan(data) if np.isnan(nodata) else data != nodata
+                return _Raw(data, nodata, inside=inside)
+            # Without a no-data value, an alpha band tells the target pixels the source
+            # does not cover (else they would read as DN 0).
+            resampling = asset.resampling
+            if resampling == Resampling.bilinear and src.crs == geobox.crs \
+                    and abs(geobox.resolution.x) > abs(src.res[0]) * 1.5:
+                resampling = Resampling.average  # reading a coarser grid: aggregate pixels
+            with WarpedVRT(src, crs=geobox.crs, transform=geobox.affine, width=nx, height=ny,
+                           resampling=resampling, src_nodata=nodata,
+                           nodata=nodata, add_alpha=nodata is None) as vrt:
+                data = vrt.read(asset.band_index)
+                valid = vrt.read(vrt.count) > 0 if nodata is None else None
+            return _Raw(data, nodata, valid=valid)
     except RasterioIOError as exc:
         raise CorruptProductError(asset.path, f"cannot read raster data: {exc}") from exc
+
+
+def _decode(asset: Asset, raw: _Raw, dtype, fill) -> np.ndarray:
+    """The block :func:`_read_block` returns from the digital numbers :func:`_read_raw`
+    read: reflectance (``DN * scale + offset``, NaN where no data) as ``dtype``, or a
+    quality layer's values (``fill`` where no data)."""
+    data, nodata = raw.data, raw.nodata
+    if asset.kind != "quality" and np.dtype(dtype) == np.float32:
+        # one compiled pass, the values of the numpy path below
+        out = decode_block(data, nodata, asset.scale, asset.offset, inside=raw.inside,
+                           valid=raw.valid)
+        if out is not None:
+            return out
+    if raw.inside is not None:
+        r0, r1, c0, c1 = raw.inside
+        valid = np.zeros(data.shape, bool)
+        valid[r0:r1, c0:c1] = True
+    else:
+        valid = np.ones(data.shape, bool) if raw.valid is None else raw.valid.copy()
+    if nodata is not None:
+        valid &= ~np.isnan(data) if np.isnan(nodata) else data != nodata
     if asset.kind == "quality":
         return np.where(valid, data, fill).astype(dtype)
     out = data.astype(np.float32) * np.float32(asset.scale) + np.float32(asset.offset)
@@ -357,17 +387,11 @@ def _aligned_window(src, geobox: GeoBox) -> Window | None:
 
 def _inside_rect(src, window: Window) -> tuple[int, int, int, int]:
     """``(row0, row1, col0, col1)``: the rows and columns of ``window`` (counted from its
-    corner) that lie inside ``src``; what :func:`_inside_mask` is true on."""
+    corner) that lie inside ``src``."""
     r0, c0 = int(window.row_off), int(window.col_off)
     h, w = int(window.height), int(window.width)
     return (min(max(-r0, 0), h), max(min(src.height - r0, h), 0),
             min(max(-c0, 0), w), max(min(src.width - c0, w), 0))
-
-
-def _inside_mask(src, window: Window) -> np.ndarray:
-    rows = np.arange(window.row_off, window.row_off + window.height)
-    cols = np.arange(window.col_off, window.col_off + window.width)
-    return ((rows >= 0) & (rows < src.height))[:, None] & ((cols >= 0) & (cols < src.width))[None, :]
 
 
 def _read_block_in_time(asset: Asset, geobox: GeoBox, dtype, fill) -> np.ndarray:
@@ -375,32 +399,128 @@ def _read_block_in_time(asset: Asset, geobox: GeoBox, dtype, fill) -> np.ndarray
     return _read_block(asset, geobox, dtype, fill)[None]
 
 
+class BlockHolder:
+    """The blocks of one lazy read kept between two computations of the same graph.
+
+    A read made with a holder (``layer_arrays(..., held={band: holder})``) looks in the
+    holder first. While the holder records (``with holder.recording():``), a block it does
+    not have is read from the file and kept -- its digital numbers as GDAL returned them
+    (2 bytes a pixel for int16/uint16 data, half the float32 block), with what decoding
+    them needs -- and returned decoded; a block it has is returned and kept. Otherwise a
+    block it has is taken out (released) and returned decoded, the same values, bit for
+    bit, as a read of the file (the same decoding); one it does not have is read from the
+    file. So the first computation after the recording one reads no file for these blocks
+    and releases them one by one; any later one (a second ``.compute()``, a retry) reads
+    the files as if there had been no holder.
+
+    The composite (:func:`agriseries.composite.synthesize`) records the 10 m blue of each
+    Sentinel-2 date during its coarse pass, which reads it for the 20 m mask's no-data, and
+    its main pass takes each block back once. The holder is referenced by the read's graph
+    only: blocks no computation takes go with the graph.
+
+    Safe for threads (the threaded scheduler's tasks take blocks concurrently). A holder
+    pickled (sent to a distributed worker or another process) arrives empty and not
+    recording, so that other processes read the files.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._blocks: dict[int, _Raw] = {}
+        self._recording = 0
+        self.token = uuid.uuid4().hex
+
+    def __len__(self) -> int:
+        """The number of blocks held."""
+        with self._lock:
+            return len(self._blocks)
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes of the digital numbers held."""
+        with self._lock:
+            return sum(r.data.nbytes for r in self._blocks.values())
+
+    @contextmanager
+    def recording(self) -> Iterator["BlockHolder"]:
+        """Keep the blocks read inside the ``with`` block (nestable)."""
+        with self._lock:
+            self._recording += 1
+        try:
+            yield self
+        finally:
+            with self._lock:
+                self._recording -= 1
+
+    def clear(self) -> None:
+        """Release every block held."""
+        with self._lock:
+            self._blocks.clear()
+
+    def __reduce__(self):
+        return (BlockHolder, ())  # pickled: empty, not recording
+
+    def __dask_tokenize__(self):
+        return self.token
+
+    def _get(self, key: int) -> _Raw | None:
+        with self._lock:
+            if self._recording:
+                return self._blocks.get(key)
+            return self._blocks.pop(key, None)
+
+    def _keep(self, key: int, raw: _Raw) -> None:
+        with self._lock:
+            if self._recording:
+                self._blocks[key] = raw
+
+
+def _read_held(holder: BlockHolder, key: int, asset: Asset, geobox: GeoBox, dtype, fill
+               ) -> np.ndarray:
+    """:func:`_read_block` through ``holder`` (block ``key`` of the read): the block it
+    holds, else the file's (kept while it records)."""
+    raw = holder._get(key)
+    if raw is None:
+        raw = _read_raw(asset, geobox)
+        holder._keep(key, raw)
+    return _decode(asset, raw, dtype, fill)
+
+
 def _lazy(asset: Asset, geobox: GeoBox, chunks: int, dtype, fill, *,
-          in_time: bool = False) -> da.Array:
+          in_time: bool = False, holder: BlockHolder | None = None) -> da.Array:
     """A dask array of ``asset`` on ``geobox``, one task per chunk; ``in_time``: with a
     leading (time) axis of length 1, added by the read task itself (indexing the 2-D array
     with ``[None]`` would add one more task per chunk, which costs the threaded scheduler
-    about 0.1 ms of CPU each: about 1 s for the 10 000 block reads of a full-tile month)."""
+    about 0.1 ms of CPU each: about 1 s for the 10 000 block reads of a full-tile month);
+    ``holder``: each block read through it (:class:`BlockHolder`; 2-D reads only)."""
+    if holder is not None and in_time:
+        raise ValueError("a read through a BlockHolder has no time axis")
     ny, nx = geobox.shape
     ychunks = tuple(min(chunks, ny - i) for i in range(0, ny, chunks))
     xchunks = tuple(min(chunks, nx - j) for j in range(0, nx, chunks))
-    name = f"read-{tokenize(asset, str(geobox), chunks, np.dtype(dtype).str, fill, in_time)}"
+    token = tokenize(asset, str(geobox), chunks, np.dtype(dtype).str, fill, in_time)
+    name = f"read-{token}" if holder is None else f"read-held-{tokenize(token, holder)}"
     read = _read_block_in_time if in_time else _read_block
     lead = (0,) if in_time else ()
     dsk = {}
     for bi, y0 in enumerate(range(0, ny, chunks)):
         for bj, x0 in enumerate(range(0, nx, chunks)):
             sub = geobox[y0:y0 + ychunks[bi], x0:x0 + xchunks[bj]]
-            dsk[(name, *lead, bi, bj)] = (read, asset, sub, dtype, fill)
+            if holder is None:
+                dsk[(name, *lead, bi, bj)] = (read, asset, sub, dtype, fill)
+            else:
+                dsk[(name, bi, bj)] = (_read_held, holder, bi * len(xchunks) + bj, asset, sub,
+                                       dtype, fill)
     return da.Array(dsk, name, chunks=((1,),) * in_time + (ychunks, xchunks), dtype=dtype)
 
 
 def layer_arrays(product: SourceProduct, geobox: GeoBox, bands: list[str], *,
-                 with_aux: bool = False, chunks: int = DEFAULT_CHUNK) -> dict[str, da.Array]:
+                 with_aux: bool = False, chunks: int = DEFAULT_CHUNK,
+                 held: Mapping[str, BlockHolder] | None = None) -> dict[str, da.Array]:
     """The reflectance ``bands`` of a product and, with ``with_aux``, its auxiliary layers
     (``aot``) on ``geobox``, as 2-D lazy arrays (float32, NaN no data), one read task per
     chunk: :func:`load`'s variables without the time axis, for a caller that handles the
-    dates itself (the composite). The mask is :func:`decoded_mask`.
+    dates itself (the composite). The mask is :func:`decoded_mask`. ``held``: the bands
+    read through a :class:`BlockHolder` (one holder per band).
 
     Raises
     ------
@@ -409,11 +529,13 @@ def layer_arrays(product: SourceProduct, geobox: GeoBox, bands: list[str], *,
     EmptyIntersectionError
         The product does not overlap ``geobox``.
     """
-    return _band_arrays(product, target_grid(product, geobox=geobox), bands, with_aux, chunks)
+    return _band_arrays(product, target_grid(product, geobox=geobox), bands, with_aux, chunks,
+                        held=held)
 
 
 def _band_arrays(product: SourceProduct, gb: GeoBox, names: list[str], with_aux: bool,
-                 chunks: int, in_time: bool = False) -> dict[str, da.Array]:
+                 chunks: int, in_time: bool = False,
+                 held: Mapping[str, BlockHolder] | None = None) -> dict[str, da.Array]:
     """The lazy reads of :func:`layer_arrays` and :func:`load` (``in_time``: with load's
     time axis), the bands checked first."""
     from ..core.errors import MissingBandError
@@ -426,7 +548,9 @@ def _band_arrays(product: SourceProduct, gb: GeoBox, names: list[str], with_aux:
         )
     assets = [(n, product.bands[n]) for n in names]
     assets += list(product.aux.items()) if with_aux else []
-    return {n: _lazy(a, gb, chunks, np.float32, np.nan, in_time=in_time) for n, a in assets}
+    return {n: _lazy(a, gb, chunks, np.float32, np.nan, in_time=in_time,
+                  holder=(held or {}).get(n))
+            for n, a in assets}
 
 
 def decoded_mask(product: SourceProduct, geobox: GeoBox, chunks: int = DEFAULT_CHUNK) -> da.Array:
