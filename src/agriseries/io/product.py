@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import mmap
 import threading
 import uuid
 from contextlib import contextmanager
@@ -420,7 +421,8 @@ class BlockHolder:
 
     Safe for threads (the threaded scheduler's tasks take blocks concurrently). A holder
     pickled (sent to a distributed worker or another process) arrives empty and not
-    recording, so that other processes read the files.
+    recording, so that other processes read the files. Each held block is in memory pages of
+    its own, returned to the system when the block is taken.
     """
 
     def __init__(self) -> None:
@@ -470,8 +472,24 @@ class BlockHolder:
 
     def _keep(self, key: int, raw: _Raw) -> None:
         with self._lock:
+            if not self._recording:
+                return
+        raw = raw._replace(data=_own_pages(raw.data))
+        with self._lock:
             if self._recording:
                 self._blocks[key] = raw
+
+
+def _own_pages(a: np.ndarray) -> np.ndarray:
+    """A copy of ``a`` in pages of its own (an anonymous memory map), given back to the
+    system as soon as the copy is freed. A held block allocated as numpy allocates (2 MB:
+    from the allocator's arenas) left its memory in the arenas once taken, where the
+    writer's growing buffers (large allocations, mapped apart) could not reuse it: on a
+    full tile the process kept the 1.9 GB of held blocks to the end (peak 4.2 -> 6.0 GB)."""
+    buf = mmap.mmap(-1, max(a.nbytes, 1))
+    out = np.frombuffer(buf, a.dtype, count=a.size).reshape(a.shape)
+    out[...] = a
+    return out
 
 
 def _read_held(holder: BlockHolder, key: int, asset: Asset, geobox: GeoBox, dtype, fill
