@@ -90,28 +90,47 @@ def decode_block(data: np.ndarray, nodata, scale: float, offset: float, *,
 
 
 @compiled(nogil=True)
-def _encode(x, scale, offset, clip, nodata, out):
-    # 2-D, any strides (``out`` may be a view into a writer's whole-file buffer)
+def _encode_run(x, scale, offset, clip, nodata, out):
     lo = nodata + 1
-    ny, nx = x.shape
-    for i in range(ny):
-        for j in range(nx):
-            v = x[i, j]
-            if np.isnan(v):
-                out[i, j] = nodata
-                continue
-            q = np.rint((v - offset) / scale)
-            if clip:
-                if q < lo:
-                    out[i, j] = lo
-                elif q > 32767:
-                    out[i, j] = 32767
-                else:
-                    out[i, j] = np.int16(q)
-            elif q <= nodata or q > 32767:
-                out[i, j] = nodata
+    for k in range(x.size):
+        v = x[k]
+        if np.isnan(v):
+            out[k] = nodata
+            continue
+        q = np.rint((v - offset) / scale)
+        if clip:
+            if q < lo:
+                out[k] = lo
+            elif q > 32767:
+                out[k] = 32767
             else:
-                out[i, j] = np.int16(q)
+                out[k] = np.int16(q)
+        elif q <= nodata or q > 32767:
+            out[k] = nodata
+        else:
+            out[k] = np.int16(q)
+
+
+@compiled(nogil=True)
+def _encode(x, x_row, scale, offset, clip, nodata, out, out_row, ny, nx):
+    # ``ny`` rows of ``nx`` values, row ``i`` at ``x[i * x_row:]`` / ``out[i * out_row:]``
+    # of flat contiguous arrays: a block's place in a whole file's pixels (rows strided) is
+    # written by the same contiguous loop as a block of its own
+    for i in range(ny):
+        _encode_run(x[i * x_row:i * x_row + nx], scale, offset, clip, nodata,
+                    out[i * out_row:i * out_row + nx])
+
+
+def _rows(a: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """A 2-D array with contiguous rows as ``(flat contiguous array spanning it, row stride
+    in items)``; ``None`` for other layouts."""
+    ny, nx = a.shape
+    item = a.dtype.itemsize
+    if a.strides[1] != item and nx > 1 or a.strides[0] % item or a.strides[0] < nx * item:
+        return None
+    row = a.strides[0] // item if ny > 1 else nx
+    span = (ny - 1) * row + nx
+    return np.lib.stride_tricks.as_strided(a, shape=(span,), strides=(item,)), row
 
 
 def encode_block(x: np.ndarray, scale: float, offset: float, clip: bool,
@@ -121,26 +140,35 @@ def encode_block(x: np.ndarray, scale: float, offset: float, clip: bool,
     ``nodata``. ``x`` is float32 or float64; the arithmetic is done in the type numpy would
     use for ``x - offset`` and ``/ scale`` (NEP 50: ``x``'s own type with Python numbers).
 
-    ``out``: an int16 array of ``x``'s shape, with any strides (e.g. the place of the block
-    in a whole file's pixels), written in place and returned; default a new array."""
+    ``out``: an int16 array of ``x``'s shape (e.g. the place of the block in a whole file's
+    pixels, rows strided), written in place and returned; default a new array."""
     x = np.asarray(x)
     t = np.result_type(x.dtype, scale, offset)
     if x.dtype not in (np.float32, np.float64) or t not in (np.float32, np.float64):
         raise TypeError(f"encode_block: float32/float64 data and scale expected, not "
                         f"{x.dtype} with {type(scale).__name__}/{type(offset).__name__}")
+    args = (t.type(scale), t.type(offset), bool(clip), np.int16(nodata))
     if out is None:
-        out = np.empty(x.shape, np.int16)
-    elif (not isinstance(out, np.ndarray) or out.dtype != np.int16 or out.shape != x.shape
-          or not out.flags.writeable):
+        flat = np.ascontiguousarray(x).reshape(-1)
+        res = np.empty(flat.shape, np.int16)
+        _encode(flat, flat.size, *args, res, res.size, 1, flat.size)
+        return res.reshape(x.shape)
+    if (not isinstance(out, np.ndarray) or out.dtype != np.int16 or out.shape != x.shape
+            or not out.flags.writeable):
         raise ValueError(f"encode_block: out must be a writeable int16 array of shape "
                          f"{x.shape}, not {getattr(out, 'dtype', type(out).__name__)} "
                          f"{getattr(out, 'shape', '')}")
     if x.size == 0:
         return out
     xs, outs = np.atleast_2d(x), np.atleast_2d(out)  # views: writes reach ``out``
-    args = (t.type(scale), t.type(offset), bool(clip), np.int16(nodata))
     for idx in np.ndindex(*xs.shape[:-2]):  # one compiled pass per 2-D plane
-        _encode(xs[idx], *args, outs[idx])
+        plane, dst = np.ascontiguousarray(xs[idx]), outs[idx]
+        rows = _rows(dst)
+        if rows is None:  # e.g. columns strided: encoded apart, then copied
+            dst[...] = encode_block(plane, scale, offset, clip, nodata)
+            continue
+        ny, nx = plane.shape
+        _encode(plane.reshape(-1), nx, *args, rows[0], rows[1], ny, nx)
     return out
 
 
