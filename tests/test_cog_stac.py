@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -335,3 +336,86 @@ def test_float_layers_stored_from_dask_blocks_are_the_numpy_encoded_files(tmp_pa
                 assert src.dtypes == ("int16",) and np.array_equal(src.read(1), values), (name, key)
     assert len(files["numpy"]) == 4
     assert files["dask"] == files["numpy"] and files["dask-raw"] == files["numpy"]
+
+
+# A real Sentinel-2 L2A band (T29UNU, 60 m, 256 x 256 px; tests/data/safe/SOURCE.txt).
+_REAL_B07 = (Path(__file__).parent / "data" / "safe"
+             / "S2A_MSIL2A_20221005T115411_N0400_R023_T29UNU_20221005T164454.SAFE" / "GRANULE"
+             / "L2A_T29UNU_A038058_20221005T115407" / "IMG_DATA" / "R60m"
+             / "T29UNU_20221005T115411_B07_60m.jp2")
+
+
+def _real_int16(box) -> np.ndarray:
+    with rasterio.open(_REAL_B07) as src:
+        chip = src.read(1).astype(np.int16)
+    reps = (-(-box.shape[0] // chip.shape[0]), -(-box.shape[1] // chip.shape[1]))
+    return np.tile(chip, reps)[:box.shape[0], :box.shape[1]]
+
+
+def _tile_bytes(path) -> list[int]:
+    """The compressed size of every tile of the full resolution and of each overview."""
+    out = []
+    with rasterio.open(path) as src:
+        levels = [None] + list(range(len(src.overviews(1))))
+    for level in levels:
+        with rasterio.open(path, overview_level=level) as src:
+            h, w = src.block_shapes[0]
+            out += [src.block_size(1, i, j) for i in range(-(-src.height // h))
+                    for j in range(-(-src.width // w))]
+    return out
+
+
+def test_deflate_level_changes_the_bytes_never_the_pixels(tmp_path, small_box):
+    arr = _real_int16(small_box)
+    one = write_cog(tmp_path / "one.tif", da.from_array(arr, chunks=400), small_box,
+                    nodata=-10000, level=1)
+    six = write_cog(tmp_path / "six.tif", arr, small_box, nodata=-10000)  # the default, 6
+    with rasterio.open(one) as a, rasterio.open(six) as b:
+        assert np.array_equal(a.read(1), arr) and np.array_equal(b.read(1), arr)
+        assert a.overviews(1) == b.overviews(1) and a.overviews(1)
+        for k in range(len(a.overviews(1))):
+            with rasterio.open(one, overview_level=k) as x, rasterio.open(six, overview_level=k) as y:
+                assert np.array_equal(x.read(1), y.read(1))
+    assert _tile_bytes(one) != _tile_bytes(six)  # the level reached the compression
+    for p in (one, six):
+        ok, errors, _ = validate_cog(p)
+        assert ok, errors
+
+
+@pytest.mark.parametrize("level", [0, 13, 2.5, "6", None])
+def test_a_deflate_level_out_of_range_is_refused_naming_the_file(tmp_path, small_box, level):
+    with pytest.raises(StoreError, match=r"bad\.tif: DEFLATE level .*: an integer from 1 to 12"):
+        write_cog(tmp_path / "bad.tif", np.zeros(small_box.shape, np.int16), small_box,
+                  level=level)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_store_writes_reflectance_at_its_level_and_other_layers_at_the_default(tmp_path, small_box):
+    from agriseries.io.cog import DEFLATE_LEVEL
+    from agriseries.io.store import (REFLECTANCE_DEFLATE_LEVEL, Layer, ProductStore,
+                                     encode_reflectance)
+
+    refl = _real_int16(small_box).astype(np.float32) / 10000
+    mask = (_real_int16(small_box) % 7).astype(np.uint8)
+    when = dt.datetime(2022, 10, 5, 11, 54, 11, tzinfo=dt.timezone.utc)
+    pid = ProductId(Level.L2A, "S2A", "T31UDS", when, "SEN2COR")
+    store = ProductStore(tmp_path / "store")
+    item = store.write_product(pid, [Layer("B07", refl, small_box, "reflectance",
+                                           band=bands_of("S2A")["B07"]),
+                                     Layer("mask", mask, small_box, "mask")],
+                               footprint=small_box.extent, sensors=["S2A"], inputs=["x"],
+                               parameters={}, lineage="test", datetime=when)
+    folder = store.product_dir(pid)
+    written = folder / item.assets["B07"].href
+    stored = encode_reflectance(refl)
+    for level, same in ((REFLECTANCE_DEFLATE_LEVEL, True), (DEFLATE_LEVEL, False)):
+        ref = write_cog(tmp_path / f"ref{level}.tif", stored, small_box, nodata=-10000,
+                        level=level)
+        assert (_tile_bytes(written) == _tile_bytes(ref)) is same, level
+    with rasterio.open(written) as src:
+        assert np.array_equal(src.read(1), stored)
+    with rasterio.open(folder / item.assets["mask"].href) as src:
+        mask_written = src.read(1)
+    ref = write_cog(tmp_path / "mask6.tif", mask_written, small_box, overview_resampling="nearest")
+    assert _tile_bytes(folder / item.assets["mask"].href) == _tile_bytes(ref)
+    assert REFLECTANCE_DEFLATE_LEVEL != DEFLATE_LEVEL

@@ -66,6 +66,8 @@ from .tiff_errors import libtiff_messages, route_libtiff_messages
 route_libtiff_messages()
 
 BLOCKSIZE = 512
+#: GDAL's DEFLATE level (libdeflate's, 1-12), the default of :class:`CogJob`.
+DEFLATE_LEVEL = 6
 #: Uncompressed bytes one :func:`write_cogs` call keeps in memory (GDAL ``MEM`` datasets)
 #: before it gathers the further files' pixels in raw files next to them instead (a full
 #: 10980 x 10980 tile of int16 is 241 MB; the 19 layers of a full-tile L3A, 2.4 GB).
@@ -109,6 +111,9 @@ class CogJob:
 
     ``encoding`` (optional): how ``data``'s blocks are made from another array's
     (:class:`BlockEncoding`), for the writer to encode them into the file's pixels in place.
+
+    ``level`` is the DEFLATE level (1-12, libdeflate's): it changes the time the
+    compression takes and the size of the file, never the pixels.
     """
 
     path: Path
@@ -126,12 +131,14 @@ class CogJob:
     categories: dict[int, str] | None = None
     encoding: BlockEncoding | None = None
 
+    level: int = DEFLATE_LEVEL
+
 
 def write_cog(path: str | Path, data, geobox: GeoBox, *, nodata=None,
               overview_resampling: str = "average", tags: dict | None = None,
               description: str | list[str] | None = None,
               scale: float | list[float] | None = None, offset: float | list[float] | None = None,
-              units: str | list[str] | None = None) -> Path:
+              units: str | list[str] | None = None, level: int = DEFLATE_LEVEL) -> Path:
     """Write a 2-D array as a COG, atomically.
 
     Parameters
@@ -154,6 +161,8 @@ def write_cog(path: str | Path, data, geobox: GeoBox, *, nodata=None,
         Band description (a list: one per band).
     scale, offset, units
         GDAL band scale, offset and unit (see :class:`CogJob`).
+    level
+        The DEFLATE level, 1-12 (see :class:`CogJob`).
 
     Returns
     -------
@@ -161,7 +170,8 @@ def write_cog(path: str | Path, data, geobox: GeoBox, *, nodata=None,
         The final path.
     """
     return write_cogs([CogJob(Path(path), data, geobox, nodata, overview_resampling, tags,
-                              description, scale=scale, offset=offset, units=units)])[0]
+                              description, scale=scale, offset=offset, units=units,
+                              level=level)])[0]
 
 
 def write_cogs(jobs: list[CogJob], *, memory_budget: int | None = None) -> list[Path]:
@@ -217,6 +227,8 @@ def write_cogs(jobs: list[CogJob], *, memory_budget: int | None = None) -> list[
 def _check(job: CogJob) -> tuple[int, int, int]:
     """``(bands, rows, cols)`` of a job, checked against its grid."""
     data, path = job.data, Path(job.path)
+    if not isinstance(job.level, (int, np.integer)) or not 1 <= int(job.level) <= 12:
+        raise StoreError(f"{path}: DEFLATE level {job.level!r}: an integer from 1 to 12 expected")
     if data.ndim not in (2, 3) or tuple(data.shape[-2:]) != tuple(job.geobox.shape):
         raise StoreError(f"{path}: data shape {data.shape} does not match its grid "
                          f"{tuple(job.geobox.shape)}")
@@ -286,7 +298,8 @@ class _Source:
                 with libtiff_messages() as said, rasterio.Env(**_MEM_VRT):
                     try:
                         rasterio.shutil.copy(self.dataset(), tmp_cog, driver="COG",
-                                             compress="DEFLATE", predictor=_predictor(self.dtype),
+                                             compress="DEFLATE", level=job.level,
+                                             predictor=_predictor(self.dtype),
                                              blocksize=BLOCKSIZE,
                                              overview_resampling=job.overview_resampling,
                                              BIGTIFF="IF_SAFER")
