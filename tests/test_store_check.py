@@ -573,3 +573,40 @@ def test_ctrl_c_or_sigterm_exits_128_plus_n_and_leaves_no_half_product(store, si
     res = CliRunner().invoke(main, cmd[3:])
     assert res.exit_code == 0, res.output
     assert len(list(store.root.glob("L3B/*/*/*/*.json"))) == 8
+
+
+def test_a_signal_just_after_the_rename_leaves_the_product_listed(store, monkeypatch):
+    """A Ctrl-C or SIGTERM arriving after a product's folder is renamed into place (while
+    its parent folder is synced) still leaves it in the catalogue the command rewrites on
+    its way out: the store checks clean (the SIGTERM test above hit that window)."""
+    import datetime as dt
+
+    import numpy as np
+
+    import agriseries.io.store as store_mod
+    from agriseries.core.grid import tile_geobox
+    from agriseries.core.ids import Level, ProductId
+    from agriseries.io.store import Layer
+
+    gb = tile_geobox("T31UDS", 20)[:64, :64]
+    pid = ProductId(Level.L3B, "S2A", "T31UDS", dt.datetime(2018, 7, 3, 10, 50, 31,
+                                                             tzinfo=dt.timezone.utc), "AGS")
+    final = store.product_dir(pid)
+    real = store_mod.fsync_path
+
+    def interrupted(path, *args, **kwargs):
+        if Path(path) == final.parent and final.exists():
+            raise KeyboardInterrupt  # what the CLI's SIGTERM handler raises
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(store_mod, "fsync_path", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.write_product(pid, [Layer("LAI", np.full(gb.shape, 1.5, np.float32), gb, "aux")],
+                            footprint=gb.extent, sensors=["S2A"], inputs=["x"], parameters={},
+                            lineage="test", datetime=dt.datetime(2018, 7, 3, 10, 50, 31,
+                                                                 tzinfo=dt.timezone.utc))
+    monkeypatch.setattr(store_mod, "fsync_path", real)
+    store.finish_catalog(interrupted=True)  # what the command does on its way out
+    assert final.exists()
+    report = check_store(store)
+    assert report.ok, report.problems

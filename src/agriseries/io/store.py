@@ -419,6 +419,7 @@ class ProductStore:
             tmp.mkdir(parents=True, exist_ok=False)
         except OSError as exc:
             raise (store_write_error(self.root, exc, f"writing {pid}") or exc) from exc
+        placed = False  # the product folder renamed into place
         try:
             counts: dict[str, int] = {}
             jobs, specs = zip(*[self._layer_job(tmp, str(pid), layer, counts)
@@ -472,13 +473,17 @@ class ProductStore:
                 trash = tmp_root / f"{pid}.old.{uuid.uuid4().hex[:8]}"
                 os.rename(final, trash)
                 os.rename(tmp, final)
+                placed = True
                 fsync_path(final.parent)
                 shutil.rmtree(trash, ignore_errors=True)
             else:
                 os.rename(tmp, final)
+                placed = True
                 fsync_path(final.parent)
         except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            if placed:  # in place (a signal or an error after the rename): the catalogue lists it
+                self.written.append(str(pid))
             failure = store_write_error(self.root, exc, f"writing {pid}") \
                 if isinstance(exc, Exception) else None
             if failure is not None and failure is not exc:
