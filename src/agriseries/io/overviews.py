@@ -238,7 +238,7 @@ def _pairs_float_nan(src, dst, nodata):
 def _average(src, dst, int_work, to_int, lo, hi, check, nan_nodata, nodata, repl,
              x0, x1, wx0, wx1, y0, y1, wy0, wy1):
     """One level of GDAL's ``average`` from the level above (``src``) into ``dst``, any
-    sizes (the weighted sum; the ``_pairs_*`` functions are the 2 x 2 case's faster twins)."""
+    sizes (the weighted sum; :func:`_pairs` is the 2 x 2 case's faster twin)."""
     ny, nx = dst.shape
     fnodata = np.float32(nodata)
     frepl = np.float32(repl)
