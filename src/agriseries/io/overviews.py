@@ -126,18 +126,32 @@ def _valid(v, check, nan_nodata, nodata):
 
 
 # The 2 x 2 level (both sides of the level above even, every weight 1), one small compiled
-# function per case so that LLVM vectorises its inner loop (AVX2: four doubles a lane). Each
-# cell is branch-free: a no-data pixel adds +0.0 instead of being skipped, its count 0/1.
-# That is GDAL's sum bit for bit: its line sums start at +0.0 and add the valid pixels left to
-# right, and 0.0 + x is never -0.0, so adding +0.0 for a skipped pixel leaves any sum
-# (NaN included) as it is; the cell is then 0.0 + line 0 + line 1, as GDAL (and the weighted
-# path) computes it. Division by a count of 0 (all no data) gives NaN, replaced by no data.
+# function per case so that LLVM vectorises its inner loop (AVX2: four doubles an instruction).
+# Each reads its cells through _cell (the four pixels, _valid's test with constant flags, the
+# sum and the count), which LLVM inlines and folds to the case's test, or to none and a count
+# of 4 without no data. Each cell is branch-free: a no-data pixel adds +0.0 instead of being
+# skipped, its count 0/1. That is GDAL's sum bit for bit: its line sums start at +0.0 and add
+# the valid pixels left to right, and 0.0 + x is never -0.0, so adding +0.0 for a skipped
+# pixel leaves any sum (NaN included) as it is; the cell is then 0.0 + line 0 + line 1, as
+# GDAL (and the weighted path) computes it. Division by a count of 0 (all no data) gives NaN,
+# replaced by no data.
 
 
 @compiled(nogil=True)
-def _cell(a, b, c, d):
-    """GDAL's sum of one cell's (zeroed) pixels, in its order."""
-    return 0.0 + (0.0 + a + b) + (0.0 + c + d)
+def _cell(r0, r1, i, check, nan_nodata, nodata):
+    """Cell ``i`` of rows ``r0``, ``r1``: GDAL's sum of its valid pixels in its order (an
+    invalid one zeroed), and their count (:func:`_valid`'s test)."""
+    a, b, c, d = r0[2 * i], r0[2 * i + 1], r1[2 * i], r1[2 * i + 1]
+    ka = _valid(a, check, nan_nodata, nodata)
+    kb = _valid(b, check, nan_nodata, nodata)
+    kc = _valid(c, check, nan_nodata, nodata)
+    kd = _valid(d, check, nan_nodata, nodata)
+    fa = np.float64(a) if ka else 0.0
+    fb = np.float64(b) if kb else 0.0
+    fc = np.float64(c) if kc else 0.0
+    fd = np.float64(d) if kd else 0.0
+    total = 0.0 + (0.0 + fa + fb) + (0.0 + fc + fd)
+    return total, np.int32(ka) + np.int32(kb) + np.int32(kc) + np.int32(kd)
 
 
 @compiled(nogil=True)
@@ -154,11 +168,7 @@ def _pairs_int(src, dst, nodata, repl):
     for j in range(dst.shape[0]):
         r0, r1, out = src[2 * j], src[2 * j + 1], dst[j]
         for i in range(out.shape[0]):
-            a, b, c, d = r0[2 * i], r0[2 * i + 1], r1[2 * i], r1[2 * i + 1]
-            ka, kb, kc, kd = a != nodata, b != nodata, c != nodata, d != nodata
-            total = _cell(np.float64(a) if ka else 0.0, np.float64(b) if kb else 0.0,
-                          np.float64(c) if kc else 0.0, np.float64(d) if kd else 0.0)
-            n = np.int32(ka) + np.int32(kb) + np.int32(kc) + np.int32(kd)
+            total, n = _cell(r0, r1, i, True, False, nodata)
             q = np.int32(total / np.float64(n) + 0.5)
             q = repl if q == nodata else q
             out[i] = nodata if n == 0 else q
@@ -170,8 +180,7 @@ def _pairs_int_all(src, dst):
     for j in range(dst.shape[0]):
         r0, r1, out = src[2 * j], src[2 * j + 1], dst[j]
         for i in range(out.shape[0]):
-            total = _cell(np.float64(r0[2 * i]), np.float64(r0[2 * i + 1]),
-                          np.float64(r1[2 * i]), np.float64(r1[2 * i + 1]))
+            total, _ = _cell(r0, r1, i, False, False, 0)
             out[i] = np.int32(total / 4.0 + 0.5)
 
 
@@ -181,11 +190,7 @@ def _pairs_int16(src, dst, nodata, fnodata, frepl, lo, hi):
     for j in range(dst.shape[0]):
         r0, r1, out = src[2 * j], src[2 * j + 1], dst[j]
         for i in range(out.shape[0]):
-            a, b, c, d = r0[2 * i], r0[2 * i + 1], r1[2 * i], r1[2 * i + 1]
-            ka, kb, kc, kd = a != nodata, b != nodata, c != nodata, d != nodata
-            total = _cell(np.float64(a) if ka else 0.0, np.float64(b) if kb else 0.0,
-                          np.float64(c) if kc else 0.0, np.float64(d) if kd else 0.0)
-            n = np.int32(ka) + np.int32(kb) + np.int32(kc) + np.int32(kd)
+            total, n = _cell(r0, r1, i, True, False, nodata)
             f = np.float32(total / np.float64(n))
             f = frepl if f == fnodata else f
             q = _to_int16(f, lo, hi)
@@ -198,8 +203,7 @@ def _pairs_int16_all(src, dst, lo, hi):
     for j in range(dst.shape[0]):
         r0, r1, out = src[2 * j], src[2 * j + 1], dst[j]
         for i in range(out.shape[0]):
-            total = _cell(np.float64(r0[2 * i]), np.float64(r0[2 * i + 1]),
-                          np.float64(r1[2 * i]), np.float64(r1[2 * i + 1]))
+            total, _ = _cell(r0, r1, i, False, False, 0)
             out[i] = _to_int16(np.float32(total / 4.0), lo, hi)
 
 
@@ -209,11 +213,7 @@ def _pairs_float(src, dst, nodata, frepl):
     for j in range(dst.shape[0]):
         r0, r1, out = src[2 * j], src[2 * j + 1], dst[j]
         for i in range(out.shape[0]):
-            a, b, c, d = r0[2 * i], r0[2 * i + 1], r1[2 * i], r1[2 * i + 1]
-            ka, kb, kc, kd = a != nodata, b != nodata, c != nodata, d != nodata
-            total = _cell(np.float64(a) if ka else 0.0, np.float64(b) if kb else 0.0,
-                          np.float64(c) if kc else 0.0, np.float64(d) if kd else 0.0)
-            n = np.int32(ka) + np.int32(kb) + np.int32(kc) + np.int32(kd)
+            total, n = _cell(r0, r1, i, True, False, nodata)
             f = np.float32(total / np.float64(n))
             f = frepl if f == nodata else f
             out[i] = nodata if n == 0 else f
@@ -225,11 +225,7 @@ def _pairs_float_nan(src, dst, nodata):
     for j in range(dst.shape[0]):
         r0, r1, out = src[2 * j], src[2 * j + 1], dst[j]
         for i in range(out.shape[0]):
-            a, b, c, d = r0[2 * i], r0[2 * i + 1], r1[2 * i], r1[2 * i + 1]
-            ka, kb, kc, kd = a == a, b == b, c == c, d == d
-            total = _cell(np.float64(a) if ka else 0.0, np.float64(b) if kb else 0.0,
-                          np.float64(c) if kc else 0.0, np.float64(d) if kd else 0.0)
-            n = np.int32(ka) + np.int32(kb) + np.int32(kc) + np.int32(kd)
+            total, n = _cell(r0, r1, i, True, True, nodata)
             f = np.float32(total / np.float64(n))
             out[i] = nodata if n == 0 else f
 
@@ -238,7 +234,8 @@ def _pairs_float_nan(src, dst, nodata):
 def _average(src, dst, int_work, to_int, lo, hi, check, nan_nodata, nodata, repl,
              x0, x1, wx0, wx1, y0, y1, wy0, wy1):
     """One level of GDAL's ``average`` from the level above (``src``) into ``dst``, any
-    sizes (the weighted sum; :func:`_pairs` is the 2 x 2 case's faster twin)."""
+    sizes (the weighted sum; :func:`_pairs` and the ``_pairs_*`` functions it calls are the
+    2 x 2 case's faster twin)."""
     ny, nx = dst.shape
     fnodata = np.float32(nodata)
     frepl = np.float32(repl)
