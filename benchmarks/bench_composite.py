@@ -18,17 +18,26 @@ It prints the wall time and peak memory of each and the ratios composite/read an
 composite/plain. Usage::
 
     .venv/bin/python benchmarks/bench_composite.py [--dates 8] [--size 10980] [--keep DIR]
-        [--no-plain] [--repeat N]
+        [--no-plain] [--repeat N] [--compare NAME=TREE ...]
+
+``--compare`` measures two (or more) versions of agriseries on the same inputs: ``TREE`` is
+a checkout (or ``git archive``) of the repository, and each step of each version runs in a
+fresh process importing ``TREE/src`` (the steps themselves are this file's), the versions
+alternated step by step, ``--repeat`` rounds, so that a change is compared within one run.
+A version's first run in a new tree compiles its numba kernels (their cache lives beside
+the sources): warm each tree with one run first, or discard the first round.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import multiprocessing as mp
 import os
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -225,6 +234,42 @@ def measure(fn, store_dir: Path) -> tuple[float, float, float]:
     return q.get()
 
 
+STEPS = {"read": _read_only, "composite": _composite}
+
+
+def measure_tree(step: str, store_dir: Path, tree: Path) -> tuple[float, float, float]:
+    """(wall s, peak RSS MB, CPU s) of ``step`` on ``store_dir`` in a fresh process that imports
+    agriseries from ``tree/src``."""
+    src = Path(tree) / "src"
+    if not (src / "agriseries" / "__init__.py").is_file():
+        raise SystemExit(f"--compare: {tree} is not an agriseries source tree (no src/agriseries)")
+    env = dict(os.environ, PYTHONPATH=str(src))
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", step,
+                          str(store_dir)], env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"{step} with {tree} failed (exit code {out.returncode}):\n"
+                         f"{out.stderr[-3000:]}")
+    wall, peak, cpu = json.loads(out.stdout.strip().splitlines()[-1])
+    return wall, peak, cpu
+
+
+def _compare(work: Path, trees: list[tuple[str, Path]], repeat: int) -> None:
+    best: dict = {}
+    for r in range(repeat):
+        for step in STEPS:
+            for label, tree in trees:
+                m = measure_tree(step, work, tree)
+                b = best.setdefault((step, label), m)
+                best[(step, label)] = (min(b[0], m[0]), max(b[1], m[1]), min(b[2], m[2]))
+                print(f"round {r} {step:9s} {label:10s} {m[0]:8.2f} s   CPU {m[2]:8.2f} s   "
+                      f"peak {m[1]:6.0f} MB   load {os.getloadavg()[0]:.1f}", flush=True)
+    for label, _ in trees:
+        f, c = best[("read", label)], best[("composite", label)]
+        print(f"best {label:10s} read {f[0]:7.2f} s (CPU {f[2]:7.2f})  composite {c[0]:7.2f} s "
+              f"(CPU {c[2]:7.2f})  peak {c[1] / 1024:.2f} GB  composite / read-only {c[0] / f[0]:.2f} "
+              f"(CPU {c[2] / f[2]:.2f})")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dates", type=int, default=8)
@@ -234,7 +279,25 @@ def main(argv=None) -> None:
                     help="skip the plain xarray baseline (it needs > 20 GB on a full tile)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="runs of each step, alternated (best time of each compared)")
+    ap.add_argument("--compare", nargs="+", metavar="NAME=TREE", default=None,
+                    help="versions to compare on the same inputs: source trees of agriseries, "
+                         "each step in a fresh process importing TREE/src (read and composite)")
+    ap.add_argument("--child", nargs=2, metavar=("STEP", "STORE"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.child:  # one step in this process, for --compare: prints (wall, peak MB, CPU)
+        step, store = args.child
+        t0, c0 = time.perf_counter(), time.process_time()
+        STEPS[step](store)
+        print(json.dumps([time.perf_counter() - t0,
+                          resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                          time.process_time() - c0]))
+        return
+    trees = []
+    for spec in args.compare or []:
+        label, sep, tree = spec.partition("=")
+        if not sep or not label or not tree:
+            raise SystemExit(f"--compare: {spec!r} is not NAME=TREE")
+        trees.append((label, Path(tree)))
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-l3a-"))
     try:
         if not any(work.glob("L2A/*/*/*/*.json")):
@@ -242,6 +305,9 @@ def main(argv=None) -> None:
             make_store(work, args.dates, args.size)
             print(f"inputs: {args.dates} dates of {args.size} x {args.size} px written in "
                   f"{time.perf_counter() - t0:.0f} s to {work}", flush=True)
+        if trees:
+            _compare(work, trees, args.repeat)
+            return
         rows = {}
         steps = [("read", _read_only), ("composite", _composite)]
         if not args.no_plain:

@@ -826,3 +826,30 @@ def test_the_main_pass_takes_the_blue_the_coarse_pass_read(wc_store, tmp_path):
     del acqs, out
     gc.collect()
     assert all(r() is None for r in left)
+
+
+def test_composite_benchmark_compares_two_source_trees(tmp_path, capsys):
+    """``bench_composite.py --compare`` runs each step of each version in its own process,
+    importing that tree's ``src``, and prints each version's ratio; a bad version is refused
+    by name before any work."""
+    import importlib.util
+
+    root = Path(__file__).parents[1]
+    spec = importlib.util.spec_from_file_location("bench_composite",
+                                                  root / "benchmarks" / "bench_composite.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with pytest.raises(SystemExit, match="'nothing' is not NAME=TREE"):
+        mod.main(["--compare", "nothing"])
+    with pytest.raises(SystemExit, match=f"{tmp_path} is not an agriseries source tree"):
+        mod.main(["--size", "384", "--dates", "2", "--keep", str(tmp_path / "s"),
+                  "--compare", f"x={tmp_path}"])
+    mod.main(["--size", "384", "--dates", "2", "--no-plain", "--keep", str(tmp_path / "s"),
+              "--compare", f"a={root}", f"b={root}"])
+    out = capsys.readouterr().out
+    for label in ("a", "b"):
+        assert len([ln for ln in out.splitlines() if ln.startswith("round 0 ")
+                    and f" {label} " in ln]) == 2
+        best = next(ln for ln in out.splitlines() if ln.startswith(f"best {label} "))
+        assert float(best.split("composite / read-only ")[1].split()[0]) > 0
+    assert (tmp_path / "s" / "L3A").is_dir()  # the composite was written by the child processes
