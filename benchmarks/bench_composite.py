@@ -215,11 +215,16 @@ def _plain(store_dir: str) -> None:
     plain_weighted_mean(ds, centre, params, factor=24).compute()
 
 
-def _child(fn, store_dir, queue) -> None:
+def _timed(fn, store_dir) -> tuple[float, float, float]:
+    """(wall s, peak RSS MB, CPU s) of ``fn(store_dir)`` in this process."""
     t0, c0 = time.perf_counter(), time.process_time()
     fn(store_dir)
-    queue.put((time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-               time.process_time() - c0))
+    return (time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            time.process_time() - c0)
+
+
+def _child(fn, store_dir, queue) -> None:
+    queue.put(_timed(fn, store_dir))
 
 
 def measure(fn, store_dir: Path) -> tuple[float, float, float]:
@@ -240,10 +245,7 @@ STEPS = {"read": _read_only, "composite": _composite}
 def measure_tree(step: str, store_dir: Path, tree: Path) -> tuple[float, float, float]:
     """(wall s, peak RSS MB, CPU s) of ``step`` on ``store_dir`` in a fresh process that imports
     agriseries from ``tree/src``."""
-    src = Path(tree) / "src"
-    if not (src / "agriseries" / "__init__.py").is_file():
-        raise SystemExit(f"--compare: {tree} is not an agriseries source tree (no src/agriseries)")
-    env = dict(os.environ, PYTHONPATH=str(src))
+    env = dict(os.environ, PYTHONPATH=str(Path(tree) / "src"))
     out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", step,
                           str(store_dir)], env=env, capture_output=True, text=True)
     if out.returncode:
@@ -286,17 +288,15 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if args.child:  # one step in this process, for --compare: prints (wall, peak MB, CPU)
         step, store = args.child
-        t0, c0 = time.perf_counter(), time.process_time()
-        STEPS[step](store)
-        print(json.dumps([time.perf_counter() - t0,
-                          resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                          time.process_time() - c0]))
+        print(json.dumps(list(_timed(STEPS[step], store))))
         return
     trees = []
     for spec in args.compare or []:
         label, sep, tree = spec.partition("=")
         if not sep or not label or not tree:
             raise SystemExit(f"--compare: {spec!r} is not NAME=TREE")
+        if not (Path(tree) / "src" / "agriseries" / "__init__.py").is_file():
+            raise SystemExit(f"--compare: {tree} is not an agriseries source tree (no src/agriseries)")
         trees.append((label, Path(tree)))
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-l3a-"))
     try:
@@ -309,7 +309,7 @@ def main(argv=None) -> None:
             _compare(work, trees, args.repeat)
             return
         rows = {}
-        steps = [("read", _read_only), ("composite", _composite)]
+        steps = list(STEPS.items())
         if not args.no_plain:
             steps.append(("plain", _plain))
         for _ in range(args.repeat):
