@@ -322,6 +322,7 @@ class _BlockInputs:
         self.refl = np.zeros((2, nt, nb), np.intp)
         self.mask = np.zeros((2, nt), np.intp)
         self.aot = np.zeros((2, nt), np.intp)
+        self.aot_known = np.ones(nt, np.bool_)  # False: the date has no AOT (all NaN)
         self._held: list[np.ndarray] = []
 
     def put(self, table: np.ndarray, where: tuple, arr, dtype) -> None:
@@ -340,6 +341,88 @@ _SKIP, _TAKE_CLOUD, _TAKE_SNOW, _TAKE_WATER, _LAND_MEAN, _LAND_FIRST = 0, 1, 2, 
 
 
 @compiled(nogil=True, error_model="numpy")
+def _weight_pass(ca_row, cb_row, seg, ix0, ix1, fx, arow, has_aot, wd, aot_min, aot_maxw,
+                 aot_max, kind, wcur):  # pragma: no cover - compiled (tested through update_block)
+    # The weight ``wcur`` the date brings at each pixel of the row: for clear land
+    # (``kind``), ``W_cld W_aot W_date W_sensor``, at least 1e-6; else 0. Computed at every
+    # pixel, without a branch (the selects are _aot_weight's and the cloud weight's
+    # tests, in their order), then selected with ``kind``. ``seg``: the
+    # starts of the runs of pixels that interpolate between the same two coarse cells
+    # (then the row's length): within a run the coarse values are loop constants and the
+    # loop vectorises (no gather).
+    for s in range(seg.shape[0] - 1):
+        j0, j1 = seg[s], seg[s + 1]
+        c0, c1 = ix0[j0], ix1[j0]
+        a0, a1, b0, b1 = ca_row[c0], ca_row[c1], cb_row[c0], cb_row[c1]
+        fs, kd, out = fx[j0:j1], kind[j0:j1], wcur[j0:j1]
+        if has_aot:
+            ar = arow[j0:j1]
+            for k in range(fs.shape[0]):
+                g = fs[k]
+                ca = abs(a0 * (1.0 - g) + a1 * g)
+                cb = abs(b0 * (1.0 - g) + b1 * g)
+                wcld = 0.0 if (ca >= 1.0) | (cb >= 1.0) else (1.0 - ca) * (1.0 - cb)
+                a = ar[k]
+                wa = aot_min + (aot_maxw - aot_min) * (1.0 - a / aot_max)
+                wa = wa if a < aot_max else aot_min
+                wa = 0.0 if a < 0.0 else wa
+                wa = 1.0 if a != a else wa
+                wc = wcld * wa * wd
+                wc = 1e-6 if wc < 1e-6 else wc
+                out[k] = wc if kd[k] >= _LAND_MEAN else 0.0
+        else:  # no AOT on this row: W_aot is 1 (as _aot_weight of NaN)
+            for k in range(fs.shape[0]):
+                g = fs[k]
+                ca = abs(a0 * (1.0 - g) + a1 * g)
+                cb = abs(b0 * (1.0 - g) + b1 * g)
+                wcld = 0.0 if (ca >= 1.0) | (cb >= 1.0) else (1.0 - ca) * (1.0 - cb)
+                wc = wcld * 1.0 * wd
+                wc = 1e-6 if wc < 1e-6 else wc
+                out[k] = wc if kd[k] >= _LAND_MEAN else 0.0
+
+
+@compiled(nogil=True, error_model="numpy")
+def _classify(mrow, anyv, sf, sw, sd, rblue, sblue, has_blue, d, cloud_bits, invalid_bits,
+              water_bit, snow_bit, kind, later, earlier, darker, wle0, wgt0
+              ):  # pragma: no cover - compiled (tested through update_block)
+    # What the date does at each pixel of the row (``kind``): the rules of the module docstring written with selects, not branches,
+    # in passes of one type each (the comparisons of float64 dates, those of float32
+    # blues and weights, then the uint8 flags and mask bits) so that LLVM vectorises
+    # each; every test is evaluated at every pixel (they only read), then the first rule
+    # that applies gives the kind, as the chain of ifs they replace did.
+    n = kind.shape[0]
+    for j in range(n):
+        dp = sd[j]
+        later[j] = d > dp
+        earlier[j] = d < dp
+    for j in range(n):
+        wp = sw[j]
+        wle0[j] = wp <= 0.0
+        wgt0[j] = wp > 0.0
+    if has_blue:
+        # cloud or shadow over cloud: the darkest blue (ties to the later date)
+        for j in range(n):
+            bc, bp = rblue[j], sblue[j]
+            darker[j] = (bc == bc) & ((bp != bp) | (bc < bp) | ((bc == bp) & later[j]))
+    else:
+        darker[:] = False  # no blue at this date: NaN, never darker
+    cb, ib = np.uint8(cloud_bits & 0xFF), np.uint8(invalid_bits & 0xFF)
+    wb, sb = np.uint8(water_bit & 0xFF), np.uint8(snow_bit & 0xFF)
+    swb = np.uint8((water_bit | snow_bit) & 0xFF)
+    for j in range(n):
+        m, fprev = mrow[j], sf[j]
+        # cloud or shadow: kept only where nothing better exists
+        take_cloud = (fprev == 0) | ((fprev == 1) & darker[j])
+        # snow or water: only where no clear land was seen; the latest wins
+        take_sw = wle0[j] & (not (((fprev == 2) | (fprev == 3)) & earlier[j]))
+        kd_sw = np.uint8(_TAKE_WATER) if (m & wb) != 0 else np.uint8(_TAKE_SNOW)
+        kd = np.uint8(_LAND_MEAN) if wgt0[j] else np.uint8(_LAND_FIRST)
+        kd = (kd_sw if take_sw else np.uint8(_SKIP)) if (m & swb) != 0 else kd
+        kd = (np.uint8(_TAKE_CLOUD) if take_cloud else np.uint8(_SKIP)) if (m & cb) != 0 else kd
+        kind[j] = kd if ((m & ib) == 0) & anyv[j] else np.uint8(_SKIP)
+
+
+@compiled(nogil=True, error_model="numpy")
 def _band_pass(rb, sr, swb, kind, wcur, ndvi, kfv, kfr, kfv0, kfr0, bok, corr_any, cv0, cv1,
                cr0, cr1):  # pragma: no cover - compiled (tested through update_block)
     # One band of one row at one date: the directional correction and the state update of
@@ -348,7 +431,8 @@ def _band_pass(rb, sr, swb, kind, wcur, ndvi, kfv, kfr, kfv0, kfr0, bok, corr_an
     # the mixed float32/float64 arithmetic), here it vectorises it (the float64 divisions
     # of the correction and of the weighted mean go four at a time, ``vdivpd`` on AVX2),
     # with the same operations per pixel, so the same values; the kernel takes about a
-    # quarter less time (docs/benchmarks.md, L3A).
+    # quarter less time (docs/benchmarks.md, L3A). Rows where no pixel is corrected go
+    # through _band_pass_plain instead.
     for j in range(rb.shape[0]):
         kd = kind[j]
         raw = rb[j]
@@ -379,37 +463,63 @@ def _band_pass(rb, sr, swb, kind, wcur, ndvi, kfv, kfr, kfv0, kfr0, bok, corr_an
 
 
 @compiled(nogil=True, error_model="numpy")
+def _band_pass_plain(rb, sr, swb, kind, wcur):  # pragma: no cover - compiled
+    # _band_pass without the directional correction (no pixel of the row corrected): the
+    # same operations on the raw value.
+    for j in range(rb.shape[0]):
+        kd = kind[j]
+        v = rb[j]
+        wb, r0, wc = swb[j], sr[j], wcur[j]
+        valid = v == v
+        mean = np.float32((wb * r0 + wc * v) / (wb + wc))
+        r_mean = (mean if wb > 0.0 else v) if valid else r0
+        w_mean = np.float32(wb + wc) if valid else wb
+        w_first = np.float32(wc) if valid else np.float32(0.0)
+        r_new = r_mean if kd == _LAND_MEAN else (r0 if kd == _SKIP else v)
+        w_new = w_mean if kd == _LAND_MEAN else (w_first if kd == _LAND_FIRST else (
+            wb if kd == _SKIP else np.float32(0.0)))
+        sr[j] = r_new
+        swb[j] = w_new
+
+
+@compiled(nogil=True, error_model="numpy")
 def _state_pass(sw, sd, sf, kind, wcur, d):  # pragma: no cover - compiled
     # The weight, date and flag of one row at one date, as _band_pass for the bands: every
     # pixel's state is written (a skipped pixel gets its own values back), so the loop
     # has no branch.
     for j in range(kind.shape[0]):
         kd = kind[j]
-        wprev, dprev, fprev, wc = sw[j], sd[j], sf[j], wcur[j]
+        wprev, dprev, wc = sw[j], sd[j], wcur[j]
         ws = wprev + wc
         d_mean = (wprev * dprev + wc * d) / ws
-        land = kd == _LAND_MEAN or kd == _LAND_FIRST
+        land = (kd == _LAND_MEAN) | (kd == _LAND_FIRST)
         sw[j] = (np.float32(ws) if kd == _LAND_MEAN else np.float32(wc)) if land else (
             wprev if kd == _SKIP else np.float32(0.0))
         sd[j] = (d_mean if kd == _LAND_MEAN else d) if kd != _SKIP else dprev
+    for j in range(kind.shape[0]):  # the flag apart: a loop of uint8 only
+        kd, fprev = kind[j], sf[j]
+        land = (kd == _LAND_MEAN) | (kd == _LAND_FIRST)
         sf[j] = (np.uint8(4) if land else kd) if kd != _SKIP else fprev
 
 
 @compiled(nogil=True, error_model="numpy")
-def _update(refl, avail, mask, aot, coarse, iy0, iy1, fy, ix0, ix1, fx, dates, wds, coefs,
+def _update(refl, avail, mask, aot, aot_known, coarse, iy0, iy1, fy, ix0, ix1, fx, seg, dates, wds, coefs,
             blue, red, nir, brdf, cloud_bits, invalid_bits, water_bit, snow_bit,
             aot_min, aot_maxw, aot_max, state_w, state_d, state_f, state_r, state_wb
             ):  # pragma: no cover - compiled (tested through update_block)
     # ``refl``, ``mask``, ``aot``: the addresses and row strides of the inputs (_BlockInputs:
     # ``refl[0, t, b]`` the address of date t's band b, ``refl[1, t, b]`` its row stride).
     # Rows outside, dates inside: a row's state (nb x w values) stays in the cache over the
-    # dates; each pixel still sees the dates in time order. For each (row, date): one
-    # branchy pass over the pixels decides what the date does at each (``kind``, the
-    # weight ``wcur``, the directional kernels), then one branch-free pass per band over
-    # the pixels (:func:`_band_pass`), then one for the weight, date and flag
-    # (:func:`_state_pass`). Every pixel goes through the same operations, in the same order
-    # and types, as the per-pixel update of docs/l3a.md (no fastmath: no contraction into
-    # FMA).
+    # dates; each pixel still sees the dates in time order. For each (row, date), passes
+    # over the row's pixels, each without branches so that LLVM can vectorise it: the
+    # land weight of every pixel (:func:`_weight_pass`), what the date does at each
+    # (:func:`_classify`: ``kind`` and the weight ``wcur``), the directional kernels and
+    # NDVI where the correction applies (a pass of its own, run only on rows where the
+    # date's kernel fields are not all NaN), then one pass per band (:func:`_band_pass`,
+    # or :func:`_band_pass_plain` where no pixel is corrected), then one for the weight,
+    # date and flag (:func:`_state_pass`). Every pixel goes through the same operations,
+    # in the same order and types, as the per-pixel update of docs/l3a.md (no fastmath:
+    # no contraction into FMA).
     nt, nb = refl.shape[1], refl.shape[2]
     h, w = state_w.shape
     nf = coarse.shape[1]
@@ -419,6 +529,11 @@ def _update(refl, avail, mask, aot, coarse, iy0, iy1, fy, ix0, ix1, fx, dates, w
     kind = np.empty(w, np.uint8)
     anyv = np.empty(w, np.bool_)
     wcur = np.empty(w, np.float64)
+    later = np.empty(w, np.bool_)
+    earlier = np.empty(w, np.bool_)
+    darker = np.empty(w, np.bool_)
+    wle0 = np.empty(w, np.bool_)
+    wgt0 = np.empty(w, np.bool_)
     bok = np.empty(w, np.bool_)  # the directional correction applies (land, kernels known)
     ndvi = np.empty(w, np.float64)
     kfv = np.empty(w, np.float64)
@@ -436,6 +551,20 @@ def _update(refl, avail, mask, aot, coarse, iy0, iy1, fy, ix0, ix1, fx, dates, w
             for k in range(nf):
                 for c in range(cw):
                     row[k, c] = coarse[t, k, a0, c] * (1.0 - f) + coarse[t, k, a1, c] * f
+            # the directional kernels of a pixel are NaN where all four interpolated fields
+            # are (NaN times anything is NaN): a row whose fields are all NaN (no angles)
+            # corrects no pixel
+            kernels = False
+            if brdf:
+                for k in range(2, nf):
+                    for c in range(cw):
+                        kernels = kernels | (row[k, c] == row[k, c])
+            # a row of the date's AOT all NaN (or a date without AOT): W_aot is 1 at every
+            # pixel
+            has_aot = False
+            if aot_known[t]:
+                for j in range(w):
+                    has_aot = has_aot | (arow[j] == arow[j])
             # a date with no valid band at a pixel changes nothing there
             anyv[:] = False
             for b in range(nb):
@@ -446,44 +575,20 @@ def _update(refl, avail, mask, aot, coarse, iy0, iy1, fy, ix0, ix1, fx, dates, w
             has_blue = avail[t, blue]
             rblue = _f32_row(refl[0, t, blue], refl[1, t, blue], i, w)
             sblue = state_r[blue, i]
-            rred = _f32_row(refl[0, t, red], refl[1, t, red], i, w)
-            rnir = _f32_row(refl[0, t, nir], refl[1, t, nir], i, w)
-            has_ndvi = red >= 0 and nir >= 0 and avail[t, red] and avail[t, nir]
+            _classify(mrow, anyv, sf, sw, sd, rblue, sblue, has_blue, d, cloud_bits,
+                      invalid_bits, water_bit, snow_bit, kind, later, earlier, darker, wle0,
+                      wgt0)
+            _weight_pass(row[0], row[1], seg, ix0, ix1, fx, arow, has_aot, wd, aot_min,
+                         aot_maxw, aot_max, kind, wcur)
             corr_any = False
-            for j in range(w):
-                m = mrow[j]
-                kd = _SKIP
-                if (m & invalid_bits) == 0 and anyv[j]:
-                    fprev = sf[j]
-                    wprev = sw[j]
-                    if m & cloud_bits:
-                        # cloud or shadow: kept only where nothing better exists; darkest blue
-                        if fprev == 0:
-                            kd = _TAKE_CLOUD
-                        elif fprev == 1:
-                            bc = rblue[j] if has_blue else nan
-                            bp = sblue[j]
-                            if bc == bc and (bp != bp or bc < bp or (bc == bp and d > sd[j])):
-                                kd = _TAKE_CLOUD
-                    elif m & (water_bit | snow_bit):
-                        # snow or water: only where no clear land was seen; the latest wins
-                        if wprev <= 0.0 and not ((fprev == 2 or fprev == 3) and d < sd[j]):
-                            kd = _TAKE_WATER if m & water_bit else _TAKE_SNOW
-                    else:
-                        kd = _LAND_MEAN if wprev > 0.0 else _LAND_FIRST
-                kind[j] = kd
-                bok[j] = False
-                if kd >= _LAND_MEAN:
-                    # clear land: weight and directional kernels
-                    c0, c1, g = ix0[j], ix1[j], fx[j]
-                    ca = abs(row[0, c0] * (1.0 - g) + row[0, c1] * g)
-                    cb = abs(row[1, c0] * (1.0 - g) + row[1, c1] * g)
-                    wcld = 0.0 if (ca >= 1.0 or cb >= 1.0) else (1.0 - ca) * (1.0 - cb)
-                    wc = wcld * _aot_weight(arow[j], aot_min, aot_maxw, aot_max) * wd
-                    if wc < 1e-6:
-                        wc = 1e-6
-                    wcur[j] = wc
-                    if brdf:
+            if kernels:
+                rred = _f32_row(refl[0, t, red], refl[1, t, red], i, w)
+                rnir = _f32_row(refl[0, t, nir], refl[1, t, nir], i, w)
+                has_ndvi = red >= 0 and nir >= 0 and avail[t, red] and avail[t, nir]
+                for j in range(w):
+                    bok[j] = False
+                    if kind[j] >= _LAND_MEAN:
+                        c0, c1, g = ix0[j], ix1[j], fx[j]
                         fv = row[2, c0] * (1.0 - g) + row[2, c1] * g
                         fr = row[3, c0] * (1.0 - g) + row[3, c1] * g
                         fv0 = row[4, c0] * (1.0 - g) + row[4, c1] * g
@@ -498,11 +603,9 @@ def _update(refl, avail, mask, aot, coarse, iy0, iy1, fy, ix0, ix1, fx, dates, w
                                 if rr == rr and nn == nn and abs(nn + rr) > 1e-6:
                                     nd = (nn - rr) / (nn + rr)
                             ndvi[j] = nd
-                else:
-                    wcur[j] = 0.0
-                if not bok[j]:
-                    # harmless values for the branch-free band pass (its result is not used)
-                    kfv[j], kfr[j], kfv0[j], kfr0[j], ndvi[j] = 0.0, 0.0, 0.0, 0.0, 0.0
+                    if not bok[j]:
+                        # harmless values for the branch-free band pass (not used)
+                        kfv[j], kfr[j], kfv0[j], kfr0[j], ndvi[j] = 0.0, 0.0, 0.0, 0.0, 0.0
             # one branch-free pass per band
             for b in range(nb):
                 sr, swb = state_r[b, i], state_wb[b, i]
@@ -515,9 +618,12 @@ def _update(refl, avail, mask, aot, coarse, iy0, iy1, fy, ix0, ix1, fx, dates, w
                         sr[j] = nan if take else sr[j]
                         swb[j] = np.float32(0.0) if take else swb[j]
                     continue
-                _band_pass(_f32_row(refl[0, t, b], refl[1, t, b], i, w), sr, swb, kind, wcur,
-                           ndvi, kfv, kfr, kfv0, kfr0, bok, corr_any, coefs[b, 0], coefs[b, 1],
-                           coefs[b, 2], coefs[b, 3])
+                rb = _f32_row(refl[0, t, b], refl[1, t, b], i, w)
+                if corr_any:
+                    _band_pass(rb, sr, swb, kind, wcur, ndvi, kfv, kfr, kfv0, kfr0, bok,
+                               corr_any, coefs[b, 0], coefs[b, 1], coefs[b, 2], coefs[b, 3])
+                else:
+                    _band_pass_plain(rb, sr, swb, kind, wcur)
             # weight, date and flag
             _state_pass(sw, sd, sf, kind, wcur, d)
 
@@ -668,6 +774,9 @@ def _run_update(inputs: "_BlockInputs", coarse: np.ndarray, setup: BlockSetup, r
     p = setup.params
     iy0, iy1, fy = _interp_index(row0, h, setup.ratio, cy0, coarse.shape[2])
     ix0, ix1, fx = _interp_index(col0, w, setup.ratio, cx0, coarse.shape[3])
+    # the runs of columns between the same two coarse cells (_weight_pass)
+    seg = np.concatenate(([0], np.flatnonzero((np.diff(ix0) != 0) | (np.diff(ix1) != 0)) + 1,
+                          [w] if w else [])).astype(np.int64)
     pool = buffers if buffers is not None else WorkBuffers()
     sw = pool.take((h, w), np.float32)
     sd = pool.take((h, w), np.float64)
@@ -681,7 +790,8 @@ def _run_update(inputs: "_BlockInputs", coarse: np.ndarray, setup: BlockSetup, r
     swb.fill(0)
     blue, red, nir = setup.roles()
     _update(inputs.refl, np.ascontiguousarray(setup.avail, np.bool_), inputs.mask, inputs.aot,
-            np.ascontiguousarray(coarse, np.float32), iy0, iy1, fy, ix0, ix1, fx,
+            inputs.aot_known,
+            np.ascontiguousarray(coarse, np.float32), iy0, iy1, fy, ix0, ix1, fx, seg,
             np.asarray(setup.days, np.float64), np.asarray(setup.date_sensor_weight, np.float64),
             setup.coefficients(), blue, red, nir, bool(p.directional_correction), p.cloud_bits,
             p.invalid_bits, int(MaskBit.WATER), int(MaskBit.SNOW), p.aot_weight_min,
@@ -705,6 +815,7 @@ def _block_task(band_blocks, mask_blocks, aot_blocks, coarse, setup, row0, col0,
             inputs.put(inputs.refl, (t, b), _nan_block(h, w) if blk is None else blk, np.float32)
         aot = aot_blocks[t]
         inputs.put(inputs.aot, (t,), _nan_block(h, w) if aot is None else aot, np.float32)
+        inputs.aot_known[t] = aot is not None
         inputs.put(inputs.mask, (t,), mask_blocks[t], np.uint8)
     return _run_update(inputs, coarse, setup, row0, col0, cy0, cx0, buffers)
 
