@@ -348,37 +348,35 @@ def _weight_pass(ca_row, cb_row, seg, ix0, ix1, fx, arow, has_aot, wd, aot_min, 
     # pixel, without a branch (the selects are _aot_weight's and the cloud weight's
     # tests, in their order), then selected with ``kind``. ``seg``: the
     # starts of the runs of pixels that interpolate between the same two coarse cells
-    # (then the row's length): within a run the coarse values are loop constants and the
-    # loop vectorises (no gather).
+    # (then the row's length), unsigned: within a run the coarse values are loop constants
+    # and the loop vectorises (no gather; unsigned indices, no negative-index wraparound).
     for s in range(seg.shape[0] - 1):
         j0, j1 = seg[s], seg[s + 1]
         c0, c1 = ix0[j0], ix1[j0]
         a0, a1, b0, b1 = ca_row[c0], ca_row[c1], cb_row[c0], cb_row[c1]
-        fs, kd, out = fx[j0:j1], kind[j0:j1], wcur[j0:j1]
         if has_aot:
-            ar = arow[j0:j1]
-            for k in range(fs.shape[0]):
-                g = fs[k]
+            for k in range(j0, j1):
+                g = fx[k]
                 ca = abs(a0 * (1.0 - g) + a1 * g)
                 cb = abs(b0 * (1.0 - g) + b1 * g)
                 wcld = 0.0 if (ca >= 1.0) | (cb >= 1.0) else (1.0 - ca) * (1.0 - cb)
-                a = ar[k]
+                a = arow[k]
                 wa = aot_min + (aot_maxw - aot_min) * (1.0 - a / aot_max)
                 wa = wa if a < aot_max else aot_min
                 wa = 0.0 if a < 0.0 else wa
                 wa = 1.0 if a != a else wa
                 wc = wcld * wa * wd
                 wc = 1e-6 if wc < 1e-6 else wc
-                out[k] = wc if kd[k] >= _LAND_MEAN else 0.0
+                wcur[k] = wc if kind[k] >= _LAND_MEAN else 0.0
         else:  # no AOT on this row: W_aot is 1 (as _aot_weight of NaN)
-            for k in range(fs.shape[0]):
-                g = fs[k]
+            for k in range(j0, j1):
+                g = fx[k]
                 ca = abs(a0 * (1.0 - g) + a1 * g)
                 cb = abs(b0 * (1.0 - g) + b1 * g)
                 wcld = 0.0 if (ca >= 1.0) | (cb >= 1.0) else (1.0 - ca) * (1.0 - cb)
                 wc = wcld * 1.0 * wd
                 wc = 1e-6 if wc < 1e-6 else wc
-                out[k] = wc if kd[k] >= _LAND_MEAN else 0.0
+                wcur[k] = wc if kind[k] >= _LAND_MEAN else 0.0
 
 
 @compiled(nogil=True, error_model="numpy")
@@ -465,21 +463,21 @@ def _band_pass(rb, sr, swb, kind, wcur, ndvi, kfv, kfr, kfv0, kfr0, bok, corr_an
 @compiled(nogil=True, error_model="numpy")
 def _band_pass_plain(rb, sr, swb, kind, wcur):  # pragma: no cover - compiled
     # _band_pass without the directional correction (no pixel of the row corrected): the
-    # same operations on the raw value.
+    # same values from the raw value, its selects regrouped (fewer blends): the state is
+    # kept where the date is skipped or its land value is no data; else the weighted mean
+    # (a previous clear value) or the value itself, with the summed weight (mean), the
+    # date's weight (first clear value) or 0 (first no data, kept observations).
     for j in range(rb.shape[0]):
         kd = kind[j]
         v = rb[j]
         wb, r0, wc = swb[j], sr[j], wcur[j]
         valid = v == v
+        is_mean = kd == _LAND_MEAN
         mean = np.float32((wb * r0 + wc * v) / (wb + wc))
-        r_mean = (mean if wb > 0.0 else v) if valid else r0
-        w_mean = np.float32(wb + wc) if valid else wb
-        w_first = np.float32(wc) if valid else np.float32(0.0)
-        r_new = r_mean if kd == _LAND_MEAN else (r0 if kd == _SKIP else v)
-        w_new = w_mean if kd == _LAND_MEAN else (w_first if kd == _LAND_FIRST else (
-            wb if kd == _SKIP else np.float32(0.0)))
-        sr[j] = r_new
-        swb[j] = w_new
+        keep = (kd == _SKIP) | (is_mean & (not valid))
+        sr[j] = r0 if keep else (mean if is_mean & (wb > 0.0) else v)
+        swb[j] = wb if keep else (np.float32(wb + wc) if is_mean else (
+            np.float32(wc) if (kd == _LAND_FIRST) & valid else np.float32(0.0)))
 
 
 @compiled(nogil=True, error_model="numpy")
@@ -776,7 +774,7 @@ def _run_update(inputs: "_BlockInputs", coarse: np.ndarray, setup: BlockSetup, r
     ix0, ix1, fx = _interp_index(col0, w, setup.ratio, cx0, coarse.shape[3])
     # the runs of columns between the same two coarse cells (_weight_pass)
     seg = np.concatenate(([0], np.flatnonzero((np.diff(ix0) != 0) | (np.diff(ix1) != 0)) + 1,
-                          [w] if w else [])).astype(np.int64)
+                          [w] if w else [])).astype(np.uint64)
     pool = buffers if buffers is not None else WorkBuffers()
     sw = pool.take((h, w), np.float32)
     sd = pool.take((h, w), np.float64)
