@@ -313,9 +313,10 @@ def _u8_row(address, stride, i, w):  # pragma: no cover - compiled
 
 class _BlockInputs:
     """The addresses and row strides (bytes) of a block's 2-D inputs, for :func:`_update`:
-    ``refl[t, b]`` (float32), ``mask[t]`` (uint8), ``aot[t]`` (float32). Holds each array
-    (converted to its type and to unit column steps where it was not) until it is dropped,
-    so the addresses stay valid while the kernel runs."""
+    ``refl[t, b]`` (float32), ``mask[t]`` (uint8), ``aot[t]`` (float32); ``aot_known[t]``
+    False where date t has no AOT (its block all NaN: the kernel does not scan it). Holds
+    each array (converted to its type and to unit column steps where it was not) until it
+    is dropped, so the addresses stay valid while the kernel runs."""
 
     def __init__(self, nt: int, nb: int, h: int, w: int):
         self.h, self.w = h, w
@@ -383,11 +384,11 @@ def _weight_pass(ca_row, cb_row, seg, ix0, ix1, fx, arow, has_aot, wd, aot_min, 
 def _classify(mrow, anyv, sf, sw, sd, rblue, sblue, has_blue, d, cloud_bits, invalid_bits,
               water_bit, snow_bit, kind, later, earlier, darker, wle0, wgt0
               ):  # pragma: no cover - compiled (tested through update_block)
-    # What the date does at each pixel of the row (``kind``): the rules of the module docstring written with selects, not branches,
-    # in passes of one type each (the comparisons of float64 dates, those of float32
-    # blues and weights, then the uint8 flags and mask bits) so that LLVM vectorises
-    # each; every test is evaluated at every pixel (they only read), then the first rule
-    # that applies gives the kind, as the chain of ifs they replace did.
+    # What the date does at each pixel of the row (``kind``): the rules of the module
+    # docstring written with selects, not branches, in passes of one type each (the
+    # comparisons of float64 dates, those of float32 blues and weights, then the uint8
+    # flags and mask bits) so that LLVM vectorises each; every test is evaluated at every
+    # pixel (they only read), then the first rule that applies gives the kind, as the chain of ifs they replace did.
     n = kind.shape[0]
     for j in range(n):
         dp = sd[j]
@@ -501,17 +502,19 @@ def _state_pass(sw, sd, sf, kind, wcur, d):  # pragma: no cover - compiled
 
 
 @compiled(nogil=True, error_model="numpy")
-def _update(refl, avail, mask, aot, aot_known, coarse, iy0, iy1, fy, ix0, ix1, fx, seg, dates, wds, coefs,
-            blue, red, nir, brdf, cloud_bits, invalid_bits, water_bit, snow_bit,
+def _update(refl, avail, mask, aot, aot_known, coarse, iy0, iy1, fy, ix0, ix1, fx, seg, dates,
+            wds, coefs, blue, red, nir, brdf, cloud_bits, invalid_bits, water_bit, snow_bit,
             aot_min, aot_maxw, aot_max, state_w, state_d, state_f, state_r, state_wb
             ):  # pragma: no cover - compiled (tested through update_block)
     # ``refl``, ``mask``, ``aot``: the addresses and row strides of the inputs (_BlockInputs:
     # ``refl[0, t, b]`` the address of date t's band b, ``refl[1, t, b]`` its row stride).
     # Rows outside, dates inside: a row's state (nb x w values) stays in the cache over the
     # dates; each pixel still sees the dates in time order. For each (row, date), passes
-    # over the row's pixels, each without branches so that LLVM can vectorise it: the
-    # land weight of every pixel (:func:`_weight_pass`), what the date does at each
-    # (:func:`_classify`: ``kind`` and the weight ``wcur``), the directional kernels and
+    # over the row's pixels, each without branches so that LLVM can vectorise it: what
+    # the date does at each pixel (:func:`_classify`: ``kind``), the weight it brings
+    # (:func:`_weight_pass`: ``wcur``, the land weight where ``kind`` is land, else 0;
+    # ``seg``: the runs of columns between the same two coarse cells; ``aot_known[t]``
+    # False: date t has no AOT), the directional kernels and
     # NDVI where the correction applies (a pass of its own, run only on rows where the
     # date's kernel fields are not all NaN), then one pass per band (:func:`_band_pass`,
     # or :func:`_band_pass_plain` where no pixel is corrected), then one for the weight,
