@@ -317,20 +317,40 @@ def _repeat_2x2(block: np.ndarray) -> np.ndarray:
 def _mean_2x2_block(b, scale, offset, out):  # pragma: no cover - compiled
     """``out[i, j]``: the mean of the valid digital numbers of ``b[2i:2i+2, 2j:2j+2]``
     (``(value - offset) / scale`` rounded half to even), rounded half up, scaled back in
-    float32; NaN where none is valid. One pass, no temporaries."""
+    float32; NaN where none is valid. One pass, no temporaries.
+
+    The digital number is taken as ``(value - offset) * (1 / scale)``: ``value`` is a
+    float32 decoded from an integer DN (16 bits), within 1e-3 DN of it, so the product and
+    the quotient (which differ by an ulp or two, 1e-11 DN) round to the same integer, and
+    a multiplication costs a third of a division. A mean of 4 or 2 is taken by the exact
+    product by 1/4 or 1/2 (the quotient, bit for bit)."""
     s32, o32 = np.float32(scale), np.float32(offset)
+    inv = 1.0 / scale
     for i in range(out.shape[0]):
+        r0 = b[2 * i]
+        r1 = b[2 * i + 1]
         for j in range(out.shape[1]):
+            a0, a1, a2, a3 = r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]
             n = 0
             total = 0.0
-            for di in range(2):
-                for dj in range(2):
-                    v = b[2 * i + di, 2 * j + dj]
-                    if not np.isnan(v):
-                        n += 1
-                        total += np.rint((np.float64(v) - offset) / scale)
+            if not np.isnan(a0):
+                n += 1
+                total += np.rint((np.float64(a0) - offset) * inv)
+            if not np.isnan(a1):
+                n += 1
+                total += np.rint((np.float64(a1) - offset) * inv)
+            if not np.isnan(a2):
+                n += 1
+                total += np.rint((np.float64(a2) - offset) * inv)
+            if not np.isnan(a3):
+                n += 1
+                total += np.rint((np.float64(a3) - offset) * inv)
             if n == 0:
                 out[i, j] = np.nan
+            elif n == 4:
+                out[i, j] = np.float32(np.floor(total * 0.25 + 0.5)) * s32 + o32
+            elif n == 2:
+                out[i, j] = np.float32(np.floor(total * 0.5 + 0.5)) * s32 + o32
             else:
                 out[i, j] = np.float32(np.floor(total / n + 0.5)) * s32 + o32
 
@@ -367,11 +387,21 @@ def _coarse_nodata_2x2(mask, fine, bit, out):  # pragma: no cover - compiled
 @compiled(nogil=True)
 def _fine_nodata_2x2(mask, fine, bit, out):  # pragma: no cover - compiled
     """``out``: ``mask`` repeated 2 x 2 (:func:`_repeat_2x2`), with ``bit`` set where
-    ``fine`` is NaN (:func:`mask_with_band_nodata` of the repeated mask)."""
+    ``fine`` is NaN (:func:`mask_with_band_nodata` of the repeated mask). Row by row, two
+    fine pixels per mask pixel, without branches (a tenth of the time of a loop over the
+    fine pixels indexing the mask at ``(i // 2, j // 2)``)."""
+    nx = out.shape[1]
     for i in range(out.shape[0]):
-        for j in range(out.shape[1]):
-            v = mask[i // 2, j // 2]
-            out[i, j] = v | bit if np.isnan(fine[i, j]) else v
+        m = mask[i // 2]
+        f = fine[i]
+        o = out[i]
+        for jj in range(nx // 2):
+            v = m[jj]
+            a, b = f[2 * jj], f[2 * jj + 1]
+            o[2 * jj] = v | (bit * np.uint8(np.isnan(a)))
+            o[2 * jj + 1] = v | (bit * np.uint8(np.isnan(b)))
+        if nx % 2:
+            o[nx - 1] = m[(nx - 1) // 2] | (bit * np.uint8(np.isnan(f[nx - 1])))
 
 
 def _coarse_nodata_block(mask: np.ndarray, fine: np.ndarray) -> np.ndarray:
