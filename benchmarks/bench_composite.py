@@ -4,7 +4,8 @@ A store is filled with ``--dates`` Sentinel-2 L2A products of the full tile T31U
 (10980 x 10980 px at 10 m), synthesised from the real WorldCereal Flanders chips
 (tests/data/worldcereal: the 64 x 64 px 10 m bands and 32 x 32 px 20 m bands + SCL mask of
 real dates, tiled over the tile, one real date per synthetic date), written as COGs like
-any ingested product. Three timings, each in its own process (peak RSS of that process):
+any ingested product. Three timings, each in its own process, timed once the libraries
+are imported (peak RSS of that process):
 
 * ``read``      -- read every input band and mask once, chunk by chunk (what any
                    compositor must at least do: the floor);
@@ -215,8 +216,21 @@ def _plain(store_dir: str) -> None:
     plain_weighted_mean(ds, centre, params, factor=24).compute()
 
 
+def _import_steps() -> None:
+    """Import what every step uses (rasterio, xarray, dask, agriseries and the modules of
+    its numba kernels: 1.5-1.9 s in a fresh process), so that a step's time is its work:
+    the same constant in both steps would bring their ratio towards 1."""
+    import dask  # noqa: F401
+
+    import agriseries.composite  # noqa: F401
+    import agriseries.io.opened  # noqa: F401
+    import agriseries.io.product  # noqa: F401
+    import agriseries.io.store  # noqa: F401
+
+
 def _timed(fn, store_dir) -> tuple[float, float, float]:
-    """(wall s, peak RSS MB, CPU s) of ``fn(store_dir)`` in this process."""
+    """(wall s, peak RSS MB, CPU s) of ``fn(store_dir)`` in this process, after the imports."""
+    _import_steps()
     t0, c0 = time.perf_counter(), time.process_time()
     fn(store_dir)
     return (time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
