@@ -332,21 +332,12 @@ def _mean_2x2_block(b, scale, offset, out):  # pragma: no cover - compiled
         r0 = b[2 * i]
         r1 = b[2 * i + 1]
         for j in range(out.shape[1]):
-            a0, a1, a2, a3 = r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]
             n = 0
             total = 0.0
-            if not np.isnan(a0):
-                n += 1
-                total += np.rint((np.float64(a0) - offset) * inv)
-            if not np.isnan(a1):
-                n += 1
-                total += np.rint((np.float64(a1) - offset) * inv)
-            if not np.isnan(a2):
-                n += 1
-                total += np.rint((np.float64(a2) - offset) * inv)
-            if not np.isnan(a3):
-                n += 1
-                total += np.rint((np.float64(a3) - offset) * inv)
+            for v in (r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]):
+                if not np.isnan(v):
+                    n += 1
+                    total += np.rint((np.float64(v) - offset) * inv)
             if n == 0:
                 out[i, j] = np.nan
             elif n == 4:
@@ -759,11 +750,14 @@ def _quicklook_pixels(bands: list[np.ma.MaskedArray]) -> np.ndarray:
     if all(np.dtype(b.dtype) in (np.dtype(np.int16), np.dtype(np.uint16)) for b in bands):
         out = np.empty((3,) + bands[0].shape, np.uint8)
         blank = quicklook_rgb(*[np.full(1, np.nan)] * 3)[0, 0]
+        tables: dict = {}  # one table per integer type (the bands share it)
         for k, b in enumerate(bands):
             info = np.iinfo(b.dtype)
-            table = quicklook_rgb(*[np.arange(info.min, info.max + 1) * 1e-4] * 3)[0]
+            if info.min not in tables:
+                dn = np.arange(info.min, info.max + 1) * 1e-4
+                tables[info.min] = quicklook_rgb(dn, dn, dn)[0]
             out[k] = np.where(np.ma.getmaskarray(b), blank,
-                              table[np.ma.getdata(b).astype(np.int32) - info.min])
+                              tables[info.min][np.ma.getdata(b).astype(np.int32) - info.min])
         return out
     return quicklook_rgb(*[np.where(np.ma.getmaskarray(b), np.nan, b.filled(0) * 1e-4)
                            for b in bands])
